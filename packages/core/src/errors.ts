@@ -1,0 +1,98 @@
+/**
+ * Every failure COS can report has one error class with a stable `code`. The gRPC edge maps
+ * these to status codes in one place; nothing below it knows about gRPC.
+ */
+export abstract class CosError extends Error {
+  abstract readonly code: string;
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** The caller sent something COS cannot accept (empty entity id, invalid event type, ...). */
+export class InvalidArgumentError extends CosError {
+  readonly code = 'COS_INVALID_ARGUMENT';
+}
+
+/** The thing asked for does not exist (an entity with no events, an unknown read side). */
+export class NotFoundError extends CosError {
+  readonly code = 'COS_NOT_FOUND';
+}
+
+/** A message larger than the configured limit. */
+export class MessageTooLargeError extends CosError {
+  readonly code = 'COS_MESSAGE_TOO_LARGE';
+}
+
+/** Another writer persisted the revision this append expected to write. */
+export class JournalConflictError extends CosError {
+  readonly code = 'COS_JOURNAL_CONFLICT';
+
+  constructor(
+    readonly entityId: string,
+    readonly expectedRevision: bigint,
+    options?: { cause?: unknown },
+  ) {
+    super(`entity ${JSON.stringify(entityId)} has moved past revision ${expectedRevision}`, options);
+  }
+}
+
+/** The store (PostgreSQL) failed or could not be reached. */
+export class StoreError extends CosError {
+  readonly code = 'COS_STORE_FAILED';
+}
+
+/**
+ * The user's handler answered with an error status. Its gRPC code, message and raw rich
+ * details (`grpc-status-details-bin` payload) are carried unchanged to the caller.
+ */
+export class HandlerFailedError extends CosError {
+  readonly code = 'COS_HANDLER_FAILED';
+
+  constructor(
+    /** numeric gRPC status code as the handler sent it */
+    readonly statusCode: number,
+    /** the handler's status message, verbatim */
+    readonly statusMessage: string,
+    /** the handler's google.rpc.Status details, as Any messages, verbatim */
+    readonly details: readonly { readonly typeUrl: string; readonly value: Uint8Array }[] = [],
+    options?: { cause?: unknown },
+  ) {
+    super(statusMessage, options);
+  }
+}
+
+/** The user's handler could not be reached. */
+export class HandlerUnavailableError extends CosError {
+  readonly code = 'COS_HANDLER_UNAVAILABLE';
+}
+
+/** A deadline passed: a handler call, or the caller's own deadline for the whole command. */
+export class DeadlineExceededError extends CosError {
+  readonly code = 'COS_DEADLINE_EXCEEDED';
+}
+
+/** The process is shutting down and takes no new work. */
+export class ShuttingDownError extends CosError {
+  readonly code = 'COS_SHUTTING_DOWN';
+}
+
+/** The configuration is invalid; `problems` lists every one, each naming the variable. */
+export class ConfigError extends CosError {
+  readonly code = 'COS_CONFIG_INVALID';
+
+  constructor(readonly problems: readonly string[]) {
+    super(`invalid configuration:\n  - ${problems.join('\n  - ')}`);
+  }
+}
+
+/** Something that must never happen did; a bug in COS. */
+export class InternalError extends CosError {
+  readonly code = 'COS_INTERNAL';
+}
+
+export function isCosError(error: unknown): error is CosError {
+  return error instanceof CosError;
+}

@@ -1,0 +1,17 @@
+export {
+  CosError,
+  InvalidArgumentError,
+  NotFoundError,
+  MessageTooLargeError,
+  JournalConflictError,
+  StoreError,
+  HandlerFailedError,
+  HandlerUnavailableError,
+  DeadlineExceededError,
+  ShuttingDownError,
+  ConfigError,
+  InternalError,
+  isCosError,
+} from './errors.js';
+export { javaStringHashCode, shardOf } from './shard.js';
+export { MAX_ENTITY_ID_LENGTH, assertValidEntityId } from './entity-id.js';
