@@ -1,0 +1,133 @@
+import { sql, type Kysely } from 'kysely';
+import { afterEach, describe, expect, it } from 'vitest';
+import { isUniqueViolation } from './database.js';
+import { migrateToLatest, mergeMigrations, type MigrationSet } from './migrations.js';
+import { openTestDatabase, testStoreKinds, uniqueSchemaName, type TestDatabase } from './testing.js';
+
+type Tables = {
+  items: { id: bigint; name: string; payload: Uint8Array };
+};
+
+const migrations: MigrationSet = {
+  '2026-01-01-001-items': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('items')
+        .addColumn('id', 'bigint', (c) => c.primaryKey())
+        .addColumn('name', 'text', (c) => c.notNull().unique())
+        .addColumn('payload', 'bytea', (c) => c.notNull())
+        .execute();
+    },
+  },
+  '2026-01-01-002-items-index': {
+    async up(db: Kysely<unknown>) {
+      await db.schema.createIndex('items_name_payload').on('items').columns(['name', 'payload']).execute();
+    },
+  },
+};
+
+describe.each(await testStoreKinds())('database on %s', (kind) => {
+  const opened: TestDatabase[] = [];
+  const open = async (schema?: string) => {
+    const database = await openTestDatabase(kind, schema);
+    opened.push(database);
+    return database;
+  };
+  afterEach(async () => {
+    // dispose in reverse so the schema-dropping handle closes last
+    for (const d of opened.splice(0).reverse()) await d.dispose().catch(() => {});
+  });
+
+  it('returns int8 as bigint and bytea as Uint8Array', async () => {
+    const database = await open();
+    await migrateToLatest({ database, migrations });
+    const db = database.kysely.withTables<Tables>();
+    const big = 9_007_199_254_740_993n; // above Number.MAX_SAFE_INTEGER
+    await db.insertInto('items').values({ id: big, name: 'a', payload: new Uint8Array([1, 2, 3]) }).execute();
+    const row = await db.selectFrom('items').selectAll().executeTakeFirstOrThrow();
+    expect(row.id).toBe(big);
+    expect(row.payload).toBeInstanceOf(Uint8Array);
+    expect([...row.payload]).toEqual([1, 2, 3]);
+    const { count } = await db
+      .selectFrom('items')
+      .select((eb) => eb.fn.countAll<bigint>().as('count'))
+      .executeTakeFirstOrThrow();
+    expect(count).toBe(1n);
+  });
+
+  it('reports unique violations as SQLSTATE 23505', async () => {
+    const database = await open();
+    await migrateToLatest({ database, migrations });
+    const db = database.kysely.withTables<Tables>();
+    await db.insertInto('items').values({ id: 1n, name: 'x', payload: new Uint8Array() }).execute();
+    const error = await db
+      .insertInto('items')
+      .values({ id: 2n, name: 'x', payload: new Uint8Array() })
+      .execute()
+      .catch((e: unknown) => e);
+    expect(isUniqueViolation(error)).toBe(true);
+    expect(isUniqueViolation(new Error('other'))).toBe(false);
+  });
+
+  it('runs migrations once, and a second run is a no-op', async () => {
+    const database = await open();
+    const first = await migrateToLatest({ database, migrations });
+    expect(first.results?.map((r) => r.status)).toEqual(['Success', 'Success']);
+    const second = await migrateToLatest({ database, migrations });
+    expect(second.results).toEqual([]);
+    const tables = await sql<{ table_name: string }>`
+      select table_name from information_schema.tables where table_schema = ${database.schema} order by 1`.execute(
+      database.kysely,
+    );
+    expect(tables.rows.map((r) => r.table_name)).toEqual(['cos_migrations', 'cos_migrations_lock', 'items']);
+  });
+
+  it('keeps transactions of concurrent callers apart', async () => {
+    const database = await open();
+    await migrateToLatest({ database, migrations });
+    const db = database.kysely.withTables<Tables>();
+    const failing = db.transaction().execute(async (trx) => {
+      await trx.insertInto('items').values({ id: 10n, name: 'rolled-back', payload: new Uint8Array() }).execute();
+      await new Promise((r) => setTimeout(r, 20));
+      throw new Error('abort');
+    });
+    const committed = db.insertInto('items').values({ id: 11n, name: 'kept', payload: new Uint8Array() }).execute();
+    await expect(failing).rejects.toThrow('abort');
+    await committed;
+    const names = await db.selectFrom('items').select('name').execute();
+    expect(names.map((r) => r.name)).toEqual(['kept']);
+  });
+
+  it('delivers NOTIFY to listeners', async () => {
+    const database = await open();
+    const received: string[] = [];
+    const unlisten = await database.listen('cos_test_channel', (payload) => received.push(payload));
+    await sql`select pg_notify('cos_test_channel', 'hello')`.execute(database.kysely);
+    await expect.poll(() => received, { timeout: 2000 }).toEqual(['hello']);
+    await unlisten();
+  });
+});
+
+describe('migrations on the real PostgreSQL', async () => {
+  const kinds = await testStoreKinds();
+  it.runIf(kinds.includes('postgres'))('are safe when several processes migrate at once', async () => {
+    const schema = uniqueSchemaName();
+    const databases = await Promise.all([1, 2, 3, 4].map(() => openTestDatabase('postgres', schema)));
+    try {
+      const results = await Promise.all(databases.map((database) => migrateToLatest({ database, migrations })));
+      const applied = results.flatMap((r) => r.results ?? []).filter((r) => r.status === 'Success');
+      expect(applied.map((r) => r.migrationName).sort()).toEqual(Object.keys(migrations).sort());
+    } finally {
+      for (const d of databases.slice(1)) await d.close();
+      await databases[0]!.dispose();
+    }
+  });
+});
+
+describe('mergeMigrations', () => {
+  it('refuses a name defined twice', () => {
+    expect(() => mergeMigrations(migrations, { '2026-01-01-001-items': migrations['2026-01-01-001-items']! })).toThrow(
+      /defined twice/,
+    );
+  });
+});

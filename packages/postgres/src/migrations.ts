@@ -1,0 +1,53 @@
+import { Migrator, type Migration, type MigrationResultSet } from 'kysely';
+import { StoreError } from '@chiefofstate/core';
+import type { Database } from './database.js';
+
+export type { Migration } from 'kysely';
+
+/**
+ * Migrations keyed by name. Names sort in the order they run, so every store package prefixes
+ * its own with a date and sequence, e.g. `2026-11-26-001-journal`. Each package exports its
+ * set; the composition root merges them and runs them once at start-up.
+ */
+export type MigrationSet = Readonly<Record<string, Migration>>;
+
+export interface MigrateOptions {
+  readonly database: Database;
+  readonly migrations: MigrationSet;
+}
+
+/**
+ * Brings the schema to the latest version with Kysely's Migrator. Safe when several processes
+ * start at once: the Migrator holds a PostgreSQL advisory lock while it migrates, and a second
+ * run finds nothing to do.
+ */
+export async function migrateToLatest(options: MigrateOptions): Promise<MigrationResultSet> {
+  const { database, migrations } = options;
+  const migrator = new Migrator({
+    db: database.kysely,
+    provider: { getMigrations: async () => ({ ...migrations }) },
+    migrationTableSchema: database.schema,
+    migrationTableName: 'cos_migrations',
+    migrationLockTableName: 'cos_migrations_lock',
+  });
+  const result = await migrator.migrateToLatest();
+  if (result.error !== undefined) {
+    const failed = result.results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
+    throw new StoreError(`schema migration ${failed} failed in schema ${database.schema}`, {
+      cause: result.error,
+    });
+  }
+  return result;
+}
+
+/** Merges migration sets, refusing two packages that claim the same migration name. */
+export function mergeMigrations(...sets: readonly MigrationSet[]): MigrationSet {
+  const merged: Record<string, Migration> = {};
+  for (const set of sets) {
+    for (const [name, migration] of Object.entries(set)) {
+      if (name in merged) throw new Error(`migration ${name} is defined twice`);
+      merged[name] = migration;
+    }
+  }
+  return merged;
+}
