@@ -22,14 +22,15 @@ export default tseslint.config(
           allow: [],
           depConstraints: [
             { sourceTag: 'layer:protocol', onlyDependOnLibsWithTags: ['layer:protocol'] },
-            { sourceTag: 'layer:core', onlyDependOnLibsWithTags: ['layer:protocol', 'layer:core'] },
+            { sourceTag: 'layer:testing', onlyDependOnLibsWithTags: ['layer:protocol', 'layer:core', 'layer:adapter', 'layer:testing'] },
+            { sourceTag: 'layer:core', onlyDependOnLibsWithTags: ['layer:protocol', 'layer:core', 'layer:testing'] },
             {
               sourceTag: 'layer:adapter',
-              onlyDependOnLibsWithTags: ['layer:protocol', 'layer:core', 'layer:adapter'],
+              onlyDependOnLibsWithTags: ['layer:protocol', 'layer:core', 'layer:adapter', 'layer:testing'],
             },
             {
               sourceTag: 'layer:orchestration',
-              onlyDependOnLibsWithTags: ['layer:protocol', 'layer:core', 'layer:adapter', 'layer:orchestration'],
+              onlyDependOnLibsWithTags: ['layer:protocol', 'layer:core', 'layer:adapter', 'layer:orchestration', 'layer:testing'],
             },
             {
               sourceTag: 'layer:edge',
@@ -39,6 +40,7 @@ export default tseslint.config(
                 'layer:adapter',
                 'layer:orchestration',
                 'layer:edge',
+                'layer:testing',
               ],
             },
             {
@@ -49,6 +51,7 @@ export default tseslint.config(
                 'layer:adapter',
                 'layer:orchestration',
                 'layer:edge',
+                'layer:testing',
               ],
             },
             { sourceTag: 'layer:tools', onlyDependOnLibsWithTags: ['*'] },
