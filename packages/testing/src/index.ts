@@ -1,1 +1,12 @@
-export {};
+export {
+  createGrpcJsClient,
+  startGrpcJsServer,
+  GrpcJsStatusError,
+  type GrpcJsCallOptions,
+  type GrpcJsClient,
+  type GrpcJsClientOptions,
+  type GrpcJsServer,
+  type GrpcJsUnaryHandler,
+  type GrpcJsUnaryResult,
+} from './grpc-js.js';
+export { decodeRpcStatus, encodeRpcStatus, type RpcStatus } from './rpc-status.js';
