@@ -13,6 +13,9 @@ export function createVitestConfig(overrides: ViteUserConfig['test'] = {}): Vite
       include: ['src/**/*.spec.ts', 'test/**/*.spec.ts'],
       testTimeout: 30_000,
       hookTimeout: 60_000,
+      // The JSON report feeds the workspace's one-line summary (tools/scripts/test-summary.mjs).
+      reporters: ['default', 'json'],
+      outputFile: { json: 'test-results/vitest.json' },
       ...overrides,
     },
   });
