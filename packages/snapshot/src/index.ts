@@ -1,1 +1,10 @@
-export {};
+export { snapshotMigrations } from './migrations.js';
+export {
+  createSnapshotStore,
+  type SaveSnapshotResult,
+  type Snapshot,
+  type SnapshotStore,
+  type SnapshotStoreOptions,
+} from './snapshot-store.js';
+export { shouldSnapshot, type SnapshotPolicy } from './policy.js';
+export type { SnapshotRow, SnapshotTables } from './tables.js';
