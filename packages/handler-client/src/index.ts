@@ -1,0 +1,14 @@
+export {
+  createWriteSideClient,
+  type WriteSideClient,
+  type WriteSideClientOptions,
+} from './write-side-client.js';
+export { createReadSideClient, type ReadSideClient, type ReadSideClientOptions } from './read-side-client.js';
+export {
+  DEFAULT_MAX_MESSAGE_BYTES,
+  DEFAULT_TIMEOUT_MS,
+  type HandlerCallOptions,
+  type HandlerClientOptions,
+} from './transport.js';
+export { translateHandlerError, type FailedCall } from './translate-error.js';
+export { decodeRpcStatus, type RawRpcStatus, type RawStatusDetail } from './rpc-status.js';
