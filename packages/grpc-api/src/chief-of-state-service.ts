@@ -1,0 +1,64 @@
+import type { ServiceImpl } from '@connectrpc/connect';
+import type { Any } from '@bufbuild/protobuf/wkt';
+import type { ChiefOfStateService} from '@chiefofstate/protocol';
+import { type Header, type MetaData } from '@chiefofstate/protocol';
+import { persistedHeaders, propagatedHeaders, type HeaderRules } from './request-headers.js';
+import { toConnectError } from './status.js';
+
+/** What the service needs of the entity runtime (satisfied by @chiefofstate/entity). */
+export interface CommandProcessor {
+  processCommand(request: {
+    entityId: string;
+    command: Any | undefined;
+    propagatedHeaders?: Record<string, string>;
+    persistedHeaders?: Header[];
+    signal?: AbortSignal;
+    deadline?: number;
+  }): Promise<{ state: Any; meta: MetaData }>;
+  getState(entityId: string): Promise<{ state: Any; meta: MetaData }>;
+}
+
+export interface ChiefOfStateServiceOptions {
+  readonly processor: CommandProcessor;
+  readonly headers: HeaderRules;
+  /** most time one ProcessCommand may take in all (COS_COMMAND_HANDLER_TIMEOUT), ms */
+  readonly commandTimeoutMs: number;
+  /** observes each call's outcome (logging, metrics); never throws */
+  readonly onError?: (method: 'ProcessCommand' | 'GetState', error: unknown) => void;
+}
+
+/** ChiefOfStateService served over Connect: headers and deadlines in, COS errors out as statuses. */
+export function createChiefOfStateService(
+  options: ChiefOfStateServiceOptions,
+): ServiceImpl<typeof ChiefOfStateService> {
+  const { processor, headers, commandTimeoutMs, onError } = options;
+  return {
+    async processCommand(request, context) {
+      const callerMs = context.timeoutMs();
+      const budgetMs = callerMs === undefined ? commandTimeoutMs : Math.min(callerMs, commandTimeoutMs);
+      try {
+        const { state, meta } = await processor.processCommand({
+          entityId: request.entityId,
+          command: request.command,
+          propagatedHeaders: propagatedHeaders(headers, context.requestHeader),
+          persistedHeaders: persistedHeaders(headers, context.requestHeader),
+          signal: context.signal,
+          deadline: Date.now() + budgetMs,
+        });
+        return { state, meta };
+      } catch (error) {
+        onError?.('ProcessCommand', error);
+        throw toConnectError(error);
+      }
+    },
+    async getState(request) {
+      try {
+        const { state, meta } = await processor.getState(request.entityId);
+        return { state, meta };
+      } catch (error) {
+        onError?.('GetState', error);
+        throw toConnectError(error);
+      }
+    },
+  };
+}

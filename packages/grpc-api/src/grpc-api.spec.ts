@@ -1,0 +1,262 @@
+import { create, toBinary } from '@bufbuild/protobuf';
+import { AnySchema, type Any } from '@bufbuild/protobuf/wkt';
+import { createClient } from '@connectrpc/connect';
+import { createGrpcTransport } from '@connectrpc/connect-node';
+import * as grpc from '@grpc/grpc-js';
+import {
+  DeadlineExceededError,
+  HandlerFailedError,
+  HandlerUnavailableError,
+  InvalidArgumentError,
+  JournalConflictError,
+  MessageTooLargeError,
+  NotFoundError,
+  ShuttingDownError,
+  StoreError,
+} from '@chiefofstate/core';
+import {
+  ChiefOfStateService,
+  GetStateRequestSchema,
+  Health,
+  HealthCheckRequestSchema,
+  HeaderSchema,
+  MetaDataSchema,
+  ProcessCommandRequestSchema,
+  type Header,
+} from '@chiefofstate/protocol';
+import { createGrpcJsClient, decodeRpcStatus, type GrpcJsClient } from '@chiefofstate/testing';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createChiefOfStateService, type CommandProcessor } from './chief-of-state-service.js';
+import { createHealthStatus, ServingStatus } from './health-service.js';
+import { startGrpcServer, type GrpcServer } from './grpc-server.js';
+
+type Seen = Parameters<CommandProcessor['processCommand']>[0];
+
+/** A processor standing in for the entity runtime: the edge is what is under test here. */
+function scriptedProcessor() {
+  const calls: Seen[] = [];
+  let behaviour: (request: Seen) => Promise<{ state: Any; meta: ReturnType<typeof create<typeof MetaDataSchema>> }> =
+    async (request) => ({
+      state: request.command ?? create(AnySchema),
+      meta: create(MetaDataSchema, { entityId: request.entityId, revisionNumber: 1 }),
+    });
+  const processor: CommandProcessor = {
+    processCommand: (request) => {
+      calls.push(request);
+      return behaviour(request);
+    },
+    getState: async (entityId) => {
+      if (entityId === 'missing') throw new NotFoundError(`entity ${entityId} not found`);
+      return { state: create(AnySchema, { typeUrl: 'type.googleapis.com/x.S', value: new Uint8Array([5]) }), meta: create(MetaDataSchema, { entityId, revisionNumber: 3 }) };
+    },
+  };
+  return { processor, calls, setBehaviour: (b: typeof behaviour) => (behaviour = b) };
+}
+
+const MAX = 64 * 1024;
+
+describe('gRPC edge', () => {
+  const scripted = scriptedProcessor();
+  const health = createHealthStatus({ services: ['chief_of_state.v1.ChiefOfStateService'] });
+  let server: GrpcServer;
+  let client: GrpcJsClient;
+
+  beforeAll(async () => {
+    server = await startGrpcServer({
+      host: '127.0.0.1',
+      port: 0,
+      maxMessageBytes: MAX,
+      routes: (router) => {
+        router.service(
+          ChiefOfStateService,
+          createChiefOfStateService({
+            processor: scripted.processor,
+            headers: { propagated: ['x-tenant'], persisted: ['x-user', 'x-token-bin'] },
+            commandTimeoutMs: 5000,
+          }),
+        );
+        router.service(Health, health.service);
+      },
+    });
+    client = createGrpcJsClient({ service: ChiefOfStateService, address: `127.0.0.1:${server.port}` });
+  });
+
+  afterAll(async () => {
+    client.close();
+    await server.close(100);
+  });
+
+  beforeEach(() => {
+    scripted.calls.length = 0;
+    scripted.setBehaviour(async (request) => ({
+      state: request.command ?? create(AnySchema),
+      meta: create(MetaDataSchema, { entityId: request.entityId, revisionNumber: 1 }),
+    }));
+  });
+
+  const command = create(AnySchema, { typeUrl: 'type.googleapis.com/bank.Open', value: new Uint8Array([1]) });
+  const send = (entityId: string, metadata = new grpc.Metadata(), deadline?: number) =>
+    client.unary(ChiefOfStateService.method.processCommand, create(ProcessCommandRequestSchema, { entityId, command }), {
+      metadata,
+      ...(deadline !== undefined ? { deadline: Date.now() + deadline } : {}),
+    });
+  const failure = (promise: Promise<unknown>) =>
+    promise.then(
+      () => {
+        throw new Error('expected the call to fail');
+      },
+      (e: unknown) => e as grpc.ServiceError,
+    );
+
+  it('passes the command, propagated headers, trace context and persisted headers', async () => {
+    const metadata = new grpc.Metadata();
+    metadata.set('x-tenant', 'acme');
+    metadata.set('x-other', 'not-forwarded');
+    metadata.set('traceparent', '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01');
+    metadata.set('x-user', 'alice');
+    metadata.set('x-token-bin', Buffer.from([0, 1, 2, 255]));
+    const { response } = await send('acc-1', metadata);
+    expect(response.meta?.entityId).toBe('acc-1');
+    const seen = scripted.calls[0]!;
+    expect(seen.entityId).toBe('acc-1');
+    expect(seen.command?.typeUrl).toBe('type.googleapis.com/bank.Open');
+    expect(seen.propagatedHeaders).toEqual({
+      'x-tenant': 'acme',
+      traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+    });
+    const persisted = seen.persistedHeaders!.map((h: Header) => toBinary(HeaderSchema, h));
+    expect(persisted).toEqual([
+      toBinary(HeaderSchema, create(HeaderSchema, { key: 'x-user', value: { case: 'stringValue', value: 'alice' } })),
+      toBinary(
+        HeaderSchema,
+        create(HeaderSchema, { key: 'x-token-bin', value: { case: 'bytesValue', value: new Uint8Array([0, 1, 2, 255]) } }),
+      ),
+    ]);
+  });
+
+  it("caps the command's deadline by the caller's and by the command timeout", async () => {
+    const before = Date.now();
+    await send('acc-1', new grpc.Metadata(), 1000);
+    await send('acc-1');
+    const [withCaller, withoutCaller] = scripted.calls;
+    expect(withCaller!.deadline! - before).toBeLessThanOrEqual(1000 + 50);
+    expect(withCaller!.deadline! - before).toBeGreaterThan(500);
+    expect(withoutCaller!.deadline! - before).toBeGreaterThan(4000);
+    expect(withoutCaller!.deadline! - before).toBeLessThanOrEqual(5000 + 200);
+  });
+
+  it.each([
+    [new InvalidArgumentError('empty entity ID'), grpc.status.INVALID_ARGUMENT, 'empty entity ID'],
+    [new NotFoundError('no such entity'), grpc.status.NOT_FOUND, 'no such entity'],
+    [new MessageTooLargeError('too big'), grpc.status.RESOURCE_EXHAUSTED, 'too big'],
+    [new DeadlineExceededError('handler too slow'), grpc.status.DEADLINE_EXCEEDED, 'handler too slow'],
+    [new HandlerUnavailableError('handler unreachable'), grpc.status.UNAVAILABLE, 'handler unreachable'],
+    [new ShuttingDownError('shutting down'), grpc.status.UNAVAILABLE, 'shutting down'],
+    [new StoreError('store down'), grpc.status.UNAVAILABLE, 'store down'],
+    [new JournalConflictError('e', 1n), grpc.status.ABORTED, 'entity "e" has moved past revision 1'],
+    [new Error('secret internals'), grpc.status.INTERNAL, 'internal error'],
+  ])('maps %s to its status', async (error, code, message) => {
+    scripted.setBehaviour(async () => {
+      throw error;
+    });
+    const e = await failure(send('acc-1'));
+    expect(e.code).toBe(code);
+    expect(e.details).toBe(message);
+  });
+
+  it("passes a handler's status, message and rich details through unchanged", async () => {
+    const detail = { typeUrl: 'type.googleapis.com/chief_of_state.v1.Header', value: new Uint8Array([10, 1, 107]) };
+    scripted.setBehaviour(async () => {
+      throw new HandlerFailedError(grpc.status.FAILED_PRECONDITION, 'insufficient funds: balance 5 < 10 (100% used, café)', [detail]);
+    });
+    const e = await failure(send('acc-1'));
+    expect(e.code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(e.details).toBe('insufficient funds: balance 5 < 10 (100% used, café)');
+    const status = decodeRpcStatus(e.metadata.get('grpc-status-details-bin')[0] as Buffer);
+    expect(status.code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(status.details.map((d) => [d.typeUrl, Array.from(d.value)])).toEqual([[detail.typeUrl, [10, 1, 107]]]);
+  });
+
+  it('refuses messages over the limit with RESOURCE_EXHAUSTED and keeps serving', async () => {
+    const big = create(AnySchema, { typeUrl: 'type.googleapis.com/x.Big', value: new Uint8Array(MAX + 1) });
+    const e = await failure(
+      client.unary(ChiefOfStateService.method.processCommand, create(ProcessCommandRequestSchema, { entityId: 'a', command: big })),
+    );
+    expect(e.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(scripted.calls).toHaveLength(0);
+    const { response } = await send('still-serving');
+    expect(response.meta?.entityId).toBe('still-serving');
+  });
+
+  it('answers GetState and maps NOT_FOUND', async () => {
+    const { response } = await client.unary(ChiefOfStateService.method.getState, create(GetStateRequestSchema, { entityId: 'x' }));
+    expect(response.meta?.revisionNumber).toBe(3);
+    const e = await failure(
+      client.unary(ChiefOfStateService.method.getState, create(GetStateRequestSchema, { entityId: 'missing' })),
+    );
+    expect(e.code).toBe(grpc.status.NOT_FOUND);
+  });
+
+  it('reports health through grpc.health.v1 Check and Watch', async () => {
+    const healthClient = createGrpcJsClient({ service: Health, address: `127.0.0.1:${server.port}` });
+    try {
+      const check = () => healthClient.unary(Health.method.check, create(HealthCheckRequestSchema, { service: '' }));
+      expect((await check()).response.status).toBe(ServingStatus.NOT_SERVING);
+      const connect = createClient(Health, createGrpcTransport({ baseUrl: `http://127.0.0.1:${server.port}` }));
+      const abort = new AbortController();
+      const seen: ServingStatus[] = [];
+      const watching = (async () => {
+        for await (const update of connect.watch({ service: '' }, { signal: abort.signal })) {
+          seen.push(update.status);
+          if (seen.length === 2) abort.abort();
+        }
+      })().catch(() => {});
+      await expect.poll(() => seen).toEqual([ServingStatus.NOT_SERVING]);
+      health.set('', ServingStatus.SERVING);
+      await watching;
+      expect(seen).toEqual([ServingStatus.NOT_SERVING, ServingStatus.SERVING]);
+      expect((await check()).response.status).toBe(ServingStatus.SERVING);
+      const unknown = await failure(healthClient.unary(Health.method.check, create(HealthCheckRequestSchema, { service: 'nope' })));
+      expect(unknown.code).toBe(grpc.status.NOT_FOUND);
+    } finally {
+      healthClient.close();
+    }
+  });
+});
+
+describe('graceful close', () => {
+  it('lets an in-flight call finish, then stops', async () => {
+    const scripted = scriptedProcessor();
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    scripted.setBehaviour(async (request) => {
+      await held;
+      return { state: create(AnySchema), meta: create(MetaDataSchema, { entityId: request.entityId }) };
+    });
+    const server = await startGrpcServer({
+      host: '127.0.0.1',
+      port: 0,
+      maxMessageBytes: MAX,
+      routes: (router) =>
+        router.service(
+          ChiefOfStateService,
+          createChiefOfStateService({ processor: scripted.processor, headers: { propagated: [], persisted: [] }, commandTimeoutMs: 5000 }),
+        ),
+    });
+    const client = createGrpcJsClient({ service: ChiefOfStateService, address: `127.0.0.1:${server.port}` });
+    const inFlight = client.unary(ChiefOfStateService.method.processCommand, create(ProcessCommandRequestSchema, { entityId: 'slow' }));
+    await expect.poll(() => scripted.calls.length).toBe(1);
+    const closed = server.close(5000);
+    release();
+    const { response } = await inFlight;
+    expect(response.meta?.entityId).toBe('slow');
+    await closed;
+    client.close();
+    const late = createGrpcJsClient({ service: ChiefOfStateService, address: `127.0.0.1:${server.port}` });
+    const e = await late
+      .unary(ChiefOfStateService.method.processCommand, create(ProcessCommandRequestSchema, { entityId: 'late' }), { deadline: Date.now() + 1000 })
+      .catch((error: grpc.ServiceError) => error);
+    expect((e as grpc.ServiceError).code).toBe(grpc.status.UNAVAILABLE);
+    late.close();
+  });
+});

@@ -1,0 +1,9 @@
+export { toConnectError, isExpectedFailure } from './status.js';
+export { propagatedHeaders, persistedHeaders, type HeaderRules } from './request-headers.js';
+export {
+  createChiefOfStateService,
+  type ChiefOfStateServiceOptions,
+  type CommandProcessor,
+} from './chief-of-state-service.js';
+export { createHealthStatus, ServingStatus, type HealthStatus, type HealthServiceOptions } from './health-service.js';
+export { startGrpcServer, type GrpcServer, type GrpcServerOptions } from './grpc-server.js';
