@@ -1,1 +1,30 @@
-export {};
+export { loadConfig, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_POOL_MAX, DEFAULT_TRACE_PORT } from './load-config.js';
+export type { LoadConfigOptions, LoadedConfig } from './load-config.js';
+export { redactConfig, REDACTED } from './redact.js';
+export { DEFAULT_FAILURE_POLICY, DEFAULT_READ_SIDE_ID } from './read-sides.js';
+export { CONFIG_VARIABLES } from './variables.js';
+export type { ConfigVariable } from './variables.js';
+export { DEPLOYMENT_MODES, FAILURE_POLICIES, LOG_LEVELS, LOG_STYLES } from './types.js';
+export type {
+  ClusterConfig,
+  CosConfig,
+  DeploymentMode,
+  EmbeddedStoreConfig,
+  EntityConfig,
+  FailurePolicy,
+  JournalConfig,
+  KafkaConfig,
+  LogConfig,
+  LogLevel,
+  LogStyle,
+  PostgresStoreConfig,
+  ReadSideConfig,
+  ReadSidesConfig,
+  ServerConfig,
+  SnapshotConfig,
+  StoreConfig,
+  TelemetryConfig,
+  TimeoutConfig,
+  TypeValidationConfig,
+  WriteSideConfig,
+} from './types.js';

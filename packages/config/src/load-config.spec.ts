@@ -1,0 +1,589 @@
+import { resolve } from 'node:path';
+import { ConfigError } from '@chiefofstate/core';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from './load-config.js';
+import { CWD, REQUIRED, configErrorOf, load, problemsOf } from './test-support/load.js';
+import type { CosConfig } from './types.js';
+import { CONFIG_VARIABLES } from './variables.js';
+
+describe('defaults', () => {
+  it('gives every documented default with only the write handler set', () => {
+    const { config, warnings } = load({});
+    expect(warnings).toEqual([]);
+    expect(config).toEqual({
+      server: { address: '0.0.0.0', port: 9000, maxMessageBytes: 4 * 1024 * 1024 },
+      store: { kind: 'embedded', dataDir: resolve(CWD, '.cos-data'), schema: 'public' },
+      readSideOffsetStore: { kind: 'embedded', dataDir: resolve(CWD, '.cos-data'), schema: 'public' },
+      kafka: undefined,
+      journal: { eventsBatchThreshold: 100, logicalDeletion: false },
+      snapshots: { enabled: true, frequency: 100, retain: 2 },
+      numShards: 16,
+      writeSide: {
+        host: 'handler',
+        port: 50051,
+        useTls: false,
+        validation: { enabled: false, stateTypes: [], eventTypes: [] },
+        propagatedHeaders: [],
+        persistedHeaders: [],
+      },
+      timeouts: { commandMs: 5000, handlerCallMs: 5000 },
+      entities: { passivateAfterMs: 120_000, maxActive: 100_000 },
+      readSide: { enabled: false, readSides: [] },
+      telemetry: {
+        serviceName: 'chiefofstate',
+        teamName: undefined,
+        traceHost: 'localhost',
+        tracePort: 4318,
+        otlpEndpoint: undefined,
+        metricsPort: 9102,
+      },
+      cluster: {
+        mode: 'docker',
+        dockerServiceName: 'chiefofstate',
+        replicaCount: 1,
+        podIp: undefined,
+        kubernetesAppLabel: undefined,
+      },
+      log: { level: 'info', style: 'JSON' },
+    } satisfies CosConfig);
+  });
+
+  it('uses the same object for the offset store when no COS_READ_SIDE_OFFSET_DB* is set', () => {
+    const { config } = load({ COS_POSTGRES_HOST: 'db' });
+    expect(config.readSideOffsetStore).toBe(config.store);
+  });
+
+  it('gives the postgres defaults once COS_POSTGRES_HOST is set', () => {
+    expect(load({ COS_POSTGRES_HOST: 'db' }).config.store).toEqual({
+      kind: 'postgres',
+      host: 'db',
+      port: 5432,
+      user: 'postgres',
+      password: 'changeme',
+      database: 'postgres',
+      schema: 'public',
+      poolMax: 5,
+    });
+  });
+
+  it('does not read process.env', () => {
+    process.env['COS_PORT'] = '1234';
+    try {
+      expect(load({}).config.server.port).toBe(9000);
+    } finally {
+      delete process.env['COS_PORT'];
+    }
+  });
+
+  it('treats empty and blank values as unset', () => {
+    const { config } = load({ COS_PORT: '', COS_POSTGRES_HOST: '  ', LOG_LEVEL: '' });
+    expect(config.server.port).toBe(9000);
+    expect(config.store.kind).toBe('embedded');
+    expect(config.log.level).toBe('info');
+  });
+});
+
+/**
+ * One row per variable: the environment, where the value lands, and what it must be. A test
+ * below checks that every name in CONFIG_VARIABLES (and every alias) has a row.
+ */
+const PG = { COS_POSTGRES_HOST: 'db' };
+const ROWS: readonly [Record<string, string>, (config: CosConfig) => unknown, unknown][] = [
+  [{ COS_ADDRESS: '127.0.0.1' }, (c) => c.server.address, '127.0.0.1'],
+  [{ COS_PORT: '9100' }, (c) => c.server.port, 9100],
+  [{ COS_GRPC_MAX_MESSAGE_BYTES: '1048576' }, (c) => c.server.maxMessageBytes, 1_048_576],
+  [{ COS_POSTGRES_HOST: 'pg.internal' }, (c) => c.store.kind === 'postgres' && c.store.host, 'pg.internal'],
+  [{ COS_DB_HOST: 'pg.internal' }, (c) => c.store.kind === 'postgres' && c.store.host, 'pg.internal'],
+  [{ ...PG, COS_POSTGRES_PORT: '6432' }, (c) => c.store.kind === 'postgres' && c.store.port, 6432],
+  [{ ...PG, COS_DB_PORT: '6432' }, (c) => c.store.kind === 'postgres' && c.store.port, 6432],
+  [{ ...PG, COS_POSTGRES_USER: 'cos' }, (c) => c.store.kind === 'postgres' && c.store.user, 'cos'],
+  [{ ...PG, COS_DB_USER: 'cos' }, (c) => c.store.kind === 'postgres' && c.store.user, 'cos'],
+  [{ ...PG, COS_POSTGRES_PASSWORD: ' s3cret ' }, (c) => c.store.kind === 'postgres' && c.store.password, ' s3cret '],
+  [{ ...PG, COS_DB_PASSWORD: 's3cret' }, (c) => c.store.kind === 'postgres' && c.store.password, 's3cret'],
+  [{ ...PG, COS_POSTGRES_DB: 'events' }, (c) => c.store.kind === 'postgres' && c.store.database, 'events'],
+  [{ ...PG, COS_DB_NAME: 'events' }, (c) => c.store.kind === 'postgres' && c.store.database, 'events'],
+  [{ COS_POSTGRES_SCHEMA: 'cos_1' }, (c) => c.store.schema, 'cos_1'],
+  [{ COS_DB_SCHEMA: 'cos_1' }, (c) => c.store.schema, 'cos_1'],
+  [{ ...PG, COS_DB_POOL_MAX_SIZE: '20' }, (c) => c.store.kind === 'postgres' && c.store.poolMax, 20],
+  [{ COS_DATA_DIR: 'data/cos' }, (c) => c.store.kind === 'embedded' && c.store.dataDir, resolve(CWD, 'data/cos')],
+  [{ COS_DATA_DIR: '/var/lib/cos' }, (c) => c.store.kind === 'embedded' && c.store.dataDir, '/var/lib/cos'],
+  [{ COS_KAFKA_BROKER: 'k1:9092, k2:9093' }, (c) => c.kafka, { brokers: ['k1:9092', 'k2:9093'] }],
+  [{ COS_EVENTS_BATCH_THRESHOLD: '1' }, (c) => c.journal.eventsBatchThreshold, 1],
+  [{ COS_JOURNAL_LOGICAL_DELETION: 'TRUE' }, (c) => c.journal.logicalDeletion, true],
+  [{ COS_DISABLE_SNAPSHOT: '1' }, (c) => c.snapshots.enabled, false],
+  [{ COS_SNAPSHOT_FREQUENCY: '7' }, (c) => c.snapshots.frequency, 7],
+  [{ COS_NUM_SNAPSHOTS_TO_RETAIN: '5' }, (c) => c.snapshots.retain, 5],
+  [{ COS_NUM_SHARDS: '8192' }, (c) => c.numShards, 8192],
+  [{ COS_NUM_SHARDS: '1' }, (c) => c.numShards, 1],
+  [{ WRITE_SIDE_HANDLER_SERVICE_HOST: 'users' }, (c) => c.writeSide.host, 'users'],
+  [{ WRITE_SIDE_HANDLER_SERVICE_PORT: '6000' }, (c) => c.writeSide.port, 6000],
+  [
+    { WRITE_SIDE_HANDLER_SERVICE_HOST: '', COS_WRITE_SIDE_HOST: 'users' },
+    (c) => c.writeSide.host,
+    'users',
+  ],
+  [{ WRITE_SIDE_HANDLER_SERVICE_PORT: '', COS_WRITE_SIDE_PORT: '6000' }, (c) => c.writeSide.port, 6000],
+  [{ COS_WRITE_SIDE_USE_TLS: 'true' }, (c) => c.writeSide.useTls, true],
+  [
+    { HANDLER_SERVICE_STATE_PROTO: 'my.app.State, type.googleapis.com/my.app.OtherState' },
+    (c) => c.writeSide.validation,
+    { enabled: true, stateTypes: ['my.app.State', 'my.app.OtherState'], eventTypes: [] },
+  ],
+  [
+    { COS_WRITE_SIDE_STATE_PROTOS: 'my.app.State' },
+    (c) => c.writeSide.validation.stateTypes,
+    ['my.app.State'],
+  ],
+  [
+    { HANDLER_SERVICE_EVENTS_PROTOS: 'my.app.Opened,my.app.Closed,my.app.Opened' },
+    (c) => c.writeSide.validation,
+    { enabled: true, stateTypes: [], eventTypes: ['my.app.Opened', 'my.app.Closed'] },
+  ],
+  [
+    { COS_WRITE_SIDE_EVENT_PROTOS: 'my.app.Opened' },
+    (c) => c.writeSide.validation.eventTypes,
+    ['my.app.Opened'],
+  ],
+  [
+    { COS_WRITE_SIDE_PROTO_VALIDATION: 'false', HANDLER_SERVICE_EVENTS_PROTOS: 'my.app.Opened' },
+    (c) => c.writeSide.validation.enabled,
+    false,
+  ],
+  [
+    { COS_WRITE_SIDE_PROTO_VALIDATION: 'true', HANDLER_SERVICE_EVENTS_PROTOS: 'a.E', HANDLER_SERVICE_STATE_PROTO: 'a.S' },
+    (c) => c.writeSide.validation.enabled,
+    true,
+  ],
+  [
+    { COS_WRITE_SIDE_PROPAGATED_HEADERS: 'X-Request-Id, Authorization' },
+    (c) => c.writeSide.propagatedHeaders,
+    ['x-request-id', 'authorization'],
+  ],
+  [{ COS_WRITE_PERSISTED_HEADERS: 'X-User-Bin,x-tenant' }, (c) => c.writeSide.persistedHeaders, ['x-user-bin', 'x-tenant']],
+  [{ COS_COMMAND_HANDLER_TIMEOUT: '30' }, (c) => c.timeouts.commandMs, 30_000],
+  [{ COS_COMMAND_HANDLER_TIMEOUT: '0.25', COS_GRPC_CALLS_TIMEOUT: '100' }, (c) => c.timeouts.commandMs, 250],
+  [{ COS_GRPC_CALLS_TIMEOUT: '1500' }, (c) => c.timeouts.handlerCallMs, 1500],
+  [{ COS_PASSIVATE_AFTER: '60' }, (c) => c.entities.passivateAfterMs, 60_000],
+  [{ COS_MAX_ACTIVE_ENTITIES: '10' }, (c) => c.entities.maxActive, 10],
+  [{ COS_READ_SIDE_ENABLED: 'false' }, (c) => c.readSide.enabled, false],
+  [
+    { COS_READ_SIDE_ENABLED: 'true', READ_SIDE_HANDLER_SERVICE_HOST: 'rs', READ_SIDE_HANDLER_SERVICE_PORT: '7000' },
+    (c) => c.readSide,
+    {
+      enabled: true,
+      readSides: [
+        {
+          readSideId: 'default',
+          host: 'rs',
+          port: 7000,
+          useTls: false,
+          timeoutMs: 5000,
+          autoStart: true,
+          enabled: true,
+          failurePolicy: 'REPLAY_STOP',
+        },
+      ],
+    },
+  ],
+  [{ COS_SERVICE_NAME: 'orders' }, (c) => c.telemetry.serviceName, 'orders'],
+  [{ OTEL_SERVICE_NAME: 'orders' }, (c) => c.telemetry.serviceName, 'orders'],
+  [{ TEAM_NAME: 'payments' }, (c) => c.telemetry.teamName, 'payments'],
+  [{ TRACE_HOST: 'jaeger' }, (c) => c.telemetry.traceHost, 'jaeger'],
+  [{ TRACE_PORT: '14268' }, (c) => c.telemetry.tracePort, 14268],
+  [
+    { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318' },
+    (c) => c.telemetry.otlpEndpoint,
+    'http://collector:4318',
+  ],
+  [{ COS_METRICS_PORT: '9200' }, (c) => c.telemetry.metricsPort, 9200],
+  [{ COS_DEPLOYMENT_MODE: 'Kubernetes' }, (c) => c.cluster.mode, 'kubernetes'],
+  [{ COS_DOCKER_SERVICE_NAME: 'cos_app' }, (c) => c.cluster.dockerServiceName, 'cos_app'],
+  [{ ...PG, COS_DOCKER_REPLICA_COUNT: '3' }, (c) => c.cluster.replicaCount, 3],
+  [
+    { ...PG, COS_DEPLOYMENT_MODE: 'kubernetes', COS_KUBERNETES_REPLICA_COUNT: '4' },
+    (c) => c.cluster.replicaCount,
+    4,
+  ],
+  [{ ...PG, COS_REPLICA_COUNT: '2' }, (c) => c.cluster.replicaCount, 2],
+  [{ ...PG, COS_DEPLOYMENT_MODE: 'kubernetes', COS_REPLICA_COUNT: '5' }, (c) => c.cluster.replicaCount, 5],
+  [{ POD_IP: '10.1.2.3' }, (c) => c.cluster.podIp, '10.1.2.3'],
+  [{ POD_IP: 'fd00::1' }, (c) => c.cluster.podIp, 'fd00::1'],
+  [{ COS_KUBERNETES_APP_LABEL: 'chiefofstate' }, (c) => c.cluster.kubernetesAppLabel, 'chiefofstate'],
+  [{ LOG_LEVEL: 'DEBUG' }, (c) => c.log.level, 'debug'],
+  [{ LOG_LEVEL: 'Trace' }, (c) => c.log.level, 'trace'],
+  [{ LOG_STYLE: 'simple' }, (c) => c.log.style, 'SIMPLE'],
+  [{ LOG_STYLE: 'json' }, (c) => c.log.style, 'JSON'],
+  [
+    { ...PG, COS_READ_SIDE_OFFSET_DB_HOST: 'offsets' },
+    (c) => c.readSideOffsetStore.kind === 'postgres' && c.readSideOffsetStore.host,
+    'offsets',
+  ],
+  [
+    { ...PG, COS_READ_SIDE_OFFSET_DB_PORT: '6543' },
+    (c) => c.readSideOffsetStore.kind === 'postgres' && c.readSideOffsetStore.port,
+    6543,
+  ],
+  [
+    { ...PG, COS_READ_SIDE_OFFSET_DB_USER: 'reader' },
+    (c) => c.readSideOffsetStore.kind === 'postgres' && c.readSideOffsetStore.user,
+    'reader',
+  ],
+  [
+    { ...PG, COS_READ_SIDE_OFFSET_DB_PASSWORD: 'pw2' },
+    (c) => c.readSideOffsetStore.kind === 'postgres' && c.readSideOffsetStore.password,
+    'pw2',
+  ],
+  [
+    { ...PG, COS_READ_SIDE_OFFSET_DB: 'offsets_db' },
+    (c) => c.readSideOffsetStore.kind === 'postgres' && c.readSideOffsetStore.database,
+    'offsets_db',
+  ],
+  [{ COS_READ_SIDE_OFFSET_DB_SCHEMA: 'offsets' }, (c) => c.readSideOffsetStore.schema, 'offsets'],
+  [
+    { COS_READ_SIDE_CONFIG__HOST__ledger: 'ledger-rs', COS_READ_SIDE_CONFIG__PORT__ledger: '7001' },
+    (c) => c.readSide.readSides.map((side) => [side.readSideId, side.host, side.port]),
+    [['ledger', 'ledger-rs', 7001]],
+  ],
+];
+
+describe('every variable', () => {
+  it.each(ROWS.map((row) => [Object.keys(row[0]).join(' '), ...row] as const))(
+    '%s',
+    (_name, env, select, expected) => {
+      const { config } = load(env);
+      expect(select(config)).toEqual(expected);
+    },
+  );
+
+  it('has a row for every documented name and every alias', () => {
+    const covered = new Set(ROWS.flatMap(([env]) => Object.keys(env)));
+    // COS_READ_SIDE_CONFIG (YAML) and COS_READ_SIDE_CONFIG__<SETTING>__<ID> have their own spec
+    const names = CONFIG_VARIABLES.flatMap((variable) => [variable.name, ...variable.aliases]).filter(
+      (name) => !name.includes('<') && name !== 'COS_READ_SIDE_CONFIG',
+    );
+    expect(names.filter((name) => !covered.has(name))).toEqual([]);
+  });
+});
+
+describe('aliases and precedence', () => {
+  const PAIRS: readonly [documented: string, alias: string, a: string, b: string, select: (c: CosConfig) => unknown][] =
+    [
+      ['COS_POSTGRES_HOST', 'COS_DB_HOST', 'a', 'b', (c) => c.store.kind === 'postgres' && c.store.host],
+      ['COS_POSTGRES_PORT', 'COS_DB_PORT', '1111', '2222', (c) => c.store.kind === 'postgres' && c.store.port],
+      ['COS_POSTGRES_USER', 'COS_DB_USER', 'a', 'b', (c) => c.store.kind === 'postgres' && c.store.user],
+      ['COS_POSTGRES_PASSWORD', 'COS_DB_PASSWORD', 'a', 'b', (c) => c.store.kind === 'postgres' && c.store.password],
+      ['COS_POSTGRES_DB', 'COS_DB_NAME', 'a', 'b', (c) => c.store.kind === 'postgres' && c.store.database],
+      ['COS_POSTGRES_SCHEMA', 'COS_DB_SCHEMA', 'a', 'b', (c) => c.store.schema],
+      ['WRITE_SIDE_HANDLER_SERVICE_HOST', 'COS_WRITE_SIDE_HOST', 'a', 'b', (c) => c.writeSide.host],
+      ['WRITE_SIDE_HANDLER_SERVICE_PORT', 'COS_WRITE_SIDE_PORT', '1111', '2222', (c) => c.writeSide.port],
+      ['HANDLER_SERVICE_STATE_PROTO', 'COS_WRITE_SIDE_STATE_PROTOS', 'a.A', 'b.B', (c) => c.writeSide.validation.stateTypes],
+      ['HANDLER_SERVICE_EVENTS_PROTOS', 'COS_WRITE_SIDE_EVENT_PROTOS', 'a.A', 'b.B', (c) => c.writeSide.validation.eventTypes],
+      ['COS_SERVICE_NAME', 'OTEL_SERVICE_NAME', 'a', 'b', (c) => c.telemetry.serviceName],
+      ['COS_DOCKER_REPLICA_COUNT', 'COS_REPLICA_COUNT', '2', '3', (c) => c.cluster.replicaCount],
+    ];
+
+  it.each(PAIRS)('%s wins over %s, with a warning', (documented, alias, a, b, select) => {
+    const { config, warnings } = load({ ...PG, [documented]: a, [alias]: b });
+    const expected = select(load({ ...PG, [documented]: a }).config);
+    expect(select(config)).toEqual(expected);
+    expect(select(load({ ...PG, [alias]: b }).config)).not.toEqual(expected);
+    expect(warnings).toContain(`both ${documented} and ${alias} are set; using ${documented}`);
+  });
+
+  it('takes COS_REPLICA_COUNT as the kubernetes count in kubernetes mode', () => {
+    const env = { ...PG, COS_DEPLOYMENT_MODE: 'kubernetes', COS_KUBERNETES_REPLICA_COUNT: '4', COS_REPLICA_COUNT: '6' };
+    const { config, warnings } = load(env);
+    expect(config.cluster.replicaCount).toBe(4);
+    expect(warnings).toContain('both COS_KUBERNETES_REPLICA_COUNT and COS_REPLICA_COUNT are set; using COS_KUBERNETES_REPLICA_COUNT');
+  });
+
+  it('ignores the other mode replica count, with a warning', () => {
+    const { config, warnings } = load({ ...PG, COS_KUBERNETES_REPLICA_COUNT: '4' });
+    expect(config.cluster.replicaCount).toBe(1);
+    expect(warnings).toContain('COS_KUBERNETES_REPLICA_COUNT is ignored: COS_DEPLOYMENT_MODE is docker');
+  });
+
+  it('warns about postgres settings that the embedded store ignores', () => {
+    const { config, warnings } = load({ COS_POSTGRES_PORT: '6432', COS_DB_POOL_MAX_SIZE: '9' });
+    expect(config.store.kind).toBe('embedded');
+    expect(warnings).toEqual([
+      'COS_POSTGRES_PORT is ignored: COS_POSTGRES_HOST is unset, so the embedded store is used',
+      'COS_DB_POOL_MAX_SIZE is ignored: COS_POSTGRES_HOST is unset, so the embedded store is used',
+    ]);
+  });
+
+  it('warns about COS_DATA_DIR with a postgres store', () => {
+    expect(load({ ...PG, COS_DATA_DIR: '/data' }).warnings).toEqual([
+      'COS_DATA_DIR is ignored: COS_POSTGRES_HOST is set, so the embedded store is not used',
+    ]);
+  });
+
+  it('warns about unknown COS_ variables, suggesting the closest name', () => {
+    const { warnings } = load({ COS_POSTGRES_HOTS: 'db', COS_SOMETHING_ELSE_ENTIRELY: 'x', PATH: '/bin' });
+    expect(warnings).toEqual([
+      'COS_POSTGRES_HOTS is not a COS variable and is ignored; did you mean COS_POSTGRES_HOST?',
+      'COS_SOMETHING_ELSE_ENTIRELY is not a COS variable and is ignored',
+    ]);
+  });
+
+  it('does not warn about Kubernetes service links of a Service named cos', () => {
+    expect(load({ COS_SERVICE_HOST: '10.0.0.1', COS_PORT_9000_TCP: 'tcp://10.0.0.1:9000' }).warnings).toEqual([]);
+  });
+});
+
+describe('offset store', () => {
+  it('takes each unset value from the journal store', () => {
+    const env = {
+      COS_POSTGRES_HOST: 'db',
+      COS_POSTGRES_USER: 'cos',
+      COS_POSTGRES_PASSWORD: 'pw',
+      COS_POSTGRES_DB: 'events',
+      COS_DB_POOL_MAX_SIZE: '8',
+      COS_READ_SIDE_OFFSET_DB_SCHEMA: 'offsets',
+    };
+    expect(load(env).config.readSideOffsetStore).toEqual({
+      kind: 'postgres',
+      host: 'db',
+      port: 5432,
+      user: 'cos',
+      password: 'pw',
+      database: 'events',
+      schema: 'offsets',
+      poolMax: 8,
+    });
+  });
+
+  it('can put offsets in PostgreSQL while the journal is embedded', () => {
+    const { config } = load({ COS_READ_SIDE_OFFSET_DB_HOST: 'offsets', COS_READ_SIDE_OFFSET_DB_USER: 'u' });
+    expect(config.store.kind).toBe('embedded');
+    expect(config.readSideOffsetStore).toEqual({
+      kind: 'postgres',
+      host: 'offsets',
+      port: 5432,
+      user: 'u',
+      password: 'changeme',
+      database: 'postgres',
+      schema: 'public',
+      poolMax: 5,
+    });
+  });
+
+  it('keeps an embedded offset store in the journal data directory, in its own schema', () => {
+    const { config, warnings } = load({ COS_READ_SIDE_OFFSET_DB_SCHEMA: 'offsets', COS_READ_SIDE_OFFSET_DB_USER: 'u' });
+    expect(config.readSideOffsetStore).toEqual({ kind: 'embedded', dataDir: resolve(CWD, '.cos-data'), schema: 'offsets' });
+    expect(warnings).toEqual([
+      'COS_READ_SIDE_OFFSET_DB_USER is ignored: neither COS_READ_SIDE_OFFSET_DB_HOST nor COS_POSTGRES_HOST is set',
+    ]);
+  });
+});
+
+describe('write side type validation', () => {
+  it('is off without lists', () => {
+    expect(load({}).config.writeSide.validation.enabled).toBe(false);
+  });
+
+  it('forced on without any list is a problem', () => {
+    expect(problemsOf({ COS_WRITE_SIDE_PROTO_VALIDATION: 'true' })).toEqual([
+      'COS_WRITE_SIDE_PROTO_VALIDATION="true": expected HANDLER_SERVICE_STATE_PROTO or HANDLER_SERVICE_EVENTS_PROTOS to list the allowed types (with no list, every event would be rejected)',
+    ]);
+  });
+
+  it('warns when only one list is set, since the other kind is then always rejected', () => {
+    expect(load({ HANDLER_SERVICE_EVENTS_PROTOS: 'a.E' }).warnings).toEqual([
+      'type validation is on and HANDLER_SERVICE_STATE_PROTO lists no type: every resulting state will be rejected',
+    ]);
+    expect(load({ HANDLER_SERVICE_STATE_PROTO: 'a.S' }).warnings).toEqual([
+      'type validation is on and HANDLER_SERVICE_EVENTS_PROTOS lists no type: every event will be rejected',
+    ]);
+  });
+
+  it('warns when forced off with lists', () => {
+    expect(load({ COS_WRITE_SIDE_PROTO_VALIDATION: '0', HANDLER_SERVICE_STATE_PROTO: 'a.S' }).warnings).toEqual([
+      'COS_WRITE_SIDE_PROTO_VALIDATION=false: the listed state and event types are not validated',
+    ]);
+  });
+});
+
+describe('bad values', () => {
+  const BAD: readonly [env: Record<string, string>, problem: string][] = [
+    [{ COS_PORT: 'abc' }, 'COS_PORT="abc": expected an integer port 1..65535'],
+    [{ COS_PORT: '0' }, 'COS_PORT="0": expected an integer port 1..65535'],
+    [{ COS_PORT: '65536' }, 'COS_PORT="65536": expected an integer port 1..65535'],
+    [{ COS_PORT: '90.5' }, 'COS_PORT="90.5": expected an integer port 1..65535'],
+    [
+      { COS_PORT: 'tcp://10.0.0.1:9000' },
+      'COS_PORT="tcp://10.0.0.1:9000": expected an integer port 1..65535 (Kubernetes sets such a value for a Service of that name prefix; rename the Service or set enableServiceLinks: false)',
+    ],
+    [{ COS_ADDRESS: 'http://0.0.0.0' }, 'COS_ADDRESS="http://0.0.0.0": expected a host name or IP address, without scheme or port'],
+    [{ COS_GRPC_MAX_MESSAGE_BYTES: '0' }, 'COS_GRPC_MAX_MESSAGE_BYTES="0": expected an integer number of bytes 1..2147483647'],
+    [{ COS_EVENTS_BATCH_THRESHOLD: '-5' }, 'COS_EVENTS_BATCH_THRESHOLD="-5": expected an integer >= 1'],
+    [{ COS_EVENTS_BATCH_THRESHOLD: '0' }, 'COS_EVENTS_BATCH_THRESHOLD="0": expected an integer >= 1'],
+    [{ COS_NUM_SHARDS: '12' }, 'COS_NUM_SHARDS="12": expected a power of two from 1 to 10000 (1, 2, 4, ..., 8192)'],
+    [{ COS_NUM_SHARDS: '16384' }, 'COS_NUM_SHARDS="16384": expected a power of two from 1 to 10000 (1, 2, 4, ..., 8192)'],
+    [{ COS_NUM_SHARDS: '0' }, 'COS_NUM_SHARDS="0": expected a power of two from 1 to 10000 (1, 2, 4, ..., 8192)'],
+    [{ COS_SNAPSHOT_FREQUENCY: '0' }, 'COS_SNAPSHOT_FREQUENCY="0": expected an integer >= 1'],
+    [{ COS_NUM_SNAPSHOTS_TO_RETAIN: '0' }, 'COS_NUM_SNAPSHOTS_TO_RETAIN="0": expected an integer >= 1'],
+    [{ COS_DB_POOL_MAX_SIZE: '1001' }, 'COS_DB_POOL_MAX_SIZE="1001": expected an integer 1..1000'],
+    [{ COS_DISABLE_SNAPSHOT: 'yes' }, 'COS_DISABLE_SNAPSHOT="yes": expected true or false (or 1 / 0)'],
+    [{ COS_READ_SIDE_ENABLED: 'on' }, 'COS_READ_SIDE_ENABLED="on": expected true or false (or 1 / 0)'],
+    [{ COS_WRITE_SIDE_USE_TLS: '2' }, 'COS_WRITE_SIDE_USE_TLS="2": expected true or false (or 1 / 0)'],
+    [{ COS_JOURNAL_LOGICAL_DELETION: 'nope' }, 'COS_JOURNAL_LOGICAL_DELETION="nope": expected true or false (or 1 / 0)'],
+    [{ COS_COMMAND_HANDLER_TIMEOUT: '0' }, 'COS_COMMAND_HANDLER_TIMEOUT="0": expected a number of seconds > 0 (at most 2147483)'],
+    [{ COS_COMMAND_HANDLER_TIMEOUT: '-1' }, 'COS_COMMAND_HANDLER_TIMEOUT="-1": expected a number of seconds > 0 (at most 2147483)'],
+    [{ COS_COMMAND_HANDLER_TIMEOUT: '5s' }, 'COS_COMMAND_HANDLER_TIMEOUT="5s": expected a number of seconds > 0 (at most 2147483)'],
+    [{ COS_PASSIVATE_AFTER: '99999999' }, 'COS_PASSIVATE_AFTER="99999999": expected a number of seconds > 0 (at most 2147483)'],
+    [{ COS_GRPC_CALLS_TIMEOUT: '0' }, 'COS_GRPC_CALLS_TIMEOUT="0": expected an integer number of milliseconds 1..2147483647'],
+    [{ COS_MAX_ACTIVE_ENTITIES: 'many' }, 'COS_MAX_ACTIVE_ENTITIES="many": expected an integer >= 1'],
+    [
+      { COS_POSTGRES_SCHEMA: 'my-schema' },
+      'COS_POSTGRES_SCHEMA="my-schema": expected a PostgreSQL identifier: letters, digits and _, not starting with a digit, at most 63 characters',
+    ],
+    [
+      { COS_READ_SIDE_OFFSET_DB_SCHEMA: 'x;drop' },
+      'COS_READ_SIDE_OFFSET_DB_SCHEMA="x;drop": expected a PostgreSQL identifier: letters, digits and _, not starting with a digit, at most 63 characters',
+    ],
+    [{ COS_POSTGRES_HOST: 'db:5432' }, 'COS_POSTGRES_HOST="db:5432": expected a host name or IP address, without scheme or port'],
+    [{ COS_READ_SIDE_OFFSET_DB_PORT: 'x' }, 'COS_READ_SIDE_OFFSET_DB_PORT="x": expected an integer port 1..65535'],
+    [
+      { COS_KAFKA_BROKER: 'k1:9092,k2' },
+      'COS_KAFKA_BROKER="k1:9092,k2": expected comma-separated host:port pairs ("k2" is not one)',
+    ],
+    [
+      { HANDLER_SERVICE_EVENTS_PROTOS: 'a.Ok, not a name' },
+      'HANDLER_SERVICE_EVENTS_PROTOS="a.Ok, not a name": expected comma-separated protobuf message names like my.package.State ("not a name" is not one)',
+    ],
+    [
+      { COS_WRITE_SIDE_PROPAGATED_HEADERS: 'x-ok, grpc-timeout' },
+      'COS_WRITE_SIDE_PROPAGATED_HEADERS="x-ok, grpc-timeout": expected comma-separated header names (letters, digits, - _ .; not starting with grpc-) ("grpc-timeout" is not one)',
+    ],
+    [
+      { COS_WRITE_PERSISTED_HEADERS: 'x y' },
+      'COS_WRITE_PERSISTED_HEADERS="x y": expected comma-separated header names (letters, digits, - _ .; not starting with grpc-) ("x y" is not one)',
+    ],
+    [{ TRACE_PORT: '99999' }, 'TRACE_PORT="99999": expected an integer port 1..65535'],
+    [{ TRACE_HOST: 'a b' }, 'TRACE_HOST="a b": expected a host name or IP address, without scheme or port'],
+    [{ OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318' }, 'OTEL_EXPORTER_OTLP_ENDPOINT="collector:4318": expected an http:// or https:// URL'],
+    [{ COS_METRICS_PORT: '9000' }, 'COS_METRICS_PORT="9000": expected a port other than COS_PORT (9000)'],
+    [{ COS_DEPLOYMENT_MODE: 'swarm' }, 'COS_DEPLOYMENT_MODE="swarm": expected docker or kubernetes'],
+    [{ COS_DOCKER_REPLICA_COUNT: '0' }, 'COS_DOCKER_REPLICA_COUNT="0": expected an integer >= 1'],
+    [
+      { COS_DOCKER_REPLICA_COUNT: '3' },
+      'COS_DOCKER_REPLICA_COUNT="3": expected 1, because the embedded store serves one process; set COS_POSTGRES_HOST to a PostgreSQL shared by the replicas to run several',
+    ],
+    [
+      { COS_DEPLOYMENT_MODE: 'kubernetes', COS_REPLICA_COUNT: '2' },
+      'COS_REPLICA_COUNT="2": expected 1, because the embedded store serves one process; set COS_POSTGRES_HOST to a PostgreSQL shared by the replicas to run several',
+    ],
+    [{ POD_IP: 'pod-1' }, 'POD_IP="pod-1": expected an IPv4 or IPv6 address'],
+    [{ LOG_LEVEL: 'verbose' }, 'LOG_LEVEL="verbose": expected one of trace, debug, info, warn, error'],
+    [{ LOG_STYLE: 'pretty' }, 'LOG_STYLE="pretty": expected JSON or SIMPLE'],
+    [
+      { WRITE_SIDE_HANDLER_SERVICE_HOST: '' },
+      'WRITE_SIDE_HANDLER_SERVICE_HOST is unset: expected the host of your WriteSideHandlerService (alias COS_WRITE_SIDE_HOST)',
+    ],
+    [
+      { WRITE_SIDE_HANDLER_SERVICE_PORT: '' },
+      'WRITE_SIDE_HANDLER_SERVICE_PORT is unset: expected the port of your WriteSideHandlerService (alias COS_WRITE_SIDE_PORT)',
+    ],
+    [{ COS_WRITE_SIDE_PORT: 'abc', WRITE_SIDE_HANDLER_SERVICE_PORT: '' }, 'COS_WRITE_SIDE_PORT="abc": expected an integer port 1..65535'],
+    [
+      { COS_READ_SIDE_ENABLED: 'true' },
+      'READ_SIDE_HANDLER_SERVICE_HOST is unset: expected a read side host, required when COS_READ_SIDE_ENABLED=true and no other read side is configured (or configure read sides with COS_READ_SIDE_CONFIG or COS_READ_SIDE_CONFIG__HOST__<ID>)',
+    ],
+  ];
+
+  it.each(BAD)('%o', (env, problem) => {
+    const error = configErrorOf(env);
+    expect(error).toBeInstanceOf(ConfigError);
+    expect(error.code).toBe('COS_CONFIG_INVALID');
+    expect(error.problems).toEqual([problem]);
+    expect(error.message).toContain(problem);
+  });
+
+  it('a documented name that is invalid is not replaced by its valid alias', () => {
+    expect(problemsOf({ ...PG, COS_POSTGRES_PORT: 'x', COS_DB_PORT: '5432' })).toEqual([
+      'COS_POSTGRES_PORT="x": expected an integer port 1..65535',
+    ]);
+  });
+
+  it('reports every problem at once', () => {
+    const problems = problemsOf({
+      WRITE_SIDE_HANDLER_SERVICE_HOST: '',
+      COS_PORT: 'abc',
+      COS_EVENTS_BATCH_THRESHOLD: '-1',
+      COS_NUM_SHARDS: '12',
+      COS_DISABLE_SNAPSHOT: 'maybe',
+      LOG_LEVEL: 'loud',
+      COS_READ_SIDE_ENABLED: 'true',
+      COS_READ_SIDE_CONFIG__PORT__orders: '7000',
+    });
+    expect(problems).toEqual([
+      'COS_PORT="abc": expected an integer port 1..65535',
+      'COS_EVENTS_BATCH_THRESHOLD="-1": expected an integer >= 1',
+      'COS_DISABLE_SNAPSHOT="maybe": expected true or false (or 1 / 0)',
+      'COS_NUM_SHARDS="12": expected a power of two from 1 to 10000 (1, 2, 4, ..., 8192)',
+      'WRITE_SIDE_HANDLER_SERVICE_HOST is unset: expected the host of your WriteSideHandlerService (alias COS_WRITE_SIDE_HOST)',
+      'read side "orders" has no host: expected COS_READ_SIDE_CONFIG__HOST__orders to be set',
+      'LOG_LEVEL="loud": expected one of trace, debug, info, warn, error',
+    ]);
+    const error = configErrorOf({ COS_PORT: 'abc', COS_NUM_SHARDS: '12' });
+    expect(error.message).toBe(
+      'invalid configuration:\n' +
+        '  - COS_PORT="abc": expected an integer port 1..65535\n' +
+        '  - COS_NUM_SHARDS="12": expected a power of two from 1 to 10000 (1, 2, 4, ..., 8192)',
+    );
+  });
+
+  it('shortens very long values', () => {
+    const [problem] = problemsOf({ COS_PORT: '9'.repeat(1000) });
+    expect(problem).toBe(`COS_PORT="${'9'.repeat(200)}...": expected an integer port 1..65535`);
+  });
+});
+
+describe('timeouts', () => {
+  it('warns when a handler call may outlast the whole command', () => {
+    expect(load({ COS_COMMAND_HANDLER_TIMEOUT: '2', COS_GRPC_CALLS_TIMEOUT: '3000' }).warnings).toEqual([
+      'COS_GRPC_CALLS_TIMEOUT (3000 ms) is longer than COS_COMMAND_HANDLER_TIMEOUT (2 s): handler calls are cut short by the command deadline',
+    ]);
+  });
+});
+
+describe('telemetry', () => {
+  it('warns that TRACE_HOST is not used when an OTLP endpoint is set', () => {
+    const { config, warnings } = load({ OTEL_EXPORTER_OTLP_ENDPOINT: 'https://otel.example.com', TRACE_HOST: 'jaeger' });
+    expect(config.telemetry.otlpEndpoint).toBe('https://otel.example.com');
+    expect(warnings).toEqual(['OTEL_EXPORTER_OTLP_ENDPOINT is set, so TRACE_HOST and TRACE_PORT are not used']);
+  });
+});
+
+describe('frozen', () => {
+  it('cannot be changed, at any depth', () => {
+    const loaded = load({ ...PG, COS_KAFKA_BROKER: 'k:9092', READ_SIDE_HANDLER_SERVICE_HOST: 'rs', READ_SIDE_HANDLER_SERVICE_PORT: '1' });
+    const config = loaded.config as unknown as Record<string, Record<string, unknown>>;
+    expect(Object.isFrozen(loaded)).toBe(true);
+    expect(Object.isFrozen(loaded.warnings)).toBe(true);
+    expect(() => {
+      config['server']!['port'] = 1;
+    }).toThrow(TypeError);
+    expect(() => {
+      config['store']!['password'] = 'x';
+    }).toThrow(TypeError);
+    expect(() => {
+      (loaded.config.kafka!.brokers as string[]).push('other:1');
+    }).toThrow(TypeError);
+    expect(() => {
+      (loaded.config.readSide.readSides[0] as unknown as Record<string, unknown>)['host'] = 'x';
+    }).toThrow(TypeError);
+    expect(() => {
+      config['newSection'] = {};
+    }).toThrow(TypeError);
+    expect(loaded.config.server.port).toBe(9000);
+  });
+});
+
+describe('options', () => {
+  it('resolves COS_DATA_DIR against process.cwd() when no cwd is given', () => {
+    const { config } = loadConfig({ env: { ...REQUIRED } });
+    expect(config.store).toEqual({ kind: 'embedded', dataDir: resolve(process.cwd(), '.cos-data'), schema: 'public' });
+  });
+});

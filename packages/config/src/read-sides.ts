@@ -1,0 +1,313 @@
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import { invalidMessage, showValue, type EnvReader } from './env-reader.js';
+import type { FailurePolicy, ReadSideConfig } from './types.js';
+import { READ_SIDE_ENV_PREFIX } from './variables.js';
+import {
+  boolean,
+  failurePolicy,
+  host,
+  milliseconds,
+  parseValue,
+  port,
+  readSideId,
+  type Codec,
+} from './values.js';
+
+/** The id of the read side given by READ_SIDE_HANDLER_SERVICE_HOST/_PORT. */
+export const DEFAULT_READ_SIDE_ID = 'default';
+
+/**
+ * Retry, then stop: a failing read side never loses an event silently. Skipping must be chosen
+ * explicitly, because a skipped event is gone from that read model for good.
+ */
+export const DEFAULT_FAILURE_POLICY: FailurePolicy = 'REPLAY_STOP';
+
+type Settings = {
+  host: string;
+  port: number;
+  useTls: boolean;
+  timeoutMs: number;
+  autoStart: boolean;
+  enabled: boolean;
+  failurePolicy: FailurePolicy;
+};
+
+interface Setting<K extends keyof Settings = keyof Settings> {
+  readonly field: K;
+  /** key in a YAML document */
+  readonly yaml: string;
+  /** SETTING in COS_READ_SIDE_CONFIG__<SETTING>__<ID> */
+  readonly env: string;
+  readonly codec: Codec<Settings[K]>;
+}
+
+const SETTINGS: readonly Setting[] = [
+  { field: 'host', yaml: 'host', env: 'HOST', codec: host },
+  { field: 'port', yaml: 'port', env: 'PORT', codec: port },
+  { field: 'useTls', yaml: 'useTls', env: 'USE_TLS', codec: boolean },
+  { field: 'timeoutMs', yaml: 'timeout', env: 'TIMEOUT', codec: milliseconds },
+  { field: 'autoStart', yaml: 'autoStart', env: 'AUTO_START', codec: boolean },
+  { field: 'enabled', yaml: 'enabled', env: 'ENABLED', codec: boolean },
+  { field: 'failurePolicy', yaml: 'failurePolicy', env: 'FAILURE_POLICY', codec: failurePolicy },
+] as Setting[];
+
+const YAML_KEYS = ['readSideId', ...SETTINGS.map((setting) => setting.yaml)];
+
+/** A read side as one source describes it, before defaults. */
+interface Draft {
+  readonly readSideId: string;
+  /** where it was defined, for messages */
+  readonly source: string;
+  readonly values: Partial<Settings>;
+  /** a value was given but invalid (already reported) */
+  invalid: boolean;
+  /** how to name a missing host or port in a message */
+  readonly missing: (field: 'host' | 'port') => string;
+}
+
+export interface ReadSidesOptions {
+  readonly reader: EnvReader;
+  readonly cwd: string;
+  readonly defaultTimeoutMs: number;
+}
+
+/**
+ * Gathers read sides from their three sources: READ_SIDE_HANDLER_SERVICE_* (id "default"),
+ * the COS_READ_SIDE_CONFIG YAML file(s), and COS_READ_SIDE_CONFIG__<SETTING>__<ID> variables.
+ * An id defined by two sources is a problem, not a merge: which one wins would be a guess.
+ */
+export function readReadSides(options: ReadSidesOptions): ReadSideConfig[] {
+  const { reader } = options;
+  const drafts = [...fromHandlerVariables(reader), ...fromYaml(options), ...fromSettingVariables(reader)];
+
+  const seen = new Map<string, Draft>();
+  const result: ReadSideConfig[] = [];
+  for (const draft of drafts) {
+    const earlier = seen.get(draft.readSideId);
+    if (earlier !== undefined) {
+      reader.report.problem(
+        `read side ${JSON.stringify(draft.readSideId)} is defined twice: by ${earlier.source} and by ${draft.source}; expected unique read side ids`,
+      );
+      continue;
+    }
+    seen.set(draft.readSideId, draft);
+    const config = complete(draft, options);
+    if (config !== undefined) result.push(config);
+  }
+  return result;
+}
+
+function complete(draft: Draft, options: ReadSidesOptions): ReadSideConfig | undefined {
+  const { values } = draft;
+  if (values.host === undefined && !draft.invalid) options.reader.report.problem(draft.missing('host'));
+  if (values.port === undefined && !draft.invalid) options.reader.report.problem(draft.missing('port'));
+  if (draft.invalid || values.host === undefined || values.port === undefined) return undefined;
+  return {
+    readSideId: draft.readSideId,
+    host: values.host,
+    port: values.port,
+    useTls: values.useTls ?? false,
+    timeoutMs: values.timeoutMs ?? options.defaultTimeoutMs,
+    autoStart: values.autoStart ?? true,
+    enabled: values.enabled ?? true,
+    failurePolicy: values.failurePolicy ?? DEFAULT_FAILURE_POLICY,
+  };
+}
+
+function fromHandlerVariables(reader: EnvReader): Draft[] {
+  const hostName = 'READ_SIDE_HANDLER_SERVICE_HOST';
+  const portName = 'READ_SIDE_HANDLER_SERVICE_PORT';
+  if (!reader.isSet(hostName) && !reader.isSet(portName)) return [];
+  const draft: Draft = {
+    readSideId: DEFAULT_READ_SIDE_ID,
+    source: `${hostName}/${portName}`,
+    values: {},
+    invalid: false,
+    missing: (field) =>
+      field === 'host'
+        ? `${hostName} is unset: expected ${host.expected}, because ${portName} is set`
+        : `${portName} is unset: expected ${port.expected}, because ${hostName} is set`,
+  };
+  const hostFound = reader.lookup(hostName);
+  const portFound = reader.lookup(portName);
+  if (hostFound !== undefined) {
+    const value = reader.parse(host, hostFound);
+    if (value === undefined) draft.invalid = true;
+    else draft.values.host = value;
+  }
+  if (portFound !== undefined) {
+    const value = reader.parse(port, portFound);
+    if (value === undefined) draft.invalid = true;
+    else draft.values.port = value;
+  }
+  return [draft];
+}
+
+function fromSettingVariables(reader: EnvReader): Draft[] {
+  const drafts = new Map<string, Draft>();
+  const names = reader
+    .names()
+    .filter((name) => name.startsWith(READ_SIDE_ENV_PREFIX))
+    .sort();
+  const pattern = `${READ_SIDE_ENV_PREFIX}<SETTING>__<READSIDE_ID>`;
+  for (const name of names) {
+    const rest = name.slice(READ_SIDE_ENV_PREFIX.length);
+    const separator = rest.indexOf('__');
+    if (separator <= 0 || separator + 2 >= rest.length) {
+      reader.report.problem(`${name} is not a read side setting: expected ${pattern}`);
+      continue;
+    }
+    const settingName = rest.slice(0, separator).toUpperCase();
+    const id = rest.slice(separator + 2);
+    const setting = SETTINGS.find((candidate) => candidate.env === settingName);
+    if (setting === undefined) {
+      reader.report.problem(
+        `${name}: unknown read side setting ${JSON.stringify(rest.slice(0, separator))}: expected one of ${SETTINGS.map((s) => s.env).join(', ')}`,
+      );
+      continue;
+    }
+    const idCheck = parseValue(readSideId, id);
+    if (!idCheck.ok) {
+      reader.report.problem(`${name}: read side id ${JSON.stringify(id)}: expected ${readSideId.expected}`);
+      continue;
+    }
+    let draft = drafts.get(id);
+    if (draft === undefined) {
+      draft = {
+        readSideId: id,
+        source: `${READ_SIDE_ENV_PREFIX}*__${id}`,
+        values: {},
+        invalid: false,
+        missing: (field) =>
+          `read side ${JSON.stringify(id)} has no ${field}: expected ${READ_SIDE_ENV_PREFIX}${field.toUpperCase()}__${id} to be set`,
+      };
+      drafts.set(id, draft);
+    }
+    const value = reader.parse(setting.codec, { name, value: reader.raw(name)! });
+    if (value === undefined) draft.invalid = true;
+    else (draft.values as Record<string, unknown>)[setting.field] = value;
+  }
+  return [...drafts.values()];
+}
+
+function fromYaml(options: ReadSidesOptions): Draft[] {
+  const { reader } = options;
+  const found = reader.lookup('COS_READ_SIDE_CONFIG');
+  if (found === undefined) return [];
+  const path = resolve(options.cwd, found.value.trim());
+  let files: string[];
+  try {
+    if (statSync(path).isDirectory()) {
+      files = readdirSync(path)
+        .filter((entry) => /\.ya?ml$/i.test(entry))
+        .sort()
+        .map((entry) => join(path, entry))
+        .filter((file) => statSync(file).isFile());
+      if (files.length === 0) reader.report.warn(`COS_READ_SIDE_CONFIG: directory ${path} holds no .yaml or .yml file`);
+    } else {
+      files = [path];
+    }
+  } catch (error) {
+    reader.report.problem(
+      `COS_READ_SIDE_CONFIG=${showValue(found.name, found.value)}: expected a readable YAML file or directory (${errorText(error)})`,
+    );
+    return [];
+  }
+  return files.flatMap((file) => fromYamlFile(file, reader));
+}
+
+function fromYamlFile(file: string, reader: EnvReader): Draft[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    reader.report.problem(`COS_READ_SIDE_CONFIG file ${file}: expected a readable YAML file (${errorText(error)})`);
+    return [];
+  }
+  const drafts: Draft[] = [];
+  const documents = parseAllDocuments(text);
+  if (!Array.isArray(documents) || documents.length === 0) {
+    reader.report.warn(`COS_READ_SIDE_CONFIG file ${file} holds no read side`);
+    return [];
+  }
+  documents.forEach((document, index) => {
+    const where = `COS_READ_SIDE_CONFIG file ${file} document ${index + 1}`;
+    const [error] = document.errors;
+    if (error !== undefined) {
+      reader.report.problem(`${where}: expected valid YAML (${error.message.split('\n')[0]})`);
+      return;
+    }
+    const content: unknown = document.toJS();
+    // an empty document, e.g. after a trailing `---`
+    if (content === null || content === undefined) return;
+    const draft = fromYamlDocument(content, where, reader);
+    if (draft !== undefined) drafts.push(draft);
+  });
+  return drafts;
+}
+
+function fromYamlDocument(content: unknown, where: string, reader: EnvReader): Draft | undefined {
+  const { report } = reader;
+  if (typeof content !== 'object' || Array.isArray(content) || content === null) {
+    report.problem(`${where}: expected a mapping with keys ${YAML_KEYS.join(', ')}`);
+    return undefined;
+  }
+  const record = content as Record<string, unknown>;
+  let invalid = false;
+  for (const key of Object.keys(record)) {
+    if (!YAML_KEYS.includes(key)) {
+      report.problem(`${where}: unknown key ${JSON.stringify(key)}: expected only ${YAML_KEYS.join(', ')}`);
+      invalid = true;
+    }
+  }
+  const scalar = (key: string): string | undefined => {
+    const value = record[key];
+    if (value === undefined || value === null) return undefined;
+    if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') return String(value);
+    report.problem(`${where}: ${key} must be a single value, not a list or mapping`);
+    invalid = true;
+    return undefined;
+  };
+
+  const idText = scalar('readSideId');
+  if (idText === undefined) {
+    if (record['readSideId'] === undefined || record['readSideId'] === null) {
+      report.problem(`${where}: readSideId is missing: expected ${readSideId.expected}`);
+    }
+    return undefined;
+  }
+  const id = parseValue(readSideId, idText);
+  if (!id.ok) {
+    report.problem(invalidMessage(`${where}: readSideId`, showValue('readSideId', idText), readSideId.expected));
+    return undefined;
+  }
+
+  const values: Partial<Settings> = {};
+  for (const setting of SETTINGS) {
+    const raw = scalar(setting.yaml);
+    if (raw === undefined) continue;
+    const parsed = parseValue(setting.codec, raw);
+    if (parsed.ok) {
+      (values as Record<string, unknown>)[setting.field] = parsed.value;
+    } else {
+      report.problem(
+        invalidMessage(`${where}: ${setting.yaml}`, showValue(setting.yaml, raw), setting.codec.expected, parsed.details),
+      );
+      invalid = true;
+    }
+  }
+  return {
+    readSideId: id.value,
+    source: where,
+    values,
+    invalid,
+    missing: (field) =>
+      `${where} (read side ${JSON.stringify(id.value)}): ${field} is missing: expected ${field === 'host' ? host.expected : port.expected}`,
+  };
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,71 @@
+import { describe, expect, it } from 'vitest';
+import { showValue } from './env-reader.js';
+import { redactConfig } from './redact.js';
+import { configErrorOf, load } from './test-support/load.js';
+
+const SECRET = 'Tr0ub4dor&3-secret';
+const OTHER_SECRET = 'correct-horse-battery';
+
+describe('secrets', () => {
+  it('never appear in redacted output, while the config keeps them', () => {
+    const { config } = load({
+      COS_POSTGRES_HOST: 'db',
+      COS_POSTGRES_PASSWORD: SECRET,
+      COS_READ_SIDE_OFFSET_DB_HOST: 'offsets',
+      COS_READ_SIDE_OFFSET_DB_PASSWORD: OTHER_SECRET,
+      OTEL_EXPORTER_OTLP_ENDPOINT: `https://collector:${SECRET}@otel.example.com/v1`,
+    });
+    expect(config.store.kind === 'postgres' && config.store.password).toBe(SECRET);
+    const redacted = redactConfig(config) as {
+      store: { password: string; host: string };
+      readSideOffsetStore: { password: string };
+      telemetry: { otlpEndpoint: string };
+    };
+    const text = JSON.stringify(redacted);
+    expect(text).not.toContain(SECRET);
+    expect(text).not.toContain(OTHER_SECRET);
+    expect(redacted.store.password).toBe('***');
+    expect(redacted.store.host).toBe('db');
+    expect(redacted.readSideOffsetStore.password).toBe('***');
+    expect(redacted.telemetry.otlpEndpoint).toBe('https://collector:***@otel.example.com/v1');
+    // a plain copy, not the frozen config
+    expect(Object.isFrozen(redacted)).toBe(false);
+    expect(redactConfig(config)).toEqual(redacted);
+  });
+
+  it('redacts the default password too', () => {
+    const { config } = load({ COS_POSTGRES_HOST: 'db' });
+    expect(JSON.stringify(redactConfig(config))).not.toContain('changeme');
+  });
+
+  it('never appear in errors or warnings, even when everything else is wrong', () => {
+    const env = {
+      COS_POSTGRES_HOST: 'db',
+      COS_POSTGRES_PASSWORD: SECRET,
+      COS_DB_PASSWORD: OTHER_SECRET,
+      COS_READ_SIDE_OFFSET_DB_PASSWORD: SECRET,
+      COS_POSTGRES_PORT: 'abc',
+      COS_NUM_SHARDS: '3',
+      OTEL_EXPORTER_OTLP_ENDPOINT: `ftp://user:${SECRET}@host`,
+      COS_POSTGRES_PASSWORDS: SECRET,
+    };
+    const error = configErrorOf(env);
+    const everything = [error.message, String(error), error.stack ?? '', ...error.problems].join('\n');
+    expect(error.problems.length).toBeGreaterThanOrEqual(3);
+    expect(everything).not.toContain(SECRET);
+    expect(everything).not.toContain(OTHER_SECRET);
+    expect(error.problems).toContain('OTEL_EXPORTER_OTLP_ENDPOINT="ftp://user:***@host": expected an http:// or https:// URL');
+
+    const { warnings } = load({ ...env, COS_POSTGRES_PORT: '5432', COS_NUM_SHARDS: '4', OTEL_EXPORTER_OTLP_ENDPOINT: '' });
+    expect(warnings).toContain('both COS_POSTGRES_PASSWORD and COS_DB_PASSWORD are set; using COS_POSTGRES_PASSWORD');
+    expect(warnings.join('\n')).not.toContain(SECRET);
+    expect(warnings.join('\n')).not.toContain(OTHER_SECRET);
+  });
+
+  it('are shown as *** wherever a value of theirs would be shown', () => {
+    for (const name of ['COS_POSTGRES_PASSWORD', 'COS_DB_PASSWORD', 'COS_READ_SIDE_OFFSET_DB_PASSWORD']) {
+      expect(showValue(name, SECRET)).toBe('***');
+    }
+    expect(showValue('COS_POSTGRES_USER', 'cos')).toBe('"cos"');
+  });
+});

@@ -1,0 +1,170 @@
+/**
+ * The shape of a loaded configuration. Every object and array is frozen at run time, hence the
+ * `readonly` everywhere: code holding a config cannot change what other code sees.
+ */
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export const LOG_STYLES = ['JSON', 'SIMPLE'] as const;
+export type LogStyle = (typeof LOG_STYLES)[number];
+
+export const DEPLOYMENT_MODES = ['docker', 'kubernetes'] as const;
+export type DeploymentMode = (typeof DEPLOYMENT_MODES)[number];
+
+/**
+ * What a read side does when its handler fails (successful=false, an error or a timeout):
+ * STOP stops that shard, SKIP skips the event, REPLAY_STOP / REPLAY_SKIP retry with backoff a
+ * bounded number of times and then stop / skip.
+ */
+export const FAILURE_POLICIES = ['STOP', 'SKIP', 'REPLAY_STOP', 'REPLAY_SKIP'] as const;
+export type FailurePolicy = (typeof FAILURE_POLICIES)[number];
+
+export interface ServerConfig {
+  /** COS_ADDRESS */
+  readonly address: string;
+  /** COS_PORT */
+  readonly port: number;
+  /** COS_GRPC_MAX_MESSAGE_BYTES: largest request or response message, in bytes. */
+  readonly maxMessageBytes: number;
+}
+
+/** PGlite in a directory: one process only. */
+export interface EmbeddedStoreConfig {
+  readonly kind: 'embedded';
+  /** absolute path (COS_DATA_DIR resolved against the working directory) */
+  readonly dataDir: string;
+  readonly schema: string;
+}
+
+export interface PostgresStoreConfig {
+  readonly kind: 'postgres';
+  readonly host: string;
+  readonly port: number;
+  readonly user: string;
+  /** never log this; `redactConfig` replaces it */
+  readonly password: string;
+  readonly database: string;
+  readonly schema: string;
+  /** COS_DB_POOL_MAX_SIZE */
+  readonly poolMax: number;
+}
+
+export type StoreConfig = EmbeddedStoreConfig | PostgresStoreConfig;
+
+export interface KafkaConfig {
+  /** `host:port` bootstrap servers, in the order given */
+  readonly brokers: readonly string[];
+}
+
+export interface JournalConfig {
+  /** COS_EVENTS_BATCH_THRESHOLD: most events written in one batched transaction */
+  readonly eventsBatchThreshold: number;
+  /** COS_JOURNAL_LOGICAL_DELETION: delete events older than the retained snapshots */
+  readonly logicalDeletion: boolean;
+}
+
+export interface SnapshotConfig {
+  /** false when COS_DISABLE_SNAPSHOT=true */
+  readonly enabled: boolean;
+  /** COS_SNAPSHOT_FREQUENCY: snapshot every N events */
+  readonly frequency: number;
+  /** COS_NUM_SNAPSHOTS_TO_RETAIN */
+  readonly retain: number;
+}
+
+export interface TypeValidationConfig {
+  readonly enabled: boolean;
+  /** fully qualified message names, e.g. `my.pkg.State` (no type URL prefix) */
+  readonly stateTypes: readonly string[];
+  readonly eventTypes: readonly string[];
+}
+
+export interface WriteSideConfig {
+  readonly host: string;
+  readonly port: number;
+  readonly useTls: boolean;
+  readonly validation: TypeValidationConfig;
+  /** lower-cased request header names forwarded to the write handler */
+  readonly propagatedHeaders: readonly string[];
+  /** lower-cased request header names stored in each event's MetaData.headers */
+  readonly persistedHeaders: readonly string[];
+}
+
+export interface TimeoutConfig {
+  /** COS_COMMAND_HANDLER_TIMEOUT (seconds) in ms: the whole ProcessCommand */
+  readonly commandMs: number;
+  /** COS_GRPC_CALLS_TIMEOUT: the deadline of each handler call */
+  readonly handlerCallMs: number;
+}
+
+export interface EntityConfig {
+  /** COS_PASSIVATE_AFTER (seconds) in ms: an idle entity is dropped from memory after this */
+  readonly passivateAfterMs: number;
+  /** COS_MAX_ACTIVE_ENTITIES: most entities held in memory at once */
+  readonly maxActive: number;
+}
+
+export interface ReadSideConfig {
+  readonly readSideId: string;
+  readonly host: string;
+  readonly port: number;
+  readonly useTls: boolean;
+  /** deadline of each HandleReadSide call */
+  readonly timeoutMs: number;
+  readonly autoStart: boolean;
+  readonly enabled: boolean;
+  readonly failurePolicy: FailurePolicy;
+}
+
+export interface ReadSidesConfig {
+  /** COS_READ_SIDE_ENABLED */
+  readonly enabled: boolean;
+  /** every read side configured, whatever its own `enabled`; ids are unique */
+  readonly readSides: readonly ReadSideConfig[];
+}
+
+export interface TelemetryConfig {
+  readonly serviceName: string;
+  readonly teamName: string | undefined;
+  readonly traceHost: string;
+  /** OTLP over HTTP: 4318 by default */
+  readonly tracePort: number;
+  /** OTEL_EXPORTER_OTLP_ENDPOINT; when set it is used instead of traceHost/tracePort */
+  readonly otlpEndpoint: string | undefined;
+  readonly metricsPort: number;
+}
+
+export interface ClusterConfig {
+  readonly mode: DeploymentMode;
+  readonly dockerServiceName: string;
+  /** replicas to wait for: COS_DOCKER_REPLICA_COUNT or COS_KUBERNETES_REPLICA_COUNT by mode */
+  readonly replicaCount: number;
+  readonly podIp: string | undefined;
+  readonly kubernetesAppLabel: string | undefined;
+}
+
+export interface LogConfig {
+  readonly level: LogLevel;
+  readonly style: LogStyle;
+}
+
+export interface CosConfig {
+  readonly server: ServerConfig;
+  /** journal and snapshots */
+  readonly store: StoreConfig;
+  /** the same object as `store` when no COS_READ_SIDE_OFFSET_DB* variable is set */
+  readonly readSideOffsetStore: StoreConfig;
+  readonly kafka: KafkaConfig | undefined;
+  readonly journal: JournalConfig;
+  readonly snapshots: SnapshotConfig;
+  /** power of two, 1..8192 */
+  readonly numShards: number;
+  readonly writeSide: WriteSideConfig;
+  readonly timeouts: TimeoutConfig;
+  readonly entities: EntityConfig;
+  readonly readSide: ReadSidesConfig;
+  readonly telemetry: TelemetryConfig;
+  readonly cluster: ClusterConfig;
+  readonly log: LogConfig;
+}

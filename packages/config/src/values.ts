@@ -1,0 +1,230 @@
+import { isIP } from 'node:net';
+import { z } from 'zod';
+import {
+  DEPLOYMENT_MODES,
+  FAILURE_POLICIES,
+  LOG_LEVELS,
+  LOG_STYLES,
+  type DeploymentMode,
+  type FailurePolicy,
+  type LogLevel,
+  type LogStyle,
+} from './types.js';
+
+/**
+ * How one textual value becomes a typed one: a zod schema over the raw string, and the words
+ * that finish "expected ..." when it does not parse. Problem messages are built from
+ * `expected` (plus the messages of custom issues, which name the bad item of a list), never
+ * from zod's generic texts, so every message reads the same way.
+ */
+export interface Codec<T> {
+  readonly schema: z.ZodType<T, string>;
+  readonly expected: string;
+}
+
+export type ParseResult<T> = { ok: true; value: T } | { ok: false; details: string[] };
+
+export function parseValue<T>(codec: Codec<T>, raw: string): ParseResult<T> {
+  const result = codec.schema.safeParse(raw);
+  if (result.success) return { ok: true, value: result.data };
+  const details = result.error.issues
+    .filter((issue) => issue.code === 'custom' && issue.params?.[DETAIL] === true)
+    .map((issue) => issue.message);
+  return { ok: false, details };
+}
+
+/** Marks custom issues whose message is meant for users (zod's own messages are not shown). */
+const DETAIL = 'cosDetail';
+
+/** setTimeout fires at once for delays above this (a signed 32-bit number of ms). */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+const integer = z
+  .string()
+  .trim()
+  .regex(/^[+-]?\d+$/)
+  .transform(Number);
+
+export function integerIn(min: number, max: number, expected = `an integer ${min}..${max}`): Codec<number> {
+  return { schema: integer.pipe(z.number().int().min(min).max(max)), expected };
+}
+
+export const port = integerIn(1, 65_535, 'an integer port 1..65535');
+
+export const positiveInteger = integerIn(1, Number.MAX_SAFE_INTEGER, 'an integer >= 1');
+
+export const shardCount: Codec<number> = {
+  schema: integer.pipe(
+    z
+      .number()
+      .int()
+      .min(1)
+      .max(10_000)
+      .refine((n) => (n & (n - 1)) === 0),
+  ),
+  expected: 'a power of two from 1 to 10000 (1, 2, 4, ..., 8192)',
+};
+
+export const boolean: Codec<boolean> = {
+  schema: z
+    .string()
+    .trim()
+    .toLowerCase()
+    .pipe(z.enum(['true', 'false', '1', '0']))
+    .transform((value) => value === 'true' || value === '1'),
+  expected: 'true or false (or 1 / 0)',
+};
+
+export const milliseconds = integerIn(1, MAX_TIMER_MS, `an integer number of milliseconds 1..${MAX_TIMER_MS}`);
+
+/** Seconds, decimals allowed, converted to whole milliseconds. */
+export const secondsAsMs: Codec<number> = {
+  schema: z
+    .string()
+    .trim()
+    .regex(/^\d+(\.\d+)?$/)
+    .transform((value) => Math.round(Number(value) * 1000))
+    .pipe(z.number().int().min(1).max(MAX_TIMER_MS)),
+  expected: `a number of seconds > 0 (at most ${Math.floor(MAX_TIMER_MS / 1000)})`,
+};
+
+const HOST_NAME = /^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$/;
+
+function isHost(value: string): boolean {
+  if (isIP(value) !== 0) return true;
+  if (value.startsWith('[') && value.endsWith(']')) return isIP(value.slice(1, -1)) === 6;
+  return value.length <= 253 && HOST_NAME.test(value);
+}
+
+export const host: Codec<string> = {
+  schema: z.string().trim().refine(isHost),
+  expected: 'a host name or IP address, without scheme or port',
+};
+
+export const ipAddress: Codec<string> = {
+  schema: z
+    .string()
+    .trim()
+    .refine((value) => isIP(value) !== 0),
+  expected: 'an IPv4 or IPv6 address',
+};
+
+export const text: Codec<string> = { schema: z.string().trim().min(1), expected: 'a non-empty text' };
+
+/** Unquoted PostgreSQL identifiers only: schema names end up in SQL. */
+export const sqlIdentifier: Codec<string> = {
+  schema: z
+    .string()
+    .trim()
+    .regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/),
+  expected: 'a PostgreSQL identifier: letters, digits and _, not starting with a digit, at most 63 characters',
+};
+
+/** Secrets are taken verbatim (no trimming): a password may well end in a space. */
+export const secret: Codec<string> = { schema: z.string(), expected: 'a password' };
+
+export const readSideId: Codec<string> = {
+  schema: z
+    .string()
+    .trim()
+    .regex(/^[^\s\p{Cc}]{1,255}$/u),
+  expected: 'a read side id: 1..255 characters, no spaces or control characters',
+};
+
+export const httpUrl: Codec<string> = {
+  schema: z
+    .string()
+    .trim()
+    .refine((value) => {
+      try {
+        const url = new URL(value);
+        return (url.protocol === 'http:' || url.protocol === 'https:') && url.hostname !== '';
+      } catch {
+        return false;
+      }
+    }),
+  expected: 'an http:// or https:// URL',
+};
+
+function oneOf<const T extends readonly string[]>(
+  values: T,
+  normalise: (value: string) => string,
+  expected: string,
+): Codec<T[number]> {
+  return {
+    schema: z
+      .string()
+      .trim()
+      .transform(normalise)
+      .pipe(z.enum(values as unknown as [T[number], ...T[number][]])),
+    expected,
+  };
+}
+
+const lower = (value: string) => value.toLowerCase();
+const upper = (value: string) => value.toUpperCase();
+
+export const logLevel: Codec<LogLevel> = oneOf(LOG_LEVELS, lower, 'one of trace, debug, info, warn, error');
+export const logStyle: Codec<LogStyle> = oneOf(LOG_STYLES, upper, 'JSON or SIMPLE');
+export const deploymentMode: Codec<DeploymentMode> = oneOf(DEPLOYMENT_MODES, lower, 'docker or kubernetes');
+export const failurePolicy: Codec<FailurePolicy> = oneOf(
+  FAILURE_POLICIES,
+  upper,
+  'one of STOP, SKIP, REPLAY_STOP, REPLAY_SKIP',
+);
+
+/**
+ * A comma-separated list: items trimmed, empty items dropped, duplicates removed (first kept).
+ * A bad item is named in a custom issue so the problem message can point at it.
+ */
+function listOf(
+  check: (item: string) => boolean,
+  expected: string,
+  normalise: (item: string) => string = (item) => item,
+): Codec<string[]> {
+  return {
+    schema: z
+      .string()
+      .transform((value) => [
+        ...new Set(
+          value
+            .split(',')
+            .map((item) => item.trim())
+            .filter((item) => item !== '')
+            .map(normalise),
+        ),
+      ])
+      .superRefine((items, ctx) => {
+        for (const item of items) {
+          if (!check(item)) 
+            ctx.addIssue({ code: 'custom', message: `${JSON.stringify(item)} is not one`, params: { [DETAIL]: true } });
+        }
+      }),
+    expected,
+  };
+}
+
+const MESSAGE_NAME = /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/;
+
+/**
+ * Fully qualified message names. A type URL is accepted too and cut after its last `/`, which
+ * is what validation compares against.
+ */
+export const messageNames = listOf(
+  (item) => MESSAGE_NAME.test(item),
+  'comma-separated protobuf message names like my.package.State',
+  (item) => item.slice(item.lastIndexOf('/') + 1),
+);
+
+/** gRPC metadata keys: lower-case token characters; `grpc-` is reserved by gRPC itself. */
+export const headerNames = listOf(
+  (item) => /^[0-9a-z_.-]+$/.test(item) && !item.startsWith('grpc-'),
+  'comma-separated header names (letters, digits, - _ .; not starting with grpc-)',
+  lower,
+);
+
+export const kafkaBrokers = listOf((item) => {
+  const colon = item.lastIndexOf(':');
+  if (colon <= 0) return false;
+  return isHost(item.slice(0, colon)) && parseValue(port, item.slice(colon + 1)).ok;
+}, 'comma-separated host:port pairs');

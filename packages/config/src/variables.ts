@@ -1,0 +1,184 @@
+/**
+ * Every variable COS reads, with its aliases, default and meaning. The single source for the
+ * tables in README.md and docs/configuration.md (a test keeps them equal), for warnings about
+ * unknown COS_* names, and for knowing which values are secrets.
+ */
+export interface ConfigVariable {
+  readonly name: string;
+  /** names from later COS releases meaning the same; `name` wins when both are set */
+  readonly aliases: readonly string[];
+  /** the default as shown to users */
+  readonly default: string;
+  readonly meaning: string;
+  /** never shown in errors, warnings or redacted output */
+  readonly secret?: boolean;
+}
+
+export const READ_SIDE_ENV_PREFIX = 'COS_READ_SIDE_CONFIG__';
+
+export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
+  // server
+  v('COS_ADDRESS', [], '0.0.0.0', 'address the gRPC server binds'),
+  v('COS_PORT', [], '9000', 'port of the gRPC server'),
+  v('COS_GRPC_MAX_MESSAGE_BYTES', [], '4194304 (4 MiB)', 'largest gRPC message received or sent, in bytes'),
+  // store
+  v(
+    'COS_POSTGRES_HOST',
+    ['COS_DB_HOST'],
+    'unset (embedded)',
+    'journal, snapshot and read-side offset store host. Unset: an embedded PostgreSQL (PGlite) under COS_DATA_DIR, for one process only',
+  ),
+  v('COS_POSTGRES_PORT', ['COS_DB_PORT'], '5432', 'store port'),
+  v('COS_POSTGRES_USER', ['COS_DB_USER'], 'postgres', 'store user'),
+  { ...v('COS_POSTGRES_PASSWORD', ['COS_DB_PASSWORD'], 'changeme', 'store password (never logged)'), secret: true },
+  v('COS_POSTGRES_DB', ['COS_DB_NAME'], 'postgres', 'store database'),
+  v(
+    'COS_POSTGRES_SCHEMA',
+    ['COS_DB_SCHEMA'],
+    'public',
+    'store schema, created when missing; also used by the embedded store. A plain identifier: letters, digits, `_`, at most 63 characters',
+  ),
+  v('COS_DB_POOL_MAX_SIZE', [], '5', 'connections in the store pool, 1..1000 (also the offset store pool)'),
+  v('COS_DATA_DIR', [], './.cos-data', 'directory of the embedded store, relative to the working directory'),
+  v(
+    'COS_READ_SIDE_OFFSET_DB_HOST',
+    [],
+    "journal's",
+    'host of a separate database for read-side offsets. Each COS_READ_SIDE_OFFSET_DB* variable left unset takes the journal store value',
+  ),
+  v('COS_READ_SIDE_OFFSET_DB_PORT', [], "journal's", 'offset store port'),
+  v('COS_READ_SIDE_OFFSET_DB_USER', [], "journal's", 'offset store user'),
+  { ...v('COS_READ_SIDE_OFFSET_DB_PASSWORD', [], "journal's", 'offset store password (never logged)'), secret: true },
+  v('COS_READ_SIDE_OFFSET_DB', [], "journal's", 'offset store database'),
+  v('COS_READ_SIDE_OFFSET_DB_SCHEMA', [], "journal's", 'offset store schema (also applies to the embedded store)'),
+  v(
+    'COS_KAFKA_BROKER',
+    [],
+    'unset',
+    'Kafka bootstrap servers, comma separated `host:port`; when set, every persisted event is also published to Kafka',
+  ),
+  // journal and snapshots
+  v('COS_EVENTS_BATCH_THRESHOLD', [], '100', 'most events written to the journal in one batched transaction, >= 1'),
+  v('COS_JOURNAL_LOGICAL_DELETION', [], 'false', 'delete events older than the retained snapshots'),
+  v('COS_DISABLE_SNAPSHOT', [], 'false', 'take no snapshots'),
+  v('COS_SNAPSHOT_FREQUENCY', [], '100', 'snapshot every N events, >= 1'),
+  v('COS_NUM_SNAPSHOTS_TO_RETAIN', [], '2', 'snapshots kept per entity, >= 1'),
+  v('COS_NUM_SHARDS', [], '16', 'shards = event tags = read-side partitions; a power of two, 1..8192 (at most 10000)'),
+  // write side
+  v('WRITE_SIDE_HANDLER_SERVICE_HOST', ['COS_WRITE_SIDE_HOST'], 'required', "host of the user's WriteSideHandlerService"),
+  v('WRITE_SIDE_HANDLER_SERVICE_PORT', ['COS_WRITE_SIDE_PORT'], 'required', 'its port'),
+  v('COS_WRITE_SIDE_USE_TLS', [], 'false', 'TLS to the write handler'),
+  v(
+    'HANDLER_SERVICE_STATE_PROTO',
+    ['COS_WRITE_SIDE_STATE_PROTOS'],
+    'unset',
+    'allowed state types, `package.Message`, comma separated; set: state types are validated',
+  ),
+  v(
+    'HANDLER_SERVICE_EVENTS_PROTOS',
+    ['COS_WRITE_SIDE_EVENT_PROTOS'],
+    'unset',
+    'allowed event types, `package.Message`, comma separated; set: event types are validated',
+  ),
+  v(
+    'COS_WRITE_SIDE_PROTO_VALIDATION',
+    [],
+    'on when a type list is set',
+    'force type validation on (true) or off (false)',
+  ),
+  v(
+    'COS_WRITE_SIDE_PROPAGATED_HEADERS',
+    [],
+    'unset',
+    'request headers forwarded to the write handler, comma separated (case-insensitive)',
+  ),
+  v(
+    'COS_WRITE_PERSISTED_HEADERS',
+    [],
+    'unset',
+    "request headers stored in each event's MetaData.headers, comma separated (case-insensitive)",
+  ),
+  // timeouts and entities
+  v('COS_COMMAND_HANDLER_TIMEOUT', [], '5', 'seconds a ProcessCommand may take in all (decimals allowed)'),
+  v('COS_GRPC_CALLS_TIMEOUT', [], '5000', 'deadline of each handler call, ms; also the default read side timeout'),
+  v('COS_PASSIVATE_AFTER', [], '120', 'seconds an idle entity stays in memory (decimals allowed)'),
+  v('COS_MAX_ACTIVE_ENTITIES', [], '100000', 'most entities held in memory at once'),
+  // read sides
+  v('COS_READ_SIDE_ENABLED', [], 'false', 'run the read sides'),
+  v(
+    'READ_SIDE_HANDLER_SERVICE_HOST',
+    [],
+    'unset',
+    'host of the default read side (read side id `default`); required when the read side is on and no other read side is configured',
+  ),
+  v('READ_SIDE_HANDLER_SERVICE_PORT', [], 'unset', 'its port'),
+  v(
+    'COS_READ_SIDE_CONFIG',
+    [],
+    'unset',
+    'a YAML file, or a directory of `.yaml` / `.yml` files; each YAML document one read side (see below)',
+  ),
+  v(
+    `${READ_SIDE_ENV_PREFIX}<SETTING>__<READSIDE_ID>`,
+    [],
+    '',
+    'one read side per id by env vars; SETTING is HOST, PORT, USE_TLS, TIMEOUT, AUTO_START, ENABLED or FAILURE_POLICY',
+  ),
+  // telemetry
+  v('COS_SERVICE_NAME', ['OTEL_SERVICE_NAME'], 'chiefofstate', 'service name in traces, metrics and logs'),
+  v('TEAM_NAME', [], 'unset', 'team, added to traces as a resource attribute'),
+  v('TRACE_HOST', [], 'localhost', 'trace collector host (OpenTelemetry OTLP over HTTP; Jaeger accepts it)'),
+  v('TRACE_PORT', [], '4318', 'trace collector port: OTLP over HTTP (the original used 14268, Jaeger HTTP Thrift)'),
+  v(
+    'OTEL_EXPORTER_OTLP_ENDPOINT',
+    [],
+    'unset',
+    'standard OpenTelemetry OTLP endpoint, an http(s) URL; when set it is used instead of TRACE_HOST/TRACE_PORT',
+  ),
+  v('COS_METRICS_PORT', [], '9102', 'port of the Prometheus metrics endpoint'),
+  // cluster
+  v('COS_DEPLOYMENT_MODE', [], 'docker', 'docker or kubernetes (case-insensitive)'),
+  v('COS_DOCKER_SERVICE_NAME', [], 'chiefofstate', 'name of the service in docker compose, used to find peers'),
+  v(
+    'COS_DOCKER_REPLICA_COUNT',
+    ['COS_REPLICA_COUNT'],
+    '1',
+    'docker mode: wait for this many replicas before serving (more than 1 needs COS_POSTGRES_HOST)',
+  ),
+  v(
+    'COS_KUBERNETES_REPLICA_COUNT',
+    ['COS_REPLICA_COUNT'],
+    '1',
+    "kubernetes mode: must match the deployment's replica count (more than 1 needs COS_POSTGRES_HOST)",
+  ),
+  v('POD_IP', [], 'unset', "this pod's IP address, the address peers use to reach it"),
+  v('COS_KUBERNETES_APP_LABEL', [], 'unset', 'pod label shared by the replicas'),
+  // logging
+  v('LOG_LEVEL', [], 'info', 'trace, debug, info, warn or error (case-insensitive)'),
+  v('LOG_STYLE', [], 'JSON', 'JSON or SIMPLE (human readable), case-insensitive'),
+];
+
+function v(name: string, aliases: readonly string[], def: string, meaning: string): ConfigVariable {
+  return { name, aliases, default: def, meaning };
+}
+
+/** Names (documented and alias) whose values are secrets. */
+export const SECRET_VARIABLES: ReadonlySet<string> = new Set(
+  CONFIG_VARIABLES.filter((variable) => variable.secret).flatMap((variable) => [variable.name, ...variable.aliases]),
+);
+
+/** Every exact name COS reads. */
+export const KNOWN_VARIABLES: ReadonlySet<string> = new Set(
+  CONFIG_VARIABLES.flatMap((variable) => [variable.name, ...variable.aliases]).filter((name) => !name.includes('<')),
+);
+
+/** The variable table as Markdown, as it appears in the READMEs. */
+export function formatVariableTable(): string {
+  const cell = (text: string) => text.replaceAll('|', '\\|');
+  const code = (name: string) => `\`${name}\``;
+  const rows = CONFIG_VARIABLES.map(
+    (variable) =>
+      `| ${code(variable.name)} | ${variable.aliases.map(code).join(', ')} | ${cell(variable.default)} | ${cell(variable.meaning)} |`,
+  );
+  return ['| variable | alias | default | meaning |', '|---|---|---|---|', ...rows].join('\n');
+}
