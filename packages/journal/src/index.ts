@@ -1,1 +1,11 @@
-export {};
+export {
+  createJournal,
+  type AppendRequest,
+  type AppendResult,
+  type Journal,
+  type JournalEvent,
+  type JournalOptions,
+  type ReadEntityOptions,
+  type ReadShardOptions,
+} from './journal.js';
+export { JOURNAL_LOCK_CLASS, JOURNAL_NOTIFY_CHANNEL, journalMigrations, type JournalTables } from './schema.js';

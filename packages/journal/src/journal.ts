@@ -1,0 +1,380 @@
+import { CompiledQuery, type Kysely } from 'kysely';
+import {
+  InvalidArgumentError,
+  JournalConflictError,
+  ShuttingDownError,
+  StoreError,
+  assertValidEntityId,
+  shardOf,
+} from '@chiefofstate/core';
+import { isUniqueViolation, type Database } from '@chiefofstate/postgres';
+import type { JournalTables } from './schema.js';
+
+export interface JournalOptions {
+  readonly database: Database;
+  /** shards of the cluster (COS num shards); an event's shard is shardOf(entityId, numShards) */
+  readonly numShards: number;
+  /** most events written by one group-commit transaction (COS_EVENTS_BATCH_THRESHOLD), default 100 */
+  readonly batchThreshold?: number;
+}
+
+export interface AppendRequest {
+  readonly entityId: string;
+  /** the entity's latest persisted revision, 0n when it has none */
+  readonly expectedRevision: bigint;
+  /** serialized events; they get revisions expectedRevision + 1, + 2, ... */
+  readonly events: readonly Uint8Array[];
+}
+
+export interface AppendResult {
+  readonly entityId: string;
+  readonly firstRevision: bigint;
+  readonly lastRevision: bigint;
+  /** global positions of the events, in revision order */
+  readonly positions: readonly bigint[];
+  readonly writtenAt: Date;
+}
+
+export interface JournalEvent {
+  readonly position: bigint;
+  readonly entityId: string;
+  readonly revision: bigint;
+  readonly shard: number;
+  readonly writtenAt: Date;
+  readonly payload: Uint8Array;
+}
+
+export interface ReadEntityOptions {
+  readonly fromRevision: bigint;
+  readonly limit?: number;
+}
+
+export interface ReadShardOptions {
+  readonly shard: number;
+  readonly afterPosition: bigint;
+  readonly limit: number;
+}
+
+export interface Journal {
+  /**
+   * Appends events of one entity atomically. Resolves only after COMMIT. Rejects with
+   * JournalConflictError (nothing written) when expectedRevision is not the entity's latest
+   * revision, InvalidArgumentError for a request PostgreSQL refuses (e.g. a NUL in the id),
+   * StoreError when the database fails (the outcome is then unknown).
+   */
+  append(request: AppendRequest): Promise<AppendResult>;
+  /** The entity's newest event (deleted or not), undefined when it has none. */
+  readLatest(entityId: string): Promise<JournalEvent | undefined>;
+  /** The entity's events with revision >= fromRevision, ascending, without logically deleted ones. */
+  readEntity(entityId: string, options: ReadEntityOptions): Promise<JournalEvent[]>;
+  /**
+   * Events of one shard with position > afterPosition, ascending; deleted ones included. Never
+   * skips: an event that becomes visible later always has a higher position than every event
+   * visible now.
+   */
+  readShard(options: ReadShardOptions): Promise<JournalEvent[]>;
+  /** Highest position written (in one shard, or overall), 0n when none. */
+  latestPosition(shard?: number): Promise<bigint>;
+  /** Marks the entity's events with revision < `revision` deleted; returns how many it marked. */
+  deleteEventsBefore(entityId: string, revision: bigint): Promise<number>;
+  /** Writes what is queued, then refuses new appends (ShuttingDownError). Leaves the database open. */
+  close(): Promise<void>;
+}
+
+interface Pending {
+  readonly request: AppendRequest;
+  readonly resolve: (result: AppendResult) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+interface AppendRow {
+  ok: boolean[] | null;
+  first_position: bigint | null;
+  written_at: Date;
+}
+
+const APPEND_SQL =
+  'SELECT ok, first_position, written_at FROM cos_journal_append($1, $2, $3, $4, $5, $6, $7, $8, $9)';
+
+/** Creates the journal over an already migrated database (see journalMigrations). */
+export function createJournal(options: JournalOptions): Journal {
+  const { database, numShards } = options;
+  const batchThreshold = options.batchThreshold ?? 100;
+  if (!Number.isInteger(numShards) || numShards < 1) throw new InvalidArgumentError(`numShards must be a positive integer, got ${numShards}`);
+  if (!Number.isInteger(batchThreshold) || batchThreshold < 1) {
+    throw new InvalidArgumentError(`batchThreshold must be a positive integer, got ${batchThreshold}`);
+  }
+  const db = database.kysely.withTables<JournalTables>();
+  const writer = createGroupCommitWriter(database.kysely, numShards, batchThreshold);
+
+  const toEvent = (row: JournalTables['cos_journal']): JournalEvent => ({
+    position: row.position,
+    entityId: row.entity_id,
+    revision: row.revision,
+    shard: row.shard,
+    writtenAt: row.written_at,
+    payload: row.payload,
+  });
+  const columns = ['position', 'entity_id', 'revision', 'shard', 'written_at', 'payload'] as const;
+
+  return {
+    append: writer.append,
+
+    async readLatest(entityId) {
+      const row = await store(() =>
+        db
+          .selectFrom('cos_journal')
+          .select(columns)
+          .where('entity_id', '=', entityId)
+          .orderBy('revision', 'desc')
+          .limit(1)
+          .executeTakeFirst(),
+      );
+      return row && toEvent(row as JournalTables['cos_journal']);
+    },
+
+    async readEntity(entityId, { fromRevision, limit }) {
+      let query = db
+        .selectFrom('cos_journal')
+        .select(columns)
+        .where('entity_id', '=', entityId)
+        .where('revision', '>=', fromRevision)
+        .where('deleted', '=', false)
+        .orderBy('revision');
+      if (limit !== undefined) query = query.limit(limit);
+      const rows = await store(() => query.execute());
+      return rows.map((row) => toEvent(row as JournalTables['cos_journal']));
+    },
+
+    async readShard({ shard, afterPosition, limit }) {
+      const rows = await store(() =>
+        db
+          .selectFrom('cos_journal')
+          .select(columns)
+          .where('shard', '=', shard)
+          .where('position', '>', afterPosition)
+          .orderBy('position')
+          .limit(limit)
+          .execute(),
+      );
+      return rows.map((row) => toEvent(row as JournalTables['cos_journal']));
+    },
+
+    async latestPosition(shard) {
+      let query = db.selectFrom('cos_journal').select((eb) => eb.fn.max('position').as('max'));
+      if (shard !== undefined) query = query.where('shard', '=', shard);
+      const row = await store(() => query.executeTakeFirst());
+      return row?.max ?? 0n;
+    },
+
+    async deleteEventsBefore(entityId, revision) {
+      const result = await store(() =>
+        db
+          .updateTable('cos_journal')
+          .set({ deleted: true })
+          .where('entity_id', '=', entityId)
+          .where('revision', '<', revision)
+          .where('deleted', '=', false)
+          .executeTakeFirst(),
+      );
+      return Number(result.numUpdatedRows);
+    },
+
+    close: writer.close,
+  };
+}
+
+async function store<T>(run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    throw new StoreError(`journal: ${errorMessage(error)}`, { cause: error });
+  }
+}
+
+interface GroupCommitWriter {
+  append(request: AppendRequest): Promise<AppendResult>;
+  close(): Promise<void>;
+}
+
+/**
+ * Group commit: appends queue while a batch is being written; the next batch takes whole
+ * requests from the queue up to `batchThreshold` events (at least one request) and writes them
+ * with one call of cos_journal_append, one statement in its own transaction. One batch is in
+ * flight at a time, so requests of one entity are judged in the order they were made.
+ */
+function createGroupCommitWriter(kysely: Kysely<object>, numShards: number, batchThreshold: number): GroupCommitWriter {
+  let queue: Pending[] = [];
+  let draining: Promise<void> | undefined;
+  let closed = false;
+
+  const drain = async (): Promise<void> => {
+    try {
+      while (queue.length > 0) {
+        // Yield one macrotask so that appends made in the same turn (e.g. by callers whose
+        // previous append just resolved) join this batch instead of the next one.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        const batch = takeBatch();
+        await writeBatch(batch);
+      }
+    } finally {
+      draining = undefined;
+    }
+  };
+
+  const takeBatch = (): Pending[] => {
+    let events = queue[0]!.request.events.length;
+    let n = 1;
+    while (n < queue.length) {
+      const next = queue[n]!.request.events.length;
+      if (events + next > batchThreshold) break;
+      events += next;
+      n++;
+    }
+    if (n === queue.length) {
+      const batch = queue;
+      queue = [];
+      return batch;
+    }
+    return queue.splice(0, n);
+  };
+
+  const writeBatch = async (batch: readonly Pending[]): Promise<void> => {
+    let row: AppendRow;
+    try {
+      row = await execute(batch);
+    } catch (error) {
+      if (batch.length > 1 && isStatementError(error)) {
+        // Something in the batch was refused (a bad row, or a unique violation from a writer
+        // that bypassed the lock): write the members one by one so only the guilty one fails.
+        for (const member of batch) await writeBatch([member]);
+        return;
+      }
+      for (const member of batch) member.reject(appendError(member.request, error));
+      return;
+    }
+    settle(batch, row);
+  };
+
+  const execute = async (batch: readonly Pending[]): Promise<AppendRow> => {
+    const n = batch.length;
+    const entityIds = new Array<string>(n);
+    const expected = new Array<bigint>(n);
+    const counts = new Array<number>(n);
+    const shards = new Array<number>(n);
+    const starts = new Array<number>(n);
+    let prev: number[] | null = null;
+    let seen: Map<string, number> | undefined;
+    const offsets: number[] = [];
+    const lengths: number[] = [];
+    const payloads: Uint8Array[] = [];
+    let offset = 0;
+    for (let i = 0; i < n; i++) {
+      const { entityId, expectedRevision, events } = batch[i]!.request;
+      entityIds[i] = entityId;
+      expected[i] = expectedRevision;
+      counts[i] = events.length;
+      shards[i] = shardOf(entityId, numShards);
+      starts[i] = lengths.length;
+      for (const event of events) {
+        offsets.push(offset);
+        lengths.push(event.byteLength);
+        payloads.push(event);
+        offset += event.byteLength;
+      }
+      if (n > 1) {
+        seen ??= new Map();
+        const earlier = seen.get(entityId);
+        if (earlier !== undefined) {
+          prev ??= new Array<number>(n).fill(0);
+          prev[i] = earlier + 1; // 1-based, as SQL arrays
+        }
+        seen.set(entityId, i);
+      }
+    }
+    const blob = payloads.length === 1 ? payloads[0]! : Buffer.concat(payloads, offset);
+    const result = await kysely.executeQuery<AppendRow>(
+      CompiledQuery.raw(APPEND_SQL, [entityIds, expected, counts, shards, starts, prev, offsets, lengths, blob]),
+    );
+    const row = result.rows[0];
+    if (!row) throw new Error('cos_journal_append returned no row');
+    return row;
+  };
+
+  const settle = (batch: readonly Pending[], row: AppendRow): void => {
+    let position = row.first_position === null ? 0n : BigInt(row.first_position);
+    const writtenAt = row.written_at;
+    for (let i = 0; i < batch.length; i++) {
+      const { request, resolve, reject } = batch[i]!;
+      if (row.ok?.[i] !== true) {
+        reject(new JournalConflictError(request.entityId, request.expectedRevision));
+        continue;
+      }
+      const count = request.events.length;
+      const positions = new Array<bigint>(count);
+      for (let k = 0; k < count; k++) positions[k] = position++;
+      resolve({
+        entityId: request.entityId,
+        firstRevision: request.expectedRevision + 1n,
+        lastRevision: request.expectedRevision + BigInt(count),
+        positions,
+        writtenAt,
+      });
+    }
+  };
+
+  return {
+    append(request) {
+      if (closed) return Promise.reject(new ShuttingDownError('journal is closed'));
+      try {
+        validate(request);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      return new Promise<AppendResult>((resolve, reject) => {
+        queue.push({ request, resolve, reject });
+        draining ??= drain();
+      });
+    },
+    async close() {
+      closed = true;
+      while (draining) await draining;
+    },
+  };
+}
+
+function validate(request: AppendRequest): void {
+  assertValidEntityId(request.entityId);
+  if (typeof request.expectedRevision !== 'bigint' || request.expectedRevision < 0n) {
+    throw new InvalidArgumentError(`expectedRevision must be a bigint >= 0, got ${String(request.expectedRevision)}`);
+  }
+  if (request.events.length === 0) throw new InvalidArgumentError('an append needs at least one event');
+}
+
+/** An error the database raised for the statement (it has a SQLSTATE), not a lost connection. */
+function isStatementError(error: unknown): boolean {
+  const code = sqlState(error);
+  return code !== undefined && !code.startsWith('08') && !code.startsWith('57') && !code.startsWith('53');
+}
+
+function sqlState(error: unknown): string | undefined {
+  const code = typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined;
+  return typeof code === 'string' && code.length === 5 ? code : undefined;
+}
+
+function appendError(request: AppendRequest, error: unknown): Error {
+  // The lock makes this unreachable for writers that go through cos_journal_append; the unique
+  // constraint still stops anyone else.
+  if (isUniqueViolation(error)) return new JournalConflictError(request.entityId, request.expectedRevision, { cause: error });
+  // Class 22, data exception: PostgreSQL refused a value of this request (e.g. a NUL character).
+  if (sqlState(error)?.startsWith('22')) {
+    return new InvalidArgumentError(`journal refused the append of ${JSON.stringify(request.entityId)}: ${errorMessage(error)}`, {
+      cause: error,
+    });
+  }
+  return new StoreError(`journal append failed: ${errorMessage(error)}`, { cause: error });
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
