@@ -1,0 +1,149 @@
+import type { CosConfig } from '@chiefofstate/config';
+import { createEntityRuntime } from '@chiefofstate/entity';
+import {
+  createChiefOfStateService,
+  createHealthStatus,
+  isExpectedFailure,
+  ServingStatus,
+  startGrpcServer,
+  type GrpcServer,
+  type HealthStatus,
+} from '@chiefofstate/grpc-api';
+import { createWriteSideClient } from '@chiefofstate/handler-client';
+import { createJournal, journalMigrations } from '@chiefofstate/journal';
+import type { Logger } from '@chiefofstate/logging';
+import { createDatabase, mergeMigrations, migrateToLatest, type Database } from '@chiefofstate/postgres';
+import { ChiefOfStateService, Health } from '@chiefofstate/protocol';
+import { createSnapshotStore, snapshotMigrations } from '@chiefofstate/snapshot';
+import { ShuttingDownError } from '@chiefofstate/core';
+
+export interface CosServerOptions {
+  readonly config: CosConfig;
+  readonly logger: Logger;
+}
+
+export interface RunningCosServer {
+  /** the bound gRPC port (COS_PORT, or the one picked for port 0) */
+  readonly port: number;
+  readonly health: HealthStatus;
+  /** Stops taking calls, finishes in-flight commands, closes pools; within `graceMs`. */
+  close(graceMs?: number): Promise<void>;
+}
+
+/**
+ * Composes COS from its libraries: the store (PostgreSQL or embedded), the journal and
+ * snapshots, the client of the user's write handler, the entity runtime, and the gRPC edge.
+ * The gRPC port opens first so health probes get NOT_SERVING while the store migrates.
+ */
+export async function startCosServer(options: CosServerOptions): Promise<RunningCosServer> {
+  const { config, logger } = options;
+  const health = createHealthStatus({ services: [ChiefOfStateService.typeName] });
+
+  let ready: ReturnType<typeof createEntityRuntime> | undefined;
+  const notReady = () => {
+    throw new ShuttingDownError('chief-of-state is starting or stopping');
+  };
+  const server: GrpcServer = await startGrpcServer({
+    host: config.server.address,
+    port: config.server.port,
+    maxMessageBytes: config.server.maxMessageBytes,
+    routes: (router) => {
+      router.service(
+        ChiefOfStateService,
+        createChiefOfStateService({
+          processor: {
+            processCommand: (request) => (ready ? ready.processCommand(request) : notReady()),
+            getState: (entityId) => (ready ? ready.getState(entityId) : notReady()),
+          },
+          headers: {
+            propagated: config.writeSide.propagatedHeaders,
+            persisted: config.writeSide.persistedHeaders,
+          },
+          commandTimeoutMs: config.timeouts.commandMs,
+          onError: (method, error) => {
+            if (isExpectedFailure(error)) logger.debug({ err: error, method }, 'call failed');
+            else logger.error({ err: error, method }, 'call failed');
+          },
+        }),
+      );
+      router.service(Health, health.service);
+    },
+  });
+  logger.info({ address: config.server.address, port: server.port }, 'gRPC server listening');
+
+  let database: Database | undefined;
+  try {
+    database = await createDatabase(
+      config.store.kind === 'postgres'
+        ? { ...config.store, applicationName: config.telemetry.serviceName }
+        : config.store,
+    );
+    await migrateToLatest({ database, migrations: mergeMigrations(journalMigrations, snapshotMigrations) });
+    logger.info({ store: config.store.kind, schema: config.store.schema }, 'store migrated');
+  } catch (error) {
+    await server.close(0);
+    await database?.close();
+    throw error;
+  }
+
+  const journal = createJournal({
+    database,
+    numShards: config.numShards,
+    batchThreshold: config.journal.eventsBatchThreshold,
+  });
+  const snapshots = createSnapshotStore({ database, retain: config.snapshots.retain });
+  const writeSide = createWriteSideClient({
+    host: config.writeSide.host,
+    port: config.writeSide.port,
+    useTls: config.writeSide.useTls,
+    timeoutMs: config.timeouts.handlerCallMs,
+    maxMessageBytes: config.server.maxMessageBytes,
+  });
+  const validation = config.writeSide.validation;
+  const runtime = createEntityRuntime({
+    journal,
+    snapshots,
+    handler: writeSide,
+    snapshotPolicy: { enabled: config.snapshots.enabled, frequency: config.snapshots.frequency },
+    logicalDeletion: config.journal.logicalDeletion,
+    ...(validation.enabled
+      ? { allowedStateTypes: validation.stateTypes, allowedEventTypes: validation.eventTypes }
+      : {}),
+    commandTimeoutMs: config.timeouts.commandMs,
+    passivateAfterMs: config.entities.passivateAfterMs,
+    maxActive: config.entities.maxActive,
+    logger: {
+      debug: (message, fields) => logger.debug(fields ?? {}, message),
+      warn: (message, fields) => logger.warn(fields ?? {}, message),
+      error: (message, fields) => logger.error(fields ?? {}, message),
+    },
+  });
+  ready = runtime;
+  health.setAll(ServingStatus.SERVING);
+  logger.info(
+    { writeSide: `${config.writeSide.host}:${config.writeSide.port}`, shards: config.numShards },
+    'chief-of-state serving',
+  );
+
+  let closing: Promise<void> | undefined;
+  return {
+    port: server.port,
+    health,
+    close(graceMs = 10_000) {
+      closing ??= (async () => {
+        health.setAll(ServingStatus.NOT_SERVING);
+        // Order matters: no new calls, then in-flight commands finish and their appends
+        // commit, then the pools close.
+        const serverClosed = server.close(graceMs);
+        await runtime.close();
+        ready = undefined;
+        await serverClosed;
+        await journal.close();
+        await writeSide.close();
+        await database.close();
+        logger.info('chief-of-state stopped');
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,1 @@
+export { startCosServer, type CosServerOptions, type RunningCosServer } from './cos-server.js';
