@@ -1,0 +1,145 @@
+import type { Any } from '@bufbuild/protobuf/wkt';
+import type { MetaData } from '@chiefofstate/protocol';
+
+/** One queued ProcessCommand. */
+export interface Job<T> {
+  run(slot: EntitySlot): Promise<T>;
+  resolve(value: T): void;
+  reject(reason: unknown): void;
+}
+
+/**
+ * An active entity: its mailbox and, once loaded, its cached state. Slots are linked in least
+ * recently used order (intrusive list: no per-touch allocation or hashing).
+ */
+export interface EntitySlot {
+  readonly entityId: string;
+  /** whether state/meta/revision reflect the store (false: reload before the next command) */
+  loaded: boolean;
+  state: Any | undefined;
+  meta: MetaData | undefined;
+  /** revision of the latest persisted event, 0 for none */
+  revision: number;
+  /** the mailbox; jobs[head] is the one running when `running` */
+  jobs: (Job<unknown> | undefined)[];
+  head: number;
+  running: boolean;
+  /** epoch ms of the last arrival or completion */
+  lastUsed: number;
+  prev: EntitySlot | undefined;
+  next: EntitySlot | undefined;
+}
+
+/**
+ * The set of active entities, by id and in LRU order. Passivation removes idle slots only:
+ * a slot with queued or running commands is never dropped.
+ */
+export class ActiveEntities {
+  private readonly byId = new Map<string, EntitySlot>();
+  /** least recently used */
+  private oldest: EntitySlot | undefined;
+  /** most recently used */
+  private newest: EntitySlot | undefined;
+  passivated = 0;
+
+  get size(): number {
+    return this.byId.size;
+  }
+
+  get(entityId: string): EntitySlot | undefined {
+    return this.byId.get(entityId);
+  }
+
+  create(entityId: string, now: number): EntitySlot {
+    const slot: EntitySlot = {
+      entityId,
+      loaded: false,
+      state: undefined,
+      meta: undefined,
+      revision: 0,
+      jobs: [],
+      head: 0,
+      running: false,
+      lastUsed: now,
+      prev: undefined,
+      next: undefined,
+    };
+    this.byId.set(entityId, slot);
+    this.append(slot);
+    return slot;
+  }
+
+  /** Marks the slot as just used: it becomes the most recently used. */
+  touch(slot: EntitySlot, now: number): void {
+    slot.lastUsed = now;
+    if (this.newest === slot) return;
+    this.unlink(slot);
+    this.append(slot);
+  }
+
+  /** Passivates idle slots last used at or before `cutoff`; returns how many. */
+  passivateIdle(cutoff: number): number {
+    let removed = 0;
+    let slot = this.oldest;
+    while (slot !== undefined) {
+      const next = slot.next;
+      if (!isBusy(slot)) {
+        // The list is in last-use order, so the first idle slot used after the cutoff ends it.
+        if (slot.lastUsed > cutoff) break;
+        this.remove(slot);
+        removed++;
+      }
+      slot = next;
+    }
+    return removed;
+  }
+
+  /**
+   * Passivates least recently used idle slots until at most `max` remain, looking at no more
+   * than `budget` slots (busy ones are skipped; the cap may be exceeded while they are busy).
+   */
+  passivateOverCap(max: number, budget = 64): number {
+    let removed = 0;
+    let slot = this.oldest;
+    while (slot !== undefined && this.byId.size > max && budget-- > 0) {
+      const next = slot.next;
+      if (!isBusy(slot)) {
+        this.remove(slot);
+        removed++;
+      }
+      slot = next;
+    }
+    return removed;
+  }
+
+  /** Drops a slot's cached state so its next command reloads it (kept in the mailbox order). */
+  remove(slot: EntitySlot): void {
+    this.byId.delete(slot.entityId);
+    this.unlink(slot);
+    slot.state = undefined;
+    slot.meta = undefined;
+    slot.loaded = false;
+    this.passivated++;
+  }
+
+  private append(slot: EntitySlot): void {
+    slot.prev = this.newest;
+    slot.next = undefined;
+    if (this.newest) this.newest.next = slot;
+    else this.oldest = slot;
+    this.newest = slot;
+  }
+
+  private unlink(slot: EntitySlot): void {
+    if (slot.prev) slot.prev.next = slot.next;
+    else if (this.oldest === slot) this.oldest = slot.next;
+    if (slot.next) slot.next.prev = slot.prev;
+    else if (this.newest === slot) this.newest = slot.prev;
+    slot.prev = undefined;
+    slot.next = undefined;
+  }
+}
+
+export function isBusy(slot: EntitySlot): boolean {
+  return slot.running || slot.head < slot.jobs.length;
+}

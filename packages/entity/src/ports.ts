@@ -1,0 +1,83 @@
+import type {
+  HandleCommandRequest,
+  HandleCommandResponse,
+  HandleEventRequest,
+  HandleEventResponse,
+} from '@chiefofstate/protocol';
+
+/*
+ * The narrow interfaces the entity runtime needs. The real packages satisfy them structurally:
+ * @chiefofstate/journal's Journal, @chiefofstate/snapshot's SnapshotStore and
+ * @chiefofstate/handler-client's WriteSideClient.
+ */
+
+/** One stored payload with its revision: a serialized EventWrapper or StateWrapper. */
+export interface StoredRevision {
+  revision: bigint;
+  payload: Uint8Array;
+}
+
+export interface JournalAppend {
+  entityId: string;
+  /** the entity's revision before these events; the store rejects the append when it moved on */
+  expectedRevision: bigint;
+  /** serialized EventWrappers, revisions expectedRevision+1, +2, ... */
+  events: readonly Uint8Array[];
+}
+
+export interface JournalAppendResult {
+  firstRevision: bigint;
+  lastRevision: bigint;
+  positions: readonly bigint[];
+  writtenAt: Date;
+}
+
+export interface JournalPort {
+  /**
+   * Appends all events atomically; resolves only after the commit. Throws
+   * JournalConflictError (@chiefofstate/core) when expectedRevision is stale.
+   */
+  append(request: JournalAppend): Promise<JournalAppendResult>;
+  /** The newest event of the entity, or undefined when it has none. */
+  readLatest(entityId: string): Promise<StoredRevision | undefined>;
+  /** Deletes the entity's events with a revision below `revision`; returns how many. */
+  deleteEventsBefore(entityId: string, revision: bigint): Promise<number>;
+}
+
+export interface SnapshotSave {
+  entityId: string;
+  revision: bigint;
+  /** a serialized StateWrapper */
+  payload: Uint8Array;
+}
+
+export interface SnapshotPort {
+  /** Saves a snapshot; returns the oldest revision still covered by a retained snapshot. */
+  save(snapshot: SnapshotSave): Promise<{ oldestRetainedRevision: bigint }>;
+  loadLatest(entityId: string): Promise<StoredRevision | undefined>;
+}
+
+/** Call options of a handler call; @chiefofstate/handler-client's HandlerCallOptions is wider. */
+export interface HandlerCallOptions {
+  /** request metadata: propagated headers, traceparent/tracestate */
+  headers?: Record<string, string>;
+  signal?: AbortSignal;
+  /** the command's remaining time in ms */
+  timeoutMs?: number;
+}
+
+/** The user's WriteSideHandlerService. Errors it throws reach the caller unchanged. */
+export interface WriteHandlerPort {
+  handleCommand(request: HandleCommandRequest, call?: HandlerCallOptions): Promise<HandleCommandResponse>;
+  handleEvent(request: HandleEventRequest, call?: HandlerCallOptions): Promise<HandleEventResponse>;
+}
+
+export interface Logger {
+  warn(message: string, fields?: Record<string, unknown>): void;
+  error(message: string, fields?: Record<string, unknown>): void;
+  debug(message: string, fields?: Record<string, unknown>): void;
+}
+
+export interface Clock {
+  now(): Date;
+}

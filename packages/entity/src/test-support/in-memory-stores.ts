@@ -1,0 +1,85 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { JournalConflictError } from '@chiefofstate/core';
+import type { JournalAppend, JournalAppendResult, JournalPort, SnapshotPort, SnapshotSave, StoredRevision } from '../ports.js';
+
+/**
+ * A journal in memory with the real one's contract (revision check, atomic multi-event append,
+ * resolves after "commit"), for runtime tests that do not need PostgreSQL. `latencyMs` makes
+ * appends take time so concurrency bugs show.
+ */
+export class InMemoryJournal implements JournalPort {
+  readonly entities = new Map<string, StoredRevision[]>();
+  /** each entity's latest revision, kept when events are deleted (as the real journal does) */
+  readonly heads = new Map<string, bigint>();
+  appendCalls: JournalAppend[] = [];
+  latencyMs = 0;
+  /** when set, the next append throws it (once) */
+  failNextAppend: Error | undefined;
+  private position = 0n;
+
+  async append(request: JournalAppend): Promise<JournalAppendResult> {
+    this.appendCalls.push(request);
+    if (this.latencyMs > 0) await sleep(this.latencyMs);
+    if (this.failNextAppend) {
+      const error = this.failNextAppend;
+      this.failNextAppend = undefined;
+      throw error;
+    }
+    const events = this.entities.get(request.entityId) ?? [];
+    const current = this.heads.get(request.entityId) ?? 0n;
+    if (current !== request.expectedRevision) throw new JournalConflictError(request.entityId, request.expectedRevision);
+    const positions: bigint[] = [];
+    request.events.forEach((payload, i) => {
+      events.push({ revision: request.expectedRevision + BigInt(i + 1), payload });
+      positions.push(++this.position);
+    });
+    this.entities.set(request.entityId, events);
+    this.heads.set(request.entityId, current + BigInt(request.events.length));
+    return {
+      firstRevision: request.expectedRevision + 1n,
+      lastRevision: request.expectedRevision + BigInt(request.events.length),
+      positions,
+      writtenAt: new Date(),
+    };
+  }
+
+  readLatest(entityId: string): Promise<StoredRevision | undefined> {
+    const events = this.entities.get(entityId);
+    return Promise.resolve(events?.[events.length - 1]);
+  }
+
+  deleteEventsBefore(entityId: string, revision: bigint): Promise<number> {
+    const events = this.entities.get(entityId) ?? [];
+    const kept = events.filter((e) => e.revision >= revision);
+    this.entities.set(entityId, kept);
+    return Promise.resolve(events.length - kept.length);
+  }
+
+  revisions(entityId: string): bigint[] {
+    return (this.entities.get(entityId) ?? []).map((e) => e.revision);
+  }
+}
+
+export class InMemorySnapshots implements SnapshotPort {
+  readonly saved: SnapshotSave[] = [];
+  failSaves = false;
+
+  constructor(private readonly retain = 2) {}
+
+  save(snapshot: SnapshotSave): Promise<{ oldestRetainedRevision: bigint }> {
+    if (this.failSaves) return Promise.reject(new Error('snapshot store down'));
+    this.saved.push(snapshot);
+    const mine = this.saved
+      .filter((s) => s.entityId === snapshot.entityId)
+      .map((s) => s.revision)
+      .sort((a, b) => (a < b ? 1 : -1))
+      .slice(0, this.retain);
+    return Promise.resolve({ oldestRetainedRevision: mine[mine.length - 1]! });
+  }
+
+  loadLatest(entityId: string): Promise<StoredRevision | undefined> {
+    let latest: SnapshotSave | undefined;
+    for (const s of this.saved) if (s.entityId === entityId && (!latest || s.revision > latest.revision)) latest = s;
+    return Promise.resolve(latest && { revision: latest.revision, payload: latest.payload });
+  }
+}
