@@ -8,11 +8,14 @@ cd "$(dirname "$0")/../.."
 
 npx buf lint
 npx buf generate
-if ! git diff --quiet -- packages/protocol/src/gen || [ -n "$(git status --porcelain -- packages/protocol/src/gen)" ]; then
-  echo "generated protocol code is stale: run 'npm run generate' and commit packages/protocol/src/gen" >&2
-  git status --porcelain -- packages/protocol/src/gen >&2
-  exit 1
-fi
+npx buf generate --template buf.gen.examples.yaml
+for gen in packages/protocol/src/gen apps/sample-bank/src/gen; do
+  if ! git diff --quiet -- "$gen" || [ -n "$(git status --porcelain -- "$gen")" ]; then
+    echo "generated code is stale: run 'npm run generate' and commit $gen" >&2
+    git status --porcelain -- "$gen" >&2
+    exit 1
+  fi
+done
 
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
   refs=()

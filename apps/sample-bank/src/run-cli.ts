@@ -1,0 +1,185 @@
+import { create, toJson, type MessageInitShape } from '@bufbuild/protobuf';
+import { anyPack, AnySchema, timestampDate, type Any } from '@bufbuild/protobuf/wkt';
+import { Code, ConnectError, createClient } from '@connectrpc/connect';
+import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
+import { ChiefOfStateService, type MetaData } from '@chiefofstate/protocol';
+import {
+  CloseAccountSchema,
+  DepositSchema,
+  OpenAccountSchema,
+  WithdrawSchema,
+} from './gen/bank/v1/bank_pb.js';
+import { bankRegistry } from './write-handler.js';
+
+/**
+ * The bank CLI: sends bank commands to Chief-of-State (not to the handler: COS calls the handler,
+ * persists the events, and answers with the new state). Kept apart from cli.ts so tests run it
+ * in-process.
+ */
+
+export const DEFAULT_COS_ADDRESS = '127.0.0.1:9000';
+
+export const USAGE = `usage: sample-bank-cli [--address HOST:PORT] COMMAND ACCOUNT_ID [ARGS]
+
+Sends a bank command to Chief-of-State and prints the account's new state as JSON.
+Amounts are integer cents.
+
+commands:
+  open ACCOUNT_ID OWNER [INITIAL_DEPOSIT]   open an account (optionally with a first deposit)
+  deposit ACCOUNT_ID AMOUNT                 add money
+  withdraw ACCOUNT_ID AMOUNT                take money (never more than the balance)
+  close ACCOUNT_ID                          close an account whose balance is 0
+  get ACCOUNT_ID                            show the current state (GetState)
+
+options:
+  --address HOST:PORT   Chief-of-State's gRPC address (env COS_ADDRESS, default ${DEFAULT_COS_ADDRESS})
+  --timeout MS          deadline of the call (default 10000)
+  -h, --help            this text
+`;
+
+export interface CliIo {
+  /** environment, for COS_ADDRESS */
+  env: Readonly<Record<string, string | undefined>>;
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+}
+
+class UsageError extends Error {}
+
+interface ParsedArgs {
+  address: string;
+  timeoutMs: number;
+  command: string;
+  accountId: string;
+  rest: string[];
+}
+
+function parseArgs(argv: readonly string[], env: CliIo['env']): ParsedArgs | 'help' {
+  let address = env['COS_ADDRESS']?.trim() || DEFAULT_COS_ADDRESS;
+  let timeoutMs = 10_000;
+  const positional: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg === '-h' || arg === '--help') return 'help';
+    const [flag, inline] = arg.startsWith('--') ? (arg.split(/=(.*)/s, 2) as [string, string?]) : [arg];
+    if (flag === '--address' || flag === '--timeout') {
+      const value = inline ?? argv[++i];
+      if (value === undefined || value === '') throw new UsageError(`${flag} needs a value`);
+      if (flag === '--address') address = value;
+      else {
+        timeoutMs = Number(value);
+        if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new UsageError('--timeout must be a positive integer');
+      }
+    } else if (arg.startsWith('--')) {
+      throw new UsageError(`unknown option ${arg}`);
+    } else {
+      positional.push(arg);
+    }
+  }
+  const [command, accountId, ...rest] = positional;
+  if (command === undefined) throw new UsageError('a command is required');
+  if (accountId === undefined || accountId === '') throw new UsageError(`${command} needs an ACCOUNT_ID`);
+  return { address, timeoutMs, command, accountId, rest };
+}
+
+function cents(value: string | undefined, name: string): bigint {
+  // Signs are let through on purpose: the handler's validation answers, as it would any client.
+  if (value === undefined || !/^-?\d+$/.test(value)) throw new UsageError(`${name} must be an integer number of cents`);
+  return BigInt(value);
+}
+
+function commandOf(args: ParsedArgs): Any | undefined {
+  const expect = (count: number, max = count): void => {
+    if (args.rest.length < count || args.rest.length > max) throw new UsageError(`wrong number of arguments for ${args.command}`);
+  };
+  switch (args.command) {
+    case 'open': {
+      expect(1, 2);
+      const init: MessageInitShape<typeof OpenAccountSchema> = { owner: args.rest[0] as string };
+      if (args.rest[1] !== undefined) init.initialDepositCents = cents(args.rest[1], 'INITIAL_DEPOSIT');
+      return anyPack(OpenAccountSchema, create(OpenAccountSchema, init));
+    }
+    case 'deposit':
+      expect(1);
+      return anyPack(DepositSchema, create(DepositSchema, { amountCents: cents(args.rest[0], 'AMOUNT') }));
+    case 'withdraw':
+      expect(1);
+      return anyPack(WithdrawSchema, create(WithdrawSchema, { amountCents: cents(args.rest[0], 'AMOUNT') }));
+    case 'close':
+      expect(0);
+      return anyPack(CloseAccountSchema, create(CloseAccountSchema));
+    case 'get':
+      expect(0);
+      return undefined;
+    default:
+      throw new UsageError(`unknown command ${args.command}`);
+  }
+}
+
+/** FailedPrecondition -> FAILED_PRECONDITION, the name every gRPC tool prints. */
+function codeName(code: Code): string {
+  return (Code[code] ?? String(code)).replace(/([a-z])([A-Z])/g, '$1_$2').toUpperCase();
+}
+
+function render(state: Any | undefined, meta: MetaData | undefined): string {
+  const out = {
+    accountId: meta?.entityId ?? '',
+    revision: meta?.revisionNumber ?? 0,
+    revisionDate: meta?.revisionDate ? timestampDate(meta.revisionDate).toISOString() : null,
+    // toJson needs the registry to turn the Any into a readable bank.v1.BankAccount
+    state: state ? toJson(AnySchema, state, { registry: bankRegistry }) : null,
+  };
+  return `${JSON.stringify(out, null, 2)}\n`;
+}
+
+function renderError(error: ConnectError): string {
+  let text = `${codeName(error.code)}: ${error.rawMessage}\n`;
+  const known = new Set<string>();
+  for (const detail of error.findDetails(bankRegistry)) {
+    known.add(detail.$typeName);
+    const schema = bankRegistry.getMessage(detail.$typeName);
+    text += `  detail ${detail.$typeName} ${schema ? JSON.stringify(toJson(schema, detail)) : ''}\n`;
+  }
+  for (const detail of error.details) {
+    const type = 'type' in detail ? detail.type : detail.desc.typeName;
+    if (!known.has(type)) text += `  detail ${type} (not a bank.v1 message)\n`;
+  }
+  return text;
+}
+
+/** Runs the CLI with `argv` (without node and the script); resolves to the process exit code. */
+export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
+  let args: ParsedArgs;
+  let command: Any | undefined;
+  try {
+    const parsed = parseArgs(argv, io.env);
+    if (parsed === 'help') {
+      io.stdout(USAGE);
+      return 0;
+    }
+    args = parsed;
+    command = commandOf(args);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    io.stderr(`${error.message}\n\n${USAGE}`);
+    return 2;
+  }
+
+  const baseUrl = /^https?:\/\//.test(args.address) ? args.address : `http://${args.address}`;
+  const sessionManager = new Http2SessionManager(baseUrl);
+  const client = createClient(ChiefOfStateService, createGrpcTransport({ baseUrl, sessionManager }));
+  try {
+    const { state, meta } =
+      command === undefined
+        ? await client.getState({ entityId: args.accountId }, { timeoutMs: args.timeoutMs })
+        : await client.processCommand({ entityId: args.accountId, command }, { timeoutMs: args.timeoutMs });
+    io.stdout(render(state, meta));
+    return 0;
+  } catch (error) {
+    io.stderr(renderError(ConnectError.from(error)));
+    return 1;
+  } finally {
+    // Closes the HTTP/2 connection so the process can exit.
+    sessionManager.abort();
+  }
+}
