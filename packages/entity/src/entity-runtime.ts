@@ -186,14 +186,16 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
   async function load(slot: EntitySlot): Promise<void> {
     const latest = await journal.readLatest(slot.entityId);
     if (latest !== undefined) {
-      const wrapper = decode(slot.entityId, latest, 'event', () => fromBinary(EventWrapperSchema, latest.payload));
+      const wrapper = decode(slot.entityId, latest, 'event', (bytes) => fromBinary(EventWrapperSchema, bytes));
       setLoaded(slot, latest, wrapper.resultingState, wrapper.meta);
       return;
     }
     // No event in the journal (e.g. deleted after a snapshot): the newest snapshot has the state.
     const snapshot = snapshots && (await snapshots.loadLatest(slot.entityId));
     if (snapshot !== undefined) {
-      const wrapper = decode(slot.entityId, snapshot, 'snapshot', () => fromBinary(StateWrapperSchema, snapshot.payload));
+      const wrapper = decode(slot.entityId, snapshot, 'snapshot', (bytes) =>
+        fromBinary(StateWrapperSchema, bytes),
+      );
       setLoaded(slot, snapshot, wrapper.state, wrapper.meta);
       return;
     }
@@ -410,9 +412,11 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
   };
 }
 
-function decode<T>(entityId: string, stored: StoredRevision, what: string, run: () => T): T {
+function decode<T>(entityId: string, stored: StoredRevision, what: string, run: (payload: Uint8Array) => T): T {
   try {
-    return run();
+    // A plain copy: drivers hand out Buffers that may be slices of a larger pooled buffer,
+    // which the cached state's bytes fields would otherwise keep alive.
+    return run(new Uint8Array(stored.payload));
   } catch (error) {
     throw new StoreError(
       `cannot decode the ${what} of ${JSON.stringify(entityId)} at revision ${stored.revision}: ${
