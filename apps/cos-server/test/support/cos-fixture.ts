@@ -1,0 +1,106 @@
+import { create, fromBinary } from '@bufbuild/protobuf';
+import { AnySchema, type Any } from '@bufbuild/protobuf/wkt';
+import * as grpc from '@grpc/grpc-js';
+import pg from 'pg';
+import {
+  ChiefOfStateService,
+  EventWrapperSchema,
+  GetStateRequestSchema,
+  ProcessCommandRequestSchema,
+  type EventWrapper,
+  type GetStateResponse,
+  type ProcessCommandResponse,
+} from '@chiefofstate/protocol';
+import { testPostgresConnection, uniqueSchemaName } from '@chiefofstate/postgres/testing';
+import { createGrpcJsClient, type GrpcJsClient, type GrpcJsUnaryResult } from '@chiefofstate/testing';
+import { freePort, startCosServerProcess, type RunningProcess } from './processes.js';
+import type { TestState } from './test-write-handler.js';
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export function command(verb: string, args: Record<string, unknown> = {}): Any {
+  return create(AnySchema, { typeUrl: `type.googleapis.com/cos.test.${verb}`, value: encoder.encode(JSON.stringify(args)) });
+}
+
+export function stateOf(any: Any | undefined): TestState {
+  return JSON.parse(decoder.decode(any?.value ?? new Uint8Array())) as TestState;
+}
+
+export interface CosFixture {
+  readonly server: RunningProcess;
+  readonly port: number;
+  readonly schema: string;
+  readonly client: GrpcJsClient;
+  send(
+    entityId: string,
+    cmd: Any | undefined,
+    options?: { metadata?: grpc.Metadata; deadlineMs?: number },
+  ): Promise<GrpcJsUnaryResult<ProcessCommandResponse>>;
+  getState(entityId: string): Promise<GrpcJsUnaryResult<GetStateResponse>>;
+  /** the entity's journal rows, decoded */
+  journal(entityId: string): Promise<Array<{ revision: bigint; wrapper: EventWrapper }>>;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  /** drops the schema */
+  dispose(): Promise<void>;
+}
+
+/** Starts the built cos-server on the real PostgreSQL, in a schema of its own. */
+export async function startCos(env: Record<string, string>, schema = uniqueSchemaName('e2e')): Promise<CosFixture> {
+  const db = testPostgresConnection(schema);
+  const port = await freePort();
+  const server = startCosServerProcess({
+    COS_PORT: String(port),
+    COS_ADDRESS: '127.0.0.1',
+    COS_POSTGRES_HOST: db.host,
+    COS_POSTGRES_PORT: String(db.port),
+    COS_POSTGRES_USER: db.user,
+    COS_POSTGRES_PASSWORD: db.password || 'unused',
+    COS_POSTGRES_DB: db.database,
+    COS_POSTGRES_SCHEMA: schema,
+    ...env,
+  });
+  await server.waitFor(/chief-of-state serving/);
+  const client = createGrpcJsClient({ service: ChiefOfStateService, address: `127.0.0.1:${port}` });
+  const pool = new pg.Pool({ ...db, max: 2 });
+  return {
+    server,
+    port,
+    schema,
+    client,
+    send: (entityId, cmd, options = {}) =>
+      client.unary(ChiefOfStateService.method.processCommand, create(ProcessCommandRequestSchema, { entityId, ...(cmd ? { command: cmd } : {}) }), {
+        ...(options.metadata ? { metadata: options.metadata } : {}),
+        ...(options.deadlineMs !== undefined ? { deadline: Date.now() + options.deadlineMs } : {}),
+      }),
+    getState: (entityId) =>
+      client.unary(ChiefOfStateService.method.getState, create(GetStateRequestSchema, { entityId })),
+    async journal(entityId) {
+      const result = await pool.query<{ revision: string; payload: Buffer }>(
+        `select revision, payload from ${pg.escapeIdentifier(schema)}.cos_journal where entity_id = $1 order by revision`,
+        [entityId],
+      );
+      return result.rows.map((row) => ({ revision: BigInt(row.revision), wrapper: fromBinary(EventWrapperSchema, row.payload) }));
+    },
+    async stop(signal = 'SIGTERM') {
+      client.close();
+      await server.kill(signal);
+    },
+    async dispose() {
+      client.close();
+      await server.kill('SIGKILL');
+      await pool.query(`drop schema if exists ${pg.escapeIdentifier(schema)} cascade`);
+      await pool.end();
+    },
+  };
+}
+
+/** Awaits a call that must fail; returns its gRPC error. */
+export async function failure(promise: Promise<unknown>): Promise<grpc.ServiceError> {
+  return promise.then(
+    () => {
+      throw new Error('expected the call to fail');
+    },
+    (error: unknown) => error as grpc.ServiceError,
+  );
+}
