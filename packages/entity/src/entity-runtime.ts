@@ -169,7 +169,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     slot.jobs.length = 0;
     slot.head = 0;
     slot.running = false;
-    entities.touch(slot, clock.now().getTime());
+    if (entities.get(slot.entityId) === slot) entities.touch(slot, clock.now().getTime());
     if (entities.size > maxActive) entities.passivateOverCap(maxActive);
     if (inFlight === 0 && idle) idle();
   }

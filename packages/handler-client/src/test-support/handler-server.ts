@@ -18,14 +18,16 @@ export interface TestGrpcServer {
 export async function startTestGrpcServer(
   routes: (router: ConnectRouter) => void,
   port = 0,
+  /** key and certificate: serve TLS (h2) instead of h2c */
+  tls?: { key: string; cert: string },
 ): Promise<TestGrpcServer> {
   const handler = connectNodeAdapter({ routes, grpc: true, connect: false, grpcWeb: false });
-  let server: http2.Http2Server | undefined;
+  let server: http2.Http2Server | http2.Http2SecureServer | undefined;
   let sessions = new Set<http2.ServerHttp2Session>();
   let boundPort = port;
 
   const listen = async (): Promise<void> => {
-    const created = http2.createServer(handler);
+    const created = tls ? http2.createSecureServer({ ...tls }, handler) : http2.createServer(handler);
     const tracked = new Set<http2.ServerHttp2Session>();
     created.on('session', (session) => {
       tracked.add(session);
