@@ -520,7 +520,7 @@ describe('passivation', () => {
   it('does not passivate an entity with a command in flight', async () => {
     const { runtime } = setup({ passivateAfterMs: 30, sweepIntervalMs: 10 });
     await send(runtime, 'busy', 'emit:a');
-    await sleep(60);
+    await sleep(150);
     expect(runtime.stats().active).toBe(0);
     const slow = send(runtime, 'busy', 'slow:200:b');
     const queued = send(runtime, 'busy', 'emit:c');
