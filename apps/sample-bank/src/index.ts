@@ -24,5 +24,6 @@ export {
   type BankHandlerServerOptions,
 } from './server.js';
 export { bankHandlerConfigFromEnv, type BankHandlerConfig } from './config.js';
-export { runCli, DEFAULT_COS_ADDRESS, USAGE, type CliIo } from './run-cli.js';
+export { runCli, cosBaseUrl, DEFAULT_COS_ADDRESS, USAGE, type CliIo } from './run-cli.js';
+export { grpcCodeName } from './code-name.js';
 export * from './gen/bank/v1/bank_pb.js';

@@ -112,7 +112,7 @@ describe('main (node src/main.ts)', () => {
       expect.arrayContaining(['bank write handler listening', 'command accepted', 'insufficient funds: balance 70, requested 500', 'shutting down', 'stopped']),
     );
     expect(logs.find((entry) => entry['msg'] === 'insufficient funds: balance 70, requested 500')).toEqual(
-      expect.objectContaining({ accountId: 'acc-main', command: 'bank.v1.Withdraw', code: 'FailedPrecondition' }),
+      expect.objectContaining({ accountId: 'acc-main', command: 'bank.v1.Withdraw', code: 'FAILED_PRECONDITION' }),
     );
   });
 

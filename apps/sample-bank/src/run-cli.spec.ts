@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli, USAGE } from './run-cli.js';
+import { cosBaseUrl, runCli, USAGE } from './run-cli.js';
 import { startBankHandlerServer, type BankHandlerServer } from './server.js';
 import { startStandInCos, type StandInCos } from './test-support/stand-in-cos.js';
 
@@ -132,5 +132,18 @@ describe('cli.ts as a process', () => {
     );
     expect(failed?.code).toBe(1);
     expect(failed?.stderr).toContain('FAILED_PRECONDITION: insufficient funds: balance 70, requested 1000');
+  });
+});
+
+describe('cosBaseUrl', () => {
+  it('reads host:port, bare hosts, IPv6 and URLs', () => {
+    expect(cosBaseUrl('127.0.0.1:9000', {})).toBe('http://127.0.0.1:9000');
+    expect(cosBaseUrl('cos.internal:7000', {})).toBe('http://cos.internal:7000');
+    expect(cosBaseUrl('cos.internal', {})).toBe('http://cos.internal:9000');
+    expect(cosBaseUrl('cos.internal', { COS_PORT: '9100' })).toBe('http://cos.internal:9100');
+    expect(cosBaseUrl('0.0.0.0', {})).toBe('http://127.0.0.1:9000');
+    expect(cosBaseUrl('[::1]:9001', {})).toBe('http://[::1]:9001');
+    expect(cosBaseUrl('::', {})).toBe('http://[::1]:9000');
+    expect(cosBaseUrl('https://cos.example.com', {})).toBe('https://cos.example.com');
   });
 });

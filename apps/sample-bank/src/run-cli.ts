@@ -1,6 +1,6 @@
 import { create, toJson, type MessageInitShape } from '@bufbuild/protobuf';
 import { anyPack, AnySchema, timestampDate, type Any } from '@bufbuild/protobuf/wkt';
-import { Code, ConnectError, createClient } from '@connectrpc/connect';
+import { ConnectError, createClient } from '@connectrpc/connect';
 import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
 import { ChiefOfStateService, type MetaData } from '@chiefofstate/protocol';
 import {
@@ -9,6 +9,7 @@ import {
   OpenAccountSchema,
   WithdrawSchema,
 } from './gen/bank/v1/bank_pb.js';
+import { grpcCodeName } from './code-name.js';
 import { bankRegistry } from './write-handler.js';
 
 /**
@@ -32,7 +33,8 @@ commands:
   get ACCOUNT_ID                            show the current state (GetState)
 
 options:
-  --address HOST:PORT   Chief-of-State's gRPC address (env COS_ADDRESS, default ${DEFAULT_COS_ADDRESS})
+  --address HOST:PORT   Chief-of-State's gRPC address (env COS_ADDRESS, default ${DEFAULT_COS_ADDRESS};
+                        a HOST alone gets port COS_PORT or 9000)
   --timeout MS          deadline of the call (default 10000)
   -h, --help            this text
 `;
@@ -116,11 +118,6 @@ function commandOf(args: ParsedArgs): Any | undefined {
   }
 }
 
-/** FailedPrecondition -> FAILED_PRECONDITION, the name every gRPC tool prints. */
-function codeName(code: Code): string {
-  return (Code[code] ?? String(code)).replace(/([a-z])([A-Z])/g, '$1_$2').toUpperCase();
-}
-
 function render(state: Any | undefined, meta: MetaData | undefined): string {
   const out = {
     accountId: meta?.entityId ?? '',
@@ -133,7 +130,7 @@ function render(state: Any | undefined, meta: MetaData | undefined): string {
 }
 
 function renderError(error: ConnectError): string {
-  let text = `${codeName(error.code)}: ${error.rawMessage}\n`;
+  let text = `${grpcCodeName(error.code)}: ${error.rawMessage}\n`;
   const known = new Set<string>();
   for (const detail of error.findDetails(bankRegistry)) {
     known.add(detail.$typeName);
@@ -145,6 +142,21 @@ function renderError(error: ConnectError): string {
     if (!known.has(type)) text += `  detail ${type} (not a bank.v1 message)\n`;
   }
   return text;
+}
+
+/**
+ * `host:port`, `[v6]:port` or a URL. A bare host (COS_ADDRESS is also the server's own bind
+ * address setting, e.g. 0.0.0.0) gets COS_PORT or 9000, and a wildcard address means this host.
+ */
+export function cosBaseUrl(address: string, env: CliIo['env']): string {
+  if (/^https?:\/\//.test(address)) return address;
+  const withPort = /^(\[[^\]]*\]|[^:]*):(\d+)$/.exec(address);
+  let host = withPort?.[1] ?? address;
+  const port = withPort?.[2] ?? (env['COS_PORT']?.trim() || '9000');
+  host = host.replace(/^\[(.*)\]$/, '$1');
+  if (host === '' || host === '0.0.0.0') host = '127.0.0.1';
+  if (host === '::') host = '::1';
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
 /** Runs the CLI with `argv` (without node and the script); resolves to the process exit code. */
@@ -165,7 +177,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     return 2;
   }
 
-  const baseUrl = /^https?:\/\//.test(args.address) ? args.address : `http://${args.address}`;
+  const baseUrl = cosBaseUrl(args.address, io.env);
   const sessionManager = new Http2SessionManager(baseUrl);
   const client = createClient(ChiefOfStateService, createGrpcTransport({ baseUrl, sessionManager }));
   try {

@@ -12,6 +12,7 @@ import {
   type BankCommand,
   type BankEvent,
 } from './bank-account.js';
+import { grpcCodeName } from './code-name.js';
 import { BankAccountSchema, InsufficientFundsSchema, file_bank_v1_bank, type BankAccount } from './gen/bank/v1/bank_pb.js';
 
 /**
@@ -61,7 +62,7 @@ export function createBankWriteHandler(
         events = decide(command, account, { accountId });
       } catch (error) {
         const refusal = toConnectError(error);
-        logger?.info({ accountId, command: command.$typeName, code: Code[refusal.code] }, refusal.rawMessage);
+        logger?.info({ accountId, command: command.$typeName, code: grpcCodeName(refusal.code) }, refusal.rawMessage);
         throw refusal;
       }
       logger?.debug({ accountId, command: command.$typeName, events: events.map((e) => e.$typeName) }, 'command accepted');
