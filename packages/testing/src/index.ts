@@ -10,3 +10,4 @@ export {
   type GrpcJsUnaryResult,
 } from './grpc-js.js';
 export { decodeRpcStatus, encodeRpcStatus, type RpcStatus } from './rpc-status.js';
+export { freePort, startProcess, type RunningProcess } from './processes.js';
