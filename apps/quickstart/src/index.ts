@@ -1,0 +1,1 @@
+export { startQuickstart, instructions, type QuickstartOptions, type RunningQuickstart } from './quickstart.js';

@@ -1,0 +1,84 @@
+// `npm start` for real: the built quickstart process, then the sample CLI against it, as a user
+// would type the commands it prints.
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { freePort, startProcess, type RunningProcess } from '@chiefofstate/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const run = promisify(execFile);
+const APP_ROOT = fileURLToPath(new URL('..', import.meta.url));
+const CLI = fileURLToPath(new URL('../../sample-bank/dist/cli.js', import.meta.url));
+
+describe('quickstart', () => {
+  let quickstart: RunningProcess;
+  let dataDir: string;
+  let address: string;
+
+  const cli = async (...args: string[]) => {
+    const result = await run(process.execPath, [CLI, '--address', address, ...args]).catch(
+      (error: { stdout: string; stderr: string; code: number }) => error,
+    );
+    return { stdout: result.stdout, stderr: result.stderr, code: 'code' in result ? result.code : 0 };
+  };
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'cos-quickstart-'));
+    const port = await freePort();
+    address = `127.0.0.1:${port}`;
+    quickstart = startProcess(
+      process.execPath,
+      [join(APP_ROOT, 'dist/main.js')],
+      { COS_PORT: String(port), COS_DATA_DIR: dataDir, BANK_HANDLER_PORT: '0', LOG_LEVEL: 'warn' },
+      { cwd: APP_ROOT },
+    );
+    await quickstart.waitFor(/Ctrl-C stops it/, 60_000);
+  }, 90_000);
+
+  afterAll(async () => {
+    await quickstart?.kill('SIGINT');
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('prints how to send commands', () => {
+    expect(quickstart.output()).toContain(`Chief-of-State is serving on ${address}`);
+    expect(quickstart.output()).toContain(`node apps/sample-bank/dist/cli.js --address ${address} open acc-1 alice 1000`);
+  });
+
+  it('opens, deposits, withdraws and reads an account through COS', async () => {
+    const opened = await cli('open', 'acc-1', 'alice', '1000');
+    expect(opened.code).toBe(0);
+    expect(JSON.parse(opened.stdout)).toMatchObject({ accountId: 'acc-1', revision: 2 });
+    await cli('deposit', 'acc-1', '500');
+    const withdrawn = await cli('withdraw', 'acc-1', '200');
+    expect(JSON.parse(withdrawn.stdout)).toMatchObject({ revision: 4 });
+    expect(JSON.stringify(JSON.parse(withdrawn.stdout).state)).toContain('1300');
+    const got = await cli('get', 'acc-1');
+    expect(JSON.parse(got.stdout)).toMatchObject({ accountId: 'acc-1', revision: 4 });
+  });
+
+  it("passes the handler's refusal through with its detail", async () => {
+    const refused = await cli('withdraw', 'acc-1', '999999');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/FAILED_PRECONDITION: insufficient funds/);
+    expect(refused.stderr).toMatch(/InsufficientFunds/);
+  });
+
+  it('stops on SIGINT and keeps the state for the next start', async () => {
+    expect(await quickstart.kill('SIGINT')).toBe(0);
+    const port = await freePort();
+    address = `127.0.0.1:${port}`;
+    quickstart = startProcess(
+      process.execPath,
+      [join(APP_ROOT, 'dist/main.js')],
+      { COS_PORT: String(port), COS_DATA_DIR: dataDir, BANK_HANDLER_PORT: '0', LOG_LEVEL: 'warn' },
+      { cwd: APP_ROOT },
+    );
+    await quickstart.waitFor(/Ctrl-C stops it/, 60_000);
+    const got = await cli('get', 'acc-1');
+    expect(JSON.parse(got.stdout)).toMatchObject({ accountId: 'acc-1', revision: 4 });
+  }, 90_000);
+});
