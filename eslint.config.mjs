@@ -54,6 +54,19 @@ export default tseslint.config(
                 'layer:testing',
               ],
             },
+            {
+              // launchers (the quickstart) compose whole apps in one process
+              sourceTag: 'layer:launcher',
+              onlyDependOnLibsWithTags: [
+                'layer:protocol',
+                'layer:core',
+                'layer:adapter',
+                'layer:orchestration',
+                'layer:edge',
+                'layer:app',
+                'layer:testing',
+              ],
+            },
             { sourceTag: 'layer:tools', onlyDependOnLibsWithTags: ['*'] },
           ],
         },
