@@ -1,0 +1,10 @@
+export { fairShare, type FairShareInput, type LiveMember, type StreamGroup } from './fair-share.js';
+export {
+  createLeaseCoordinator,
+  type LeaseCoordinator,
+  type LeaseCoordinatorOptions,
+  type ReleaseReason,
+  type StreamHost,
+} from './lease-coordinator.js';
+export { shardingMigrations } from './migrations.js';
+export type { ShardingTables, StreamLeaseRow, StreamMemberRow, StreamSetRow } from './tables.js';

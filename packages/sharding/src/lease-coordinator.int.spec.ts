@@ -1,0 +1,172 @@
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { migrateToLatest, type Database } from '@chiefofstate/postgres';
+import { openTestDatabase, testStoreKinds, type TestDatabase } from '@chiefofstate/postgres/testing';
+import { createLeaseCoordinator, type LeaseCoordinator, type ReleaseReason, type StreamHost } from './lease-coordinator.js';
+import { shardingMigrations } from './migrations.js';
+
+const streams = (n: number, prefix = 's') => Array.from({ length: n }, (_, i) => `${prefix}:${String(i).padStart(2, '0')}`);
+
+async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/**
+ * Hosts of several coordinators sharing one record of who runs what, so a stream run by two
+ * processes at once is caught the moment it happens.
+ */
+function createWorld() {
+  const running = new Map<string, string>();
+  const overlaps: string[] = [];
+  const log: { owner: string; event: 'acquired' | ReleaseReason; stream: string }[] = [];
+  const host = (owner: string, releaseDelayMs = 0): StreamHost => ({
+    acquired(stream) {
+      log.push({ owner, event: 'acquired', stream });
+      const other = running.get(stream);
+      if (other !== undefined) overlaps.push(`${stream}: ${owner} while ${other}`);
+      running.set(stream, owner);
+    },
+    async released(stream, reason) {
+      log.push({ owner, event: reason, stream });
+      if (releaseDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, releaseDelayMs));
+      if (running.get(stream) === owner) running.delete(stream);
+    },
+  });
+  const countOf = (owner: string) => [...running.values()].filter((o) => o === owner).length;
+  return { running, overlaps, log, host, countOf };
+}
+
+describe.each(await testStoreKinds())('lease coordinator on %s', (kind) => {
+  let database: TestDatabase;
+  const coordinators: LeaseCoordinator[] = [];
+  const coordinator = (db: Database, ownerId: string, leaseMs = 600, renewIntervalMs = 100) => {
+    const created = createLeaseCoordinator({ database: db, ownerId, leaseMs, renewIntervalMs, onError: () => {} });
+    coordinators.push(created);
+    return created;
+  };
+
+  beforeAll(async () => {
+    database = await openTestDatabase(kind);
+    await migrateToLatest({ database, migrations: shardingMigrations });
+  });
+  afterAll(async () => {
+    await Promise.all(coordinators.map((c) => c.close()));
+    await database?.dispose();
+  });
+
+  it('a lone process takes every stream in its first round, and gives them all up on close', async () => {
+    const world = createWorld();
+    const a = coordinator(database, 'lone-a');
+    await a.start(streams(16, 'lone'), world.host('lone-a'));
+    expect(a.held()).toEqual(streams(16, 'lone'));
+    expect(world.countOf('lone-a')).toBe(16);
+    await a.close();
+    expect(a.held()).toEqual([]);
+    expect(world.running.size).toBe(0);
+    expect(world.log.filter((e) => e.event === 'closing')).toHaveLength(16);
+    const { rows } = await sql<{ n: number }>`
+      SELECT count(*)::int AS n FROM cos_stream_leases WHERE owner = 'lone-a'`.execute(database.kysely);
+    expect(rows[0]!.n).toBe(0);
+  });
+
+  it('two processes split the streams evenly, never running one twice, and one takes all back when the other leaves', async () => {
+    const world = createWorld();
+    const all = streams(16, 'pair');
+    const a = coordinator(database, 'pair-a');
+    const b = coordinator(database, 'pair-b');
+    await a.start(all, world.host('pair-a', 30));
+    expect(a.held()).toHaveLength(16);
+    await b.start(all, world.host('pair-b', 30));
+    await until(() => world.countOf('pair-a') === 8 && world.countOf('pair-b') === 8, 10_000, '8/8');
+    expect(world.overlaps).toEqual([]);
+    // steady state: nothing moves any more
+    const moves = world.log.length;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(world.log.length).toBe(moves);
+    expect([...a.held(), ...b.held()].sort()).toEqual(all);
+
+    await b.close();
+    await until(() => world.countOf('pair-a') === 16, 10_000, 'a to take all');
+    expect(world.overlaps).toEqual([]);
+  });
+
+  it('three processes split 16 streams 6/5/5', async () => {
+    const world = createWorld();
+    const all = streams(16, 'three');
+    const owners = ['three-a', 'three-b', 'three-c'];
+    for (const owner of owners) await coordinator(database, owner).start(all, world.host(owner));
+    await until(
+      () => owners.map(world.countOf).join() === '6,5,5',
+      10_000,
+      '6/5/5',
+    );
+    expect(world.overlaps).toEqual([]);
+  });
+
+  it('covers every stream when processes run different sets', async () => {
+    const world = createWorld();
+    const x = streams(8, 'mixed-x');
+    const y = streams(8, 'mixed-y');
+    await coordinator(database, 'mixed-a').start([...x, ...y], world.host('mixed-a'));
+    await coordinator(database, 'mixed-b').start(x, world.host('mixed-b'));
+    await until(() => world.countOf('mixed-a') === 12 && world.countOf('mixed-b') === 4, 10_000, 'coverage');
+    // b never runs a stream it does not know
+    expect([...world.running].filter(([stream, owner]) => owner === 'mixed-b' && !x.includes(stream))).toEqual([]);
+    expect(world.overlaps).toEqual([]);
+  });
+
+  it('tells the host at once when its lease was taken over', async () => {
+    const world = createWorld();
+    const a = coordinator(database, 'stolen-a');
+    await a.start(streams(2, 'stolen'), world.host('stolen-a'));
+    // another process took it (as it would after expiry): the next renewal finds out
+    await sql`UPDATE cos_stream_leases SET owner = 'someone-else', expires_at = now() + interval '1 hour'
+              WHERE stream = 'stolen:00'`.execute(database.kysely);
+    await until(() => world.log.some((e) => e.event === 'lost' && e.stream === 'stolen:00'), 5_000, 'lost');
+    expect(a.held()).toEqual(['stolen:01']);
+  });
+
+  it('refuses a renewal interval that leaves no margin', () => {
+    expect(() => createLeaseCoordinator({ database, leaseMs: 1000, renewIntervalMs: 500 })).toThrow(/renewIntervalMs/);
+  });
+});
+
+const hasServer = (await testStoreKinds()).includes('postgres');
+
+describe.runIf(hasServer)('lease coordinator takeover on PostgreSQL', () => {
+  it('takes over the streams of a process whose database connection died, after its leases expired, never running one twice', async () => {
+    const world = createWorld();
+    const first = await openTestDatabase('postgres');
+    await migrateToLatest({ database: first, migrations: shardingMigrations });
+    // the second process: its own pool on the same schema
+    const second = await openTestDatabase('postgres', first.schema);
+    const all = streams(16, 'takeover');
+    const leaseMs = 800;
+    const a = createLeaseCoordinator({ database: first, ownerId: 'takeover-a', leaseMs, renewIntervalMs: 100, onError: () => {} });
+    const b = createLeaseCoordinator({ database: second, ownerId: 'takeover-b', leaseMs, renewIntervalMs: 100, onError: () => {} });
+    try {
+      await a.start(all, world.host('takeover-a'));
+      await b.start(all, world.host('takeover-b'));
+      await until(() => world.countOf('takeover-a') === 8 && world.countOf('takeover-b') === 8, 10_000, '8/8');
+
+      // b's database goes away (as if the process hung or was cut off): it stops trusting its
+      // leases on its own clock, before they expire in the database, and a takes over after.
+      await second.close();
+      const cutAt = Date.now();
+      await until(() => world.countOf('takeover-a') === 16, 10_000, 'takeover');
+      const tookMs = Date.now() - cutAt;
+      expect(tookMs).toBeGreaterThanOrEqual(leaseMs - 300);
+      expect(tookMs).toBeLessThan(leaseMs + 2_000);
+      expect(world.log.filter((e) => e.owner === 'takeover-b' && e.event === 'lost')).toHaveLength(8);
+      expect(world.overlaps).toEqual([]);
+    } finally {
+      await a.close();
+      await b.close().catch(() => {});
+      await first.dispose();
+    }
+  });
+});

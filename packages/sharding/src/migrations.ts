@@ -1,0 +1,37 @@
+import { sql, type Kysely } from 'kysely';
+import type { MigrationSet } from '@chiefofstate/postgres';
+
+/**
+ * The lease tables. Names are prefixed `2026-11-26-400-` so that they sort after the journal's
+ * (`-100-`), the snapshots' (`-200-`) and the read-side offsets' (`-300-`) when the sets are
+ * merged. Migrations are frozen once released: later changes are new entries, never edits.
+ */
+export const shardingMigrations: MigrationSet = {
+  '2026-11-26-400-stream-leases': {
+    async up(db: Kysely<unknown>) {
+      // One row per stream that has ever been owned; the owner holds it while expires_at is ahead.
+      await db.schema
+        .createTable('cos_stream_leases')
+        .addColumn('stream', 'text', (c) => c.primaryKey())
+        .addColumn('owner', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'timestamptz', (c) => c.notNull())
+        .addColumn('acquired_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .execute();
+      await db.schema.createIndex('cos_stream_leases_owner').on('cos_stream_leases').column('owner').execute();
+      // Live processes (heartbeats) and which set of streams each can run.
+      await db.schema
+        .createTable('cos_stream_members')
+        .addColumn('owner', 'text', (c) => c.primaryKey())
+        .addColumn('fingerprint', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'timestamptz', (c) => c.notNull())
+        .addColumn('started_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .execute();
+      // Stream sets by fingerprint, written once, so heartbeats stay small with thousands of streams.
+      await db.schema
+        .createTable('cos_stream_sets')
+        .addColumn('fingerprint', 'text', (c) => c.primaryKey())
+        .addColumn('streams', sql`text[]`, (c) => c.notNull())
+        .execute();
+    },
+  },
+};

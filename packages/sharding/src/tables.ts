@@ -1,0 +1,27 @@
+import type { ColumnType } from 'kysely';
+
+/** Kysely table types of the lease tables (type aliases, as `withTables<T>()` requires). */
+export type StreamLeaseRow = {
+  stream: string;
+  owner: string;
+  expires_at: Date;
+  acquired_at: ColumnType<Date, Date | undefined, Date>;
+};
+
+export type StreamMemberRow = {
+  owner: string;
+  fingerprint: string;
+  expires_at: Date;
+  started_at: ColumnType<Date, Date | undefined, Date>;
+};
+
+export type StreamSetRow = {
+  fingerprint: string;
+  streams: string[];
+};
+
+export type ShardingTables = {
+  cos_stream_leases: StreamLeaseRow;
+  cos_stream_members: StreamMemberRow;
+  cos_stream_sets: StreamSetRow;
+};
