@@ -35,6 +35,7 @@ describe('defaults', () => {
         traceHost: 'localhost',
         tracePort: 4318,
         otlpEndpoint: undefined,
+        tracesEndpoint: undefined,
         metricsPort: 9102,
       },
       cluster: {
@@ -553,6 +554,22 @@ describe('telemetry', () => {
     const { config, warnings } = load({ OTEL_EXPORTER_OTLP_ENDPOINT: 'https://otel.example.com', TRACE_HOST: 'jaeger' });
     expect(config.telemetry.otlpEndpoint).toBe('https://otel.example.com');
     expect(warnings).toEqual(['OTEL_EXPORTER_OTLP_ENDPOINT is set, so TRACE_HOST and TRACE_PORT are not used']);
+    expect(config.telemetry.tracesEndpoint).toBe('https://otel.example.com/v1/traces');
+  });
+
+  it('exports no traces unless a collector is named', () => {
+    expect(load({}).config.telemetry.tracesEndpoint).toBeUndefined();
+  });
+
+  it('exports to TRACE_HOST:TRACE_PORT over OTLP/HTTP when either is set', () => {
+    expect(load({ TRACE_HOST: 'jaeger' }).config.telemetry.tracesEndpoint).toBe('http://jaeger:4318/v1/traces');
+    expect(load({ TRACE_PORT: '4000' }).config.telemetry.tracesEndpoint).toBe('http://localhost:4000/v1/traces');
+  });
+
+  it('appends /v1/traces to the OTLP base endpoint once', () => {
+    expect(load({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/' }).config.telemetry.tracesEndpoint).toBe(
+      'http://collector:4318/v1/traces',
+    );
   });
 });
 

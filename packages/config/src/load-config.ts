@@ -302,12 +302,24 @@ function readTelemetry(reader: EnvReader, serverPort: number): TelemetryConfig {
   if (otlpEndpoint !== undefined && (reader.isSet('TRACE_HOST') || reader.isSet('TRACE_PORT'))) {
     reader.report.warn('OTEL_EXPORTER_OTLP_ENDPOINT is set, so TRACE_HOST and TRACE_PORT are not used');
   }
+  const traceHost = reader.readOr(host, 'TRACE_HOST', 'localhost');
+  const tracePort = reader.readOr(port, 'TRACE_PORT', DEFAULT_TRACE_PORT);
+  // Traces are exported only when a collector is named: the localhost default alone must not
+  // make every process retry an absent collector and log about it.
+  const explicitTraceTarget = reader.isSet('TRACE_HOST') || reader.isSet('TRACE_PORT');
+  const tracesEndpoint =
+    otlpEndpoint !== undefined
+      ? `${otlpEndpoint.replace(/\/+$/, '')}/v1/traces`
+      : explicitTraceTarget
+        ? `http://${traceHost.includes(':') ? `[${traceHost}]` : traceHost}:${tracePort}/v1/traces`
+        : undefined;
   return {
     serviceName: reader.readOr(text, 'COS_SERVICE_NAME', 'chiefofstate', ['OTEL_SERVICE_NAME']),
     teamName: reader.read(text, 'TEAM_NAME'),
-    traceHost: reader.readOr(host, 'TRACE_HOST', 'localhost'),
-    tracePort: reader.readOr(port, 'TRACE_PORT', DEFAULT_TRACE_PORT),
+    traceHost,
+    tracePort,
     otlpEndpoint,
+    tracesEndpoint,
     metricsPort,
   };
 }

@@ -132,6 +132,11 @@ export interface TelemetryConfig {
   readonly tracePort: number;
   /** OTEL_EXPORTER_OTLP_ENDPOINT; when set it is used instead of traceHost/tracePort */
   readonly otlpEndpoint: string | undefined;
+  /**
+   * The OTLP/HTTP traces URL spans are exported to: OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces, or
+   * http://TRACE_HOST:TRACE_PORT/v1/traces when either is set; undefined: no export.
+   */
+  readonly tracesEndpoint: string | undefined;
   readonly metricsPort: number;
 }
 
