@@ -1,5 +1,8 @@
-import { defaultServerConditions } from 'vite';
 import { defineConfig, type ViteUserConfig } from 'vitest/config';
+
+// Vite's server conditions without `module`: that one selects builds meant for bundlers (e.g.
+// @opentelemetry/api's extensionless ESM), which Node itself cannot load.
+const conditions = ['@chiefofstate/source', 'node', 'development|production'];
 
 /**
  * Shared vitest settings: workspace packages are resolved to their TypeScript sources
@@ -7,8 +10,8 @@ import { defineConfig, type ViteUserConfig } from 'vitest/config';
  */
 export function createVitestConfig(overrides: ViteUserConfig['test'] = {}): ViteUserConfig {
   return defineConfig({
-    resolve: { conditions: ['@chiefofstate/source', ...defaultServerConditions] },
-    ssr: { resolve: { conditions: ['@chiefofstate/source', ...defaultServerConditions] } },
+    resolve: { conditions },
+    ssr: { resolve: { conditions } },
     test: {
       include: ['src/**/*.spec.ts', 'test/**/*.spec.ts'],
       testTimeout: 30_000,
