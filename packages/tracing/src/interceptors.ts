@@ -8,7 +8,7 @@ import {
   type TextMapGetter,
   type TextMapSetter,
 } from '@opentelemetry/api';
-import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
+import { ConnectError, type Interceptor } from '@connectrpc/connect';
 import { TRACER_NAME } from './tracing.js';
 
 const getter: TextMapGetter<Headers> = {
