@@ -1,0 +1,248 @@
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+
+/** A Kubernetes object as read from YAML; only the fields the checks read are typed. */
+export interface K8sObject {
+  readonly apiVersion: string;
+  readonly kind: string;
+  readonly metadata: {
+    readonly name: string;
+    readonly namespace?: string;
+    readonly labels?: Readonly<Record<string, string>>;
+    readonly annotations?: Readonly<Record<string, string>>;
+  };
+  readonly [field: string]: unknown;
+}
+
+/** A rendered object and the file it came from. */
+export interface Rendered {
+  readonly object: K8sObject;
+  /** relative to the kustomization directory that was rendered */
+  readonly file: string;
+}
+
+/** Every YAML document of a file, parsed strictly (errors and duplicate keys throw). */
+export function parseYamlDocuments(text: string, file = '<text>'): unknown[] {
+  return parseAllDocuments(text, { uniqueKeys: true, prettyErrors: true })
+    .map((document) => {
+      if (document.errors.length > 0) throw new Error(`${file}: ${document.errors.map((e) => e.message).join('; ')}`);
+      return document.toJS() as unknown;
+    })
+    .filter((value) => value !== null && value !== undefined);
+}
+
+/**
+ * Renders a kustomization the way `kustomize build` does for the subset used here: the
+ * `resources` list (YAML files, or directories with their own kustomization.yaml), nothing
+ * else. Any other field throws, so a kustomization cannot silently outgrow this renderer.
+ * Object ids (kind, namespace, name) must be unique, as kustomize requires.
+ */
+export function renderKustomization(dir: string): Rendered[] {
+  const rendered = renderDir(dir, dir);
+  const ids = new Map<string, string>();
+  for (const { object, file } of rendered) {
+    const id = `${object.kind}/${object.metadata.namespace ?? ''}/${object.metadata.name}`;
+    const previous = ids.get(id);
+    if (previous) throw new Error(`${id} is defined twice: in ${previous} and ${file}`);
+    ids.set(id, file);
+  }
+  return rendered;
+}
+
+const SUPPORTED = new Set(['apiVersion', 'kind', 'resources']);
+
+function renderDir(dir: string, root: string): Rendered[] {
+  const file = ['kustomization.yaml', 'kustomization.yml', 'Kustomization'].map((name) => join(dir, name)).find(existsSync);
+  if (!file) throw new Error(`${dir}: no kustomization.yaml`);
+  const [kustomization] = parseYamlDocuments(readFileSync(file, 'utf8'), file) as [Record<string, unknown>];
+  for (const field of Object.keys(kustomization)) {
+    if (!SUPPORTED.has(field)) throw new Error(`${file}: "${field}" is not supported by renderKustomization`);
+  }
+  if (kustomization['kind'] !== 'Kustomization') throw new Error(`${file}: kind must be Kustomization`);
+  const resources = kustomization['resources'];
+  if (!Array.isArray(resources)) throw new Error(`${file}: resources must be a list`);
+  return resources.flatMap((entry: unknown): Rendered[] => {
+    if (typeof entry !== 'string') throw new Error(`${file}: a resource must be a path`);
+    const path = join(dir, entry);
+    if (statSync(path).isDirectory()) return renderDir(path, root);
+    return parseYamlDocuments(readFileSync(path, 'utf8'), path).map((object) => {
+      assertObject(object, path);
+      return { object, file: relative(root, path) };
+    });
+  });
+}
+
+function assertObject(value: unknown, file: string): asserts value is K8sObject {
+  const object = value as Partial<K8sObject> | null;
+  if (
+    typeof object !== 'object' ||
+    object === null ||
+    typeof object.apiVersion !== 'string' ||
+    typeof object.kind !== 'string' ||
+    typeof object.metadata?.name !== 'string'
+  ) {
+    throw new Error(`${file}: every document needs apiVersion, kind and metadata.name`);
+  }
+}
+
+// The parts of workloads the checks read.
+
+export interface EnvVar {
+  readonly name: string;
+  readonly value?: string;
+  readonly valueFrom?: {
+    readonly fieldRef?: { readonly fieldPath: string };
+    readonly secretKeyRef?: { readonly name: string; readonly key: string };
+    readonly configMapKeyRef?: { readonly name: string; readonly key: string };
+  };
+}
+
+export interface Probe {
+  readonly grpc?: { readonly port: number; readonly service?: string };
+  readonly httpGet?: { readonly port: number | string; readonly path: string };
+  readonly tcpSocket?: { readonly port: number | string };
+  readonly exec?: { readonly command: readonly string[] };
+  readonly periodSeconds?: number;
+  readonly timeoutSeconds?: number;
+  readonly failureThreshold?: number;
+}
+
+export interface Container {
+  readonly name: string;
+  readonly image: string;
+  readonly ports?: readonly { readonly name?: string; readonly containerPort: number }[];
+  readonly env?: readonly EnvVar[];
+  readonly envFrom?: readonly {
+    readonly configMapRef?: { readonly name: string };
+    readonly secretRef?: { readonly name: string };
+  }[];
+  readonly startupProbe?: Probe;
+  readonly livenessProbe?: Probe;
+  readonly readinessProbe?: Probe;
+  readonly resources?: {
+    readonly requests?: Readonly<Record<string, string>>;
+    readonly limits?: Readonly<Record<string, string>>;
+  };
+  readonly securityContext?: Readonly<Record<string, unknown>>;
+  readonly volumeMounts?: readonly { readonly name: string; readonly mountPath: string }[];
+}
+
+export interface PodSpec {
+  readonly containers: readonly Container[];
+  readonly securityContext?: Readonly<Record<string, unknown>>;
+  readonly volumes?: readonly {
+    readonly name: string;
+    readonly configMap?: { readonly name: string };
+    readonly emptyDir?: object;
+  }[];
+  readonly [field: string]: unknown;
+}
+
+export interface Deployment extends K8sObject {
+  readonly spec: {
+    readonly replicas: number;
+    readonly selector: { readonly matchLabels: Readonly<Record<string, string>> };
+    readonly template: {
+      readonly metadata: { readonly labels: Readonly<Record<string, string>> };
+      readonly spec: PodSpec;
+    };
+  };
+}
+
+export interface Service extends K8sObject {
+  readonly spec: {
+    readonly selector: Readonly<Record<string, string>>;
+    readonly ports: readonly { readonly name?: string; readonly port: number; readonly targetPort?: number | string }[];
+  };
+}
+
+export interface PodDisruptionBudget extends K8sObject {
+  readonly spec: {
+    readonly selector: { readonly matchLabels: Readonly<Record<string, string>> };
+    readonly minAvailable?: number | string;
+    readonly maxUnavailable?: number | string;
+  };
+}
+
+export interface ConfigMap extends K8sObject {
+  readonly data?: Readonly<Record<string, string>>;
+}
+
+export interface Secret extends K8sObject {
+  readonly data?: Readonly<Record<string, string>>;
+  readonly stringData?: Readonly<Record<string, string>>;
+}
+
+export function ofKind<T extends K8sObject>(objects: readonly K8sObject[], kind: string): T[] {
+  return objects.filter((object) => object.kind === kind) as T[];
+}
+
+/** Whether every label of `selector` is on `labels`. */
+export function selects(selector: Readonly<Record<string, string>>, labels: Readonly<Record<string, string>>): boolean {
+  const entries = Object.entries(selector);
+  return entries.length > 0 && entries.every(([key, value]) => labels[key] === value);
+}
+
+/** Values a container's env takes from the downward API, for resolving fieldRefs. */
+export interface PodFacts {
+  readonly podIP: string;
+  readonly labels: Readonly<Record<string, string>>;
+}
+
+/**
+ * The environment a container starts with: envFrom (ConfigMaps, Secrets) in order, then env,
+ * which wins. References to objects missing from `objects` throw, as the kubelet would refuse
+ * to start the container.
+ */
+export function containerEnv(container: Container, objects: readonly K8sObject[], pod: PodFacts): Map<string, string> {
+  const env = new Map<string, string>();
+  const configMap = (name: string) => {
+    const found = ofKind<ConfigMap>(objects, 'ConfigMap').find((object) => object.metadata.name === name);
+    if (!found) throw new Error(`container ${container.name}: no ConfigMap ${name}`);
+    return found.data ?? {};
+  };
+  const secret = (name: string) => {
+    const found = ofKind<Secret>(objects, 'Secret').find((object) => object.metadata.name === name);
+    if (!found) throw new Error(`container ${container.name}: no Secret ${name}`);
+    return secretData(found);
+  };
+  for (const source of container.envFrom ?? []) {
+    const data = source.configMapRef ? configMap(source.configMapRef.name) : source.secretRef ? secret(source.secretRef.name) : {};
+    for (const [key, value] of Object.entries(data)) env.set(key, value);
+  }
+  for (const variable of container.env ?? []) {
+    const from = variable.valueFrom;
+    if (variable.value !== undefined) env.set(variable.name, variable.value);
+    else if (from?.fieldRef) env.set(variable.name, fieldValue(from.fieldRef.fieldPath, pod));
+    else if (from?.configMapKeyRef) env.set(variable.name, required(configMap(from.configMapKeyRef.name), from.configMapKeyRef.key));
+    else if (from?.secretKeyRef) env.set(variable.name, required(secret(from.secretKeyRef.name), from.secretKeyRef.key));
+    else env.set(variable.name, '');
+  }
+  return env;
+}
+
+/** A Secret's values: `data` is base64, `stringData` plain and wins. */
+export function secretData(secret: Secret): Record<string, string> {
+  const decoded = Object.fromEntries(
+    Object.entries(secret.data ?? {}).map(([key, value]) => [key, Buffer.from(value, 'base64').toString('utf8')]),
+  );
+  return { ...decoded, ...secret.stringData };
+}
+
+function fieldValue(path: string, pod: PodFacts): string {
+  if (path === 'status.podIP') return pod.podIP;
+  const label = /^metadata\.labels\['([^']+)'\]$/.exec(path);
+  if (label) {
+    const value = pod.labels[label[1]!];
+    if (value === undefined) throw new Error(`fieldRef ${path}: the pod has no such label`);
+    return value;
+  }
+  throw new Error(`fieldRef ${path} is not resolved by these checks`);
+}
+
+function required(data: Readonly<Record<string, string>>, key: string): string {
+  const value = data[key];
+  if (value === undefined) throw new Error(`no key ${key}`);
+  return value;
+}
