@@ -1,0 +1,223 @@
+import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+/** Read at scrape time, so nothing is computed between scrapes. */
+export interface MetricsSources {
+  /** entity runtime: active entities now, passivated since start */
+  entities?: () => { active: number; passivated: number };
+  /** read-side streams: position lag and whether the shard is stopped */
+  readSides?: () =>
+    | Promise<ReadonlyArray<ReadSideShardSample>>
+    | ReadonlyArray<ReadSideShardSample>;
+  /** database pools by name (journal, offsets) */
+  pools?: () => ReadonlyArray<{ pool: string; total: number; idle: number; waiting: number }>;
+}
+
+export interface ReadSideShardSample {
+  readonly readSideId: string;
+  readonly shard: number;
+  /** journal positions between the shard's newest event and its committed offset */
+  readonly lag: number;
+  readonly stopped: boolean;
+  readonly paused: boolean;
+}
+
+export interface CosMetricsOptions {
+  readonly sources?: MetricsSources;
+  /** process and Node.js runtime metrics (CPU, memory, event loop); default true */
+  readonly defaultMetrics?: boolean;
+}
+
+export interface CosMetrics {
+  readonly registry: Registry;
+  /** counts and times every served call: cos_grpc_server_* */
+  readonly serverInterceptor: Interceptor;
+  /** times every call to the user's handlers: cos_handler_call_duration_seconds */
+  readonly handlerInterceptor: Interceptor;
+  /** one journal transaction: its events and how long it took */
+  observeJournalBatch(events: number, seconds: number): void;
+  /** one HandleReadSide delivery and its outcome (`success`, `failure`, `skipped`) */
+  observeReadSideDelivery(readSideId: string, seconds: number, outcome: string): void;
+  /** the sources sampled at scrape time; settable after creation, for late-built parts */
+  setSources(sources: MetricsSources): void;
+  /** Prometheus text format */
+  scrape(): Promise<string>;
+}
+
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+function codeName(code: Code | 0): string {
+  return code === 0 ? 'OK' : Code[code].replace(/([a-z])([A-Z])/g, '$1_$2').toUpperCase();
+}
+
+function statusOf(error: unknown): string {
+  return codeName(ConnectError.from(error).code);
+}
+
+/** The instruments of one COS process, in a registry of its own. */
+export function createMetrics(options: CosMetricsOptions = {}): CosMetrics {
+  const registry = new Registry();
+  let sources: MetricsSources = options.sources ?? {};
+  if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
+
+  const serverCalls = new Counter({
+    name: 'cos_grpc_server_handled_total',
+    help: 'gRPC calls served by COS, by service, method and status code',
+    labelNames: ['service', 'method', 'code'] as const,
+    registers: [registry],
+  });
+  const serverLatency = new Histogram({
+    name: 'cos_grpc_server_handling_seconds',
+    help: 'time to serve a gRPC call (ProcessCommand: until the events are committed)',
+    labelNames: ['service', 'method'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  const handlerLatency = new Histogram({
+    name: 'cos_handler_call_duration_seconds',
+    help: "calls to the user's handlers (HandleCommand, HandleEvent, HandleReadSide), by method and status code",
+    labelNames: ['method', 'code'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  const journalWrite = new Histogram({
+    name: 'cos_journal_write_duration_seconds',
+    help: 'one group-commit journal transaction, from send to commit',
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  const journalBatch = new Histogram({
+    name: 'cos_journal_batch_events',
+    help: 'events written by one group-commit journal transaction',
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
+    registers: [registry],
+  });
+  const readSideDelivery = new Histogram({
+    name: 'cos_read_side_delivery_duration_seconds',
+    help: 'one event delivered to a read side, by outcome',
+    labelNames: ['read_side', 'outcome'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'cos_entities_active',
+    help: 'entities held in memory',
+    registers: [registry],
+    collect() {
+      const stats = sources.entities?.();
+      if (stats) this.set(stats.active);
+    },
+  });
+  let lastPassivated = 0;
+  new Counter({
+    name: 'cos_entities_passivated_total',
+    help: 'entities passivated (idle or over the cap) since start',
+    registers: [registry],
+    collect() {
+      const stats = sources.entities?.();
+      if (stats && stats.passivated > lastPassivated) {
+        this.inc(stats.passivated - lastPassivated);
+        lastPassivated = stats.passivated;
+      }
+    },
+  });
+  // The three read-side gauges share one sample per scrape (prom-client runs their collectors
+  // concurrently); the next scrape takes a fresh one.
+  let pendingSample: Promise<ReadonlyArray<ReadSideShardSample>> | undefined;
+  const readSideSample = () => {
+    pendingSample ??= Promise.resolve(sources.readSides?.() ?? []).finally(() =>
+      setImmediate(() => (pendingSample = undefined)),
+    );
+    return pendingSample;
+  };
+  new Gauge({
+    name: 'cos_read_side_lag_positions',
+    help: "journal positions between a shard's newest event and the read side's committed offset",
+    labelNames: ['read_side', 'shard'] as const,
+    registers: [registry],
+    async collect() {
+      const samples = await readSideSample();
+      this.reset();
+      for (const s of samples) this.set({ read_side: s.readSideId, shard: String(s.shard) }, s.lag);
+    },
+  });
+  new Gauge({
+    name: 'cos_read_side_shards_stopped',
+    help: 'shards of a read side stopped by its failure policy',
+    labelNames: ['read_side'] as const,
+    registers: [registry],
+    async collect() {
+      const samples = await readSideSample();
+      this.reset();
+      for (const s of samples) this.inc({ read_side: s.readSideId }, s.stopped ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'cos_read_side_shards_paused',
+    help: 'shards of a read side paused through the manager API',
+    labelNames: ['read_side'] as const,
+    registers: [registry],
+    async collect() {
+      const samples = await readSideSample();
+      this.reset();
+      for (const s of samples) this.inc({ read_side: s.readSideId }, s.paused ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'cos_db_pool_connections',
+    help: 'database pool connections by pool and state (total, idle, waiting clients)',
+    labelNames: ['pool', 'state'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const p of sources.pools?.() ?? []) {
+        this.set({ pool: p.pool, state: 'total' }, p.total);
+        this.set({ pool: p.pool, state: 'idle' }, p.idle);
+        this.set({ pool: p.pool, state: 'waiting' }, p.waiting);
+      }
+    },
+  });
+
+  const serverInterceptor: Interceptor = (next) => async (request) => {
+    const labels = { service: request.service.typeName, method: request.method.name };
+    const end = serverLatency.startTimer(labels);
+    try {
+      const response = await next(request);
+      serverCalls.inc({ ...labels, code: 'OK' });
+      return response;
+    } catch (error) {
+      serverCalls.inc({ ...labels, code: statusOf(error) });
+      throw error;
+    } finally {
+      end();
+    }
+  };
+  const handlerInterceptor: Interceptor = (next) => async (request) => {
+    const end = handlerLatency.startTimer({ method: request.method.name });
+    try {
+      const response = await next(request);
+      end({ code: 'OK' });
+      return response;
+    } catch (error) {
+      end({ code: statusOf(error) });
+      throw error;
+    }
+  };
+
+  return {
+    registry,
+    serverInterceptor,
+    handlerInterceptor,
+    observeJournalBatch(events, seconds) {
+      journalBatch.observe(events);
+      journalWrite.observe(seconds);
+    },
+    observeReadSideDelivery(readSideId, seconds, outcome) {
+      readSideDelivery.observe({ read_side: readSideId, outcome }, seconds);
+    },
+    setSources(next) {
+      sources = next;
+    },
+    scrape: () => registry.metrics(),
+  };
+}

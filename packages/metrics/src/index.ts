@@ -1,0 +1,8 @@
+export {
+  createMetrics,
+  type CosMetrics,
+  type CosMetricsOptions,
+  type MetricsSources,
+  type ReadSideShardSample,
+} from './cos-metrics.js';
+export { startMetricsServer, type MetricsServer, type MetricsServerOptions } from './metrics-server.js';

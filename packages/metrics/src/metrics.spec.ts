@@ -1,0 +1,125 @@
+import { createServer, type Http2Server, type ServerHttp2Session } from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { Code, ConnectError, createClient } from '@connectrpc/connect';
+import { connectNodeAdapter, createGrpcTransport } from '@connectrpc/connect-node';
+import { ChiefOfStateService } from '@chiefofstate/protocol';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createMetrics } from './cos-metrics.js';
+import { startMetricsServer, type MetricsServer } from './metrics-server.js';
+
+/** the value of one sample line of the Prometheus text format */
+function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const match = line.match(/^([a-z_]+)(\{(.*)\})? (.+)$/);
+    if (!match || match[1] !== name) continue;
+    const found = Object.fromEntries([...(match[3] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+    if (Object.entries(labels).every(([k, v]) => found[k] === v)) return Number(match[4]);
+  }
+  return undefined;
+}
+
+describe('metrics', () => {
+  const metrics = createMetrics({ defaultMetrics: false });
+  let ready = false;
+  let http: MetricsServer;
+  let grpc: Http2Server;
+  const sessions = new Set<ServerHttp2Session>();
+  let baseUrl: string;
+
+  beforeAll(async () => {
+    grpc = createServer(
+      connectNodeAdapter({
+        interceptors: [metrics.serverInterceptor],
+        routes: (router) =>
+          router.service(ChiefOfStateService, {
+            processCommand(request) {
+              if (request.entityId === '') throw new ConnectError('empty entity ID', Code.InvalidArgument);
+              return {};
+            },
+            getState() {
+              throw new ConnectError('not found', Code.NotFound);
+            },
+          }),
+      }),
+    );
+    grpc.on('session', (s) => sessions.add(s));
+    await new Promise<void>((resolve) => grpc.listen(0, '127.0.0.1', resolve));
+    baseUrl = `http://127.0.0.1:${(grpc.address() as AddressInfo).port}`;
+    http = await startMetricsServer({ host: '127.0.0.1', port: 0, metrics, ready: () => ready });
+  });
+
+  afterAll(async () => {
+    await http.close();
+    await new Promise<void>((resolve) => {
+      grpc.close(() => resolve());
+      for (const s of sessions) s.destroy();
+    });
+  });
+
+  const scrape = async () => (await fetch(`http://127.0.0.1:${http.port}/metrics`)).text();
+
+  it('counts served calls by method and status code, and times them', async () => {
+    // the client side goes through the handler interceptor, as COS's handler clients do
+    const client = createClient(
+      ChiefOfStateService,
+      createGrpcTransport({ baseUrl, interceptors: [metrics.handlerInterceptor] }),
+    );
+    await client.processCommand({ entityId: 'a' });
+    await client.processCommand({ entityId: 'b' });
+    await client.processCommand({ entityId: 'c' });
+    await client.processCommand({ entityId: '' }).catch(() => {});
+    await client.getState({ entityId: 'a' }).catch(() => {});
+    const text = await scrape();
+    const svc = 'chief_of_state.v1.ChiefOfStateService';
+    expect(sample(text, 'cos_grpc_server_handled_total', { service: svc, method: 'ProcessCommand', code: 'OK' })).toBe(3);
+    expect(sample(text, 'cos_grpc_server_handled_total', { method: 'ProcessCommand', code: 'INVALID_ARGUMENT' })).toBe(1);
+    expect(sample(text, 'cos_grpc_server_handled_total', { method: 'GetState', code: 'NOT_FOUND' })).toBe(1);
+    expect(sample(text, 'cos_grpc_server_handling_seconds_count', { method: 'ProcessCommand' })).toBe(4);
+    expect(sample(text, 'cos_handler_call_duration_seconds_count', { method: 'ProcessCommand', code: 'OK' })).toBe(3);
+    expect(sample(text, 'cos_handler_call_duration_seconds_count', { method: 'GetState', code: 'NOT_FOUND' })).toBe(1);
+  });
+
+  it('records journal batches and read-side deliveries', async () => {
+    metrics.observeJournalBatch(10, 0.002);
+    metrics.observeJournalBatch(30, 0.004);
+    metrics.observeReadSideDelivery('balances', 0.001, 'success');
+    const text = await scrape();
+    expect(sample(text, 'cos_journal_batch_events_sum')).toBe(40);
+    expect(sample(text, 'cos_journal_batch_events_count')).toBe(2);
+    expect(sample(text, 'cos_journal_batch_events_bucket', { le: '16' })).toBe(1);
+    expect(sample(text, 'cos_journal_write_duration_seconds_count')).toBe(2);
+    expect(sample(text, 'cos_read_side_delivery_duration_seconds_count', { read_side: 'balances', outcome: 'success' })).toBe(1);
+  });
+
+  it('samples entities, read sides and pools at scrape time', async () => {
+    let passivated = 5;
+    metrics.setSources({
+      entities: () => ({ active: 42, passivated }),
+      readSides: () => [
+        { readSideId: 'balances', shard: 0, lag: 7, stopped: false, paused: false },
+        { readSideId: 'balances', shard: 1, lag: 0, stopped: true, paused: true },
+      ],
+      pools: () => [{ pool: 'journal', total: 5, idle: 3, waiting: 0 }],
+    });
+    let text = await scrape();
+    expect(sample(text, 'cos_entities_active')).toBe(42);
+    expect(sample(text, 'cos_entities_passivated_total')).toBe(5);
+    expect(sample(text, 'cos_read_side_lag_positions', { read_side: 'balances', shard: '0' })).toBe(7);
+    expect(sample(text, 'cos_read_side_shards_stopped', { read_side: 'balances' })).toBe(1);
+    expect(sample(text, 'cos_read_side_shards_paused', { read_side: 'balances' })).toBe(1);
+    expect(sample(text, 'cos_db_pool_connections', { pool: 'journal', state: 'idle' })).toBe(3);
+    passivated = 9;
+    text = await scrape();
+    expect(sample(text, 'cos_entities_passivated_total')).toBe(9);
+  });
+
+  it('answers liveness always and readiness only when ready', async () => {
+    const status = async (path: string) => (await fetch(`http://127.0.0.1:${http.port}${path}`)).status;
+    expect(await status('/healthz')).toBe(200);
+    expect(await status('/readyz')).toBe(503);
+    ready = true;
+    expect(await status('/readyz')).toBe(200);
+    expect(await status('/nope')).toBe(404);
+  });
+});
