@@ -1,5 +1,5 @@
 import type { SecureClientSessionOptions } from 'node:http2';
-import type { Transport } from '@connectrpc/connect';
+import type { Interceptor, Transport } from '@connectrpc/connect';
 import { Http2SessionManager, createGrpcTransport, type Http2SessionOptions } from '@connectrpc/connect-node';
 
 /** Where a user's handler listens and how to call it; shared by the write and read side clients. */
@@ -20,6 +20,8 @@ export interface HandlerClientOptions {
    * noticed and a new connection is opened.
    */
   keepalive?: Pick<Http2SessionOptions, 'pingIntervalMs' | 'pingTimeoutMs' | 'idleConnectionTimeoutMs'>;
+  /** Connect interceptors around every call, e.g. tracing and metrics */
+  interceptors?: Interceptor[];
 }
 
 /** Call-level options of every handler call. */
@@ -61,6 +63,7 @@ export function createHandlerTransport(options: HandlerClientOptions): HandlerTr
     sessionManager,
     readMaxBytes: maxMessageBytes,
     writeMaxBytes: maxMessageBytes,
+    ...(options.interceptors ? { interceptors: options.interceptors } : {}),
   });
   return {
     transport,

@@ -98,6 +98,14 @@ describe.each(await testStoreKinds())('database on %s', (kind) => {
     expect(names.map((r) => r.name)).toEqual(['kept']);
   });
 
+  it('reports pool connections (the embedded store has no pool)', async () => {
+    const database = await open();
+    await sql`select 1`.execute(database.kysely);
+    const stats = database.poolStats();
+    if (kind === 'embedded') expect(stats).toBeUndefined();
+    else expect(stats).toMatchObject({ total: 1, idle: 1, waiting: 0 });
+  });
+
   it('delivers NOTIFY to listeners', async () => {
     const database = await open();
     const received: string[] = [];

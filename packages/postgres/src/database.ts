@@ -42,8 +42,17 @@ export interface Database {
   readonly kysely: Kysely<object>;
   /** Subscribes to NOTIFY on `channel`; resolves once listening. Returns the unsubscribe function. */
   listen(channel: string, listener: NotificationListener): Promise<() => Promise<void>>;
+  /** Connections of the pg pool; undefined for the embedded store, which has one. */
+  poolStats(): PoolStats | undefined;
   /** Closes the pool (or the embedded database). */
   close(): Promise<void>;
+}
+
+export interface PoolStats {
+  readonly total: number;
+  readonly idle: number;
+  /** callers waiting for a connection */
+  readonly waiting: number;
 }
 
 const INT8_OID = 20;
@@ -114,6 +123,7 @@ async function createPostgresDatabase(options: PostgresConnectionOptions): Promi
     kind: 'postgres',
     schema: options.schema,
     kysely,
+    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
     async listen(channel, listener) {
       const client = await getListenClient();
       let set = listeners.get(channel);
@@ -170,6 +180,7 @@ async function createEmbeddedDatabase(options: EmbeddedConnectionOptions): Promi
     kind: 'embedded',
     schema: options.schema,
     kysely,
+    poolStats: () => undefined,
     async listen(channel, listener) {
       return pglite.listen(channel, listener);
     },

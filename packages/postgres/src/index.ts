@@ -6,6 +6,7 @@ export {
   type DatabaseOptions,
   type EmbeddedConnectionOptions,
   type NotificationListener,
+  type PoolStats,
   type PostgresConnectionOptions,
 } from './database.js';
 export { migrateToLatest, mergeMigrations, type Migration, type MigrateOptions, type MigrationSet } from './migrations.js';
