@@ -12,3 +12,4 @@ export {
 } from './transport.js';
 export { translateHandlerError, type FailedCall } from './translate-error.js';
 export { decodeRpcStatus, type RawRpcStatus, type RawStatusDetail } from './rpc-status.js';
+export { createReachabilityProbe, type ReachabilityProbeOptions } from './reachability.js';
