@@ -1,0 +1,40 @@
+export {
+  createReadSideEngine,
+  controlPayload,
+  READ_SIDE_CONTROL_CHANNEL,
+  type ReadSideDefinition,
+  type ReadSideEngine,
+  type ReadSideEngineOptions,
+  type ReadSideStreamStatus,
+} from './engine.js';
+export {
+  backoffMs,
+  decideOnFailure,
+  DEFAULT_RETRY,
+  type FailureDecision,
+  type FailurePolicy,
+  type RetryOptions,
+} from './failure-policy.js';
+export { entityIdHeader, toReadSideRequest } from './delivery-request.js';
+export { createReadSideManager, type ReadSideManager, type ReadSideManagerOptions, type ShardPosition } from './manager.js';
+export type {
+  JournalEventRecord,
+  JournalReader,
+  ListenPort,
+  Logger,
+  OffsetPort,
+  OwnershipPort,
+  ReadSideCallOptions,
+  ReadSideHandlerPort,
+  ReleaseReason,
+  StoredOffset,
+  StreamHostPort,
+} from './ports.js';
+export type { StreamStats } from './stream-worker.js';
+export {
+  readSideMigrations,
+  startReadSides,
+  type FieldsFirstLogger,
+  type RunningReadSides,
+  type StartReadSidesOptions,
+} from './start-read-sides.js';

@@ -1,0 +1,77 @@
+import type { HandleReadSideRequest, HandleReadSideResponse } from '@chiefofstate/protocol';
+
+/*
+ * The narrow interfaces the read-side engine needs. The real packages satisfy them
+ * structurally: @chiefofstate/journal's Journal, @chiefofstate/offset-store's OffsetStore,
+ * @chiefofstate/handler-client's ReadSideClient, @chiefofstate/sharding's LeaseCoordinator and
+ * @chiefofstate/postgres's Database (for LISTEN).
+ */
+
+/** One journal event as the engine reads it. */
+export interface JournalEventRecord {
+  readonly position: bigint;
+  readonly entityId: string;
+  readonly shard: number;
+  /** a serialized chief_of_state.v1.EventWrapper */
+  readonly payload: Uint8Array;
+}
+
+export interface JournalReader {
+  /**
+   * Events of one shard with position > afterPosition, ascending. Must never skip: an event that
+   * becomes visible later has a higher position than every event visible now.
+   */
+  readShard(options: { shard: number; afterPosition: bigint; limit: number }): Promise<readonly JournalEventRecord[]>;
+}
+
+export interface StoredOffset {
+  /** journal position of the last processed event; 0n when nothing was processed */
+  readonly position: bigint;
+  readonly paused: boolean;
+}
+
+export interface OffsetPort {
+  /** Creates the missing rows of shards 0..numShards-1 with that pause flag. */
+  ensure(readSideId: string, numShards: number, options: { readonly paused: boolean }): Promise<void>;
+  get(readSideId: string, shard: number): Promise<StoredOffset>;
+  list(readSideId: string, numShards: number): Promise<readonly (StoredOffset & { readonly shard: number })[]>;
+  /** Compare-and-set: sets `position` only if the stored one is still `expected`. */
+  commitIf(readSideId: string, shard: number, expected: bigint, position: bigint): Promise<boolean>;
+  reset(readSideId: string, shard?: number): Promise<void>;
+  setPaused(readSideId: string, paused: boolean, shard?: number): Promise<void>;
+}
+
+export interface ReadSideCallOptions {
+  headers?: Record<string, string>;
+  signal?: AbortSignal;
+  timeoutMs?: number;
+}
+
+/** The user's ReadSideHandlerService. Failures are thrown (any error counts as a failure). */
+export interface ReadSideHandlerPort {
+  handleReadSide(request: HandleReadSideRequest, call?: ReadSideCallOptions): Promise<HandleReadSideResponse>;
+}
+
+/** LISTEN on a channel; resolves once listening, with the unsubscribe function. */
+export type ListenPort = (channel: string, listener: (payload: string) => void) => Promise<() => Promise<void>>;
+
+export type ReleaseReason = 'rebalanced' | 'closing' | 'lost';
+
+export interface StreamHostPort {
+  acquired(stream: string): void;
+  released(stream: string, reason: ReleaseReason): Promise<void>;
+}
+
+/** Who runs which stream when several processes share the database. */
+export interface OwnershipPort {
+  start(streams: readonly string[], host: StreamHostPort): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Structured logging, as the composition root provides it. */
+export interface Logger {
+  debug(message: string, fields?: Record<string, unknown>): void;
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+  error(message: string, fields?: Record<string, unknown>): void;
+}

@@ -1,0 +1,167 @@
+import type { CosConfig, StoreConfig } from '@chiefofstate/config';
+import { createReadSideClient, type ReadSideClient } from '@chiefofstate/handler-client';
+import { createJournal, JOURNAL_NOTIFY_CHANNEL } from '@chiefofstate/journal';
+import { createOffsetStore, offsetStoreMigrations } from '@chiefofstate/offset-store';
+import { createDatabase, mergeMigrations, migrateToLatest, notify, type Database, type MigrationSet } from '@chiefofstate/postgres';
+import { createLeaseCoordinator, shardingMigrations } from '@chiefofstate/sharding';
+import { createReadSideEngine, type ReadSideEngine } from './engine.js';
+import type { RetryOptions } from './failure-policy.js';
+import { createReadSideManager, type ReadSideManager } from './manager.js';
+import type { JournalReader, Logger } from './ports.js';
+
+/**
+ * The tables of the read sides (offsets and stream leases), in the database that holds the
+ * offsets. When that is the journal's database, include them in its migration set, which must
+ * be the same for every process using that database (Kysely refuses a database that ran
+ * migrations its set does not know): journal + snapshots + these.
+ */
+export const readSideMigrations: MigrationSet = mergeMigrations(offsetStoreMigrations, shardingMigrations);
+
+/** A pino-style logger: `logger.info(fields, message)`. */
+export interface FieldsFirstLogger {
+  debug(fields: object, message: string): void;
+  info(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
+  error(fields: object, message: string): void;
+}
+
+export interface StartReadSidesOptions {
+  readonly config: Pick<CosConfig, 'readSide' | 'numShards' | 'store' | 'readSideOffsetStore' | 'server' | 'telemetry'>;
+  readonly logger: FieldsFirstLogger;
+  /** the journal's database, opened and migrated by the caller (with readSideMigrations) */
+  readonly journalDatabase: Database;
+  /** the caller's journal, if it has one; otherwise one is created to read from */
+  readonly journal?: JournalReader;
+  /** lease duration (takeover time after a crash), default 5000 ms */
+  readonly leaseMs?: number;
+  readonly pollIntervalMs?: number;
+  readonly retry?: Partial<RetryOptions>;
+}
+
+export interface RunningReadSides {
+  readonly engine: ReadSideEngine;
+  /** for ReadSideManagerService (createReadSideManagerService in @chiefofstate/grpc-api) */
+  readonly manager: ReadSideManager;
+  /** Stops the streams (each finishes its event and commits), gives up leases, closes what it opened. */
+  close(): Promise<void>;
+}
+
+/**
+ * Composes the read sides from the configuration: one gRPC client per enabled read side, the
+ * offset store (in the journal's database, or the separate one of COS_READ_SIDE_OFFSET_DB_*,
+ * opened and migrated here), the lease coordinator in the offsets' database, the engine woken by
+ * the journal's NOTIFY, and the manager. Used by cos-readside and by cos-server when
+ * COS_READ_SIDE_ENABLED=true.
+ */
+export async function startReadSides(options: StartReadSidesOptions): Promise<RunningReadSides> {
+  const { config, journalDatabase } = options;
+  const logger = adaptLogger(options.logger);
+  const sides = config.readSide.readSides.filter((side) => side.enabled);
+
+  const separate = !sameStore(config.readSideOffsetStore, config.store);
+  let offsetsDatabase = journalDatabase;
+  if (separate) {
+    const store = config.readSideOffsetStore;
+    offsetsDatabase = await createDatabase(store.kind === 'postgres' ? { ...store, applicationName: config.telemetry.serviceName } : store);
+    try {
+      await migrateToLatest({ database: offsetsDatabase, migrations: readSideMigrations });
+    } catch (error) {
+      await offsetsDatabase.close();
+      throw error;
+    }
+  }
+
+  const clients: ReadSideClient[] = [];
+  const journal = options.journal ?? createJournal({ database: journalDatabase, numShards: config.numShards });
+  const offsets = createOffsetStore({ database: offsetsDatabase });
+  const ownership = createLeaseCoordinator({
+    database: offsetsDatabase,
+    ...(options.leaseMs !== undefined ? { leaseMs: options.leaseMs } : {}),
+    onError: (error) => logger.warn('read side leases: round failed', { err: error }),
+  });
+  const engine = createReadSideEngine({
+    readSides: sides.map((side) => {
+      const client = createReadSideClient({
+        host: side.host,
+        port: side.port,
+        useTls: side.useTls,
+        timeoutMs: side.timeoutMs,
+        maxMessageBytes: config.server.maxMessageBytes,
+      });
+      clients.push(client);
+      return {
+        readSideId: side.readSideId,
+        handler: client,
+        timeoutMs: side.timeoutMs,
+        failurePolicy: side.failurePolicy,
+        autoStart: side.autoStart,
+      };
+    }),
+    numShards: config.numShards,
+    journal,
+    offsets,
+    ownership,
+    journalNotifications: { listen: (channel, listener) => journalDatabase.listen(channel, listener), channel: JOURNAL_NOTIFY_CHANNEL },
+    controlNotifications: { listen: (channel, listener) => offsetsDatabase.listen(channel, listener) },
+    logger,
+    ...(options.pollIntervalMs !== undefined ? { pollIntervalMs: options.pollIntervalMs } : {}),
+    ...(options.retry !== undefined ? { retry: options.retry } : {}),
+  });
+  const closeOwned = async () => {
+    await Promise.all(clients.map((client) => client.close()));
+    if (separate) await offsetsDatabase.close();
+  };
+  try {
+    await engine.start();
+  } catch (error) {
+    await engine.close().catch(() => {});
+    await closeOwned();
+    throw error;
+  }
+  const manager = createReadSideManager({
+    readSideIds: sides.map((side) => side.readSideId),
+    numShards: config.numShards,
+    offsets,
+    journal,
+    engine,
+    notify: (channel, payload) => notify(offsetsDatabase.kysely, channel, payload),
+    logger,
+  });
+  logger.info('read sides running', {
+    readSides: sides.map((side) => `${side.readSideId}=${side.host}:${side.port} ${side.failurePolicy}${side.autoStart ? '' : ' paused'}`),
+    offsets: separate ? 'separate database' : 'journal database',
+    owner: ownership.ownerId,
+  });
+
+  let closing: Promise<void> | undefined;
+  return {
+    engine,
+    manager,
+    close() {
+      closing ??= (async () => {
+        await engine.close();
+        await closeOwned();
+      })();
+      return closing;
+    },
+  };
+}
+
+/** The same database: the same object (config's rule), or the same settings. */
+function sameStore(a: StoreConfig, b: StoreConfig): boolean {
+  if (a === b) return true;
+  if (a.kind === 'embedded' && b.kind === 'embedded') return a.dataDir === b.dataDir && a.schema === b.schema;
+  if (a.kind === 'postgres' && b.kind === 'postgres') {
+    return a.host === b.host && a.port === b.port && a.database === b.database && a.schema === b.schema;
+  }
+  return false;
+}
+
+function adaptLogger(logger: FieldsFirstLogger): Logger {
+  return {
+    debug: (message, fields) => logger.debug(fields ?? {}, message),
+    info: (message, fields) => logger.info(fields ?? {}, message),
+    warn: (message, fields) => logger.warn(fields ?? {}, message),
+    error: (message, fields) => logger.error(fields ?? {}, message),
+  };
+}

@@ -1,0 +1,255 @@
+import type { HandleReadSideRequest } from '@chiefofstate/protocol';
+import { entityIdHeader, toReadSideRequest } from './delivery-request.js';
+import { backoffMs, decideOnFailure, type FailurePolicy, type RetryOptions } from './failure-policy.js';
+import type { JournalEventRecord, JournalReader, Logger, OffsetPort, ReadSideHandlerPort, ReleaseReason } from './ports.js';
+
+/** Progress and counters of one (read side, shard) stream, kept across changes of ownership. */
+export interface StreamStats {
+  /** this process runs the stream now */
+  owned: boolean;
+  /** the committed offset, as last seen by this process */
+  position: bigint;
+  paused: boolean;
+  /** stopped by the failure policy; lifted by resume, restart, skip, or a new owner */
+  stopped: boolean;
+  lastError: string | undefined;
+  lastErrorAt: Date | undefined;
+  /** events the handler accepted */
+  delivered: number;
+  /** failed attempts (successful=false, errors, timeouts) */
+  failures: number;
+  /** events skipped by the failure policy */
+  skipped: number;
+  /** times the failure policy stopped the stream */
+  stops: number;
+}
+
+export interface StreamWorkerOptions {
+  readonly readSideId: string;
+  readonly shard: number;
+  readonly handler: ReadSideHandlerPort;
+  readonly timeoutMs: number;
+  readonly failurePolicy: FailurePolicy;
+  readonly journal: JournalReader;
+  readonly offsets: OffsetPort;
+  readonly logger: Logger;
+  readonly batchSize: number;
+  readonly pollIntervalMs: number;
+  readonly retry: RetryOptions;
+  readonly stats: StreamStats;
+}
+
+export interface StreamWorker {
+  /** New events may be in the journal. */
+  wake(): void;
+  /**
+   * The stored offset or pause flag may have changed (restart, skip, pause, resume): re-read
+   * them after the event in hand. `unstop` also lifts a stop of the failure policy.
+   */
+  control(unstop: boolean): void;
+  /**
+   * Stops: 'rebalanced' and 'closing' let the event in hand finish and commit what was
+   * delivered; 'lost' aborts the call in flight and commits nothing more. Resolves when done.
+   */
+  stop(reason: ReleaseReason): Promise<void>;
+}
+
+type Outcome = 'next' | 'stopped' | 'interrupted';
+
+/**
+ * One ordered stream: reads the shard after the committed offset in batches, calls the handler
+ * for each event in position order (which is per-entity revision order), and commits offsets.
+ *
+ * Commits are pipelined: the commit of what was delivered runs while the next events are
+ * delivered, one commit in flight at a time, each covering every event delivered so far. They
+ * are compare-and-set (expected = the last committed value), so an offset moved by someone else
+ * (restart, skip, another owner) is never overwritten: the worker re-reads it and goes on from
+ * there. An event is committed only after it and every earlier event of the shard was delivered
+ * or skipped by the policy, so a crash at any point re-delivers, never skips.
+ */
+export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
+  const { readSideId, shard, handler, journal, offsets, logger, stats } = options;
+  const where = { readSideId, shard };
+
+  let committed = 0n; // what this worker knows is stored
+  let cursor = 0n; // the last event delivered (or skipped by the policy)
+  let dirty = true; // new events may be in the journal
+  let recheck = true; // re-read the stored offset and pause flag
+  let moved = false; // a commit found the offset moved elsewhere: stop committing until re-read
+  let stopping: ReleaseReason | undefined;
+  const abort = new AbortController();
+  let committing: Promise<void> | undefined;
+  let commitFailure: unknown;
+
+  let waiter: (() => void) | undefined;
+  const poke = () => waiter?.();
+  /** Sleeps `ms`, or less when `interrupt()` becomes true (checked whenever the worker is poked). */
+  const sleep = (ms: number, interrupt: () => boolean) =>
+    new Promise<void>((resolve) => {
+      if (interrupt()) return resolve();
+      const finish = () => {
+        clearTimeout(timer);
+        waiter = undefined;
+        resolve();
+      };
+      const timer = setTimeout(finish, ms);
+      waiter = () => {
+        if (interrupt()) finish();
+      };
+    });
+
+  const commitLoop = async () => {
+    while (committed < cursor && !moved) {
+      const target = cursor;
+      try {
+        if (await offsets.commitIf(readSideId, shard, committed, target)) {
+          committed = target;
+          stats.position = target;
+        } else {
+          logger.info('read side offset moved elsewhere; continuing from the stored one', { ...where, expected: String(committed) });
+          moved = true;
+          recheck = true;
+        }
+      } catch (error) {
+        commitFailure = error;
+        return;
+      }
+    }
+  };
+  const scheduleCommit = () => {
+    committing ??= commitLoop().finally(() => (committing = undefined));
+  };
+  /** Waits until everything delivered is committed (or found moved); throws a database failure. */
+  const flush = async () => {
+    for (;;) {
+      if (committing) await committing;
+      if (commitFailure !== undefined) {
+        const error = commitFailure;
+        commitFailure = undefined;
+        throw error;
+      }
+      if (committed >= cursor || moved) return;
+      scheduleCommit();
+    }
+  };
+
+  const deliver = async (event: JournalEventRecord): Promise<Outcome> => {
+    let request: HandleReadSideRequest | undefined;
+    let decodeError: unknown;
+    try {
+      request = toReadSideRequest(event.payload, readSideId);
+    } catch (error) {
+      decodeError = error;
+    }
+    const headers = { 'x-cos-entity-id': entityIdHeader(event.entityId), 'x-cos-event-tag': String(shard) };
+    for (let attempt = 0; ; attempt++) {
+      let failure: unknown = decodeError;
+      if (request) {
+        try {
+          const response = await handler.handleReadSide(request, { headers, timeoutMs: options.timeoutMs, signal: abort.signal });
+          if (response.successful) {
+            stats.delivered++;
+            return 'next';
+          }
+          failure = new Error('the handler replied successful=false');
+        } catch (error) {
+          if (abort.signal.aborted) return 'interrupted';
+          failure = error;
+        }
+      }
+      stats.failures++;
+      stats.lastError = failure instanceof Error ? failure.message : String(failure);
+      stats.lastErrorAt = new Date();
+      const decision = decideOnFailure(options.failurePolicy, attempt, options.retry);
+      const fields = {
+        ...where,
+        position: String(event.position),
+        entityId: event.entityId,
+        attempt: attempt + 1,
+        policy: options.failurePolicy,
+        err: failure,
+      };
+      if (decision === 'skip') {
+        stats.skipped++;
+        logger.warn('read side handler failed; event skipped by the failure policy', fields);
+        return 'next';
+      }
+      if (decision === 'stop') {
+        stats.stopped = true;
+        stats.stops++;
+        logger.error('read side handler failed; shard stopped by the failure policy until resumed or restarted', fields);
+        return 'stopped';
+      }
+      logger.warn('read side handler failed; retrying', fields);
+      await sleep(backoffMs(attempt, options.retry), () => recheck || stopping !== undefined);
+      if (recheck || stopping !== undefined) return 'interrupted';
+    }
+  };
+
+  const run = async () => {
+    let failedRounds = 0;
+    while (stopping === undefined) {
+      try {
+        await flush();
+        if (stopping !== undefined) break;
+        // Every round starts from the stored offset and pause flag: after a flush the stored
+        // offset is what this worker delivered, unless someone else moved it.
+        recheck = false;
+        const stored = await offsets.get(readSideId, shard);
+        moved = false;
+        committed = cursor = stored.position;
+        stats.position = stored.position;
+        stats.paused = stored.paused;
+        if (stored.paused || stats.stopped) {
+          // new events do not matter now; only a control signal or the poll does
+          await sleep(options.pollIntervalMs, () => recheck || stopping !== undefined);
+          continue;
+        }
+        dirty = false;
+        const events = await journal.readShard({ shard, afterPosition: cursor, limit: options.batchSize });
+        if (events.length === 0) {
+          await sleep(options.pollIntervalMs, () => dirty || recheck || stopping !== undefined);
+          continue;
+        }
+        for (const event of events) {
+          if (recheck || stopping !== undefined) break;
+          const outcome = await deliver(event);
+          if (outcome !== 'next') break;
+          cursor = event.position;
+          scheduleCommit();
+        }
+        failedRounds = 0;
+      } catch (error) {
+        // the database failed (reading or committing): retry the round with backoff
+        failedRounds++;
+        logger.warn('read side stream failed to read or commit; retrying', { ...where, err: error });
+        await sleep(backoffMs(failedRounds - 1, { initialBackoffMs: 200, maxBackoffMs: 5_000 }), () => stopping !== undefined);
+      }
+    }
+    if (stopping !== 'lost') {
+      await flush().catch((error: unknown) =>
+        logger.warn('read side offset not committed at stop; the next owner re-delivers', { ...where, err: error }),
+      );
+    }
+  };
+
+  const done = run().catch((error: unknown) => logger.error('read side stream crashed', { ...where, err: error }));
+
+  return {
+    wake() {
+      dirty = true;
+      poke();
+    },
+    control(unstop) {
+      if (unstop) stats.stopped = false;
+      recheck = true;
+      poke();
+    },
+    stop(reason) {
+      if (stopping === undefined || reason === 'lost') stopping = reason;
+      if (reason === 'lost') abort.abort(new Error('lease lost'));
+      poke();
+      return done;
+    },
+  };
+}
