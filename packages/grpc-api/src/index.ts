@@ -7,3 +7,8 @@ export {
 } from './chief-of-state-service.js';
 export { createHealthStatus, ServingStatus, type HealthStatus, type HealthServiceOptions } from './health-service.js';
 export { startGrpcServer, type GrpcServer, type GrpcServerOptions } from './grpc-server.js';
+export {
+  createReadSideManagerService,
+  type ReadSideManagerPort,
+  type ReadSideManagerServiceOptions,
+} from './read-side-manager-service.js';
