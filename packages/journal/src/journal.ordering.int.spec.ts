@@ -25,8 +25,9 @@ function idsInShard(shard: number, count: number, prefix: string): string[] {
 async function appendInTransaction(trx: Kysely<object>, entityId: string, expected: bigint, text: string): Promise<void> {
   const bytes = payload(text);
   const { rows } = await sql<{ ok: boolean[] }>`
-    SELECT ok FROM cos_journal_append(${[entityId]}, ${[expected]}, ${[1]}, ${[shardOf(entityId, NUM_SHARDS)]},
-                                      ${[0]}, NULL, ${[0]}, ${[bytes.byteLength]}, ${bytes})`.execute(trx);
+    SELECT ok FROM cos_journal_append(${[entityId]}, ${[expected]}, NULL, ${[shardOf(entityId, NUM_SHARDS)]},
+                                      NULL, NULL, ${[0]}, ${[bytes.byteLength]}, ${bytes}, false,
+                                      ${String(shardOf(entityId, NUM_SHARDS))})`.execute(trx);
   if (rows[0]?.ok[0] !== true) throw new Error(`append of ${entityId} refused`);
 }
 

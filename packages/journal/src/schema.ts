@@ -28,17 +28,25 @@ export const JOURNAL_LOCK_CLASS = 0x636f7331;
  * The append, as one server-side function so a whole group commit is one statement (one round
  * trip, its own implicit transaction when called outside one):
  *
- * 1. take the journal's transaction-scoped advisory lock, so positions are allocated in commit
+ * 1. take the journal's transaction-scoped advisory lock, so positions are handed out in commit
  *    order (see README: the gap problem);
- * 2. judge every request against its entity's latest revision, read AFTER the lock (PL/pgSQL
- *    takes a fresh snapshot per statement under READ COMMITTED), chaining requests of one
- *    entity in their batch order when the client says there are such (`p_prev`);
- * 3. allocate positions for the accepted events in one step (the lock makes this the only
- *    allocator), insert them in one statement, payloads cut out of one concatenated bytea;
- * 4. NOTIFY the shards touched.
+ * 2. take positions for all the batch's events at once (the lock makes this the only
+ *    allocator): event k of the batch gets first_position + k, so a refused request leaves a
+ *    hole, which readers do not mind;
+ * 3. judge, reading AFTER the lock (PL/pgSQL takes a fresh snapshot per statement under READ
+ *    COMMITTED). A request expecting revision x is accepted when x is its entity's latest
+ *    revision: (entity, x) exists, or x = 0, and (entity, x + 1) does not. By default only the
+ *    first half is checked here and the unique constraint checks the second, since it probes
+ *    that key while inserting anyway: a stale request then fails the statement (23505) and the
+ *    caller runs the batch again with p_strict, which checks both halves so that only the
+ *    accepted requests are inserted. Requests of one entity that appear more than once
+ *    (`p_prev`) are judged in batch order, each against the revision the earlier ones leave;
+ * 4. insert the accepted requests' events in one statement, payloads cut out of one bytea;
+ * 5. NOTIFY the shards written (`p_shard_list` when every request was accepted).
  *
- * Returns which requests were accepted, the first position handed out (accepted events follow
- * in request order), and the write time.
+ * `p_counts` and `p_starts` are NULL when every request has one event (the common case, with a
+ * simpler insert). The function is planned once per session (force_generic_plan): its
+ * statements' shape never depends on the values.
  */
 function appendFunctionSql(lockKey: number): string {
   return `
@@ -52,27 +60,27 @@ CREATE FUNCTION cos_journal_append(
   p_offsets integer[],
   p_lengths integer[],
   p_payloads bytea,
+  p_strict boolean,
+  p_shard_list text,
   OUT ok boolean[],
   OUT first_position bigint,
   OUT written_at timestamptz
-) LANGUAGE plpgsql AS $fn$
+) LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
 DECLARE
   v_latest bigint[];
-  v_total bigint;
+  v_events integer := cardinality(p_lengths);
 BEGIN
   PERFORM pg_advisory_xact_lock(${JOURNAL_LOCK_CLASS}, ${lockKey});
   written_at := now();
-  IF p_prev IS NULL THEN
-    -- every entity appears once: a request is accepted when it expects the latest revision
-    SELECT array_agg(r.x = coalesce((SELECT max(j.revision) FROM cos_journal j WHERE j.entity_id = r.e), 0) ORDER BY r.i)
-      INTO ok
-      FROM unnest(p_entity_ids, p_expected) WITH ORDINALITY AS r(e, x, i);
-  ELSE
-    -- some entity appears more than once: walk the requests in order, each one judged against
-    -- the revision its entity has after the earlier requests of the batch
-    SELECT array_agg(coalesce((SELECT max(j.revision) FROM cos_journal j WHERE j.entity_id = r.e), 0) ORDER BY r.i)
-      INTO v_latest
-      FROM unnest(p_entity_ids) WITH ORDINALITY AS r(e, i);
+  first_position := nextval('cos_journal_position_seq');
+  IF v_events > 1 THEN
+    PERFORM setval('cos_journal_position_seq', first_position + v_events - 1);
+  END IF;
+
+  IF p_prev IS NOT NULL THEN
+    v_latest := ARRAY(SELECT coalesce((SELECT j.revision FROM cos_journal j WHERE j.entity_id = t.e
+                                        ORDER BY j.revision DESC LIMIT 1), 0)
+                        FROM unnest(p_entity_ids) AS t(e));
     ok := array_fill(false, ARRAY[cardinality(p_entity_ids)]);
     FOR i IN 1 .. cardinality(p_entity_ids) LOOP
       IF p_prev[i] > 0 THEN
@@ -80,31 +88,36 @@ BEGIN
       END IF;
       IF p_expected[i] = v_latest[i] THEN
         ok[i] := true;
-        v_latest[i] := v_latest[i] + p_counts[i];
+        v_latest[i] := v_latest[i] + coalesce(p_counts[i], 1);
       END IF;
     END LOOP;
+  ELSE
+    -- scalar subqueries, not EXISTS, which the planner may turn into a hashed scan of the table
+    ok := ARRAY(SELECT (t.x = 0 OR coalesce((SELECT true FROM cos_journal j WHERE j.entity_id = t.e AND j.revision = t.x), false))
+                       AND (NOT p_strict OR (SELECT true FROM cos_journal j WHERE j.entity_id = t.e AND j.revision = t.x + 1) IS NULL)
+                  FROM unnest(p_entity_ids, p_expected) AS t(e, x));
   END IF;
 
-  SELECT sum(t.c) INTO v_total FROM unnest(p_counts, ok) AS t(c, o) WHERE t.o;
-  IF v_total IS NULL THEN
-    RETURN;
-  END IF;
-  first_position := nextval('cos_journal_position_seq');
-  IF v_total > 1 THEN
-    PERFORM setval('cos_journal_position_seq', first_position + v_total - 1);
+  IF p_counts IS NULL THEN
+    INSERT INTO cos_journal (position, entity_id, revision, shard, written_at, payload)
+    SELECT first_position + t.i - 1, t.e, t.x + 1, t.sh, written_at, substring(p_payloads FROM t.o + 1 FOR t.l)
+      FROM unnest(p_entity_ids, p_expected, p_shards, p_offsets, p_lengths, ok) WITH ORDINALITY AS t(e, x, sh, o, l, a, i)
+     WHERE t.a;
+  ELSE
+    INSERT INTO cos_journal (position, entity_id, revision, shard, written_at, payload)
+    SELECT first_position + t.s + g.j - 1, t.e, t.x + g.j, t.sh, written_at,
+           substring(p_payloads FROM p_offsets[t.s + g.j] + 1 FOR p_lengths[t.s + g.j])
+      FROM unnest(p_entity_ids, p_expected, p_counts, p_shards, p_starts, ok) AS t(e, x, c, sh, s, a)
+     CROSS JOIN LATERAL generate_series(1, t.c) AS g(j)
+     WHERE t.a;
   END IF;
 
-  INSERT INTO cos_journal (position, entity_id, revision, shard, written_at, payload)
-  SELECT first_position + r.before + g.j - 1, r.e, r.x + g.j, r.sh, written_at,
-         substring(p_payloads FROM p_offsets[r.s + g.j] + 1 FOR p_lengths[r.s + g.j])
-    FROM (SELECT t.e, t.x, t.c, t.sh, t.s, sum(t.c) OVER (ORDER BY t.i) - t.c AS before
-            FROM unnest(p_entity_ids, p_expected, p_counts, p_shards, p_starts, ok)
-                 WITH ORDINALITY AS t(e, x, c, sh, s, o, i)
-           WHERE t.o) AS r
-   CROSS JOIN LATERAL generate_series(1, r.c) AS g(j);
-
-  PERFORM pg_notify('${JOURNAL_NOTIFY_CHANNEL}',
-    (SELECT string_agg(DISTINCT t.sh::text, ',') FROM unnest(p_shards, ok) AS t(sh, o) WHERE t.o));
+  IF array_position(ok, false) IS NULL THEN
+    PERFORM pg_notify('${JOURNAL_NOTIFY_CHANNEL}', p_shard_list);
+  ELSIF array_position(ok, true) IS NOT NULL THEN
+    PERFORM pg_notify('${JOURNAL_NOTIFY_CHANNEL}',
+      (SELECT string_agg(DISTINCT t.sh::text, ',') FROM unnest(p_shards, ok) AS t(sh, a) WHERE t.a));
+  END IF;
 END
 $fn$`;
 }
@@ -117,7 +130,7 @@ export const journalMigrations: MigrationSet = {
         .createTable('cos_journal')
         // BY DEFAULT, because the append function hands out positions itself (under the lock)
         .addColumn('position', 'bigint', (c) => c.generatedByDefaultAsIdentity().primaryKey())
-        .addColumn('entity_id', 'text', (c) => c.notNull())
+        .addColumn('entity_id', sql`text COLLATE "C"`, (c) => c.notNull())
         .addColumn('revision', 'bigint', (c) => c.notNull().check(sql`revision >= 1`))
         .addColumn('shard', 'integer', (c) => c.notNull())
         .addColumn('written_at', 'timestamptz', (c) => c.notNull())
