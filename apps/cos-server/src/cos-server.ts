@@ -9,13 +9,15 @@ import {
   type GrpcServer,
   type HealthStatus,
 } from '@chiefofstate/grpc-api';
-import { createWriteSideClient } from '@chiefofstate/handler-client';
+import { createReachabilityProbe, createWriteSideClient } from '@chiefofstate/handler-client';
 import { createJournal, journalMigrations } from '@chiefofstate/journal';
 import type { Logger } from '@chiefofstate/logging';
+import { createMetrics, startMetricsServer, type CosMetrics, type MetricsServer } from '@chiefofstate/metrics';
 import { createDatabase, mergeMigrations, migrateToLatest, type Database } from '@chiefofstate/postgres';
 import { ChiefOfStateService, Health } from '@chiefofstate/protocol';
 import { createSnapshotStore, snapshotMigrations } from '@chiefofstate/snapshot';
 import { ShuttingDownError } from '@chiefofstate/core';
+import { createClientTracingInterceptor, createServerTracingInterceptor } from '@chiefofstate/tracing';
 
 export interface CosServerOptions {
   readonly config: CosConfig;
@@ -25,6 +27,9 @@ export interface CosServerOptions {
 export interface RunningCosServer {
   /** the bound gRPC port (COS_PORT, or the one picked for port 0) */
   readonly port: number;
+  /** the operations HTTP port: /metrics, /healthz, /readyz (COS_METRICS_PORT) */
+  readonly metricsPort: number;
+  readonly metrics: CosMetrics;
   readonly health: HealthStatus;
   /** Stops taking calls, finishes in-flight commands, closes pools; within `graceMs`. */
   close(graceMs?: number): Promise<void>;
@@ -38,6 +43,8 @@ export interface RunningCosServer {
 export async function startCosServer(options: CosServerOptions): Promise<RunningCosServer> {
   const { config, logger } = options;
   const health = createHealthStatus({ services: [ChiefOfStateService.typeName] });
+  const metrics = createMetrics();
+  const handlerReachable = createReachabilityProbe({ host: config.writeSide.host, port: config.writeSide.port });
 
   let ready: ReturnType<typeof createEntityRuntime> | undefined;
   const notReady = () => {
@@ -47,6 +54,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     host: config.server.address,
     port: config.server.port,
     maxMessageBytes: config.server.maxMessageBytes,
+    interceptors: [createServerTracingInterceptor({ ignoreServices: [Health.typeName] }), metrics.serverInterceptor],
     routes: (router) => {
       router.service(
         ChiefOfStateService,
@@ -70,6 +78,18 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     },
   });
   logger.info({ address: config.server.address, port: server.port }, 'gRPC server listening');
+  let metricsServer: MetricsServer;
+  try {
+    metricsServer = await startMetricsServer({
+      host: config.server.address,
+      port: config.telemetry.metricsPort,
+      metrics,
+      ready: async () => ready !== undefined && (await handlerReachable()),
+    });
+  } catch (error) {
+    await server.close(0);
+    throw error;
+  }
 
   let database: Database | undefined;
   try {
@@ -82,6 +102,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     logger.info({ store: config.store.kind, schema: config.store.schema }, 'store migrated');
   } catch (error) {
     await server.close(0);
+    await metricsServer.close();
     await database?.close();
     throw error;
   }
@@ -98,6 +119,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     useTls: config.writeSide.useTls,
     timeoutMs: config.timeouts.handlerCallMs,
     maxMessageBytes: config.server.maxMessageBytes,
+    interceptors: [createClientTracingInterceptor(), metrics.handlerInterceptor],
   });
   const validation = config.writeSide.validation;
   const runtime = createEntityRuntime({
@@ -119,6 +141,13 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     },
   });
   ready = runtime;
+  metrics.setSources({
+    entities: () => runtime.stats(),
+    pools: () => {
+      const stats = database.poolStats();
+      return stats ? [{ pool: 'store', ...stats }] : [];
+    },
+  });
   health.setAll(ServingStatus.SERVING);
   logger.info(
     { writeSide: `${config.writeSide.host}:${config.writeSide.port}`, shards: config.numShards },
@@ -128,6 +157,8 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
   let closing: Promise<void> | undefined;
   return {
     port: server.port,
+    metricsPort: metricsServer.port,
+    metrics,
     health,
     close(graceMs = 10_000) {
       closing ??= (async () => {
@@ -141,6 +172,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
         await journal.close();
         await writeSide.close();
         await database.close();
+        await metricsServer.close();
         logger.info('chief-of-state stopped');
       })();
       return closing;

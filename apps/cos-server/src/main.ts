@@ -3,6 +3,7 @@
 import { loadConfig, redactConfig } from '@chiefofstate/config';
 import { ConfigError } from '@chiefofstate/core';
 import { createLogger } from '@chiefofstate/logging';
+import { createTracing } from '@chiefofstate/tracing';
 import { startCosServer } from './cos-server.js';
 
 const SHUTDOWN_LIMIT_MS = 10_000;
@@ -19,11 +20,25 @@ async function main(): Promise<void> {
     throw error;
   }
   const { config, warnings } = loaded;
-  const logger = createLogger({ level: config.log.level, style: config.log.style, name: config.telemetry.serviceName });
+  const tracing = createTracing({
+    serviceName: config.telemetry.serviceName,
+    teamName: config.telemetry.teamName,
+    tracesEndpoint: config.telemetry.tracesEndpoint,
+  });
+  const logger = createLogger({
+    level: config.log.level,
+    style: config.log.style,
+    name: config.telemetry.serviceName,
+    mixin: tracing.logFields,
+  });
   for (const warning of warnings) logger.warn(warning);
   logger.info({ config: redactConfig(config) }, 'starting chief-of-state');
 
   const server = await startCosServer({ config, logger });
+  logger.info(
+    { metricsPort: server.metricsPort, tracing: tracing.enabled ? config.telemetry.tracesEndpoint : 'off' },
+    'operations endpoints ready',
+  );
 
   const stop = (signal: string) => {
     logger.info({ signal }, 'stopping');
@@ -34,6 +49,7 @@ async function main(): Promise<void> {
     }, SHUTDOWN_LIMIT_MS).unref();
     server
       .close(SHUTDOWN_LIMIT_MS - 1_000)
+      .then(() => tracing.shutdown())
       .then(() => new Promise<void>((resolve) => logger.flush(() => resolve())))
       .then(
         () => process.exit(0),

@@ -32,7 +32,7 @@ describe('quickstart', () => {
     quickstart = startProcess(
       process.execPath,
       [join(APP_ROOT, 'dist/main.js')],
-      { COS_PORT: String(port), COS_DATA_DIR: dataDir, BANK_HANDLER_PORT: '0', LOG_LEVEL: 'warn' },
+      { COS_PORT: String(port), COS_METRICS_PORT: String(await freePort()), COS_DATA_DIR: dataDir, BANK_HANDLER_PORT: '0', LOG_LEVEL: 'warn' },
       { cwd: APP_ROOT },
     );
     await quickstart.waitFor(/Ctrl-C stops it/, 60_000);
@@ -74,7 +74,7 @@ describe('quickstart', () => {
     quickstart = startProcess(
       process.execPath,
       [join(APP_ROOT, 'dist/main.js')],
-      { COS_PORT: String(port), COS_DATA_DIR: dataDir, BANK_HANDLER_PORT: '0', LOG_LEVEL: 'warn' },
+      { COS_PORT: String(port), COS_METRICS_PORT: String(await freePort()), COS_DATA_DIR: dataDir, BANK_HANDLER_PORT: '0', LOG_LEVEL: 'warn' },
       { cwd: APP_ROOT },
     );
     await quickstart.waitFor(/Ctrl-C stops it/, 60_000);

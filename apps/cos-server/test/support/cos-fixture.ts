@@ -30,6 +30,8 @@ export function stateOf(any: Any | undefined): TestState {
 export interface CosFixture {
   readonly server: RunningProcess;
   readonly port: number;
+  /** the operations HTTP port: /metrics, /healthz, /readyz */
+  readonly metricsPort: number;
   readonly schema: string;
   readonly client: GrpcJsClient;
   send(
@@ -49,8 +51,10 @@ export interface CosFixture {
 export async function startCos(env: Record<string, string>, schema = uniqueSchemaName('e2e')): Promise<CosFixture> {
   const db = testPostgresConnection(schema);
   const port = await freePort();
+  const metricsPort = await freePort();
   const server = startCosServerProcess({
     COS_PORT: String(port),
+    COS_METRICS_PORT: String(metricsPort),
     COS_ADDRESS: '127.0.0.1',
     COS_POSTGRES_HOST: db.host,
     COS_POSTGRES_PORT: String(db.port),
@@ -66,6 +70,7 @@ export async function startCos(env: Record<string, string>, schema = uniqueSchem
   return {
     server,
     port,
+    metricsPort,
     schema,
     client,
     send: (entityId, cmd, options = {}) =>
