@@ -366,6 +366,33 @@ describe.each(await testStoreKinds())('journal on %s', (kind) => {
     }
   });
 
+  it('notifies only the shards actually written when a member of the batch is refused', async () => {
+    // two entities in different shards; the one in `refusedShard` expects a wrong revision
+    const ids = Array.from({ length: 50 }, () => newId('nshard'));
+    const written = ids[0]!;
+    const refused = ids.find((id) => shardOf(id, NUM_SHARDS) !== shardOf(written, NUM_SHARDS))!;
+    const received: string[] = [];
+    const unlisten = await database.listen(JOURNAL_NOTIFY_CHANNEL, (p) => received.push(p));
+    try {
+      const outcomes = await Promise.allSettled([
+        journal.append({ entityId: written, expectedRevision: 0n, events: [payload('w')] }),
+        journal.append({ entityId: refused, expectedRevision: 7n, events: [payload('r')] }),
+      ]);
+      expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected']);
+      await expect.poll(() => received, { timeout: 3000 }).toEqual([String(shardOf(written, NUM_SHARDS))]);
+      // a batch where everyone is refused notifies nothing
+      await expect(journal.append({ entityId: refused, expectedRevision: 7n, events: [payload('r')] })).rejects.toBeInstanceOf(
+        JournalConflictError,
+      );
+      const after = newId('after');
+      await journal.append({ entityId: after, expectedRevision: 0n, events: [payload('a')] });
+      await expect.poll(() => received.length, { timeout: 3000 }).toBe(2);
+      expect(received).toEqual([String(shardOf(written, NUM_SHARDS)), String(shardOf(after, NUM_SHARDS))]);
+    } finally {
+      await unlisten();
+    }
+  });
+
   it('refuses invalid requests before queueing them', async () => {
     await expect(journal.append({ entityId: 'x', expectedRevision: 0n, events: [] })).rejects.toBeInstanceOf(InvalidArgumentError);
     await expect(journal.append({ entityId: '', expectedRevision: 0n, events: [payload('a')] })).rejects.toBeInstanceOf(
