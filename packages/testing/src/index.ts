@@ -11,3 +11,4 @@ export {
 } from './grpc-js.js';
 export { decodeRpcStatus, encodeRpcStatus, type RpcStatus } from './rpc-status.js';
 export { freePort, startProcess, type RunningProcess } from './processes.js';
+export { startOtlpReceiver, spanAttribute, type OtlpReceiver, type OtlpSpan } from './otlp-receiver.js';

@@ -1,43 +1,12 @@
-import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttp2Server, type Http2Server, type ServerHttp2Session } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { createClient, type ConnectRouter, type Interceptor } from '@connectrpc/connect';
 import { connectNodeAdapter, createGrpcTransport } from '@connectrpc/connect-node';
 import { ChiefOfStateService, WriteSideHandlerService } from '@chiefofstate/protocol';
+import { startOtlpReceiver as startReceiver } from '@chiefofstate/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createClientTracingInterceptor, createServerTracingInterceptor } from './interceptors.js';
 import { createTracing, type Tracing } from './tracing.js';
-
-interface OtlpSpan {
-  traceId: string;
-  spanId: string;
-  parentSpanId?: string;
-  name: string;
-  kind: number;
-  attributes: Array<{ key: string; value: Record<string, unknown> }>;
-}
-
-/** An OTLP/HTTP (JSON) receiver, as a collector or Jaeger would be. */
-async function startReceiver() {
-  const spans: OtlpSpan[] = [];
-  const resources: Array<Record<string, unknown>> = [];
-  const server: Server = createHttpServer((req, res) => {
-    let body = '';
-    req.on('data', (chunk: Buffer) => (body += chunk.toString()));
-    req.on('end', () => {
-      const payload = JSON.parse(body) as {
-        resourceSpans: Array<{ resource: { attributes: Array<{ key: string; value: Record<string, unknown> }> }; scopeSpans: Array<{ spans: OtlpSpan[] }> }>;
-      };
-      for (const rs of payload.resourceSpans) {
-        resources.push(Object.fromEntries(rs.resource.attributes.map((a) => [a.key, Object.values(a.value)[0]])));
-        for (const ss of rs.scopeSpans) spans.push(...ss.spans);
-      }
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { spans, resources, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/traces`, close: () => new Promise((r) => server.close(r)) };
-}
 
 async function serve(routes: (router: ConnectRouter) => void, interceptors: Interceptor[]) {
   const server: Http2Server = createHttp2Server(connectNodeAdapter({ routes, interceptors }));
@@ -64,7 +33,7 @@ describe('tracing', () => {
   it('exports one connected trace: caller -> COS server span -> client span -> handler server span', async () => {
     const receiver = await startReceiver();
     closers.push(receiver.close);
-    tracing = createTracing({ serviceName: 'cos-test', teamName: 'payments', tracesEndpoint: receiver.url });
+    tracing = createTracing({ serviceName: 'cos-test', teamName: 'payments', tracesEndpoint: receiver.tracesUrl });
     expect(tracing.enabled).toBe(true);
 
     const seenTraceparent: string[] = [];
@@ -125,7 +94,7 @@ describe('tracing', () => {
   it('marks failed calls with their gRPC status', async () => {
     const receiver = await startReceiver();
     closers.push(receiver.close);
-    tracing = createTracing({ serviceName: 'cos-test', tracesEndpoint: receiver.url });
+    tracing = createTracing({ serviceName: 'cos-test', tracesEndpoint: receiver.tracesUrl });
     const cos = await serve(
       (router) =>
         router.service(ChiefOfStateService, {

@@ -11,12 +11,23 @@ export function startCosServerProcess(env: Record<string, string>): RunningProce
 }
 
 /** The programmable stock grpc-js write handler, as its own process. */
-export async function startTestHandler(port = 0): Promise<RunningProcess & { port: number }> {
-  const handler = startProcess(process.execPath, ['--import', 'tsx', `${APP_ROOT}/test/support/test-write-handler.ts`], {
-    PORT: String(port),
+export function startTestHandler(port = 0): Promise<RunningProcess & { port: number }> {
+  return startSupportProcess('test-write-handler.ts', { PORT: String(port) });
+}
+
+/** A write handler that traces with OpenTelemetry and exports to `tracesEndpoint`. */
+export function startTracedHandler(tracesEndpoint: string): Promise<RunningProcess & { port: number }> {
+  return startSupportProcess('traced-write-handler.ts', { PORT: '0', TRACES_ENDPOINT: tracesEndpoint });
+}
+
+async function startSupportProcess(file: string, env: Record<string, string>): Promise<RunningProcess & { port: number }> {
+  const child = startProcess(
+    process.execPath,
+    ['--import', 'tsx', `${APP_ROOT}/test/support/${file}`],
     // resolve workspace packages to their sources, like the tests do
-    NODE_OPTIONS: '--conditions=@chiefofstate/source',
-  }, { cwd: APP_ROOT });
-  const match = await handler.waitFor(/listening (\d+)/);
-  return Object.assign(handler, { port: Number(match[1]) });
+    { ...env, NODE_OPTIONS: '--conditions=@chiefofstate/source' },
+    { cwd: APP_ROOT },
+  );
+  const match = await child.waitFor(/listening (\d+)/);
+  return Object.assign(child, { port: Number(match[1]) });
 }
