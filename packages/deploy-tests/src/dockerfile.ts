@@ -56,7 +56,7 @@ export function parseDockerfile(text: string): Dockerfile {
     let text = raw;
     // Continuations: a trailing backslash joins the next line; comment lines inside are dropped.
     while (/\\\s*$/.test(text) && index < lines.length) {
-      text = text.replace(/\\\s*$/, ' ');
+      text = text.replace(/\s*\\\s*$/, ' ');
       const next = lines[index]!;
       index++;
       if (/^\s*#/.test(next)) {
