@@ -9,7 +9,7 @@ import type {
   ReadSideHandlerPort,
   ReleaseReason,
 } from './ports.js';
-import { startStreamWorker, type StreamStats, type StreamWorker } from './stream-worker.js';
+import { startStreamWorker, type DeliveryOutcome, type StreamStats, type StreamWorker } from './stream-worker.js';
 
 /** The NOTIFY channel of read-side control signals (pause, resume, restart, skip) between processes. */
 export const READ_SIDE_CONTROL_CHANNEL = 'cos_read_side_control';
@@ -44,6 +44,8 @@ export interface ReadSideEngineOptions {
   readonly pollIntervalMs?: number;
   /** retries of REPLAY_STOP / REPLAY_SKIP; defaults in DEFAULT_RETRY */
   readonly retry?: Partial<RetryOptions>;
+  /** each delivery attempt's duration and outcome, for metrics */
+  readonly onDelivery?: (readSideId: string, seconds: number, outcome: DeliveryOutcome) => void;
 }
 
 /** What `status()` reports per (read side, shard): progress, state and metrics-ready counters. */
@@ -194,6 +196,7 @@ export function createReadSideEngine(options: ReadSideEngineOptions): ReadSideEn
           pollIntervalMs,
           retry,
           stats: stream.stats,
+          onDelivery: options.onDelivery,
         });
         logger.debug('read side stream started', { readSideId: stream.readSide.readSideId, shard: stream.shard });
       };

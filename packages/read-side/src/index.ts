@@ -30,11 +30,12 @@ export type {
   StoredOffset,
   StreamHostPort,
 } from './ports.js';
-export type { StreamStats } from './stream-worker.js';
+export type { DeliveryOutcome, StreamStats } from './stream-worker.js';
 export {
   readSideMigrations,
   startReadSides,
   type FieldsFirstLogger,
+  type ReadSideSample,
   type RunningReadSides,
   type StartReadSidesOptions,
 } from './start-read-sides.js';

@@ -1,5 +1,5 @@
 import type { CosConfig, StoreConfig } from '@chiefofstate/config';
-import { createReadSideClient, type ReadSideClient } from '@chiefofstate/handler-client';
+import { createReadSideClient, type HandlerClientOptions, type ReadSideClient } from '@chiefofstate/handler-client';
 import { createJournal, JOURNAL_NOTIFY_CHANNEL } from '@chiefofstate/journal';
 import { createOffsetStore, offsetStoreMigrations } from '@chiefofstate/offset-store';
 import { createDatabase, mergeMigrations, migrateToLatest, notify, type Database, type MigrationSet } from '@chiefofstate/postgres';
@@ -8,6 +8,7 @@ import { createReadSideEngine, type ReadSideEngine } from './engine.js';
 import type { RetryOptions } from './failure-policy.js';
 import { createReadSideManager, type ReadSideManager } from './manager.js';
 import type { JournalReader, Logger } from './ports.js';
+import type { DeliveryOutcome } from './stream-worker.js';
 
 /**
  * The tables of the read sides (offsets and stream leases), in the database that holds the
@@ -31,17 +32,34 @@ export interface StartReadSidesOptions {
   /** the journal's database, opened and migrated by the caller (with readSideMigrations) */
   readonly journalDatabase: Database;
   /** the caller's journal, if it has one; otherwise one is created to read from */
-  readonly journal?: JournalReader;
+  readonly journal?: JournalReader & { latestPosition(shard?: number): Promise<bigint> };
+  /** Connect interceptors around every HandleReadSide call (tracing, metrics) */
+  readonly handlerInterceptors?: HandlerClientOptions['interceptors'];
+  /** each delivery attempt's duration and outcome (metrics) */
+  readonly onDelivery?: (readSideId: string, seconds: number, outcome: DeliveryOutcome) => void;
   /** lease duration (takeover time after a crash), default 5000 ms */
   readonly leaseMs?: number;
   readonly pollIntervalMs?: number;
   readonly retry?: Partial<RetryOptions>;
 }
 
+/** One (read side, shard) for metrics: how far behind it is, and its state. */
+export interface ReadSideSample {
+  readonly readSideId: string;
+  readonly shard: number;
+  /** journal positions between the shard's newest event and the committed offset */
+  readonly lag: number;
+  /** stopped by the failure policy (known for the streams this process runs) */
+  readonly stopped: boolean;
+  readonly paused: boolean;
+}
+
 export interface RunningReadSides {
   readonly engine: ReadSideEngine;
   /** for ReadSideManagerService (createReadSideManagerService in @chiefofstate/grpc-api) */
   readonly manager: ReadSideManager;
+  /** every (read side, shard), from the database: lag, paused; stopped as this process knows it */
+  samples(): Promise<ReadSideSample[]>;
   /** Stops the streams (each finishes its event and commits), gives up leases, closes what it opened. */
   close(): Promise<void>;
 }
@@ -87,6 +105,7 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
         useTls: side.useTls,
         timeoutMs: side.timeoutMs,
         maxMessageBytes: config.server.maxMessageBytes,
+        ...(options.handlerInterceptors ? { interceptors: options.handlerInterceptors } : {}),
       });
       clients.push(client);
       return {
@@ -106,6 +125,7 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
     logger,
     ...(options.pollIntervalMs !== undefined ? { pollIntervalMs: options.pollIntervalMs } : {}),
     ...(options.retry !== undefined ? { retry: options.retry } : {}),
+    ...(options.onDelivery ? { onDelivery: options.onDelivery } : {}),
   });
   const closeOwned = async () => {
     await Promise.all(clients.map((client) => client.close()));
@@ -134,9 +154,29 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
   });
 
   let closing: Promise<void> | undefined;
+  const samples = async (): Promise<ReadSideSample[]> => {
+    const latest = await Promise.all(Array.from({ length: config.numShards }, (_, shard) => journal.latestPosition(shard)));
+    const stopped = new Set(engine.status().filter((s) => s.stopped).map((s) => `${s.readSideId}#${s.shard}`));
+    const result: ReadSideSample[] = [];
+    for (const side of sides) {
+      for (const row of await offsets.list(side.readSideId, config.numShards)) {
+        const lag = (latest[row.shard] ?? 0n) - row.position;
+        result.push({
+          readSideId: side.readSideId,
+          shard: row.shard,
+          lag: lag > 0n ? Number(lag) : 0,
+          stopped: stopped.has(`${side.readSideId}#${row.shard}`),
+          paused: row.paused,
+        });
+      }
+    }
+    return result;
+  };
+
   return {
     engine,
     manager,
+    samples,
     close() {
       closing ??= (async () => {
         await engine.close();

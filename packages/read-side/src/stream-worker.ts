@@ -37,7 +37,12 @@ export interface StreamWorkerOptions {
   readonly pollIntervalMs: number;
   readonly retry: RetryOptions;
   readonly stats: StreamStats;
+  /** each attempt's duration and outcome, for metrics */
+  readonly onDelivery?: ((readSideId: string, seconds: number, outcome: DeliveryOutcome) => void) | undefined;
 }
+
+/** How one delivery attempt ended: accepted, failed (retried or stopping the shard), or failed and skipped. */
+export type DeliveryOutcome = 'success' | 'failure' | 'skipped';
 
 export interface StreamWorker {
   /** New events may be in the journal. */
@@ -144,11 +149,13 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
     const headers = { 'x-cos-entity-id': entityIdHeader(event.entityId), 'x-cos-event-tag': String(shard) };
     for (let attempt = 0; ; attempt++) {
       let failure: unknown = decodeError;
+      const startedAt = performance.now();
       if (request) {
         try {
           const response = await handler.handleReadSide(request, { headers, timeoutMs: options.timeoutMs, signal: abort.signal });
           if (response.successful) {
             stats.delivered++;
+            options.onDelivery?.(readSideId, (performance.now() - startedAt) / 1000, 'success');
             return 'next';
           }
           failure = new Error('the handler replied successful=false');
@@ -161,6 +168,7 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
       stats.lastError = failure instanceof Error ? failure.message : String(failure);
       stats.lastErrorAt = new Date();
       const decision = decideOnFailure(options.failurePolicy, attempt, options.retry);
+      options.onDelivery?.(readSideId, (performance.now() - startedAt) / 1000, decision === 'skip' ? 'skipped' : 'failure');
       const fields = {
         ...where,
         position: String(event.position),

@@ -1,0 +1,152 @@
+import type { CosConfig } from '@chiefofstate/config';
+import { ConfigError, ShuttingDownError } from '@chiefofstate/core';
+import {
+  createHealthStatus,
+  createReadSideManagerService,
+  isExpectedFailure,
+  ServingStatus,
+  startGrpcServer,
+  type GrpcServer,
+  type HealthStatus,
+  type ReadSideManagerPort,
+} from '@chiefofstate/grpc-api';
+import { journalMigrations } from '@chiefofstate/journal';
+import type { Logger } from '@chiefofstate/logging';
+import { createMetrics, startMetricsServer, type CosMetrics, type MetricsServer } from '@chiefofstate/metrics';
+import { createDatabase, mergeMigrations, migrateToLatest, type Database } from '@chiefofstate/postgres';
+import { Health, ReadSideManagerService } from '@chiefofstate/protocol';
+import { readSideMigrations, startReadSides, type RunningReadSides } from '@chiefofstate/read-side';
+import { snapshotMigrations } from '@chiefofstate/snapshot';
+import { createClientTracingInterceptor, createServerTracingInterceptor } from '@chiefofstate/tracing';
+
+export interface CosReadsideOptions {
+  readonly config: CosConfig;
+  readonly logger: Logger;
+}
+
+export interface RunningCosReadside {
+  /** the bound gRPC port (COS_PORT, or the one picked for port 0) */
+  readonly port: number;
+  /** the operations HTTP port: /metrics, /healthz, /readyz (COS_METRICS_PORT) */
+  readonly metricsPort: number;
+  readonly metrics: CosMetrics;
+  readonly health: HealthStatus;
+  readonly readSides: RunningReadSides;
+  /** Stops serving, stops the streams (each finishes its event and commits), closes the pools. */
+  close(graceMs?: number): Promise<void>;
+}
+
+/**
+ * The read sides in a process of their own: the journal's database (migrated with the same
+ * migration set as cos-server's, so either may start first), the read-side engine and its
+ * leases, ReadSideManagerService and grpc.health.v1 on COS_PORT, and the operations port.
+ * Several cos-readside (and cos-server) processes on one database split the streams.
+ */
+export async function startCosReadside(options: CosReadsideOptions): Promise<RunningCosReadside> {
+  const { config, logger } = options;
+  if (!config.readSide.enabled) {
+    throw new ConfigError(['COS_READ_SIDE_ENABLED=false: cos-readside only runs read sides; unset it or set it to true']);
+  }
+  const health = createHealthStatus({ services: [ReadSideManagerService.typeName] });
+  const metrics = createMetrics();
+
+  let running: RunningReadSides | undefined;
+  const manager = (): ReadSideManagerPort => {
+    if (!running) throw new ShuttingDownError('cos-readside is starting or stopping');
+    return running.manager;
+  };
+  const server: GrpcServer = await startGrpcServer({
+    host: config.server.address,
+    port: config.server.port,
+    maxMessageBytes: config.server.maxMessageBytes,
+    interceptors: [createServerTracingInterceptor({ ignoreServices: [Health.typeName] }), metrics.serverInterceptor],
+    routes: (router) => {
+      router.service(
+        ReadSideManagerService,
+        createReadSideManagerService({
+          manager: {
+            latestOffsets: (id) => manager().latestOffsets(id),
+            latestOffset: (id, shard) => manager().latestOffset(id, shard),
+            restart: (id, shard) => manager().restart(id, shard),
+            pause: (id, shard) => manager().pause(id, shard),
+            resume: (id, shard) => manager().resume(id, shard),
+            skip: (id, shard) => manager().skip(id, shard),
+          },
+          onError: (method, error) => {
+            if (isExpectedFailure(error)) logger.debug({ err: error, method }, 'call failed');
+            else logger.error({ err: error, method }, 'call failed');
+          },
+        }),
+      );
+      router.service(Health, health.service);
+    },
+  });
+  logger.info({ address: config.server.address, port: server.port }, 'gRPC server listening');
+
+  let metricsServer: MetricsServer | undefined;
+  let database: Database | undefined;
+  try {
+    metricsServer = await startMetricsServer({
+      host: config.server.address,
+      port: config.telemetry.metricsPort,
+      metrics,
+      ready: () => running !== undefined,
+    });
+    database = await createDatabase(
+      config.store.kind === 'postgres' ? { ...config.store, applicationName: config.telemetry.serviceName } : config.store,
+    );
+    // The same set as cos-server's: every process on a database must know all its migrations.
+    await migrateToLatest({ database, migrations: mergeMigrations(journalMigrations, snapshotMigrations, readSideMigrations) });
+    logger.info({ store: config.store.kind, schema: config.store.schema }, 'store migrated');
+    running = await startReadSides({
+      config,
+      logger,
+      journalDatabase: database,
+      handlerInterceptors: [createClientTracingInterceptor(), metrics.handlerInterceptor],
+      onDelivery: (readSideId, seconds, outcome) => metrics.observeReadSideDelivery(readSideId, seconds, outcome),
+    });
+  } catch (error) {
+    await server.close(0);
+    await metricsServer?.close();
+    await database?.close();
+    throw error;
+  }
+  const readSides = running;
+  const store = database;
+  metrics.setSources({
+    readSides: () => readSides.samples(),
+    pools: () => {
+      const stats = store.poolStats();
+      return stats ? [{ pool: 'store', ...stats }] : [];
+    },
+  });
+  health.setAll(ServingStatus.SERVING);
+  logger.info(
+    { readSides: readSides.engine.readSideIds, shards: config.numShards, metricsPort: metricsServer.port },
+    'cos-readside serving',
+  );
+
+  const operations = metricsServer;
+  let closing: Promise<void> | undefined;
+  return {
+    port: server.port,
+    metricsPort: operations.port,
+    metrics,
+    health,
+    readSides,
+    close(graceMs = 10_000) {
+      closing ??= (async () => {
+        health.setAll(ServingStatus.NOT_SERVING);
+        const serverClosed = server.close(graceMs);
+        // each stream finishes the event in hand and commits; the leases are given up
+        await readSides.close();
+        running = undefined;
+        await serverClosed;
+        await store.close();
+        await operations.close();
+        logger.info('cos-readside stopped');
+      })();
+      return closing;
+    },
+  };
+}

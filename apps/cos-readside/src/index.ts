@@ -1,0 +1,1 @@
+export { startCosReadside, type CosReadsideOptions, type RunningCosReadside } from './cos-readside.js';
