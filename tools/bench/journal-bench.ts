@@ -267,7 +267,13 @@ interface CellResult {
   clientCpuPerEvent: number;
 }
 
-async function runCell(subject: Subject, writers: number, applicationName: string | undefined): Promise<CellResult> {
+async function runCell(
+  subject: Subject,
+  writers: number,
+  applicationName: string | undefined,
+  warmupMs: number,
+  durationMs: number,
+): Promise<CellResult> {
   const start = performance.now();
   const measureFrom = start + warmupMs;
   const measureTo = measureFrom + durationMs;
@@ -308,11 +314,16 @@ async function runCell(subject: Subject, writers: number, applicationName: strin
   };
 }
 
-async function measure(system: SystemName, writers: number): Promise<CellResult> {
+function measure(system: SystemName, writers: number): Promise<CellResult> {
+  return measureWith(system, writers, warmupMs / 1000, durationMs / 1000);
+}
+
+async function measureWith(system: SystemName, writers: number, warmupS: number, durationS: number): Promise<CellResult> {
+  const [warm, run] = [warmupS * 1000, durationS * 1000];
   if (system === 'embedded') {
     const subject = await embeddedSubject();
     try {
-      return await runCell(subject, writers, undefined);
+      return await runCell(subject, writers, undefined, warm, run);
     } finally {
       await subject.close();
     }
@@ -325,7 +336,7 @@ async function measure(system: SystemName, writers: number): Promise<CellResult>
           ? await emmettSubject(schema)
           : await rawSubject(schema, system === 'raw' ? 'values' : 'unnest');
     try {
-      return await runCell(subject, writers, schema);
+      return await runCell(subject, writers, schema, warm, run);
     } finally {
       await subject.close();
     }
@@ -340,6 +351,9 @@ const median = (values: number[]) => {
 
 await admin.connect();
 const samples = new Map<string, CellResult[]>();
+// Warm the JIT and the server's caches once, so the first measured cell is not the cold one.
+for (const system of systems) await measureWith(system, 16, 0.3, 0.7);
+
 // Repeats go round-robin over cells, so a noisy moment of the machine hits all systems alike.
 for (let r = 0; r < repeats; r++) {
   for (const writers of writerCounts) {

@@ -24,11 +24,11 @@ function idsInShard(shard: number, count: number, prefix: string): string[] {
 /** One append through the journal's function, inside the caller's (open) transaction. */
 async function appendInTransaction(trx: Kysely<object>, entityId: string, expected: bigint, text: string): Promise<void> {
   const bytes = payload(text);
-  const { rows } = await sql<{ ok: boolean[] }>`
-    SELECT ok FROM cos_journal_append(${[entityId]}, ${[expected]}, NULL, ${[shardOf(entityId, NUM_SHARDS)]},
+  const { rows } = await sql<{ accepted: number[] | null }>`
+    SELECT accepted FROM cos_journal_append(${[entityId]}, ${[expected]}, NULL, ${[shardOf(entityId, NUM_SHARDS)]},
                                       NULL, NULL, ${[0]}, ${[bytes.byteLength]}, ${bytes}, false,
                                       ${String(shardOf(entityId, NUM_SHARDS))})`.execute(trx);
-  if (rows[0]?.ok[0] !== true) throw new Error(`append of ${entityId} refused`);
+  if (rows[0]?.accepted !== null) throw new Error(`append of ${entityId} refused`);
 }
 
 /**

@@ -88,13 +88,14 @@ interface Pending {
 }
 
 interface AppendRow {
-  ok: boolean[];
+  /** batch indexes of the events written; null when all were */
+  accepted: number[] | null;
   first_position: bigint;
   written_at: Date;
 }
 
 const APPEND_SQL =
-  'SELECT ok, first_position, written_at FROM cos_journal_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)';
+  'SELECT accepted, first_position, written_at FROM cos_journal_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)';
 
 /** Creates the journal over an already migrated database (see journalMigrations). */
 export function createJournal(options: JournalOptions): Journal {
@@ -210,12 +211,16 @@ function createGroupCommitWriter(kysely: Kysely<object>, numShards: number, batc
 
   const drain = async (): Promise<void> => {
     try {
-      while (queue.length > 0) {
-        // Yield one macrotask so that appends made in the same turn (e.g. by callers whose
-        // previous append just resolved) join this batch instead of the next one.
-        await new Promise<void>((resolve) => setImmediate(resolve));
-        const batch = takeBatch();
-        await writeBatch(batch);
+      // Appends made in the same turn as the first one join its batch.
+      await Promise.resolve();
+      for (;;) {
+        if (queue.length === 0) {
+          // Give callers whose appends just resolved one macrotask to queue their next ones,
+          // so they join the next batch instead of trickling in one by one.
+          await new Promise<void>((resolve) => setImmediate(resolve));
+          if (queue.length === 0) return;
+        }
+        await writeBatch(takeBatch());
       }
     } finally {
       draining = undefined;
@@ -326,11 +331,13 @@ function createGroupCommitWriter(kysely: Kysely<object>, numShards: number, batc
     // Event k of the batch (counting refused requests' events too) has position first + k.
     const first = BigInt(row.first_position);
     const writtenAt = row.written_at;
+    let written: Set<number> | undefined;
+    if (row.accepted !== null) written = new Set(row.accepted);
     let start = 0;
     for (let i = 0; i < batch.length; i++) {
       const { request, resolve, reject } = batch[i]!;
       const count = request.events.length;
-      if (row.ok[i] !== true) {
+      if (written !== undefined && !written.has(start)) {
         reject(new JournalConflictError(request.entityId, request.expectedRevision));
       } else {
         const positions = new Array<bigint>(count);

@@ -33,20 +33,23 @@ export const JOURNAL_LOCK_CLASS = 0x636f7331;
  * 2. take positions for all the batch's events at once (the lock makes this the only
  *    allocator): event k of the batch gets first_position + k, so a refused request leaves a
  *    hole, which readers do not mind;
- * 3. judge, reading AFTER the lock (PL/pgSQL takes a fresh snapshot per statement under READ
- *    COMMITTED). A request expecting revision x is accepted when x is its entity's latest
- *    revision: (entity, x) exists, or x = 0, and (entity, x + 1) does not. By default only the
- *    first half is checked here and the unique constraint checks the second, since it probes
- *    that key while inserting anyway: a stale request then fails the statement (23505) and the
- *    caller runs the batch again with p_strict, which checks both halves so that only the
- *    accepted requests are inserted. Requests of one entity that appear more than once
- *    (`p_prev`) are judged in batch order, each against the revision the earlier ones leave;
- * 4. insert the accepted requests' events in one statement, payloads cut out of one bytea;
- * 5. NOTIFY the shards written (`p_shard_list` when every request was accepted).
+ * 3. judge and insert in one statement, reading AFTER the lock (PL/pgSQL takes a fresh snapshot
+ *    per statement under READ COMMITTED). A request expecting revision x is accepted when x is
+ *    its entity's latest revision: (entity, x) exists, or x = 0, and (entity, x + 1) does not.
+ *    By default only the first half is checked here and the unique constraint checks the
+ *    second, since it probes that key while inserting anyway: a stale request then fails the
+ *    statement (23505) and the caller runs the batch again with p_strict, which checks both
+ *    halves so that only the accepted requests are inserted. Requests of one entity that
+ *    appear more than once (`p_prev`) are judged first, in batch order, each against the
+ *    revision the earlier ones leave;
+ * 4. NOTIFY the shards written (`p_shard_list` when every request was accepted).
  *
- * `p_counts` and `p_starts` are NULL when every request has one event (the common case, with a
- * simpler insert). The function is planned once per session (force_generic_plan): its
- * statements' shape never depends on the values.
+ * Returns `accepted`: NULL when every event was written, else the batch indexes (0-based) of
+ * the events written; `first_position`; and the write time. `p_counts` and `p_starts` are NULL
+ * when every request has one event (the common case, with a simpler insert). Statements are
+ * planned once per session (force_generic_plan): their shape never depends on the values. The
+ * lock, sequence and NOTIFY calls are plain assignments, which PL/pgSQL evaluates without
+ * starting a query.
  */
 function appendFunctionSql(lockKey: number): string {
   return `
@@ -62,61 +65,81 @@ CREATE FUNCTION cos_journal_append(
   p_payloads bytea,
   p_strict boolean,
   p_shard_list text,
-  OUT ok boolean[],
+  OUT accepted integer[],
   OUT first_position bigint,
   OUT written_at timestamptz
 ) LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
 DECLARE
-  v_latest bigint[];
   v_events integer := cardinality(p_lengths);
+  v_written integer;
+  v_ok boolean[];
+  v_latest bigint[];
+  v_void text;
 BEGIN
-  PERFORM pg_advisory_xact_lock(${JOURNAL_LOCK_CLASS}, ${lockKey});
+  v_void := pg_advisory_xact_lock(${JOURNAL_LOCK_CLASS}, ${lockKey})::text;
   written_at := now();
   first_position := nextval('cos_journal_position_seq');
   IF v_events > 1 THEN
-    PERFORM setval('cos_journal_position_seq', first_position + v_events - 1);
+    v_void := setval('cos_journal_position_seq', first_position + v_events - 1)::text;
   END IF;
 
   IF p_prev IS NOT NULL THEN
     v_latest := ARRAY(SELECT coalesce((SELECT j.revision FROM cos_journal j WHERE j.entity_id = t.e
                                         ORDER BY j.revision DESC LIMIT 1), 0)
                         FROM unnest(p_entity_ids) AS t(e));
-    ok := array_fill(false, ARRAY[cardinality(p_entity_ids)]);
+    v_ok := array_fill(false, ARRAY[cardinality(p_entity_ids)]);
     FOR i IN 1 .. cardinality(p_entity_ids) LOOP
       IF p_prev[i] > 0 THEN
         v_latest[i] := v_latest[p_prev[i]];
       END IF;
       IF p_expected[i] = v_latest[i] THEN
-        ok[i] := true;
+        v_ok[i] := true;
         v_latest[i] := v_latest[i] + coalesce(p_counts[i], 1);
       END IF;
     END LOOP;
-  ELSE
-    -- scalar subqueries, not EXISTS, which the planner may turn into a hashed scan of the table
-    ok := ARRAY(SELECT (t.x = 0 OR coalesce((SELECT true FROM cos_journal j WHERE j.entity_id = t.e AND j.revision = t.x), false))
-                       AND (NOT p_strict OR (SELECT true FROM cos_journal j WHERE j.entity_id = t.e AND j.revision = t.x + 1) IS NULL)
-                  FROM unnest(p_entity_ids, p_expected) AS t(e, x));
   END IF;
 
+  -- The judgement uses scalar subqueries, not EXISTS, which the planner may turn into a hashed
+  -- scan of the whole table.
   IF p_counts IS NULL THEN
-    INSERT INTO cos_journal (position, entity_id, revision, shard, written_at, payload)
-    SELECT first_position + t.i - 1, t.e, t.x + 1, t.sh, written_at, substring(p_payloads FROM t.o + 1 FOR t.l)
-      FROM unnest(p_entity_ids, p_expected, p_shards, p_offsets, p_lengths, ok) WITH ORDINALITY AS t(e, x, sh, o, l, a, i)
-     WHERE t.a;
+    WITH ins AS (
+      INSERT INTO cos_journal (position, entity_id, revision, shard, written_at, payload)
+      SELECT first_position + t.i - 1, t.e, t.x + 1, t.sh, written_at, substring(p_payloads FROM t.o + 1 FOR t.l)
+        FROM unnest(p_entity_ids, p_expected, p_shards, p_offsets, p_lengths) WITH ORDINALITY AS t(e, x, sh, o, l, i)
+       WHERE CASE WHEN v_ok IS NOT NULL THEN v_ok[t.i]
+                  ELSE (t.x = 0 OR coalesce((SELECT true FROM cos_journal j WHERE j.entity_id = t.e AND j.revision = t.x), false))
+                       AND (NOT p_strict OR (SELECT true FROM cos_journal j WHERE j.entity_id = t.e AND j.revision = t.x + 1) IS NULL)
+             END
+      RETURNING position
+    )
+    SELECT count(*), CASE WHEN count(*) < v_events THEN coalesce(array_agg((ins.position - first_position)::integer), '{}') END
+      INTO v_written, accepted
+      FROM ins;
   ELSE
-    INSERT INTO cos_journal (position, entity_id, revision, shard, written_at, payload)
-    SELECT first_position + t.s + g.j - 1, t.e, t.x + g.j, t.sh, written_at,
-           substring(p_payloads FROM p_offsets[t.s + g.j] + 1 FOR p_lengths[t.s + g.j])
-      FROM unnest(p_entity_ids, p_expected, p_counts, p_shards, p_starts, ok) AS t(e, x, c, sh, s, a)
-     CROSS JOIN LATERAL generate_series(1, t.c) AS g(j)
-     WHERE t.a;
+    WITH ins AS (
+      INSERT INTO cos_journal (position, entity_id, revision, shard, written_at, payload)
+      SELECT first_position + t.s + g.j - 1, t.e, t.x + g.j, t.sh, written_at,
+             substring(p_payloads FROM p_offsets[t.s + g.j] + 1 FOR p_lengths[t.s + g.j])
+        FROM unnest(p_entity_ids, p_expected, p_counts, p_shards, p_starts) WITH ORDINALITY AS t(e, x, c, sh, s, i)
+       CROSS JOIN LATERAL generate_series(1, t.c) AS g(j)
+       WHERE CASE WHEN v_ok IS NOT NULL THEN v_ok[t.i]
+                  ELSE (t.x = 0 OR coalesce((SELECT true FROM cos_journal j WHERE j.entity_id = t.e AND j.revision = t.x), false))
+                       AND (NOT p_strict OR (SELECT true FROM cos_journal j WHERE j.entity_id = t.e AND j.revision = t.x + 1) IS NULL)
+             END
+      RETURNING position
+    )
+    SELECT count(*), CASE WHEN count(*) < v_events THEN coalesce(array_agg((ins.position - first_position)::integer), '{}') END
+      INTO v_written, accepted
+      FROM ins;
   END IF;
 
-  IF array_position(ok, false) IS NULL THEN
-    PERFORM pg_notify('${JOURNAL_NOTIFY_CHANNEL}', p_shard_list);
-  ELSIF array_position(ok, true) IS NOT NULL THEN
-    PERFORM pg_notify('${JOURNAL_NOTIFY_CHANNEL}',
-      (SELECT string_agg(DISTINCT t.sh::text, ',') FROM unnest(p_shards, ok) AS t(sh, a) WHERE t.a));
+  IF v_written = v_events THEN
+    v_void := pg_notify('${JOURNAL_NOTIFY_CHANNEL}', p_shard_list)::text;
+  ELSIF v_written > 0 THEN
+    -- some requests were refused: name only the shards written
+    v_void := pg_notify('${JOURNAL_NOTIFY_CHANNEL}', (
+      SELECT string_agg(DISTINCT j.shard::text, ',') FROM cos_journal j
+       WHERE j.position BETWEEN first_position AND first_position + v_events - 1))::text;
   END IF;
 END
 $fn$`;
