@@ -287,6 +287,19 @@ describe.each(await testStoreKinds())('read-side engine on %s', (kind) => {
     );
   });
 
+  it('a skip made while the failing call is in flight wins over the STOP policy', async () => {
+    world = await createWorld(kind);
+    const victim = world.entityOnShard(3, 'racing');
+    world.handler.setReply((call) => (call.entityId === victim && call.revision === 1 ? { delayMs: 600, then: 'error' } : 'ok'));
+    const { engine, manager } = await world.startEngine([{ id: 'racy', policy: 'STOP' }]);
+    await world.append(victim, 2);
+    await until(() => world.handler.calls.some((c) => c.entityId === victim), 5_000, 'the call');
+    expect(await manager.skip('racy', 3)).toBe(true); // while the handler is still busy with it
+    await until(() => world.handler.accepted.some((c) => c.entityId === victim && c.revision === 2), 5_000, 'the next event');
+    expect(world.handler.calls.filter((c) => c.entityId === victim).map((c) => c.revision)).toEqual([1, 2]);
+    expect(engine.status().find((s) => s.shard === 3)).toMatchObject({ stopped: false, stops: 0 });
+  });
+
   it('manager: offsets per shard (0 when nothing processed), NOT_FOUND for an unknown read side, INVALID_ARGUMENT for a bad shard', async () => {
     world = await createWorld(kind);
     const { manager } = await world.startEngine([{ id: 'known' }]);

@@ -167,6 +167,12 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
       stats.failures++;
       stats.lastError = failure instanceof Error ? failure.message : String(failure);
       stats.lastErrorAt = new Date();
+      // A skip, restart, pause or resume arrived during the call: the stored offset decides what
+      // comes next, not the policy (a skip of this very event must not end in a stop).
+      if (recheck || stopping !== undefined) {
+        options.onDelivery?.(readSideId, (performance.now() - startedAt) / 1000, 'failure');
+        return 'interrupted';
+      }
       const decision = decideOnFailure(options.failurePolicy, attempt, options.retry);
       options.onDelivery?.(readSideId, (performance.now() - startedAt) / 1000, decision === 'skip' ? 'skipped' : 'failure');
       const fields = {

@@ -37,7 +37,7 @@ export interface Received {
   readonly headerTag: string | undefined;
 }
 
-export type Reply = 'ok' | 'unsuccessful' | 'error' | { delayMs: number };
+export type Reply = 'ok' | 'unsuccessful' | 'error' | { delayMs: number; then?: 'ok' | 'unsuccessful' | 'error' };
 
 /**
  * A stock grpc-js ReadSideHandlerService recording every call; `reply` decides the answer
@@ -75,9 +75,9 @@ export async function startRecordingHandler(): Promise<{
           calls.push(received);
           let answer = reply(received);
           if (typeof answer === 'object') {
-            const { delayMs } = answer;
+            const { delayMs, then = 'ok' } = answer;
             await new Promise((resolve) => setTimeout(resolve, delayMs));
-            answer = 'ok';
+            answer = then;
           }
           if (answer === 'error') throw new GrpcJsStatusError(13, `cannot project ${received.event}`);
           if (answer === 'unsuccessful') return create(HandleReadSideResponseSchema, { successful: false });
