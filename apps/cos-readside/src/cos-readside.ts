@@ -1,5 +1,5 @@
 import type { CosConfig } from '@chiefofstate/config';
-import { ConfigError, ShuttingDownError } from '@chiefofstate/core';
+import { ConfigError } from '@chiefofstate/core';
 import {
   createHealthStatus,
   createReadSideManagerService,
@@ -8,14 +8,13 @@ import {
   startGrpcServer,
   type GrpcServer,
   type HealthStatus,
-  type ReadSideManagerPort,
 } from '@chiefofstate/grpc-api';
 import { journalMigrations } from '@chiefofstate/journal';
 import type { Logger } from '@chiefofstate/logging';
 import { createMetrics, startMetricsServer, type CosMetrics, type MetricsServer } from '@chiefofstate/metrics';
 import { createDatabase, mergeMigrations, migrateToLatest, type Database } from '@chiefofstate/postgres';
 import { Health, ReadSideManagerService } from '@chiefofstate/protocol';
-import { readSideMigrations, startReadSides, type RunningReadSides } from '@chiefofstate/read-side';
+import { createDeferredManager, readSideMigrations, startReadSides, type RunningReadSides } from '@chiefofstate/read-side';
 import { snapshotMigrations } from '@chiefofstate/snapshot';
 import { createClientTracingInterceptor, createServerTracingInterceptor } from '@chiefofstate/tracing';
 
@@ -51,10 +50,7 @@ export async function startCosReadside(options: CosReadsideOptions): Promise<Run
   const metrics = createMetrics();
 
   let running: RunningReadSides | undefined;
-  const manager = (): ReadSideManagerPort => {
-    if (!running) throw new ShuttingDownError('cos-readside is starting or stopping');
-    return running.manager;
-  };
+  const deferred = createDeferredManager();
   const server: GrpcServer = await startGrpcServer({
     host: config.server.address,
     port: config.server.port,
@@ -64,14 +60,7 @@ export async function startCosReadside(options: CosReadsideOptions): Promise<Run
       router.service(
         ReadSideManagerService,
         createReadSideManagerService({
-          manager: {
-            latestOffsets: (id) => manager().latestOffsets(id),
-            latestOffset: (id, shard) => manager().latestOffset(id, shard),
-            restart: (id, shard) => manager().restart(id, shard),
-            pause: (id, shard) => manager().pause(id, shard),
-            resume: (id, shard) => manager().resume(id, shard),
-            skip: (id, shard) => manager().skip(id, shard),
-          },
+          manager: deferred.manager,
           onError: (method, error) => {
             if (isExpectedFailure(error)) logger.debug({ err: error, method }, 'call failed');
             else logger.error({ err: error, method }, 'call failed');
@@ -112,6 +101,7 @@ export async function startCosReadside(options: CosReadsideOptions): Promise<Run
     throw error;
   }
   const readSides = running;
+  deferred.set(readSides.manager);
   const store = database;
   metrics.setSources({
     readSides: () => readSides.samples(),
@@ -139,6 +129,7 @@ export async function startCosReadside(options: CosReadsideOptions): Promise<Run
         health.setAll(ServingStatus.NOT_SERVING);
         const serverClosed = server.close(graceMs);
         // each stream finishes the event in hand and commits; the leases are given up
+        deferred.set(undefined);
         await readSides.close();
         running = undefined;
         await serverClosed;

@@ -15,6 +15,7 @@ export {
   type FailurePolicy,
   type RetryOptions,
 } from './failure-policy.js';
+export { createDeferredManager, type ReadSideManagerCalls } from './deferred-manager.js';
 export { entityIdHeader, toReadSideRequest } from './delivery-request.js';
 export { createReadSideManager, type ReadSideManager, type ReadSideManagerOptions, type ShardPosition } from './manager.js';
 export type {
