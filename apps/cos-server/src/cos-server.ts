@@ -3,6 +3,7 @@ import { createEntityRuntime } from '@chiefofstate/entity';
 import {
   createChiefOfStateService,
   createHealthStatus,
+  createReadSideManagerService,
   isExpectedFailure,
   ServingStatus,
   startGrpcServer,
@@ -14,7 +15,8 @@ import { createJournal, journalMigrations } from '@chiefofstate/journal';
 import type { Logger } from '@chiefofstate/logging';
 import { createMetrics, startMetricsServer, type CosMetrics, type MetricsServer } from '@chiefofstate/metrics';
 import { createDatabase, mergeMigrations, migrateToLatest, type Database } from '@chiefofstate/postgres';
-import { ChiefOfStateService, Health } from '@chiefofstate/protocol';
+import { ChiefOfStateService, Health, ReadSideManagerService } from '@chiefofstate/protocol';
+import { createDeferredManager, readSideMigrations, startReadSides } from '@chiefofstate/read-side';
 import { createSnapshotStore, snapshotMigrations } from '@chiefofstate/snapshot';
 import { ShuttingDownError } from '@chiefofstate/core';
 import { createClientTracingInterceptor, createServerTracingInterceptor } from '@chiefofstate/tracing';
@@ -42,7 +44,10 @@ export interface RunningCosServer {
  */
 export async function startCosServer(options: CosServerOptions): Promise<RunningCosServer> {
   const { config, logger } = options;
-  const health = createHealthStatus({ services: [ChiefOfStateService.typeName] });
+  const health = createHealthStatus({
+    services: [ChiefOfStateService.typeName, ...(config.readSide.enabled ? [ReadSideManagerService.typeName] : [])],
+  });
+  const readSideManager = createDeferredManager();
   const metrics = createMetrics();
   const handlerReachable = createReachabilityProbe({ host: config.writeSide.host, port: config.writeSide.port });
 
@@ -74,6 +79,15 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
           },
         }),
       );
+      if (config.readSide.enabled) {
+        router.service(
+          ReadSideManagerService,
+          createReadSideManagerService({
+            manager: readSideManager.manager,
+            onError: (method, error) => logger.debug({ err: error, method }, 'call failed'),
+          }),
+        );
+      }
       router.service(Health, health.service);
     },
   });
@@ -98,7 +112,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
         ? { ...config.store, applicationName: config.telemetry.serviceName }
         : config.store,
     );
-    await migrateToLatest({ database, migrations: mergeMigrations(journalMigrations, snapshotMigrations) });
+    await migrateToLatest({ database, migrations: mergeMigrations(journalMigrations, snapshotMigrations, readSideMigrations) });
     logger.info({ store: config.store.kind, schema: config.store.schema }, 'store migrated');
   } catch (error) {
     await server.close(0);
@@ -141,7 +155,20 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     },
   });
   ready = runtime;
+  // COS_READ_SIDE_ENABLED: the read sides run here too, sharing the streams with any cos-readside.
+  const readSides = config.readSide.enabled
+    ? await startReadSides({
+        config,
+        logger,
+        journalDatabase: database,
+        journal,
+        handlerInterceptors: [createClientTracingInterceptor(), metrics.handlerInterceptor],
+        onDelivery: (readSideId, seconds, outcome) => metrics.observeReadSideDelivery(readSideId, seconds, outcome),
+      })
+    : undefined;
+  readSideManager.set(readSides?.manager);
   metrics.setSources({
+    ...(readSides ? { readSides: () => readSides.samples() } : {}),
     entities: () => runtime.stats(),
     pools: () => {
       const stats = database.poolStats();
@@ -169,6 +196,8 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
         await runtime.close();
         ready = undefined;
         await serverClosed;
+        readSideManager.set(undefined);
+        await readSides?.close();
         await journal.close();
         await writeSide.close();
         await database.close();
