@@ -195,6 +195,17 @@ describe.each(IMAGES.filter((image) => image.present))('the production tree of $
       expect(last.code, `${last.output}\napp output:\n${app.output()}`).toBe(0);
       expect(last.output).toMatch(image.workload === 'cos' ? /server is SERVING/ : /answers gRPC/);
 
+      if (image.workload === 'cos') {
+        // the operations port the manifests scrape and document: COS_METRICS_PORT
+        const base = `http://127.0.0.1:${containerEnv['COS_METRICS_PORT']}`;
+        expect((await fetch(`${base}/healthz`)).status).toBe(200);
+        const metrics = await fetch(`${base}/metrics`);
+        expect(metrics.status).toBe(200);
+        expect(await metrics.text()).toMatch(/^# HELP cos_/m);
+        // answers (what readiness means is each app's own business)
+        expect([200, 503]).toContain((await fetch(`${base}/readyz`)).status);
+      }
+
       // graceful stop, as on `docker stop`
       expect(await app.kill('SIGTERM')).toBe(0);
       expect((await healthCheck()).code).toBe(1);
