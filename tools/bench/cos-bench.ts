@@ -1,0 +1,491 @@
+/**
+ * ProcessCommand benchmark: cos-server against its ceiling, in the same run, on the real
+ * PostgreSQL. Four processes besides this one:
+ *   - handler: a minimal WriteSideHandlerService on a stock @grpc/grpc-js server
+ *     (events = [command], resulting state = a 4-byte Any), cos-bench/handler.ts;
+ *   - cos-server: the built apps/cos-server/dist/main.js on PostgreSQL, in a fresh schema;
+ *   - ceiling: the same gRPC edge calling the same handler with the same client library, two calls
+ *     per command and the reply, nothing persisted, cos-bench/ceiling.ts;
+ *   - load: a stock @grpc/grpc-js client, closed loop, cos-bench/load.ts.
+ * Cells: 1, 16, 64 and 256 concurrent callers, round robin over 10,000 entities and on one hot
+ * entity, COS then ceiling (alternating which goes first), each a warm-up then a measured window;
+ * repeated, medians reported. Then the resident memory of a fresh cos-server, idle and with
+ * 100,000 active entities.
+ *
+ * Build first (the benchmark runs the built server and packages, like production):
+ *   npx nx run @chiefofstate/cos-server:build      (or pass --build)
+ *   npx tsx tools/bench/cos-bench.ts [--duration=5] [--warmup=1] [--repeats=3]
+ *       [--callers=1,16,64,256] [--entities=10000] [--keys=spread,hot] [--memory-entities=100000] [--no-memory]
+ *       [--no-write] [--build] [--cpu-prof=DIR]
+ *
+ * PostgreSQL: COS_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres); the
+ * schema is dropped afterwards. Writes the tables to docs/benchmarks.md between
+ * <!-- cos:start --> and <!-- cos:end --> unless --no-write.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import type { LoadRequest, LoadResult } from './cos-bench/load.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const HERE = fileURLToPath(new URL('.', import.meta.url));
+const COS_MAIN = path.join(ROOT, 'apps/cos-server/dist/main.js');
+
+const args = new Map(
+  process.argv.slice(2).map((arg) => {
+    const [key, value] = arg.replace(/^--/, '').split('=');
+    return [key!, value ?? 'true'] as const;
+  }),
+);
+const durationMs = Number(args.get('duration') ?? 5) * 1000;
+const warmupMs = Number(args.get('warmup') ?? 1) * 1000;
+const repeats = Number(args.get('repeats') ?? 3);
+const callerCounts = (args.get('callers') ?? '1,16,64,256').split(',').map(Number);
+const entityCount = Number(args.get('entities') ?? 10_000);
+const keySets = (args.get('keys') ?? 'spread,hot').split(',') as Keys[];
+const memoryEntities = Number(args.get('memory-entities') ?? 100_000);
+const measureMemory = !args.has('no-memory');
+const writeDoc = !args.has('no-write');
+const cpuProfDir = args.get('cpu-prof');
+const serverUrl = new URL(process.env['COS_BENCH_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres');
+
+type System = 'cos' | 'ceiling';
+type Keys = 'spread' | 'hot';
+
+if (args.has('build')) {
+  const built = spawnSync('npx', ['nx', 'run', '@chiefofstate/cos-server:build'], { cwd: ROOT, stdio: 'inherit' });
+  if (built.status !== 0) process.exit(built.status ?? 1);
+}
+if (!existsSync(COS_MAIN)) {
+  console.error(`${COS_MAIN} is missing: run \`npx nx run @chiefofstate/cos-server:build\` first (or pass --build)`);
+  process.exit(2);
+}
+
+// ---- processes -----------------------------------------------------------------------------
+
+interface Proc {
+  readonly name: string;
+  readonly child: ChildProcess;
+  output(): string;
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+  stop(): Promise<void>;
+}
+
+const children = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of children) child.kill('SIGKILL');
+});
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
+
+function start(name: string, args: string[], env: Record<string, string>, ipc = false): Proc {
+  const child = spawn(process.execPath, args, {
+    cwd: ROOT,
+    env: { PATH: process.env['PATH'] ?? '', HOME: process.env['HOME'] ?? '', ...env },
+    stdio: ipc ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'],
+  });
+  children.add(child);
+  let output = '';
+  const wakers = new Set<() => void>();
+  const append = (chunk: Buffer) => {
+    // keep the tail only: the server logs at info level
+    output = (output + chunk.toString()).slice(-20_000);
+    for (const wake of [...wakers]) wake();
+  };
+  child.stdout!.on('data', append);
+  child.stderr!.on('data', append);
+  let exited = false;
+  const exit = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      exited = true;
+      children.delete(child);
+      for (const wake of [...wakers]) wake();
+      resolve();
+    }),
+  );
+  return {
+    name,
+    child,
+    output: () => output,
+    waitFor(pattern, timeoutMs = 60_000) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => done(new Error(`${name}: timed out waiting for ${pattern}:\n${output}`)), timeoutMs);
+        const done = (error?: Error, match?: RegExpMatchArray) => {
+          wakers.delete(check);
+          clearTimeout(timer);
+          if (error) reject(error);
+          else resolve(match!);
+        };
+        const check = () => {
+          const match = output.match(pattern);
+          if (match) done(undefined, match);
+          else if (exited) done(new Error(`${name} exited before ${pattern}:\n${output}`));
+        };
+        wakers.add(check);
+        check();
+      });
+    },
+    async stop() {
+      if (exited) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 12_000);
+      await exit;
+      clearTimeout(timer);
+    },
+  };
+}
+
+const tsx = (file: string) => ['--import', 'tsx', path.join(HERE, 'cos-bench', file)];
+const profile = (name: string) => (cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`, `--cpu-prof-name=${name}.cpuprofile`] : []);
+
+// ---- /proc ---------------------------------------------------------------------------------
+
+const TICK_MS = 1000 / 100; // USER_HZ; 100 on Linux
+
+function cpuTicks(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return Number(fields[11]) + Number(fields[12]);
+  } catch {
+    return 0;
+  }
+}
+
+function rssMiB(pid: number | undefined): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN);
+  return kb / 1024;
+}
+
+// ---- run -----------------------------------------------------------------------------------
+
+const runId = randomBytes(4).toString('hex');
+const schema = `cos_bench_${runId}`;
+const serviceName = `cos-bench-${runId}`;
+const admin = new pg.Client({ connectionString: serverUrl.toString() });
+await admin.connect();
+await admin.query(`create schema ${schema}`);
+
+async function backendPids(): Promise<number[]> {
+  const result = await admin.query<{ pid: number }>('select pid from pg_stat_activity where application_name = $1', [serviceName]);
+  return result.rows.map((row) => row.pid);
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+async function startCos(extraEnv: Record<string, string> = {}, name = 'cos-server'): Promise<{ proc: Proc; port: number }> {
+  const port = await freePort();
+  const proc = start(name, [...profile(name), COS_MAIN], {
+    COS_ADDRESS: '127.0.0.1',
+    COS_PORT: String(port),
+    COS_POSTGRES_HOST: serverUrl.hostname,
+    COS_POSTGRES_PORT: serverUrl.port || '5432',
+    COS_POSTGRES_USER: decodeURIComponent(serverUrl.username) || 'postgres',
+    COS_POSTGRES_PASSWORD: decodeURIComponent(serverUrl.password) || 'unused',
+    COS_POSTGRES_DB: serverUrl.pathname.slice(1) || 'postgres',
+    COS_POSTGRES_SCHEMA: schema,
+    COS_SERVICE_NAME: serviceName,
+    WRITE_SIDE_HANDLER_SERVICE_HOST: '127.0.0.1',
+    WRITE_SIDE_HANDLER_SERVICE_PORT: String(handlerPort),
+    ...extraEnv,
+  });
+  await proc.waitFor(/chief-of-state serving/);
+  return { proc, port };
+}
+
+let handler: Proc | undefined;
+let cos: Proc | undefined;
+let ceiling: Proc | undefined;
+let load: Proc | undefined;
+let handlerPort = 0;
+
+interface Cell {
+  system: System;
+  keys: Keys;
+  callers: number;
+  result: LoadResult;
+  /** CPU ms per command: load client, server (COS or ceiling), handler, PostgreSQL backends */
+  cpu: { client: number; server: number; handler: number; postgres: number };
+}
+
+let nextRequestId = 1;
+const pending = new Map<number, (result: LoadResult) => void>();
+
+function drive(request: Omit<LoadRequest, 'id'>): Promise<LoadResult> {
+  const id = nextRequestId++;
+  return new Promise((resolve, reject) => {
+    pending.set(id, resolve);
+    load!.child.send({ ...request, id } satisfies LoadRequest, (error) => error && reject(error));
+  });
+}
+
+try {
+  handler = start('handler', [...profile('handler'), ...tsx('handler.ts')], {});
+  handlerPort = Number((await handler.waitFor(/listening (\d+)/))[1]);
+  const started = await startCos();
+  cos = started.proc;
+  ceiling = start('ceiling', [...profile('ceiling'), ...tsx('ceiling.ts')], { HANDLER_PORT: String(handlerPort) });
+  const ports: Record<System, number> = {
+    cos: started.port,
+    ceiling: Number((await ceiling.waitFor(/listening (\d+)/))[1]),
+  };
+  load = start('load', tsx('load.ts'), {}, true);
+  await new Promise<void>((resolve, reject) => {
+    load!.child.on('message', (message: LoadResult | 'ready' | { id: number; fatal: string }) => {
+      if (message === 'ready') return resolve();
+      if ('fatal' in message) return reject(new Error(`load generator: ${message.fatal}`));
+      pending.get(message.id)?.(message);
+      pending.delete(message.id);
+    });
+    load!.child.once('exit', () => reject(new Error(`load generator exited:\n${load!.output()}`)));
+  });
+
+  const target = (system: System) => `127.0.0.1:${ports[system]}`;
+  const entities = (keys: Keys) => (keys === 'spread' ? { prefix: `e-${runId}-`, count: entityCount } : { prefix: `hot-${runId}`, count: 1 });
+
+  // Every entity gets its first command (and is activated) before anything is measured.
+  console.error(`prefill: ${entityCount} entities and the hot one on cos-server`);
+  for (const keys of ['spread', 'hot'] as const) {
+    const filled = await drive({ target: target('cos'), callers: 64, ...entities(keys), mode: 'once', warmupMs: 0, durationMs: 0 });
+    if (filled.errors > 0) throw new Error(`prefill failed: ${filled.firstError}`);
+  }
+  // and both sides get their connections warm
+  for (const system of ['cos', 'ceiling'] as const) {
+    await drive({ target: target(system), callers: 16, ...entities('spread'), mode: 'timed', warmupMs: 0, durationMs: 1000 });
+  }
+
+  const cells: Cell[] = [];
+  for (let repeat = 0; repeat < repeats; repeat++) {
+    for (const callers of callerCounts) {
+      for (const keys of keySets) {
+        const order: System[] = (repeat + callerCounts.indexOf(callers)) % 2 === 0 ? ['cos', 'ceiling'] : ['ceiling', 'cos'];
+        for (const system of order) {
+          const server = system === 'cos' ? cos : ceiling;
+          // PostgreSQL backends come and go with the pool: ticks of the ones at the start, and
+          // of new ones from zero.
+          const pgBefore = new Map<number, number>();
+          if (system === 'cos') for (const pid of await backendPids()) pgBefore.set(pid, cpuTicks(pid));
+          // CPU is sampled around the whole cell; the warm-up share is taken out pro rata.
+          const before = {
+            client: cpuTicks(load.child.pid),
+            server: cpuTicks(server.child.pid),
+            handler: cpuTicks(handler.child.pid),
+          };
+          const result = await drive({ target: target(system), callers, ...entities(keys), mode: 'timed', warmupMs, durationMs });
+          const share = durationMs / (durationMs + warmupMs);
+          const perCommand = (ticks: number) => (ticks * TICK_MS * share) / Math.max(1, result.ok);
+          const cpu = {
+            client: perCommand(cpuTicks(load.child.pid) - before.client),
+            server: perCommand(cpuTicks(server.child.pid) - before.server),
+            handler: perCommand(cpuTicks(handler.child.pid) - before.handler),
+            postgres: perCommand(
+              system === 'cos'
+                ? [...new Set([...pgBefore.keys(), ...(await backendPids())])].reduce(
+                    (sum, pid) => sum + Math.max(0, cpuTicks(pid) - (pgBefore.get(pid) ?? 0)),
+                    0,
+                  )
+                : 0,
+            ),
+          };
+          cells.push({ system, keys, callers, result, cpu });
+          console.error(
+            `#${repeat + 1} ${system.padEnd(7)} ${keys.padEnd(6)} ${String(callers).padStart(3)} callers: ` +
+              `${result.perSecond.toFixed(0).padStart(6)}/s p50 ${result.p50Ms.toFixed(2)} ms p99 ${result.p99Ms.toFixed(2)} ms` +
+              (result.errors > 0 ? ` errors ${result.errors} (${result.firstError})` : '') +
+              ` | cpu ms/cmd client ${cpu.client.toFixed(3)} server ${cpu.server.toFixed(3)} handler ${cpu.handler.toFixed(3)} pg ${cpu.postgres.toFixed(3)}`,
+          );
+        }
+      }
+    }
+  }
+
+  // ---- memory ------------------------------------------------------------------------------
+  let memory: { idleMiB: number; activeMiB: number; entities: number; seconds: number; errors: number } | undefined;
+  if (measureMemory) {
+    await cos.stop();
+    const fresh = await startCos(
+      { COS_PASSIVATE_AFTER: '3600', COS_MAX_ACTIVE_ENTITIES: String(Math.max(100_000, memoryEntities)) },
+      'cos-server-memory',
+    );
+    cos = fresh.proc;
+    const port = fresh.port;
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const idleMiB = rssMiB(cos.child.pid);
+    console.error(`memory: idle cos-server RSS ${idleMiB.toFixed(1)} MiB; sending one command to each of ${memoryEntities} entities`);
+    const filled = await drive({
+      target: `127.0.0.1:${port}`,
+      callers: 64,
+      prefix: `m-${runId}-`,
+      count: memoryEntities,
+      mode: 'once',
+      warmupMs: 0,
+      durationMs: 0,
+    });
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const activeMiB = rssMiB(cos.child.pid);
+    memory = { idleMiB, activeMiB, entities: filled.ok, seconds: filled.seconds, errors: filled.errors };
+    console.error(
+      `memory: ${filled.ok} entities in ${filled.seconds.toFixed(1)} s, RSS ${activeMiB.toFixed(1)} MiB` +
+        (filled.errors > 0 ? `; ${filled.errors} errors (${filled.firstError})` : ''),
+    );
+  }
+
+  report(cells, memory);
+} finally {
+  if (load?.child.connected) load.child.send('exit');
+  await Promise.all([cos?.stop(), ceiling?.stop(), handler?.stop(), load?.stop()]);
+  await admin.query(`drop schema if exists ${schema} cascade`);
+  await admin.end();
+}
+
+// ---- report --------------------------------------------------------------------------------
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  if (sorted.length === 0) return Number.NaN;
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+function report(cells: Cell[], memory: { idleMiB: number; activeMiB: number; entities: number; seconds: number; errors: number } | undefined) {
+  const summary = (system: System, keys: Keys, callers: number) => {
+    const mine = cells.filter((c) => c.system === system && c.keys === keys && c.callers === callers);
+    return {
+      perSecond: median(mine.map((c) => c.result.perSecond)),
+      p50: median(mine.map((c) => c.result.p50Ms)),
+      p99: median(mine.map((c) => c.result.p99Ms)),
+      errors: mine.reduce((sum, c) => sum + c.result.errors, 0),
+      cpu: {
+        client: median(mine.map((c) => c.cpu.client)),
+        server: median(mine.map((c) => c.cpu.server)),
+        handler: median(mine.map((c) => c.cpu.handler)),
+        postgres: median(mine.map((c) => c.cpu.postgres)),
+      },
+    };
+  };
+  const n0 = (v: number) => (Number.isFinite(v) ? v.toFixed(0) : '-');
+  const ms = (v: number) => (Number.isFinite(v) ? (v < 10 ? v.toFixed(2) : v.toFixed(1)) : '-');
+  const label = (keys: Keys) => (keys === 'spread' ? `${entityCount.toLocaleString('en')} entities` : '1 hot entity');
+
+  const lines: string[] = [
+    '| entities | callers | COS cmd/s | p50 ms | p99 ms | ceiling cmd/s | p50 ms | p99 ms | COS/ceiling cmd/s | COS/ceiling p99 |',
+    '|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
+  ];
+  const verdicts: string[] = [];
+  const cpuLines: string[] = [
+    '| entities | callers | side | client | server | handler | PostgreSQL | total |',
+    '|:--|--:|:--|--:|--:|--:|--:|--:|',
+  ];
+  let errors = 0;
+  for (const keys of keySets) {
+    for (const callers of callerCounts) {
+      const c = summary('cos', keys, callers);
+      const k = summary('ceiling', keys, callers);
+      errors += c.errors + k.errors;
+      const throughputRatio = c.perSecond / k.perSecond;
+      const p99Ratio = c.p99 / k.p99;
+      lines.push(
+        `| ${label(keys)} | ${callers} | ${n0(c.perSecond)} | ${ms(c.p50)} | ${ms(c.p99)} | ${n0(k.perSecond)} | ${ms(k.p50)} | ${ms(k.p99)} | ${(100 * throughputRatio).toFixed(0)}% | ${p99Ratio.toFixed(2)}x |`,
+      );
+      for (const [side, s] of [['COS', c], ['ceiling', k]] as const) {
+        const total = s.cpu.client + s.cpu.server + s.cpu.handler + s.cpu.postgres;
+        cpuLines.push(
+          `| ${label(keys)} | ${callers} | ${side} | ${s.cpu.client.toFixed(3)} | ${s.cpu.server.toFixed(3)} | ${s.cpu.handler.toFixed(3)} | ${side === 'COS' ? s.cpu.postgres.toFixed(3) : '-'} | ${total.toFixed(3)} |`,
+        );
+      }
+      const check = (ok: boolean, what: string) => verdicts.push(`- ${ok ? 'met' : '**missed**'}: ${label(keys)}, ${callers} callers, ${what}`);
+      if (callers === 64) check(throughputRatio >= 0.5, `throughput ${(100 * throughputRatio).toFixed(0)}% of the ceiling (target >= 50%)`);
+      if (callers === 1) check(c.p99 < 10, `p99 ${ms(c.p99)} ms (target < 10 ms)`);
+      check(p99Ratio <= 2, `p99 ${p99Ratio.toFixed(2)}x the ceiling's (target <= 2x)`);
+    }
+  }
+
+  const cpu = os.cpus();
+  const machine = `${cpu[0]?.model ?? 'unknown CPU'}, ${cpu.length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB RAM, Node ${process.version}`;
+  const memoryLines = memory
+    ? [
+        `| cos-server RSS | MiB |`,
+        '|:--|--:|',
+        `| idle (started, store migrated, no entity) | ${memory.idleMiB.toFixed(0)} |`,
+        `| ${memory.entities.toLocaleString('en')} active entities | ${memory.activeMiB.toFixed(0)} |`,
+        `| per active entity | ${(((memory.activeMiB - memory.idleMiB) * 1024 * 1024) / memory.entities).toFixed(0)} bytes |`,
+        '',
+        `(${memory.entities.toLocaleString('en')} first commands, 64 callers, took ${memory.seconds.toFixed(1)} s: ` +
+          `${n0(memory.entities / memory.seconds)} cmd/s including each entity's recovery query; ${memory.errors} errors.)`,
+      ]
+    : ['(memory not measured in this run)'];
+
+  const body = [
+    ...lines,
+    '',
+    `Medians of ${repeats} runs; each cell ${warmupMs / 1000} s warm-up then ${durationMs / 1000} s measured. Errors in all cells: ${errors}.`,
+    '',
+    'Targets (issue 4):',
+    '',
+    ...verdicts,
+    '',
+    'CPU per command, ms (median; from /proc, all processes share the 2 cores):',
+    '',
+    ...cpuLines,
+    '',
+    'Resident memory:',
+    '',
+    ...memoryLines,
+  ];
+  console.log(body.join('\n'));
+
+  if (!writeDoc) return;
+  const docPath = path.join(ROOT, 'docs/benchmarks.md');
+  const intro = [
+    '# Benchmarks',
+    '',
+    'Figures measured on the development machine; rerun them on yours. Each benchmark under',
+    '`tools/bench/` rewrites its own section below.',
+    '',
+  ].join('\n');
+  const section = [
+    '<!-- cos:start -->',
+    '## ProcessCommand: cos-server against its ceiling',
+    '',
+    'Run: `npx nx run @chiefofstate/cos-server:build && npx tsx tools/bench/cos-bench.ts` (options:',
+    '`--duration=5 --warmup=1 --repeats=3 --callers=1,16,64,256 --entities=10000 --memory-entities=100000`;',
+    'PostgreSQL from `COS_BENCH_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`, in a',
+    'throw-away schema).',
+    '',
+    'Five processes: a stock `@grpc/grpc-js` client (closed loop: each caller sends its next',
+    '`ProcessCommand` when the previous one answered; round robin over the entities, or all on one),',
+    'a minimal `@grpc/grpc-js` write handler (events = [command], resulting state = a 4-byte `Any`),',
+    'the built cos-server with its default settings on PostgreSQL 15 (every command: `HandleCommand`,',
+    '`HandleEvent`, a journal append committed before the reply), and the **ceiling**: the same gRPC',
+    'edge (`@chiefofstate/grpc-api`) calling the same handler through the same client',
+    '(`@chiefofstate/handler-client`), `HandleCommand` then `HandleEvent` then the reply, with no entity',
+    'runtime and nothing persisted. COS and the ceiling run in the same run, cell after cell. Before',
+    'the cells every entity gets one command, so COS serves them from memory (no recovery reads).',
+    '',
+    `Machine: ${machine}. The client, COS (or the ceiling), the handler and PostgreSQL share the two`,
+    'cores, and other work on the machine makes figures move by 10-20% between runs: compare the two',
+    'sides of one run rather than absolute numbers.',
+    '',
+    ...body,
+    '<!-- cos:end -->',
+  ].join('\n');
+  let doc = existsSync(docPath) ? readFileSync(docPath, 'utf8') : intro;
+  const pattern = /<!-- cos:start -->[\s\S]*?<!-- cos:end -->/;
+  doc = pattern.test(doc) ? doc.replace(pattern, () => section) : `${doc.trimEnd()}\n\n${section}\n`;
+  writeFileSync(docPath, doc);
+  console.error(`wrote ${path.relative(process.cwd(), docPath)}`);
+}

@@ -1,0 +1,157 @@
+// The benchmark's load generator: a stock @grpc/grpc-js client in its own process, driven over
+// IPC by cos-bench.ts. Closed loop: each caller sends its next ProcessCommand as soon as the
+// previous one answered. Requests are encoded once up front so the client spends its CPU on gRPC,
+// not on protobuf, and answers are not decoded (only their status counts).
+import { create, toBinary } from '@bufbuild/protobuf';
+import { AnySchema } from '@bufbuild/protobuf/wkt';
+import * as grpc from '@grpc/grpc-js';
+import { ChiefOfStateService, ProcessCommandRequestSchema } from '@chiefofstate/protocol';
+
+export interface LoadRequest {
+  readonly id: number;
+  /** host:port of a ChiefOfStateService */
+  readonly target: string;
+  readonly callers: number;
+  /** entity ids are `${prefix}${i}` for i in [0, count) */
+  readonly prefix: string;
+  readonly count: number;
+  /**
+   * timed: round robin over the entities for warmupMs, then measured for durationMs;
+   * once: one command per entity, then done (measured throughout)
+   */
+  readonly mode: 'timed' | 'once';
+  readonly warmupMs: number;
+  readonly durationMs: number;
+}
+
+export interface LoadResult {
+  readonly id: number;
+  /** calls answered OK inside the measured window */
+  readonly ok: number;
+  readonly errors: number;
+  readonly firstError?: string;
+  readonly seconds: number;
+  readonly perSecond: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly maxMs: number;
+  /** CPU this process used in the measured window, ms */
+  readonly clientCpuMs: number;
+}
+
+const COMMAND = create(AnySchema, { typeUrl: 'type.googleapis.com/bench.v1.Increment', value: new Uint8Array([1]) });
+const path = `/${ChiefOfStateService.typeName}/ProcessCommand`;
+const identity = (value: Buffer) => value;
+const Client = grpc.makeGenericClientConstructor(
+  {
+    processCommand: {
+      path,
+      requestStream: false,
+      responseStream: false,
+      requestSerialize: identity,
+      requestDeserialize: identity,
+      responseSerialize: identity,
+      responseDeserialize: identity,
+    },
+  },
+  'ChiefOfStateService',
+);
+type Unary = (request: Buffer, callback: (error: grpc.ServiceError | null, response?: Buffer) => void) => void;
+
+const clients = new Map<string, Unary>();
+function clientFor(target: string): Unary {
+  let call = clients.get(target);
+  if (call === undefined) {
+    const client = new Client(target, grpc.credentials.createInsecure());
+    const method = (client as unknown as Record<string, Unary>)['processCommand']!;
+    call = method.bind(client);
+    clients.set(target, call);
+  }
+  return call;
+}
+
+const encoded = new Map<string, Buffer[]>();
+function requestsFor(prefix: string, count: number): Buffer[] {
+  const key = `${prefix}\u0000${count}`;
+  let requests = encoded.get(key);
+  if (requests === undefined) {
+    requests = new Array<Buffer>(count);
+    for (let i = 0; i < count; i++) {
+      requests[i] = Buffer.from(
+        toBinary(ProcessCommandRequestSchema, create(ProcessCommandRequestSchema, { entityId: `${prefix}${i}`, command: COMMAND })),
+      );
+    }
+    encoded.set(key, requests);
+  }
+  return requests;
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+async function run(request: LoadRequest): Promise<LoadResult> {
+  const call = clientFor(request.target);
+  const requests = requestsFor(request.prefix, request.count);
+  const timed = request.mode === 'timed';
+  const latencies: number[] = [];
+  let ok = 0;
+  let errors = 0;
+  let firstError: string | undefined;
+  let next = 0;
+  const t0 = performance.now();
+  const windowStart = timed ? t0 + request.warmupMs : t0;
+  const windowEnd = timed ? windowStart + request.durationMs : Infinity;
+  let cpuAtStart = timed ? undefined : process.cpuUsage();
+  const warmupTimer = timed ? setTimeout(() => (cpuAtStart = process.cpuUsage()), request.warmupMs) : undefined;
+
+  const caller = async () => {
+    for (;;) {
+      const started = performance.now();
+      if (started >= windowEnd) return;
+      let index: number;
+      if (timed) index = next++ % request.count;
+      else if (next < request.count) index = next++;
+      else return;
+      const outcome = await new Promise<grpc.ServiceError | null>((resolve) => call(requests[index]!, (error) => resolve(error)));
+      const finished = performance.now();
+      if (finished < windowStart || finished > windowEnd) continue;
+      if (outcome) {
+        errors++;
+        firstError ??= `${grpc.status[outcome.code]}: ${outcome.details}`;
+      } else {
+        ok++;
+        latencies.push(finished - started);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: request.callers }, caller));
+  clearTimeout(warmupTimer);
+  const cpu = process.cpuUsage(cpuAtStart);
+  const seconds = timed ? request.durationMs / 1000 : (performance.now() - t0) / 1000;
+  const sorted = Float64Array.from(latencies).sort();
+  return {
+    id: request.id,
+    ok,
+    errors,
+    ...(firstError !== undefined ? { firstError } : {}),
+    seconds,
+    perSecond: ok / seconds,
+    p50Ms: percentile(sorted, 50),
+    p99Ms: percentile(sorted, 99),
+    maxMs: sorted.length > 0 ? sorted[sorted.length - 1]! : Number.NaN,
+    clientCpuMs: (cpu.user + cpu.system) / 1000,
+  };
+}
+
+if (process.send) {
+  process.on('message', (message: LoadRequest | 'exit') => {
+    if (message === 'exit') process.exit(0);
+    void run(message).then(
+      (result) => process.send!(result),
+      (error: unknown) => process.send!({ id: message.id, fatal: String(error) }),
+    );
+  });
+  process.send('ready');
+}
