@@ -23,6 +23,9 @@ describe('ProcessCommand and GetState over real processes', () => {
       WRITE_SIDE_HANDLER_SERVICE_HOST: '127.0.0.1',
       WRITE_SIDE_HANDLER_SERVICE_PORT: String(handler.port),
       COS_GRPC_CALLS_TIMEOUT: '1500',
+      // the command budget counts time queued behind the entity's earlier commands: 200 queued
+      // commands on a loaded 2-core CI machine need more than the 5 s default
+      COS_COMMAND_HANDLER_TIMEOUT: '60',
       COS_WRITE_SIDE_PROPAGATED_HEADERS: 'x-tenant',
       COS_WRITE_PERSISTED_HEADERS: 'x-user,x-token-bin',
     });
