@@ -357,7 +357,9 @@ for (const system of systems) await measureWith(system, 16, 0.3, 0.7);
 // Repeats go round-robin over cells, so a noisy moment of the machine hits all systems alike.
 for (let r = 0; r < repeats; r++) {
   for (const writers of writerCounts) {
-    for (const system of systems) {
+    // shuffled, so that no system always follows the same neighbour
+    const order = [...systems].sort(() => Math.random() - 0.5);
+    for (const system of order) {
       const result = await measure(system, writers);
       const key = `${system}/${writers}`;
       samples.set(key, [...(samples.get(key) ?? []), result]);

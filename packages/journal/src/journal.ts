@@ -1,5 +1,6 @@
 import { CompiledQuery, type Kysely } from 'kysely';
 import {
+  InternalError,
   InvalidArgumentError,
   JournalConflictError,
   ShuttingDownError,
@@ -220,7 +221,14 @@ function createGroupCommitWriter(kysely: Kysely<object>, numShards: number, batc
           await new Promise<void>((resolve) => setImmediate(resolve));
           if (queue.length === 0) return;
         }
-        await writeBatch(takeBatch());
+        const batch = takeBatch();
+        try {
+          await writeBatch(batch);
+        } catch (error) {
+          // A bug, not a database answer: fail the batch rather than leave its callers waiting
+          // (rejecting an already settled caller does nothing).
+          for (const member of batch) member.reject(new InternalError('journal append failed', { cause: error }));
+        }
       }
     } finally {
       draining = undefined;
