@@ -1,18 +1,11 @@
 import type { Any } from '@bufbuild/protobuf/wkt';
 import type { MetaData } from '@chiefofstate/protocol';
 
-/** One queued ProcessCommand. */
-export interface Job<T> {
-  run(slot: EntitySlot): Promise<T>;
-  resolve(value: T): void;
-  reject(reason: unknown): void;
-}
-
 /**
- * An active entity: its mailbox and, once loaded, its cached state. Slots are linked in least
- * recently used order (intrusive list: no per-touch allocation or hashing).
+ * An active entity: its mailbox of `J`s and, once loaded, its cached state. Slots are linked in
+ * least recently used order (intrusive list: no per-touch allocation or hashing).
  */
-export interface EntitySlot {
+export interface EntitySlot<J> {
   readonly entityId: string;
   /** whether state/meta/revision reflect the store (false: reload before the next command) */
   loaded: boolean;
@@ -20,38 +13,38 @@ export interface EntitySlot {
   meta: MetaData | undefined;
   /** revision of the latest persisted event, 0 for none */
   revision: number;
-  /** the mailbox; jobs[head] is the one running when `running` */
-  jobs: (Job<unknown> | undefined)[];
+  /** the mailbox; jobs[head..] are waiting or being handled */
+  jobs: (J | undefined)[];
   head: number;
   running: boolean;
   /** epoch ms of the last arrival or completion */
   lastUsed: number;
-  prev: EntitySlot | undefined;
-  next: EntitySlot | undefined;
+  prev: EntitySlot<J> | undefined;
+  next: EntitySlot<J> | undefined;
 }
 
 /**
  * The set of active entities, by id and in LRU order. Passivation removes idle slots only:
  * a slot with queued or running commands is never dropped.
  */
-export class ActiveEntities {
-  private readonly byId = new Map<string, EntitySlot>();
+export class ActiveEntities<J> {
+  private readonly byId = new Map<string, EntitySlot<J>>();
   /** least recently used */
-  private oldest: EntitySlot | undefined;
+  private oldest: EntitySlot<J> | undefined;
   /** most recently used */
-  private newest: EntitySlot | undefined;
+  private newest: EntitySlot<J> | undefined;
   passivated = 0;
 
   get size(): number {
     return this.byId.size;
   }
 
-  get(entityId: string): EntitySlot | undefined {
+  get(entityId: string): EntitySlot<J> | undefined {
     return this.byId.get(entityId);
   }
 
-  create(entityId: string, now: number): EntitySlot {
-    const slot: EntitySlot = {
+  create(entityId: string, now: number): EntitySlot<J> {
+    const slot: EntitySlot<J> = {
       entityId,
       loaded: false,
       state: undefined,
@@ -70,7 +63,7 @@ export class ActiveEntities {
   }
 
   /** Marks the slot as just used: it becomes the most recently used. */
-  touch(slot: EntitySlot, now: number): void {
+  touch(slot: EntitySlot<J>, now: number): void {
     slot.lastUsed = now;
     if (this.newest === slot) return;
     this.unlink(slot);
@@ -113,7 +106,7 @@ export class ActiveEntities {
   }
 
   /** Drops a slot's cached state so its next command reloads it (kept in the mailbox order). */
-  remove(slot: EntitySlot): void {
+  remove(slot: EntitySlot<J>): void {
     this.byId.delete(slot.entityId);
     this.unlink(slot);
     slot.state = undefined;
@@ -122,7 +115,7 @@ export class ActiveEntities {
     this.passivated++;
   }
 
-  private append(slot: EntitySlot): void {
+  private append(slot: EntitySlot<J>): void {
     slot.prev = this.newest;
     slot.next = undefined;
     if (this.newest) this.newest.next = slot;
@@ -130,7 +123,7 @@ export class ActiveEntities {
     this.newest = slot;
   }
 
-  private unlink(slot: EntitySlot): void {
+  private unlink(slot: EntitySlot<J>): void {
     if (slot.prev) slot.prev.next = slot.next;
     else if (this.oldest === slot) this.oldest = slot.next;
     if (slot.next) slot.next.prev = slot.prev;
@@ -140,6 +133,6 @@ export class ActiveEntities {
   }
 }
 
-export function isBusy(slot: EntitySlot): boolean {
+export function isBusy(slot: EntitySlot<unknown>): boolean {
   return slot.running || slot.head < slot.jobs.length;
 }

@@ -116,6 +116,127 @@ describe('serial per entity, parallel across entities (behaviour 2)', () => {
   });
 });
 
+describe('commands queued on one entity share one append', () => {
+  it('handles them one at a time and persists their events in one append, each reply its own', async () => {
+    const { runtime, journal } = setup();
+    const first = send(runtime, 'q', 'slow:100:a');
+    const queued = ['emit:b', 'emit:c,d', 'noop', 'emit:e'].map((c) => send(runtime, 'q', c));
+    const replies = await Promise.all([first, ...queued]);
+    expect(replies.map((r) => [textOf(r.state), r.meta.revisionNumber])).toEqual([
+      ['a', 1],
+      ['a,b', 2],
+      ['a,b,c,d', 4],
+      ['a,b,c,d', 4],
+      ['a,b,c,d,e', 5],
+    ]);
+    expect(journal.appendCalls.map((a) => [a.expectedRevision, a.events.length])).toEqual([
+      [0n, 1],
+      [1n, 4],
+    ]);
+    expect(wrappers(journal, 'q').map((w) => [textOf(w.resultingState), w.meta?.revisionNumber])).toEqual([
+      ['a', 1],
+      ['a,b', 2],
+      ['a,b,c', 3],
+      ['a,b,c,d', 4],
+      ['a,b,c,d,e', 5],
+    ]);
+    expect(handler.concurrency.perEntityMax.get('q')).toBe(1);
+  });
+
+  it('appends at most maxCommandsPerAppend commands at once', async () => {
+    const { runtime, journal } = setup({ maxCommandsPerAppend: 2 });
+    const replies = await Promise.all(['slow:50:a', 'emit:b', 'emit:c', 'emit:d', 'emit:e'].map((c) => send(runtime, 'm', c)));
+    expect(replies.map((r) => r.meta.revisionNumber)).toEqual([1, 2, 3, 4, 5]);
+    expect(journal.appendCalls.map((a) => a.events.length)).toEqual([1, 2, 2]);
+  });
+
+  it('fails a command the handler refused only once the events before it are stored, and keeps the rest', async () => {
+    const { runtime, journal } = setup();
+    journal.latencyMs = 50;
+    const first = send(runtime, 'f', 'slow:50:a');
+    const b = send(runtime, 'f', 'emit:b');
+    const refused = rejectionOf(send(runtime, 'f', 'fail'));
+    const c = send(runtime, 'f', 'emit:c');
+    let refusedAt = 0;
+    void refused.then(() => (refusedAt = journal.appendCalls.length));
+    await first;
+    expect(await refused).toBeInstanceOf(HandlerFailedError);
+    expect(textOf((await b).state)).toBe('a,b');
+    expect(textOf((await c).state)).toBe('a,b,c');
+    // the refusal went out after the append that stored b (and c) resolved
+    expect(refusedAt).toBe(2);
+    expect(journal.revisions('f')).toEqual([1n, 2n, 3n]);
+  });
+
+  it('fails a command whose deadline passed before the append, and runs the later ones again without it', async () => {
+    // The clock jumps a minute ahead once the third HandleEvent (the last queued command's) answered.
+    const base = Date.now();
+    const clock = { now: () => new Date(handler.events.length >= 3 ? base + 60_000 : Date.now()) };
+    const { runtime, journal } = setup({ clock });
+    const first = send(runtime, 'd', 'slow:100:a');
+    const late = rejectionOf(send(runtime, 'd', 'emit:x', { deadline: base + 30_000 }));
+    const after = send(runtime, 'd', 'emit:y');
+    await first;
+    expect(await late).toBeInstanceOf(DeadlineExceededError);
+    const reply = await after;
+    expect(textOf(reply.state)).toBe('a,y');
+    expect(reply.meta.revisionNumber).toBe(2);
+    expect(journal.revisions('d')).toEqual([1n, 2n]);
+    expect(wrappers(journal, 'd').map((w) => textOf(w.event))).toEqual(['a', 'y']);
+    // y was handled on x's state first, then again on the stored one
+    const ys = handler.commands.filter((c) => textOf(c.request.command) === 'emit:y');
+    expect(ys.map((c) => textOf(c.request.priorState))).toEqual(['a,x', 'a']);
+  });
+
+  it('when the shared append fails, fails the commands with events and runs the others again', async () => {
+    const journal = new InMemoryJournal();
+    const append = journal.append.bind(journal);
+    let calls = 0;
+    journal.append = (request) => (++calls === 2 ? Promise.reject(new StoreError('connection lost')) : append(request));
+    const { runtime } = setup({}, journal);
+    const first = send(runtime, 's', 'slow:100:a');
+    const b = rejectionOf(send(runtime, 's', 'emit:b'));
+    const noop = send(runtime, 's', 'noop');
+    const c = rejectionOf(send(runtime, 's', 'emit:c'));
+    await first;
+    expect(await b).toBeInstanceOf(StoreError);
+    expect(await c).toBeInstanceOf(StoreError);
+    // noop replied with what is stored, not with the state b and c would have made
+    expect(textOf((await noop).state)).toBe('a');
+    const noops = handler.commands.filter((cmd) => textOf(cmd.request.command) === 'noop');
+    expect(noops.map((cmd) => textOf(cmd.request.priorState))).toEqual(['a,b', 'a']);
+    expect(journal.revisions('s')).toEqual([1n]);
+    expect(textOf((await send(runtime, 's', 'emit:d')).state)).toBe('a,d');
+  });
+
+  it('on a conflict, reloads and runs every command of the batch again', async () => {
+    const journal = new InMemoryJournal();
+    const a = setup({}, journal);
+    const b = setup({}, journal);
+    // Runtime b writes the entity just before a appends its batch of two commands.
+    const append = journal.append.bind(journal);
+    let interfered = false;
+    journal.append = async (request) => {
+      if (request.events.length === 2 && !interfered) {
+        interfered = true;
+        await send(b.runtime, 'k', 'emit:b1');
+      }
+      return append(request);
+    };
+    await send(a.runtime, 'k', 'emit:a1');
+    await sleep(10); // a's mailbox is idle: a0 runs on its own, a2 and a3 queue behind it
+    const replies = await Promise.all(['slow:50:a0', 'emit:a2', 'emit:a3'].map((c) => send(a.runtime, 'k', c)));
+    expect(replies.map((r) => [textOf(r.state), r.meta.revisionNumber])).toEqual([
+      ['a1,a0', 2],
+      ['a1,a0,b1,a2', 4],
+      ['a1,a0,b1,a2,a3', 5],
+    ]);
+    expect(journal.revisions('k')).toEqual([1n, 2n, 3n, 4n, 5n]);
+    const a2 = handler.commands.filter((c) => textOf(c.request.command) === 'emit:a2');
+    expect(a2.map((c) => textOf(c.request.priorState))).toEqual(['a1,a0', 'a1,a0,b1']);
+  });
+});
+
 describe('command handling (behaviours 3-7)', () => {
   it('gives a never-seen entity the Empty state and meta {entity_id} at revision 0', async () => {
     const { runtime } = setup();

@@ -21,7 +21,7 @@ import {
   type Header,
   type MetaData,
 } from '@chiefofstate/protocol';
-import { ActiveEntities, type EntitySlot, type Job } from './active-entities.js';
+import { ActiveEntities, type EntitySlot as Slot } from './active-entities.js';
 import type {
   Clock,
   HandlerCallOptions,
@@ -61,6 +61,11 @@ export interface EntityRuntimeOptions {
   sweepIntervalMs?: number;
   /** attempts of a command whose append hits a conflict (another writer). Default 5 */
   maxAttempts?: number;
+  /**
+   * most queued commands of one entity handled back to back and persisted in one append (their
+   * replies wait for it). Default 32; 1 appends every command on its own
+   */
+  maxCommandsPerAppend?: number;
   /** snapshot saves allowed in flight; beyond, a snapshot is skipped (the next multiple takes one). Default 256 */
   maxPendingSnapshots?: number;
   logger?: Logger;
@@ -105,11 +110,31 @@ export interface EntityRuntime {
 const noopLogger: Logger = { warn: () => {}, error: () => {}, debug: () => {} };
 const systemClock: Clock = { now: () => new Date() };
 
+/** A queued ProcessCommand. */
 interface Command {
   readonly request: ProcessCommandRequest;
   /** epoch ms; Infinity when none */
   readonly deadline: number;
+  /** appends of its events refused for a conflict so far */
+  conflicts: number;
+  resolve(value: EntityState): void;
+  reject(reason: unknown): void;
 }
+
+/** What one command of a batch came to, on top of the commands before it in the batch. */
+interface Decision {
+  readonly command: Command;
+  /** its serialized EventWrappers; none when it produced no event or failed */
+  readonly events: readonly Uint8Array[];
+  /** the entity's state and meta after it */
+  readonly state: Any;
+  readonly meta: MetaData;
+  readonly failed: boolean;
+  readonly error: unknown;
+}
+
+const NO_EVENTS: readonly Uint8Array[] = [];
+const NO_COMMANDS: readonly Command[] = [];
 
 export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntime {
   const { journal, handler, snapshots } = options;
@@ -128,9 +153,10 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
   const maxActive = options.maxActive ?? 100_000;
   const maxAttempts = Math.max(1, options.maxAttempts ?? 5);
   const maxPendingSnapshots = options.maxPendingSnapshots ?? 256;
+  const maxCommandsPerAppend = Math.max(1, options.maxCommandsPerAppend ?? 32);
   const sweepIntervalMs = options.sweepIntervalMs ?? Math.min(passivateAfterMs, 10_000);
 
-  const entities = new ActiveEntities();
+  const entities = new ActiveEntities<Command>();
   let closing = false;
   let closed: Promise<void> | undefined;
   let inFlight = 0;
@@ -145,26 +171,49 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
 
   // ---- mailbox -----------------------------------------------------------------------------
 
-  function enqueue<T>(slot: EntitySlot, run: (slot: EntitySlot) => Promise<T>): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      slot.jobs.push({ run, resolve, reject } as Job<unknown>);
+  type EntitySlot = Slot<Command>;
+
+  function enqueue(slot: EntitySlot, request: ProcessCommandRequest, deadline: number): Promise<EntityState> {
+    return new Promise<EntityState>((resolve, reject) => {
+      slot.jobs.push({ request, deadline, conflicts: 0, resolve, reject });
       inFlight++;
       if (!slot.running) void drain(slot);
     });
   }
 
-  /** Runs the slot's jobs one at a time, in arrival order. */
+  function succeed(command: Command, value: EntityState): void {
+    inFlight--;
+    command.resolve(value);
+  }
+
+  function fail(command: Command, error: unknown): void {
+    inFlight--;
+    command.reject(error);
+  }
+
+  /**
+   * Runs the slot's commands in arrival order: the ones queued together (up to
+   * maxCommandsPerAppend) are handled one at a time and their events persisted in one append.
+   */
   async function drain(slot: EntitySlot): Promise<void> {
     slot.running = true;
     while (slot.head < slot.jobs.length) {
-      const job = slot.jobs[slot.head]!;
+      const start = slot.head;
+      const end = Math.min(slot.jobs.length, start + maxCommandsPerAppend);
+      const batch = slot.jobs.slice(start, end) as Command[];
+      for (let i = start; i < end; i++) slot.jobs[i] = undefined;
+      let retry: readonly Command[];
       try {
-        job.resolve(await job.run(slot));
+        retry = await runBatch(slot, batch);
       } catch (error) {
-        job.reject(error);
+        // not expected: runBatch settles what it can; whatever is left fails rather than hangs
+        logger.error('command batch failed unexpectedly', { entityId: slot.entityId, err: error });
+        slot.loaded = false;
+        retry = [];
       }
-      slot.jobs[slot.head++] = undefined;
-      inFlight--;
+      // commands to run again go back in front of the ones that arrived meanwhile, in order
+      slot.head = end - retry.length;
+      for (let i = 0; i < retry.length; i++) slot.jobs[slot.head + i] = retry[i];
     }
     slot.jobs.length = 0;
     slot.head = 0;
@@ -219,55 +268,119 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     return probe.revision === 0 ? undefined : { state: probe.state!, meta: probe.meta! };
   }
 
-  // ---- one command -------------------------------------------------------------------------
+  // ---- a batch of commands ----------------------------------------------------------------
 
-  async function execute(slot: EntitySlot, command: Command): Promise<EntityState> {
-    for (let attempt = 1; ; attempt++) {
-      if (!slot.loaded) await load(slot);
-      const outcome = await decide(slot, command);
-      if (outcome === undefined) return { state: slot.state!, meta: slot.meta! };
-
-      checkTime(command, 'before the events were persisted');
-      const expectedRevision = slot.revision;
+  /**
+   * Handles the commands one after another, each on the state the previous ones left, then
+   * appends all their events at once; settles each command, or returns those to run again (in
+   * order) because what they saw may never have been stored.
+   *
+   * The handler only ever sees one command at a time, in arrival order. Until a command of the
+   * batch has produced events, the state is the stored one and outcomes are final at once;
+   * after that, replies and failures wait for the append, since they rest on its events.
+   */
+  async function runBatch(slot: EntitySlot, batch: Command[]): Promise<readonly Command[]> {
+    if (!slot.loaded) {
       try {
-        await journal.append({
-          entityId: slot.entityId,
-          expectedRevision: BigInt(expectedRevision),
-          events: outcome.events,
-        });
+        await load(slot);
       } catch (error) {
-        // Whatever happened, the cache may no longer match the store: reload next time.
-        slot.loaded = false;
-        if (error instanceof JournalConflictError && attempt < maxAttempts) {
-          logger.debug('journal conflict, reloading and retrying the command', {
-            entityId: slot.entityId,
-            expectedRevision,
-            attempt,
-          });
-          continue;
-        }
-        throw error;
+        fail(batch[0]!, error);
+        return batch.slice(1);
       }
-      slot.state = outcome.state;
-      slot.meta = outcome.meta;
-      slot.revision = outcome.meta.revisionNumber;
-      if (snapshotting) maybeSnapshot(slot.entityId, expectedRevision, outcome.state, outcome.meta);
-      return { state: outcome.state, meta: outcome.meta };
     }
+    const { entityId } = slot;
+    let state = slot.state!;
+    let meta = slot.meta!;
+    let revision = slot.revision;
+    const decisions: Decision[] = [];
+    for (const command of batch) {
+      try {
+        checkTime(command, 'before the command was handled');
+        const outcome = await decide(entityId, state, meta, revision, command);
+        if (outcome !== undefined) {
+          state = outcome.state;
+          meta = outcome.meta;
+          revision += outcome.events.length;
+          decisions.push({ command, events: outcome.events, state, meta, failed: false, error: undefined });
+        } else if (decisions.length === 0) {
+          succeed(command, { state, meta });
+        } else {
+          decisions.push({ command, events: NO_EVENTS, state, meta, failed: false, error: undefined });
+        }
+      } catch (error) {
+        if (decisions.length === 0) fail(command, error);
+        else decisions.push({ command, events: NO_EVENTS, state, meta, failed: true, error });
+      }
+    }
+    if (decisions.length === 0) return NO_COMMANDS;
+
+    // No append once a command's time is up: it fails, and the ones after it, which built on
+    // its events, run again.
+    let cut = decisions.length;
+    for (let i = 0; i < decisions.length; i++) {
+      const decision = decisions[i]!;
+      if (decision.events.length === 0) continue;
+      try {
+        checkTime(decision.command, 'before the events were persisted');
+      } catch (error) {
+        cut = i;
+        fail(decision.command, error);
+        break;
+      }
+    }
+    const later = cut < decisions.length ? decisions.slice(cut + 1).map((d) => d.command) : NO_COMMANDS;
+    if (cut === 0) return later;
+    const kept = cut < decisions.length ? decisions.slice(0, cut) : decisions;
+    const events = kept.length === 1 ? kept[0]!.events : kept.flatMap((d) => d.events);
+
+    const expectedRevision = slot.revision;
+    try {
+      await journal.append({ entityId, expectedRevision: BigInt(expectedRevision), events });
+    } catch (error) {
+      // Whatever happened, the cache may no longer match the store: reload next time.
+      slot.loaded = false;
+      const conflict = error instanceof JournalConflictError;
+      if (conflict) {
+        logger.debug('journal conflict, reloading and retrying the commands', {
+          entityId,
+          expectedRevision,
+          commands: kept.length,
+        });
+      }
+      const retry: Command[] = [];
+      for (const decision of kept) {
+        if (decision.events.length === 0) retry.push(decision.command);
+        else if (conflict && ++decision.command.conflicts < maxAttempts) retry.push(decision.command);
+        else fail(decision.command, error);
+      }
+      return later.length === 0 ? retry : [...retry, ...later];
+    }
+    const last = kept[kept.length - 1]!;
+    slot.state = last.state;
+    slot.meta = last.meta;
+    slot.revision = expectedRevision + events.length;
+    if (snapshotting) maybeSnapshot(entityId, expectedRevision, last.state, last.meta);
+    for (const decision of kept) {
+      if (decision.failed) fail(decision.command, decision.error);
+      else succeed(decision.command, { state: decision.state, meta: decision.meta });
+    }
+    return later;
   }
 
   /** Asks the handler; returns the serialized events with the resulting state, or undefined for none. */
   async function decide(
-    slot: EntitySlot,
+    entityId: string,
+    priorState: Any,
+    priorMeta: MetaData,
+    priorRevision: number,
     command: Command,
   ): Promise<{ events: Uint8Array[]; state: Any; meta: MetaData } | undefined> {
     const { request } = command;
-    checkTime(command, 'before the command was handled');
     const response = await handler.handleCommand(
       create(HandleCommandRequestSchema, {
         command: request.command,
-        priorState: slot.state,
-        priorEventMeta: slot.meta,
+        priorState,
+        priorEventMeta: priorMeta,
       }),
       callOptions(command),
     );
@@ -285,12 +398,12 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     const revisionDate = timestampFromMs(clock.now().getTime());
     const headers = request.persistedHeaders ?? [];
     const serialized: Uint8Array[] = [];
-    let state = slot.state!;
-    let meta = slot.meta!;
-    let revision = slot.revision;
+    let state = priorState;
+    let meta = priorMeta;
+    let revision = priorRevision;
     for (const event of events) {
       meta = create(MetaDataSchema, {
-        entityId: slot.entityId,
+        entityId,
         revisionNumber: ++revision,
         revisionDate,
         headers,
@@ -375,8 +488,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
       const now = clock.now().getTime();
       let deadline = request.deadline ?? Infinity;
       if (commandTimeoutMs !== undefined) deadline = Math.min(deadline, now + commandTimeoutMs);
-      const command: Command = { request, deadline };
-      const reply = enqueue(slotFor(request.entityId, now), (slot) => execute(slot, command));
+      const reply = enqueue(slotFor(request.entityId, now), request, deadline);
       // Only after enqueueing: the new slot is busy now, so the cap never passivates it.
       if (entities.size > maxActive) entities.passivateOverCap(maxActive);
       return reply;
