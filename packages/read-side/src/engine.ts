@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { InvalidArgumentError } from '@chiefofstate/core';
 import { DEFAULT_RETRY, type FailurePolicy, type RetryOptions } from './failure-policy.js';
 import type {
@@ -9,7 +10,13 @@ import type {
   ReadSideHandlerPort,
   ReleaseReason,
 } from './ports.js';
-import { startStreamWorker, type DeliveryOutcome, type StreamStats, type StreamWorker } from './stream-worker.js';
+import {
+  startStreamWorker,
+  type ControlAction,
+  type DeliveryOutcome,
+  type StreamStats,
+  type StreamWorker,
+} from './stream-worker.js';
 
 /** The NOTIFY channel of read-side control signals (pause, resume, restart, skip) between processes. */
 export const READ_SIDE_CONTROL_CHANNEL = 'cos_read_side_control';
@@ -44,6 +51,13 @@ export interface ReadSideEngineOptions {
   readonly pollIntervalMs?: number;
   /** retries of REPLAY_STOP / REPLAY_SKIP; defaults in DEFAULT_RETRY */
   readonly retry?: Partial<RetryOptions>;
+  /**
+   * While a stream keeps delivering, its offset is committed at most this often (each commit
+   * covers every event delivered since); at the end of each batch, when idle and at a stop it is
+   * committed at once. Default 100 ms: after a crash a stream re-delivers at most about that
+   * much. 0 commits after every event (one commit in flight per stream).
+   */
+  readonly commitIntervalMs?: number;
   /** each delivery attempt's duration and outcome, for metrics */
   readonly onDelivery?: (readSideId: string, seconds: number, outcome: DeliveryOutcome) => void;
 }
@@ -69,20 +83,23 @@ export interface ReadSideStreamStatus {
 export interface ReadSideEngine {
   readonly numShards: number;
   readonly readSideIds: readonly string[];
+  /** identifies this engine in control signals, so it ignores the ones its own manager sent */
+  readonly instanceId: string;
   /** Creates missing offset rows, listens, and joins the ownership of streams. */
   start(): Promise<void>;
   /** Every (read side, shard) stream, in read side then shard order. */
   status(): ReadSideStreamStatus[];
   /**
-   * Tells this process's streams that the stored offsets or pause flags of a read side (one
-   * shard, or all) changed; `unstop` also lifts stops of the failure policy.
+   * Tells this process's streams of a read side (one shard, or all) what the manager did to
+   * their stored offsets or pause flags; resume, restart and skip also lift stops.
    */
-  control(readSideId: string, shard: number | undefined, unstop: boolean): void;
+  control(readSideId: string, shard: number | undefined, action: ControlAction): void;
   /** Stops every stream (each finishes its event and commits), gives up the leases. */
   close(): Promise<void>;
 }
 
 const noop = () => {};
+const CONTROL_ACTIONS: readonly ControlAction[] = ['pause', 'resume', 'restart', 'skip'];
 const silentLogger: Logger = { debug: noop, info: noop, warn: noop, error: noop };
 
 interface Stream {
@@ -110,7 +127,9 @@ export function createReadSideEngine(options: ReadSideEngineOptions): ReadSideEn
   const batchSize = options.batchSize ?? 500;
   const pollIntervalMs = options.pollIntervalMs ?? 1000;
   const retry: RetryOptions = { ...DEFAULT_RETRY, ...options.retry };
+  const commitIntervalMs = options.commitIntervalMs ?? 100;
 
+  const instanceId = randomUUID();
   const streams = new Map<string, Stream>();
   const byShard: Stream[][] = Array.from({ length: numShards }, () => []);
   const byReadSide = new Map<string, Stream[]>();
@@ -156,20 +175,22 @@ export function createReadSideEngine(options: ReadSideEngineOptions): ReadSideEn
     }
   };
 
-  const control = (readSideId: string, shard: number | undefined, unstop: boolean) => {
+  const control = (readSideId: string, shard: number | undefined, action: ControlAction) => {
     const list = byReadSide.get(readSideId);
     if (!list) return;
     for (const stream of shard === undefined ? list : list.filter((s) => s.shard === shard)) {
-      if (unstop) stream.stats.stopped = false;
-      stream.worker?.control(unstop);
+      if (action !== 'pause') stream.stats.stopped = false;
+      stream.worker?.control(action);
     }
   };
 
   const onControl = (payload: string) => {
     try {
-      const signal = JSON.parse(payload) as { r?: unknown; s?: unknown; u?: unknown };
-      if (typeof signal.r !== 'string') return;
-      control(signal.r, typeof signal.s === 'number' ? signal.s : undefined, signal.u === true);
+      const signal = JSON.parse(payload) as { r?: unknown; s?: unknown; a?: unknown; o?: unknown };
+      if (typeof signal.r !== 'string' || !CONTROL_ACTIONS.includes(signal.a as ControlAction)) return;
+      // this process's manager told its engine directly; a second restart would replay twice
+      if (signal.o === instanceId) return;
+      control(signal.r, typeof signal.s === 'number' ? signal.s : undefined, signal.a as ControlAction);
     } catch {
       // not ours
     }
@@ -195,6 +216,7 @@ export function createReadSideEngine(options: ReadSideEngineOptions): ReadSideEn
           batchSize,
           pollIntervalMs,
           retry,
+          commitIntervalMs,
           stats: stream.stats,
           onDelivery: options.onDelivery,
         });
@@ -221,6 +243,7 @@ export function createReadSideEngine(options: ReadSideEngineOptions): ReadSideEn
   return {
     numShards,
     readSideIds: ids,
+    instanceId,
 
     async start() {
       for (const readSide of options.readSides) {
@@ -270,6 +293,6 @@ export function createReadSideEngine(options: ReadSideEngineOptions): ReadSideEn
 }
 
 /** The payload of a control signal on READ_SIDE_CONTROL_CHANNEL. */
-export function controlPayload(readSideId: string, shard: number | undefined, unstop: boolean): string {
-  return JSON.stringify({ r: readSideId, s: shard ?? null, u: unstop });
+export function controlPayload(readSideId: string, shard: number | undefined, action: ControlAction, origin?: string): string {
+  return JSON.stringify({ r: readSideId, s: shard ?? null, a: action, o: origin ?? null });
 }

@@ -31,7 +31,7 @@ export type {
   StoredOffset,
   StreamHostPort,
 } from './ports.js';
-export type { DeliveryOutcome, StreamStats } from './stream-worker.js';
+export type { ControlAction, DeliveryOutcome, StreamStats } from './stream-worker.js';
 export {
   readSideMigrations,
   startReadSides,

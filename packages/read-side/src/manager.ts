@@ -1,6 +1,7 @@
 import { InvalidArgumentError, NotFoundError } from '@chiefofstate/core';
 import { controlPayload, READ_SIDE_CONTROL_CHANNEL } from './engine.js';
 import type { JournalReader, Logger, OffsetPort } from './ports.js';
+import type { ControlAction } from './stream-worker.js';
 
 export interface ReadSideManagerOptions {
   /** the read sides that can be managed (the enabled ones); others are NOT_FOUND */
@@ -10,7 +11,10 @@ export interface ReadSideManagerOptions {
   /** to find the next unprocessed event of a shard (skip) */
   readonly journal: JournalReader;
   /** this process's engine, told at once */
-  readonly engine?: { control(readSideId: string, shard: number | undefined, unstop: boolean): void };
+  readonly engine?: {
+    readonly instanceId: string;
+    control(readSideId: string, shard: number | undefined, action: ControlAction): void;
+  };
   /** NOTIFY on the offsets' database, for the engines of other processes */
   readonly notify?: (channel: string, payload: string) => Promise<void>;
   readonly logger?: Pick<Logger, 'warn'>;
@@ -64,10 +68,10 @@ export function createReadSideManager(options: ReadSideManagerOptions): ReadSide
   };
 
   /** Tells this process's engine and, through NOTIFY, the others'. */
-  const signal = async (readSideId: string, shard: number | undefined, unstop: boolean) => {
-    options.engine?.control(readSideId, shard, unstop);
+  const signal = async (readSideId: string, shard: number | undefined, action: ControlAction) => {
+    options.engine?.control(readSideId, shard, action);
     try {
-      await options.notify?.(READ_SIDE_CONTROL_CHANNEL, controlPayload(readSideId, shard, unstop));
+      await options.notify?.(READ_SIDE_CONTROL_CHANNEL, controlPayload(readSideId, shard, action, options.engine?.instanceId));
     } catch (error) {
       // the change is stored; other processes see offsets and pause flags on their next poll
       options.logger?.warn('read side control signal not sent', { readSideId, shard, err: error });
@@ -102,7 +106,7 @@ export function createReadSideManager(options: ReadSideManagerOptions): ReadSide
     async restart(readSideId, shard) {
       check(readSideId, shard);
       await offsets.reset(readSideId, shard);
-      await signal(readSideId, shard, true);
+      await signal(readSideId, shard, 'restart');
     },
 
     async pause(readSideId, shard) {
@@ -114,7 +118,7 @@ export function createReadSideManager(options: ReadSideManagerOptions): ReadSide
       } else {
         await offsets.setPaused(readSideId, true, shard);
       }
-      await signal(readSideId, shard, false);
+      await signal(readSideId, shard, 'pause');
     },
 
     async resume(readSideId, shard) {
@@ -125,7 +129,7 @@ export function createReadSideManager(options: ReadSideManagerOptions): ReadSide
       } else {
         await offsets.setPaused(readSideId, false, shard);
       }
-      await signal(readSideId, shard, true);
+      await signal(readSideId, shard, 'resume');
     },
 
     async skip(readSideId, shard) {
@@ -134,7 +138,7 @@ export function createReadSideManager(options: ReadSideManagerOptions): ReadSide
       for (const s of shard === undefined ? Array.from({ length: numShards }, (_, i) => i) : [shard]) {
         if (await skipOne(readSideId, s)) skipped = true;
       }
-      await signal(readSideId, shard, true);
+      await signal(readSideId, shard, 'skip');
       return skipped;
     },
   };

@@ -36,10 +36,15 @@ export interface StreamWorkerOptions {
   readonly batchSize: number;
   readonly pollIntervalMs: number;
   readonly retry: RetryOptions;
+  /** least time between two commits while events keep coming; 0 commits as fast as round trips allow */
+  readonly commitIntervalMs: number;
   readonly stats: StreamStats;
   /** each attempt's duration and outcome, for metrics */
   readonly onDelivery?: ((readSideId: string, seconds: number, outcome: DeliveryOutcome) => void) | undefined;
 }
+
+/** What the manager did to a stream's stored offset or pause flag. */
+export type ControlAction = 'pause' | 'resume' | 'restart' | 'skip';
 
 /** How one delivery attempt ended: accepted, failed (retried or stopping the shard), or failed and skipped. */
 export type DeliveryOutcome = 'success' | 'failure' | 'skipped';
@@ -48,10 +53,10 @@ export interface StreamWorker {
   /** New events may be in the journal. */
   wake(): void;
   /**
-   * The stored offset or pause flag may have changed (restart, skip, pause, resume): re-read
-   * them after the event in hand. `unstop` also lifts a stop of the failure policy.
+   * The stored offset or pause flag changed (pause, resume, restart, skip): re-read them after
+   * the event in hand. Resume, restart and skip also lift a stop of the failure policy.
    */
-  control(unstop: boolean): void;
+  control(action: ControlAction): void;
   /**
    * Stops: 'rebalanced' and 'closing' let the event in hand finish and commit what was
    * delivered; 'lost' aborts the call in flight and commits nothing more. Resolves when done.
@@ -81,6 +86,7 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
   let dirty = true; // new events may be in the journal
   let recheck = true; // re-read the stored offset and pause flag
   let moved = false; // a commit found the offset moved elsewhere: stop committing until re-read
+  let restarted = false; // a restart was signalled: re-apply it once no commit of this worker is in flight
   let stopping: ReleaseReason | undefined;
   const abort = new AbortController();
   let committing: Promise<void> | undefined;
@@ -103,8 +109,30 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
       };
     });
 
+  // While a stream delivers, commits are spaced by commitIntervalMs (each covering everything
+  // delivered meanwhile), so a fast catch-up costs a few commits per second per stream instead
+  // of one per event; a flush (end of a batch, idle, stop) commits at once.
+  let lastCommitAt = Number.NEGATIVE_INFINITY;
+  let urgent = false;
+  let commitWaiter: (() => void) | undefined;
   const commitLoop = async () => {
     while (committed < cursor && !moved) {
+      const wait = lastCommitAt + options.commitIntervalMs - performance.now();
+      if (wait > 0 && !urgent) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            commitWaiter = undefined;
+            resolve();
+          }, wait);
+          commitWaiter = () => {
+            clearTimeout(timer);
+            commitWaiter = undefined;
+            resolve();
+          };
+        });
+        continue;
+      }
+      lastCommitAt = performance.now();
       const target = cursor;
       try {
         if (await offsets.commitIf(readSideId, shard, committed, target)) {
@@ -126,6 +154,15 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
   };
   /** Waits until everything delivered is committed (or found moved); throws a database failure. */
   const flush = async () => {
+    urgent = true;
+    commitWaiter?.();
+    try {
+      await flushNow();
+    } finally {
+      urgent = false;
+    }
+  };
+  const flushNow = async () => {
     for (;;) {
       if (committing) await committing;
       if (commitFailure !== undefined) {
@@ -206,6 +243,14 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
       try {
         await flush();
         if (stopping !== undefined) break;
+        // A restart resets the offset to 0. A commit of this worker in flight at that moment
+        // may have landed after the reset, and a compare-and-set from an expected 0 cannot tell
+        // (a replay not yet committed expects 0 too): so, with nothing in flight any more (the
+        // flush above), the worker resets its shard once more. Harmless when it was not needed.
+        if (restarted) {
+          await offsets.reset(readSideId, shard);
+          restarted = false;
+        }
         // Every round starts from the stored offset and pause flag: after a flush the stored
         // offset is what this worker delivered, unless someone else moved it.
         recheck = false;
@@ -254,8 +299,13 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
       dirty = true;
       poke();
     },
-    control(unstop) {
-      if (unstop) stats.stopped = false;
+    control(action) {
+      if (action !== 'pause') stats.stopped = false;
+      if (action === 'restart') {
+        // what was delivered before the restart must not be committed after it
+        restarted = true;
+        moved = true;
+      }
       recheck = true;
       poke();
     },
