@@ -190,6 +190,18 @@ describe.each(await testStoreKinds())('journal on %s', (kind) => {
     expect(rows.length).toBe(4); // 10 + 10 + 5 + the 12
   });
 
+  it('keeps a batch under 8 MiB of payload', async () => {
+    const ids = Array.from({ length: 5 }, () => newId('bytes'));
+    const big = randomBytes(3 * 1024 * 1024);
+    await Promise.all(ids.map((entityId) => journal.append({ entityId, expectedRevision: 0n, events: [big] })));
+    // 3 MiB each: two per transaction at most
+    const { rows } = await sql<{ n: bigint }>`
+      SELECT count(*) AS n FROM cos_journal WHERE entity_id = ANY(${ids}) GROUP BY xmin::text`.execute(database.kysely);
+    expect(rows.map((r) => Number(r.n)).sort()).toEqual([1, 2, 2]);
+    const [event] = await journal.readEntity(ids[4]!, { fromRevision: 1n });
+    expect(Buffer.from(event!.payload).equals(big)).toBe(true);
+  });
+
   it('fails only the stale member of a group; the others commit in the same transaction', async () => {
     const stale = newId('stale');
     await journal.append({ entityId: stale, expectedRevision: 0n, events: [payload('a')] });

@@ -95,6 +95,15 @@ interface AppendRow {
   written_at: Date;
 }
 
+/** Payload bytes one batch carries at most (a single larger request still goes, alone). */
+const MAX_BATCH_BYTES = 8 * 1024 * 1024;
+
+function payloadBytes(request: AppendRequest): number {
+  let bytes = 0;
+  for (const event of request.events) bytes += event.byteLength;
+  return bytes;
+}
+
 const APPEND_SQL =
   'SELECT accepted, first_position, written_at FROM cos_journal_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)';
 
@@ -237,11 +246,14 @@ function createGroupCommitWriter(kysely: Kysely<object>, numShards: number, batc
 
   const takeBatch = (): Pending[] => {
     let events = queue[0]!.request.events.length;
+    let bytes = payloadBytes(queue[0]!.request);
     let n = 1;
     while (n < queue.length) {
-      const next = queue[n]!.request.events.length;
-      if (events + next > batchThreshold) break;
-      events += next;
+      const next = queue[n]!.request;
+      const nextBytes = payloadBytes(next);
+      if (events + next.events.length > batchThreshold || bytes + nextBytes > MAX_BATCH_BYTES) break;
+      events += next.events.length;
+      bytes += nextBytes;
       n++;
     }
     if (n === queue.length) {
