@@ -59,7 +59,7 @@ export interface StreamWorker {
   control(action: ControlAction): void;
   /**
    * Stops: 'rebalanced' and 'closing' let the event in hand finish and commit what was
-   * delivered; 'lost' aborts the call in flight and commits nothing more. Resolves when done.
+   * delivered; 'lost' commits nothing more (a call in flight is left to end). Resolves when done.
    */
   stop(reason: ReleaseReason): Promise<void>;
 }
@@ -88,7 +88,6 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
   let moved = false; // a commit found the offset moved elsewhere: stop committing until re-read
   let restarted = false; // a restart was signalled: re-apply it once no commit of this worker is in flight
   let stopping: ReleaseReason | undefined;
-  const abort = new AbortController();
   let committing: Promise<void> | undefined;
   let commitFailure: unknown;
 
@@ -189,7 +188,8 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
       const startedAt = performance.now();
       if (request) {
         try {
-          const response = await handler.handleReadSide(request, { headers, timeoutMs: options.timeoutMs, signal: abort.signal });
+          const response = await handler.handleReadSide(request, { headers, timeoutMs: options.timeoutMs });
+          if (stopping === 'lost') return 'interrupted';
           if (response.successful) {
             stats.delivered++;
             options.onDelivery?.(readSideId, (performance.now() - startedAt) / 1000, 'success');
@@ -197,7 +197,7 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
           }
           failure = new Error('the handler replied successful=false');
         } catch (error) {
-          if (abort.signal.aborted) return 'interrupted';
+          if (stopping === 'lost') return 'interrupted';
           failure = error;
         }
       }
@@ -237,29 +237,40 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
     }
   };
 
+  let paused = false;
+  let rowReadAt = Number.NEGATIVE_INFINITY;
   const run = async () => {
     let failedRounds = 0;
     while (stopping === undefined) {
       try {
-        await flush();
-        if (stopping !== undefined) break;
-        // A restart resets the offset to 0. A commit of this worker in flight at that moment
-        // may have landed after the reset, and a compare-and-set from an expected 0 cannot tell
-        // (a replay not yet committed expects 0 too): so, with nothing in flight any more (the
-        // flush above), the worker resets its shard once more. Harmless when it was not needed.
-        if (restarted) {
-          await offsets.reset(readSideId, shard);
-          restarted = false;
+        // The stored offset and pause flag are read at the start, after a control signal, after
+        // a commit found the offset moved, and every pollIntervalMs (a signal from another
+        // process may be lost); in between the stream goes on from what it delivered, so a
+        // round costs one journal read.
+        if (recheck || moved || restarted || performance.now() - rowReadAt >= options.pollIntervalMs) {
+          await flush();
+          if (stopping !== undefined) break;
+          // A restart resets the offset to 0. A commit of this worker in flight at that moment
+          // may have landed after the reset, and a compare-and-set from an expected 0 cannot
+          // tell (a replay not yet committed expects 0 too): so, with nothing in flight any more
+          // (the flush above), the worker resets its shard once more. Harmless when not needed.
+          if (restarted) {
+            await offsets.reset(readSideId, shard);
+            restarted = false;
+          }
+          recheck = false;
+          const stored = await offsets.get(readSideId, shard);
+          rowReadAt = performance.now();
+          // after the flush the stored offset is what this worker delivered, unless someone
+          // else moved it (restart, skip): an operator acted, so a stop is lifted too
+          if (!moved && stored.position !== committed) stats.stopped = false;
+          moved = false;
+          committed = cursor = stored.position;
+          stats.position = stored.position;
+          stats.paused = paused = stored.paused;
         }
-        // Every round starts from the stored offset and pause flag: after a flush the stored
-        // offset is what this worker delivered, unless someone else moved it.
-        recheck = false;
-        const stored = await offsets.get(readSideId, shard);
-        moved = false;
-        committed = cursor = stored.position;
-        stats.position = stored.position;
-        stats.paused = stored.paused;
-        if (stored.paused || stats.stopped) {
+        if (paused || stats.stopped) {
+          await flush();
           // new events do not matter now; only a control signal or the poll does
           await sleep(options.pollIntervalMs, () => recheck || stopping !== undefined);
           continue;
@@ -267,7 +278,8 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
         dirty = false;
         const events = await journal.readShard({ shard, afterPosition: cursor, limit: options.batchSize });
         if (events.length === 0) {
-          await sleep(options.pollIntervalMs, () => dirty || recheck || stopping !== undefined);
+          await flush(); // idle: what was delivered is committed now
+          await sleep(Math.max(0, rowReadAt + options.pollIntervalMs - performance.now()), () => dirty || recheck || stopping !== undefined);
           continue;
         }
         for (const event of events) {
@@ -281,6 +293,7 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
       } catch (error) {
         // the database failed (reading or committing): retry the round with backoff
         failedRounds++;
+        recheck = true;
         logger.warn('read side stream failed to read or commit; retrying', { ...where, err: error });
         await sleep(backoffMs(failedRounds - 1, { initialBackoffMs: 200, maxBackoffMs: 5_000 }), () => stopping !== undefined);
       }
@@ -311,7 +324,6 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
     },
     stop(reason) {
       if (stopping === undefined || reason === 'lost') stopping = reason;
-      if (reason === 'lost') abort.abort(new Error('lease lost'));
       poke();
       return done;
     },
