@@ -102,35 +102,30 @@ BEGIN
   -- The judgement uses scalar subqueries, not EXISTS, which the planner may turn into a hashed
   -- scan of the whole table.
   IF p_counts IS NULL THEN
-    WITH ins AS (
-      INSERT INTO cos_journal (position, entity_id, revision, shard, written_at, payload)
-      SELECT first_position + t.i - 1, t.e, t.x + 1, t.sh, written_at, substring(p_payloads FROM t.o + 1 FOR t.l)
-        FROM unnest(p_entity_ids, p_expected, p_shards, p_offsets, p_lengths) WITH ORDINALITY AS t(e, x, sh, o, l, i)
-       WHERE CASE WHEN v_ok IS NOT NULL THEN v_ok[t.i]
-                  ELSE (t.x = 0 OR coalesce((SELECT true FROM cos_journal j WHERE j.entity_id = t.e AND j.revision = t.x), false))
-                       AND (NOT p_strict OR (SELECT true FROM cos_journal j WHERE j.entity_id = t.e AND j.revision = t.x + 1) IS NULL)
-             END
-      RETURNING position
-    )
-    SELECT count(*), CASE WHEN count(*) < v_events THEN coalesce(array_agg((ins.position - first_position)::integer), '{}') END
-      INTO v_written, accepted
-      FROM ins;
+    INSERT INTO cos_journal (position, entity_id, revision, shard, written_at, payload)
+    SELECT first_position + t.i - 1, t.e, t.x + 1, t.sh, written_at, substring(p_payloads FROM t.o + 1 FOR t.l)
+      FROM unnest(p_entity_ids, p_expected, p_shards, p_offsets, p_lengths) WITH ORDINALITY AS t(e, x, sh, o, l, i)
+     WHERE CASE WHEN v_ok IS NOT NULL THEN v_ok[t.i]
+                ELSE (t.x = 0 OR coalesce((SELECT true FROM cos_journal j WHERE j.entity_id = t.e AND j.revision = t.x), false))
+                     AND (NOT p_strict OR (SELECT true FROM cos_journal j WHERE j.entity_id = t.e AND j.revision = t.x + 1) IS NULL)
+           END;
   ELSE
-    WITH ins AS (
-      INSERT INTO cos_journal (position, entity_id, revision, shard, written_at, payload)
-      SELECT first_position + t.s + g.j - 1, t.e, t.x + g.j, t.sh, written_at,
-             substring(p_payloads FROM p_offsets[t.s + g.j] + 1 FOR p_lengths[t.s + g.j])
-        FROM unnest(p_entity_ids, p_expected, p_counts, p_shards, p_starts) WITH ORDINALITY AS t(e, x, c, sh, s, i)
-       CROSS JOIN LATERAL generate_series(1, t.c) AS g(j)
-       WHERE CASE WHEN v_ok IS NOT NULL THEN v_ok[t.i]
-                  ELSE (t.x = 0 OR coalesce((SELECT true FROM cos_journal j WHERE j.entity_id = t.e AND j.revision = t.x), false))
-                       AND (NOT p_strict OR (SELECT true FROM cos_journal j WHERE j.entity_id = t.e AND j.revision = t.x + 1) IS NULL)
-             END
-      RETURNING position
-    )
-    SELECT count(*), CASE WHEN count(*) < v_events THEN coalesce(array_agg((ins.position - first_position)::integer), '{}') END
-      INTO v_written, accepted
-      FROM ins;
+    INSERT INTO cos_journal (position, entity_id, revision, shard, written_at, payload)
+    SELECT first_position + t.s + g.j - 1, t.e, t.x + g.j, t.sh, written_at,
+           substring(p_payloads FROM p_offsets[t.s + g.j] + 1 FOR p_lengths[t.s + g.j])
+      FROM unnest(p_entity_ids, p_expected, p_counts, p_shards, p_starts) WITH ORDINALITY AS t(e, x, c, sh, s, i)
+     CROSS JOIN LATERAL generate_series(1, t.c) AS g(j)
+     WHERE CASE WHEN v_ok IS NOT NULL THEN v_ok[t.i]
+                ELSE (t.x = 0 OR coalesce((SELECT true FROM cos_journal j WHERE j.entity_id = t.e AND j.revision = t.x), false))
+                     AND (NOT p_strict OR (SELECT true FROM cos_journal j WHERE j.entity_id = t.e AND j.revision = t.x + 1) IS NULL)
+           END;
+  END IF;
+  GET DIAGNOSTICS v_written = ROW_COUNT;
+
+  IF v_written < v_events THEN
+    -- some requests were refused: say which events were written (rows of this transaction)
+    accepted := coalesce(ARRAY(SELECT (j.position - first_position)::integer FROM cos_journal j
+                                WHERE j.position BETWEEN first_position AND first_position + v_events - 1), '{}');
   END IF;
 
   IF v_written = v_events THEN
