@@ -1,6 +1,6 @@
 import type { SecureClientSessionOptions } from 'node:http2';
 import type { Interceptor, Transport } from '@connectrpc/connect';
-import { Http2SessionManager, createGrpcTransport, type Http2SessionOptions } from '@connectrpc/connect-node';
+import { createGrpcTransport, type KeepaliveOptions } from './grpc-transport.js';
 
 /** Where a user's handler listens and how to call it; shared by the write and read side clients. */
 export interface HandlerClientOptions {
@@ -19,7 +19,7 @@ export interface HandlerClientOptions {
    * connection idle for longer, so a handler that vanished without closing its socket is
    * noticed and a new connection is opened.
    */
-  keepalive?: Pick<Http2SessionOptions, 'pingIntervalMs' | 'pingTimeoutMs' | 'idleConnectionTimeoutMs'>;
+  keepalive?: KeepaliveOptions;
   /** Connect interceptors around every call, e.g. tracing and metrics */
   interceptors?: Interceptor[];
 }
@@ -45,30 +45,23 @@ export interface HandlerTransport {
 }
 
 /**
- * One gRPC transport over ONE HTTP/2 session manager: all calls multiplex over a single
- * connection, which is reopened on the next call after the handler went away.
+ * One gRPC transport over ONE HTTP/2 connection: all calls multiplex over it, and it is
+ * reopened on the next call after the handler went away.
  */
 export function createHandlerTransport(options: HandlerClientOptions): HandlerTransport {
   const useTls = options.useTls ?? false;
   const authority = `${options.host.includes(':') ? `[${options.host}]` : options.host}:${options.port}`;
-  const baseUrl = `${useTls ? 'https' : 'http'}://${authority}`;
-  const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
-  const sessionManager = new Http2SessionManager(
-    baseUrl,
-    { pingIntervalMs: 30_000, pingTimeoutMs: 10_000, ...options.keepalive },
-    useTls && options.tls ? { ...options.tls } : {},
-  );
   const transport = createGrpcTransport({
-    baseUrl,
-    sessionManager,
-    readMaxBytes: maxMessageBytes,
-    writeMaxBytes: maxMessageBytes,
+    baseUrl: `${useTls ? 'https' : 'http'}://${authority}`,
+    ...(useTls && options.tls ? { tls: { ...options.tls } } : {}),
+    maxMessageBytes: options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+    keepalive: { pingIntervalMs: 30_000, pingTimeoutMs: 10_000, ...options.keepalive },
     ...(options.interceptors ? { interceptors: options.interceptors } : {}),
   });
   return {
     transport,
     authority,
     timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-    close: () => sessionManager.abort(),
+    close: () => transport.close(),
   };
 }
