@@ -1,7 +1,7 @@
 import { create, toBinary } from '@bufbuild/protobuf';
 import { AnySchema, type Any } from '@bufbuild/protobuf/wkt';
-import { createClient } from '@connectrpc/connect';
-import { createGrpcTransport } from '@connectrpc/connect-node';
+import { Code, ConnectError, createClient, type Interceptor } from '@connectrpc/connect';
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from '@connectrpc/connect-node';
 import * as grpc from '@grpc/grpc-js';
 import {
   DeadlineExceededError,
@@ -258,5 +258,109 @@ describe('graceful close', () => {
       .catch((error: grpc.ServiceError) => error);
     expect((e as grpc.ServiceError).code).toBe(grpc.status.UNAVAILABLE);
     late.close();
+  });
+});
+
+describe('unary gRPC path and the Connect adapter side by side', () => {
+  const scripted = scriptedProcessor();
+  const intercepted: string[] = [];
+  const recorder: Interceptor = (next) => async (request) => {
+    intercepted.push(`${request.service.typeName}/${request.method.name} tenant=${request.header.get('x-tenant')}`);
+    try {
+      const response = await next(request);
+      intercepted.push('ok');
+      return response;
+    } catch (error) {
+      intercepted.push(`failed ${ConnectError.from(error).code}`);
+      throw error;
+    }
+  };
+  let server: GrpcServer;
+  let client: GrpcJsClient;
+  const request = (entityId: string) => create(ProcessCommandRequestSchema, { entityId });
+
+  beforeAll(async () => {
+    server = await startGrpcServer({
+      host: '127.0.0.1',
+      port: 0,
+      maxMessageBytes: MAX,
+      interceptors: [recorder],
+      routes: (router) =>
+        router.service(
+          ChiefOfStateService,
+          createChiefOfStateService({ processor: scripted.processor, headers: { propagated: [], persisted: [] }, commandTimeoutMs: 5000 }),
+        ),
+    });
+    client = createGrpcJsClient({ service: ChiefOfStateService, address: `127.0.0.1:${server.port}` });
+  });
+  afterAll(async () => {
+    client.close();
+    await server.close(100);
+  });
+  beforeEach(() => {
+    intercepted.length = 0;
+    scripted.calls.length = 0;
+    scripted.setBehaviour(async (r) => ({ state: create(AnySchema), meta: create(MetaDataSchema, { entityId: r.entityId, revisionNumber: 7 }) }));
+  });
+
+  it('runs the interceptors around a gRPC call, with its headers and outcome', async () => {
+    const metadata = new grpc.Metadata();
+    metadata.set('x-tenant', 'acme');
+    await client.unary(ChiefOfStateService.method.processCommand, request('a'), { metadata });
+    scripted.setBehaviour(async () => {
+      throw new NotFoundError('nope');
+    });
+    await client.unary(ChiefOfStateService.method.processCommand, request('b')).catch(() => {});
+    expect(intercepted).toEqual([
+      'chief_of_state.v1.ChiefOfStateService/ProcessCommand tenant=acme',
+      'ok',
+      'chief_of_state.v1.ChiefOfStateService/ProcessCommand tenant=null',
+      `failed ${Code.NotFound}`,
+    ]);
+  });
+
+  it('aborts the signal the command gets when the caller’s deadline passes', async () => {
+    let reason: unknown;
+    scripted.setBehaviour(
+      (r) =>
+        new Promise((_resolve, reject) =>
+          r.signal!.addEventListener('abort', () => {
+            reason = r.signal!.reason;
+            reject(reason as Error);
+          }),
+        ),
+    );
+    const started = performance.now();
+    const error = await client
+      .unary(ChiefOfStateService.method.processCommand, request('slow'), { deadline: Date.now() + 200 })
+      .catch((e: grpc.ServiceError) => e);
+    expect((error as grpc.ServiceError).code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    await expect.poll(() => reason).toBeDefined();
+    expect(performance.now() - started).toBeLessThan(1500);
+    expect([Code.DeadlineExceeded, Code.Canceled]).toContain(ConnectError.from(reason).code);
+  });
+
+  it('still serves the Connect protocol, gRPC-Web and compressed gRPC requests (through Connect)', async () => {
+    const baseUrl = `http://127.0.0.1:${server.port}`;
+    for (const transport of [
+      createConnectTransport({ baseUrl, httpVersion: '2' }),
+      createGrpcWebTransport({ baseUrl, httpVersion: '2' }),
+    ]) {
+      const connect = createClient(ChiefOfStateService, transport);
+      const response = await connect.processCommand({ entityId: 'via-connect' });
+      expect(response.meta?.revisionNumber).toBe(7);
+    }
+    const gzip = createGrpcJsClient({
+      service: ChiefOfStateService,
+      address: `127.0.0.1:${server.port}`,
+      channelOptions: { 'grpc.default_compression_algorithm': 2 },
+    });
+    try {
+      const { response } = await gzip.unary(ChiefOfStateService.method.processCommand, request('zipped'));
+      expect(response.meta?.entityId).toBe('zipped');
+    } finally {
+      gzip.close();
+    }
+    expect(scripted.calls.map((c) => c.entityId)).toEqual(['via-connect', 'via-connect', 'zipped']);
   });
 });

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { ConnectRouter, Interceptor } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { normaliseGrpcMessage } from './grpc-message.js';
+import { createUnaryGrpc } from './unary-grpc.js';
 
 export interface GrpcServerOptions {
   readonly host: string;
@@ -26,15 +27,22 @@ export interface GrpcServer {
 
 /**
  * Serves gRPC (HTTP/2, `application/grpc`), gRPC-Web and Connect on one cleartext HTTP/2 port.
+ * Unary gRPC calls are served by createUnaryGrpc, the rest by Connect's node adapter.
  */
 export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer> {
+  // gRPC unary calls take the lean path; the Connect adapter serves everything else.
+  const unary = createUnaryGrpc({
+    maxMessageBytes: options.maxMessageBytes,
+    ...(options.interceptors ? { interceptors: options.interceptors } : {}),
+  });
   const handler = connectNodeAdapter({
-    routes: options.routes,
+    routes: (router) => options.routes(unary.router(router)),
     readMaxBytes: options.maxMessageBytes,
     writeMaxBytes: options.maxMessageBytes,
     ...(options.interceptors ? { interceptors: options.interceptors } : {}),
   });
   const server: Http2Server = createServer({}, (request, response) => {
+    if (unary.handle(request, response)) return;
     normaliseGrpcMessage(response);
     handler(request, response);
   });
