@@ -394,8 +394,22 @@ const serverVersion = await (async () => {
 await admin.end();
 
 const num = (n: number) => Math.round(n).toLocaleString('en-US');
-const percent = (a?: CellResult, b?: CellResult) => (a && b ? `${Math.round((100 * a.eventsPerSecond) / b.eventsPerSecond)}%` : '-');
-const times = (a?: CellResult, b?: CellResult) => (a && b ? `${(a.eventsPerSecond / b.eventsPerSecond).toFixed(1)}x` : '-');
+/**
+ * Ratio of the journal to another system, as the median over rounds of the ratio within each
+ * round: cells of one round run back to back, so this cancels much of a shared machine's drift.
+ */
+const roundRatio = (writers: number, others: readonly SystemName[]): number | undefined => {
+  const journal = samples.get(`journal/${writers}`);
+  const otherSamples = others.map((o) => samples.get(`${o}/${writers}`)).filter((x): x is CellResult[] => x !== undefined);
+  if (!journal || otherSamples.length === 0) return undefined;
+  const ratios = journal.map((j, round) => {
+    const best = Math.max(...otherSamples.map((o) => o[round]?.eventsPerSecond ?? 0));
+    return j.eventsPerSecond / best;
+  });
+  return median(ratios);
+};
+const percent = (r: number | undefined) => (r === undefined ? '-' : `${Math.round(100 * r)}%`);
+const times = (r: number | undefined) => (r === undefined ? '-' : `${r.toFixed(1)}x`);
 const shown = systems.filter((s) => s !== 'embedded');
 
 const lines = [
@@ -403,18 +417,18 @@ const lines = [
     `one ${PAYLOAD_BYTES}-byte event per append, each writer on its own entity; batches of up to ${BATCH} events; ` +
     `${serverVersion} on the same machine; Node ${process.version}.`,
   '',
-  'Throughput, events/s (p50 / p99 latency of an append, ms):',
+  'Throughput, events/s (p50 / p99 latency of an append, ms), medians over runs; the ratios are',
+  'medians of the ratios within each run (the systems of one run are measured back to back, in',
+  'shuffled order), the better of the two raw variants counting as raw:',
   '',
   `| writers | ${shown.map((s) => LABELS[s]).join(' | ')} | journal / best raw | journal / Emmett |`,
   `|--:|${shown.map(() => '--:|').join('')}--:|--:|`,
   ...writerCounts.map((w) => {
-    const raws = [cell('raw', w), cell('rawunnest', w)].filter((c): c is CellResult => c !== undefined);
-    const bestRaw = raws.sort((a, b) => b.eventsPerSecond - a.eventsPerSecond)[0];
     const cols = shown.map((s) => {
       const c = cell(s, w);
       return c ? `${num(c.eventsPerSecond)} (${c.p50.toFixed(2)} / ${c.p99.toFixed(2)})` : '-';
     });
-    return `| ${w} | ${cols.join(' | ')} | ${percent(cell('journal', w), bestRaw)} | ${times(cell('journal', w), cell('emmett', w))} |`;
+    return `| ${w} | ${cols.join(' | ')} | ${percent(roundRatio(w, ['raw', 'rawunnest'].filter((x) => systems.includes(x as SystemName)) as SystemName[]))} | ${times(roundRatio(w, systems.includes('emmett') ? ['emmett'] : []))} |`;
   }),
   '',
   'CPU per event, client + server, µs (less is better; steadier than throughput on a shared machine):',
