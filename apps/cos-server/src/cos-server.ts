@@ -125,6 +125,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     database,
     numShards: config.numShards,
     batchThreshold: config.journal.eventsBatchThreshold,
+    onBatch: (batch) => metrics.observeJournalBatch(batch.events, batch.seconds),
   });
   const snapshots = createSnapshotStore({ database, retain: config.snapshots.retain });
   const writeSide = createWriteSideClient({

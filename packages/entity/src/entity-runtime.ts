@@ -1,3 +1,4 @@
+import { context, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { timestampFromMs, type Any } from '@bufbuild/protobuf/wkt';
 import {
@@ -119,6 +120,27 @@ interface Command {
   conflicts: number;
   resolve(value: EntityState): void;
   reject(reason: unknown): void;
+  /**
+   * When the caller's trace is recorded: the command's `cos.entity.command` span and its
+   * context. Commands run from the entity's mailbox loop, whose async context is whichever
+   * command started it, so each command's work is run in its own context explicitly.
+   */
+  readonly trace?: { readonly span: Span; readonly context: Context };
+}
+
+const tracer = trace.getTracer('chiefofstate');
+
+/** The command's span, only when the caller's trace is recorded (no cost otherwise). */
+function commandTrace(entityId: string): Command['trace'] {
+  const active = context.active();
+  if (!trace.getSpan(active)?.isRecording()) return undefined;
+  const span = tracer.startSpan('cos.entity.command', { attributes: { 'cos.entity_id': entityId } }, active);
+  return { span, context: trace.setSpan(active, span) };
+}
+
+/** Runs `work` in the command's own trace context, when it has one. */
+function within<T>(command: Command, work: () => Promise<T>): Promise<T> {
+  return command.trace ? context.with(command.trace.context, work) : work();
 }
 
 /** What one command of a batch came to, on top of the commands before it in the batch. */
@@ -175,7 +197,8 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
 
   function enqueue(slot: EntitySlot, request: ProcessCommandRequest, deadline: number): Promise<EntityState> {
     return new Promise<EntityState>((resolve, reject) => {
-      slot.jobs.push({ request, deadline, conflicts: 0, resolve, reject });
+      const traced = commandTrace(request.entityId);
+      slot.jobs.push({ request, deadline, conflicts: 0, resolve, reject, ...(traced ? { trace: traced } : {}) });
       inFlight++;
       if (!slot.running) void drain(slot);
     });
@@ -183,11 +206,20 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
 
   function succeed(command: Command, value: EntityState): void {
     inFlight--;
+    if (command.trace) {
+      command.trace.span.setAttribute('cos.revision', value.meta.revisionNumber);
+      command.trace.span.end();
+    }
     command.resolve(value);
   }
 
   function fail(command: Command, error: unknown): void {
     inFlight--;
+    if (command.trace) {
+      const message = error instanceof Error ? error.message : String(error);
+      command.trace.span.setStatus({ code: SpanStatusCode.ERROR, message });
+      command.trace.span.end();
+    }
     command.reject(error);
   }
 
@@ -296,7 +328,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     for (const command of batch) {
       try {
         checkTime(command, 'before the command was handled');
-        const outcome = await decide(entityId, state, meta, revision, command);
+        const outcome = await within(command, () => decide(entityId, state, meta, revision, command));
         if (outcome !== undefined) {
           state = outcome.state;
           meta = outcome.meta;
@@ -335,7 +367,9 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
 
     const expectedRevision = slot.revision;
     try {
-      await journal.append({ entityId, expectedRevision: BigInt(expectedRevision), events });
+      await within(kept[0]!.command, () =>
+        journal.append({ entityId, expectedRevision: BigInt(expectedRevision), events }),
+      );
     } catch (error) {
       // Whatever happened, the cache may no longer match the store: reload next time.
       slot.loaded = false;

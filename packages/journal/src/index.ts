@@ -1,6 +1,7 @@
 export {
   createJournal,
   type AppendRequest,
+  type JournalBatchInfo,
   type AppendResult,
   type Journal,
   type JournalEvent,

@@ -1,3 +1,4 @@
+import { SpanStatusCode, trace, type Link, type Span } from '@opentelemetry/api';
 import { CompiledQuery, type Kysely } from 'kysely';
 import {
   InternalError,
@@ -17,6 +18,17 @@ export interface JournalOptions {
   readonly numShards: number;
   /** most events written by one group-commit transaction (COS_EVENTS_BATCH_THRESHOLD), default 100 */
   readonly batchThreshold?: number;
+  /** told about each group-commit transaction once it is done (metrics) */
+  readonly onBatch?: (batch: JournalBatchInfo) => void;
+}
+
+export interface JournalBatchInfo {
+  /** events in the transaction, refused ones included */
+  readonly events: number;
+  /** append calls it carried */
+  readonly appends: number;
+  /** from sending the batch to its outcome */
+  readonly seconds: number;
 }
 
 export interface AppendRequest {
@@ -86,7 +98,11 @@ interface Pending {
   readonly request: AppendRequest;
   readonly resolve: (result: AppendResult) => void;
   readonly reject: (error: unknown) => void;
+  /** the caller's `cos.journal.append` span, when its trace is recorded */
+  readonly span?: Span;
 }
+
+const tracer = trace.getTracer('chiefofstate');
 
 interface AppendRow {
   /** batch indexes of the events written; null when all were */
@@ -116,7 +132,7 @@ export function createJournal(options: JournalOptions): Journal {
     throw new InvalidArgumentError(`batchThreshold must be a positive integer, got ${batchThreshold}`);
   }
   const db = database.kysely.withTables<JournalTables>();
-  const writer = createGroupCommitWriter(database.kysely, numShards, batchThreshold);
+  const writer = createGroupCommitWriter(database.kysely, numShards, batchThreshold, options.onBatch);
 
   const toEvent = (row: JournalTables['cos_journal']): JournalEvent => ({
     position: row.position,
@@ -214,7 +230,12 @@ interface GroupCommitWriter {
  * with one call of cos_journal_append, one statement in its own transaction. One batch is in
  * flight at a time, so requests of one entity are judged in the order they were made.
  */
-function createGroupCommitWriter(kysely: Kysely<object>, numShards: number, batchThreshold: number): GroupCommitWriter {
+function createGroupCommitWriter(
+  kysely: Kysely<object>,
+  numShards: number,
+  batchThreshold: number,
+  onBatch: JournalOptions['onBatch'],
+): GroupCommitWriter {
   let queue: Pending[] = [];
   let draining: Promise<void> | undefined;
   let closed = false;
@@ -231,6 +252,8 @@ function createGroupCommitWriter(kysely: Kysely<object>, numShards: number, batc
           if (queue.length === 0) return;
         }
         const batch = takeBatch();
+        const started = performance.now();
+        const span = batchSpan(batch);
         try {
           await writeBatch(batch);
         } catch (error) {
@@ -238,6 +261,10 @@ function createGroupCommitWriter(kysely: Kysely<object>, numShards: number, batc
           // (rejecting an already settled caller does nothing).
           for (const member of batch) member.reject(new InternalError('journal append failed', { cause: error }));
         }
+        span?.end();
+        let events = 0;
+        for (const member of batch) events += member.request.events.length;
+        onBatch?.({ events, appends: batch.length, seconds: (performance.now() - started) / 1000 });
       }
     } finally {
       draining = undefined;
@@ -382,8 +409,9 @@ function createGroupCommitWriter(kysely: Kysely<object>, numShards: number, batc
       } catch (error) {
         return Promise.reject(error);
       }
+      const span = appendSpan(request);
       return new Promise<AppendResult>((resolve, reject) => {
-        queue.push({ request, resolve, reject });
+        queue.push(span ? traced(request, resolve, reject, span) : { request, resolve, reject });
         draining ??= drain();
       });
     },
@@ -392,6 +420,66 @@ function createGroupCommitWriter(kysely: Kysely<object>, numShards: number, batc
       while (draining) await draining;
     },
   };
+}
+
+/** A span for one append, only when the caller's trace is being recorded. */
+function appendSpan(request: AppendRequest): Span | undefined {
+  if (!trace.getActiveSpan()?.isRecording()) return undefined;
+  return tracer.startSpan('cos.journal.append', {
+    attributes: {
+      'cos.entity_id': request.entityId,
+      'cos.journal.events': request.events.length,
+      'cos.journal.expected_revision': Number(request.expectedRevision),
+    },
+  });
+}
+
+/** Ends the append's span with the outcome and the batch it joined. */
+function traced(
+  request: AppendRequest,
+  resolve: (result: AppendResult) => void,
+  reject: (error: unknown) => void,
+  span: Span,
+): Pending {
+  return {
+    request,
+    span,
+    resolve(result) {
+      span.setAttribute('cos.journal.first_position', Number(result.positions[0] ?? 0n));
+      span.end();
+      resolve(result);
+    },
+    reject(error) {
+      span.recordException(error instanceof Error ? error : String(error));
+      span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
+      span.end();
+      reject(error);
+    },
+  };
+}
+
+/**
+ * The transaction's own span, linked to the appends it carries (each from its own trace), and
+ * each append told which batch it joined.
+ */
+function batchSpan(batch: readonly Pending[]): Span | undefined {
+  const links: Link[] = [];
+  let events = 0;
+  for (const member of batch) {
+    events += member.request.events.length;
+    if (member.span) links.push({ context: member.span.spanContext() });
+  }
+  if (links.length === 0) return undefined;
+  const span = tracer.startSpan('cos.journal.batch', {
+    root: true,
+    links,
+    attributes: { 'cos.journal.batch_events': events, 'cos.journal.batch_appends': batch.length },
+  });
+  const batchId = span.spanContext().spanId;
+  for (const member of batch) {
+    member.span?.setAttributes({ 'cos.journal.batch_span_id': batchId, 'cos.journal.batch_events': events });
+  }
+  return span;
 }
 
 function numberArray(values: readonly (number | bigint)[]): string {
