@@ -67,8 +67,18 @@ describe('one trace from the caller through COS into a traced handler', () => {
       const parent = spans.find((s) => s.spanId === span.parentSpanId);
       return parent ? [parent.spanId, ...ancestors(parent)] : [];
     };
-    expect(ancestors(handleCommandClient)).toContain(processCommand.spanId);
-    expect(ancestors(handleEventClient)).toContain(processCommand.spanId);
+    // the entity's work sits under the call, the handler calls and the journal write under it
+    const entityWork = find('cos-under-test', 'cos.entity.command', 1);
+    expect(entityWork.parentSpanId).toBe(processCommand.spanId);
+    expect(spanAttribute(entityWork, 'cos.entity_id')).toBe('traced-1');
+    expect(handleCommandClient.parentSpanId).toBe(entityWork.spanId);
+    expect(handleEventClient.parentSpanId).toBe(entityWork.spanId);
+    const append = find('cos-under-test', 'cos.journal.append', 1);
+    expect(append.parentSpanId).toBe(entityWork.spanId);
+    // the batch transaction is a span of its own, linked from every append it carried
+    const batch = receiver.spans.find((s) => s.name === 'cos.journal.batch' && s.spanId === spanAttribute(append, 'cos.journal.batch_span_id'));
+    expect(batch?.links?.map((l) => l.spanId)).toContain(append.spanId);
+    expect(spanAttribute(append, 'cos.journal.batch_events')).toBe(1);
     expect(spanAttribute(processCommand, 'rpc.system')).toBe('grpc');
     expect(spanAttribute(processCommand, 'rpc.grpc.status_code')).toBe(0);
     expect(receiver.resources.find((r) => r['service.name'] === 'cos-under-test')).toMatchObject({ 'team.name': 'payments' });
@@ -113,6 +123,8 @@ describe('metrics and health endpoints', () => {
     expect(handlerCalls('HandleCommand', 'OK')).toBe(5);
     expect(handlerCalls('HandleCommand', 'FAILED_PRECONDITION')).toBe(1);
     expect(handlerCalls('HandleEvent', 'OK')).toBe(10);
+    expect(sample(text, 'cos_journal_batch_events_sum')).toBe(10);
+    expect(sample(text, 'cos_journal_write_duration_seconds_count')).toBeGreaterThanOrEqual(1);
     expect(sample(text, 'cos_entities_active')).toBeGreaterThanOrEqual(2);
     expect(sample(text, 'cos_db_pool_connections', { pool: 'store', state: 'total' })).toBeGreaterThanOrEqual(1);
     expect(sample(text, 'process_resident_memory_bytes')).toBeGreaterThan(0);
