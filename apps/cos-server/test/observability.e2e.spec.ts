@@ -62,11 +62,6 @@ describe('one trace from the caller through COS into a traced handler', () => {
     expect(processCommand.parentSpanId).toBe(callerSpanId);
     expect(handleCommandServer.parentSpanId).toBe(handleCommandClient.spanId);
     expect(handleEventServer.parentSpanId).toBe(handleEventClient.spanId);
-    // the handler calls happen inside the command's trace, under its server span or below it
-    const ancestors = (span: { parentSpanId?: string }): string[] => {
-      const parent = spans.find((s) => s.spanId === span.parentSpanId);
-      return parent ? [parent.spanId, ...ancestors(parent)] : [];
-    };
     // the entity's work sits under the call, the handler calls and the journal write under it
     const entityWork = find('cos-under-test', 'cos.entity.command', 1);
     expect(entityWork.parentSpanId).toBe(processCommand.spanId);
