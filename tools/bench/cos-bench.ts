@@ -12,11 +12,16 @@
  * repeated, medians reported. Then the resident memory of a fresh cos-server, idle and with
  * 100,000 active entities.
  *
+ * --tracing-cost: instead of the ceiling, the same cos-server with tracing on (every span exported
+ * over OTLP/HTTP to a receiver in its own process, cos-bench/otlp-receiver.ts) against tracing off;
+ * the load client sends a sampled `traceparent` on every call to both, so every command is traced
+ * where tracing is on. Writes <!-- tracing:start --> ... <!-- tracing:end --> instead.
+ *
  * Build first (the benchmark runs the built server and packages, like production):
  *   npx nx run @chiefofstate/cos-server:build      (or pass --build)
  *   npx tsx tools/bench/cos-bench.ts [--duration=5] [--warmup=1] [--repeats=3]
  *       [--callers=1,16,64,256] [--entities=10000] [--keys=spread,hot] [--memory-entities=100000] [--no-memory]
- *       [--no-write] [--build] [--cpu-prof=DIR]
+ *       [--no-write] [--build] [--cpu-prof=DIR] [--tracing-cost]
  *
  * PostgreSQL: COS_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres); the
  * schema is dropped afterwards. Writes the tables to docs/benchmarks.md between
@@ -45,16 +50,19 @@ const args = new Map(
 const durationMs = Number(args.get('duration') ?? 5) * 1000;
 const warmupMs = Number(args.get('warmup') ?? 1) * 1000;
 const repeats = Number(args.get('repeats') ?? 3);
-const callerCounts = (args.get('callers') ?? '1,16,64,256').split(',').map(Number);
+const tracingCost = args.has('tracing-cost');
+const callerCounts = (args.get('callers') ?? (tracingCost ? '1,16,64' : '1,16,64,256')).split(',').map(Number);
 const entityCount = Number(args.get('entities') ?? 10_000);
-const keySets = (args.get('keys') ?? 'spread,hot').split(',') as Keys[];
+const keySets = (args.get('keys') ?? (tracingCost ? 'spread' : 'spread,hot')).split(',') as Keys[];
 const memoryEntities = Number(args.get('memory-entities') ?? 100_000);
-const measureMemory = !args.has('no-memory');
+const measureMemory = !args.has('no-memory') && !tracingCost;
 const writeDoc = !args.has('no-write');
 const cpuProfDir = args.get('cpu-prof');
 const serverUrl = new URL(process.env['COS_BENCH_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres');
 
-type System = 'cos' | 'ceiling';
+/** cos: cos-server (tracing off); ceiling: see above; traced: cos-server exporting every span */
+type System = 'cos' | 'ceiling' | 'traced';
+const systems: readonly System[] = tracingCost ? ['cos', 'traced'] : ['cos', 'ceiling'];
 type Keys = 'spread' | 'hot';
 
 if (args.has('build')) {
@@ -171,8 +179,15 @@ const admin = new pg.Client({ connectionString: serverUrl.toString() });
 await admin.connect();
 await admin.query(`create schema ${schema}`);
 
-async function backendPids(): Promise<number[]> {
-  const result = await admin.query<{ pid: number }>('select pid from pg_stat_activity where application_name = $1', [serviceName]);
+// The traced cos-server gets its own schema and service name (its PostgreSQL application name).
+const tracedSchema = `${schema}_traced`;
+if (tracingCost) await admin.query(`create schema ${tracedSchema}`);
+const tracedServiceName = `${serviceName}-traced`;
+
+async function backendPids(system: System): Promise<number[]> {
+  const result = await admin.query<{ pid: number }>('select pid from pg_stat_activity where application_name = $1', [
+    system === 'traced' ? tracedServiceName : serviceName,
+  ]);
   return result.rows.map((row) => row.pid);
 }
 
@@ -187,7 +202,11 @@ function freePort(): Promise<number> {
   });
 }
 
-async function startCos(extraEnv: Record<string, string> = {}, name = 'cos-server'): Promise<{ proc: Proc; port: number }> {
+async function startCos(
+  extraEnv: Record<string, string> = {},
+  name = 'cos-server',
+  schemaName = schema,
+): Promise<{ proc: Proc; port: number }> {
   const port = await freePort();
   const proc = start(name, [...profile(name), COS_MAIN], {
     COS_ADDRESS: '127.0.0.1',
@@ -199,7 +218,7 @@ async function startCos(extraEnv: Record<string, string> = {}, name = 'cos-serve
     COS_POSTGRES_USER: decodeURIComponent(serverUrl.username) || 'postgres',
     COS_POSTGRES_PASSWORD: decodeURIComponent(serverUrl.password) || 'unused',
     COS_POSTGRES_DB: serverUrl.pathname.slice(1) || 'postgres',
-    COS_POSTGRES_SCHEMA: schema,
+    COS_POSTGRES_SCHEMA: schemaName,
     COS_SERVICE_NAME: serviceName,
     WRITE_SIDE_HANDLER_SERVICE_HOST: '127.0.0.1',
     WRITE_SIDE_HANDLER_SERVICE_PORT: String(handlerPort),
@@ -212,6 +231,9 @@ async function startCos(extraEnv: Record<string, string> = {}, name = 'cos-serve
 let handler: Proc | undefined;
 let cos: Proc | undefined;
 let ceiling: Proc | undefined;
+let traced: Proc | undefined;
+let receiver: Proc | undefined;
+let receiverPort = 0;
 let load: Proc | undefined;
 let handlerPort = 0;
 
@@ -220,31 +242,65 @@ interface Cell {
   keys: Keys;
   callers: number;
   result: LoadResult;
-  /** CPU ms per command: load client, server (COS or ceiling), handler, PostgreSQL backends */
-  cpu: { client: number; server: number; handler: number; postgres: number };
+  /** CPU ms per command: load client, server (COS or ceiling), handler, PostgreSQL backends, OTLP receiver */
+  cpu: { client: number; server: number; handler: number; postgres: number; receiver: number };
+  /** spans the receiver got during the cell per command completed in it (the exporter batches, so approximate) */
+  spansPerCommand: number;
 }
+
+interface SpanCount {
+  spans: number;
+  requests: number;
+  rejected: number;
+}
+
+async function spanCount(): Promise<SpanCount> {
+  if (receiver === undefined) return { spans: 0, requests: 0, rejected: 0 };
+  const response = await fetch(`http://127.0.0.1:${receiverPort}/count`);
+  return (await response.json()) as SpanCount;
+}
+
+/** calls completed (warm-up and prefill included) per system, to check the spans received */
+const completedBy = new Map<System, number>();
 
 let nextRequestId = 1;
 const pending = new Map<number, (result: LoadResult) => void>();
 
-function drive(request: Omit<LoadRequest, 'id'>): Promise<LoadResult> {
+async function drive(system: System, request: Omit<LoadRequest, 'id' | 'target' | 'traceparent'>): Promise<LoadResult> {
   const id = nextRequestId++;
-  return new Promise((resolve, reject) => {
+  // With --tracing-cost both servers get the same traceparent on every call; only one records spans.
+  const full: LoadRequest = { ...request, id, target: target(system), traceparent: tracingCost };
+  const result = await new Promise<LoadResult>((resolve, reject) => {
     pending.set(id, resolve);
-    load!.child.send({ ...request, id } satisfies LoadRequest, (error) => error && reject(error));
+    load!.child.send(full, (error) => error && reject(error));
   });
+  completedBy.set(system, (completedBy.get(system) ?? 0) + result.completed);
+  return result;
 }
+
+const ports: Partial<Record<System, number>> = {};
+const target = (system: System) => `127.0.0.1:${ports[system]}`;
 
 try {
   handler = start('handler', [...profile('handler'), ...tsx('handler.ts')], {});
   handlerPort = Number((await handler.waitFor(/listening (\d+)/))[1]);
   const started = await startCos();
   cos = started.proc;
-  ceiling = start('ceiling', [...profile('ceiling'), ...tsx('ceiling.ts')], { HANDLER_PORT: String(handlerPort) });
-  const ports: Record<System, number> = {
-    cos: started.port,
-    ceiling: Number((await ceiling.waitFor(/listening (\d+)/))[1]),
-  };
+  ports.cos = started.port;
+  if (tracingCost) {
+    receiver = start('otlp-receiver', tsx('otlp-receiver.ts'), {});
+    receiverPort = Number((await receiver.waitFor(/listening (\d+)/))[1]);
+    const on = await startCos(
+      { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${receiverPort}`, COS_SERVICE_NAME: tracedServiceName },
+      'cos-server-traced',
+      tracedSchema,
+    );
+    traced = on.proc;
+    ports.traced = on.port;
+  } else {
+    ceiling = start('ceiling', [...profile('ceiling'), ...tsx('ceiling.ts')], { HANDLER_PORT: String(handlerPort) });
+    ports.ceiling = Number((await ceiling.waitFor(/listening (\d+)/))[1]);
+  }
   load = start('load', tsx('load.ts'), {}, true);
   await new Promise<void>((resolve, reject) => {
     load!.child.on('message', (message: LoadResult | 'ready' | { id: number; fatal: string }) => {
@@ -256,38 +312,43 @@ try {
     load!.child.once('exit', () => reject(new Error(`load generator exited:\n${load!.output()}`)));
   });
 
-  const target = (system: System) => `127.0.0.1:${ports[system]}`;
   const entities = (keys: Keys) => (keys === 'spread' ? { prefix: `e-${runId}-`, count: entityCount } : { prefix: `hot-${runId}`, count: 1 });
 
   // Every entity gets its first command (and is activated) before anything is measured.
-  console.error(`prefill: ${entityCount} entities and the hot one on cos-server`);
-  for (const keys of ['spread', 'hot'] as const) {
-    const filled = await drive({ target: target('cos'), callers: 64, ...entities(keys), mode: 'once', warmupMs: 0, durationMs: 0 });
-    if (filled.errors > 0) throw new Error(`prefill failed: ${filled.firstError}`);
+  const persisting = systems.filter((system) => system !== 'ceiling');
+  console.error(`prefill: ${entityCount} entities${tracingCost ? '' : ' and the hot one'} on ${persisting.join(' and ')}`);
+  for (const system of persisting) {
+    for (const keys of tracingCost ? keySets : (['spread', 'hot'] as const)) {
+      const filled = await drive(system, { callers: 64, ...entities(keys), mode: 'once', warmupMs: 0, durationMs: 0 });
+      if (filled.errors > 0) throw new Error(`prefill failed: ${filled.firstError}`);
+    }
   }
   // and both sides get their connections warm
-  for (const system of ['cos', 'ceiling'] as const) {
-    await drive({ target: target(system), callers: 16, ...entities('spread'), mode: 'timed', warmupMs: 0, durationMs: 1000 });
+  for (const system of systems) {
+    await drive(system, { callers: 16, ...entities('spread'), mode: 'timed', warmupMs: 0, durationMs: 1000 });
   }
 
   const cells: Cell[] = [];
   for (let repeat = 0; repeat < repeats; repeat++) {
     for (const callers of callerCounts) {
       for (const keys of keySets) {
-        const order: System[] = (repeat + callerCounts.indexOf(callers)) % 2 === 0 ? ['cos', 'ceiling'] : ['ceiling', 'cos'];
+        const order = (repeat + callerCounts.indexOf(callers)) % 2 === 0 ? systems : [...systems].reverse();
         for (const system of order) {
-          const server = system === 'cos' ? cos : ceiling;
+          const server = system === 'cos' ? cos : system === 'traced' ? traced! : ceiling!;
           // PostgreSQL backends come and go with the pool: ticks of the ones at the start, and
           // of new ones from zero.
           const pgBefore = new Map<number, number>();
-          if (system === 'cos') for (const pid of await backendPids()) pgBefore.set(pid, cpuTicks(pid));
+          if (system !== 'ceiling') for (const pid of await backendPids(system)) pgBefore.set(pid, cpuTicks(pid));
+          const spansBefore = await spanCount();
           // CPU is sampled around the whole cell; the warm-up share is taken out pro rata.
           const before = {
             client: cpuTicks(load.child.pid),
             server: cpuTicks(server.child.pid),
             handler: cpuTicks(handler.child.pid),
+            receiver: cpuTicks(receiver?.child.pid),
           };
-          const result = await drive({ target: target(system), callers, ...entities(keys), mode: 'timed', warmupMs, durationMs });
+          const result = await drive(system, { callers, ...entities(keys), mode: 'timed', warmupMs, durationMs });
+          const spansPerCommand = ((await spanCount()).spans - spansBefore.spans) / Math.max(1, result.completed);
           const share = durationMs / (durationMs + warmupMs);
           const perCommand = (ticks: number) => (ticks * TICK_MS * share) / Math.max(1, result.ok);
           const cpu = {
@@ -295,20 +356,22 @@ try {
             server: perCommand(cpuTicks(server.child.pid) - before.server),
             handler: perCommand(cpuTicks(handler.child.pid) - before.handler),
             postgres: perCommand(
-              system === 'cos'
-                ? [...new Set([...pgBefore.keys(), ...(await backendPids())])].reduce(
+              system !== 'ceiling'
+                ? [...new Set([...pgBefore.keys(), ...(await backendPids(system))])].reduce(
                     (sum, pid) => sum + Math.max(0, cpuTicks(pid) - (pgBefore.get(pid) ?? 0)),
                     0,
                   )
                 : 0,
             ),
+            receiver: perCommand(cpuTicks(receiver?.child.pid) - before.receiver),
           };
-          cells.push({ system, keys, callers, result, cpu });
+          cells.push({ system, keys, callers, result, cpu, spansPerCommand });
           console.error(
             `#${repeat + 1} ${system.padEnd(7)} ${keys.padEnd(6)} ${String(callers).padStart(3)} callers: ` +
               `${result.perSecond.toFixed(0).padStart(6)}/s p50 ${result.p50Ms.toFixed(2)} ms p99 ${result.p99Ms.toFixed(2)} ms` +
               (result.errors > 0 ? ` errors ${result.errors} (${result.firstError})` : '') +
-              ` | cpu ms/cmd client ${cpu.client.toFixed(3)} server ${cpu.server.toFixed(3)} handler ${cpu.handler.toFixed(3)} pg ${cpu.postgres.toFixed(3)}`,
+              ` | cpu ms/cmd client ${cpu.client.toFixed(3)} server ${cpu.server.toFixed(3)} handler ${cpu.handler.toFixed(3)} pg ${cpu.postgres.toFixed(3)}` +
+              (tracingCost ? ` receiver ${cpu.receiver.toFixed(3)} | spans/cmd ${spansPerCommand.toFixed(2)}` : ''),
           );
         }
       }
@@ -324,12 +387,11 @@ try {
       'cos-server-memory',
     );
     cos = fresh.proc;
-    const port = fresh.port;
+    ports.cos = fresh.port;
     await new Promise((resolve) => setTimeout(resolve, 2000));
     const idleMiB = rssMiB(cos.child.pid);
     console.error(`memory: idle cos-server RSS ${idleMiB.toFixed(1)} MiB; sending one command to each of ${memoryEntities} entities`);
-    const filled = await drive({
-      target: `127.0.0.1:${port}`,
+    const filled = await drive('cos', {
       callers: 64,
       prefix: `m-${runId}-`,
       count: memoryEntities,
@@ -346,11 +408,20 @@ try {
     );
   }
 
-  report(cells, memory);
+  if (tracingCost) {
+    // A graceful stop flushes the exporter's queue: then every span the traced server made is counted.
+    await traced!.stop();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const counted = await spanCount();
+    reportTracing(cells, { ...counted, commands: completedBy.get('traced') ?? 0 });
+  } else {
+    report(cells, memory);
+  }
 } finally {
   if (load?.child.connected) load.child.send('exit');
-  await Promise.all([cos?.stop(), ceiling?.stop(), handler?.stop(), load?.stop()]);
+  await Promise.all([cos?.stop(), ceiling?.stop(), traced?.stop(), receiver?.stop(), handler?.stop(), load?.stop()]);
   await admin.query(`drop schema if exists ${schema} cascade`);
+  await admin.query(`drop schema if exists ${tracedSchema} cascade`);
   await admin.end();
 }
 
@@ -417,8 +488,6 @@ function report(cells: Cell[], memory: { idleMiB: number; activeMiB: number; ent
     }
   }
 
-  const cpu = os.cpus();
-  const machine = `${cpu[0]?.model ?? 'unknown CPU'}, ${cpu.length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB RAM, Node ${process.version}`;
   const memoryLines = memory
     ? [
         `| cos-server RSS | MiB |`,
@@ -455,15 +524,7 @@ function report(cells: Cell[], memory: { idleMiB: number; activeMiB: number; ent
   console.log(body.join('\n'));
 
   if (!writeDoc) return;
-  const docPath = path.join(ROOT, 'docs/benchmarks.md');
-  const intro = [
-    '# Benchmarks',
-    '',
-    'Figures measured on the development machine; rerun them on yours. Each benchmark under',
-    '`tools/bench/` rewrites its own section below.',
-    '',
-  ].join('\n');
-  const section = [
+  writeSection('cos', [
     '<!-- cos:start -->',
     '## ProcessCommand: cos-server against its ceiling',
     '',
@@ -502,10 +563,106 @@ function report(cells: Cell[], memory: { idleMiB: number; activeMiB: number; ent
     '',
     ...body,
     '<!-- cos:end -->',
+  ]);
+}
+
+const cpuInfo = os.cpus();
+const machine = `${cpuInfo[0]?.model ?? 'unknown CPU'}, ${cpuInfo.length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB RAM, Node ${process.version}`;
+
+/** Replaces `<!-- name:start -->` ... `<!-- name:end -->` in docs/benchmarks.md (appends it if absent). */
+function writeSection(name: string, lines: string[]) {
+  const docPath = path.join(ROOT, 'docs/benchmarks.md');
+  const intro = [
+    '# Benchmarks',
+    '',
+    'Figures measured on the development machine; rerun them on yours. Each benchmark under',
+    '`tools/bench/` rewrites its own section below.',
+    '',
   ].join('\n');
+  const section = lines.join('\n');
   let doc = existsSync(docPath) ? readFileSync(docPath, 'utf8') : intro;
-  const pattern = /<!-- cos:start -->[\s\S]*?<!-- cos:end -->/;
+  const pattern = new RegExp(`<!-- ${name}:start -->[\\s\\S]*?<!-- ${name}:end -->`);
   doc = pattern.test(doc) ? doc.replace(pattern, () => section) : `${doc.trimEnd()}\n\n${section}\n`;
   writeFileSync(docPath, doc);
   console.error(`wrote ${path.relative(process.cwd(), docPath)}`);
+}
+
+function reportTracing(cells: Cell[], total: SpanCount & { commands: number }) {
+  const summary = (system: System, callers: number) => {
+    const mine = cells.filter((c) => c.system === system && c.callers === callers);
+    return {
+      perSecond: median(mine.map((c) => c.result.perSecond)),
+      runs: mine.map((c) => c.result.perSecond),
+      p50: median(mine.map((c) => c.result.p50Ms)),
+      p99: median(mine.map((c) => c.result.p99Ms)),
+      errors: mine.reduce((sum, c) => sum + c.result.errors, 0),
+      server: median(mine.map((c) => c.cpu.server)),
+      receiver: median(mine.map((c) => c.cpu.receiver)),
+      postgres: median(mine.map((c) => c.cpu.postgres)),
+      spans: median(mine.map((c) => c.spansPerCommand)),
+    };
+  };
+  const ms = (v: number) => (Number.isFinite(v) ? (v < 10 ? v.toFixed(2) : v.toFixed(1)) : '-');
+  const pct = (v: number) => `${v >= 0 ? '+' : ''}${(100 * v).toFixed(1)}%`;
+  const lines = [
+    '| callers | tracing | cmd/s | p50 ms | p99 ms | cos-server CPU ms/cmd | receiver CPU ms/cmd | spans/cmd |',
+    '|--:|:--|--:|--:|--:|--:|--:|--:|',
+  ];
+  const costs: string[] = [];
+  let errors = 0;
+  for (const callers of callerCounts) {
+    const off = summary('cos', callers);
+    const on = summary('traced', callers);
+    errors += off.errors + on.errors;
+    for (const [name, s] of [['off', off], ['on', on]] as const) {
+      lines.push(
+        `| ${callers} | ${name} | ${s.perSecond.toFixed(0)} | ${ms(s.p50)} | ${ms(s.p99)} | ${s.server.toFixed(3)} | ${name === 'on' ? s.receiver.toFixed(3) : '-'} | ${name === 'on' ? s.spans.toFixed(2) : '-'} |`,
+      );
+    }
+    const cost = 1 - on.perSecond / off.perSecond;
+    const runs = (s: { runs: number[] }) => s.runs.map((v) => v.toFixed(0)).join(', ');
+    costs.push(
+      `- ${callers} caller${callers === 1 ? '' : 's'}: throughput ${pct(-cost)} with tracing on ` +
+        `(runs off: ${runs(off)}; on: ${runs(on)}), p50 ${pct(on.p50 / off.p50 - 1)}, p99 ${pct(on.p99 / off.p99 - 1)}, ` +
+        `cos-server CPU per command ${pct(on.server / off.server - 1)}` +
+        (callers >= 16 ? (cost < 0.15 ? ' — **met** (target: cost under 15%)' : ' — **missed** (target: cost under 15%)') : ''),
+    );
+  }
+  const body = [
+    ...lines,
+    '',
+    ...costs,
+    '',
+    `Medians of ${repeats} runs; each cell ${warmupMs / 1000} s warm-up then ${durationMs / 1000} s measured; ` +
+      `${entityCount.toLocaleString('en')} entities, round robin. Errors in all cells: ${errors}.`,
+    `Spans received from the traced server over the whole run: ${total.spans.toLocaleString('en')} for ` +
+      `${total.commands.toLocaleString('en')} commands (${(total.spans / Math.max(1, total.commands)).toFixed(2)} per command, ` +
+      `in ${total.requests.toLocaleString('en')} export requests; ${total.rejected} rejected). Per cell the figure is approximate: the exporter batches.`,
+  ];
+  console.log(body.join('\n'));
+  if (!writeDoc) return;
+  writeSection('tracing', [
+    '<!-- tracing:start -->',
+    '## Cost of tracing on ProcessCommand',
+    '',
+    'Run: `npx nx run @chiefofstate/cos-server:build && npx tsx tools/bench/cos-bench.ts --tracing-cost`',
+    '(options: `--duration=5 --warmup=1 --repeats=3 --callers=1,16,64 --entities=10000`; PostgreSQL as above).',
+    '',
+    'The processes of the ProcessCommand benchmark below, with the ceiling replaced by a second',
+    'cos-server that has tracing on: `OTEL_EXPORTER_OTLP_ENDPOINT` names an OTLP/HTTP receiver in its',
+    'own process (tools/bench/cos-bench/otlp-receiver.ts: a node HTTP server that parses each JSON',
+    'export request, counts its spans and answers 200), so every span goes through the real exporter',
+    '(`BatchSpanProcessor` with its default settings, OTLP JSON over HTTP). The load client sends a fresh',
+    'sampled `traceparent` on every call to both servers, so on the traced one every command is',
+    'recorded and exported (server span, `cos.entity.command`, two handler client spans,',
+    '`cos.journal.append`, and a linked `cos.journal.batch` per journal transaction), and the untraced',
+    'one receives the same headers. The two servers run side by side (own schemas), cell after cell,',
+    'alternating which goes first; each has every entity activated before the cells.',
+    '',
+    `Machine: ${machine}. All processes share the two cores with whatever else runs there; the`,
+    'receiver\'s CPU is part of what the traced cells compete with, as a collector on the same host would be.',
+    '',
+    ...body,
+    '<!-- tracing:end -->',
+  ]);
 }

@@ -2,6 +2,7 @@
 // IPC by cos-bench.ts. Closed loop: each caller sends its next ProcessCommand as soon as the
 // previous one answered. Requests are encoded once up front so the client spends its CPU on gRPC,
 // not on protobuf, and answers are not decoded (only their status counts).
+import { randomBytes } from 'node:crypto';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { AnySchema } from '@bufbuild/protobuf/wkt';
 import * as grpc from '@grpc/grpc-js';
@@ -22,12 +23,16 @@ export interface LoadRequest {
   readonly mode: 'timed' | 'once';
   readonly warmupMs: number;
   readonly durationMs: number;
+  /** send a fresh sampled W3C `traceparent` with every call, so a tracing server traces it */
+  readonly traceparent?: boolean;
 }
 
 export interface LoadResult {
   readonly id: number;
   /** calls answered OK inside the measured window */
   readonly ok: number;
+  /** every call answered, warm-up included */
+  readonly completed: number;
   readonly errors: number;
   readonly firstError?: string;
   readonly seconds: number;
@@ -56,7 +61,22 @@ const Client = grpc.makeGenericClientConstructor(
   },
   'ChiefOfStateService',
 );
-type Unary = (request: Buffer, callback: (error: grpc.ServiceError | null, response?: Buffer) => void) => void;
+type Unary = (
+  request: Buffer,
+  metadata: grpc.Metadata,
+  callback: (error: grpc.ServiceError | null, response?: Buffer) => void,
+) => void;
+
+// Trace and span ids only need to be unique, not unpredictable: a counter in a random-prefixed
+// id keeps the client's cost per call small.
+const tracePrefix = randomBytes(8).toString('hex');
+let traceCounter = 0;
+function tracedMetadata(): grpc.Metadata {
+  const n = (++traceCounter).toString(16).padStart(16, '0');
+  const metadata = new grpc.Metadata();
+  metadata.set('traceparent', `00-${tracePrefix}${n}-${n}-01`);
+  return metadata;
+}
 
 const clients = new Map<string, Unary>();
 function clientFor(target: string): Unary {
@@ -97,6 +117,7 @@ async function run(request: LoadRequest): Promise<LoadResult> {
   const timed = request.mode === 'timed';
   const latencies: number[] = [];
   let ok = 0;
+  let completed = 0;
   let errors = 0;
   let firstError: string | undefined;
   let next = 0;
@@ -114,8 +135,10 @@ async function run(request: LoadRequest): Promise<LoadResult> {
       if (timed) index = next++ % request.count;
       else if (next < request.count) index = next++;
       else return;
-      const outcome = await new Promise<grpc.ServiceError | null>((resolve) => call(requests[index]!, (error) => resolve(error)));
+      const metadata = request.traceparent ? tracedMetadata() : new grpc.Metadata();
+      const outcome = await new Promise<grpc.ServiceError | null>((resolve) => call(requests[index]!, metadata, (error) => resolve(error)));
       const finished = performance.now();
+      completed++;
       if (finished < windowStart || finished > windowEnd) continue;
       if (outcome) {
         errors++;
@@ -134,6 +157,7 @@ async function run(request: LoadRequest): Promise<LoadResult> {
   return {
     id: request.id,
     ok,
+    completed,
     errors,
     ...(firstError !== undefined ? { firstError } : {}),
     seconds,
