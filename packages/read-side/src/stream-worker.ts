@@ -1,7 +1,10 @@
+import { context, ROOT_CONTEXT, SpanStatusCode, trace } from '@opentelemetry/api';
 import type { HandleReadSideRequest } from '@chiefofstate/protocol';
 import { entityIdHeader, toReadSideRequest } from './delivery-request.js';
 import { backoffMs, decideOnFailure, type FailurePolicy, type RetryOptions } from './failure-policy.js';
 import type { JournalEventRecord, JournalReader, Logger, OffsetPort, ReadSideHandlerPort, ReleaseReason } from './ports.js';
+
+const tracer = trace.getTracer('chiefofstate');
 
 /** Progress and counters of one (read side, shard) stream, kept across changes of ownership. */
 export interface StreamStats {
@@ -187,8 +190,28 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
       let failure: unknown = decodeError;
       const startedAt = performance.now();
       if (request) {
+        // Each attempt is a trace of its own (deliveries happen apart from any caller); the
+        // handler call's client span, and the handler's own spans, nest under it.
+        const span = tracer.startSpan(
+          'cos.read_side.deliver',
+          {
+            attributes: {
+              'cos.read_side_id': readSideId,
+              'cos.shard': shard,
+              'cos.entity_id': event.entityId,
+              'cos.position': Number(event.position),
+              'cos.attempt': attempt + 1,
+            },
+          },
+          ROOT_CONTEXT,
+        );
         try {
-          const response = await handler.handleReadSide(request, { headers, timeoutMs: options.timeoutMs });
+          const response = await context.with(trace.setSpan(ROOT_CONTEXT, span), () =>
+            handler.handleReadSide(request!, { headers, timeoutMs: options.timeoutMs }),
+          );
+          span.setAttribute('cos.read_side.successful', response.successful);
+          if (!response.successful) span.setStatus({ code: SpanStatusCode.ERROR, message: 'successful=false' });
+          span.end();
           if (stopping === 'lost') return 'interrupted';
           if (response.successful) {
             stats.delivered++;
@@ -197,6 +220,8 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
           }
           failure = new Error('the handler replied successful=false');
         } catch (error) {
+          span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
+          span.end();
           if (stopping === 'lost') return 'interrupted';
           failure = error;
         }
