@@ -1,4 +1,4 @@
-// The sample bank write handler: the pure rules, the gRPC handler, its server, and the CLI.
+// The sample bank write handler (rules, gRPC handler, server, CLI) and read side (balance table).
 export {
   decide,
   evolve,
@@ -23,7 +23,32 @@ export {
   type BankHandlerServer,
   type BankHandlerServerOptions,
 } from './server.js';
-export { bankHandlerConfigFromEnv, type BankHandlerConfig } from './config.js';
+export {
+  bankHandlerConfigFromEnv,
+  bankReadSideConfigFromEnv,
+  type BankHandlerConfig,
+  type BankReadSideConfig,
+} from './config.js';
+export { createBankReadSideHandler, type BankReadSideHandlerOptions, type BankReadSideLogger } from './read-side.js';
+export {
+  startBankReadSideServer,
+  DEFAULT_READ_SIDE_PORT,
+  type BankReadSideServer,
+  type BankReadSideServerOptions,
+} from './read-side-server.js';
+export {
+  openBalanceStore,
+  createBalanceStore,
+  balanceMigrations,
+  DEFAULT_BALANCE_SCHEMA,
+  type AccountBalance,
+  type AccountBalancesTable,
+  type BalanceStore,
+  type BalanceStoreOptions,
+  type BalanceTables,
+  type OpenBalanceStoreOptions,
+} from './balance-store.js';
+export { type Http2Server } from './http2-server.js';
 export { runCli, cosBaseUrl, DEFAULT_COS_ADDRESS, USAGE, type CliIo } from './run-cli.js';
 export { grpcCodeName } from './code-name.js';
 export * from './gen/bank/v1/bank_pb.js';

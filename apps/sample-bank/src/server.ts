@@ -1,8 +1,5 @@
-import { createServer, type ServerHttp2Session } from 'node:http2';
-import type { AddressInfo } from 'node:net';
-import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { WriteSideHandlerService } from '@chiefofstate/protocol';
-import { withSpecGrpcMessage } from './grpc-message.js';
+import { serveHttp2, type Http2Server } from './http2-server.js';
 import { createBankWriteHandler, type BankHandlerLogger } from './write-handler.js';
 
 export interface BankHandlerServerOptions {
@@ -13,16 +10,7 @@ export interface BankHandlerServerOptions {
   logger?: BankHandlerLogger;
 }
 
-export interface BankHandlerServer {
-  readonly host: string;
-  /** the port actually bound (useful with port 0) */
-  readonly port: number;
-  /**
-   * Stops accepting connections, lets calls in flight finish for up to `graceMs`, then cuts the
-   * rest. Resolves once the server is closed.
-   */
-  close(graceMs?: number): Promise<void>;
-}
+export type BankHandlerServer = Http2Server;
 
 export const DEFAULT_PORT = 50051;
 export const DEFAULT_HOST = '0.0.0.0';
@@ -32,45 +20,9 @@ export const DEFAULT_HOST = '0.0.0.0';
  * gRPC client), plus Connect and gRPC-Web for free on the same port.
  */
 export async function startBankHandlerServer(options: BankHandlerServerOptions = {}): Promise<BankHandlerServer> {
-  const host = options.host ?? DEFAULT_HOST;
-  const handler = connectNodeAdapter({
-    routes: (router) => {
-      router.service(WriteSideHandlerService, createBankWriteHandler({ ...(options.logger ? { logger: options.logger } : {}) }));
-    },
+  const handler = createBankWriteHandler({ ...(options.logger ? { logger: options.logger } : {}) });
+  return serveHttp2((router) => router.service(WriteSideHandlerService, handler), {
+    host: options.host ?? DEFAULT_HOST,
+    port: options.port ?? DEFAULT_PORT,
   });
-  const server = createServer((request, response) => {
-    withSpecGrpcMessage(response);
-    handler(request, response);
-  });
-  const sessions = new Set<ServerHttp2Session>();
-  server.on('session', (session) => {
-    sessions.add(session);
-    session.once('close', () => sessions.delete(session));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? DEFAULT_PORT, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const port = (server.address() as AddressInfo).port;
-
-  let closing: Promise<void> | undefined;
-  return {
-    host,
-    port,
-    close(graceMs = 5_000) {
-      closing ??= new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        // GOAWAY: clients (COS) open no new streams here and reconnect elsewhere; open calls finish.
-        for (const session of sessions) session.close();
-        const timer = setTimeout(() => {
-          for (const session of sessions) session.destroy();
-        }, graceMs);
-        timer.unref();
-      });
-      return closing;
-    },
-  };
 }
