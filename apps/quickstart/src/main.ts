@@ -18,9 +18,10 @@ try {
     cwd: process.cwd(),
     logger,
     handlerPort: Number(env['BANK_HANDLER_PORT'] ?? 50051),
+    readSidePort: Number(env['BANK_READ_SIDE_PORT'] ?? 50052),
   });
   const dataDir = resolve(env['COS_DATA_DIR'] ?? '.cos-data');
-  process.stdout.write(instructions(quickstart.cos.port, quickstart.handler.port, dataDir));
+  process.stdout.write(instructions(quickstart.cos.port, quickstart.handler.port, dataDir, quickstart.readSide.port));
   const stop = () => {
     setTimeout(() => process.exit(1), 10_000).unref();
     void quickstart.close().then(() => process.exit(0));

@@ -1,7 +1,13 @@
 import { loadConfig } from '@chiefofstate/config';
 import { startCosServer, type RunningCosServer } from '@chiefofstate/cos-server';
 import type { Logger } from '@chiefofstate/logging';
-import { startBankHandlerServer, type BankHandlerServer } from '@chiefofstate/sample-bank';
+import { join, resolve } from 'node:path';
+import {
+  startBankHandlerServer,
+  startBankReadSideServer,
+  type BankHandlerServer,
+  type BankReadSideServer,
+} from '@chiefofstate/sample-bank';
 
 export interface QuickstartOptions {
   /** the environment COS reads; the quickstart fills in the handler's address */
@@ -10,25 +16,46 @@ export interface QuickstartOptions {
   readonly logger: Logger;
   /** port of the sample bank handler; 0 picks a free one */
   readonly handlerPort: number;
+  /** port of the sample read side (account balances); 0 picks a free one; default 0 */
+  readonly readSidePort?: number;
 }
 
 export interface RunningQuickstart {
   readonly cos: RunningCosServer;
   readonly handler: BankHandlerServer;
+  /** the sample read side: `listBalances()` reads its table */
+  readonly readSide: BankReadSideServer;
+  /** where the read side keeps its embedded database */
+  readonly readSideDataDir: string;
   close(): Promise<void>;
 }
 
 /**
- * Chief-of-State on the embedded store with the sample bank-account write handler, composed in
- * one process from the same libraries the separate binaries use.
+ * Chief-of-State on the embedded store with the sample bank-account write handler and the sample
+ * read side (a balance table), composed in one process from the same libraries the separate
+ * binaries use.
  */
 export async function startQuickstart(options: QuickstartOptions): Promise<RunningQuickstart> {
   const { logger } = options;
-  const handler = await startBankHandlerServer({
+  // The read side's own embedded database, next to COS's (a subdirectory PGlite leaves alone).
+  const readSideDataDir = resolve(options.cwd, options.env['COS_DATA_DIR']?.trim() || '.cos-data', 'read-side');
+  const readSide = await startBankReadSideServer({
     host: '127.0.0.1',
-    port: options.handlerPort,
-    logger: logger.child({ component: 'sample-bank' }),
+    port: options.readSidePort ?? 0,
+    dataDir: readSideDataDir,
+    logger: logger.child({ component: 'sample-bank-read-side' }),
   });
+  let handler: BankHandlerServer;
+  try {
+    handler = await startBankHandlerServer({
+      host: '127.0.0.1',
+      port: options.handlerPort,
+      logger: logger.child({ component: 'sample-bank' }),
+    });
+  } catch (error) {
+    await readSide.close();
+    throw error;
+  }
   try {
     const { config, warnings } = loadConfig({
       env: {
@@ -37,6 +64,10 @@ export async function startQuickstart(options: QuickstartOptions): Promise<Runni
         ...options.env,
         WRITE_SIDE_HANDLER_SERVICE_HOST: '127.0.0.1',
         WRITE_SIDE_HANDLER_SERVICE_PORT: String(handler.port),
+        // COS delivers every persisted event to the sample read side, which keeps balances.
+        COS_READ_SIDE_ENABLED: 'true',
+        READ_SIDE_HANDLER_SERVICE_HOST: '127.0.0.1',
+        READ_SIDE_HANDLER_SERVICE_PORT: String(readSide.port),
       },
       cwd: options.cwd,
     });
@@ -45,19 +76,23 @@ export async function startQuickstart(options: QuickstartOptions): Promise<Runni
     return {
       cos,
       handler,
+      readSide,
+      readSideDataDir,
       async close() {
         await cos.close();
         await handler.close();
+        await readSide.close();
       },
     };
   } catch (error) {
     await handler.close();
+    await readSide.close();
     throw error;
   }
 }
 
 /** What the quickstart prints once it serves. */
-export function instructions(cosPort: number, handlerPort: number, dataDir: string): string {
+export function instructions(cosPort: number, handlerPort: number, dataDir: string, readSidePort?: number): string {
   const cli = 'node apps/sample-bank/dist/cli.js';
   const address = `127.0.0.1:${cosPort}`;
   const flag = cosPort === 9000 ? '' : ` --address ${address}`;
@@ -65,6 +100,12 @@ export function instructions(cosPort: number, handlerPort: number, dataDir: stri
     '',
     `Chief-of-State is serving on ${address} (embedded store in ${dataDir}),`,
     `with the sample bank-account write handler on 127.0.0.1:${handlerPort}.`,
+    ...(readSidePort === undefined
+      ? []
+      : [
+          `Balances are kept by the sample read side on 127.0.0.1:${readSidePort} (table account_balances in ${join(dataDir, 'read-side')});`,
+          'it logs each balance it applies.',
+        ]),
     '',
     'Send it commands from another terminal (amounts in cents):',
     `  ${cli}${flag} open acc-1 alice 1000`,

@@ -32,7 +32,7 @@ describe('quickstart', () => {
     quickstart = startProcess(
       process.execPath,
       [join(APP_ROOT, 'dist/main.js')],
-      { COS_PORT: String(port), COS_METRICS_PORT: String(await freePort()), COS_DATA_DIR: dataDir, BANK_HANDLER_PORT: '0', LOG_LEVEL: 'warn' },
+      { COS_PORT: String(port), COS_METRICS_PORT: String(await freePort()), COS_DATA_DIR: dataDir, BANK_HANDLER_PORT: '0', BANK_READ_SIDE_PORT: '0', LOG_LEVEL: 'info', LOG_STYLE: 'JSON' },
       { cwd: APP_ROOT },
     );
     await quickstart.waitFor(/Ctrl-C stops it/, 60_000);
@@ -43,8 +43,13 @@ describe('quickstart', () => {
     await rm(dataDir, { recursive: true, force: true });
   });
 
+  /** The read side's log line for an account's balance at a revision (JSON lines, info level). */
+  const balanceLine = (accountId: string, cents: number, revision: number) =>
+    new RegExp(`"accountId":"${accountId}","balanceCents":"${cents}","status":"OPEN","revision":"${revision}"[^\\n]*"msg":"balance applied"`);
+
   it('prints how to send commands', () => {
     expect(quickstart.output()).toContain(`Chief-of-State is serving on ${address}`);
+    expect(quickstart.output()).toMatch(/Balances are kept by the sample read side on 127\.0\.0\.1:\d+/);
     expect(quickstart.output()).toContain(`node apps/sample-bank/dist/cli.js --address ${address} open acc-1 alice 1000`);
   });
 
@@ -58,6 +63,8 @@ describe('quickstart', () => {
     expect(JSON.stringify(JSON.parse(withdrawn.stdout).state)).toContain('1300');
     const got = await cli('get', 'acc-1');
     expect(JSON.parse(got.stdout)).toMatchObject({ accountId: 'acc-1', revision: 4 });
+    // COS delivers every event to the sample read side, which stores the balance in its table.
+    await quickstart.waitFor(balanceLine('acc-1', 1300, 4), 15_000);
   });
 
   it("passes the handler's refusal through with its detail", async () => {
@@ -74,11 +81,14 @@ describe('quickstart', () => {
     quickstart = startProcess(
       process.execPath,
       [join(APP_ROOT, 'dist/main.js')],
-      { COS_PORT: String(port), COS_METRICS_PORT: String(await freePort()), COS_DATA_DIR: dataDir, BANK_HANDLER_PORT: '0', LOG_LEVEL: 'warn' },
+      { COS_PORT: String(port), COS_METRICS_PORT: String(await freePort()), COS_DATA_DIR: dataDir, BANK_HANDLER_PORT: '0', BANK_READ_SIDE_PORT: '0', LOG_LEVEL: 'info', LOG_STYLE: 'JSON' },
       { cwd: APP_ROOT },
     );
     await quickstart.waitFor(/Ctrl-C stops it/, 60_000);
     const got = await cli('get', 'acc-1');
     expect(JSON.parse(got.stdout)).toMatchObject({ accountId: 'acc-1', revision: 4 });
+    // the read side picks up where it left off
+    expect(JSON.parse((await cli('deposit', 'acc-1', '1')).stdout)).toMatchObject({ revision: 5 });
+    await quickstart.waitFor(balanceLine('acc-1', 1301, 5), 15_000);
   }, 90_000);
 });
