@@ -1,12 +1,7 @@
 #!/usr/bin/env node
 // The cos-readside process: configuration from the environment, logs to stdout, SIGTERM to stop.
-import { loadConfig, redactConfig } from '@chiefofstate/config';
-import { ConfigError } from '@chiefofstate/core';
-import { createLogger } from '@chiefofstate/logging';
-import { createTracing } from '@chiefofstate/tracing';
+import { runCosProcess } from '@chiefofstate/process';
 import { startCosReadside } from './cos-readside.js';
-
-const SHUTDOWN_LIMIT_MS = 10_000;
 
 /**
  * The configuration is cos-server's. Two defaults differ here: read sides are on unless
@@ -24,68 +19,9 @@ function environment(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return { ...defaults, ...env };
 }
 
-async function main(): Promise<void> {
-  let loaded;
-  try {
-    loaded = loadConfig({ env: environment(process.env), cwd: process.cwd() });
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`cos-readside: ${error.message}\n`);
-      process.exit(2);
-    }
-    throw error;
-  }
-  const { config, warnings } = loaded;
-  const tracing = createTracing({
-    serviceName: config.telemetry.serviceName,
-    teamName: config.telemetry.teamName,
-    tracesEndpoint: config.telemetry.tracesEndpoint,
-  });
-  const logger = createLogger({
-    level: config.log.level,
-    style: config.log.style,
-    name: config.telemetry.serviceName,
-    mixin: tracing.logFields,
-  });
-  for (const warning of warnings) logger.warn(warning);
-  logger.info({ config: redactConfig(config) }, 'starting cos-readside');
-
-  let readside;
-  try {
-    readside = await startCosReadside({ config, logger });
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`cos-readside: ${error.message}\n`);
-      process.exit(2);
-    }
-    throw error;
-  }
-  const running = readside;
-
-  const stop = (signal: string) => {
-    logger.info({ signal }, 'stopping');
-    // Whatever happens, the process is gone within the limit.
-    setTimeout(() => {
-      logger.error('shutdown took too long; exiting');
-      process.exit(1);
-    }, SHUTDOWN_LIMIT_MS).unref();
-    running
-      .close(SHUTDOWN_LIMIT_MS - 1_000)
-      .then(() => tracing.shutdown())
-      .then(() => new Promise<void>((resolve) => logger.flush(() => resolve())))
-      .then(
-        () => process.exit(0),
-        (error: unknown) => {
-          logger.error({ err: error }, 'shutdown failed');
-          process.exit(1);
-        },
-      );
-  };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
-}
-
-main().catch((error: unknown) => {
-  process.stderr.write(`cos-readside failed to start: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-  process.exit(1);
+runCosProcess({
+  name: 'cos-readside',
+  env: environment(process.env),
+  cwd: process.cwd(),
+  start: ({ config, logger }) => startCosReadside({ config, logger }),
 });

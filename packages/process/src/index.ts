@@ -1,0 +1,1 @@
+export { runCosProcess, type Closeable, type RunCosProcessOptions } from './run-cos-process.js';

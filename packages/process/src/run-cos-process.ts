@@ -1,0 +1,85 @@
+import { loadConfig, redactConfig, type CosConfig } from '@chiefofstate/config';
+import { ConfigError } from '@chiefofstate/core';
+import { createLogger, type Logger } from '@chiefofstate/logging';
+import { createTracing, type Tracing } from '@chiefofstate/tracing';
+
+/** What a process runs: anything that can be closed within a grace period. */
+export interface Closeable {
+  close(graceMs: number): Promise<void>;
+}
+
+export interface RunCosProcessOptions<T extends Closeable> {
+  /** the process name in messages, e.g. `chief-of-state` */
+  readonly name: string;
+  /** the environment configuration is read from */
+  readonly env: Record<string, string | undefined>;
+  readonly cwd: string;
+  /** starts the process's work from the loaded configuration */
+  start(context: { config: CosConfig; logger: Logger; tracing: Tracing }): Promise<T>;
+  /** SIGTERM to exit, at most; default 10 s */
+  readonly shutdownLimitMs?: number;
+}
+
+/**
+ * The life of a COS process: configuration from the environment (a bad one exits with status 2
+ * and one message listing every problem), tracing and logs set up, `start`, then SIGTERM or
+ * SIGINT close it and exit 0, within the limit whatever happens.
+ */
+export function runCosProcess<T extends Closeable>(options: RunCosProcessOptions<T>): void {
+  const limitMs = options.shutdownLimitMs ?? 10_000;
+  run(options, limitMs).catch((error: unknown) => {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${options.name}: ${error.message}\n`);
+      process.exit(2);
+    }
+    process.stderr.write(
+      `${options.name} failed to start: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+    );
+    process.exit(1);
+  });
+}
+
+async function run<T extends Closeable>(options: RunCosProcessOptions<T>, limitMs: number): Promise<void> {
+  const { config, warnings } = loadConfig({ env: options.env, cwd: options.cwd });
+  const tracing = createTracing({
+    serviceName: config.telemetry.serviceName,
+    teamName: config.telemetry.teamName,
+    tracesEndpoint: config.telemetry.tracesEndpoint,
+  });
+  const logger = createLogger({
+    level: config.log.level,
+    style: config.log.style,
+    name: config.telemetry.serviceName,
+    mixin: tracing.logFields,
+  });
+  for (const warning of warnings) logger.warn(warning);
+  logger.info(
+    { config: redactConfig(config), tracing: tracing.enabled ? config.telemetry.tracesEndpoint : 'off' },
+    `starting ${options.name}`,
+  );
+  const running = await options.start({ config, logger, tracing });
+
+  const stop = (signal: string) => {
+    logger.info({ signal }, 'stopping');
+    // Not unref'd: a close that hangs must end in status 1, even when nothing else holds the
+    // event loop open (a finished shutdown exits explicitly, so this never delays it).
+    setTimeout(() => {
+      logger.error('shutdown took too long; exiting');
+      logger.flush(() => process.exit(1));
+      setTimeout(() => process.exit(1), 200).unref();
+    }, limitMs);
+    running
+      .close(limitMs - 1_000)
+      .then(() => tracing.shutdown())
+      .then(() => new Promise<void>((resolve) => logger.flush(() => resolve())))
+      .then(
+        () => process.exit(0),
+        (error: unknown) => {
+          logger.error({ err: error }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
