@@ -2,7 +2,7 @@ import { create } from '@bufbuild/protobuf';
 import { HandlerUnavailableError } from '@chiefofstate/core';
 import { HandleCommandRequestSchema, WriteSideHandlerService, emptyState } from '@chiefofstate/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestGrpcServer, type TestGrpcServer } from './test-support/handler-server.js';
+import { startTestGrpcServer, type TestGrpcServer } from '@chiefofstate/testing';
 import { selfSignedCertificate } from './test-support/self-signed.js';
 import { createWriteSideClient } from './write-side-client.js';
 

@@ -24,7 +24,7 @@ import {
 } from '@chiefofstate/protocol';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { encodeRpcStatusForTest } from './test-support/rpc-status-encoder.js';
-import { startTestGrpcServer, type TestGrpcServer } from './test-support/handler-server.js';
+import { startTestGrpcServer, type TestGrpcServer } from '@chiefofstate/testing';
 import { createReadSideClient } from './read-side-client.js';
 import { createWriteSideClient, type WriteSideClient } from './write-side-client.js';
 

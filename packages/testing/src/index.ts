@@ -12,3 +12,4 @@ export {
 export { decodeRpcStatus, encodeRpcStatus, type RpcStatus } from './rpc-status.js';
 export { freePort, startProcess, type RunningProcess } from './processes.js';
 export { startOtlpReceiver, spanAttribute, type OtlpReceiver, type OtlpSpan } from './otlp-receiver.js';
+export { startTestGrpcServer, type TestGrpcServer } from './connect-server.js';

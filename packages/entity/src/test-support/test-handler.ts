@@ -9,7 +9,7 @@ import {
   type HandleCommandRequest,
   type HandleEventRequest,
 } from '@chiefofstate/protocol';
-import { startTestGrpcServer, type TestGrpcServer } from './grpc-server.js';
+import { startTestGrpcServer, type TestGrpcServer } from '@chiefofstate/testing';
 
 /**
  * A real WriteSideHandlerService on loopback HTTP/2 for the runtime's tests. Commands and events
