@@ -23,8 +23,8 @@ import {
   type HandleEventResponseSchema,
 } from '@chiefofstate/protocol';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { encodeRpcStatusForTest } from './test-support/rpc-status-encoder.js';
-import { startTestGrpcServer, type TestGrpcServer } from '@chiefofstate/testing';
+
+import { encodeRpcStatus, startTestGrpcServer, type TestGrpcServer } from '@chiefofstate/testing';
 import { createReadSideClient } from './read-side-client.js';
 import { createWriteSideClient, type WriteSideClient } from './write-side-client.js';
 
@@ -147,7 +147,7 @@ describe('WriteSideClient', () => {
     onCommand = () => {
       throw new ConnectError(message, Code.FailedPrecondition, {
         'grpc-status-details-bin': Buffer.from(
-          encodeRpcStatusForTest({ code: Code.FailedPrecondition, message, details }),
+          encodeRpcStatus({ code: Code.FailedPrecondition, message, details }),
         ).toString('base64'),
       });
     };
