@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # The sample bank-account write handler (apps/sample-bank), the handler COS calls in the compose
-# file and the Kubernetes examples. From the repository root:
+# file and the Kubernetes examples; the same image runs the sample read side with
+# `node apps/sample-bank/dist/read-side-main.js` (port 50052). From the repository root:
 #   docker build -f docker/sample-bank.Dockerfile -t chiefofstate/sample-bank:0.1.0 .
 # See docs/deployment.md for the variables, ports and volumes.
 
@@ -36,7 +37,7 @@ COPY --from=deps /app/ ./
 COPY --from=build /prod/dist/ ./
 COPY docker/healthcheck.mjs /app/healthcheck.mjs
 USER node
-# the WriteSideHandlerService (PORT, default 50051)
+# the WriteSideHandlerService (PORT, default 50051; the read side's entry is given PORT=50052)
 EXPOSE 50051
 # The handler serves no grpc.health.v1: a gRPC answer (UNIMPLEMENTED) on its port proves it is up.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \

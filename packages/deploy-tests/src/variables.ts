@@ -38,7 +38,7 @@ export function workloadOfImage(image: string): Workload | undefined {
  */
 export const OTHER_VARIABLES: Readonly<Record<Workload, readonly string[]>> = {
   cos: [],
-  'sample-handler': ['PORT', 'HOST', 'LOG_LEVEL'],
+  'sample-handler': ['PORT', 'HOST', 'LOG_LEVEL', 'READ_SIDE_DATABASE_URL'],
   postgres: ['POSTGRES_USER', 'POSTGRES_PASSWORD', 'POSTGRES_DB'],
   jaeger: ['COLLECTOR_OTLP_ENABLED'],
 };
