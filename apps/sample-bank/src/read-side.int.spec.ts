@@ -52,7 +52,7 @@ describe.each(await testStoreKinds())('bank read side (%s)', (kind) => {
   async function deliver(accountId: string, revision: number, event: Any, after: Any): Promise<boolean> {
     const metadata = new grpc.Metadata();
     metadata.set('x-cos-entity-id', accountId);
-    metadata.set('x-cos-event-tag', 'chiefofstate0');
+    metadata.set('x-cos-event-tag', '3');
     const { response } = await client.unary(
       ReadSideHandlerService.method.handleReadSide,
       create(HandleReadSideRequestSchema, {
@@ -99,7 +99,7 @@ describe.each(await testStoreKinds())('bank read side (%s)', (kind) => {
       balanceCents: '700',
       status: 'OPEN',
       revision: '3',
-      eventTag: 'chiefofstate0',
+      eventTag: '3',
     });
   });
 

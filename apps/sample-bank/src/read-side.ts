@@ -29,7 +29,9 @@ export function createBankReadSideHandler(
   const { store, logger } = options;
   return {
     async handleReadSide(request: HandleReadSideRequest, context: HandlerContext) {
+      // meta.entity_id carries the id exactly; the header is percent-encoded when not ASCII.
       const entityId = request.meta?.entityId || context.requestHeader.get('x-cos-entity-id') || '';
+      // the shard the event came through, worth logging when following one stream
       const eventTag = context.requestHeader.get('x-cos-event-tag') ?? '';
       const revision = BigInt(request.meta?.revisionNumber ?? 0);
       const account = request.state?.typeUrl === `type.googleapis.com/${BankAccountSchema.typeName}`
