@@ -9,13 +9,12 @@ import {
   type GrpcServer,
   type HealthStatus,
 } from '@chiefofstate/grpc-api';
-import { journalMigrations } from '@chiefofstate/journal';
 import type { Logger } from '@chiefofstate/logging';
 import { createMetrics, startMetricsServer, type CosMetrics, type MetricsServer } from '@chiefofstate/metrics';
-import { createDatabase, mergeMigrations, migrateToLatest, type Database } from '@chiefofstate/postgres';
+import type { Database } from '@chiefofstate/postgres';
 import { Health, ReadSideManagerService } from '@chiefofstate/protocol';
-import { createDeferredManager, readSideMigrations, startReadSides, type RunningReadSides } from '@chiefofstate/read-side';
-import { snapshotMigrations } from '@chiefofstate/snapshot';
+import { createDeferredManager, startReadSides, type RunningReadSides } from '@chiefofstate/read-side';
+import { openCosStore } from '@chiefofstate/store';
 import { createClientTracingInterceptor, createServerTracingInterceptor } from '@chiefofstate/tracing';
 
 export interface CosReadsideOptions {
@@ -81,11 +80,7 @@ export async function startCosReadside(options: CosReadsideOptions): Promise<Run
       metrics,
       ready: () => running !== undefined,
     });
-    database = await createDatabase(
-      config.store.kind === 'postgres' ? { ...config.store, applicationName: config.telemetry.serviceName } : config.store,
-    );
-    // The same set as cos-server's: every process on a database must know all its migrations.
-    await migrateToLatest({ database, migrations: mergeMigrations(journalMigrations, snapshotMigrations, readSideMigrations) });
+    database = await openCosStore({ store: config.store, applicationName: config.telemetry.serviceName });
     logger.info({ store: config.store.kind, schema: config.store.schema }, 'store migrated');
     running = await startReadSides({
       config,

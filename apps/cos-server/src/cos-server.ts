@@ -11,13 +11,14 @@ import {
   type HealthStatus,
 } from '@chiefofstate/grpc-api';
 import { createReachabilityProbe, createWriteSideClient } from '@chiefofstate/handler-client';
-import { createJournal, journalMigrations } from '@chiefofstate/journal';
+import { createJournal } from '@chiefofstate/journal';
 import type { Logger } from '@chiefofstate/logging';
 import { createMetrics, startMetricsServer, type CosMetrics, type MetricsServer } from '@chiefofstate/metrics';
-import { createDatabase, mergeMigrations, migrateToLatest, type Database } from '@chiefofstate/postgres';
+import type { Database } from '@chiefofstate/postgres';
 import { ChiefOfStateService, Health, ReadSideManagerService } from '@chiefofstate/protocol';
-import { createDeferredManager, readSideMigrations, startReadSides } from '@chiefofstate/read-side';
-import { createSnapshotStore, snapshotMigrations } from '@chiefofstate/snapshot';
+import { createDeferredManager, startReadSides } from '@chiefofstate/read-side';
+import { createSnapshotStore } from '@chiefofstate/snapshot';
+import { openCosStore } from '@chiefofstate/store';
 import { ShuttingDownError } from '@chiefofstate/core';
 import { createClientTracingInterceptor, createServerTracingInterceptor } from '@chiefofstate/tracing';
 
@@ -107,12 +108,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
 
   let database: Database | undefined;
   try {
-    database = await createDatabase(
-      config.store.kind === 'postgres'
-        ? { ...config.store, applicationName: config.telemetry.serviceName }
-        : config.store,
-    );
-    await migrateToLatest({ database, migrations: mergeMigrations(journalMigrations, snapshotMigrations, readSideMigrations) });
+    database = await openCosStore({ store: config.store, applicationName: config.telemetry.serviceName });
     logger.info({ store: config.store.kind, schema: config.store.schema }, 'store migrated');
   } catch (error) {
     await server.close(0);

@@ -1,0 +1,1 @@
+export { cosMigrations, openCosStore, type OpenCosStoreOptions } from './open-cos-store.js';
