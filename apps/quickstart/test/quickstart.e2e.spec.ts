@@ -16,6 +16,7 @@ const CLI = fileURLToPath(new URL('../../sample-bank/dist/cli.js', import.meta.u
 describe('quickstart', () => {
   let quickstart: RunningProcess;
   let dataDir: string;
+  let tempRoot: string;
   let address: string;
 
   const cli = async (...args: string[]) => {
@@ -26,7 +27,9 @@ describe('quickstart', () => {
   };
 
   beforeAll(async () => {
-    dataDir = await mkdtemp(join(tmpdir(), 'cos-quickstart-'));
+    // like a fresh checkout: the data directory does not exist before the first start
+    tempRoot = await mkdtemp(join(tmpdir(), 'cos-quickstart-'));
+    dataDir = join(tempRoot, '.cos-data');
     const port = await freePort();
     address = `127.0.0.1:${port}`;
     quickstart = startProcess(
@@ -40,7 +43,7 @@ describe('quickstart', () => {
 
   afterAll(async () => {
     await quickstart?.kill('SIGINT');
-    await rm(dataDir, { recursive: true, force: true });
+    await rm(tempRoot, { recursive: true, force: true });
   });
 
   /** The read side's log line for an account's balance at a revision (JSON lines, info level). */

@@ -1,6 +1,9 @@
 import { sql, type Kysely } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
-import { isUniqueViolation } from './database.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createDatabase, isUniqueViolation } from './database.js';
 import { migrateToLatest, mergeMigrations, type MigrationSet } from './migrations.js';
 import { openTestDatabase, testStoreKinds, uniqueSchemaName, type TestDatabase } from './testing.js';
 
@@ -128,6 +131,25 @@ describe('migrations on the real PostgreSQL', async () => {
     } finally {
       for (const d of databases.slice(1)) await d.close();
       await databases[0]!.dispose();
+    }
+  });
+});
+
+describe('the embedded store', () => {
+  it('creates a nested data directory that does not exist yet, and keeps its data there', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'cos-embedded-'));
+    const dataDir = join(root, 'not', 'yet', 'there');
+    try {
+      const first = await createDatabase({ kind: 'embedded', dataDir, schema: 'cos' });
+      await sql`create table kept (id int)`.execute(first.kysely);
+      await sql`insert into kept values (7)`.execute(first.kysely);
+      await first.close();
+      const again = await createDatabase({ kind: 'embedded', dataDir, schema: 'cos' });
+      const rows = await sql<{ id: number }>`select id from kept`.execute(again.kysely);
+      expect(rows.rows).toEqual([{ id: 7 }]);
+      await again.close();
+    } finally {
+      await rm(root, { recursive: true, force: true });
     }
   });
 });

@@ -1,3 +1,4 @@
+import { mkdir } from 'node:fs/promises';
 import { PGlite, types as pgliteTypes } from '@electric-sql/pglite';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
@@ -170,6 +171,9 @@ async function ensureSchema(connection: pg.ClientConfig, schema: string): Promis
 }
 
 async function createEmbeddedDatabase(options: EmbeddedConnectionOptions): Promise<Database> {
+  // PGlite creates only the last level of its directory; a first start with a nested path (the
+  // quickstart's read side, or COS_DATA_DIR=./data/cos) needs the parents too.
+  if (options.dataDir !== undefined) await mkdir(options.dataDir, { recursive: true });
   const pglite = await PGlite.create({
     ...(options.dataDir !== undefined ? { dataDir: options.dataDir } : {}),
     parsers: { [pgliteTypes.INT8]: (value: string) => BigInt(value) },
