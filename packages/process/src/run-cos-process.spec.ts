@@ -29,6 +29,15 @@ describe('runCosProcess', () => {
     expect(child.output()).toMatch(/closing with grace 1000/);
   });
 
+  it('stops gracefully when SIGTERM arrives while it is still starting', async () => {
+    const child = run({ FIXTURE_START_MS: '700' });
+    await child.waitFor(/fixture starting slowly/);
+    child.child.kill('SIGTERM');
+    expect(await child.exited).toBe(0);
+    expect(child.output()).toMatch(/fixture started/);
+    expect(child.output()).toMatch(/closing with grace 1000/);
+  });
+
   it('exits 1 within the limit when closing hangs', async () => {
     const child = run({ FIXTURE_CLOSE: 'hang' });
     await child.waitFor(/fixture started/);

@@ -57,9 +57,15 @@ async function run<T extends Closeable>(options: RunCosProcessOptions<T>, limitM
     { config: redactConfig(config), tracing: tracing.enabled ? config.telemetry.tracesEndpoint : 'off' },
     `starting ${options.name}`,
   );
-  const running = await options.start({ config, logger, tracing });
-
+  // Signals are taken from the start: one that arrives while starting stops the process as
+  // soon as it is up, instead of killing it half-started.
+  let running: T | undefined = undefined;
+  let requested: string | undefined;
   const stop = (signal: string) => {
+    if (running === undefined) {
+      requested ??= signal;
+      return;
+    }
     logger.info({ signal }, 'stopping');
     // Not unref'd: a close that hangs must end in status 1, even when nothing else holds the
     // event loop open (a finished shutdown exits explicitly, so this never delays it).
@@ -82,4 +88,6 @@ async function run<T extends Closeable>(options: RunCosProcessOptions<T>, limitM
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
+  running = await options.start({ config, logger, tracing });
+  if (requested !== undefined) stop(requested);
 }

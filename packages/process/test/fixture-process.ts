@@ -7,11 +7,20 @@ runCosProcess({
   cwd: process.cwd(),
   shutdownLimitMs: 2_000,
   async start({ config, logger }) {
+    const delay = Number(process.env['FIXTURE_START_MS'] ?? 0);
+    if (delay > 0) {
+      process.stdout.write('fixture starting slowly\n');
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+    // stands in for a listening server: it keeps the process alive until closed
+    const alive = setInterval(() => {}, 60_000);
     logger.info({ port: config.server.port }, 'fixture started');
     return {
       close: (graceMs: number) => {
         process.stdout.write(`closing with grace ${graceMs}\n`);
-        return process.env['FIXTURE_CLOSE'] === 'hang' ? new Promise<void>(() => {}) : Promise.resolve();
+        if (process.env['FIXTURE_CLOSE'] === 'hang') return new Promise<void>(() => {});
+        clearInterval(alive);
+        return Promise.resolve();
       },
     };
   },

@@ -49,8 +49,9 @@ export function startProcess(
   };
   child.stdout!.on('data', append);
   child.stderr!.on('data', append);
+  // 'close', not 'exit': 'exit' can come before the last output has been read from the pipes.
   const exited = new Promise<number | NodeJS.Signals>((resolve) =>
-    child.once('exit', (code, signal) => {
+    child.once('close', (code, signal) => {
       resolve(code ?? signal ?? -1);
       for (const wake of [...waiters]) wake();
     }),
