@@ -13,3 +13,4 @@ export { decodeRpcStatus, encodeRpcStatus, type RpcStatus } from './rpc-status.j
 export { freePort, startProcess, type RunningProcess } from './processes.js';
 export { startOtlpReceiver, spanAttribute, type OtlpReceiver, type OtlpSpan } from './otlp-receiver.js';
 export { startTestGrpcServer, type TestGrpcServer } from './connect-server.js';
+export { eventPayload } from './event-payload.js';

@@ -1,17 +1,15 @@
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { create, toBinary } from '@bufbuild/protobuf';
-import { AnySchema } from '@bufbuild/protobuf/wkt';
 import { sql } from 'kysely';
 import { createJournal, type Journal } from '@chiefofstate/journal';
 import { createDatabase, type Database } from '@chiefofstate/postgres';
 import { testPostgresConnection, uniqueSchemaName } from '@chiefofstate/postgres/testing';
-import { EventWrapperSchema, MetaDataSchema, ReadSideManagerService } from '@chiefofstate/protocol';
-import { createGrpcJsClient, freePort, startProcess, type GrpcJsClient, type RunningProcess } from '@chiefofstate/testing';
+import { ReadSideManagerService } from '@chiefofstate/protocol';
+import { createGrpcJsClient, eventPayload, freePort, startProcess, type GrpcJsClient, type RunningProcess } from '@chiefofstate/testing';
 import type { HandlerCall, Rule } from './read-side-handler.js';
 
 export type { HandlerCall, Rule } from './read-side-handler.js';
-export { freePort, type RunningProcess } from '@chiefofstate/testing';
+export { eventPayload, freePort, type RunningProcess } from '@chiefofstate/testing';
 
 export const APP_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const NUM_SHARDS = 8;
@@ -108,19 +106,7 @@ export async function startReadside(env: Record<string, string>): Promise<Readsi
   });
 }
 
-const text = new TextEncoder();
 
-/** A serialized EventWrapper of `entityId` at `revision`; the handler echoes its bytes. */
-export function eventPayload(entityId: string, revision: number): Uint8Array {
-  return toBinary(
-    EventWrapperSchema,
-    create(EventWrapperSchema, {
-      event: create(AnySchema, { typeUrl: 'type.googleapis.com/test.Event', value: text.encode(`${entityId}@${revision}`) }),
-      resultingState: create(AnySchema, { typeUrl: 'type.googleapis.com/test.State', value: text.encode(`state ${revision}`) }),
-      meta: create(MetaDataSchema, { entityId, revisionNumber: revision }),
-    }),
-  );
-}
 
 /** The test's own connection to the store: the real journal to write events, SQL to look. */
 export interface Store {

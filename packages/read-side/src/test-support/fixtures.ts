@@ -1,29 +1,16 @@
-import { create, toBinary } from '@bufbuild/protobuf';
-import { AnySchema } from '@bufbuild/protobuf/wkt';
+import { create } from '@bufbuild/protobuf';
 import type * as grpc from '@grpc/grpc-js';
 import {
-  EventWrapperSchema,
   HandleReadSideResponseSchema,
-  MetaDataSchema,
   ReadSideHandlerService,
   type HandleReadSideRequest,
 } from '@chiefofstate/protocol';
 import { GrpcJsStatusError, startGrpcJsServer, type GrpcJsServer } from '@chiefofstate/testing';
 
-const text = new TextEncoder();
+export { eventPayload } from '@chiefofstate/testing';
+
 const untext = new TextDecoder();
 
-/** A serialized EventWrapper for revision `revision` of `entityId`; the event's value says which. */
-export function eventPayload(entityId: string, revision: number): Uint8Array {
-  return toBinary(
-    EventWrapperSchema,
-    create(EventWrapperSchema, {
-      event: create(AnySchema, { typeUrl: 'type.googleapis.com/test.Event', value: text.encode(`${entityId}@${revision}`) }),
-      resultingState: create(AnySchema, { typeUrl: 'type.googleapis.com/test.State', value: text.encode(`state ${revision}`) }),
-      meta: create(MetaDataSchema, { entityId, revisionNumber: revision }),
-    }),
-  );
-}
 
 /** What the handler received in one call. */
 export interface Received {
