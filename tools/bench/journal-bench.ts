@@ -15,23 +15,15 @@
  * cell runs in a schema of its own, dropped afterwards. Writes the tables to docs/benchmarks.md
  * between <!-- journal:start --> and <!-- journal:end --> unless --no-write.
  */
-import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { rerunWithSources } from './with-sources.js';
 
-// Workspace packages resolve to their TypeScript sources only under this export condition.
-if (!process.execArgv.some((arg) => arg.includes('@chiefofstate/source'))) {
-  const result = spawnSync(
-    process.execPath,
-    ['--conditions=@chiefofstate/source', '--import', 'tsx', fileURLToPath(import.meta.url), ...process.argv.slice(2)],
-    { stdio: 'inherit' },
-  );
-  process.exit(result.status ?? 1);
-}
+rerunWithSources(import.meta.url);
 
 const { default: pg } = await import('pg');
 const { createDatabase, migrateToLatest } = await import('@chiefofstate/postgres');

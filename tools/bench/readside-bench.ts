@@ -19,24 +19,17 @@
  * throw-away schema. Writes its section of docs/benchmarks.md between <!-- readside:start --> and
  * <!-- readside:end --> unless --no-write.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { rerunWithSources } from './with-sources.js';
 import type { HandleReadSideRequest } from '@chiefofstate/protocol';
 
-// Workspace packages resolve to their TypeScript sources only under this export condition.
-if (!process.execArgv.some((arg) => arg.includes('@chiefofstate/source'))) {
-  const result = spawnSync(
-    process.execPath,
-    ['--conditions=@chiefofstate/source', '--import', 'tsx', fileURLToPath(import.meta.url), ...process.argv.slice(2)],
-    { stdio: 'inherit' },
-  );
-  process.exit(result.status ?? 1);
-}
+rerunWithSources(import.meta.url);
 
 const { default: pg } = await import('pg');
 const { create, toBinary } = await import('@bufbuild/protobuf');
