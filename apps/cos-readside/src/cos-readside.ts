@@ -3,7 +3,7 @@ import { ConfigError } from '@chiefofstate/core';
 import {
   createHealthStatus,
   createReadSideManagerService,
-  isExpectedFailure,
+  logCallFailure,
   ServingStatus,
   startGrpcServer,
   type GrpcServer,
@@ -60,10 +60,7 @@ export async function startCosReadside(options: CosReadsideOptions): Promise<Run
         ReadSideManagerService,
         createReadSideManagerService({
           manager: deferred.manager,
-          onError: (method, error) => {
-            if (isExpectedFailure(error)) logger.debug({ err: error, method }, 'call failed');
-            else logger.error({ err: error, method }, 'call failed');
-          },
+          onError: logCallFailure(logger),
         }),
       );
       router.service(Health, health.service);

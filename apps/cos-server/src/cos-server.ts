@@ -4,7 +4,7 @@ import {
   createChiefOfStateService,
   createHealthStatus,
   createReadSideManagerService,
-  isExpectedFailure,
+  logCallFailure,
   ServingStatus,
   startGrpcServer,
   type GrpcServer,
@@ -74,10 +74,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
             persisted: config.writeSide.persistedHeaders,
           },
           commandTimeoutMs: config.timeouts.commandMs,
-          onError: (method, error) => {
-            if (isExpectedFailure(error)) logger.debug({ err: error, method }, 'call failed');
-            else logger.error({ err: error, method }, 'call failed');
-          },
+          onError: logCallFailure(logger),
         }),
       );
       if (config.readSide.enabled) {

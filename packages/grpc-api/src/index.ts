@@ -1,4 +1,4 @@
-export { toConnectError, isExpectedFailure } from './status.js';
+export { toConnectError, isExpectedFailure, logCallFailure, type CallFailureLogger } from './status.js';
 export { propagatedHeaders, persistedHeaders, type HeaderRules } from './request-headers.js';
 export {
   createChiefOfStateService,

@@ -58,3 +58,20 @@ export function isExpectedFailure(error: unknown): boolean {
     (error instanceof ConnectError && error.code !== Code.Internal && error.code !== Code.Unknown)
   );
 }
+
+/** The logger `logCallFailure` needs (pino's shape). */
+export interface CallFailureLogger {
+  debug(fields: object, message: string): void;
+  error(fields: object, message: string): void;
+}
+
+/**
+ * An `onError` for the services: failures that are the caller's or the handler's doing are
+ * logged at debug, anything else (a COS fault) at error.
+ */
+export function logCallFailure(logger: CallFailureLogger): (method: string, error: unknown) => void {
+  return (method, error) => {
+    if (isExpectedFailure(error)) logger.debug({ err: error, method }, 'call failed');
+    else logger.error({ err: error, method }, 'call failed');
+  };
+}
