@@ -4,7 +4,7 @@ export { redactConfig, REDACTED } from './redact.js';
 export { DEFAULT_FAILURE_POLICY, DEFAULT_READ_SIDE_ID } from './read-sides.js';
 export { CONFIG_VARIABLES } from './variables.js';
 export type { ConfigVariable } from './variables.js';
-export { DEPLOYMENT_MODES, FAILURE_POLICIES, LOG_LEVELS, LOG_STYLES } from './types.js';
+export { DEPLOYMENT_MODES, FAILURE_POLICIES, LOG_LEVELS, LOG_STYLES, OTLP_PROTOCOLS, TRACE_SAMPLERS } from './types.js';
 export type {
   ClusterConfig,
   CosConfig,
@@ -17,6 +17,7 @@ export type {
   LogConfig,
   LogLevel,
   LogStyle,
+  OtlpProtocol,
   PostgresStoreConfig,
   ReadSideConfig,
   ReadSidesConfig,
@@ -25,6 +26,9 @@ export type {
   StoreConfig,
   TelemetryConfig,
   TimeoutConfig,
+  TraceBatchConfig,
+  TraceSamplerConfig,
+  TraceSamplerName,
   TypeValidationConfig,
   WriteSideConfig,
 } from './types.js';

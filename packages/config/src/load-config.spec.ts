@@ -35,7 +35,11 @@ describe('defaults', () => {
         traceHost: 'localhost',
         tracePort: 4318,
         otlpEndpoint: undefined,
+        otlpTracesEndpoint: undefined,
         tracesEndpoint: undefined,
+        tracesProtocol: 'http/protobuf',
+        tracesSampler: { name: 'parentbased_always_on', ratio: 1 },
+        tracesBatch: { scheduleDelayMs: 5000, exportTimeoutMs: 30_000, maxQueueSize: 2048, maxExportBatchSize: 512 },
         metricsPort: 9102,
       },
       cluster: {
@@ -196,6 +200,27 @@ const ROWS: readonly [Record<string, string>, (config: CosConfig) => unknown, un
     (c) => c.telemetry.otlpEndpoint,
     'http://collector:4318',
   ],
+  [
+    { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'https://collector.example.com/otlp/traces' },
+    (c) => [c.telemetry.otlpTracesEndpoint, c.telemetry.tracesEndpoint],
+    ['https://collector.example.com/otlp/traces', 'https://collector.example.com/otlp/traces'],
+  ],
+  [{ OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json' }, (c) => c.telemetry.tracesProtocol, 'http/json'],
+  [{ OTEL_EXPORTER_OTLP_PROTOCOL: 'HTTP/JSON' }, (c) => c.telemetry.tracesProtocol, 'http/json'],
+  [{ OTEL_TRACES_SAMPLER: 'Always_Off' }, (c) => c.telemetry.tracesSampler, { name: 'always_off', ratio: 1 }],
+  [
+    { OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.25' },
+    (c) => c.telemetry.tracesSampler,
+    { name: 'parentbased_traceidratio', ratio: 0.25 },
+  ],
+  [{ OTEL_BSP_SCHEDULE_DELAY: '200' }, (c) => c.telemetry.tracesBatch.scheduleDelayMs, 200],
+  [{ OTEL_BSP_EXPORT_TIMEOUT: '1000' }, (c) => c.telemetry.tracesBatch.exportTimeoutMs, 1000],
+  [
+    { OTEL_BSP_MAX_QUEUE_SIZE: '100' },
+    (c) => c.telemetry.tracesBatch,
+    { scheduleDelayMs: 5000, exportTimeoutMs: 30_000, maxQueueSize: 100, maxExportBatchSize: 100 },
+  ],
+  [{ OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '64' }, (c) => c.telemetry.tracesBatch.maxExportBatchSize, 64],
   [{ COS_METRICS_PORT: '9200' }, (c) => c.telemetry.metricsPort, 9200],
   [{ COS_DEPLOYMENT_MODE: 'Kubernetes' }, (c) => c.cluster.mode, 'kubernetes'],
   [{ COS_DOCKER_SERVICE_NAME: 'cos_app' }, (c) => c.cluster.dockerServiceName, 'cos_app'],
@@ -464,6 +489,41 @@ describe('bad values', () => {
     [{ TRACE_PORT: '99999' }, 'TRACE_PORT="99999": expected an integer port 1..65535'],
     [{ TRACE_HOST: 'a b' }, 'TRACE_HOST="a b": expected a host name or IP address, without scheme or port'],
     [{ OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318' }, 'OTEL_EXPORTER_OTLP_ENDPOINT="collector:4318": expected an http:// or https:// URL'],
+    [
+      { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'collector:4318/v1/traces' },
+      'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="collector:4318/v1/traces": expected an http:// or https:// URL',
+    ],
+    [
+      { OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' },
+      'OTEL_EXPORTER_OTLP_PROTOCOL="grpc": expected http/protobuf or http/json (OTLP over gRPC is not supported; COS exports over HTTP only)',
+    ],
+    [
+      { OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'GRPC' },
+      'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="GRPC": expected http/protobuf or http/json (OTLP over gRPC is not supported; COS exports over HTTP only)',
+    ],
+    [
+      { OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json', OTEL_EXPORTER_OTLP_PROTOCOL: 'protobuf' },
+      'OTEL_EXPORTER_OTLP_PROTOCOL="protobuf": expected http/protobuf or http/json',
+    ],
+    [
+      { OTEL_TRACES_SAMPLER: 'jaeger_remote' },
+      'OTEL_TRACES_SAMPLER="jaeger_remote": expected one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio',
+    ],
+    [{ OTEL_TRACES_SAMPLER_ARG: '1.5' }, 'OTEL_TRACES_SAMPLER_ARG="1.5": expected a number from 0 to 1, like 0.25'],
+    [{ OTEL_TRACES_SAMPLER_ARG: '-0.1' }, 'OTEL_TRACES_SAMPLER_ARG="-0.1": expected a number from 0 to 1, like 0.25'],
+    [{ OTEL_TRACES_SAMPLER_ARG: '10%' }, 'OTEL_TRACES_SAMPLER_ARG="10%": expected a number from 0 to 1, like 0.25'],
+    [{ OTEL_BSP_SCHEDULE_DELAY: '0' }, 'OTEL_BSP_SCHEDULE_DELAY="0": expected an integer number of milliseconds 1..2147483647'],
+    [{ OTEL_BSP_EXPORT_TIMEOUT: '30s' }, 'OTEL_BSP_EXPORT_TIMEOUT="30s": expected an integer number of milliseconds 1..2147483647'],
+    [{ OTEL_BSP_MAX_QUEUE_SIZE: '0' }, 'OTEL_BSP_MAX_QUEUE_SIZE="0": expected an integer >= 1'],
+    [{ OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '1.5' }, 'OTEL_BSP_MAX_EXPORT_BATCH_SIZE="1.5": expected an integer >= 1'],
+    [
+      { OTEL_BSP_MAX_QUEUE_SIZE: '100', OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '200' },
+      'OTEL_BSP_MAX_EXPORT_BATCH_SIZE="200": expected at most OTEL_BSP_MAX_QUEUE_SIZE (100)',
+    ],
+    [
+      { OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '4096' },
+      'OTEL_BSP_MAX_EXPORT_BATCH_SIZE="4096": expected at most OTEL_BSP_MAX_QUEUE_SIZE (2048, its default)',
+    ],
     [{ COS_METRICS_PORT: '9000' }, 'COS_METRICS_PORT="9000": expected a port other than COS_PORT (9000)'],
     [{ COS_DEPLOYMENT_MODE: 'swarm' }, 'COS_DEPLOYMENT_MODE="swarm": expected docker or kubernetes'],
     [{ COS_DOCKER_REPLICA_COUNT: '0' }, 'COS_DOCKER_REPLICA_COUNT="0": expected an integer >= 1'],
@@ -570,6 +630,51 @@ describe('telemetry', () => {
     expect(load({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/' }).config.telemetry.tracesEndpoint).toBe(
       'http://collector:4318/v1/traces',
     );
+  });
+
+  it('uses OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as is, over every other target, with a warning for each unused one', () => {
+    const { config, warnings } = load({
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://collector:4318',
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://other:4318',
+      TRACE_HOST: 'jaeger',
+    });
+    expect(config.telemetry.tracesEndpoint).toBe('http://collector:4318');
+    expect(config.telemetry.otlpEndpoint).toBe('http://other:4318');
+    expect(warnings).toEqual([
+      'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set, so OTEL_EXPORTER_OTLP_ENDPOINT is not used',
+      'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set, so TRACE_HOST and TRACE_PORT are not used',
+    ]);
+    expect(load({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://c/t', TRACE_PORT: '4000' }).warnings).toEqual([
+      'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set, so TRACE_HOST and TRACE_PORT are not used',
+    ]);
+  });
+
+  it('takes the traces protocol over the general one, silently, as the OpenTelemetry spec says', () => {
+    const { config, warnings } = load({
+      OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/protobuf',
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+    });
+    expect(config.telemetry.tracesProtocol).toBe('http/protobuf');
+    expect(warnings).toEqual([]);
+  });
+
+  it('takes the ratio for both traceidratio samplers, and warns that the others ignore it', () => {
+    const ratioOf = (sampler: string) =>
+      load({ OTEL_TRACES_SAMPLER: sampler, OTEL_TRACES_SAMPLER_ARG: '0' }).config.telemetry.tracesSampler.ratio;
+    expect(ratioOf('traceidratio')).toBe(0);
+    expect(ratioOf('parentbased_traceidratio')).toBe(0);
+    expect(load({ OTEL_TRACES_SAMPLER: 'traceidratio' }).config.telemetry.tracesSampler.ratio).toBe(1);
+    const { warnings } = load({ OTEL_TRACES_SAMPLER_ARG: '0.5' });
+    expect(warnings).toEqual([
+      'OTEL_TRACES_SAMPLER_ARG is ignored: OTEL_TRACES_SAMPLER=parentbased_always_on takes no ratio',
+    ]);
+  });
+
+  it('keeps the default batch size when the queue is at least as large', () => {
+    expect(load({ OTEL_BSP_MAX_QUEUE_SIZE: '4096' }).config.telemetry.tracesBatch.maxExportBatchSize).toBe(512);
+    expect(
+      load({ OTEL_BSP_MAX_QUEUE_SIZE: '100', OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '100' }).config.telemetry.tracesBatch,
+    ).toMatchObject({ maxQueueSize: 100, maxExportBatchSize: 100 });
   });
 });
 

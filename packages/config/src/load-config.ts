@@ -6,11 +6,14 @@ import { readReadSides } from './read-sides.js';
 import type {
   ClusterConfig,
   CosConfig,
+  OtlpProtocol,
   PostgresStoreConfig,
   ReadSidesConfig,
   StoreConfig,
   TelemetryConfig,
   TimeoutConfig,
+  TraceBatchConfig,
+  TraceSamplerConfig,
   WriteSideConfig,
 } from './types.js';
 import {
@@ -26,13 +29,16 @@ import {
   logStyle,
   messageNames,
   milliseconds,
+  otlpProtocol,
   port,
   positiveInteger,
+  ratio,
   secondsAsMs,
   secret,
   shardCount,
   sqlIdentifier,
   text,
+  traceSampler,
 } from './values.js';
 import { KNOWN_VARIABLES, READ_SIDE_ENV_PREFIX } from './variables.js';
 
@@ -298,29 +304,82 @@ function readTelemetry(reader: EnvReader, serverPort: number): TelemetryConfig {
       `COS_METRICS_PORT=${JSON.stringify(String(metricsPort))}: expected a port other than COS_PORT (${serverPort})`,
     );
   }
+  return {
+    serviceName: reader.readOr(text, 'COS_SERVICE_NAME', 'chiefofstate', ['OTEL_SERVICE_NAME']),
+    teamName: reader.read(text, 'TEAM_NAME'),
+    ...readTraceTarget(reader),
+    tracesProtocol: readTraceProtocol(reader),
+    tracesSampler: readTraceSampler(reader),
+    tracesBatch: readTraceBatch(reader),
+    metricsPort,
+  };
+}
+
+type TraceTarget = Pick<
+  TelemetryConfig,
+  'traceHost' | 'tracePort' | 'otlpEndpoint' | 'otlpTracesEndpoint' | 'tracesEndpoint'
+>;
+
+/** The first set of: the full traces URL, the OTLP base URL, TRACE_HOST/TRACE_PORT. */
+function readTraceTarget(reader: EnvReader): TraceTarget {
+  const otlpTracesEndpoint = reader.read(httpUrl, 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT');
   const otlpEndpoint = reader.read(httpUrl, 'OTEL_EXPORTER_OTLP_ENDPOINT');
-  if (otlpEndpoint !== undefined && (reader.isSet('TRACE_HOST') || reader.isSet('TRACE_PORT'))) {
-    reader.report.warn('OTEL_EXPORTER_OTLP_ENDPOINT is set, so TRACE_HOST and TRACE_PORT are not used');
-  }
   const traceHost = reader.readOr(host, 'TRACE_HOST', 'localhost');
   const tracePort = reader.readOr(port, 'TRACE_PORT', DEFAULT_TRACE_PORT);
   // Traces are exported only when a collector is named: the localhost default alone must not
   // make every process retry an absent collector and log about it.
   const explicitTraceTarget = reader.isSet('TRACE_HOST') || reader.isSet('TRACE_PORT');
+  const used = otlpTracesEndpoint !== undefined ? 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT' : 'OTEL_EXPORTER_OTLP_ENDPOINT';
+  if (otlpTracesEndpoint !== undefined && otlpEndpoint !== undefined) {
+    reader.report.warn(`${used} is set, so OTEL_EXPORTER_OTLP_ENDPOINT is not used`);
+  }
+  if ((otlpTracesEndpoint !== undefined || otlpEndpoint !== undefined) && explicitTraceTarget) {
+    reader.report.warn(`${used} is set, so TRACE_HOST and TRACE_PORT are not used`);
+  }
   const tracesEndpoint =
-    otlpEndpoint !== undefined
+    otlpTracesEndpoint ??
+    (otlpEndpoint !== undefined
       ? `${otlpEndpoint.replace(/\/+$/, '')}/v1/traces`
       : explicitTraceTarget
         ? `http://${traceHost.includes(':') ? `[${traceHost}]` : traceHost}:${tracePort}/v1/traces`
-        : undefined;
+        : undefined);
+  return { traceHost, tracePort, otlpEndpoint, otlpTracesEndpoint, tracesEndpoint };
+}
+
+/**
+ * The signal-specific variable wins over the general one (OpenTelemetry spec), so both being set
+ * is normal and not warned about; each is still validated. http/protobuf is the spec's default.
+ */
+function readTraceProtocol(reader: EnvReader): OtlpProtocol {
+  const tracesProtocol = reader.read(otlpProtocol, 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL');
+  const protocol = reader.read(otlpProtocol, 'OTEL_EXPORTER_OTLP_PROTOCOL');
+  return tracesProtocol ?? protocol ?? 'http/protobuf';
+}
+
+function readTraceSampler(reader: EnvReader): TraceSamplerConfig {
+  const name = reader.readOr(traceSampler, 'OTEL_TRACES_SAMPLER', 'parentbased_always_on');
+  const samplerRatio = reader.read(ratio, 'OTEL_TRACES_SAMPLER_ARG');
+  if (samplerRatio !== undefined && !name.endsWith('traceidratio')) {
+    reader.report.warn(`OTEL_TRACES_SAMPLER_ARG is ignored: OTEL_TRACES_SAMPLER=${name} takes no ratio`);
+  }
+  return { name, ratio: samplerRatio ?? 1 };
+}
+
+/** The OpenTelemetry spec's defaults; the batch size default shrinks to a smaller queue. */
+function readTraceBatch(reader: EnvReader): TraceBatchConfig {
+  const maxQueueSize = reader.readOr(positiveInteger, 'OTEL_BSP_MAX_QUEUE_SIZE', 2048);
+  const batchSize = reader.read(positiveInteger, 'OTEL_BSP_MAX_EXPORT_BATCH_SIZE');
+  if (batchSize !== undefined && batchSize > maxQueueSize) {
+    const queue = reader.isSet('OTEL_BSP_MAX_QUEUE_SIZE') ? `${maxQueueSize}` : `${maxQueueSize}, its default`;
+    reader.report.problem(
+      `OTEL_BSP_MAX_EXPORT_BATCH_SIZE=${JSON.stringify(String(batchSize))}: expected at most OTEL_BSP_MAX_QUEUE_SIZE (${queue})`,
+    );
+  }
   return {
-    serviceName: reader.readOr(text, 'COS_SERVICE_NAME', 'chiefofstate', ['OTEL_SERVICE_NAME']),
-    teamName: reader.read(text, 'TEAM_NAME'),
-    traceHost,
-    tracePort,
-    otlpEndpoint,
-    tracesEndpoint,
-    metricsPort,
+    scheduleDelayMs: reader.readOr(milliseconds, 'OTEL_BSP_SCHEDULE_DELAY', 5000),
+    exportTimeoutMs: reader.readOr(milliseconds, 'OTEL_BSP_EXPORT_TIMEOUT', 30_000),
+    maxQueueSize,
+    maxExportBatchSize: batchSize ?? Math.min(512, maxQueueSize),
   };
 }
 

@@ -20,6 +20,21 @@ export type DeploymentMode = (typeof DEPLOYMENT_MODES)[number];
 export const FAILURE_POLICIES = ['STOP', 'SKIP', 'REPLAY_STOP', 'REPLAY_SKIP'] as const;
 export type FailurePolicy = (typeof FAILURE_POLICIES)[number];
 
+/** OTLP over HTTP, protobuf or JSON; OTLP over gRPC is not supported. */
+export const OTLP_PROTOCOLS = ['http/protobuf', 'http/json'] as const;
+export type OtlpProtocol = (typeof OTLP_PROTOCOLS)[number];
+
+/** The OTEL_TRACES_SAMPLER values of the OpenTelemetry specification that COS supports. */
+export const TRACE_SAMPLERS = [
+  'always_on',
+  'always_off',
+  'traceidratio',
+  'parentbased_always_on',
+  'parentbased_always_off',
+  'parentbased_traceidratio',
+] as const;
+export type TraceSamplerName = (typeof TRACE_SAMPLERS)[number];
+
 export interface ServerConfig {
   /** COS_ADDRESS */
   readonly address: string;
@@ -124,6 +139,25 @@ export interface ReadSidesConfig {
   readonly readSides: readonly ReadSideConfig[];
 }
 
+export interface TraceSamplerConfig {
+  /** OTEL_TRACES_SAMPLER */
+  readonly name: TraceSamplerName;
+  /** OTEL_TRACES_SAMPLER_ARG, 0..1: the ratio of the traceidratio samplers (the others ignore it) */
+  readonly ratio: number;
+}
+
+/** The span batching of the exporter (OTEL_BSP_*). */
+export interface TraceBatchConfig {
+  /** OTEL_BSP_SCHEDULE_DELAY: ms between two exports */
+  readonly scheduleDelayMs: number;
+  /** OTEL_BSP_EXPORT_TIMEOUT: ms an export may take before it is cancelled */
+  readonly exportTimeoutMs: number;
+  /** OTEL_BSP_MAX_QUEUE_SIZE: spans held for export; more are dropped */
+  readonly maxQueueSize: number;
+  /** OTEL_BSP_MAX_EXPORT_BATCH_SIZE: most spans in one export, at most maxQueueSize */
+  readonly maxExportBatchSize: number;
+}
+
 export interface TelemetryConfig {
   readonly serviceName: string;
   readonly teamName: string | undefined;
@@ -132,11 +166,18 @@ export interface TelemetryConfig {
   readonly tracePort: number;
   /** OTEL_EXPORTER_OTLP_ENDPOINT; when set it is used instead of traceHost/tracePort */
   readonly otlpEndpoint: string | undefined;
+  /** OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, the full traces URL; it wins over every other target */
+  readonly otlpTracesEndpoint: string | undefined;
   /**
-   * The OTLP/HTTP traces URL spans are exported to: OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces, or
-   * http://TRACE_HOST:TRACE_PORT/v1/traces when either is set; undefined: no export.
+   * The OTLP/HTTP traces URL spans are exported to: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as is, else
+   * OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces, else http://TRACE_HOST:TRACE_PORT/v1/traces when
+   * either is set; undefined: no export.
    */
   readonly tracesEndpoint: string | undefined;
+  /** OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL; http/protobuf by default */
+  readonly tracesProtocol: OtlpProtocol;
+  readonly tracesSampler: TraceSamplerConfig;
+  readonly tracesBatch: TraceBatchConfig;
   readonly metricsPort: number;
 }
 

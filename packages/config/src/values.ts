@@ -5,10 +5,14 @@ import {
   FAILURE_POLICIES,
   LOG_LEVELS,
   LOG_STYLES,
+  OTLP_PROTOCOLS,
+  TRACE_SAMPLERS,
   type DeploymentMode,
   type FailurePolicy,
   type LogLevel,
   type LogStyle,
+  type OtlpProtocol,
+  type TraceSamplerName,
 } from './types.js';
 
 /**
@@ -172,6 +176,42 @@ export const failurePolicy: Codec<FailurePolicy> = oneOf(
   upper,
   'one of STOP, SKIP, REPLAY_STOP, REPLAY_SKIP',
 );
+
+export const traceSampler: Codec<TraceSamplerName> = oneOf(
+  TRACE_SAMPLERS,
+  lower,
+  `one of ${TRACE_SAMPLERS.join(', ')}`,
+);
+
+/** A plain decimal 0..1 (0, 0.25, 1). */
+export const ratio: Codec<number> = {
+  schema: z
+    .string()
+    .trim()
+    .regex(/^(\d+(\.\d*)?|\.\d+)$/)
+    .transform(Number)
+    .pipe(z.number().min(0).max(1)),
+  expected: 'a number from 0 to 1, like 0.25',
+};
+
+/** `grpc`, the spec's third protocol, gets its own reason: it is a valid value COS chose not to speak. */
+export const otlpProtocol: Codec<OtlpProtocol> = {
+  schema: z
+    .string()
+    .trim()
+    .toLowerCase()
+    .superRefine((value, ctx) => {
+      if (value === 'grpc') {
+        ctx.addIssue({
+          code: 'custom',
+          message: 'OTLP over gRPC is not supported; COS exports over HTTP only',
+          params: { [DETAIL]: true },
+        });
+      }
+    })
+    .pipe(z.enum(OTLP_PROTOCOLS)),
+  expected: OTLP_PROTOCOLS.join(' or '),
+};
 
 /**
  * A comma-separated list: items trimmed, empty items dropped, duplicates removed (first kept).

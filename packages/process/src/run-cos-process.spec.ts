@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
-import { startProcess } from '@chiefofstate/testing';
-import { describe, expect, it } from 'vitest';
+import { startOtlpReceiver, startProcess, type OtlpReceiver } from '@chiefofstate/testing';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 
 const FIXTURE = fileURLToPath(new URL('../test/fixture-process.ts', import.meta.url));
 const BASE_ENV = {
@@ -45,5 +45,45 @@ describe('runCosProcess', () => {
     expect(await child.kill('SIGTERM')).toBe(1);
     expect(Date.now() - started).toBeLessThan(5_000);
     expect(child.output()).toMatch(/shutdown took too long/);
+  });
+});
+
+describe('runCosProcess tracing', () => {
+  let receiver: OtlpReceiver | undefined;
+  afterEach(async () => {
+    await receiver?.close();
+    receiver = undefined;
+  });
+
+  it('exports to OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as is, in the protocol and at the delay the OTEL_* variables say', async () => {
+    receiver = await startOtlpReceiver();
+    const child = run({
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${receiver.endpoint}/custom/traces`,
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+      OTEL_BSP_SCHEDULE_DELAY: '50',
+      FIXTURE_SPAN: 'fixture.span',
+    });
+    await child.waitFor(/fixture started/);
+    // before any shutdown flush: the default delay (5 s) would not get it here in time
+    const spans = receiver.spans;
+    await vi.waitFor(() => expect(spans.map((span) => span.name)).toEqual(['fixture.span']), { timeout: 3_000 });
+    expect(receiver.requests.map((request) => [request.path, request.contentType])).toEqual([
+      ['/custom/traces', 'application/json'],
+    ]);
+    expect(await child.kill('SIGTERM')).toBe(0);
+  });
+
+  it('exports http/protobuf by default, and nothing with OTEL_TRACES_SAMPLER=always_off', async () => {
+    receiver = await startOtlpReceiver();
+    for (const sampler of [{}, { OTEL_TRACES_SAMPLER: 'always_off' }] as Array<Record<string, string>>) {
+      const child = run({ OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint, FIXTURE_SPAN: 'fixture.span', ...sampler });
+      await child.waitFor(/fixture started/);
+      expect(await child.kill('SIGTERM')).toBe(0);
+    }
+    // the spans of both runs: the first exported its span on shutdown, the second had none
+    expect(receiver.spans.map((span) => span.name)).toEqual(['fixture.span']);
+    expect(receiver.requests.map((request) => [request.path, request.contentType])).toEqual([
+      ['/v1/traces', 'application/x-protobuf'],
+    ]);
   });
 });

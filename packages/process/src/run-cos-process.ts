@@ -45,6 +45,9 @@ async function run<T extends Closeable>(options: RunCosProcessOptions<T>, limitM
     serviceName: config.telemetry.serviceName,
     teamName: config.telemetry.teamName,
     tracesEndpoint: config.telemetry.tracesEndpoint,
+    protocol: config.telemetry.tracesProtocol,
+    sampler: config.telemetry.tracesSampler,
+    batch: config.telemetry.tracesBatch,
   });
   const logger = createLogger({
     level: config.log.level,

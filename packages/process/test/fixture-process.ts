@@ -1,4 +1,5 @@
-// A process run by runCosProcess for the tests: FIXTURE_CLOSE=hang makes close never finish.
+// A process run by runCosProcess for the tests: FIXTURE_CLOSE=hang makes close never finish,
+// FIXTURE_SPAN=<name> records one span once started.
 import { runCosProcess } from '../src/run-cos-process.js';
 
 runCosProcess({
@@ -6,7 +7,7 @@ runCosProcess({
   env: process.env,
   cwd: process.cwd(),
   shutdownLimitMs: 2_000,
-  async start({ config, logger }) {
+  async start({ config, logger, tracing }) {
     const delay = Number(process.env['FIXTURE_START_MS'] ?? 0);
     if (delay > 0) {
       process.stdout.write('fixture starting slowly\n');
@@ -14,6 +15,8 @@ runCosProcess({
     }
     // stands in for a listening server: it keeps the process alive until closed
     const alive = setInterval(() => {}, 60_000);
+    const spanName = process.env['FIXTURE_SPAN'];
+    if (spanName !== undefined) tracing.tracer.startSpan(spanName).end();
     logger.info({ port: config.server.port }, 'fixture started');
     return {
       close: (graceMs: number) => {

@@ -11,6 +11,13 @@ export {
 } from './grpc-js.js';
 export { decodeRpcStatus, encodeRpcStatus, type RpcStatus } from './rpc-status.js';
 export { freePort, startProcess, type RunningProcess } from './processes.js';
-export { startOtlpReceiver, spanAttribute, type OtlpReceiver, type OtlpSpan } from './otlp-receiver.js';
+export {
+  startOtlpReceiver,
+  spanAttribute,
+  type OtlpExportRequest,
+  type OtlpKeyValue,
+  type OtlpReceiver,
+  type OtlpSpan,
+} from './otlp-receiver.js';
 export { startTestGrpcServer, type TestGrpcServer } from './connect-server.js';
 export { eventPayload } from './event-payload.js';

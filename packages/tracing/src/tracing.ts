@@ -1,13 +1,52 @@
 import { context, propagation, trace, type Tracer } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { OTLPTraceExporter as OtlpJsonTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { OTLPTraceExporter as OtlpProtobufTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import {
+  AlwaysOffSampler,
+  AlwaysOnSampler,
+  BatchSpanProcessor,
+  ParentBasedSampler,
+  TraceIdRatioBasedSampler,
+  type BufferConfig,
+  type Sampler,
+  type SpanExporter,
+  type SpanProcessor,
+} from '@opentelemetry/sdk-trace-base';
 import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
 
 /** The tracer name COS's own spans are created under. */
 export const TRACER_NAME = 'chiefofstate';
+
+/** The OTLP/HTTP encodings (OTEL_EXPORTER_OTLP_PROTOCOL); OTLP over gRPC is not offered. */
+export type TracingProtocol = 'http/protobuf' | 'http/json';
+
+/** Which traces are recorded, named as by OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG. */
+export interface TracingSampler {
+  readonly name:
+    | 'always_on'
+    | 'always_off'
+    | 'traceidratio'
+    | 'parentbased_always_on'
+    | 'parentbased_always_off'
+    | 'parentbased_traceidratio';
+  /** the share of new traces the traceidratio samplers record, 0..1; default 1 */
+  readonly ratio?: number;
+}
+
+/** The BatchSpanProcessor's settings (OTEL_BSP_*); each unset one gets the spec's default. */
+export interface TracingBatch {
+  /** ms between two exports; default 5000 */
+  readonly scheduleDelayMs?: number;
+  /** ms an export may take before it is cancelled; default 30000 */
+  readonly exportTimeoutMs?: number;
+  /** spans held for export; more are dropped; default 2048 */
+  readonly maxQueueSize?: number;
+  /** most spans in one export, at most maxQueueSize; default 512 */
+  readonly maxExportBatchSize?: number;
+}
 
 export interface TracingOptions {
   /** `service.name` (COS_SERVICE_NAME) */
@@ -20,6 +59,14 @@ export interface TracingOptions {
    * tracing stays off, nothing is exported and nothing is logged about a missing collector.
    */
   readonly tracesEndpoint?: string | undefined;
+  /**
+   * How spans are encoded to `tracesEndpoint`. Default `http/protobuf`: the OpenTelemetry spec's
+   * default, which every collector accepts, and cheaper to encode and send than JSON.
+   */
+  readonly protocol?: TracingProtocol;
+  /** default `parentbased_always_on`: a caller's sampled flag decides, new traces are all recorded */
+  readonly sampler?: TracingSampler;
+  readonly batch?: TracingBatch;
   /** extra processors, e.g. an in-memory exporter in tests */
   readonly spanProcessors?: readonly SpanProcessor[];
 }
@@ -35,14 +82,20 @@ export interface Tracing {
 }
 
 /**
- * Sets up OpenTelemetry for the process: the W3C trace-context propagator, async context, and
- * an OTLP/HTTP exporter with batching. Libraries create spans through @opentelemetry/api only;
- * this is the one place that installs the SDK, so it belongs in a composition root.
+ * Sets up OpenTelemetry for the process: the W3C trace-context propagator, async context, a
+ * sampler, and an OTLP/HTTP exporter with batching. Libraries create spans through
+ * @opentelemetry/api only; this is the one place that installs the SDK, so it belongs in a
+ * composition root.
+ *
+ * Sampler and batching come from the options only, never from the SDK's own unchecked reading of
+ * OTEL_TRACES_SAMPLER / OTEL_BSP_* (@chiefofstate/config validates those). The exporter still
+ * reads OTEL_EXPORTER_OTLP_*HEADERS, *TIMEOUT, *COMPRESSION and the certificate files itself.
  */
 export function createTracing(options: TracingOptions): Tracing {
   const processors: SpanProcessor[] = [...(options.spanProcessors ?? [])];
   if (options.tracesEndpoint !== undefined) {
-    processors.push(new BatchSpanProcessor(new OTLPTraceExporter({ url: options.tracesEndpoint })));
+    const exporter = createExporter(options.protocol ?? 'http/protobuf', options.tracesEndpoint);
+    processors.push(new BatchSpanProcessor(exporter, batchConfig(options.batch ?? {})));
   }
   // Trace context still flows from callers to handlers without an SDK: the raw traceparent
   // header is passed on by the gRPC edge.
@@ -60,6 +113,7 @@ export function createTracing(options: TracingOptions): Tracing {
       ...(options.serviceVersion ? { [ATTR_SERVICE_VERSION]: options.serviceVersion } : {}),
       ...(options.teamName ? { 'team.name': options.teamName } : {}),
     }),
+    sampler: createSampler(options.sampler ?? { name: 'parentbased_always_on' }),
     spanProcessors: processors,
   });
   provider.register({ propagator: new W3CTraceContextPropagator() });
@@ -79,5 +133,38 @@ export function createTracing(options: TracingOptions): Tracing {
       propagation.disable();
       context.disable();
     },
+  };
+}
+
+function createExporter(protocol: TracingProtocol, url: string): SpanExporter {
+  return protocol === 'http/json' ? new OtlpJsonTraceExporter({ url }) : new OtlpProtobufTraceExporter({ url });
+}
+
+function createSampler(sampler: TracingSampler): Sampler {
+  const ratio = () => new TraceIdRatioBasedSampler(sampler.ratio ?? 1);
+  switch (sampler.name) {
+    case 'always_on':
+      return new AlwaysOnSampler();
+    case 'always_off':
+      return new AlwaysOffSampler();
+    case 'traceidratio':
+      return ratio();
+    case 'parentbased_always_on':
+      return new ParentBasedSampler({ root: new AlwaysOnSampler() });
+    case 'parentbased_always_off':
+      return new ParentBasedSampler({ root: new AlwaysOffSampler() });
+    case 'parentbased_traceidratio':
+      return new ParentBasedSampler({ root: ratio() });
+  }
+}
+
+/** Every field set, so the SDK's BatchSpanProcessor never falls back to reading OTEL_BSP_*. */
+function batchConfig(batch: TracingBatch): Required<BufferConfig> {
+  const maxQueueSize = batch.maxQueueSize ?? 2048;
+  return {
+    scheduledDelayMillis: batch.scheduleDelayMs ?? 5000,
+    exportTimeoutMillis: batch.exportTimeoutMs ?? 30_000,
+    maxQueueSize,
+    maxExportBatchSize: batch.maxExportBatchSize ?? Math.min(512, maxQueueSize),
   };
 }
