@@ -21,7 +21,7 @@
  *   npx nx run @chiefofstate/cos-server:build      (or pass --build)
  *   npx tsx tools/bench/cos-bench.ts [--duration=5] [--warmup=1] [--repeats=3]
  *       [--callers=1,16,64,256] [--entities=10000] [--keys=spread,hot] [--memory-entities=100000] [--no-memory]
- *       [--no-write] [--build] [--cpu-prof=DIR] [--tracing-cost]
+ *       [--no-write] [--build] [--cpu-prof=DIR] [--tracing-cost [--doc-section=tracing]]
  *
  * PostgreSQL: COS_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres); the
  * schema is dropped afterwards. Writes the tables to docs/benchmarks.md between
@@ -57,6 +57,8 @@ const keySets = (args.get('keys') ?? (tracingCost ? 'spread' : 'spread,hot')).sp
 const memoryEntities = Number(args.get('memory-entities') ?? 100_000);
 const measureMemory = !args.has('no-memory') && !tracingCost;
 const writeDoc = !args.has('no-write');
+/** the docs/benchmarks.md section --tracing-cost writes, e.g. tracing-node24 for a run under another Node */
+const tracingSection = args.get('doc-section') ?? 'tracing';
 const cpuProfDir = args.get('cpu-prof');
 const serverUrl = new URL(process.env['COS_BENCH_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres');
 
@@ -644,12 +646,15 @@ function reportTracing(cells: Cell[], total: SpanCount & { commands: number }) {
   ];
   console.log(body.join('\n'));
   if (!writeDoc) return;
-  writeSection('tracing', [
-    '<!-- tracing:start -->',
-    '## Cost of tracing on ProcessCommand',
+  writeSection(tracingSection, [
+    `<!-- ${tracingSection}:start -->`,
+    `## Cost of tracing on ProcessCommand, Node ${process.versions.node.split('.')[0]}`,
     '',
     'Run: `npx nx run @chiefofstate/cos-server:build && npx tsx tools/bench/cos-bench.ts --tracing-cost`',
     '(options: `--duration=5 --warmup=1 --repeats=3 --callers=1,16,64 --entities=10000`; PostgreSQL as above).',
+    'Every process runs on the Node that runs the script; for another Node put it first on `PATH` and',
+    'name a section of its own: `PATH=/opt/node24/bin:$PATH node --import tsx tools/bench/cos-bench.ts',
+    '--tracing-cost --doc-section=tracing-node24`.',
     '',
     'The processes of the ProcessCommand benchmark below, with the ceiling replaced by a second',
     'cos-server that has tracing on: `OTEL_EXPORTER_OTLP_ENDPOINT` names an OTLP/HTTP receiver in its',
@@ -681,6 +686,6 @@ function reportTracing(cells: Cell[], total: SpanCount & { commands: number }) {
     'set by `OTEL_TRACES_SAMPLER` and `OTEL_BSP_*`. No spans were dropped: at least 5 per command',
     'reached the receiver in every traced cell (the batch span is shared by the commands of one journal',
     'transaction, so about 6 per command with 1 caller and nearer 5 under load).',
-    '<!-- tracing:end -->',
+    `<!-- ${tracingSection}:end -->`,
   ]);
 }

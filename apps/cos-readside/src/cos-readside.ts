@@ -2,6 +2,7 @@ import type { CosConfig } from '@chiefofstate/config';
 import { ConfigError } from '@chiefofstate/core';
 import {
   createHealthStatus,
+  createServerTracingInterceptor,
   createReadSideManagerService,
   logCallFailure,
   ServingStatus,
@@ -15,7 +16,6 @@ import type { Database } from '@chiefofstate/postgres';
 import { Health, ReadSideManagerService } from '@chiefofstate/protocol';
 import { createDeferredManager, startReadSides, type RunningReadSides } from '@chiefofstate/read-side';
 import { openCosStore } from '@chiefofstate/store';
-import { createClientTracingInterceptor, createServerTracingInterceptor } from '@chiefofstate/tracing';
 
 export interface CosReadsideOptions {
   readonly config: CosConfig;
@@ -83,7 +83,7 @@ export async function startCosReadside(options: CosReadsideOptions): Promise<Run
       config,
       logger,
       journalDatabase: database,
-      handlerInterceptors: [createClientTracingInterceptor(), metrics.handlerInterceptor],
+      handlerInterceptors: [metrics.handlerInterceptor],
       onDelivery: (readSideId, seconds, outcome) => metrics.observeReadSideDelivery(readSideId, seconds, outcome),
     });
   } catch (error) {

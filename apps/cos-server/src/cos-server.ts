@@ -3,6 +3,7 @@ import { createEntityRuntime } from '@chiefofstate/entity';
 import {
   createChiefOfStateService,
   createHealthStatus,
+  createServerTracingInterceptor,
   createReadSideManagerService,
   logCallFailure,
   ServingStatus,
@@ -20,7 +21,6 @@ import { createDeferredManager, startReadSides } from '@chiefofstate/read-side';
 import { createSnapshotStore } from '@chiefofstate/snapshot';
 import { openCosStore } from '@chiefofstate/store';
 import { ShuttingDownError } from '@chiefofstate/core';
-import { createClientTracingInterceptor, createServerTracingInterceptor } from '@chiefofstate/tracing';
 
 export interface CosServerOptions {
   readonly config: CosConfig;
@@ -127,7 +127,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     useTls: config.writeSide.useTls,
     timeoutMs: config.timeouts.handlerCallMs,
     maxMessageBytes: config.server.maxMessageBytes,
-    interceptors: [createClientTracingInterceptor(), metrics.handlerInterceptor],
+    interceptors: [metrics.handlerInterceptor],
   });
   const validation = config.writeSide.validation;
   const runtime = createEntityRuntime({
@@ -156,7 +156,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
         logger,
         journalDatabase: database,
         journal,
-        handlerInterceptors: [createClientTracingInterceptor(), metrics.handlerInterceptor],
+        handlerInterceptors: [metrics.handlerInterceptor],
         onDelivery: (readSideId, seconds, outcome) => metrics.observeReadSideDelivery(readSideId, seconds, outcome),
       })
     : undefined;

@@ -84,6 +84,11 @@ export interface ProcessCommandRequest {
   signal?: AbortSignal;
   /** the caller's deadline, epoch ms: no append once it has passed */
   deadline?: number;
+  /**
+   * The caller's OpenTelemetry context (the gRPC edge passes its server span's); the command's
+   * span is its child. Default: the active context, which needs a context manager.
+   */
+  traceContext?: Context;
 }
 
 /** An entity's state and the meta of its latest event. Shared with the cache: do not mutate. */
@@ -122,8 +127,8 @@ interface Command {
   reject(reason: unknown): void;
   /**
    * When the caller's trace is recorded: the command's `cos.entity.command` span and its
-   * context. Commands run from the entity's mailbox loop, whose async context is whichever
-   * command started it, so each command's work is run in its own context explicitly.
+   * context, passed explicitly to the handler calls and the journal append. Commands run from
+   * the entity's mailbox loop, whose async context is whichever command started it.
    */
   readonly trace?: { readonly span: Span; readonly context: Context };
 }
@@ -131,16 +136,18 @@ interface Command {
 const tracer = trace.getTracer('chiefofstate');
 
 /** The command's span, only when the caller's trace is recorded (no cost otherwise). */
-function commandTrace(entityId: string): Command['trace'] {
-  const active = context.active();
-  if (!trace.getSpan(active)?.isRecording()) return undefined;
-  const span = tracer.startSpan('cos.entity.command', { attributes: { 'cos.entity_id': entityId } }, active);
-  return { span, context: trace.setSpan(active, span) };
+function commandTrace(request: ProcessCommandRequest): Command['trace'] {
+  const parent = request.traceContext ?? context.active();
+  if (!trace.getSpan(parent)?.isRecording()) return undefined;
+  const span = tracer.startSpan('cos.entity.command', { attributes: { 'cos.entity_id': request.entityId } }, parent);
+  return { span, context: trace.setSpan(parent, span) };
 }
 
-/** Runs `work` in the command's own trace context, when it has one. */
-function within<T>(command: Command, work: () => Promise<T>): Promise<T> {
-  return command.trace ? context.with(command.trace.context, work) : work();
+/** trace_id and span_id of a command's span, for its log lines; none when it is not traced. */
+function traceFields(command: Command | undefined): { trace_id?: string; span_id?: string } {
+  if (command?.trace === undefined) return {};
+  const { traceId, spanId } = command.trace.span.spanContext();
+  return { trace_id: traceId, span_id: spanId };
 }
 
 /** What one command of a batch came to, on top of the commands before it in the batch. */
@@ -197,7 +204,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
 
   function enqueue(slot: EntitySlot, request: ProcessCommandRequest, deadline: number): Promise<EntityState> {
     return new Promise<EntityState>((resolve, reject) => {
-      const traced = commandTrace(request.entityId);
+      const traced = commandTrace(request);
       slot.jobs.push({ request, deadline, conflicts: 0, resolve, reject, ...(traced ? { trace: traced } : {}) });
       inFlight++;
       if (!slot.running) void drain(slot);
@@ -239,7 +246,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
         retry = await runBatch(slot, batch);
       } catch (error) {
         // not expected: runBatch settles what it can; whatever is left fails rather than hangs
-        logger.error('command batch failed unexpectedly', { entityId: slot.entityId, err: error });
+        logger.error('command batch failed unexpectedly', { entityId: slot.entityId, err: error, ...traceFields(batch[0]) });
         slot.loaded = false;
         retry = [];
       }
@@ -328,7 +335,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     for (const command of batch) {
       try {
         checkTime(command, 'before the command was handled');
-        const outcome = await within(command, () => decide(entityId, state, meta, revision, command));
+        const outcome = await decide(entityId, state, meta, revision, command);
         if (outcome !== undefined) {
           state = outcome.state;
           meta = outcome.meta;
@@ -367,9 +374,13 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
 
     const expectedRevision = slot.revision;
     try {
-      await within(kept[0]!.command, () =>
-        journal.append({ entityId, expectedRevision: BigInt(expectedRevision), events }),
-      );
+      const { trace: traced } = kept[0]!.command;
+      await journal.append({
+        entityId,
+        expectedRevision: BigInt(expectedRevision),
+        events,
+        ...(traced ? { traceContext: traced.context } : {}),
+      });
     } catch (error) {
       // Whatever happened, the cache may no longer match the store: reload next time.
       slot.loaded = false;
@@ -379,6 +390,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
           entityId,
           expectedRevision,
           commands: kept.length,
+          ...traceFields(kept[0]!.command),
         });
       }
       const retry: Command[] = [];
@@ -459,14 +471,20 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
   }
 
   function callOptions(command: Command): HandlerCallOptions | undefined {
-    const { request, deadline } = command;
-    if (request.propagatedHeaders === undefined && request.signal === undefined && deadline === Infinity) {
+    const { request, deadline, trace: traced } = command;
+    if (
+      request.propagatedHeaders === undefined &&
+      request.signal === undefined &&
+      deadline === Infinity &&
+      traced === undefined
+    ) {
       return undefined;
     }
     return {
       headers: request.propagatedHeaders,
       signal: request.signal,
       timeoutMs: deadline === Infinity ? undefined : deadline - clock.now().getTime(),
+      traceContext: traced?.context,
     };
   }
 

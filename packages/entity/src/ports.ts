@@ -1,3 +1,4 @@
+import type { Context } from '@opentelemetry/api';
 import type {
   HandleCommandRequest,
   HandleCommandResponse,
@@ -23,6 +24,8 @@ export interface JournalAppend {
   expectedRevision: bigint;
   /** serialized EventWrappers, revisions expectedRevision+1, +2, ... */
   events: readonly Uint8Array[];
+  /** the OpenTelemetry context to trace the append in (its command's) */
+  traceContext?: Context;
 }
 
 export interface JournalAppendResult {
@@ -64,6 +67,8 @@ export interface HandlerCallOptions {
   signal?: AbortSignal;
   /** the command's remaining time in ms */
   timeoutMs?: number;
+  /** the OpenTelemetry context the call's client span is a child of (its command's) */
+  traceContext?: Context | undefined;
 }
 
 /** The user's WriteSideHandlerService. Errors it throws reach the caller unchanged. */

@@ -1,8 +1,10 @@
+import type { Context } from '@opentelemetry/api';
 import type { ServiceImpl } from '@connectrpc/connect';
 import type { Any } from '@bufbuild/protobuf/wkt';
 import type { ChiefOfStateService} from '@chiefofstate/protocol';
 import { type Header, type MetaData } from '@chiefofstate/protocol';
 import { persistedHeaders, propagatedHeaders, type HeaderRules } from './request-headers.js';
+import { callTraceContext } from './server-tracing.js';
 import { toConnectError } from './status.js';
 
 /** What the service needs of the entity runtime (satisfied by @chiefofstate/entity). */
@@ -14,6 +16,7 @@ export interface CommandProcessor {
     persistedHeaders?: Header[];
     signal?: AbortSignal;
     deadline?: number;
+    traceContext?: Context;
   }): Promise<{ state: Any; meta: MetaData }>;
   getState(entityId: string): Promise<{ state: Any; meta: MetaData }>;
 }
@@ -24,7 +27,7 @@ export interface ChiefOfStateServiceOptions {
   /** most time one ProcessCommand may take in all (COS_COMMAND_HANDLER_TIMEOUT), ms */
   readonly commandTimeoutMs: number;
   /** observes each call's outcome (logging, metrics); never throws */
-  readonly onError?: (method: 'ProcessCommand' | 'GetState', error: unknown) => void;
+  readonly onError?: (method: 'ProcessCommand' | 'GetState', error: unknown, traceContext: Context | undefined) => void;
 }
 
 /** ChiefOfStateService served over Connect: headers and deadlines in, COS errors out as statuses. */
@@ -36,6 +39,7 @@ export function createChiefOfStateService(
     async processCommand(request, context) {
       const callerMs = context.timeoutMs();
       const budgetMs = callerMs === undefined ? commandTimeoutMs : Math.min(callerMs, commandTimeoutMs);
+      const traceContext = context.values.get(callTraceContext);
       try {
         const { state, meta } = await processor.processCommand({
           entityId: request.entityId,
@@ -44,19 +48,20 @@ export function createChiefOfStateService(
           persistedHeaders: persistedHeaders(headers, context.requestHeader),
           signal: context.signal,
           deadline: Date.now() + budgetMs,
+          ...(traceContext ? { traceContext } : {}),
         });
         return { state, meta };
       } catch (error) {
-        onError?.('ProcessCommand', error);
+        onError?.('ProcessCommand', error, traceContext);
         throw toConnectError(error);
       }
     },
-    async getState(request) {
+    async getState(request, context) {
       try {
         const { state, meta } = await processor.getState(request.entityId);
         return { state, meta };
       } catch (error) {
-        onError?.('GetState', error);
+        onError?.('GetState', error, context.values.get(callTraceContext));
         throw toConnectError(error);
       }
     },

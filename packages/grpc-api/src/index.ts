@@ -12,3 +12,9 @@ export {
   type ReadSideManagerPort,
   type ReadSideManagerServiceOptions,
 } from './read-side-manager-service.js';
+export {
+  callTraceContext,
+  createServerTracingInterceptor,
+  traceLogFields,
+  type ServerTracingOptions,
+} from './server-tracing.js';

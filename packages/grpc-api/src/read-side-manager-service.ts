@@ -1,6 +1,8 @@
-import type { ServiceImpl } from '@connectrpc/connect';
+import type { Context } from '@opentelemetry/api';
+import type { HandlerContext, ServiceImpl } from '@connectrpc/connect';
 import { InvalidArgumentError } from '@chiefofstate/core';
 import type { ReadSideManagerService } from '@chiefofstate/protocol';
+import { callTraceContext } from './server-tracing.js';
 import { toConnectError } from './status.js';
 
 /** What the service needs of the read sides (satisfied by @chiefofstate/read-side's ReadSideManager). */
@@ -18,7 +20,7 @@ export interface ReadSideManagerPort {
 export interface ReadSideManagerServiceOptions {
   readonly manager: ReadSideManagerPort;
   /** observes each failed call (logging, metrics); never throws */
-  readonly onError?: (method: string, error: unknown) => void;
+  readonly onError?: (method: string, error: unknown, traceContext: Context | undefined) => void;
 }
 
 /** Largest shard number that can be meant (COS_NUM_SHARDS is at most 10000); anything above is refused here. */
@@ -31,11 +33,11 @@ const MAX_SHARD = 2n ** 31n - 1n;
  */
 export function createReadSideManagerService(options: ReadSideManagerServiceOptions): ServiceImpl<typeof ReadSideManagerService> {
   const { manager, onError } = options;
-  const call = async <T>(method: string, run: () => Promise<T>): Promise<T> => {
+  const call = async <T>(ctx: HandlerContext, method: string, run: () => Promise<T>): Promise<T> => {
     try {
       return await run();
     } catch (error) {
-      onError?.(method, error);
+      onError?.(method, error, ctx.values.get(callTraceContext));
       throw toConnectError(error);
     }
   };
@@ -49,30 +51,30 @@ export function createReadSideManagerService(options: ReadSideManagerServiceOpti
   };
 
   return {
-    getLatestOffset: (request) =>
-      call('GetLatestOffset', async () => ({
+    getLatestOffset: (request, ctx) =>
+      call(ctx, 'GetLatestOffset', async () => ({
         offsets: (await manager.latestOffsets(request.readSideId)).map(({ shard, position }) => ({
           clusterShardNumber: BigInt(shard),
           offset: position,
         })),
       })),
-    getLatestOffsetByShard: (request) =>
-      call('GetLatestOffsetByShard', async () => {
+    getLatestOffsetByShard: (request, ctx) =>
+      call(ctx, 'GetLatestOffsetByShard', async () => {
         const { shard, position } = await manager.latestOffset(request.readSideId, shardOf(request.clusterShardNumber));
         return { offsets: { clusterShardNumber: BigInt(shard), offset: position } };
       }),
-    restartReadSide: (request) => call('RestartReadSide', () => done(manager.restart(request.readSideId))),
-    restartReadSideByShard: (request) =>
-      call('RestartReadSideByShard', () => done(manager.restart(request.readSideId, shardOf(request.clusterShardNumber)))),
-    pauseReadSide: (request) => call('PauseReadSide', () => done(manager.pause(request.readSideId))),
-    pauseReadSideByShard: (request) =>
-      call('PauseReadSideByShard', () => done(manager.pause(request.readSideId, shardOf(request.clusterShardNumber)))),
-    resumeReadSide: (request) => call('ResumeReadSide', () => done(manager.resume(request.readSideId))),
-    resumeReadSideByShard: (request) =>
-      call('ResumeReadSideByShard', () => done(manager.resume(request.readSideId, shardOf(request.clusterShardNumber)))),
-    skipOffset: (request) => call('SkipOffset', async () => ({ successful: await manager.skip(request.readSideId) })),
-    skipOffsetByShard: (request) =>
-      call('SkipOffsetByShard', async () => ({
+    restartReadSide: (request, ctx) => call(ctx, 'RestartReadSide', () => done(manager.restart(request.readSideId))),
+    restartReadSideByShard: (request, ctx) =>
+      call(ctx, 'RestartReadSideByShard', () => done(manager.restart(request.readSideId, shardOf(request.clusterShardNumber)))),
+    pauseReadSide: (request, ctx) => call(ctx, 'PauseReadSide', () => done(manager.pause(request.readSideId))),
+    pauseReadSideByShard: (request, ctx) =>
+      call(ctx, 'PauseReadSideByShard', () => done(manager.pause(request.readSideId, shardOf(request.clusterShardNumber)))),
+    resumeReadSide: (request, ctx) => call(ctx, 'ResumeReadSide', () => done(manager.resume(request.readSideId))),
+    resumeReadSideByShard: (request, ctx) =>
+      call(ctx, 'ResumeReadSideByShard', () => done(manager.resume(request.readSideId, shardOf(request.clusterShardNumber)))),
+    skipOffset: (request, ctx) => call(ctx, 'SkipOffset', async () => ({ successful: await manager.skip(request.readSideId) })),
+    skipOffsetByShard: (request, ctx) =>
+      call(ctx, 'SkipOffsetByShard', async () => ({
         successful: await manager.skip(request.readSideId, shardOf(request.clusterShardNumber)),
       })),
   };

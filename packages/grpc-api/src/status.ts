@@ -1,3 +1,4 @@
+import type { Context } from '@opentelemetry/api';
 import { Code, ConnectError } from '@connectrpc/connect';
 import {
   CosError,
@@ -11,6 +12,7 @@ import {
   ShuttingDownError,
   StoreError,
 } from '@chiefofstate/core';
+import { traceLogFields } from './server-tracing.js';
 
 /**
  * The one place where COS failures become gRPC statuses. Everything below the edge throws
@@ -69,9 +71,12 @@ export interface CallFailureLogger {
  * An `onError` for the services: failures that are the caller's or the handler's doing are
  * logged at debug, anything else (a COS fault) at error.
  */
-export function logCallFailure(logger: CallFailureLogger): (method: string, error: unknown) => void {
-  return (method, error) => {
-    if (isExpectedFailure(error)) logger.debug({ err: error, method }, 'call failed');
-    else logger.error({ err: error, method }, 'call failed');
+export function logCallFailure(
+  logger: CallFailureLogger,
+): (method: string, error: unknown, traceContext?: Context | undefined) => void {
+  return (method, error, traceContext) => {
+    const fields = { err: error, method, ...traceLogFields(traceContext) };
+    if (isExpectedFailure(error)) logger.debug(fields, 'call failed');
+    else logger.error(fields, 'call failed');
   };
 }

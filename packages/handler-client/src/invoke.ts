@@ -1,3 +1,5 @@
+import { context, propagation, SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
+import { ConnectError } from '@connectrpc/connect';
 import { DeadlineExceededError, HandlerUnavailableError } from '@chiefofstate/core';
 import type { HandlerCallOptions } from './transport.js';
 import { translateHandlerError } from './translate-error.js';
@@ -8,31 +10,85 @@ export interface ConnectCallOptions {
   timeoutMs: number;
 }
 
+const tracer = trace.getTracer('chiefofstate');
+
+export interface InvokerOptions {
+  /** how failures name the handler, e.g. `write handler host:port` */
+  readonly target: string;
+  /** the service's full name, for span names and attributes */
+  readonly service: string;
+  readonly defaultTimeoutMs: number;
+  readonly isClosed: () => boolean;
+}
+
 /**
- * Runs one unary call with the effective deadline and translates its failure. Shared by the
- * write and read side clients.
+ * Runs one unary call with the effective deadline, a client span when the caller's trace is
+ * recorded (its context injected as `traceparent`, so the handler continues the trace), and
+ * translates its failure. Shared by the write and read side clients.
  */
 export function createInvoker(
-  target: string,
-  defaultTimeoutMs: number,
-  isClosed: () => boolean,
+  options: InvokerOptions,
 ): <T>(method: string, call: HandlerCallOptions | undefined, run: (options: ConnectCallOptions) => Promise<T>) => Promise<T> {
+  const { target, service, defaultTimeoutMs, isClosed } = options;
   return async (method, call, run) => {
     const timeoutMs =
       call?.timeoutMs === undefined ? defaultTimeoutMs : Math.min(defaultTimeoutMs, Math.floor(call.timeoutMs));
     if (isClosed()) throw new HandlerUnavailableError(`${target} ${method}: client closed`);
     if (call?.signal?.aborted) throw call.signal.reason;
     if (timeoutMs <= 0) throw new DeadlineExceededError(`${target} ${method}: no time left for the call`);
+    const traced = clientSpan(service, method, call);
+    const span = traced?.span;
+    const headers = traced ? withTraceContext(traced.context, call?.headers) : call?.headers;
     const startedAt = performance.now();
     try {
-      return await run({ headers: call?.headers, signal: call?.signal, timeoutMs });
+      const response = await run({ headers, signal: call?.signal, timeoutMs });
+      span?.setAttribute('rpc.grpc.status_code', 0);
+      return response;
     } catch (error) {
+      if (span) {
+        const connectError = ConnectError.from(error);
+        span.setAttribute('rpc.grpc.status_code', connectError.code);
+        span.setStatus({ code: SpanStatusCode.ERROR, message: connectError.rawMessage });
+      }
       throw translateHandlerError(error, {
         description: `${target} ${method}`,
         timeoutMs,
         startedAt,
         signal: call?.signal,
       });
+    } finally {
+      span?.end();
     }
   };
+}
+
+/** The call's span, only when its parent (the call's trace context, else the active one) is recorded. */
+function clientSpan(
+  service: string,
+  method: string,
+  call: HandlerCallOptions | undefined,
+): { span: Span; context: Context } | undefined {
+  const parent = call?.traceContext ?? context.active();
+  if (!trace.getSpan(parent)?.isRecording()) return undefined;
+  const span = tracer.startSpan(
+    `${service}/${method}`,
+    {
+      kind: SpanKind.CLIENT,
+      attributes: { 'rpc.system': 'grpc', 'rpc.service': service, 'rpc.method': method },
+    },
+    parent,
+  );
+  return { span, context: trace.setSpan(parent, span) };
+}
+
+/** The call's headers with `traceparent` (and `tracestate`) of its span, replacing the caller's. */
+function withTraceContext(
+  traceContext: Context,
+  headers: Headers | Record<string, string> | undefined,
+): Record<string, string> {
+  const carrier: Record<string, string> = {};
+  if (headers instanceof Headers) headers.forEach((value, key) => (carrier[key] = value));
+  else if (headers) Object.assign(carrier, headers);
+  propagation.inject(traceContext, carrier);
+  return carrier;
 }

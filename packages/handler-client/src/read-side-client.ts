@@ -20,7 +20,12 @@ export function createReadSideClient(options: ReadSideClientOptions): ReadSideCl
   const handler = createHandlerTransport(options);
   const client: Client<typeof ReadSideHandlerService> = createClient(ReadSideHandlerService, handler.transport);
   let closed = false;
-  const invoke = createInvoker(`read-side handler ${handler.authority}`, handler.timeoutMs, () => closed);
+  const invoke = createInvoker({
+    target: `read-side handler ${handler.authority}`,
+    service: ReadSideHandlerService.typeName,
+    defaultTimeoutMs: handler.timeoutMs,
+    isClosed: () => closed,
+  });
   return {
     handleReadSide: (request, call) =>
       invoke('HandleReadSide', call, (callOptions) => client.handleReadSide(request, callOptions)),

@@ -1,4 +1,5 @@
 import type { SecureClientSessionOptions } from 'node:http2';
+import type { Context } from '@opentelemetry/api';
 import type { Interceptor, Transport } from '@connectrpc/connect';
 import { createGrpcTransport, type KeepaliveOptions } from './grpc-transport.js';
 
@@ -20,7 +21,7 @@ export interface HandlerClientOptions {
    * noticed and a new connection is opened.
    */
   keepalive?: KeepaliveOptions;
-  /** Connect interceptors around every call, e.g. tracing and metrics */
+  /** Connect interceptors around every call, e.g. metrics (client spans are built in) */
   interceptors?: Interceptor[];
 }
 
@@ -32,6 +33,11 @@ export interface HandlerCallOptions {
   signal?: AbortSignal;
   /** the caller's remaining time in ms; the call gets min(this, the per-call timeout) */
   timeoutMs?: number;
+  /**
+   * The OpenTelemetry context the call's client span is a child of. Default: the active context.
+   * When that span is recorded, its `traceparent` replaces the one in `headers`.
+   */
+  traceContext?: Context | undefined;
 }
 
 export const DEFAULT_TIMEOUT_MS = 5000;

@@ -22,7 +22,12 @@ export interface WriteSideClient {
 export function createWriteSideClient(options: WriteSideClientOptions): WriteSideClient {
   const handler = createHandlerTransport(options);
   const client: Client<typeof WriteSideHandlerService> = createClient(WriteSideHandlerService, handler.transport);
-  const invoke = createInvoker(`write handler ${handler.authority}`, handler.timeoutMs, () => closed);
+  const invoke = createInvoker({
+    target: `write handler ${handler.authority}`,
+    service: WriteSideHandlerService.typeName,
+    defaultTimeoutMs: handler.timeoutMs,
+    isClosed: () => closed,
+  });
   let closed = false;
   return {
     handleCommand: (request, call) =>

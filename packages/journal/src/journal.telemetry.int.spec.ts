@@ -1,4 +1,4 @@
-import { context, trace } from '@opentelemetry/api';
+import { ROOT_CONTEXT, trace } from '@opentelemetry/api';
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { openTestDatabase, type TestDatabase } from '@chiefofstate/postgres/testing';
 import { createTracing, type Tracing } from '@chiefofstate/tracing';
@@ -28,13 +28,12 @@ describe('journal telemetry', () => {
     const journal = createJournal({ database, numShards: 4, onBatch: (b) => batches.push(b) });
     const payload = new Uint8Array([1, 2, 3]);
     const parent = tracing.tracer.startSpan('command');
-    await context.with(trace.setSpan(context.active(), parent), () =>
-      Promise.all([
-        journal.append({ entityId: 'a', expectedRevision: 0n, events: [payload, payload] }),
-        journal.append({ entityId: 'b', expectedRevision: 0n, events: [payload] }),
-        journal.append({ entityId: 'c', expectedRevision: 5n, events: [payload] }).catch(() => undefined),
-      ]),
-    );
+    const traceContext = trace.setSpan(ROOT_CONTEXT, parent);
+    await Promise.all([
+      journal.append({ entityId: 'a', expectedRevision: 0n, events: [payload, payload], traceContext }),
+      journal.append({ entityId: 'b', expectedRevision: 0n, events: [payload], traceContext }),
+      journal.append({ entityId: 'c', expectedRevision: 5n, events: [payload], traceContext }).catch(() => undefined),
+    ]);
     parent.end();
     // untraced appends make no spans
     await journal.append({ entityId: 'd', expectedRevision: 0n, events: [payload] });

@@ -1,4 +1,4 @@
-import { SpanStatusCode, trace, type Link, type Span } from '@opentelemetry/api';
+import { context, SpanStatusCode, trace, type Context, type Link, type Span } from '@opentelemetry/api';
 import { CompiledQuery, type Kysely } from 'kysely';
 import {
   InternalError,
@@ -37,6 +37,11 @@ export interface AppendRequest {
   readonly expectedRevision: bigint;
   /** serialized events; they get revisions expectedRevision + 1, + 2, ... */
   readonly events: readonly Uint8Array[];
+  /**
+   * The OpenTelemetry context the append's span is a child of, e.g. its command's. Default: the
+   * active context (which needs a context manager). Not traced unless that span is recording.
+   */
+  readonly traceContext?: Context | undefined;
 }
 
 export interface AppendResult {
@@ -424,14 +429,19 @@ function createGroupCommitWriter(
 
 /** A span for one append, only when the caller's trace is being recorded. */
 function appendSpan(request: AppendRequest): Span | undefined {
-  if (!trace.getActiveSpan()?.isRecording()) return undefined;
-  return tracer.startSpan('cos.journal.append', {
-    attributes: {
-      'cos.entity_id': request.entityId,
-      'cos.journal.events': request.events.length,
-      'cos.journal.expected_revision': Number(request.expectedRevision),
+  const parent = request.traceContext ?? context.active();
+  if (!trace.getSpan(parent)?.isRecording()) return undefined;
+  return tracer.startSpan(
+    'cos.journal.append',
+    {
+      attributes: {
+        'cos.entity_id': request.entityId,
+        'cos.journal.events': request.events.length,
+        'cos.journal.expected_revision': Number(request.expectedRevision),
+      },
     },
-  });
+    parent,
+  );
 }
 
 /** Ends the append's span with the outcome and the batch it joined. */

@@ -5,7 +5,7 @@ import { createOffsetStore } from '@chiefofstate/offset-store';
 import { mergeMigrations, migrateToLatest } from '@chiefofstate/postgres';
 import { openTestDatabase } from '@chiefofstate/postgres/testing';
 import { createLeaseCoordinator } from '@chiefofstate/sharding';
-import { createClientTracingInterceptor, createTracing } from '@chiefofstate/tracing';
+import { createTracing } from '@chiefofstate/tracing';
 import { describe, expect, it } from 'vitest';
 import { createReadSideEngine } from './engine.js';
 import { readSideMigrations } from './start-read-sides.js';
@@ -17,11 +17,7 @@ describe('read-side tracing', () => {
     const tracing = createTracing({ serviceName: 'read-side-test', spanProcessors: [new SimpleSpanProcessor(exporter)] });
     const database = await openTestDatabase('embedded');
     const handler = await startRecordingHandler();
-    const client = createReadSideClient({
-      host: '127.0.0.1',
-      port: handler.server.port,
-      interceptors: [createClientTracingInterceptor()],
-    });
+    const client = createReadSideClient({ host: '127.0.0.1', port: handler.server.port });
     try {
       await migrateToLatest({ database, migrations: mergeMigrations(journalMigrations, readSideMigrations) });
       const journal = createJournal({ database, numShards: 2 });

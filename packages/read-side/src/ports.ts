@@ -1,3 +1,4 @@
+import type { Context } from '@opentelemetry/api';
 import type { HandleReadSideRequest, HandleReadSideResponse } from '@chiefofstate/protocol';
 
 /*
@@ -45,6 +46,8 @@ export interface ReadSideCallOptions {
   headers?: Record<string, string>;
   signal?: AbortSignal;
   timeoutMs?: number;
+  /** the delivery's OpenTelemetry context, parent of the call's client span */
+  traceContext?: Context;
 }
 
 /** The user's ReadSideHandlerService. Failures are thrown (any error counts as a failure). */

@@ -1,4 +1,4 @@
-import { context, ROOT_CONTEXT, SpanStatusCode, trace } from '@opentelemetry/api';
+import { ROOT_CONTEXT, SpanStatusCode, trace } from '@opentelemetry/api';
 import type { HandleReadSideRequest } from '@chiefofstate/protocol';
 import { entityIdHeader, toReadSideRequest } from './delivery-request.js';
 import { backoffMs, decideOnFailure, type FailurePolicy, type RetryOptions } from './failure-policy.js';
@@ -188,6 +188,7 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
     const headers = { 'x-cos-entity-id': entityIdHeader(event.entityId), 'x-cos-event-tag': String(shard) };
     for (let attempt = 0; ; attempt++) {
       let failure: unknown = decodeError;
+      let traceIds: { trace_id?: string; span_id?: string } = {};
       const startedAt = performance.now();
       if (request) {
         // Each attempt is a trace of its own (deliveries happen apart from any caller); the
@@ -205,10 +206,16 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
           },
           ROOT_CONTEXT,
         );
+        if (span.isRecording()) {
+          const { traceId, spanId } = span.spanContext();
+          traceIds = { trace_id: traceId, span_id: spanId };
+        }
         try {
-          const response = await context.with(trace.setSpan(ROOT_CONTEXT, span), () =>
-            handler.handleReadSide(request!, { headers, timeoutMs: options.timeoutMs }),
-          );
+          const response = await handler.handleReadSide(request, {
+            headers,
+            timeoutMs: options.timeoutMs,
+            traceContext: trace.setSpan(ROOT_CONTEXT, span),
+          });
           span.setAttribute('cos.read_side.successful', response.successful);
           if (!response.successful) span.setStatus({ code: SpanStatusCode.ERROR, message: 'successful=false' });
           span.end();
@@ -244,6 +251,7 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
         attempt: attempt + 1,
         policy: options.failurePolicy,
         err: failure,
+        ...traceIds,
       };
       if (decision === 'skip') {
         stats.skipped++;

@@ -1,6 +1,9 @@
-export { createTracing, TRACER_NAME, type Tracing, type TracingOptions } from './tracing.js';
 export {
-  createServerTracingInterceptor,
-  createClientTracingInterceptor,
-  type ServerTracingOptions,
-} from './interceptors.js';
+  createTracing,
+  TRACER_NAME,
+  type Tracing,
+  type TracingBatch,
+  type TracingOptions,
+  type TracingProtocol,
+  type TracingSampler,
+} from './tracing.js';

@@ -69,23 +69,33 @@ export interface TracingOptions {
   readonly batch?: TracingBatch;
   /** extra processors, e.g. an in-memory exporter in tests */
   readonly spanProcessors?: readonly SpanProcessor[];
+  /**
+   * Register the AsyncLocalStorage context manager, so `context.active()` follows async calls.
+   * Default false: COS's packages pass the trace context explicitly and need none, and on Node 20
+   * the manager's promise hooks cost every promise in the process (about a sixth of cos-server's
+   * CPU per command; see docs/benchmarks.md). Turn it on when code of your own in this process
+   * relies on the active context.
+   */
+  readonly asyncContext?: boolean;
 }
 
 export interface Tracing {
   /** whether spans are recorded and exported */
   readonly enabled: boolean;
   readonly tracer: Tracer;
-  /** the active span's ids, for log lines; empty outside a traced request */
+  /**
+   * The active span's ids, for log lines; empty outside a traced request, and always empty without
+   * `asyncContext` (COS's packages then add the ids to their in-request log lines themselves).
+   */
   logFields(): { trace_id?: string; span_id?: string };
   /** flushes pending spans and unregisters the SDK */
   shutdown(): Promise<void>;
 }
 
 /**
- * Sets up OpenTelemetry for the process: the W3C trace-context propagator, async context, a
- * sampler, and an OTLP/HTTP exporter with batching. Libraries create spans through
- * @opentelemetry/api only; this is the one place that installs the SDK, so it belongs in a
- * composition root.
+ * Sets up OpenTelemetry for the process: the W3C trace-context propagator, a sampler, and an
+ * OTLP/HTTP exporter with batching. Libraries create spans through @opentelemetry/api only;
+ * this is the one place that installs the SDK, so it belongs in a composition root.
  *
  * Sampler and batching come from the options only, never from the SDK's own unchecked reading of
  * OTEL_TRACES_SAMPLER / OTEL_BSP_* (@chiefofstate/config validates those). The exporter still
@@ -116,7 +126,10 @@ export function createTracing(options: TracingOptions): Tracing {
     sampler: createSampler(options.sampler ?? { name: 'parentbased_always_on' }),
     spanProcessors: processors,
   });
-  provider.register({ propagator: new W3CTraceContextPropagator() });
+  provider.register({
+    propagator: new W3CTraceContextPropagator(),
+    ...(options.asyncContext ? {} : { contextManager: null }),
+  });
   const tracer = provider.getTracer(TRACER_NAME);
   return {
     enabled: true,

@@ -1,4 +1,4 @@
-// A write handler that uses OpenTelemetry itself (Connect + @chiefofstate/tracing), as its own
+// A write handler that uses OpenTelemetry itself (Connect with COS's server tracing interceptor, and @chiefofstate/tracing), as its own
 // process, exporting its spans over OTLP/HTTP to TRACES_ENDPOINT: one trace must run from the
 // caller through COS into this handler.
 import { createServer } from 'node:http2';
@@ -7,7 +7,8 @@ import { create } from '@bufbuild/protobuf';
 import { AnySchema } from '@bufbuild/protobuf/wkt';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { WriteSideHandlerService } from '@chiefofstate/protocol';
-import { createServerTracingInterceptor, createTracing } from '@chiefofstate/tracing';
+import { createServerTracingInterceptor } from '@chiefofstate/grpc-api';
+import { createTracing } from '@chiefofstate/tracing';
 
 const tracing = createTracing({ serviceName: 'traced-handler', tracesEndpoint: process.env['TRACES_ENDPOINT'] });
 const state = create(AnySchema, { typeUrl: 'type.googleapis.com/cos.test.State', value: new TextEncoder().encode('{}') });
