@@ -20,7 +20,7 @@ import { ChiefOfStateService, Health, ReadSideManagerService } from '@chiefofsta
 import { createDeferredManager, startReadSides } from '@chiefofstate/read-side';
 import { createSnapshotStore } from '@chiefofstate/snapshot';
 import { openCosStore } from '@chiefofstate/store';
-import { ShuttingDownError } from '@chiefofstate/core';
+import { ConfigError, ShuttingDownError } from '@chiefofstate/core';
 
 export interface CosServerOptions {
   readonly config: CosConfig;
@@ -45,6 +45,12 @@ export interface RunningCosServer {
  */
 export async function startCosServer(options: CosServerOptions): Promise<RunningCosServer> {
   const { config, logger } = options;
+  if (config.kafka) {
+    // Running without the publication would leave Kafka consumers without a word of warning.
+    throw new ConfigError(
+      'COS_KAFKA_BROKER is set, but publishing events to Kafka is not supported by this version of chief-of-state; unset it',
+    );
+  }
   const health = createHealthStatus({
     services: [ChiefOfStateService.typeName, ...(config.readSide.enabled ? [ReadSideManagerService.typeName] : [])],
   });

@@ -7,7 +7,7 @@ import { AnySchema } from '@bufbuild/protobuf/wkt';
 import { decodeRpcStatus } from '@chiefofstate/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { command, failure, startCos, stateOf, type CosFixture } from './support/cos-fixture.js';
-import { freePort, startTestHandler, type RunningProcess } from './support/processes.js';
+import { freePort, startCosServerProcess, startTestHandler, type RunningProcess } from './support/processes.js';
 
 const EMPTY = 'type.googleapis.com/google.protobuf.Empty';
 let counter = 0;
@@ -306,5 +306,20 @@ describe('type validation and an unreachable handler', () => {
     expect(await orphan.journal(id)).toHaveLength(0);
     const again = await failure(orphan.send(id, command('Emit')));
     expect(again.code).toBe(grpc.status.UNAVAILABLE);
+  });
+});
+
+describe('settings this version cannot honour', () => {
+  it('refuses to start with COS_KAFKA_BROKER set (exit 2), rather than leave events unpublished', async () => {
+    const server = startCosServerProcess({
+      COS_PORT: String(await freePort()),
+      COS_METRICS_PORT: String(await freePort()),
+      COS_DATA_DIR: `/tmp/cos-kafka-${process.pid}`,
+      WRITE_SIDE_HANDLER_SERVICE_HOST: '127.0.0.1',
+      WRITE_SIDE_HANDLER_SERVICE_PORT: '1',
+      COS_KAFKA_BROKER: 'kafka:9092',
+    });
+    expect(await server.exited).toBe(2);
+    expect(server.output()).toMatch(/COS_KAFKA_BROKER is set, but publishing events to Kafka is not supported/);
   });
 });

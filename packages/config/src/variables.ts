@@ -55,7 +55,7 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     'COS_KAFKA_BROKER',
     [],
     'unset',
-    'Kafka bootstrap servers, comma separated `host:port`; when set, every persisted event is also published to Kafka',
+    'Kafka bootstrap servers, comma separated `host:port`, to publish every persisted event to. Not supported yet: cos-server refuses to start when it is set, rather than leave the events unpublished without a word',
   ),
   // journal and snapshots
   v('COS_EVENTS_BATCH_THRESHOLD', [], '100', 'most events written to the journal in one batched transaction, >= 1'),
