@@ -44,14 +44,18 @@ describe('journal telemetry', () => {
     expect(batches.every((b) => b.seconds > 0)).toBe(true);
 
     const spans = exporter.getFinishedSpans();
-    const appends = spans.filter((s) => s.name === 'cos.journal.append');
+    // no span per append: the transaction's span is the journal write, linked both ways
+    expect(spans.filter((s) => s.name === 'cos.journal.append')).toEqual([]);
     const [batch] = spans.filter((s) => s.name === 'cos.journal.batch');
-    expect(appends).toHaveLength(3);
-    expect(appends.every((s) => s.parentSpanContext?.spanId === parent.spanContext().spanId)).toBe(true);
-    expect(batch!.attributes['cos.journal.batch_events']).toBe(4);
-    expect(batch!.links.map((l) => l.context.spanId).sort()).toEqual(appends.map((s) => s.spanContext().spanId).sort());
-    expect(appends.every((s) => s.attributes['cos.journal.batch_span_id'] === batch!.spanContext().spanId)).toBe(true);
-    const refused = appends.find((s) => s.attributes['cos.entity_id'] === 'c')!;
-    expect(refused.status.code).toBe(2); // ERROR: the conflict
+    const [command] = spans.filter((s) => s.name === 'command');
+    expect(batch!.attributes).toMatchObject({ 'cos.journal.batch_events': 4, 'cos.journal.batch_appends': 3 });
+    expect(batch!.parentSpanContext).toBeUndefined();
+    expect(batch!.links.map((l) => l.context.spanId)).toEqual([parent.spanContext().spanId, parent.spanContext().spanId, parent.spanContext().spanId]);
+    expect(command!.links.map((l) => l.context.spanId)).toContain(batch!.spanContext().spanId);
+    expect(command!.attributes['cos.journal.batch_span_id']).toBe(batch!.spanContext().spanId);
+    expect(typeof command!.attributes['cos.journal.first_position']).toBe('number');
+    // the conflict of 'c' is an exception event on the caller's span, not its status
+    expect(command!.events.map((e) => e.name)).toEqual(['exception']);
+    expect(command!.status.code).toBe(0);
   });
 });

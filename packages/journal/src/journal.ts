@@ -1,4 +1,4 @@
-import { context, SpanStatusCode, trace, type Context, type Link, type Span } from '@opentelemetry/api';
+import { context, trace, type Context, type Link, type Span } from '@opentelemetry/api';
 import { CompiledQuery, type Kysely } from 'kysely';
 import {
   InternalError,
@@ -103,7 +103,7 @@ interface Pending {
   readonly request: AppendRequest;
   readonly resolve: (result: AppendResult) => void;
   readonly reject: (error: unknown) => void;
-  /** the caller's `cos.journal.append` span, when its trace is recorded */
+  /** the span the append was made in (its traceContext's), when it is recorded */
   readonly span?: Span;
 }
 
@@ -414,7 +414,7 @@ function createGroupCommitWriter(
       } catch (error) {
         return Promise.reject(error);
       }
-      const span = appendSpan(request);
+      const span = callerSpan(request);
       return new Promise<AppendResult>((resolve, reject) => {
         queue.push(span ? traced(request, resolve, reject, span) : { request, resolve, reject });
         draining ??= drain();
@@ -427,24 +427,18 @@ function createGroupCommitWriter(
   };
 }
 
-/** A span for one append, only when the caller's trace is being recorded. */
-function appendSpan(request: AppendRequest): Span | undefined {
-  const parent = request.traceContext ?? context.active();
-  if (!trace.getSpan(parent)?.isRecording()) return undefined;
-  return tracer.startSpan(
-    'cos.journal.append',
-    {
-      attributes: {
-        'cos.entity_id': request.entityId,
-        'cos.journal.events': request.events.length,
-        'cos.journal.expected_revision': Number(request.expectedRevision),
-      },
-    },
-    parent,
-  );
+/**
+ * The span the append was made in, when it is recorded. An append gets no span of its own: the
+ * journal write is the batch's transaction, which has one (`cos.journal.batch`), and the caller's
+ * span is linked to it and told its outcome. A span per append only measured the wait for the
+ * batch, and cost a fifth of what tracing a command costs.
+ */
+function callerSpan(request: AppendRequest): Span | undefined {
+  const span = trace.getSpan(request.traceContext ?? context.active());
+  return span?.isRecording() ? span : undefined;
 }
 
-/** Ends the append's span with the outcome and the batch it joined. */
+/** Tells the caller's span how the append went. */
 function traced(
   request: AppendRequest,
   resolve: (result: AppendResult) => void,
@@ -456,21 +450,20 @@ function traced(
     span,
     resolve(result) {
       span.setAttribute('cos.journal.first_position', Number(result.positions[0] ?? 0n));
-      span.end();
       resolve(result);
     },
     reject(error) {
+      // an event, not the span's status: the caller decides whether the append failing fails it
+      // (a conflict is retried)
       span.recordException(error instanceof Error ? error : String(error));
-      span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
-      span.end();
       reject(error);
     },
   };
 }
 
 /**
- * The transaction's own span, linked to the appends it carries (each from its own trace), and
- * each append told which batch it joined.
+ * The transaction's own span, the journal write: linked to the spans of the appends it carries
+ * (each from its own trace), and each of those linked back to it, with its id as an attribute.
  */
 function batchSpan(batch: readonly Pending[]): Span | undefined {
   const links: Link[] = [];
@@ -487,7 +480,9 @@ function batchSpan(batch: readonly Pending[]): Span | undefined {
   });
   const batchId = span.spanContext().spanId;
   for (const member of batch) {
-    member.span?.setAttributes({ 'cos.journal.batch_span_id': batchId, 'cos.journal.batch_events': events });
+    if (member.span === undefined) continue;
+    member.span.setAttribute('cos.journal.batch_span_id', batchId);
+    member.span.addLink({ context: span.spanContext() });
   }
   return span;
 }
