@@ -47,9 +47,9 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
   const { config, logger } = options;
   if (config.kafka) {
     // Running without the publication would leave Kafka consumers without a word of warning.
-    throw new ConfigError(
+    throw new ConfigError([
       'COS_KAFKA_BROKER is set, but publishing events to Kafka is not supported by this version of chief-of-state; unset it',
-    );
+    ]);
   }
   const health = createHealthStatus({
     services: [ChiefOfStateService.typeName, ...(config.readSide.enabled ? [ReadSideManagerService.typeName] : [])],
