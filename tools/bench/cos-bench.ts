@@ -29,24 +29,20 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { benchArgs, median, writeBenchmarkSection } from './bench-support.js';
 import type { LoadRequest, LoadResult } from './cos-bench/load.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const COS_MAIN = path.join(ROOT, 'apps/cos-server/dist/main.js');
 
-const args = new Map(
-  process.argv.slice(2).map((arg) => {
-    const [key, value] = arg.replace(/^--/, '').split('=');
-    return [key!, value ?? 'true'] as const;
-  }),
-);
+const args = benchArgs();
 const durationMs = Number(args.get('duration') ?? 5) * 1000;
 const warmupMs = Number(args.get('warmup') ?? 1) * 1000;
 const repeats = Number(args.get('repeats') ?? 3);
@@ -429,13 +425,6 @@ try {
 
 // ---- report --------------------------------------------------------------------------------
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  if (sorted.length === 0) return Number.NaN;
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
-
 function report(cells: Cell[], memory: { idleMiB: number; activeMiB: number; entities: number; seconds: number; errors: number } | undefined) {
   const summary = (system: System, keys: Keys, callers: number) => {
     const mine = cells.filter((c) => c.system === system && c.keys === keys && c.callers === callers);
@@ -574,22 +563,9 @@ function machineDescription(): string {
   return `${cpu[0]?.model ?? 'unknown CPU'}, ${cpu.length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB RAM, Node ${process.version}`;
 }
 
-/** Replaces `<!-- name:start -->` ... `<!-- name:end -->` in docs/benchmarks.md (appends it if absent). */
+/** Writes one section of docs/benchmarks.md from its lines. */
 function writeSection(name: string, lines: string[]) {
-  const docPath = path.join(ROOT, 'docs/benchmarks.md');
-  const intro = [
-    '# Benchmarks',
-    '',
-    'Figures measured on the development machine; rerun them on yours. Each benchmark under',
-    '`tools/bench/` rewrites its own section below.',
-    '',
-  ].join('\n');
-  const section = lines.join('\n');
-  let doc = existsSync(docPath) ? readFileSync(docPath, 'utf8') : intro;
-  const pattern = new RegExp(`<!-- ${name}:start -->[\\s\\S]*?<!-- ${name}:end -->`);
-  doc = pattern.test(doc) ? doc.replace(pattern, () => section) : `${doc.trimEnd()}\n\n${section}\n`;
-  writeFileSync(docPath, doc);
-  console.error(`wrote ${path.relative(process.cwd(), docPath)}`);
+  writeBenchmarkSection(name, lines.join('\n'));
 }
 
 function reportTracing(cells: Cell[], total: SpanCount & { commands: number }) {

@@ -16,11 +16,11 @@
  * between <!-- journal:start --> and <!-- journal:end --> unless --no-write.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
+import { benchArgs, median, writeBenchmarkSection } from './bench-support.js';
 import { rerunWithSources } from './with-sources.js';
 
 rerunWithSources(import.meta.url);
@@ -41,12 +41,7 @@ const LABELS: Record<SystemName, string> = {
   embedded: 'journal, embedded',
 };
 
-const args = new Map(
-  process.argv.slice(2).map((arg) => {
-    const [key, value] = arg.replace(/^--/, '').split('=');
-    return [key!, value ?? 'true'] as const;
-  }),
-);
+const args = benchArgs();
 const durationMs = Number(args.get('duration') ?? 3) * 1000;
 const warmupMs = Number(args.get('warmup') ?? 0.5) * 1000;
 const repeats = Number(args.get('repeats') ?? 3);
@@ -335,11 +330,6 @@ async function measureWith(system: SystemName, writers: number, warmupS: number,
   });
 }
 
-const median = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-};
 
 await admin.connect();
 const samples = new Map<string, CellResult[]>();
@@ -445,15 +435,7 @@ if (systems.includes('embedded')) {
 console.log(lines.join('\n'));
 
 if (writeDoc) {
-  const docPath = fileURLToPath(new URL('../../docs/benchmarks.md', import.meta.url));
   const cpu = os.cpus();
-  const intro = [
-    '# Benchmarks',
-    '',
-    'Figures measured on the development machine; rerun them on yours. Each benchmark under',
-    '`tools/bench/` rewrites its own section below.',
-    '',
-  ].join('\n');
   const section = [
     '<!-- journal:start -->',
     '## Journal appends',
@@ -493,9 +475,5 @@ if (writeDoc) {
     '  cell varies by up to 2x between runs, CPU per event much less.',
     '<!-- journal:end -->',
   ].join('\n');
-  let doc = existsSync(docPath) ? readFileSync(docPath, 'utf8') : intro;
-  const pattern = /<!-- journal:start -->[\s\S]*?<!-- journal:end -->/;
-  doc = pattern.test(doc) ? doc.replace(pattern, section) : `${doc.trimEnd()}\n\n${section}\n`;
-  writeFileSync(docPath, doc);
-  console.error(`wrote ${path.relative(process.cwd(), docPath)}`);
+  writeBenchmarkSection('journal', section);
 }

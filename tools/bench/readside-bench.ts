@@ -21,11 +21,10 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
-import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { benchArgs, writeBenchmarkSection } from './bench-support.js';
 import { rerunWithSources } from './with-sources.js';
 import type { HandleReadSideRequest } from '@chiefofstate/protocol';
 
@@ -43,12 +42,7 @@ const { createReadSideEngine, entityIdHeader, readSideMigrations, toReadSideRequ
 const { createLeaseCoordinator } = await import('@chiefofstate/sharding');
 
 
-const args = new Map(
-  process.argv.slice(2).map((arg) => {
-    const [key, value] = arg.replace(/^--/, '').split('=');
-    return [key!, value ?? 'true'] as const;
-  }),
-);
+const args = benchArgs();
 const totalEvents = Number(args.get('events') ?? 200_000);
 const rates = (args.get('rates') ?? '500,2000').split(',').map(Number);
 const lagSeconds = Number(args.get('lag-seconds') ?? 10);
@@ -303,14 +297,6 @@ try {
   console.log(lines.join('\n'));
 
   if (writeDoc) {
-    const docPath = fileURLToPath(new URL('../../docs/benchmarks.md', import.meta.url));
-    const intro = [
-      '# Benchmarks',
-      '',
-      'Figures measured on the development machine; rerun them on yours. Each benchmark under',
-      '`tools/bench/` rewrites its own section below.',
-      '',
-    ].join('\n');
     const section = [
       '<!-- readside:start -->',
       '## Read sides',
@@ -340,11 +326,7 @@ try {
       ...lines,
       '<!-- readside:end -->',
     ].join('\n');
-    let doc = existsSync(docPath) ? readFileSync(docPath, 'utf8') : intro;
-    const pattern = /<!-- readside:start -->[\s\S]*?<!-- readside:end -->/;
-    doc = pattern.test(doc) ? doc.replace(pattern, section) : `${doc.trimEnd()}\n\n${section}\n`;
-    writeFileSync(docPath, doc);
-    console.error(`wrote ${path.relative(process.cwd(), docPath)}`);
+    writeBenchmarkSection('readside', section);
   }
 } finally {
   await client.close();
