@@ -15,3 +15,4 @@ export {
 } from './errors.js';
 export { javaStringHashCode, shardOf } from './shard.js';
 export { MAX_ENTITY_ID_LENGTH, assertValidEntityId } from './entity-id.js';
+export { traceLogFields, type SpanIds } from './trace-log-fields.js';

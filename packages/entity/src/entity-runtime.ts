@@ -9,6 +9,7 @@ import {
   ShuttingDownError,
   StoreError,
   assertValidEntityId,
+  traceLogFields,
 } from '@chiefofstate/core';
 import {
   EventWrapperSchema,
@@ -143,12 +144,6 @@ function commandTrace(request: ProcessCommandRequest): Command['trace'] {
   return { span, context: trace.setSpan(parent, span) };
 }
 
-/** trace_id and span_id of a command's span, for its log lines; none when it is not traced. */
-function traceFields(command: Command | undefined): { trace_id?: string; span_id?: string } {
-  if (command?.trace === undefined) return {};
-  const { traceId, spanId } = command.trace.span.spanContext();
-  return { trace_id: traceId, span_id: spanId };
-}
 
 /** What one command of a batch came to, on top of the commands before it in the batch. */
 interface Decision {
@@ -246,7 +241,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
         retry = await runBatch(slot, batch);
       } catch (error) {
         // not expected: runBatch settles what it can; whatever is left fails rather than hangs
-        logger.error('command batch failed unexpectedly', { entityId: slot.entityId, err: error, ...traceFields(batch[0]) });
+        logger.error('command batch failed unexpectedly', { entityId: slot.entityId, err: error, ...traceLogFields(batch[0]?.trace?.span) });
         slot.loaded = false;
         retry = [];
       }
@@ -390,7 +385,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
           entityId,
           expectedRevision,
           commands: kept.length,
-          ...traceFields(kept[0]!.command),
+          ...traceLogFields(kept[0]!.command.trace?.span),
         });
       }
       const retry: Command[] = [];

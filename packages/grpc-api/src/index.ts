@@ -15,6 +15,5 @@ export {
 export {
   callTraceContext,
   createServerTracingInterceptor,
-  traceLogFields,
   type ServerTracingOptions,
 } from './server-tracing.js';

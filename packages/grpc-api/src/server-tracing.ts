@@ -20,14 +20,6 @@ export const callTraceContext = createContextKey<Context | undefined>(undefined,
   description: 'OpenTelemetry context of the call',
 });
 
-/** trace_id and span_id of a context's span, for log lines; none when it has no span. */
-export function traceLogFields(traceContext: Context | undefined): { trace_id?: string; span_id?: string } {
-  const span = traceContext && trace.getSpan(traceContext);
-  if (span === undefined) return {};
-  const { traceId, spanId } = span.spanContext();
-  return { trace_id: traceId, span_id: spanId };
-}
-
 const getter: TextMapGetter<Headers> = {
   keys: (carrier) => [...carrier.keys()],
   get: (carrier, key) => carrier.get(key) ?? undefined,

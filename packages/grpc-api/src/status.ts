@@ -1,4 +1,4 @@
-import type { Context } from '@opentelemetry/api';
+import { trace, type Context } from '@opentelemetry/api';
 import { Code, ConnectError } from '@connectrpc/connect';
 import {
   CosError,
@@ -11,8 +11,8 @@ import {
   NotFoundError,
   ShuttingDownError,
   StoreError,
+  traceLogFields,
 } from '@chiefofstate/core';
-import { traceLogFields } from './server-tracing.js';
 
 /**
  * The one place where COS failures become gRPC statuses. Everything below the edge throws
@@ -75,7 +75,7 @@ export function logCallFailure(
   logger: CallFailureLogger,
 ): (method: string, error: unknown, traceContext?: Context | undefined) => void {
   return (method, error, traceContext) => {
-    const fields = { err: error, method, ...traceLogFields(traceContext) };
+    const fields = { err: error, method, ...traceLogFields(traceContext && trace.getSpan(traceContext)) };
     if (isExpectedFailure(error)) logger.debug(fields, 'call failed');
     else logger.error(fields, 'call failed');
   };

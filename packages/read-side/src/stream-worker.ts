@@ -1,4 +1,5 @@
 import { ROOT_CONTEXT, SpanStatusCode, trace } from '@opentelemetry/api';
+import { traceLogFields } from '@chiefofstate/core';
 import type { HandleReadSideRequest } from '@chiefofstate/protocol';
 import { entityIdHeader, toReadSideRequest } from './delivery-request.js';
 import { backoffMs, decideOnFailure, type FailurePolicy, type RetryOptions } from './failure-policy.js';
@@ -206,10 +207,7 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
           },
           ROOT_CONTEXT,
         );
-        if (span.isRecording()) {
-          const { traceId, spanId } = span.spanContext();
-          traceIds = { trace_id: traceId, span_id: spanId };
-        }
+        if (span.isRecording()) traceIds = traceLogFields(span);
         try {
           const response = await handler.handleReadSide(request, {
             headers,

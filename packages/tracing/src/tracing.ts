@@ -1,5 +1,6 @@
 import { context, propagation, trace, type Tracer } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import { traceLogFields } from '@chiefofstate/core';
 import { OTLPTraceExporter as OtlpJsonTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { OTLPTraceExporter as OtlpProtobufTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { resourceFromAttributes } from '@opentelemetry/resources';
@@ -135,10 +136,7 @@ export function createTracing(options: TracingOptions): Tracing {
     enabled: true,
     tracer,
     logFields() {
-      const span = trace.getSpan(context.active());
-      if (!span) return {};
-      const { traceId, spanId } = span.spanContext();
-      return { trace_id: traceId, span_id: spanId };
+      return traceLogFields(trace.getSpan(context.active()));
     },
     async shutdown() {
       await provider.shutdown();
