@@ -22,6 +22,7 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { benchArgs, median, writeBenchmarkSection } from './bench-support.js';
 import { rerunWithSources } from './with-sources.js';
+import type { Database } from '@chiefofstate/postgres';
 
 rerunWithSources(import.meta.url);
 
@@ -86,27 +87,18 @@ async function withSchema<T>(run: (schema: string) => Promise<T>): Promise<T> {
 }
 
 async function journalSubject(schema: string): Promise<Subject> {
-  const database = await createDatabase({ kind: 'postgres', ...connection(schema), poolMax: 5, applicationName: schema });
-  await migrateToLatest({ database, migrations: journalMigrations });
-  const journal = createJournal({ database, numShards: NUM_SHARDS, batchThreshold: BATCH });
-  return {
-    async append(writer, expectedRevision) {
-      await journal.append({
-        entityId: `entity-${writer}`,
-        expectedRevision,
-        events: [payloads[payloadIndex(writer, expectedRevision)]!],
-      });
-    },
-    async close() {
-      await journal.close();
-      await database.close();
-    },
-  };
+  return journalOn(await createDatabase({ kind: 'postgres', ...connection(schema), poolMax: 5, applicationName: schema }));
 }
 
 async function embeddedSubject(): Promise<Subject> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'cos-bench-'));
-  const database = await createDatabase({ kind: 'embedded', dataDir, schema: 'cos' });
+  return journalOn(await createDatabase({ kind: 'embedded', dataDir, schema: 'cos' }), () =>
+    rmSync(dataDir, { recursive: true, force: true }),
+  );
+}
+
+/** The journal on a store, the same for the server and the embedded one. */
+async function journalOn(database: Database, cleanUp?: () => void): Promise<Subject> {
   await migrateToLatest({ database, migrations: journalMigrations });
   const journal = createJournal({ database, numShards: NUM_SHARDS, batchThreshold: BATCH });
   return {
@@ -120,7 +112,7 @@ async function embeddedSubject(): Promise<Subject> {
     async close() {
       await journal.close();
       await database.close();
-      rmSync(dataDir, { recursive: true, force: true });
+      cleanUp?.();
     },
   };
 }
