@@ -9,7 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { shardOf } from '@chiefofstate/core';
 import { createJournal } from '@chiefofstate/journal';
-import { testStoreKinds } from '@chiefofstate/postgres/testing';
+import { testPostgresEnv, testStoreKinds } from '@chiefofstate/postgres/testing';
 import { ReadSideManagerService } from '@chiefofstate/protocol';
 import {
   eventPayload,
@@ -21,7 +21,6 @@ import {
   sleep,
   startHandler,
   startReadside,
-  storeEnv,
   until,
   type HandlerCall,
   type Readside,
@@ -74,7 +73,7 @@ describe.runIf(hasServer)('cos-readside over real processes', () => {
 
   beforeAll(async () => {
     handler = await startHandler(join(dir, 'rules.json'));
-    env = { ...storeEnv(schema), ...readSidesEnv(handler.port, SIDES) };
+    env = { ...testPostgresEnv(schema), ...readSidesEnv(handler.port, SIDES) };
     readside = await startReadside(env); // it migrates the empty schema
     store = await openStore(schema);
   }, 90_000);

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { testStoreKinds } from '@chiefofstate/postgres/testing';
+import { testPostgresEnv, testStoreKinds } from '@chiefofstate/postgres/testing';
 import { GetLatestOffsetRequestSchema, ReadSideManagerService } from '@chiefofstate/protocol';
 import {
   newSchema,
@@ -16,7 +16,6 @@ import {
   sleep,
   startHandler,
   startReadside,
-  storeEnv,
   until,
   type Readside,
   type Store,
@@ -34,7 +33,7 @@ describe.runIf(hasServer)('two cos-readside processes', () => {
 
   beforeAll(async () => {
     handler = await startHandler(join(dir, 'rules.json'));
-    const env = { ...storeEnv(schema), ...readSidesEnv(handler.port, [{ id: 'failover' }]) };
+    const env = { ...testPostgresEnv(schema), ...readSidesEnv(handler.port, [{ id: 'failover' }]) };
     first = await startReadside(env);
     second = await startReadside(env);
     store = await openStore(schema);

@@ -19,6 +19,19 @@ describe('quickstart', () => {
   let tempRoot: string;
   let address: string;
 
+  /** Starts the built quickstart on dataDir, on free ports, and waits until it is ready. */
+  async function start(): Promise<void> {
+    const port = await freePort();
+    address = `127.0.0.1:${port}`;
+    quickstart = startProcess(
+      process.execPath,
+      [join(APP_ROOT, 'dist/main.js')],
+      { COS_PORT: String(port), COS_METRICS_PORT: String(await freePort()), COS_DATA_DIR: dataDir, BANK_HANDLER_PORT: '0', BANK_READ_SIDE_PORT: '0', LOG_LEVEL: 'info', LOG_STYLE: 'JSON' },
+      { cwd: APP_ROOT },
+    );
+    await quickstart.waitFor(/Ctrl-C stops it/, 60_000);
+  }
+
   const cli = async (...args: string[]) => {
     const result = await run(process.execPath, [CLI, '--address', address, ...args]).catch(
       (error: { stdout: string; stderr: string; code: number }) => error,
@@ -30,15 +43,7 @@ describe('quickstart', () => {
     // like a fresh checkout: the data directory does not exist before the first start
     tempRoot = await mkdtemp(join(tmpdir(), 'cos-quickstart-'));
     dataDir = join(tempRoot, '.cos-data');
-    const port = await freePort();
-    address = `127.0.0.1:${port}`;
-    quickstart = startProcess(
-      process.execPath,
-      [join(APP_ROOT, 'dist/main.js')],
-      { COS_PORT: String(port), COS_METRICS_PORT: String(await freePort()), COS_DATA_DIR: dataDir, BANK_HANDLER_PORT: '0', BANK_READ_SIDE_PORT: '0', LOG_LEVEL: 'info', LOG_STYLE: 'JSON' },
-      { cwd: APP_ROOT },
-    );
-    await quickstart.waitFor(/Ctrl-C stops it/, 60_000);
+    await start();
   }, 90_000);
 
   afterAll(async () => {
@@ -79,15 +84,7 @@ describe('quickstart', () => {
 
   it('stops on SIGINT and keeps the state for the next start', async () => {
     expect(await quickstart.kill('SIGINT')).toBe(0);
-    const port = await freePort();
-    address = `127.0.0.1:${port}`;
-    quickstart = startProcess(
-      process.execPath,
-      [join(APP_ROOT, 'dist/main.js')],
-      { COS_PORT: String(port), COS_METRICS_PORT: String(await freePort()), COS_DATA_DIR: dataDir, BANK_HANDLER_PORT: '0', BANK_READ_SIDE_PORT: '0', LOG_LEVEL: 'info', LOG_STYLE: 'JSON' },
-      { cwd: APP_ROOT },
-    );
-    await quickstart.waitFor(/Ctrl-C stops it/, 60_000);
+    await start();
     const got = await cli('get', 'acc-1');
     expect(JSON.parse(got.stdout)).toMatchObject({ accountId: 'acc-1', revision: 4 });
     // the read side picks up where it left off

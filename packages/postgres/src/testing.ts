@@ -30,6 +30,19 @@ export function testPostgresConnection(schema: string): PostgresConnectionOption
   };
 }
 
+/** The test server and a schema as a COS process's environment (COS_POSTGRES_*), for end-to-end tests. */
+export function testPostgresEnv(schema: string): Record<string, string> {
+  const db = testPostgresConnection(schema);
+  return {
+    COS_POSTGRES_HOST: db.host,
+    COS_POSTGRES_PORT: String(db.port),
+    COS_POSTGRES_USER: db.user,
+    COS_POSTGRES_PASSWORD: db.password || 'unused',
+    COS_POSTGRES_DB: db.database,
+    COS_POSTGRES_SCHEMA: schema,
+  };
+}
+
 /** A fresh, unique schema name, so concurrently running test files never share tables. */
 export function uniqueSchemaName(prefix = 't'): string {
   return `${prefix}_${randomBytes(6).toString('hex')}`;

@@ -38,19 +38,6 @@ export async function startHandler(rulesFile: string): Promise<
   });
 }
 
-/** The store settings of the test schema, as cos-readside's environment. */
-export function storeEnv(schema: string): Record<string, string> {
-  const db = testPostgresConnection(schema);
-  return {
-    COS_POSTGRES_HOST: db.host,
-    COS_POSTGRES_PORT: String(db.port),
-    COS_POSTGRES_USER: db.user,
-    COS_POSTGRES_PASSWORD: db.password || 'unused',
-    COS_POSTGRES_DB: db.database,
-    COS_POSTGRES_SCHEMA: schema,
-  };
-}
-
 export interface ReadSideSpec {
   readonly id: string;
   readonly policy?: 'STOP' | 'SKIP' | 'REPLAY_STOP' | 'REPLAY_SKIP';

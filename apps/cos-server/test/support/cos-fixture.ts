@@ -11,7 +11,7 @@ import {
   type GetStateResponse,
   type ProcessCommandResponse,
 } from '@chiefofstate/protocol';
-import { testPostgresConnection, uniqueSchemaName } from '@chiefofstate/postgres/testing';
+import { testPostgresConnection, testPostgresEnv, uniqueSchemaName } from '@chiefofstate/postgres/testing';
 import { createGrpcJsClient, type GrpcJsClient, type GrpcJsUnaryResult } from '@chiefofstate/testing';
 import { freePort, startCosServerProcess, type RunningProcess } from './processes.js';
 import type { TestState } from './test-write-handler.js';
@@ -56,12 +56,7 @@ export async function startCos(env: Record<string, string>, schema = uniqueSchem
     COS_PORT: String(port),
     COS_METRICS_PORT: String(metricsPort),
     COS_ADDRESS: '127.0.0.1',
-    COS_POSTGRES_HOST: db.host,
-    COS_POSTGRES_PORT: String(db.port),
-    COS_POSTGRES_USER: db.user,
-    COS_POSTGRES_PASSWORD: db.password || 'unused',
-    COS_POSTGRES_DB: db.database,
-    COS_POSTGRES_SCHEMA: schema,
+    ...testPostgresEnv(schema),
     ...env,
   });
   await server.waitFor(/chief-of-state serving/);
