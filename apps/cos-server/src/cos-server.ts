@@ -1,3 +1,5 @@
+import { networkInterfaces } from 'node:os';
+import { createEntityRouter, entityShardStreams, type EntityRouter } from '@chiefofstate/cluster';
 import type { CosConfig } from '@chiefofstate/config';
 import { createEntityRuntime } from '@chiefofstate/entity';
 import {
@@ -8,16 +10,18 @@ import {
   logCallFailure,
   ServingStatus,
   startGrpcServer,
+  type CommandProcessor,
   type GrpcServer,
   type HealthStatus,
 } from '@chiefofstate/grpc-api';
-import { createReachabilityProbe, createWriteSideClient } from '@chiefofstate/handler-client';
+import { createPeerClients, createReachabilityProbe, createWriteSideClient } from '@chiefofstate/handler-client';
 import { createJournal } from '@chiefofstate/journal';
 import type { Logger } from '@chiefofstate/logging';
 import { createMetrics, startMetricsServer, type CosMetrics, type MetricsServer } from '@chiefofstate/metrics';
 import type { Database } from '@chiefofstate/postgres';
 import { ChiefOfStateService, Health, ReadSideManagerService } from '@chiefofstate/protocol';
 import { createDeferredManager, startReadSides } from '@chiefofstate/read-side';
+import { createLeaseCoordinator } from '@chiefofstate/sharding';
 import { createSnapshotStore } from '@chiefofstate/snapshot';
 import { openCosStore } from '@chiefofstate/store';
 import { ConfigError, ShuttingDownError } from '@chiefofstate/core';
@@ -58,7 +62,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
   const metrics = createMetrics();
   const handlerReachable = createReachabilityProbe({ host: config.writeSide.host, port: config.writeSide.port });
 
-  let ready: ReturnType<typeof createEntityRuntime> | undefined;
+  let ready: CommandProcessor | undefined;
   const notReady = () => {
     throw new ShuttingDownError('chief-of-state is starting or stopping');
   };
@@ -73,7 +77,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
         createChiefOfStateService({
           processor: {
             processCommand: (request) => (ready ? ready.processCommand(request) : notReady()),
-            getState: (entityId) => (ready ? ready.getState(entityId) : notReady()),
+            getState: (entityId, call) => (ready ? ready.getState(entityId, call) : notReady()),
           },
           headers: {
             propagated: config.writeSide.propagatedHeaders,
@@ -136,6 +140,12 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     interceptors: [metrics.handlerInterceptor],
   });
   const validation = config.writeSide.validation;
+  // On PostgreSQL the replicas sharing the database split the entity shards between them: each
+  // keeps only its own shards' entities in memory and forwards calls for the others' (see
+  // @chiefofstate/cluster). The embedded store has one process, which handles everything.
+  const clustered = config.store.kind === 'postgres';
+  const address = `${advertisedHost(config.cluster.podIp)}:${server.port}`;
+  let router: EntityRouter | undefined;
   const runtime = createEntityRuntime({
     journal,
     snapshots,
@@ -148,13 +158,39 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     commandTimeoutMs: config.timeouts.commandMs,
     passivateAfterMs: config.entities.passivateAfterMs,
     maxActive: config.entities.maxActive,
+    ...(clustered ? { retain: (entityId: string) => router?.retains(entityId) ?? false } : {}),
     logger: {
       debug: (message, fields) => logger.debug(fields ?? {}, message),
       warn: (message, fields) => logger.warn(fields ?? {}, message),
       error: (message, fields) => logger.error(fields ?? {}, message),
     },
   });
-  ready = runtime;
+  const peers = clustered
+    ? createPeerClients({ self: address, timeoutMs: config.timeouts.commandMs, maxMessageBytes: config.server.maxMessageBytes })
+    : undefined;
+  const coordinator = clustered
+    ? createLeaseCoordinator({
+        database,
+        address,
+        onError: (error) => logger.warn({ err: error }, 'entity shard leases: round failed'),
+      })
+    : undefined;
+  if (peers && coordinator) {
+    router = createEntityRouter({
+      local: runtime,
+      peers,
+      owners: coordinator,
+      numShards: config.numShards,
+      onRoute: (method, outcome) => metrics.observeRoute(method, outcome),
+      logger: {
+        debug: (message, fields) => logger.debug(fields ?? {}, message),
+        warn: (message, fields) => logger.warn(fields ?? {}, message),
+      },
+    });
+    await coordinator.start(entityShardStreams(config.numShards), router);
+    logger.info({ address, shardsOwned: router.ownedShards(), shards: config.numShards }, 'joined the entity shard leases');
+  }
+  ready = router ?? runtime;
   // COS_READ_SIDE_ENABLED: the read sides run here too, sharing the streams with any cos-readside.
   const readSides = config.readSide.enabled
     ? await startReadSides({
@@ -170,6 +206,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
   metrics.setSources({
     ...(readSides ? { readSides: () => readSides.samples() } : {}),
     entities: () => runtime.stats(),
+    ...(router ? { entityShards: () => router.ownedShards() } : {}),
     pools: () => {
       const stats = database.poolStats();
       return stats ? [{ pool: 'store', ...stats }] : [];
@@ -192,6 +229,9 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
         health.setAll(ServingStatus.NOT_SERVING);
         // Order matters: no new calls, then in-flight commands finish and their appends
         // commit, then the pools close.
+        // The entity shards go first: the other replicas take them over (and stop forwarding
+        // here) while this one still answers the calls already on their way.
+        await coordinator?.close();
         const serverClosed = server.close(graceMs);
         await runtime.close();
         ready = undefined;
@@ -200,6 +240,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
         await readSides?.close();
         await journal.close();
         await writeSide.close();
+        await peers?.close();
         await database.close();
         await metricsServer.close();
         logger.info('chief-of-state stopped');
@@ -207,4 +248,16 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
       return closing;
     },
   };
+}
+
+/**
+ * The host other replicas reach this one at: POD_IP (Kubernetes' downward API) or else this
+ * machine's first non-loopback IPv4 address (a container's own, under docker compose).
+ */
+function advertisedHost(podIp: string | undefined): string {
+  if (podIp !== undefined) return podIp.includes(':') ? `[${podIp}]` : podIp;
+  for (const addresses of Object.values(networkInterfaces())) {
+    for (const candidate of addresses ?? []) if (candidate.family === 'IPv4' && !candidate.internal) return candidate.address;
+  }
+  return '127.0.0.1';
 }

@@ -69,6 +69,14 @@ export class HandlerUnavailableError extends CosError {
   readonly code = 'COS_HANDLER_UNAVAILABLE';
 }
 
+/**
+ * The replica that owns an entity could not be reached, and the request was never sent to it
+ * (the connection was refused or could not be opened), so it is safe to handle it elsewhere.
+ */
+export class PeerUnreachableError extends CosError {
+  readonly code = 'COS_PEER_UNREACHABLE';
+}
+
 /** A deadline passed: a handler call, or the caller's own deadline for the whole command. */
 export class DeadlineExceededError extends CosError {
   readonly code = 'COS_DEADLINE_EXCEEDED';

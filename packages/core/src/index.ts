@@ -7,6 +7,7 @@ export {
   StoreError,
   HandlerFailedError,
   HandlerUnavailableError,
+  PeerUnreachableError,
   DeadlineExceededError,
   ShuttingDownError,
   ConfigError,

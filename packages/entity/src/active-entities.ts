@@ -62,6 +62,13 @@ export class ActiveEntities<J> {
     return slot;
   }
 
+  /** The slots, least recently used first (a copy: safe to remove while iterating). */
+  list(): EntitySlot<J>[] {
+    const slots: EntitySlot<J>[] = [];
+    for (let slot = this.oldest; slot !== undefined; slot = slot.next) slots.push(slot);
+    return slots;
+  }
+
   /** Marks the slot as just used: it becomes the most recently used. */
   touch(slot: EntitySlot<J>, now: number): void {
     slot.lastUsed = now;

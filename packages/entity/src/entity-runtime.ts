@@ -23,7 +23,7 @@ import {
   type Header,
   type MetaData,
 } from '@chiefofstate/protocol';
-import { ActiveEntities, type EntitySlot as Slot } from './active-entities.js';
+import { ActiveEntities, isBusy, type EntitySlot as Slot } from './active-entities.js';
 import type {
   Clock,
   HandlerCallOptions,
@@ -70,6 +70,13 @@ export interface EntityRuntimeOptions {
   maxCommandsPerAppend?: number;
   /** snapshot saves allowed in flight; beyond, a snapshot is skipped (the next multiple takes one). Default 256 */
   maxPendingSnapshots?: number;
+  /**
+   * Whether an entity's state may stay in memory between commands. Default: always. Several
+   * replicas keep only the entities of the shards they own; an entity not retained is loaded
+   * from the store for each batch of its commands and dropped when its mailbox empties, so a
+   * replica never answers from a copy another replica may have moved on from.
+   */
+  retain?: (entityId: string) => boolean;
   logger?: Logger;
   clock?: Clock;
 }
@@ -110,6 +117,12 @@ export interface EntityRuntime {
   /** The latest state; NotFoundError when the entity has no event. Never calls handlers. */
   getState(entityId: string): Promise<EntityState>;
   stats(): EntityRuntimeStats;
+  /**
+   * Drops the cached state of the entities `matches` selects (e.g. a shard given up): idle ones
+   * at once, busy ones when their mailbox empties. Resolves when none of them is busy any more.
+   * Commands arriving meanwhile are still taken; whether they are cached is `retain`'s call.
+   */
+  evict(matches: (entityId: string) => boolean): Promise<void>;
   /** Takes no new commands (ShuttingDownError), waits for queued and running ones and for snapshot saves. */
   close(): Promise<void>;
 }
@@ -181,6 +194,9 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
   const sweepIntervalMs = options.sweepIntervalMs ?? Math.min(passivateAfterMs, 10_000);
 
   const entities = new ActiveEntities<Command>();
+  const retain = options.retain;
+  /** evictions waiting for busy entities to go idle */
+  const evictions = new Set<{ busy: Set<EntitySlot>; done: () => void }>();
   let closing = false;
   let closed: Promise<void> | undefined;
   let inFlight = 0;
@@ -252,7 +268,18 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     slot.jobs.length = 0;
     slot.head = 0;
     slot.running = false;
-    if (entities.get(slot.entityId) === slot) entities.touch(slot, clock.now().getTime());
+    if (entities.get(slot.entityId) === slot) {
+      if (retain === undefined || retain(slot.entityId)) entities.touch(slot, clock.now().getTime());
+      else entities.remove(slot);
+    }
+    for (const eviction of evictions) {
+      if (!eviction.busy.delete(slot)) continue;
+      if (entities.get(slot.entityId) === slot) entities.remove(slot);
+      if (eviction.busy.size === 0) {
+        evictions.delete(eviction);
+        eviction.done();
+      }
+    }
     if (entities.size > maxActive) entities.passivateOverCap(maxActive);
     if (inFlight === 0 && idle) idle();
   }
@@ -557,6 +584,17 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
 
     stats() {
       return { active: entities.size, passivated: entities.passivated };
+    },
+
+    evict(matches) {
+      const busy = new Set<EntitySlot>();
+      for (const slot of entities.list()) {
+        if (!matches(slot.entityId)) continue;
+        if (isBusy(slot)) busy.add(slot);
+        else entities.remove(slot);
+      }
+      if (busy.size === 0) return Promise.resolve();
+      return new Promise<void>((done) => evictions.add({ busy, done }));
     },
 
     close() {

@@ -2,7 +2,7 @@ import type { Context } from '@opentelemetry/api';
 import type { ServiceImpl } from '@connectrpc/connect';
 import type { Any } from '@bufbuild/protobuf/wkt';
 import type { ChiefOfStateService} from '@chiefofstate/protocol';
-import { type Header, type MetaData } from '@chiefofstate/protocol';
+import { FORWARDED_BY_HEADER, type Header, type MetaData } from '@chiefofstate/protocol';
 import { persistedHeaders, propagatedHeaders, type HeaderRules } from './request-headers.js';
 import { callTraceContext } from './server-tracing.js';
 import { toConnectError } from './status.js';
@@ -17,8 +17,13 @@ export interface CommandProcessor {
     signal?: AbortSignal;
     deadline?: number;
     traceContext?: Context;
+    /** set when another COS replica forwarded the call (x-cos-forwarded-by): handle it here */
+    forwardedBy?: string;
   }): Promise<{ state: Any; meta: MetaData }>;
-  getState(entityId: string): Promise<{ state: Any; meta: MetaData }>;
+  getState(
+    entityId: string,
+    options?: { signal?: AbortSignal; deadline?: number; traceContext?: Context; forwardedBy?: string },
+  ): Promise<{ state: Any; meta: MetaData }>;
 }
 
 export interface ChiefOfStateServiceOptions {
@@ -49,6 +54,7 @@ export function createChiefOfStateService(
           signal: context.signal,
           deadline: Date.now() + budgetMs,
           ...(traceContext ? { traceContext } : {}),
+          ...forwardedBy(context.requestHeader),
         });
         return { state, meta };
       } catch (error) {
@@ -57,13 +63,25 @@ export function createChiefOfStateService(
       }
     },
     async getState(request, context) {
+      const callerMs = context.timeoutMs();
+      const traceContext = context.values.get(callTraceContext);
       try {
-        const { state, meta } = await processor.getState(request.entityId);
+        const { state, meta } = await processor.getState(request.entityId, {
+          signal: context.signal,
+          deadline: Date.now() + (callerMs === undefined ? commandTimeoutMs : Math.min(callerMs, commandTimeoutMs)),
+          ...(traceContext ? { traceContext } : {}),
+          ...forwardedBy(context.requestHeader),
+        });
         return { state, meta };
       } catch (error) {
-        onError?.('GetState', error, context.values.get(callTraceContext));
+        onError?.('GetState', error, traceContext);
         throw toConnectError(error);
       }
     },
   };
+}
+
+function forwardedBy(headers: Headers): { forwardedBy?: string } {
+  const value = headers.get(FORWARDED_BY_HEADER);
+  return value === null ? {} : { forwardedBy: value };
 }

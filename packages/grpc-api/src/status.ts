@@ -9,6 +9,7 @@ import {
   JournalConflictError,
   MessageTooLargeError,
   NotFoundError,
+  PeerUnreachableError,
   ShuttingDownError,
   StoreError,
   traceLogFields,
@@ -44,6 +45,7 @@ function codeOf(error: CosError): Code {
   if (error instanceof DeadlineExceededError) return Code.DeadlineExceeded;
   if (error instanceof HandlerUnavailableError) return Code.Unavailable;
   if (error instanceof ShuttingDownError) return Code.Unavailable;
+  if (error instanceof PeerUnreachableError) return Code.Unavailable;
   if (error instanceof StoreError) return Code.Unavailable;
   // conflicts are retried below; one that still surfaces means heavy contention: retryable
   if (error instanceof JournalConflictError) return Code.Aborted;

@@ -13,3 +13,4 @@ export {
 export { translateHandlerError, type FailedCall } from './translate-error.js';
 export { decodeRpcStatus, type RawRpcStatus, type RawStatusDetail } from './rpc-status.js';
 export { createReachabilityProbe, type ReachabilityProbeOptions } from './reachability.js';
+export { createPeerClients, type PeerClients, type PeerClientsOptions } from './peer-client.js';

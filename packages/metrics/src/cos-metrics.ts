@@ -9,6 +9,8 @@ export interface MetricsSources {
   readSides?: () =>
     | Promise<ReadonlyArray<ReadSideShardSample>>
     | ReadonlyArray<ReadSideShardSample>;
+  /** entity shards this replica owns now (several replicas on one database split them) */
+  entityShards?: () => number;
   /** database pools by name (journal, offsets) */
   pools?: () => ReadonlyArray<{ pool: string; total: number; idle: number; waiting: number }>;
 }
@@ -38,6 +40,11 @@ export interface CosMetrics {
   observeJournalBatch(events: number, seconds: number): void;
   /** one HandleReadSide delivery and its outcome (`success`, `failure`, `skipped`) */
   observeReadSideDelivery(readSideId: string, seconds: number, outcome: string): void;
+  /**
+   * one ProcessCommand or GetState sent on to the replica owning the entity's shard
+   * (`forwarded`), or handled here because that replica refused the connection (`owner_unreachable`)
+   */
+  observeRoute(method: string, outcome: string): void;
   /** the sources sampled at scrape time; settable after creation, for late-built parts */
   setSources(sources: MetricsSources): void;
   /** Prometheus text format */
@@ -107,6 +114,21 @@ export function createMetrics(options: CosMetricsOptions = {}): CosMetrics {
       const stats = sources.entities?.();
       if (stats) this.set(stats.active);
     },
+  });
+  new Gauge({
+    name: 'cos_entity_shards_owned',
+    help: 'entity shards this replica owns (keeps in memory and handles for the other replicas)',
+    registers: [registry],
+    collect() {
+      const owned = sources.entityShards?.();
+      if (owned !== undefined) this.set(owned);
+    },
+  });
+  const routed = new Counter({
+    name: 'cos_forwarded_calls_total',
+    help: "calls for entities of another replica's shard: forwarded to it, or handled here because it was unreachable",
+    labelNames: ['method', 'outcome'],
+    registers: [registry],
   });
   let lastPassivated = 0;
   new Counter({
@@ -214,6 +236,9 @@ export function createMetrics(options: CosMetricsOptions = {}): CosMetrics {
     },
     observeReadSideDelivery(readSideId, seconds, outcome) {
       readSideDelivery.observe({ read_side: readSideId, outcome }, seconds);
+    },
+    observeRoute(method, outcome) {
+      routed.inc({ method, outcome });
     },
     setSources(next) {
       sources = next;

@@ -5,6 +5,7 @@ export {
   type LeaseCoordinatorOptions,
   type ReleaseReason,
   type StreamHost,
+  type StreamOwner,
 } from './lease-coordinator.js';
 export { shardingMigrations } from './migrations.js';
 export type { ShardingTables, StreamLeaseRow, StreamMemberRow, StreamSetRow } from './tables.js';

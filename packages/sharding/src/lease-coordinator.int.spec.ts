@@ -130,6 +130,37 @@ describe.each(await testStoreKinds())('lease coordinator on %s', (kind) => {
     expect(a.held()).toEqual(['stolen:01']);
   });
 
+  it('with addresses, each process learns who holds every stream and where', async () => {
+    const world = createWorld();
+    const all = streams(8, 'addr');
+    const make = (ownerId: string, address: string) => {
+      const created = createLeaseCoordinator({ database, ownerId, address, leaseMs: 600, renewIntervalMs: 100, onError: () => {} });
+      coordinators.push(created);
+      return created;
+    };
+    const a = make('addr-a', '10.0.0.1:9000');
+    const b = make('addr-b', '10.0.0.2:9000');
+    await a.start(all, world.host('addr-a'));
+    await b.start(all, world.host('addr-b'));
+    await until(() => a.held().length === 4 && b.held().length === 4, 10_000, 'a 4/4 split');
+    // the next rounds of both have seen the split
+    await until(() => all.every((s) => a.ownerOf(s) !== undefined && b.ownerOf(s) !== undefined), 10_000, 'owners known');
+    for (const stream of all) {
+      const [holder, other] = a.held().includes(stream) ? [a, b] : [b, a];
+      expect(holder.ownerOf(stream)).toMatchObject({ ownerId: holder.ownerId, self: true });
+      expect(other.ownerOf(stream)).toEqual({
+        ownerId: holder.ownerId,
+        address: holder === a ? '10.0.0.1:9000' : '10.0.0.2:9000',
+        self: false,
+      });
+    }
+    await b.close();
+    // a takes b's streams over; b is not named an owner any more
+    await until(() => a.held().length === 8, 10_000, 'a holding all');
+    for (const stream of all) expect(a.ownerOf(stream)?.self).toBe(true);
+    await a.close();
+  });
+
   it('refuses a renewal interval that leaves no margin', () => {
     expect(() => createLeaseCoordinator({ database, leaseMs: 1000, renewIntervalMs: 500 })).toThrow(/renewIntervalMs/);
   });

@@ -35,6 +35,21 @@ export interface LeaseCoordinatorOptions {
   readonly renewIntervalMs?: number;
   /** failures of background rounds (the database is down, ...); the coordinator keeps going */
   readonly onError?: (error: unknown) => void;
+  /**
+   * Where peers reach this process (`host:port`). Set by processes that route work to a stream's
+   * owner: the coordinator then publishes it with its heartbeat and, each round, learns who holds
+   * every stream of its set and where (`ownerOf`).
+   */
+  readonly address?: string;
+}
+
+/** Who holds a stream, as of the coordinator's latest round. */
+export interface StreamOwner {
+  readonly ownerId: string;
+  /** the owner's published address; undefined when it published none */
+  readonly address: string | undefined;
+  /** whether the owner is this process */
+  readonly self: boolean;
 }
 
 export interface LeaseCoordinator {
@@ -46,6 +61,12 @@ export interface LeaseCoordinator {
   start(streams: readonly string[], host: StreamHost): Promise<void>;
   /** The streams this process holds now (including those being released), sorted. */
   held(): string[];
+  /**
+   * The holder of `stream` as of the latest round: this process for the streams it holds, else
+   * (only with `address` set) the live process whose unexpired lease names it. Undefined: nobody
+   * holds it now (a takeover is under way) or owners are not tracked.
+   */
+  ownerOf(stream: string): StreamOwner | undefined;
   /** Releases every stream ('closing'), gives up the leases and leaves. Idempotent. */
   close(): Promise<void>;
 }
@@ -79,6 +100,10 @@ export function createLeaseCoordinator(options: LeaseCoordinatorOptions): LeaseC
   const ownerId = options.ownerId ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   const kysely: Kysely<object> = options.database.kysely;
   const report = (error: unknown) => options.onError?.(error);
+  const address = options.address ?? null;
+  const self: StreamOwner = { ownerId, address: address ?? undefined, self: true };
+  /** other processes' streams, replaced each round (only with an address) */
+  let others = new Map<string, StreamOwner>();
 
   const leases = new Map<string, Lease>();
   const knownSets = new Map<string, ReadonlySet<string>>();
@@ -122,9 +147,10 @@ export function createLeaseCoordinator(options: LeaseCoordinatorOptions): LeaseC
   const heartbeat = async (): Promise<LiveMember[]> => {
     const { rows } = await sql<LiveMember>`
       WITH me AS (
-        INSERT INTO cos_stream_members (owner, fingerprint, expires_at)
-        VALUES (${ownerId}, ${myFingerprint}, now() + ${interval(leaseMs)})
-        ON CONFLICT (owner) DO UPDATE SET fingerprint = excluded.fingerprint, expires_at = excluded.expires_at
+        INSERT INTO cos_stream_members (owner, fingerprint, expires_at, address)
+        VALUES (${ownerId}, ${myFingerprint}, now() + ${interval(leaseMs)}, ${address})
+        ON CONFLICT (owner) DO UPDATE SET fingerprint = excluded.fingerprint, expires_at = excluded.expires_at,
+          address = excluded.address
         RETURNING owner, fingerprint
       )
       SELECT owner, fingerprint FROM me
@@ -188,6 +214,16 @@ export function createLeaseCoordinator(options: LeaseCoordinatorOptions): LeaseC
     }
   };
 
+  const learnOwners = async () => {
+    const { rows } = await sql<{ stream: string; owner: string; address: string | null }>`
+      SELECT l.stream, l.owner, m.address FROM cos_stream_leases l
+      JOIN cos_stream_members m ON m.owner = l.owner AND m.expires_at > now()
+      WHERE l.stream = ANY(${myStreams}::text[]) AND l.expires_at > now() AND l.owner <> ${ownerId}`.execute(kysely);
+    const next = new Map<string, StreamOwner>();
+    for (const row of rows) next.set(row.stream, { ownerId: row.owner, address: row.address ?? undefined, self: false });
+    others = next;
+  };
+
   // The grouping only changes with the membership, so it is kept until that changes.
   let groupsCache: { signature: string; groups: StreamGroup[] } | undefined;
   const groupsFor = (members: readonly LiveMember[]): StreamGroup[] => {
@@ -218,6 +254,7 @@ export function createLeaseCoordinator(options: LeaseCoordinatorOptions): LeaseC
         await acquire(group.streams, group.quota - active.length, startedAt);
       }
     }
+    if (address !== null) await learnOwners();
     if (++rounds % CLEANUP_EVERY === 0) {
       await sql`DELETE FROM cos_stream_members WHERE expires_at < now() - interval '1 hour'`.execute(kysely);
     }
@@ -268,6 +305,8 @@ export function createLeaseCoordinator(options: LeaseCoordinatorOptions): LeaseC
     },
 
     held: () => [...leases.keys()].sort(),
+
+    ownerOf: (stream) => (leases.has(stream) ? self : others.get(stream)),
 
     close() {
       closing ??= (async () => {

@@ -34,4 +34,11 @@ export const shardingMigrations: MigrationSet = {
         .execute();
     },
   },
+  '2026-11-26-401-stream-member-address': {
+    async up(db: Kysely<unknown>) {
+      // Where a member can be reached by its peers (host:port), for processes that route work to
+      // the owner of a stream (entity shards); null for those that only run streams.
+      await db.schema.alterTable('cos_stream_members').addColumn('address', 'text').execute();
+    },
+  },
 };

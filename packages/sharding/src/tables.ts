@@ -12,6 +12,7 @@ export type StreamMemberRow = {
   owner: string;
   fingerprint: string;
   expires_at: Date;
+  address: string | null;
   started_at: ColumnType<Date, Date | undefined, Date>;
 };
 

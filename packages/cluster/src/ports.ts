@@ -1,0 +1,79 @@
+import type { Context } from '@opentelemetry/api';
+import type { Any } from '@bufbuild/protobuf/wkt';
+import type { Header, MetaData } from '@chiefofstate/protocol';
+
+/** An entity's state and the meta of its latest event. */
+export interface EntityState {
+  readonly state: Any;
+  readonly meta: MetaData;
+}
+
+/** A ProcessCommand as the gRPC edge hands it over (the entity runtime's request). */
+export interface CommandRequest {
+  entityId: string;
+  command: Any | undefined;
+  /** request metadata for the handler: configured propagated headers, traceparent, tracestate */
+  propagatedHeaders?: Record<string, string>;
+  /** stored in each event's MetaData.headers */
+  persistedHeaders?: Header[];
+  signal?: AbortSignal;
+  /** epoch ms */
+  deadline?: number;
+  traceContext?: Context;
+  /** the address of the replica that forwarded this call (x-cos-forwarded-by): handle it here */
+  forwardedBy?: string;
+}
+
+/** Options of a GetState as the edge hands it over. */
+export interface GetStateOptions {
+  signal?: AbortSignal;
+  /** epoch ms */
+  deadline?: number;
+  traceContext?: Context;
+  /** the address of the replica that forwarded this call (x-cos-forwarded-by): handle it here */
+  forwardedBy?: string;
+}
+
+/** This replica's entities (satisfied by @chiefofstate/entity's runtime, built with `retain`). */
+export interface LocalEntities {
+  processCommand(request: CommandRequest): Promise<EntityState>;
+  getState(entityId: string): Promise<EntityState>;
+  /** drops the cached state of the entities selected; resolves when none of them is busy */
+  evict(matches: (entityId: string) => boolean): Promise<void>;
+}
+
+/** Who holds a shard's stream now (satisfied by @chiefofstate/sharding's lease coordinator). */
+export interface ShardOwners {
+  ownerOf(stream: string): { readonly address: string | undefined; readonly self: boolean } | undefined;
+}
+
+/** Options of a call to a peer (the shape of @chiefofstate/handler-client's call options). */
+export interface PeerCall {
+  headers?: Record<string, string>;
+  signal?: AbortSignal;
+  timeoutMs?: number;
+  traceContext?: Context | undefined;
+}
+
+/**
+ * The other replicas' ChiefOfStateService, by address (satisfied by @chiefofstate/handler-client's
+ * peer clients). A peer's failure status must reach the caller as it was; a peer that could not
+ * be reached before the call was sent must throw core's PeerUnreachableError.
+ */
+export interface PeerPort {
+  processCommand(
+    address: string,
+    request: { entityId: string; command?: Any | undefined },
+    call: PeerCall,
+  ): Promise<{ state?: Any | undefined; meta?: MetaData | undefined }>;
+  getState(
+    address: string,
+    request: { entityId: string },
+    call: PeerCall,
+  ): Promise<{ state?: Any | undefined; meta?: MetaData | undefined }>;
+}
+
+export interface Logger {
+  debug(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+}

@@ -1,0 +1,109 @@
+import { createClient, type Client } from '@connectrpc/connect';
+import { PeerUnreachableError } from '@chiefofstate/core';
+import {
+  ChiefOfStateService,
+  FORWARDED_BY_HEADER,
+  type GetStateRequest,
+  type GetStateResponse,
+  type ProcessCommandRequest,
+  type ProcessCommandResponse,
+} from '@chiefofstate/protocol';
+import { createInvoker } from './invoke.js';
+import { createHandlerTransport, type HandlerCallOptions, type HandlerClientOptions, type HandlerTransport } from './transport.js';
+
+export interface PeerClientsOptions extends Omit<HandlerClientOptions, 'host' | 'port'> {
+  /** this replica's address (`host:port`), sent to peers in `x-cos-forwarded-by` */
+  readonly self: string;
+}
+
+/** ChiefOfStateService of the other COS replicas, by address (`host:port`). */
+export interface PeerClients {
+  processCommand(address: string, request: ProcessCommandRequest, call?: HandlerCallOptions): Promise<ProcessCommandResponse>;
+  getState(address: string, request: GetStateRequest, call?: HandlerCallOptions): Promise<GetStateResponse>;
+  /** Closes every connection; later calls fail. */
+  close(): Promise<void>;
+}
+
+interface Peer {
+  readonly handler: HandlerTransport;
+  readonly client: Client<typeof ChiefOfStateService>;
+  readonly invoke: ReturnType<typeof createInvoker>;
+}
+
+/** Errors of a connection that was never opened: the request cannot have reached the peer. */
+const NOT_SENT = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND']);
+
+/**
+ * Clients of the peers' ChiefOfStateService, one HTTP/2 connection per peer, for forwarding a
+ * call to the replica that owns the entity. A peer's gRPC status reaches the caller unchanged
+ * (HandlerFailedError with its code, message and details); a peer that refused the connection
+ * gives PeerUnreachableError, since the call cannot have run there.
+ */
+export function createPeerClients(options: PeerClientsOptions): PeerClients {
+  const { self, ...transportOptions } = options;
+  const peers = new Map<string, Peer>();
+  let closed = false;
+
+  const peer = (address: string): Peer => {
+    let found = peers.get(address);
+    if (found === undefined) {
+      const colon = address.lastIndexOf(':');
+      const host = address.slice(0, colon).replace(/^\[(.*)\]$/, '$1');
+      const handler = createHandlerTransport({ ...transportOptions, host, port: Number(address.slice(colon + 1)) });
+      found = {
+        handler,
+        client: createClient(ChiefOfStateService, handler.transport),
+        invoke: createInvoker({
+          target: `peer ${handler.authority}`,
+          service: ChiefOfStateService.typeName,
+          defaultTimeoutMs: handler.timeoutMs,
+          isClosed: () => closed,
+        }),
+      };
+      peers.set(address, found);
+    }
+    return found;
+  };
+
+  const forwarded = (call: HandlerCallOptions | undefined): HandlerCallOptions => {
+    const headers: Record<string, string> = {};
+    if (call?.headers instanceof Headers) call.headers.forEach((value, key) => (headers[key] = value));
+    else if (call?.headers) Object.assign(headers, call.headers);
+    headers[FORWARDED_BY_HEADER] = self;
+    return { ...call, headers };
+  };
+
+  const run = async <T>(address: string, method: string, call: HandlerCallOptions | undefined, send: (p: Peer, o: object) => Promise<T>) => {
+    const target = peer(address);
+    try {
+      return await target.invoke(method, forwarded(call), (callOptions) => send(target, callOptions));
+    } catch (error) {
+      if (neverSent(error)) {
+        throw new PeerUnreachableError(`peer ${address} ${method}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      }
+      throw error;
+    }
+  };
+
+  return {
+    processCommand: (address, request, call) =>
+      run(address, 'ProcessCommand', call, (p, o) => p.client.processCommand(request, o)),
+    getState: (address, request, call) => run(address, 'GetState', call, (p, o) => p.client.getState(request, o)),
+    close() {
+      closed = true;
+      for (const { handler } of peers.values()) handler.close();
+      peers.clear();
+      return Promise.resolve();
+    },
+  };
+}
+
+function neverSent(error: unknown): boolean {
+  let reason: unknown = error;
+  for (let depth = 0; depth < 8 && reason instanceof Error; depth++) {
+    const code = (reason as { code?: unknown }).code;
+    if (typeof code === 'string' && NOT_SENT.has(code)) return true;
+    reason = reason.cause;
+  }
+  return false;
+}
