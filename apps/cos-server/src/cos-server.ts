@@ -189,6 +189,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     });
     await coordinator.start(entityShardStreams(config.numShards), router);
     logger.info({ address, shardsOwned: router.ownedShards(), shards: config.numShards }, 'joined the entity shard leases');
+    await replicasLive(coordinator, config.cluster.replicaCount, logger);
   }
   ready = router ?? runtime;
   // COS_READ_SIDE_ENABLED: the read sides run here too, sharing the streams with any cos-readside.
@@ -260,4 +261,20 @@ function advertisedHost(podIp: string | undefined): string {
     for (const candidate of addresses ?? []) if (candidate.family === 'IPv4' && !candidate.internal) return candidate.address;
   }
   return '127.0.0.1';
+}
+
+/**
+ * COS_DOCKER_REPLICA_COUNT / COS_KUBERNETES_REPLICA_COUNT: serve only once that many replicas
+ * have joined, so a cluster starting together takes traffic once its shards are split between
+ * the replicas, rather than the first one up handling everything until the others arrive.
+ */
+async function replicasLive(coordinator: { members(): number }, count: number, logger: Logger): Promise<void> {
+  let lastLog = 0;
+  while (coordinator.members() < count) {
+    if (Date.now() - lastLog >= 10_000) {
+      lastLog = Date.now();
+      logger.info({ live: coordinator.members(), expected: count }, 'waiting for the other replicas before serving');
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
 }

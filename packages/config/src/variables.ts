@@ -167,21 +167,36 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
   v('COS_METRICS_PORT', [], '9102', 'port of the Prometheus metrics endpoint'),
   // cluster
   v('COS_DEPLOYMENT_MODE', [], 'docker', 'docker or kubernetes (case-insensitive)'),
-  v('COS_DOCKER_SERVICE_NAME', [], 'chiefofstate', 'name of the service in docker compose, used to find peers'),
+  v(
+    'COS_DOCKER_SERVICE_NAME',
+    [],
+    'chiefofstate',
+    'name of the service in docker compose; accepted for compatibility: replicas find each other through their shared PostgreSQL',
+  ),
   v(
     'COS_DOCKER_REPLICA_COUNT',
     ['COS_REPLICA_COUNT'],
     '1',
-    'docker mode: wait for this many replicas before serving (more than 1 needs COS_POSTGRES_HOST)',
+    'docker mode: serve once this many replicas have joined (more than 1 needs COS_POSTGRES_HOST)',
   ),
   v(
     'COS_KUBERNETES_REPLICA_COUNT',
     ['COS_REPLICA_COUNT'],
     '1',
-    "kubernetes mode: must match the deployment's replica count (more than 1 needs COS_POSTGRES_HOST)",
+    "kubernetes mode: the deployment's replica count; serve once this many replicas have joined (more than 1 needs COS_POSTGRES_HOST)",
   ),
-  v('POD_IP', [], 'unset', "this pod's IP address, the address peers use to reach it"),
-  v('COS_KUBERNETES_APP_LABEL', [], 'unset', 'pod label shared by the replicas'),
+  v(
+    'POD_IP',
+    [],
+    'unset',
+    "this pod's IP address: other replicas reach this one there, on COS_PORT; unset: the first non-loopback IPv4 address",
+  ),
+  v(
+    'COS_KUBERNETES_APP_LABEL',
+    [],
+    'unset',
+    'pod label shared by the replicas; accepted for compatibility: replicas find each other through their shared PostgreSQL',
+  ),
   // logging
   v('LOG_LEVEL', [], 'info', 'trace, debug, info, warn or error (case-insensitive)'),
   v('LOG_STYLE', [], 'JSON', 'JSON or SIMPLE (human readable), case-insensitive'),

@@ -143,6 +143,7 @@ describe.each(await testStoreKinds())('lease coordinator on %s', (kind) => {
     await a.start(all, world.host('addr-a'));
     await b.start(all, world.host('addr-b'));
     await until(() => a.held().length === 4 && b.held().length === 4, 10_000, 'a 4/4 split');
+    await until(() => a.members() === 2 && b.members() === 2, 10_000, 'both counting two members');
     // the next rounds of both have seen the split
     await until(() => all.every((s) => a.ownerOf(s) !== undefined && b.ownerOf(s) !== undefined), 10_000, 'owners known');
     for (const stream of all) {
@@ -157,6 +158,7 @@ describe.each(await testStoreKinds())('lease coordinator on %s', (kind) => {
     await b.close();
     // a takes b's streams over; b is not named an owner any more
     await until(() => a.held().length === 8, 10_000, 'a holding all');
+    await until(() => a.members() === 1, 10_000, 'a counting itself only');
     for (const stream of all) expect(a.ownerOf(stream)?.self).toBe(true);
     await a.close();
   });

@@ -67,6 +67,8 @@ export interface LeaseCoordinator {
    * holds it now (a takeover is under way) or owners are not tracked.
    */
   ownerOf(stream: string): StreamOwner | undefined;
+  /** Live processes sharing this process's set of streams, itself included, as of the latest round. */
+  members(): number;
   /** Releases every stream ('closing'), gives up the leases and leaves. Idempotent. */
   close(): Promise<void>;
 }
@@ -104,6 +106,7 @@ export function createLeaseCoordinator(options: LeaseCoordinatorOptions): LeaseC
   const self: StreamOwner = { ownerId, address: address ?? undefined, self: true };
   /** other processes' streams, replaced each round (only with an address) */
   let others = new Map<string, StreamOwner>();
+  let liveMembers = 0;
 
   const leases = new Map<string, Lease>();
   const knownSets = new Map<string, ReadonlySet<string>>();
@@ -240,6 +243,7 @@ export function createLeaseCoordinator(options: LeaseCoordinatorOptions): LeaseC
   const runRound = async () => {
     const startedAt = performance.now();
     const members = await heartbeat();
+    liveMembers = members.filter((member) => member.fingerprint === myFingerprint).length;
     await renew(startedAt);
     if (state !== 'running') return;
     for (const group of groupsFor(members)) {
@@ -305,6 +309,8 @@ export function createLeaseCoordinator(options: LeaseCoordinatorOptions): LeaseC
     },
 
     held: () => [...leases.keys()].sort(),
+
+    members: () => liveMembers,
 
     ownerOf: (stream) => (leases.has(stream) ? self : others.get(stream)),
 
