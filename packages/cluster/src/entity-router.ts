@@ -123,7 +123,9 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
     const prefix = entityShardStream(0).slice(0, -1);
     if (!stream.startsWith(prefix)) return undefined;
     const shard = Number(stream.slice(prefix.length));
-    return Number.isInteger(shard) && shard >= 0 && shard < numShards ? shard : undefined;
+    // only the name entityShardStream gives: Number() also reads '', ' 1', '01', '0x1', '1e0'
+    const valid = Number.isInteger(shard) && shard >= 0 && shard < numShards && stream === entityShardStream(shard);
+    return valid ? shard : undefined;
   };
 
   return {
