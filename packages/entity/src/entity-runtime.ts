@@ -252,6 +252,8 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
       const end = Math.min(slot.jobs.length, start + maxCommandsPerAppend);
       const batch = slot.jobs.slice(start, end) as Command[];
       for (let i = start; i < end; i++) slot.jobs[i] = undefined;
+      // Not retained: another replica may own the entity and have moved on since the last batch.
+      if (retain !== undefined && !retain(slot.entityId)) slot.loaded = false;
       let retry: readonly Command[];
       try {
         retry = await runBatch(slot, batch);
@@ -573,7 +575,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
       if (closing) throw new ShuttingDownError('shutting down');
       const slot = entities.get(entityId);
       let current: EntityState | undefined;
-      if (slot?.loaded) {
+      if (slot?.loaded && (retain === undefined || retain(entityId))) {
         current = slot.revision === 0 ? undefined : { state: slot.state!, meta: slot.meta! };
       } else {
         current = await readState(entityId);
