@@ -12,7 +12,7 @@ import {
   StoreError,
 } from '@chiefofstate/core';
 import { EventWrapperSchema, HeaderSchema, StateWrapperSchema } from '@chiefofstate/protocol';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createEntityRuntime, type EntityRuntime, type EntityRuntimeOptions } from './entity-runtime.js';
 import type { Logger } from './ports.js';
 import { InMemoryJournal, InMemorySnapshots } from './test-support/in-memory-stores.js';
@@ -61,6 +61,18 @@ function send(runtime: EntityRuntime, entityId: string, command: string, extra: 
 
 function wrappers(journal: InMemoryJournal, entityId: string) {
   return (journal.entities.get(entityId) ?? []).map((e) => fromBinary(EventWrapperSchema, e.payload));
+}
+
+/** A journal recording the entity of each readLatest, i.e. of each (re)load from the store. */
+function readCountingJournal(): { journal: InMemoryJournal; reads: string[] } {
+  const journal = new InMemoryJournal();
+  const reads: string[] = [];
+  const readLatest = journal.readLatest.bind(journal);
+  journal.readLatest = (id) => {
+    reads.push(id);
+    return readLatest(id);
+  };
+  return { journal, reads };
 }
 
 async function rejectionOf(promise: Promise<unknown>): Promise<unknown> {
@@ -477,18 +489,12 @@ describe('headers', () => {
 
 describe('state cache and recovery', () => {
   it('keeps the state in memory between commands', async () => {
-    const journal = new InMemoryJournal();
-    let reads = 0;
-    const readLatest = journal.readLatest.bind(journal);
-    journal.readLatest = (id) => {
-      reads++;
-      return readLatest(id);
-    };
+    const { journal, reads } = readCountingJournal();
     const { runtime } = setup({}, journal);
     await send(runtime, 'c', 'emit:a');
     await send(runtime, 'c', 'emit:b');
     await send(runtime, 'c', 'emit:c');
-    expect(reads).toBe(1);
+    expect(reads).toEqual(['c']);
   });
 
   it('recovers an entity from its newest event in a new runtime', async () => {
@@ -652,13 +658,7 @@ describe('passivation', () => {
   });
 
   it('keeps at most maxActive entities, passivating the least recently used first', async () => {
-    const journal = new InMemoryJournal();
-    const reads: string[] = [];
-    const readLatest = journal.readLatest.bind(journal);
-    journal.readLatest = (id) => {
-      reads.push(id);
-      return readLatest(id);
-    };
+    const { journal, reads } = readCountingJournal();
     const { runtime } = setup({ maxActive: 3 }, journal);
     for (const id of ['e1', 'e2', 'e3']) await send(runtime, id, 'emit:a');
     await send(runtime, 'e1', 'emit:b'); // e1 becomes most recently used; e2 is now the oldest
@@ -739,5 +739,163 @@ describe('close', () => {
     await expect(queued).resolves.toMatchObject({ meta: { revisionNumber: 2 } });
     expect(journal.revisions('c')).toEqual([1n, 2n]);
     await expect(runtime.getState('c')).rejects.toBeInstanceOf(ShuttingDownError);
+  });
+});
+
+describe('retain and evict (entity shards across replicas)', () => {
+  /** The HandleCommand prior states the handler saw for `command`, in order. */
+  function priorStatesOf(command: string): string[] {
+    return handler.commands.filter((c) => textOf(c.request.command) === command).map((c) => textOf(c.request.priorState));
+  }
+
+  it('reloads an entity that is not retained for each command and drops it afterwards', async () => {
+    const { journal, reads } = readCountingJournal();
+    const asked: string[] = [];
+    const { runtime } = setup({ retain: (id) => (asked.push(id), false) }, journal);
+    expect(textOf((await send(runtime, 'n', 'emit:a')).state)).toBe('a');
+    await vi.waitFor(() => expect(runtime.stats().active).toBe(0));
+    expect(textOf((await send(runtime, 'n', 'emit:b')).state)).toBe('a,b');
+    await vi.waitFor(() => expect(runtime.stats().active).toBe(0));
+    expect(textOf((await send(runtime, 'n', 'emit:c')).state)).toBe('a,b,c');
+    await vi.waitFor(() => expect(runtime.stats().active).toBe(0));
+    expect(reads).toEqual(['n', 'n', 'n']);
+    expect(asked.every((id) => id === 'n')).toBe(true);
+    expect(journal.revisions('n')).toEqual([1n, 2n, 3n]);
+  });
+
+  it('reloads an entity that is not retained for each batch, even when the next one arrives before the mailbox is seen empty', async () => {
+    const { journal, reads } = readCountingJournal();
+    const { runtime } = setup({ retain: () => false }, journal);
+    // each command is sent as soon as the previous reply arrived: its own batch and append
+    for (const event of ['a', 'b', 'c']) await send(runtime, 'back-to-back', `emit:${event}`);
+    expect(journal.appendCalls.map((a) => a.expectedRevision)).toEqual([0n, 1n, 2n]);
+    expect(reads).toEqual(['back-to-back', 'back-to-back', 'back-to-back']);
+    await vi.waitFor(() => expect(runtime.stats().active).toBe(0));
+  });
+
+  it('sees what another replica wrote behind its back when the entity is not retained, with no conflict', async () => {
+    const journal = new InMemoryJournal();
+    const { runtime } = setup({ retain: () => false }, journal);
+    const owner = setup({}, journal);
+    await send(runtime, 'moved', 'emit:a');
+    await send(owner.runtime, 'moved', 'emit:b');
+    const reply = await send(runtime, 'moved', 'emit:c');
+    expect(textOf(reply.state)).toBe('a,b,c');
+    expect(reply.meta.revisionNumber).toBe(3);
+    // the handler was asked once, on the state the owner left: no stale attempt, no conflict
+    expect(priorStatesOf('emit:c')).toEqual(['a,b']);
+    expect(journal.appendCalls.map((a) => a.expectedRevision)).toEqual([0n, 1n, 2n]);
+  });
+
+  /**
+   * A replica not retaining `entityId`, with 'a' stored, busy for 150 ms on a command without
+   * events (on the state it loaded: 'a'), while the owner appends x.
+   */
+  async function busyWhileTheOwnerMovesOn(entityId: string) {
+    const journal = new InMemoryJournal();
+    const { runtime } = setup({ retain: () => false }, journal);
+    const owner = setup({}, journal);
+    await send(runtime, entityId, 'emit:a');
+    const busy = send(runtime, entityId, 'slow:150:');
+    await sleep(30);
+    await send(owner.runtime, entityId, 'emit:x');
+    return { runtime, busy };
+  }
+
+  it('answers a command without events from the store, not from a copy the owner moved on from', async () => {
+    const { runtime, busy } = await busyWhileTheOwnerMovesOn('stale');
+    // it arrives after x was stored, queued behind the busy command
+    const after = send(runtime, 'stale', 'noop');
+    expect(textOf((await busy).state)).toBe('a');
+    expect(textOf((await after).state)).toBe('a,x');
+    expect(priorStatesOf('noop')).toEqual(['a,x']);
+  });
+
+  it('reads an entity that is not retained from the store on GetState, even while it is busy', async () => {
+    const { runtime, busy } = await busyWhileTheOwnerMovesOn('read');
+    const read = await runtime.getState('read');
+    expect(textOf(read.state)).toBe('a,x');
+    expect(read.meta.revisionNumber).toBe(2);
+    await busy;
+  });
+
+  it('keeps a retained entity in memory between commands, asking retain per entity', async () => {
+    const { journal, reads } = readCountingJournal();
+    const { runtime } = setup({ retain: (id) => id.startsWith('keep') }, journal);
+    for (const command of ['emit:a', 'emit:b', 'emit:c']) {
+      await send(runtime, 'keep-1', command);
+      await send(runtime, 'drop-1', command);
+      await sleep(0);
+    }
+    expect(reads.filter((id) => id === 'keep-1')).toEqual(['keep-1']);
+    expect(reads.filter((id) => id === 'drop-1')).toEqual(['drop-1', 'drop-1', 'drop-1']);
+    expect(runtime.stats().active).toBe(1);
+    expect(textOf((await runtime.getState('keep-1')).state)).toBe('a,b,c');
+  });
+
+  it('evicts idle matching entities at once and leaves the others cached', async () => {
+    const { journal, reads } = readCountingJournal();
+    const { runtime } = setup({}, journal);
+    const other = setup({}, journal);
+    for (const id of ['a-1', 'a-2', 'b-1']) await send(runtime, id, 'emit:x');
+    expect(runtime.stats()).toEqual({ active: 3, passivated: 0 });
+
+    await runtime.evict((id) => id.startsWith('a-'));
+    expect(runtime.stats()).toEqual({ active: 1, passivated: 2 });
+
+    // the evicted entity's next command reloads it, seeing what was written meanwhile
+    await send(other.runtime, 'a-1', 'emit:y');
+    reads.length = 0;
+    handler.commands.length = 0;
+    const a1 = await send(runtime, 'a-1', 'emit:z');
+    expect(textOf(a1.state)).toBe('x,y,z');
+    expect(priorStatesOf('emit:z')).toEqual(['x,y']);
+    expect(reads).toEqual(['a-1']);
+    // the one not selected was not reloaded
+    await send(runtime, 'b-1', 'emit:w');
+    expect(reads).toEqual(['a-1']);
+  });
+
+  it('resolves at once when nothing matches, evicting nothing', async () => {
+    const { runtime } = setup();
+    await send(runtime, 'kept', 'emit:a');
+    await runtime.evict(() => false);
+    expect(runtime.stats()).toEqual({ active: 1, passivated: 0 });
+  });
+
+  it('waits for a busy matching entity to finish its queued commands, then drops it', async () => {
+    const { journal, reads } = readCountingJournal();
+    const { runtime } = setup({}, journal);
+    const other = setup({}, journal);
+    await send(runtime, 'idle', 'emit:a');
+    const settled: string[] = [];
+    const first = send(runtime, 'busy', 'slow:150:a').then((r) => (settled.push('a'), r));
+    const second = send(runtime, 'busy', 'emit:b').then((r) => (settled.push('b'), r));
+    await sleep(30);
+
+    let evicted = false;
+    const eviction = runtime.evict((id) => id === 'busy' || id === 'idle').then(() => (evicted = true));
+    // the idle one is gone at once; the busy one stays until its mailbox is empty
+    expect(runtime.stats().active).toBe(1);
+    // a command arriving meanwhile is still taken, and waited for
+    const third = send(runtime, 'busy', 'emit:c').then((r) => (settled.push('c'), r));
+    await sleep(50);
+    expect(evicted).toBe(false);
+    expect(settled).toEqual([]);
+
+    await eviction;
+    expect(settled).toEqual(['a', 'b', 'c']);
+    expect(textOf((await third).state)).toBe('a,b,c');
+    await Promise.all([first, second]);
+    expect(runtime.stats().active).toBe(0);
+
+    // afterwards the entity is loaded from the store again, with what another replica wrote
+    await send(other.runtime, 'busy', 'emit:d');
+    reads.length = 0;
+    handler.commands.length = 0;
+    const next = await send(runtime, 'busy', 'emit:e');
+    expect(reads).toEqual(['busy']);
+    expect(textOf(next.state)).toBe('a,b,c,d,e');
+    expect(priorStatesOf('emit:e')).toEqual(['a,b,c,d']);
   });
 });

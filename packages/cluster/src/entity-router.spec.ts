@@ -1,0 +1,488 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { create } from '@bufbuild/protobuf';
+import { StringValueSchema, type Any } from '@bufbuild/protobuf/wkt';
+import { ROOT_CONTEXT, createContextKey } from '@opentelemetry/api';
+import {
+  HandlerFailedError,
+  InternalError,
+  InvalidArgumentError,
+  PeerUnreachableError,
+  shardOf,
+} from '@chiefofstate/core';
+import { HeaderSchema, MetaDataSchema, packAny, type MetaData } from '@chiefofstate/protocol';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import {
+  createEntityRouter,
+  entityShardStream,
+  entityShardStreams,
+  type EntityRouterOptions,
+  type RouteOutcome,
+} from './entity-router.js';
+import type { CommandRequest, EntityState, LocalEntities, PeerCall, PeerPort, ShardOwners } from './ports.js';
+
+const NUM_SHARDS = 4;
+
+function str(value: string): Any {
+  return packAny(StringValueSchema, create(StringValueSchema, { value }));
+}
+
+function meta(entityId: string, revisionNumber: number): MetaData {
+  return create(MetaDataSchema, { entityId, revisionNumber });
+}
+
+/** The first `count` ids `e-0`, `e-1`, ... whose shard is `shard`. */
+function idsInShard(shard: number, count = 1): string[] {
+  const ids: string[] = [];
+  for (let i = 0; ids.length < count; i++) if (shardOf(`e-${i}`, NUM_SHARDS) === shard) ids.push(`e-${i}`);
+  return ids;
+}
+
+function idInShard(shard: number): string {
+  return idsInShard(shard)[0]!;
+}
+
+/** This replica's entities: records what reached it and answers `local:<id>`. */
+class FakeLocal implements LocalEntities {
+  readonly commands: CommandRequest[] = [];
+  readonly reads: string[] = [];
+  readonly evictions: ((entityId: string) => boolean)[] = [];
+  /** what evict returns; default: resolves at once */
+  evictResult: () => Promise<void> = () => Promise.resolve();
+
+  processCommand(request: CommandRequest): Promise<EntityState> {
+    this.commands.push(request);
+    return Promise.resolve({ state: str(`local:${request.entityId}`), meta: meta(request.entityId, 1) });
+  }
+
+  getState(entityId: string): Promise<EntityState> {
+    this.reads.push(entityId);
+    return Promise.resolve({ state: str(`local:${entityId}`), meta: meta(entityId, 1) });
+  }
+
+  evict(matches: (entityId: string) => boolean): Promise<void> {
+    this.evictions.push(matches);
+    return this.evictResult();
+  }
+}
+
+type PeerReply = { state?: Any | undefined; meta?: MetaData | undefined };
+
+interface PeerCallRecord {
+  method: 'ProcessCommand' | 'GetState';
+  address: string;
+  request: { entityId: string; command?: Any | undefined };
+  call: PeerCall;
+}
+
+/** The other replicas: records each call; `reply` decides the answer (default `peer:<address>`). */
+class FakePeers implements PeerPort {
+  readonly calls: PeerCallRecord[] = [];
+  reply: (record: PeerCallRecord) => Promise<PeerReply> = (record) =>
+    Promise.resolve({ state: str(`peer:${record.address}`), meta: meta(record.request.entityId, 7) });
+
+  processCommand(address: string, request: { entityId: string; command?: Any | undefined }, call: PeerCall) {
+    const record: PeerCallRecord = { method: 'ProcessCommand', address, request, call };
+    this.calls.push(record);
+    return this.reply(record);
+  }
+
+  getState(address: string, request: { entityId: string }, call: PeerCall) {
+    const record: PeerCallRecord = { method: 'GetState', address, request, call };
+    this.calls.push(record);
+    return this.reply(record);
+  }
+}
+
+/** Who holds each shard stream, as the lease coordinator would say. */
+class FakeOwners implements ShardOwners {
+  readonly owners = new Map<string, { address: string | undefined; self: boolean }>();
+  readonly asked: string[] = [];
+
+  ownerOf(stream: string) {
+    this.asked.push(stream);
+    return this.owners.get(stream);
+  }
+
+  set(shard: number, owner: { address: string | undefined; self: boolean } | undefined): void {
+    if (owner === undefined) this.owners.delete(entityShardStream(shard));
+    else this.owners.set(entityShardStream(shard), owner);
+  }
+}
+
+function setup(options: Partial<EntityRouterOptions> = {}) {
+  const local = new FakeLocal();
+  const peers = new FakePeers();
+  const owners = new FakeOwners();
+  const routes: [string, RouteOutcome][] = [];
+  const router = createEntityRouter({
+    local,
+    peers,
+    owners,
+    numShards: NUM_SHARDS,
+    onRoute: (method, outcome) => routes.push([method, outcome]),
+    ...options,
+  });
+  return { router, local, peers, owners, routes };
+}
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('entity shard streams', () => {
+  it('names one lease stream per shard', () => {
+    expect(entityShardStream(3)).toBe('entity-shard/3');
+    expect(entityShardStreams(3)).toEqual(['entity-shard/0', 'entity-shard/1', 'entity-shard/2']);
+  });
+});
+
+describe('routing ProcessCommand', () => {
+  it('handles an entity of a shard this replica owns here, whoever the coordinator names', async () => {
+    const { router, local, peers, owners, routes } = setup();
+    const id = idInShard(1);
+    // the coordinator may still name the previous owner; what this replica acquired wins
+    owners.set(1, { address: '10.0.0.2:9000', self: false });
+    router.acquired(entityShardStream(1));
+    const request: CommandRequest = { entityId: id, command: str('open') };
+    const reply = await router.processCommand(request);
+    expect(reply.state).toEqual(str(`local:${id}`));
+    expect(local.commands).toEqual([request]);
+    expect(local.commands[0]).toBe(request);
+    expect(peers.calls).toEqual([]);
+    expect(routes).toEqual([]);
+  });
+
+  it('forwards to the owning replica with its address, the headers, the remaining time, the signal and the trace', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(1_000_000);
+    const { router, local, peers, owners, routes } = setup();
+    const id = idInShard(2);
+    owners.set(2, { address: '10.0.0.3:9000', self: false });
+    owners.set(1, { address: '10.0.0.9:9000', self: false });
+    const signal = new AbortController().signal;
+    const traceContext = ROOT_CONTEXT.setValue(createContextKey('test'), 'the caller');
+    const command = str('deposit');
+    const reply = await router.processCommand({
+      entityId: id,
+      command,
+      propagatedHeaders: { 'x-tenant': 'acme', traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' },
+      persistedHeaders: [
+        create(HeaderSchema, { key: 'x-user', value: { case: 'stringValue', value: 'alice' } }),
+        create(HeaderSchema, { key: 'x-sig-bin', value: { case: 'bytesValue', value: new Uint8Array([0, 255, 1, 2]) } }),
+      ],
+      signal,
+      deadline: 1_000_750,
+      traceContext,
+    });
+
+    expect(reply).toEqual({ state: str('peer:10.0.0.3:9000'), meta: meta(id, 7) });
+    expect(local.commands).toEqual([]);
+    expect(routes).toEqual([['ProcessCommand', 'forwarded']]);
+    expect(peers.calls).toHaveLength(1);
+    const [call] = peers.calls;
+    expect(call!.method).toBe('ProcessCommand');
+    expect(call!.address).toBe('10.0.0.3:9000');
+    expect(call!.request).toEqual({ entityId: id, command });
+    expect(call!.call.headers).toEqual({
+      'x-tenant': 'acme',
+      traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+      'x-user': 'alice',
+      'x-sig-bin': Buffer.from([0, 255, 1, 2]).toString('base64'),
+    });
+    expect(call!.call.headers!['x-sig-bin']).toBe('AP8BAg==');
+    expect(call!.call.timeoutMs).toBe(750);
+    expect(call!.call.signal).toBe(signal);
+    expect(call!.call.traceContext).toBe(traceContext);
+  });
+
+  it('sends no timeout, signal or trace context the caller did not give', async () => {
+    const { router, peers, owners } = setup();
+    const id = idInShard(0);
+    owners.set(0, { address: 'peer-b:9000', self: false });
+    await router.processCommand({ entityId: id, command: str('open') });
+    expect(peers.calls[0]!.call).toEqual({ headers: {} });
+  });
+
+  it('handles a call another replica forwarded here, even when the coordinator names a different owner', async () => {
+    const { router, local, peers, owners, routes } = setup();
+    const id = idInShard(3);
+    owners.set(3, { address: 'peer-c:9000', self: false });
+    const request: CommandRequest = { entityId: id, command: str('open'), forwardedBy: 'peer-a:9000' };
+    const reply = await router.processCommand(request);
+    expect(reply.state).toEqual(str(`local:${id}`));
+    expect(local.commands).toEqual([request]);
+    expect(peers.calls).toEqual([]);
+    expect(routes).toEqual([]);
+  });
+
+  it('handles the call here when nobody owns the shard, its owner has no address, or the owner is this replica', async () => {
+    const { router, local, peers, owners, routes } = setup();
+    const [nobody, noAddress, self] = [idInShard(0), idInShard(1), idInShard(2)];
+    owners.set(1, { address: undefined, self: false });
+    owners.set(2, { address: '10.0.0.1:9000', self: true });
+    for (const id of [nobody, noAddress, self]) await router.processCommand({ entityId: id, command: str('open') });
+    expect(local.commands.map((c) => c.entityId)).toEqual([nobody, noAddress, self]);
+    expect(owners.asked).toEqual([entityShardStream(0), entityShardStream(1), entityShardStream(2)]);
+    expect(peers.calls).toEqual([]);
+    expect(routes).toEqual([]);
+  });
+
+  it('falls back to handling the call here when the owner refused the connection', async () => {
+    const { router, local, peers, owners, routes } = setup();
+    const id = idInShard(1);
+    owners.set(1, { address: 'peer-b:9000', self: false });
+    peers.reply = () => Promise.reject(new PeerUnreachableError('peer peer-b:9000 ProcessCommand: connect ECONNREFUSED'));
+    const request: CommandRequest = { entityId: id, command: str('open'), propagatedHeaders: { 'x-tenant': 'acme' } };
+    const reply = await router.processCommand(request);
+    expect(reply.state).toEqual(str(`local:${id}`));
+    expect(peers.calls).toHaveLength(1);
+    expect(local.commands).toEqual([request]);
+    expect(local.commands[0]).toBe(request);
+    expect(routes).toEqual([['ProcessCommand', 'owner_unreachable']]);
+  });
+
+  it('passes any other failure of the owner through unchanged, counted as forwarded, without running it here', async () => {
+    const { router, local, owners, peers, routes } = setup();
+    const id = idInShard(1);
+    owners.set(1, { address: 'peer-b:9000', self: false });
+    const detail = { typeUrl: 'type.googleapis.com/x.Y', value: new Uint8Array([1]) };
+    const refused = new HandlerFailedError(9, 'insufficient funds', [detail]);
+    peers.reply = () => Promise.reject(refused);
+    expect(await router.processCommand({ entityId: id, command: str('withdraw') }).catch((e: unknown) => e)).toBe(refused);
+    const plain = new Error('stream reset');
+    peers.reply = () => Promise.reject(plain);
+    expect(await router.processCommand({ entityId: id, command: str('withdraw') }).catch((e: unknown) => e)).toBe(plain);
+    expect(local.commands).toEqual([]);
+    expect(routes).toEqual([
+      ['ProcessCommand', 'forwarded'],
+      ['ProcessCommand', 'forwarded'],
+    ]);
+  });
+
+  it('reports a peer reply without state or meta as InternalError', async () => {
+    const { router, local, owners, peers, routes } = setup();
+    const id = idInShard(2);
+    owners.set(2, { address: 'peer-b:9000', self: false });
+    peers.reply = () => Promise.resolve({ meta: meta(id, 1) });
+    const noState = await router.processCommand({ entityId: id, command: str('open') }).catch((e: unknown) => e);
+    expect(noState).toBeInstanceOf(InternalError);
+    expect((noState as Error).message).toContain('peer-b:9000');
+    peers.reply = () => Promise.resolve({ state: str('s') });
+    const noMeta = await router.processCommand({ entityId: id, command: str('open') }).catch((e: unknown) => e);
+    expect(noMeta).toBeInstanceOf(InternalError);
+    expect(local.commands).toEqual([]);
+    expect(routes).toEqual([
+      ['ProcessCommand', 'forwarded'],
+      ['ProcessCommand', 'forwarded'],
+    ]);
+  });
+
+  it('rejects an invalid entity id before routing', async () => {
+    const { router, local, owners, peers, routes } = setup();
+    for (let shard = 0; shard < NUM_SHARDS; shard++) owners.set(shard, { address: 'peer-b:9000', self: false });
+    const empty = await router.processCommand({ entityId: '', command: str('open') }).catch((e: unknown) => e);
+    expect(empty).toBeInstanceOf(InvalidArgumentError);
+    expect((empty as Error).message).toBe('empty entity ID');
+    await expect(router.processCommand({ entityId: 'x'.repeat(256), command: str('open') })).rejects.toBeInstanceOf(
+      InvalidArgumentError,
+    );
+    expect(owners.asked).toEqual([]);
+    expect(local.commands).toEqual([]);
+    expect(peers.calls).toEqual([]);
+    expect(routes).toEqual([]);
+  });
+});
+
+describe('routing GetState', () => {
+  it('reads an entity of an owned shard here', async () => {
+    const { router, local, peers, owners } = setup();
+    const id = idInShard(0);
+    owners.set(0, { address: 'peer-b:9000', self: false });
+    router.acquired(entityShardStream(0));
+    expect((await router.getState(id)).state).toEqual(str(`local:${id}`));
+    expect(local.reads).toEqual([id]);
+    expect(peers.calls).toEqual([]);
+  });
+
+  it('forwards to the owner with the remaining time, the signal and the trace context', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(5_000);
+    const { router, local, peers, owners, routes } = setup();
+    const id = idInShard(3);
+    owners.set(3, { address: '[::1]:9001', self: false });
+    const signal = new AbortController().signal;
+    const traceContext = ROOT_CONTEXT.setValue(createContextKey('test'), 'the caller');
+    const reply = await router.getState(id, { signal, deadline: 5_300, traceContext });
+    expect(reply).toEqual({ state: str('peer:[::1]:9001'), meta: meta(id, 7) });
+    expect(local.reads).toEqual([]);
+    expect(peers.calls).toHaveLength(1);
+    expect(peers.calls[0]).toMatchObject({ method: 'GetState', address: '[::1]:9001', request: { entityId: id } });
+    expect(peers.calls[0]!.call).toEqual({ headers: {}, signal, timeoutMs: 300, traceContext });
+    expect(peers.calls[0]!.call.signal).toBe(signal);
+    expect(peers.calls[0]!.call.traceContext).toBe(traceContext);
+    expect(routes).toEqual([['GetState', 'forwarded']]);
+  });
+
+  it('reads here when the call was forwarded, nobody owns the shard or the owner has no address', async () => {
+    const { router, local, peers, owners, routes } = setup();
+    owners.set(1, { address: 'peer-b:9000', self: false });
+    owners.set(2, { address: undefined, self: false });
+    await router.getState(idInShard(1), { forwardedBy: 'peer-c:9000' });
+    await router.getState(idInShard(0));
+    await router.getState(idInShard(2));
+    expect(local.reads).toEqual([idInShard(1), idInShard(0), idInShard(2)]);
+    expect(peers.calls).toEqual([]);
+    expect(routes).toEqual([]);
+  });
+
+  it('falls back to reading here when the owner is unreachable, and passes other failures through', async () => {
+    const { router, local, peers, owners, routes } = setup();
+    const id = idInShard(1);
+    owners.set(1, { address: 'peer-b:9000', self: false });
+    peers.reply = () => Promise.reject(new PeerUnreachableError('refused'));
+    expect((await router.getState(id)).state).toEqual(str(`local:${id}`));
+    expect(local.reads).toEqual([id]);
+    const notFound = new HandlerFailedError(5, 'entity not found');
+    peers.reply = () => Promise.reject(notFound);
+    expect(await router.getState(id).catch((e: unknown) => e)).toBe(notFound);
+    peers.reply = () => Promise.resolve({});
+    expect(await router.getState(id).catch((e: unknown) => e)).toBeInstanceOf(InternalError);
+    expect(local.reads).toEqual([id]);
+    expect(routes).toEqual([
+      ['GetState', 'owner_unreachable'],
+      ['GetState', 'forwarded'],
+      ['GetState', 'forwarded'],
+    ]);
+  });
+
+  it('rejects an empty entity id before routing', async () => {
+    const { router, local, owners, peers } = setup();
+    await expect(router.getState('')).rejects.toThrow(InvalidArgumentError);
+    expect(owners.asked).toEqual([]);
+    expect(local.reads).toEqual([]);
+    expect(peers.calls).toEqual([]);
+  });
+});
+
+describe('shard ownership (the lease coordinator host)', () => {
+  it('retains exactly the entities of the shards acquired, until they are released', async () => {
+    const { router } = setup();
+    const [s0, s1, s2] = [idInShard(0), idInShard(1), idInShard(2)];
+    expect(router.ownedShards()).toBe(0);
+    expect([s0, s1, s2].map((id) => router.retains(id))).toEqual([false, false, false]);
+
+    router.acquired(entityShardStream(1));
+    router.acquired(entityShardStream(2));
+    router.acquired(entityShardStream(2)); // again: still one shard
+    expect(router.ownedShards()).toBe(2);
+    expect([s0, s1, s2].map((id) => router.retains(id))).toEqual([false, true, true]);
+    for (const id of idsInShard(1, 20)) expect(router.retains(id)).toBe(true);
+
+    await router.released(entityShardStream(1), 'rebalanced');
+    expect(router.ownedShards()).toBe(1);
+    expect([s0, s1, s2].map((id) => router.retains(id))).toEqual([false, false, true]);
+    await router.released(entityShardStream(2), 'lost');
+    expect(router.ownedShards()).toBe(0);
+    expect(router.retains(s2)).toBe(false);
+  });
+
+  it('forwards calls for a shard again once it was released to another replica', async () => {
+    const { router, local, peers, owners } = setup();
+    const id = idInShard(3);
+    router.acquired(entityShardStream(3));
+    await router.processCommand({ entityId: id, command: str('a') });
+    await router.released(entityShardStream(3), 'rebalanced');
+    owners.set(3, { address: 'peer-b:9000', self: false });
+    await router.processCommand({ entityId: id, command: str('b') });
+    expect(local.commands.map((c) => c.command)).toEqual([str('a')]);
+    expect(peers.calls.map((c) => [c.address, c.request.command])).toEqual([['peer-b:9000', str('b')]]);
+  });
+
+  it('on release, evicts exactly the entities of that shard', async () => {
+    const { router, local } = setup();
+    router.acquired(entityShardStream(0));
+    router.acquired(entityShardStream(2));
+    await router.released(entityShardStream(2), 'closing');
+    expect(local.evictions).toHaveLength(1);
+    const matches = local.evictions[0]!;
+    const ids = Array.from({ length: 400 }, (_, i) => `entity-${i}`);
+    const selected = ids.filter((id) => matches(id));
+    expect(selected).toEqual(ids.filter((id) => shardOf(id, NUM_SHARDS) === 2));
+    expect(selected.length).toBeGreaterThan(50);
+    expect(selected.length).toBeLessThan(150);
+  });
+
+  it('resolves the release only once the eviction is done (busy entities finished)', async () => {
+    const { router, local } = setup({ releaseWaitMs: 10_000 });
+    let finish!: () => void;
+    local.evictResult = () => new Promise<void>((resolve) => (finish = resolve));
+    router.acquired(entityShardStream(1));
+    let released = false;
+    const release = router.released(entityShardStream(1), 'rebalanced').then(() => (released = true));
+    await sleep(30);
+    expect(released).toBe(false);
+    // the shard is given up at once, not when the eviction ends
+    expect(router.retains(idInShard(1))).toBe(false);
+    expect(router.ownedShards()).toBe(0);
+    const started = performance.now();
+    finish();
+    await release;
+    expect(performance.now() - started).toBeLessThan(1000);
+  });
+
+  it('resolves the release after at most releaseWaitMs when the eviction never ends', async () => {
+    const { router, local } = setup({ releaseWaitMs: 80 });
+    local.evictResult = () => new Promise<void>(() => {});
+    router.acquired(entityShardStream(1));
+    let released = false;
+    const started = performance.now();
+    const release = router.released(entityShardStream(1), 'closing').then(() => (released = true));
+    await sleep(20);
+    expect(released).toBe(false);
+    await release;
+    const elapsed = performance.now() - started;
+    expect(elapsed).toBeGreaterThanOrEqual(75);
+    expect(elapsed).toBeLessThan(1000);
+  });
+
+  it('waits 5000 ms by default before giving up on the eviction', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const { router, local } = setup();
+    local.evictResult = () => new Promise<void>(() => {});
+    router.acquired(entityShardStream(0));
+    let released = false;
+    const release = router.released(entityShardStream(0), 'rebalanced').then(() => (released = true));
+    await vi.advanceTimersByTimeAsync(4999);
+    expect(released).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    await release;
+    expect(released).toBe(true);
+  });
+
+  it('ignores streams that are not entity shards', async () => {
+    const { router, local } = setup();
+    const others = [
+      'accounts#0',
+      'entity-shard',
+      'entity-shard/',
+      `entity-shard/${NUM_SHARDS}`,
+      'entity-shard/-1',
+      'entity-shard/1.5',
+      'entity-shard/x',
+      'entity-shard/ 1',
+      'entity-shard/01',
+      'entity-shard/0x1',
+      'entity-shard/1e0',
+      'other/entity-shard/1',
+    ];
+    for (const stream of others) router.acquired(stream);
+    expect(router.ownedShards()).toBe(0);
+    for (let shard = 0; shard < NUM_SHARDS; shard++) expect(router.retains(idInShard(shard))).toBe(false);
+
+    router.acquired(entityShardStream(1));
+    for (const stream of others) await router.released(stream, 'rebalanced');
+    expect(local.evictions).toEqual([]);
+    expect(router.ownedShards()).toBe(1);
+    expect(router.retains(idInShard(1))).toBe(true);
+  });
+});
