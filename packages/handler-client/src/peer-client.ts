@@ -32,6 +32,12 @@ interface Peer {
 
 /** Errors of a connection that was never opened: the request cannot have reached the peer. */
 const NOT_SENT = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND']);
+/**
+ * A stream reset with REFUSED_STREAM was closed before any processing (RFC 9113 §8.7): a peer
+ * that is stopping sends GOAWAY, and the calls it had not taken yet come back this way. Node
+ * reports it as ERR_HTTP2_STREAM_ERROR, "Stream closed with error code NGHTTP2_REFUSED_STREAM".
+ */
+const REFUSED_STREAM = 'NGHTTP2_REFUSED_STREAM';
 
 /**
  * Clients of the peers' ChiefOfStateService, one HTTP/2 connection per peer, for forwarding a
@@ -103,6 +109,7 @@ function neverSent(error: unknown): boolean {
   for (let depth = 0; depth < 8 && reason instanceof Error; depth++) {
     const code = (reason as { code?: unknown }).code;
     if (typeof code === 'string' && NOT_SENT.has(code)) return true;
+    if (code === 'ERR_HTTP2_STREAM_ERROR' && reason.message.endsWith(REFUSED_STREAM)) return true;
     reason = reason.cause;
   }
   return false;
