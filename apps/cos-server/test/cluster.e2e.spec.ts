@@ -1,0 +1,346 @@
+// Several cos-server replicas on one PostgreSQL schema split the entity shards through leases
+// and forward each call once to the shard's owner: the built server processes, a stock grpc-js
+// write handler and stock grpc-js clients, the real PostgreSQL.
+import * as grpc from '@grpc/grpc-js';
+import { fromBinary } from '@bufbuild/protobuf';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { shardOf } from '@chiefofstate/core';
+import { testPostgresConnection, testStoreKinds, uniqueSchemaName } from '@chiefofstate/postgres/testing';
+import { EventWrapperSchema } from '@chiefofstate/protocol';
+import { command, startCos, stateOf, type CosFixture } from './support/cos-fixture.js';
+import { startTestHandler, type RunningProcess } from './support/processes.js';
+
+const NUM_SHARDS = 16;
+const hasServer = (await testStoreKinds()).includes('postgres');
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** `perShard` entity ids of every shard, so a load touches all of them evenly. */
+function entitiesOfAllShards(prefix: string, perShard: number): string[] {
+  const buckets: string[][] = Array.from({ length: NUM_SHARDS }, () => []);
+  for (let i = 0; buckets.some((bucket) => bucket.length < perShard); i++) {
+    const id = `${prefix}-${i}`;
+    const bucket = buckets[shardOf(id, NUM_SHARDS)]!;
+    if (bucket.length < perShard) bucket.push(id);
+  }
+  return buckets.flat();
+}
+
+/** The sum of a metric's samples whose labels include `labels`; undefined when unreachable. */
+async function metric(replica: CosFixture, name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
+  let text: string;
+  try {
+    text = await (await fetch(`http://127.0.0.1:${replica.metricsPort}/metrics`)).text();
+  } catch {
+    return undefined;
+  }
+  let sum: number | undefined;
+  for (const line of text.split('\n')) {
+    const match = line.match(/^(\w+)(?:\{(.*)\})? (\S+)$/);
+    if (match?.[1] !== name) continue;
+    const found = new Map([...(match[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+    if (Object.entries(labels).every(([key, value]) => found.get(key) === value)) sum = (sum ?? 0) + Number(match[3]);
+  }
+  return sum;
+}
+
+const ownedShards = (replica: CosFixture) => metric(replica, 'cos_entity_shards_owned');
+const routed = (replica: CosFixture, outcome: 'forwarded' | 'owner_unreachable') =>
+  metric(replica, 'cos_forwarded_calls_total', { outcome }).then((n) => n ?? 0);
+
+/**
+ * Waits (bounded) until the replicas own `expected` shards each, and every replica has learned
+ * who owns the others': a replica learns that at the end of each lease round (every second), and
+ * its next round's heartbeat comes only after that end, so once each replica has written two
+ * heartbeats after the split, each has ended a round that started after it.
+ */
+async function shardsSettle(replicas: CosFixture[], expected: number[], timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const owned = () => Promise.all(replicas.map(ownedShards));
+  await expect.poll(owned, { timeout: timeoutMs, interval: 100 }).toEqual(expected);
+  const heartbeats = () =>
+    query<{ owner: string; expires_at: Date }>(replicas[0]!.schema, 'select owner, expires_at from cos_stream_members where expires_at > now()');
+  const first = new Map((await heartbeats()).map((row) => [row.owner, row.expires_at.getTime()]));
+  const seen = new Map([...first.keys()].map((owner) => [owner, new Set<number>()]));
+  while ([...seen.values()].some((beats) => beats.size < 2)) {
+    if (Date.now() > deadline) throw new Error(`the replicas did not renew their heartbeats within ${timeoutMs} ms`);
+    await sleep(50);
+    for (const row of await heartbeats()) if (row.expires_at.getTime() !== first.get(row.owner)) seen.get(row.owner)?.add(row.expires_at.getTime());
+  }
+  expect(seen.size).toBe(replicas.length);
+  expect(await owned()).toEqual(expected);
+}
+
+interface Ack {
+  entityId: string;
+  revision: number;
+  state: Uint8Array;
+}
+
+interface Outcome {
+  at: number;
+  entityId: string;
+  code: grpc.status | 'OK';
+}
+
+/**
+ * Callers sending Emit commands to one replica until stopped, each stepping through all the
+ * entities from a place of its own, so some commands of one entity run concurrently.
+ */
+function startLoad(target: CosFixture, entities: string[], callers: number) {
+  const acks: Ack[] = [];
+  const outcomes: Outcome[] = [];
+  let running = true;
+  const caller = async (c: number) => {
+    for (let i = 0; running; i++) {
+      const entityId = entities[(c * 5 + i * 3) % entities.length]!;
+      try {
+        const { response } = await target.send(entityId, command('Emit', { events: [`c${c}-${i}`] }), { deadlineMs: 20_000 });
+        acks.push({ entityId, revision: response.meta!.revisionNumber, state: response.state!.value });
+        outcomes.push({ at: Date.now(), entityId, code: 'OK' });
+      } catch (error) {
+        outcomes.push({ at: Date.now(), entityId, code: (error as grpc.ServiceError).code });
+        await sleep(20);
+      }
+    }
+  };
+  const done = Promise.all(Array.from({ length: callers }, (_, c) => caller(c)));
+  return {
+    acks,
+    outcomes,
+    async stop() {
+      running = false;
+      await done;
+    },
+  };
+}
+
+/** The entity shards whose lease names the replica, from the lease tables. */
+async function shardsOf(replica: CosFixture): Promise<Set<number>> {
+  const rows = await query<{ stream: string }>(
+    replica.schema,
+    `select l.stream from cos_stream_leases l join cos_stream_members m on m.owner = l.owner
+     where m.address = $1 and l.expires_at > now() and l.stream like 'entity-shard/%'`,
+    [`127.0.0.1:${replica.port}`],
+  );
+  return new Set(rows.map((row) => Number(row.stream.slice('entity-shard/'.length))));
+}
+
+async function query<R extends pg.QueryResultRow>(schema: string, text: string, values: unknown[] = []): Promise<R[]> {
+  const client = new pg.Client(testPostgresConnection(schema));
+  await client.connect();
+  try {
+    await client.query(`set search_path to ${pg.escapeIdentifier(schema)}`);
+    return (await client.query<R>(text, values)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * The journal table itself: per entity, revisions 1..n once each, every row's state built on the
+ * previous row's (the test handler's state lists every event applied, and each command emits a
+ * name of its own), and every acknowledged revision there with the acknowledged state. Commands
+ * that failed may or may not have been persisted (the owner may have committed and died before
+ * answering, or the caller's connection broke after the commit), so the journal may hold more
+ * than was acknowledged, but never a gap, a duplicate or a lost acknowledgement.
+ */
+async function checkJournal(schema: string, acks: Ack[]): Promise<{ rows: number; acked: number }> {
+  const rows = await query<{ entity_id: string; revision: string; payload: Buffer }>(
+    schema,
+    'select entity_id, revision, payload from cos_journal order by entity_id, revision, position',
+  );
+  const byEntity = new Map<string, { revision: number; state: Uint8Array; events: string[] }[]>();
+  for (const row of rows) {
+    const wrapper = fromBinary(EventWrapperSchema, row.payload);
+    const list = byEntity.get(row.entity_id) ?? [];
+    list.push({ revision: Number(row.revision), state: wrapper.resultingState!.value, events: stateOf(wrapper.resultingState).events });
+    byEntity.set(row.entity_id, list);
+  }
+  for (const [entityId, list] of byEntity) {
+    expect(list.map((r) => r.revision), entityId).toEqual(list.map((_, i) => i + 1));
+    for (const [i, row] of list.entries()) {
+      expect(row.events, `${entityId} revision ${row.revision} builds on the one before`).toEqual([
+        ...(list[i - 1]?.events ?? []),
+        row.events.at(-1),
+      ]);
+    }
+    const names = list.map((r) => r.events.at(-1));
+    expect(new Set(names).size, `${entityId}: no event twice`).toBe(names.length);
+  }
+  for (const ack of acks) {
+    const row = byEntity.get(ack.entityId)?.find((r) => r.revision === ack.revision);
+    expect(row, `${ack.entityId} revision ${ack.revision} was acknowledged`).toBeDefined();
+    expect(Buffer.from(row!.state).equals(Buffer.from(ack.state)), `${ack.entityId} revision ${ack.revision} state`).toBe(true);
+  }
+  return { rows: rows.length, acked: acks.length };
+}
+
+describe.runIf(hasServer)('cos-server replicas sharing one PostgreSQL', () => {
+  let handler: (RunningProcess & { port: number }) | undefined;
+  const clusters: CosFixture[][] = [];
+
+  beforeAll(async () => {
+    handler = await startTestHandler();
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const replicas of clusters) {
+      // every process first, then the schema (dispose drops it)
+      await Promise.all(replicas.map((replica) => replica.server.kill('SIGKILL')));
+      for (const replica of replicas) await replica.dispose().catch(() => {});
+    }
+    await handler?.kill();
+  });
+
+  /** Two replicas on a schema of their own, started one after the other, once they split the shards. */
+  async function startPair(): Promise<[CosFixture, CosFixture]> {
+    const schema = uniqueSchemaName('cluster');
+    const env = {
+      WRITE_SIDE_HANDLER_SERVICE_HOST: '127.0.0.1',
+      WRITE_SIDE_HANDLER_SERVICE_PORT: String(handler!.port),
+      POD_IP: '127.0.0.1',
+      // generous for a loaded 2-core machine: calls queue behind each other on the hot entities
+      COS_COMMAND_HANDLER_TIMEOUT: '20',
+    };
+    const replicas: CosFixture[] = [];
+    clusters.push(replicas);
+    replicas.push(await startCos(env, schema));
+    replicas.push(await startCos(env, schema));
+    await shardsSettle(replicas, [NUM_SHARDS / 2, NUM_SHARDS / 2]);
+    return [replicas[0]!, replicas[1]!];
+  }
+
+  it('split the shards and read their writes across replicas: GetState on the other replica returns the state just acknowledged', async () => {
+    const [a, b] = await startPair();
+    const entities = entitiesOfAllShards('rw', 6).slice(0, 96);
+    const rounds = 4;
+    const problems: string[] = [];
+    const lane = async (ids: string[]) => {
+      for (const [n, entityId] of ids.entries()) {
+        for (let round = 0; round < rounds; round++) {
+          // alternate the writer per command (and per entity, so both start half of them)
+          const [writer, reader] = (n + round) % 2 === 0 ? [a, b] : [b, a];
+          const { response } = await writer.send(entityId, command('Emit', { events: [`r${round}`] }));
+          if (response.meta?.revisionNumber !== round + 1) {
+            problems.push(`${entityId}: command ${round + 1} acknowledged revision ${response.meta?.revisionNumber}`);
+          }
+          const read = await reader.getState(entityId);
+          if (
+            read.response.meta?.revisionNumber !== response.meta?.revisionNumber ||
+            !Buffer.from(read.response.state!.value).equals(Buffer.from(response.state!.value))
+          ) {
+            problems.push(
+              `${entityId}: GetState after command ${round + 1} answered revision ${read.response.meta?.revisionNumber} ` +
+                `(${JSON.stringify(stateOf(read.response.state).events)}), acknowledged ${response.meta?.revisionNumber}`,
+            );
+          }
+        }
+        const events = stateOf((await a.getState(entityId)).response.state).events;
+        if (events.join() !== 'r0,r1,r2,r3') problems.push(`${entityId}: ended with events ${JSON.stringify(events)}`);
+      }
+    };
+    const lanes = 8;
+    await Promise.all(Array.from({ length: lanes }, (_, l) => lane(entities.filter((_, i) => i % lanes === l))));
+    expect(problems).toEqual([]);
+
+    // both replicas forwarded, nobody was unreachable, and the split still holds
+    expect(await routed(a, 'forwarded')).toBeGreaterThan(0);
+    expect(await routed(b, 'forwarded')).toBeGreaterThan(0);
+    expect(await routed(a, 'owner_unreachable')).toBe(0);
+    expect(await routed(b, 'owner_unreachable')).toBe(0);
+    expect([await ownedShards(a), await ownedShards(b)]).toEqual([NUM_SHARDS / 2, NUM_SHARDS / 2]);
+  }, 120_000);
+
+  it('keep serving when a replica is killed with SIGKILL: the survivor takes all shards, no acknowledged event lost or doubled', async () => {
+    const [survivor, victim] = await startPair();
+    const schema = survivor.schema;
+    const entities = entitiesOfAllShards('load', 4);
+    const load = startLoad(survivor, entities, 8);
+    await expect.poll(() => load.acks.length, { timeout: 20_000, interval: 50 }).toBeGreaterThan(200);
+    expect(load.outcomes.filter((o) => o.code !== 'OK')).toEqual([]);
+    expect(await routed(survivor, 'forwarded')).toBeGreaterThan(0);
+
+    const victimShards = await shardsOf(victim);
+    expect(victimShards.size).toBe(NUM_SHARDS / 2);
+    const killedAt = Date.now();
+    victim.server.child.kill('SIGKILL');
+    await victim.server.exited;
+    // the victim's leases expire (5 s) and the survivor takes them in its next round
+    let takeoverMs = 0;
+    await expect
+      .poll(
+        async () => {
+          takeoverMs = Date.now() - killedAt;
+          return ownedShards(survivor);
+        },
+        { timeout: 20_000, interval: 100 },
+      )
+      .toBe(NUM_SHARDS);
+    // and keeps serving all of them afterwards
+    const ackedAtTakeover = load.acks.length;
+    await expect.poll(() => load.acks.length, { timeout: 20_000, interval: 50 }).toBeGreaterThan(ackedAtTakeover + 200);
+    await load.stop();
+
+    const afterKill = load.outcomes.filter((o) => o.at >= killedAt);
+    const failed = load.outcomes.filter((o) => o.code !== 'OK');
+    const victims = (o: Outcome) => victimShards.has(shardOf(o.entityId, NUM_SHARDS));
+    const unreachable = await routed(survivor, 'owner_unreachable');
+    const beforeTakeover = afterKill.filter((o) => o.at < killedAt + takeoverMs);
+    console.info(
+      `SIGKILL: takeover of all ${NUM_SHARDS} shards after ${takeoverMs} ms; after the kill ${afterKill.length} calls, ` +
+        `${failed.length} failed (${failed.map((o) => grpc.status[o.code as grpc.status]).join(', ')}), ` +
+        `${beforeTakeover.filter((o) => o.code === 'OK').length} succeeded before the takeover; ` +
+        `owner_unreachable ${unreachable}, forwarded ${await routed(survivor, 'forwarded')}`,
+    );
+    expect(takeoverMs).toBeLessThan(10_000);
+    // Calls for the victim's shards before the takeover are handled by the survivor (owner_unreachable)...
+    expect(unreachable).toBeGreaterThan(0);
+    expect(beforeTakeover.filter((o) => o.code === 'OK' && victims(o)).length).toBeGreaterThan(0);
+    // ...and only those already on their way to the victim when it died may fail, UNAVAILABLE, at once
+    for (const o of failed) {
+      expect(grpc.status[o.code as grpc.status], `${o.entityId} ${o.at - killedAt} ms after the kill`).toBe('UNAVAILABLE');
+      expect(o.at - killedAt).toBeGreaterThanOrEqual(0);
+      expect(o.at - killedAt).toBeLessThan(3000);
+    }
+    expect(failed.length).toBeLessThanOrEqual(8);
+
+    const { acked } = await checkJournal(schema, load.acks);
+    expect(acked).toBe(load.acks.length);
+  }, 120_000);
+
+  it('hand the shards over on SIGTERM: the survivor owns all of them shortly after and every command sent to it succeeds', async () => {
+    const [stopping, survivor] = await startPair();
+    const entities = entitiesOfAllShards('handover', 4);
+    const load = startLoad(survivor, entities, 8);
+    await expect.poll(() => load.acks.length, { timeout: 20_000, interval: 50 }).toBeGreaterThan(200);
+    // half of them went to the replica about to stop
+    expect(await routed(survivor, 'forwarded')).toBeGreaterThan(0);
+
+    const stoppedAt = Date.now();
+    let exitedAt = Infinity;
+    const exited = stopping.stop('SIGTERM').then(() => (exitedAt = Date.now()));
+    await expect.poll(() => ownedShards(survivor), { timeout: 10_000, interval: 50 }).toBe(NUM_SHARDS);
+    const handoverMs = Date.now() - stoppedAt;
+    await exited;
+    expect(await stopping.server.exited).toBe(0);
+    const handedOverAt = Math.max(stoppedAt + handoverMs, exitedAt);
+    const ackedAtExit = load.acks.length;
+    await expect.poll(() => load.acks.length, { timeout: 20_000, interval: 50 }).toBeGreaterThan(ackedAtExit + 200);
+    await load.stop();
+
+    const duringStop = load.outcomes.filter((o) => o.at >= stoppedAt && o.at <= handedOverAt);
+    const failed = load.outcomes.filter((o) => o.code !== 'OK');
+    console.info(
+      `SIGTERM: the stopping replica exited ${exitedAt - stoppedAt} ms and the survivor owned all ${NUM_SHARDS} shards ` +
+        `${handoverMs} ms after the signal; ${duringStop.length} calls meanwhile, ` +
+        `${load.outcomes.filter((o) => o.at > handedOverAt).length} after; ${failed.length} failed; ` +
+        `owner_unreachable ${await routed(survivor, 'owner_unreachable')}, forwarded ${await routed(survivor, 'forwarded')}`,
+    );
+    if (failed.length > 0) console.info(survivor.server.output().split('\n').filter((line) => line.includes('"level":"error"')).slice(0, 5).join('\n'));
+    expect(handoverMs).toBeLessThan(8000);
+    expect(duringStop.length).toBeGreaterThan(0);
+    expect(failed.map((o) => `${o.entityId} ${grpc.status[o.code as grpc.status]} ${o.at - stoppedAt} ms after SIGTERM`)).toEqual([]);
+    await checkJournal(survivor.schema, load.acks);
+  }, 120_000);
+});
