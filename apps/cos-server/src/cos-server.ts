@@ -228,15 +228,15 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     close(graceMs = 10_000) {
       closing ??= (async () => {
         health.setAll(ServingStatus.NOT_SERVING);
-        // Order matters: no new calls, then in-flight commands finish and their appends
-        // commit, then the pools close.
-        // The entity shards go first: the other replicas take them over (and stop forwarding
-        // here) while this one still answers the calls already on their way.
+        // Order matters. The entity shards go first: the other replicas take them over (and
+        // stop forwarding here) while this one still answers the calls already on their way.
+        // Then no new calls, while the calls in flight finish (the server resolves once they
+        // have, or after graceMs); only then does the runtime refuse commands, and the
+        // commands still queued finish and their appends commit; then the pools close.
         await coordinator?.close();
-        const serverClosed = server.close(graceMs);
+        await server.close(graceMs);
         await runtime.close();
         ready = undefined;
-        await serverClosed;
         readSideManager.set(undefined);
         await readSides?.close();
         await journal.close();

@@ -97,6 +97,12 @@ class FakePeers implements PeerPort {
 class FakeOwners implements ShardOwners {
   readonly owners = new Map<string, { address: string | undefined; self: boolean }>();
   readonly asked: string[] = [];
+  /** live replicas, as the coordinator counts them */
+  live = 2;
+
+  members(): number {
+    return this.live;
+  }
 
   ownerOf(stream: string) {
     this.asked.push(stream);
@@ -120,6 +126,8 @@ function setup(options: Partial<EntityRouterOptions> = {}) {
     owners,
     numShards: NUM_SHARDS,
     onRoute: (method, outcome) => routes.push([method, outcome]),
+    // caching from the moment a shard is acquired, unless a test is about the warm-up
+    warmupMs: 0,
     ...options,
   });
   return { router, local, peers, owners, routes };
@@ -384,6 +392,41 @@ describe('shard ownership (the lease coordinator host)', () => {
     await router.released(entityShardStream(2), 'lost');
     expect(router.ownedShards()).toBe(0);
     expect(router.retains(s2)).toBe(false);
+  });
+
+  it('keeps a newly acquired shard\'s entities in memory only after the warm-up, handling its calls here meanwhile', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const { router, local, peers, owners } = setup({ warmupMs: 2000 });
+    const id = idInShard(3);
+    owners.set(3, { address: 'peer-b:9000', self: false }); // the coordinator's view is a round old
+    router.acquired(entityShardStream(3));
+    expect(router.ownedShards()).toBe(1);
+    expect(router.retains(id)).toBe(false);
+    await router.processCommand({ entityId: id, command: str('a') });
+    expect(local.commands).toHaveLength(1); // owned: handled here, not forwarded
+    expect(peers.calls).toEqual([]);
+    vi.advanceTimersByTime(1999);
+    expect(router.retains(id)).toBe(false);
+    vi.advanceTimersByTime(1);
+    expect(router.retains(id)).toBe(true);
+    // the default is two lease rounds
+    const defaults = setup({ warmupMs: undefined });
+    defaults.router.acquired(entityShardStream(3));
+    vi.advanceTimersByTime(1999);
+    expect(defaults.router.retains(id)).toBe(false);
+    vi.advanceTimersByTime(1);
+    expect(defaults.router.retains(id)).toBe(true);
+  });
+
+  it('keeps entities in memory at once when this replica is the only one', () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const { router, owners } = setup({ warmupMs: 2000 });
+    owners.live = 1;
+    router.acquired(entityShardStream(1));
+    expect(router.retains(idInShard(1))).toBe(true);
+    owners.live = 2;
+    router.acquired(entityShardStream(2));
+    expect(router.retains(idInShard(2))).toBe(false);
   });
 
   it('forwards calls for a shard again once it was released to another replica', async () => {

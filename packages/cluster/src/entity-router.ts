@@ -43,6 +43,15 @@ export interface EntityRouterOptions {
    * default 5000. Commands still running then are fenced by the journal's revision check.
    */
   readonly releaseWaitMs?: number;
+  /**
+   * After acquiring a shard, how long before its entities are kept in memory, ms; default 2000
+   * (two lease rounds). Until every other replica has run a round and learned the new owner, it
+   * may still handle a call for the shard itself (uncached); a copy cached here meanwhile could
+   * miss that write. Calls are handled here in the meantime, each reading the store. No warm-up
+   * when this replica is the only one (`owners.members()` is 1): a replica joining later learns
+   * the owners in its first round, before it serves.
+   */
+  readonly warmupMs?: number;
   readonly logger?: Logger;
   /** each call handed to another replica */
   readonly onRoute?: (method: 'ProcessCommand' | 'GetState', outcome: RouteOutcome) => void;
@@ -74,8 +83,10 @@ const noopLogger: Logger = { debug: () => {}, warn: () => {} };
 export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
   const { local, peers, owners, numShards, onRoute } = options;
   const logger = options.logger ?? noopLogger;
-  const owned = new Set<number>();
+  /** owned shards, and when each may start keeping its entities in memory (epoch ms) */
+  const owned = new Map<number, number>();
   const releaseWaitMs = options.releaseWaitMs ?? 5000;
+  const warmupMs = options.warmupMs ?? 2000;
 
   /** the owner's address when it is another replica; undefined: handle it here */
   const ownerAddress = (entityId: string, forwardedBy: string | undefined): string | undefined => {
@@ -164,13 +175,18 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
       );
     },
 
-    retains: (entityId) => owned.has(shardOf(entityId, numShards)),
+    retains(entityId) {
+      const cachingFrom = owned.get(shardOf(entityId, numShards));
+      return cachingFrom !== undefined && Date.now() >= cachingFrom;
+    },
 
     ownedShards: () => owned.size,
 
     acquired(stream) {
       const shard = shardOfStream(stream);
-      if (shard !== undefined) owned.add(shard);
+      if (shard === undefined) return;
+      const alone = owners.members?.() === 1;
+      owned.set(shard, alone ? Date.now() : Date.now() + warmupMs);
     },
 
     async released(stream) {

@@ -45,6 +45,8 @@ export interface LocalEntities {
 /** Who holds a shard's stream now (satisfied by @chiefofstate/sharding's lease coordinator). */
 export interface ShardOwners {
   ownerOf(stream: string): { readonly address: string | undefined; readonly self: boolean } | undefined;
+  /** live replicas sharing the shards, this one included; without it, others are assumed */
+  members?(): number;
 }
 
 /** Options of a call to a peer (the shape of @chiefofstate/handler-client's call options). */
