@@ -17,11 +17,23 @@
  * the load client sends a sampled `traceparent` on every call to both, so every command is traced
  * where tracing is on. Writes <!-- tracing:start --> ... <!-- tracing:end --> instead.
  *
+ * --replicas: instead of the ceiling, what entity sharding across replicas costs. `one`: the
+ * cos-server above, every caller on it; `two`: two cos-server replicas on one schema of their own
+ * (POD_IP=127.0.0.1, so each advertises 127.0.0.1:<its COS_PORT>), both serving and owning 8 of the
+ * 16 entity shards (cos_entity_shards_owned) before anything is measured, the callers split evenly
+ * between their two addresses (caller i on replica i mod 2), round robin over the same entities, so
+ * about half the commands are forwarded once to the other replica. Per cell also the share of
+ * commands forwarded (cos_forwarded_calls_total of both replicas over the cell) and the shards each
+ * replica owns after it. CPU of the cos-server side is both replicas' summed. Same defaults as
+ * --tracing-cost (callers 1,16,64, spread keys, no memory). Writes <!-- replicas:start --> ...
+ * <!-- replicas:end --> instead (--doc-section names another).
+ *
  * Build first (the benchmark runs the built server and packages, like production):
  *   npx nx run @chiefofstate/cos-server:build      (or pass --build)
  *   npx tsx tools/bench/cos-bench.ts [--duration=5] [--warmup=1] [--repeats=3]
  *       [--callers=1,16,64,256] [--entities=10000] [--keys=spread,hot] [--memory-entities=100000] [--no-memory]
  *       [--no-write] [--build] [--cpu-prof=DIR] [--tracing-cost [--doc-section=tracing]]
+ *       [--replicas [--doc-section=replicas]]
  *
  * PostgreSQL: COS_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres); the
  * schema is dropped afterwards. Writes the tables to docs/benchmarks.md between
@@ -47,20 +59,37 @@ const durationMs = Number(args.get('duration') ?? 5) * 1000;
 const warmupMs = Number(args.get('warmup') ?? 1) * 1000;
 const repeats = Number(args.get('repeats') ?? 3);
 const tracingCost = args.has('tracing-cost');
-const callerCounts = (args.get('callers') ?? (tracingCost ? '1,16,64' : '1,16,64,256')).split(',').map(Number);
+const replicas = args.has('replicas');
+if (tracingCost && replicas) {
+  console.error('--tracing-cost and --replicas are separate runs: pass one of them');
+  process.exit(2);
+}
+/** a second system side by side instead of the ceiling: tracing on, or two replicas */
+const sideBySide = tracingCost || replicas;
+const callerCounts = (args.get('callers') ?? (sideBySide ? '1,16,64' : '1,16,64,256')).split(',').map(Number);
 const entityCount = Number(args.get('entities') ?? 10_000);
-const keySets = (args.get('keys') ?? (tracingCost ? 'spread' : 'spread,hot')).split(',') as Keys[];
+const keySets = (args.get('keys') ?? (sideBySide ? 'spread' : 'spread,hot')).split(',') as Keys[];
 const memoryEntities = Number(args.get('memory-entities') ?? 100_000);
-const measureMemory = !args.has('no-memory') && !tracingCost;
+const measureMemory = !args.has('no-memory') && !sideBySide;
 const writeDoc = !args.has('no-write');
-/** the docs/benchmarks.md section --tracing-cost writes, e.g. tracing-node24 for a run under another Node */
-const tracingSection = args.get('doc-section') ?? 'tracing';
+/**
+ * the docs/benchmarks.md section --tracing-cost or --replicas writes, e.g. tracing-node24 for a
+ * run under another Node
+ */
+const docSection = args.get('doc-section') ?? (replicas ? 'replicas' : 'tracing');
 const cpuProfDir = args.get('cpu-prof');
 const serverUrl = new URL(process.env['COS_BENCH_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres');
 
-/** cos: cos-server (tracing off); ceiling: see above; traced: cos-server exporting every span */
-type System = 'cos' | 'ceiling' | 'traced';
-const systems: readonly System[] = tracingCost ? ['cos', 'traced'] : ['cos', 'ceiling'];
+/**
+ * cos: cos-server (tracing off; `one` under --replicas); ceiling: see above; traced: cos-server
+ * exporting every span; two: two cos-server replicas splitting the entity shards
+ */
+type System = 'cos' | 'ceiling' | 'traced' | 'two';
+const systems: readonly System[] = tracingCost ? ['cos', 'traced'] : replicas ? ['cos', 'two'] : ['cos', 'ceiling'];
+/** a system's name in the output */
+const shown = (system: System): string => (replicas && system === 'cos' ? 'one' : system);
+/** cos-server's default COS_NUM_SHARDS: the two replicas own half each */
+const ENTITY_SHARDS = 16;
 type Keys = 'spread' | 'hot';
 
 if (args.has('build')) {
@@ -181,10 +210,14 @@ await admin.query(`create schema ${schema}`);
 const tracedSchema = `${schema}_traced`;
 if (tracingCost) await admin.query(`create schema ${tracedSchema}`);
 const tracedServiceName = `${serviceName}-traced`;
+// So do the two replicas (one schema, one service name for both).
+const twoSchema = `${schema}_two`;
+if (replicas) await admin.query(`create schema ${twoSchema}`);
+const twoServiceName = `${serviceName}-two`;
 
 async function backendPids(system: System): Promise<number[]> {
   const result = await admin.query<{ pid: number }>('select pid from pg_stat_activity where application_name = $1', [
-    system === 'traced' ? tracedServiceName : serviceName,
+    system === 'traced' ? tracedServiceName : system === 'two' ? twoServiceName : serviceName,
   ]);
   return result.rows.map((row) => row.pid);
 }
@@ -204,13 +237,14 @@ async function startCos(
   extraEnv: Record<string, string> = {},
   name = 'cos-server',
   schemaName = schema,
-): Promise<{ proc: Proc; port: number }> {
+): Promise<{ proc: Proc; port: number; metricsPort: number }> {
   const port = await freePort();
+  const metricsPort = await freePort();
   const proc = start(name, [...profile(name), COS_MAIN], {
     COS_ADDRESS: '127.0.0.1',
     COS_PORT: String(port),
     // its /metrics port too, so a cos-server already on the default port is no obstacle
-    COS_METRICS_PORT: String(await freePort()),
+    COS_METRICS_PORT: String(metricsPort),
     COS_POSTGRES_HOST: serverUrl.hostname,
     COS_POSTGRES_PORT: serverUrl.port || '5432',
     COS_POSTGRES_USER: decodeURIComponent(serverUrl.username) || 'postgres',
@@ -223,11 +257,14 @@ async function startCos(
     ...extraEnv,
   });
   await proc.waitFor(/chief-of-state serving/);
-  return { proc, port };
+  return { proc, port, metricsPort };
 }
 
 let handler: Proc | undefined;
 let cos: Proc | undefined;
+let cosMetricsPort = 0;
+/** --replicas: the two replicas of `two` */
+const pair: { proc: Proc; port: number; metricsPort: number }[] = [];
 let ceiling: Proc | undefined;
 let traced: Proc | undefined;
 let receiver: Proc | undefined;
@@ -240,10 +277,94 @@ interface Cell {
   keys: Keys;
   callers: number;
   result: LoadResult;
-  /** CPU ms per command: load client, server (COS or ceiling), handler, PostgreSQL backends, OTLP receiver */
+  /**
+   * CPU ms per command: load client, server (COS or ceiling; both replicas summed for `two`),
+   * handler, PostgreSQL backends, OTLP receiver
+   */
   cpu: { client: number; server: number; handler: number; postgres: number; receiver: number };
   /** spans the receiver got during the cell per command completed in it (the exporter batches, so approximate) */
   spansPerCommand: number;
+  /**
+   * --replicas: ProcessCommands forwarded to the other replica during the cell per command
+   * completed in it (warm-up included, like the counter), and those handled where they arrived
+   * because the owner refused the connection; the entity shards each replica owned after the cell
+   */
+  routing?: { forwarded: number; unreachable: number; owned: number[] };
+}
+
+// ---- --replicas: the replicas' /metrics --------------------------------------------------------
+
+/** The sum of a metric's samples whose labels include `labels` in a Prometheus text exposition. */
+function metricSum(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const match = /^(\w+)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (match?.[1] !== name) continue;
+    const found = new Map([...(match[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+    if (Object.entries(labels).every(([key, value]) => found.get(key) === value)) sum += Number(match[3]);
+  }
+  return sum;
+}
+
+interface Routing {
+  /** cos_forwarded_calls_total of ProcessCommand, summed over the system's replicas */
+  forwarded: number;
+  unreachable: number;
+  /** cos_entity_shards_owned of each replica */
+  owned: number[];
+}
+
+async function routing(system: System): Promise<Routing> {
+  const metricsPorts = system === 'two' ? pair.map((replica) => replica.metricsPort) : [cosMetricsPort];
+  const texts = await Promise.all(metricsPorts.map(async (port) => (await fetch(`http://127.0.0.1:${port}/metrics`)).text()));
+  const routed = (outcome: string) =>
+    texts.reduce((sum, text) => sum + metricSum(text, 'cos_forwarded_calls_total', { method: 'ProcessCommand', outcome }), 0);
+  return {
+    forwarded: routed('forwarded'),
+    unreachable: routed('owner_unreachable'),
+    owned: texts.map((text) => metricSum(text, 'cos_entity_shards_owned')),
+  };
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Waits until both replicas own half the entity shards and each knows who owns the other's: a
+ * replica learns the owners at the end of each lease round (every second) and its next
+ * heartbeat comes after that end, so once each has renewed its heartbeat twice after the split,
+ * each has ended a round begun after it. And at least 2.5 s after the split: a replica keeps a
+ * newly acquired shard's entities in memory only after two lease rounds.
+ */
+async function replicasSettle(timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const half = ENTITY_SHARDS / 2;
+  for (;;) {
+    const { owned } = await routing('two');
+    if (owned.every((n) => n === half)) break;
+    if (Date.now() > deadline) throw new Error(`the replicas did not split the ${ENTITY_SHARDS} entity shards: they own ${owned.join('/')}`);
+    await sleep(100);
+  }
+  const split = Date.now();
+  const heartbeats = async () =>
+    (
+      await admin.query<{ owner: string; expires_at: Date }>(
+        `select owner, expires_at from ${twoSchema}.cos_stream_members where expires_at > now()`,
+      )
+    ).rows;
+  const first = new Map((await heartbeats()).map((row) => [row.owner, row.expires_at.getTime()]));
+  const seen = new Map([...first.keys()].map((owner) => [owner, new Set<number>()]));
+  while ([...seen.values()].some((beats) => beats.size < 2) || Date.now() - split < 2500) {
+    if (Date.now() > deadline) throw new Error(`the replicas did not renew their heartbeats within ${timeoutMs} ms`);
+    await sleep(50);
+    for (const row of await heartbeats()) {
+      if (row.expires_at.getTime() !== first.get(row.owner)) seen.get(row.owner)?.add(row.expires_at.getTime());
+    }
+  }
+  const { owned } = await routing('two');
+  if (seen.size !== pair.length || !owned.every((n) => n === half)) {
+    throw new Error(`the replicas did not settle: ${seen.size} members, shards owned ${owned.join('/')}`);
+  }
+  console.error(`replicas: ${owned.join('/')} entity shards owned, ${seen.size} members`);
 }
 
 interface SpanCount {
@@ -277,7 +398,8 @@ async function drive(system: System, request: Omit<LoadRequest, 'id' | 'target' 
 }
 
 const ports: Partial<Record<System, number>> = {};
-const target = (system: System) => `127.0.0.1:${ports[system]}`;
+const target = (system: System): string | string[] =>
+  system === 'two' ? pair.map((replica) => `127.0.0.1:${replica.port}`) : `127.0.0.1:${ports[system]}`;
 
 try {
   handler = start('handler', [...profile('handler'), ...tsx('handler.ts')], {});
@@ -285,7 +407,14 @@ try {
   const started = await startCos();
   cos = started.proc;
   ports.cos = started.port;
-  if (tracingCost) {
+  cosMetricsPort = started.metricsPort;
+  if (replicas) {
+    // one after the other, as a replica joins a running one; both advertise 127.0.0.1:<COS_PORT>
+    for (const name of ['cos-server-a', 'cos-server-b']) {
+      pair.push(await startCos({ POD_IP: '127.0.0.1', COS_SERVICE_NAME: twoServiceName }, name, twoSchema));
+    }
+    await replicasSettle();
+  } else if (tracingCost) {
     receiver = start('otlp-receiver', tsx('otlp-receiver.ts'), {});
     receiverPort = Number((await receiver.waitFor(/listening (\d+)/))[1]);
     const on = await startCos(
@@ -314,9 +443,9 @@ try {
 
   // Every entity gets its first command (and is activated) before anything is measured.
   const persisting = systems.filter((system) => system !== 'ceiling');
-  console.error(`prefill: ${entityCount} entities${tracingCost ? '' : ' and the hot one'} on ${persisting.join(' and ')}`);
+  console.error(`prefill: ${entityCount} entities${sideBySide ? '' : ' and the hot one'} on ${persisting.map(shown).join(' and ')}`);
   for (const system of persisting) {
-    for (const keys of tracingCost ? keySets : (['spread', 'hot'] as const)) {
+    for (const keys of sideBySide ? keySets : (['spread', 'hot'] as const)) {
       const filled = await drive(system, { callers: 64, ...entities(keys), mode: 'once', warmupMs: 0, durationMs: 0 });
       if (filled.errors > 0) throw new Error(`prefill failed: ${filled.firstError}`);
     }
@@ -332,7 +461,10 @@ try {
       for (const keys of keySets) {
         const order = (repeat + callerCounts.indexOf(callers)) % 2 === 0 ? systems : [...systems].reverse();
         for (const system of order) {
-          const server = system === 'cos' ? cos : system === 'traced' ? traced! : ceiling!;
+          const servers =
+            system === 'cos' ? [cos] : system === 'traced' ? [traced!] : system === 'two' ? pair.map((r) => r.proc) : [ceiling!];
+          const serverTicks = () => servers.reduce((sum, server) => sum + cpuTicks(server.child.pid), 0);
+          const routeBefore = replicas ? await routing(system) : undefined;
           // PostgreSQL backends come and go with the pool: ticks of the ones at the start, and
           // of new ones from zero.
           const pgBefore = new Map<number, number>();
@@ -341,7 +473,7 @@ try {
           // CPU is sampled around the whole cell; the warm-up share is taken out pro rata.
           const before = {
             client: cpuTicks(load.child.pid),
-            server: cpuTicks(server.child.pid),
+            server: serverTicks(),
             handler: cpuTicks(handler.child.pid),
             receiver: cpuTicks(receiver?.child.pid),
           };
@@ -351,7 +483,7 @@ try {
           const perCommand = (ticks: number) => (ticks * TICK_MS * share) / Math.max(1, result.ok);
           const cpu = {
             client: perCommand(cpuTicks(load.child.pid) - before.client),
-            server: perCommand(cpuTicks(server.child.pid) - before.server),
+            server: perCommand(serverTicks() - before.server),
             handler: perCommand(cpuTicks(handler.child.pid) - before.handler),
             postgres: perCommand(
               system !== 'ceiling'
@@ -363,13 +495,28 @@ try {
             ),
             receiver: perCommand(cpuTicks(receiver?.child.pid) - before.receiver),
           };
-          cells.push({ system, keys, callers, result, cpu, spansPerCommand });
+          let route: Cell['routing'];
+          if (routeBefore) {
+            const after = await routing(system);
+            const per = (n: number) => n / Math.max(1, result.completed);
+            route = {
+              forwarded: per(after.forwarded - routeBefore.forwarded),
+              unreachable: per(after.unreachable - routeBefore.unreachable),
+              owned: after.owned,
+            };
+          }
+          cells.push({ system, keys, callers, result, cpu, spansPerCommand, ...(route ? { routing: route } : {}) });
           console.error(
-            `#${repeat + 1} ${system.padEnd(7)} ${keys.padEnd(6)} ${String(callers).padStart(3)} callers: ` +
+            `#${repeat + 1} ${shown(system).padEnd(7)} ${keys.padEnd(6)} ${String(callers).padStart(3)} callers: ` +
               `${result.perSecond.toFixed(0).padStart(6)}/s p50 ${result.p50Ms.toFixed(2)} ms p99 ${result.p99Ms.toFixed(2)} ms` +
               (result.errors > 0 ? ` errors ${result.errors} (${result.firstError})` : '') +
               ` | cpu ms/cmd client ${cpu.client.toFixed(3)} server ${cpu.server.toFixed(3)} handler ${cpu.handler.toFixed(3)} pg ${cpu.postgres.toFixed(3)}` +
-              (tracingCost ? ` receiver ${cpu.receiver.toFixed(3)} | spans/cmd ${spansPerCommand.toFixed(2)}` : ''),
+              (tracingCost ? ` receiver ${cpu.receiver.toFixed(3)} | spans/cmd ${spansPerCommand.toFixed(2)}` : '') +
+              (route
+                ? ` | forwarded ${(100 * route.forwarded).toFixed(1)}%` +
+                  (route.unreachable > 0 ? ` owner unreachable ${(100 * route.unreachable).toFixed(1)}%` : '') +
+                  ` | shards ${route.owned.join('/')}`
+                : ''),
           );
         }
       }
@@ -412,14 +559,25 @@ try {
     await new Promise((resolve) => setTimeout(resolve, 500));
     const counted = await spanCount();
     reportTracing(cells, { ...counted, commands: completedBy.get('traced') ?? 0 });
+  } else if (replicas) {
+    reportReplicas(cells);
   } else {
     report(cells, memory);
   }
 } finally {
   if (load?.child.connected) load.child.send('exit');
-  await Promise.all([cos?.stop(), ceiling?.stop(), traced?.stop(), receiver?.stop(), handler?.stop(), load?.stop()]);
+  await Promise.all([
+    cos?.stop(),
+    ceiling?.stop(),
+    traced?.stop(),
+    ...pair.map((replica) => replica.proc.stop()),
+    receiver?.stop(),
+    handler?.stop(),
+    load?.stop(),
+  ]);
   await admin.query(`drop schema if exists ${schema} cascade`);
   await admin.query(`drop schema if exists ${tracedSchema} cascade`);
+  await admin.query(`drop schema if exists ${twoSchema} cascade`);
   await admin.end();
 }
 
@@ -568,22 +726,30 @@ function writeSection(name: string, lines: string[]) {
   writeBenchmarkSection(name, lines.join('\n'));
 }
 
-function reportTracing(cells: Cell[], total: SpanCount & { commands: number }) {
-  const summary = (system: System, callers: number) => {
-    const mine = cells.filter((c) => c.system === system && c.callers === callers);
-    return {
-      perSecond: median(mine.map((c) => c.result.perSecond)),
-      runs: mine.map((c) => c.result.perSecond),
-      p50: median(mine.map((c) => c.result.p50Ms)),
-      p99: median(mine.map((c) => c.result.p99Ms)),
-      errors: mine.reduce((sum, c) => sum + c.result.errors, 0),
-      server: median(mine.map((c) => c.cpu.server)),
-      receiver: median(mine.map((c) => c.cpu.receiver)),
-      postgres: median(mine.map((c) => c.cpu.postgres)),
-      spans: median(mine.map((c) => c.spansPerCommand)),
-    };
+/** One cell's figures over its repeats, for the side-by-side reports: medians, errors summed. */
+function repeatMedians(mine: readonly Cell[]) {
+  return {
+    perSecond: median(mine.map((c) => c.result.perSecond)),
+    runs: mine.map((c) => c.result.perSecond),
+    p50: median(mine.map((c) => c.result.p50Ms)),
+    p99: median(mine.map((c) => c.result.p99Ms)),
+    errors: mine.reduce((sum, c) => sum + c.result.errors, 0),
+    server: median(mine.map((c) => c.cpu.server)),
+    handler: median(mine.map((c) => c.cpu.handler)),
+    receiver: median(mine.map((c) => c.cpu.receiver)),
+    postgres: median(mine.map((c) => c.cpu.postgres)),
+    spans: median(mine.map((c) => c.spansPerCommand)),
   };
-  const ms = (v: number) => (Number.isFinite(v) ? (v < 10 ? v.toFixed(2) : v.toFixed(1)) : '-');
+}
+
+/** A latency in ms, 2 decimals below 10 ms, else 1; '-' for none. (A function: the reports run above.) */
+function latencyMs(v: number): string {
+  return Number.isFinite(v) ? (v < 10 ? v.toFixed(2) : v.toFixed(1)) : '-';
+}
+
+function reportTracing(cells: Cell[], total: SpanCount & { commands: number }) {
+  const summary = (system: System, callers: number) => repeatMedians(cells.filter((c) => c.system === system && c.callers === callers));
+  const ms = latencyMs;
   const pct = (v: number) => `${v >= 0 ? '+' : ''}${(100 * v).toFixed(1)}%`;
   const lines = [
     '| callers | tracing | cmd/s | p50 ms | p99 ms | cos-server CPU ms/cmd | receiver CPU ms/cmd | spans/cmd |',
@@ -622,8 +788,8 @@ function reportTracing(cells: Cell[], total: SpanCount & { commands: number }) {
   ];
   console.log(body.join('\n'));
   if (!writeDoc) return;
-  writeSection(tracingSection, [
-    `<!-- ${tracingSection}:start -->`,
+  writeSection(docSection, [
+    `<!-- ${docSection}:start -->`,
     `## Cost of tracing on ProcessCommand, Node ${process.versions.node.split('.')[0]}`,
     '',
     'Run: `npx nx run @chiefofstate/cos-server:build && npx tsx tools/bench/cos-bench.ts --tracing-cost`',
@@ -668,6 +834,105 @@ function reportTracing(cells: Cell[], total: SpanCount & { commands: number }) {
     'less, sample: `OTEL_TRACES_SAMPLER=parentbased_traceidratio` with `OTEL_TRACES_SAMPLER_ARG`, or',
     'callers that sample fewer requests. No spans were dropped: every traced cell received at least',
     'four per command (the batch span is shared by the commands of one journal transaction).',
-    `<!-- ${tracingSection}:end -->`,
+    `<!-- ${docSection}:end -->`,
+  ]);
+}
+
+function reportReplicas(cells: Cell[]) {
+  const summary = (system: System, keys: Keys, callers: number) => {
+    const mine = cells.filter((c) => c.system === system && c.keys === keys && c.callers === callers);
+    return {
+      ...repeatMedians(mine),
+      forwarded: median(mine.map((c) => c.routing?.forwarded ?? Number.NaN)),
+      unreachable: mine.reduce((most, c) => Math.max(most, c.routing?.unreachable ?? 0), 0),
+    };
+  };
+  const ms = latencyMs;
+  const share = (v: number) => (Number.isFinite(v) ? `${(100 * v).toFixed(1)}%` : '-');
+  const ratio = (two: number, one: number) => `${(two / one).toFixed(2)}x`;
+  // which entities, when --keys names more than one set
+  const keysNote = (keys: Keys) =>
+    keySets.length > 1 ? ` (${keys === 'spread' ? `${entityCount.toLocaleString('en')} entities` : '1 hot entity'})` : '';
+  const lines = [
+    '| callers | replicas | cmd/s | p50 ms | p99 ms | cos-server CPU ms/cmd | handler CPU ms/cmd | PostgreSQL CPU ms/cmd | forwarded |',
+    '|--:|:--|--:|--:|--:|--:|--:|--:|--:|',
+  ];
+  const ratios: string[] = [];
+  let errors = 0;
+  for (const keys of keySets) {
+    for (const callers of callerCounts) {
+      const one = summary('cos', keys, callers);
+      const two = summary('two', keys, callers);
+      errors += one.errors + two.errors;
+      for (const [name, s] of [['one', one], ['two', two]] as const) {
+        lines.push(
+          `| ${callers}${keysNote(keys)} | ${name} | ${s.perSecond.toFixed(0)} | ${ms(s.p50)} | ${ms(s.p99)} | ${s.server.toFixed(3)} | ` +
+            `${s.handler.toFixed(3)} | ${s.postgres.toFixed(3)} | ${share(s.forwarded)} |`,
+        );
+      }
+      const runs = (s: { runs: number[] }) => s.runs.map((v) => v.toFixed(0)).join(', ');
+      // what the cos-server side spends per forwarded command beyond what `one` spends per command
+      const perForwarded = (two.server - one.server) / two.forwarded;
+      ratios.push(
+        `- ${callers} caller${callers === 1 ? '' : 's'}${keysNote(keys)}: two/one throughput ${ratio(two.perSecond, one.perSecond)} ` +
+          `(runs one: ${runs(one)}; two: ${runs(two)}), p50 ${ratio(two.p50, one.p50)}, p99 ${ratio(two.p99, one.p99)}, ` +
+          `cos-server CPU per command ${ratio(two.server, one.server)}, handler ${ratio(two.handler, one.handler)}, ` +
+          `PostgreSQL ${ratio(two.postgres, one.postgres)}; ${share(two.forwarded)} of the commands forwarded` +
+          (Number.isFinite(perForwarded) && two.forwarded > 0 ? `, about ${perForwarded.toFixed(3)} ms more cos-server CPU per forwarded command` : '') +
+          (two.unreachable > 0 ? `; **up to ${share(two.unreachable)} handled where they arrived (owner unreachable)**` : ''),
+      );
+    }
+  }
+  const half = ENTITY_SHARDS / 2;
+  const unsettled = cells.filter((c) => c.system === 'two' && !(c.routing?.owned.every((n) => n === half) ?? false)).length;
+  const body = [
+    ...lines,
+    '',
+    ...ratios,
+    '',
+    `Medians of ${repeats} runs; each cell ${warmupMs / 1000} s warm-up then ${durationMs / 1000} s measured; ` +
+      `${entityCount.toLocaleString('en')} entities, round robin. Errors in all cells: ${errors}. ` +
+      (unsettled === 0
+        ? `Each replica owned ${half} of the ${ENTITY_SHARDS} entity shards after every cell.`
+        : `**After ${unsettled} of the \`two\` cells the replicas did not own ${half}/${half} shards** (a handover during the run).`),
+  ];
+  console.log(body.join('\n'));
+  if (!writeDoc) return;
+  writeSection(docSection, [
+    `<!-- ${docSection}:start -->`,
+    '## Cost of entity sharding across replicas on ProcessCommand',
+    '',
+    'Run: `npx nx run @chiefofstate/cos-server:build && npx tsx tools/bench/cos-bench.ts --replicas`',
+    '(options: `--duration=5 --warmup=1 --repeats=3 --callers=1,16,64 --entities=10000 --doc-section=replicas`;',
+    'PostgreSQL as above).',
+    '',
+    'The processes of the ProcessCommand benchmark (cos-server against its ceiling), with the ceiling',
+    'replaced by two cos-server replicas on one schema of their own (`POD_IP=127.0.0.1`, so each',
+    'advertises `127.0.0.1:<COS_PORT>`). **one**: one cos-server, every caller on it, as in that',
+    `benchmark. **two**: the two replicas, started one after the other and each owning ${half} of the`,
+    `${ENTITY_SHARDS} entity shards (\`cos_entity_shards_owned\`, and two heartbeats each after the split)`,
+    'before the cells; the callers are split evenly between their two addresses (caller i on replica',
+    'i mod 2; a single caller is on the first) and go round robin over the same entities. A command',
+    'that reaches the replica not owning its entity is forwarded once to the owner over gRPC, so',
+    'about half are.',
+    '"forwarded" is `cos_forwarded_calls_total{method="ProcessCommand",outcome="forwarded"}` of both',
+    'replicas over the cell, per command completed in it. The cos-server CPU of **two** is both',
+    'replicas\' summed; the last figure of each line below is the extra cos-server CPU per command',
+    '(two minus one) divided by the share forwarded. Each side has every entity activated before the',
+    'cells; cell after cell, alternating which goes first.',
+    '',
+    `Machine: ${machineDescription()}.`,
+    '',
+    'Reading the figures: on this one 2-core machine both replicas, the handler, the load client and',
+    'PostgreSQL share the same cores, so a second replica adds no capacity here. What this measures is',
+    'what the extra hop costs: a forwarded command is received, routed and sent again by one',
+    'replica, then served by the other, so it crosses two cos-server gRPC edges instead of one and',
+    'pays another round trip in latency. It does not measure the scaling replicas give on separate',
+    'machines, where each has its own cores and the forwarded share is the price of letting any',
+    'replica take any call. The machine is shared and noisy: compare the two sides of one run, and',
+    'prefer the CPU per command to the throughput.',
+    '',
+    ...body,
+    `<!-- ${docSection}:end -->`,
   ]);
 }

@@ -10,8 +10,11 @@ import { ChiefOfStateService, ProcessCommandRequestSchema } from '@chiefofstate/
 
 export interface LoadRequest {
   readonly id: number;
-  /** host:port of a ChiefOfStateService */
-  readonly target: string;
+  /**
+   * host:port of a ChiefOfStateService, or several (replicas): caller i calls the (i mod n)th,
+   * so the callers are split evenly between them, round robin over the same entities
+   */
+  readonly target: string | readonly string[];
   readonly callers: number;
   /** entity ids are `${prefix}${i}` for i in [0, count) */
   readonly prefix: string;
@@ -112,7 +115,7 @@ function percentile(sorted: Float64Array, p: number): number {
 }
 
 async function run(request: LoadRequest): Promise<LoadResult> {
-  const call = clientFor(request.target);
+  const calls = (typeof request.target === 'string' ? [request.target] : request.target).map(clientFor);
   const requests = requestsFor(request.prefix, request.count);
   const timed = request.mode === 'timed';
   const latencies: number[] = [];
@@ -127,7 +130,8 @@ async function run(request: LoadRequest): Promise<LoadResult> {
   let cpuAtStart = timed ? undefined : process.cpuUsage();
   const warmupTimer = timed ? setTimeout(() => (cpuAtStart = process.cpuUsage()), request.warmupMs) : undefined;
 
-  const caller = async () => {
+  const caller = async (_: unknown, c: number) => {
+    const call = calls[c % calls.length]!;
     for (;;) {
       const started = performance.now();
       if (started >= windowEnd) return;
