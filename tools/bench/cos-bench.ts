@@ -273,6 +273,8 @@ let load: Proc | undefined;
 let handlerPort = 0;
 
 interface Cell {
+  /** which repeat (0-based): the systems' cells of one repeat ran back to back */
+  repeat: number;
   system: System;
   keys: Keys;
   callers: number;
@@ -505,7 +507,7 @@ try {
               owned: after.owned,
             };
           }
-          cells.push({ system, keys, callers, result, cpu, spansPerCommand, ...(route ? { routing: route } : {}) });
+          cells.push({ repeat, system, keys, callers, result, cpu, spansPerCommand, ...(route ? { routing: route } : {}) });
           console.error(
             `#${repeat + 1} ${shown(system).padEnd(7)} ${keys.padEnd(6)} ${String(callers).padStart(3)} callers: ` +
               `${result.perSecond.toFixed(0).padStart(6)}/s p50 ${result.p50Ms.toFixed(2)} ms p99 ${result.p99Ms.toFixed(2)} ms` +
@@ -742,6 +744,20 @@ function repeatMedians(mine: readonly Cell[]) {
   };
 }
 
+/**
+ * The median over repeats of `pick(b) / pick(a)` within each repeat: the two cells of a repeat
+ * ran back to back, so the ratio cancels the drift of a shared machine that a ratio of medians
+ * over the whole run keeps.
+ */
+function pairedRatio(a: readonly Cell[], b: readonly Cell[], pick: (cell: Cell) => number): number {
+  const ratios: number[] = [];
+  for (const cell of a) {
+    const other = b.find((c) => c.repeat === cell.repeat);
+    if (other) ratios.push(pick(other) / pick(cell));
+  }
+  return median(ratios);
+}
+
 /** A latency in ms, 2 decimals below 10 ms, else 1; '-' for none. (A function: the reports run above.) */
 function latencyMs(v: number): string {
   return Number.isFinite(v) ? (v < 10 ? v.toFixed(2) : v.toFixed(1)) : '-';
@@ -760,18 +776,22 @@ function reportTracing(cells: Cell[], total: SpanCount & { commands: number }) {
   for (const callers of callerCounts) {
     const off = summary('cos', callers);
     const on = summary('traced', callers);
+    const offCells = cells.filter((c) => c.system === 'cos' && c.callers === callers);
+    const onCells = cells.filter((c) => c.system === 'traced' && c.callers === callers);
     errors += off.errors + on.errors;
     for (const [name, s] of [['off', off], ['on', on]] as const) {
       lines.push(
         `| ${callers} | ${name} | ${s.perSecond.toFixed(0)} | ${ms(s.p50)} | ${ms(s.p99)} | ${s.server.toFixed(3)} | ${name === 'on' ? s.receiver.toFixed(3) : '-'} | ${name === 'on' ? s.spans.toFixed(2) : '-'} |`,
       );
     }
-    const cost = 1 - on.perSecond / off.perSecond;
+    const cost = 1 - pairedRatio(offCells, onCells, (c) => c.result.perSecond);
     const runs = (s: { runs: number[] }) => s.runs.map((v) => v.toFixed(0)).join(', ');
     costs.push(
       `- ${callers} caller${callers === 1 ? '' : 's'}: throughput ${pct(-cost)} with tracing on ` +
-        `(runs off: ${runs(off)}; on: ${runs(on)}), p50 ${pct(on.p50 / off.p50 - 1)}, p99 ${pct(on.p99 / off.p99 - 1)}, ` +
-        `cos-server CPU per command ${pct(on.server / off.server - 1)}` +
+        `(runs off: ${runs(off)}; on: ${runs(on)}; ratio of the medians ${pct(on.perSecond / off.perSecond - 1)}), ` +
+        `p50 ${pct(pairedRatio(offCells, onCells, (c) => c.result.p50Ms) - 1)}, ` +
+        `p99 ${pct(pairedRatio(offCells, onCells, (c) => c.result.p99Ms) - 1)}, ` +
+        `cos-server CPU per command ${pct(pairedRatio(offCells, onCells, (c) => c.cpu.server) - 1)}` +
         (callers >= 16 ? (cost < 0.15 ? ' — **met** (target: cost under 15%)' : ' — **missed** (target: cost under 15%)') : ''),
     );
   }
@@ -780,7 +800,9 @@ function reportTracing(cells: Cell[], total: SpanCount & { commands: number }) {
     '',
     ...costs,
     '',
-    `Medians of ${repeats} runs; each cell ${warmupMs / 1000} s warm-up then ${durationMs / 1000} s measured; ` +
+    `Table: medians of ${repeats} runs. Changes: the median over the runs of the ratio within each run ` +
+      `(the two servers of a run measured back to back), which cancels the drift of the shared machine between runs. ` +
+      `Each cell ${warmupMs / 1000} s warm-up then ${durationMs / 1000} s measured; ` +
       `${entityCount.toLocaleString('en')} entities, round robin. Errors in all cells: ${errors}.`,
     `Spans received from the traced server over the whole run: ${total.spans.toLocaleString('en')} for ` +
       `${total.commands.toLocaleString('en')} commands (${(total.spans / Math.max(1, total.commands)).toFixed(2)} per command, ` +
@@ -849,7 +871,7 @@ function reportReplicas(cells: Cell[]) {
   };
   const ms = latencyMs;
   const share = (v: number) => (Number.isFinite(v) ? `${(100 * v).toFixed(1)}%` : '-');
-  const ratio = (two: number, one: number) => `${(two / one).toFixed(2)}x`;
+  const times = (v: number) => `${v.toFixed(2)}x`;
   // which entities, when --keys names more than one set
   const keysNote = (keys: Keys) =>
     keySets.length > 1 ? ` (${keys === 'spread' ? `${entityCount.toLocaleString('en')} entities` : '1 hot entity'})` : '';
@@ -863,6 +885,9 @@ function reportReplicas(cells: Cell[]) {
     for (const callers of callerCounts) {
       const one = summary('cos', keys, callers);
       const two = summary('two', keys, callers);
+      const oneCells = cells.filter((c) => c.system === 'cos' && c.keys === keys && c.callers === callers);
+      const twoCells = cells.filter((c) => c.system === 'two' && c.keys === keys && c.callers === callers);
+      const ratio = (pick: (cell: Cell) => number) => times(pairedRatio(oneCells, twoCells, pick));
       errors += one.errors + two.errors;
       for (const [name, s] of [['one', one], ['two', two]] as const) {
         lines.push(
@@ -874,10 +899,10 @@ function reportReplicas(cells: Cell[]) {
       // what the cos-server side spends per forwarded command beyond what `one` spends per command
       const perForwarded = (two.server - one.server) / two.forwarded;
       ratios.push(
-        `- ${callers} caller${callers === 1 ? '' : 's'}${keysNote(keys)}: two/one throughput ${ratio(two.perSecond, one.perSecond)} ` +
-          `(runs one: ${runs(one)}; two: ${runs(two)}), p50 ${ratio(two.p50, one.p50)}, p99 ${ratio(two.p99, one.p99)}, ` +
-          `cos-server CPU per command ${ratio(two.server, one.server)}, handler ${ratio(two.handler, one.handler)}, ` +
-          `PostgreSQL ${ratio(two.postgres, one.postgres)}; ${share(two.forwarded)} of the commands forwarded` +
+        `- ${callers} caller${callers === 1 ? '' : 's'}${keysNote(keys)}: two/one throughput ${ratio((c) => c.result.perSecond)} ` +
+          `(runs one: ${runs(one)}; two: ${runs(two)}), p50 ${ratio((c) => c.result.p50Ms)}, p99 ${ratio((c) => c.result.p99Ms)}, ` +
+          `cos-server CPU per command ${ratio((c) => c.cpu.server)}, handler ${ratio((c) => c.cpu.handler)}, ` +
+          `PostgreSQL ${ratio((c) => c.cpu.postgres)}; ${share(two.forwarded)} of the commands forwarded` +
           (Number.isFinite(perForwarded) && two.forwarded > 0 ? `, about ${perForwarded.toFixed(3)} ms more cos-server CPU per forwarded command` : '') +
           (two.unreachable > 0 ? `; **up to ${share(two.unreachable)} handled where they arrived (owner unreachable)**` : ''),
       );
@@ -890,7 +915,8 @@ function reportReplicas(cells: Cell[]) {
     '',
     ...ratios,
     '',
-    `Medians of ${repeats} runs; each cell ${warmupMs / 1000} s warm-up then ${durationMs / 1000} s measured; ` +
+    `Table: medians of ${repeats} runs. Ratios: the median over the runs of the ratio within each run (one and two ` +
+      `measured back to back). Each cell ${warmupMs / 1000} s warm-up then ${durationMs / 1000} s measured; ` +
       `${entityCount.toLocaleString('en')} entities, round robin. Errors in all cells: ${errors}. ` +
       (unsettled === 0
         ? `Each replica owned ${half} of the ${ENTITY_SHARDS} entity shards after every cell.`
