@@ -189,9 +189,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     });
     await coordinator.start(entityShardStreams(config.numShards), router);
     logger.info({ address, shardsOwned: router.ownedShards(), shards: config.numShards }, 'joined the entity shard leases');
-    await replicasLive(coordinator, config.cluster.replicaCount, logger);
   }
-  ready = router ?? runtime;
   // COS_READ_SIDE_ENABLED: the read sides run here too, sharing the streams with any cos-readside.
   const readSides = config.readSide.enabled
     ? await startReadSides({
@@ -213,13 +211,24 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
       return stats ? [{ pool: 'store', ...stats }] : [];
     },
   });
-  health.setAll(ServingStatus.SERVING);
-  logger.info(
-    { writeSide: `${config.writeSide.host}:${config.writeSide.port}`, shards: config.numShards },
-    'chief-of-state serving',
-  );
-
   let closing: Promise<void> | undefined;
+  const serve = () => {
+    if (closing) return;
+    ready = router ?? runtime;
+    health.setAll(ServingStatus.SERVING);
+    logger.info(
+      { writeSide: `${config.writeSide.host}:${config.writeSide.port}`, shards: config.numShards },
+      'chief-of-state serving',
+    );
+  };
+  // Started, but serving only once the configured replicas have joined; a stop meanwhile
+  // ends the wait (the process must stay stoppable while it waits).
+  if (coordinator && config.cluster.replicaCount > 1) {
+    void replicasLive(coordinator, config.cluster.replicaCount, logger, () => closing !== undefined).then(serve);
+  } else {
+    serve();
+  }
+
   return {
     port: server.port,
     metricsPort: metricsServer.port,
@@ -268,9 +277,14 @@ function advertisedHost(podIp: string | undefined): string {
  * have joined, so a cluster starting together takes traffic once its shards are split between
  * the replicas, rather than the first one up handling everything until the others arrive.
  */
-async function replicasLive(coordinator: { members(): number }, count: number, logger: Logger): Promise<void> {
+async function replicasLive(
+  coordinator: { members(): number },
+  count: number,
+  logger: Logger,
+  stopped: () => boolean,
+): Promise<void> {
   let lastLog = 0;
-  while (coordinator.members() < count) {
+  while (coordinator.members() < count && !stopped()) {
     if (Date.now() - lastLog >= 10_000) {
       lastLog = Date.now();
       logger.info({ live: coordinator.members(), expected: count }, 'waiting for the other replicas before serving');

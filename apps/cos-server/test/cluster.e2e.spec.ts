@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { shardOf } from '@chiefofstate/core';
 import { testPostgresConnection, testStoreKinds, uniqueSchemaName } from '@chiefofstate/postgres/testing';
 import { EventWrapperSchema } from '@chiefofstate/protocol';
-import { command, startCos, stateOf, type CosFixture } from './support/cos-fixture.js';
+import { command, failure, startCos, stateOf, type CosFixture } from './support/cos-fixture.js';
 import { startTestHandler, type RunningProcess } from './support/processes.js';
 
 const NUM_SHARDS = 16;
@@ -343,4 +343,35 @@ describe.runIf(hasServer)('cos-server replicas sharing one PostgreSQL', () => {
     expect(failed.map((o) => `${o.entityId} ${grpc.status[o.code as grpc.status]} ${o.at - stoppedAt} ms after SIGTERM`)).toEqual([]);
     await checkJournal(survivor.schema, load.acks);
   }, 120_000);
+  it('serve only once COS_DOCKER_REPLICA_COUNT replicas have joined, and stop at once when asked while waiting', async () => {
+    const schema = uniqueSchemaName('count');
+    const env = {
+      WRITE_SIDE_HANDLER_SERVICE_HOST: '127.0.0.1',
+      WRITE_SIDE_HANDLER_SERVICE_PORT: String(handler!.port),
+      POD_IP: '127.0.0.1',
+      COS_DOCKER_REPLICA_COUNT: '2',
+    };
+    const replicas: CosFixture[] = [];
+    clusters.push(replicas);
+    const waiting = /waiting for the other replicas before serving/;
+    const first = await startCos(env, schema, waiting);
+    replicas.push(first);
+    // up, but not serving: health NOT_SERVING (/readyz) and calls refused as UNAVAILABLE
+    expect((await fetch(`http://127.0.0.1:${first.metricsPort}/readyz`)).status).toBe(503);
+    expect((await failure(first.send('count-1', command('Emit', { events: ['a'] })))).code).toBe(grpc.status.UNAVAILABLE);
+    expect(first.server.output()).not.toMatch(/chief-of-state serving/);
+
+    const second = await startCos(env, schema);
+    replicas.push(second);
+    await first.server.waitFor(/chief-of-state serving/, 15_000);
+    expect((await first.send('count-1', command('Emit', { events: ['a'] }))).response.meta?.revisionNumber).toBe(1);
+    expect((await second.send('count-1', command('Emit', { events: ['b'] }))).response.meta?.revisionNumber).toBe(2);
+
+    // a third one told to wait for four never serves; SIGTERM still stops it at once, cleanly
+    const third = await startCos({ ...env, COS_DOCKER_REPLICA_COUNT: '4' }, schema, waiting);
+    replicas.push(third);
+    const stopAsked = Date.now();
+    expect(await third.server.kill('SIGTERM')).toBe(0);
+    expect(Date.now() - stopAsked).toBeLessThan(8_000);
+  });
 });

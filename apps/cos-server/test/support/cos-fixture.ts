@@ -47,8 +47,15 @@ export interface CosFixture {
   dispose(): Promise<void>;
 }
 
-/** Starts the built cos-server on the real PostgreSQL, in a schema of its own. */
-export async function startCos(env: Record<string, string>, schema = uniqueSchemaName('e2e')): Promise<CosFixture> {
+/**
+ * Starts the built cos-server on the real PostgreSQL, in a schema of its own, and waits for the
+ * log line `started` (default: the one saying it serves).
+ */
+export async function startCos(
+  env: Record<string, string>,
+  schema = uniqueSchemaName('e2e'),
+  started: RegExp = /chief-of-state serving/,
+): Promise<CosFixture> {
   const db = testPostgresConnection(schema);
   const port = await freePort();
   const metricsPort = await freePort();
@@ -59,7 +66,7 @@ export async function startCos(env: Record<string, string>, schema = uniqueSchem
     ...testPostgresEnv(schema),
     ...env,
   });
-  await server.waitFor(/chief-of-state serving/);
+  await server.waitFor(started);
   const client = createGrpcJsClient({ service: ChiefOfStateService, address: `127.0.0.1:${port}` });
   const pool = new pg.Pool({ ...db, max: 2 });
   return {
