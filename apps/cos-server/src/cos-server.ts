@@ -146,6 +146,12 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
   const clustered = config.store.kind === 'postgres';
   const address = `${advertisedHost(config.cluster.podIp)}:${server.port}`;
   let router: EntityRouter | undefined;
+  // the (message, fields) logger the entity runtime and the router declare
+  const portLogger = {
+    debug: (message: string, fields?: Record<string, unknown>) => logger.debug(fields ?? {}, message),
+    warn: (message: string, fields?: Record<string, unknown>) => logger.warn(fields ?? {}, message),
+    error: (message: string, fields?: Record<string, unknown>) => logger.error(fields ?? {}, message),
+  };
   const runtime = createEntityRuntime({
     journal,
     snapshots,
@@ -159,11 +165,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     passivateAfterMs: config.entities.passivateAfterMs,
     maxActive: config.entities.maxActive,
     ...(clustered ? { retain: (entityId: string) => router?.retains(entityId) ?? false } : {}),
-    logger: {
-      debug: (message, fields) => logger.debug(fields ?? {}, message),
-      warn: (message, fields) => logger.warn(fields ?? {}, message),
-      error: (message, fields) => logger.error(fields ?? {}, message),
-    },
+    logger: portLogger,
   });
   const peers = clustered
     ? createPeerClients({ self: address, timeoutMs: config.timeouts.commandMs, maxMessageBytes: config.server.maxMessageBytes })
@@ -182,10 +184,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
       owners: coordinator,
       numShards: config.numShards,
       onRoute: (method, outcome) => metrics.observeRoute(method, outcome),
-      logger: {
-        debug: (message, fields) => logger.debug(fields ?? {}, message),
-        warn: (message, fields) => logger.warn(fields ?? {}, message),
-      },
+      logger: portLogger,
     });
     await coordinator.start(entityShardStreams(config.numShards), router);
     logger.info({ address, shardsOwned: router.ownedShards(), shards: config.numShards }, 'joined the entity shard leases');

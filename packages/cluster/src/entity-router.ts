@@ -11,9 +11,11 @@ import type {
   ShardOwners,
 } from './ports.js';
 
+const SHARD_STREAM_PREFIX = 'entity-shard/';
+
 /** The lease stream of an entity shard (no `#`, so it never collides with a read side's). */
 export function entityShardStream(shard: number): string {
-  return `entity-shard/${shard}`;
+  return `${SHARD_STREAM_PREFIX}${shard}`;
 }
 
 /** The lease streams of all entity shards, in shard order. */
@@ -97,13 +99,13 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
     return owner === undefined || owner.self ? undefined : owner.address;
   };
 
-  const forward = async <T>(
+  const forward = async (
     method: 'ProcessCommand' | 'GetState',
     address: string,
     entityId: string,
     send: () => Promise<{ state?: EntityState['state'] | undefined; meta?: EntityState['meta'] | undefined }>,
-    here: () => Promise<T>,
-  ): Promise<EntityState | T> => {
+    here: () => Promise<EntityState>,
+  ): Promise<EntityState> => {
     let reply;
     try {
       reply = await send();
@@ -131,9 +133,8 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
   });
 
   const shardOfStream = (stream: string): number | undefined => {
-    const prefix = entityShardStream(0).slice(0, -1);
-    if (!stream.startsWith(prefix)) return undefined;
-    const shard = Number(stream.slice(prefix.length));
+    if (!stream.startsWith(SHARD_STREAM_PREFIX)) return undefined;
+    const shard = Number(stream.slice(SHARD_STREAM_PREFIX.length));
     // only the name entityShardStream gives: Number() also reads '', ' 1', '01', '0x1', '1e0'
     const valid = Number.isInteger(shard) && shard >= 0 && shard < numShards && stream === entityShardStream(shard);
     return valid ? shard : undefined;

@@ -157,7 +157,6 @@ function commandTrace(request: ProcessCommandRequest): Command['trace'] {
   return { span, context: trace.setSpan(parent, span) };
 }
 
-
 /** What one command of a batch came to, on top of the commands before it in the batch. */
 interface Decision {
   readonly command: Command;
@@ -194,7 +193,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
   const sweepIntervalMs = options.sweepIntervalMs ?? Math.min(passivateAfterMs, 10_000);
 
   const entities = new ActiveEntities<Command>();
-  const retain = options.retain;
+  const retains = options.retain ?? (() => true);
   /** evictions waiting for busy entities to go idle */
   const evictions = new Set<{ busy: Set<EntitySlot>; done: () => void }>();
   let closing = false;
@@ -253,7 +252,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
       const batch = slot.jobs.slice(start, end) as Command[];
       for (let i = start; i < end; i++) slot.jobs[i] = undefined;
       // Not retained: another replica may own the entity and have moved on since the last batch.
-      if (retain !== undefined && !retain(slot.entityId)) slot.loaded = false;
+      if (!retains(slot.entityId)) slot.loaded = false;
       let retry: readonly Command[];
       try {
         retry = await runBatch(slot, batch);
@@ -271,7 +270,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     slot.head = 0;
     slot.running = false;
     if (entities.get(slot.entityId) === slot) {
-      if (retain === undefined || retain(slot.entityId)) entities.touch(slot, clock.now().getTime());
+      if (retains(slot.entityId)) entities.touch(slot, clock.now().getTime());
       else entities.remove(slot);
     }
     for (const eviction of evictions) {
@@ -575,7 +574,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
       if (closing) throw new ShuttingDownError('shutting down');
       const slot = entities.get(entityId);
       let current: EntityState | undefined;
-      if (slot?.loaded && (retain === undefined || retain(entityId))) {
+      if (slot?.loaded && retains(entityId)) {
         current = slot.revision === 0 ? undefined : { state: slot.state!, meta: slot.meta! };
       } else {
         current = await readState(entityId);

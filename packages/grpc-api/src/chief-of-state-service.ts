@@ -1,5 +1,5 @@
 import type { Context } from '@opentelemetry/api';
-import type { ServiceImpl } from '@connectrpc/connect';
+import type { HandlerContext, ServiceImpl } from '@connectrpc/connect';
 import type { Any } from '@bufbuild/protobuf/wkt';
 import type { ChiefOfStateService} from '@chiefofstate/protocol';
 import { FORWARDED_BY_HEADER, type Header, type MetaData } from '@chiefofstate/protocol';
@@ -42,46 +42,49 @@ export function createChiefOfStateService(
   const { processor, headers, commandTimeoutMs, onError } = options;
   return {
     async processCommand(request, context) {
-      const callerMs = context.timeoutMs();
-      const budgetMs = callerMs === undefined ? commandTimeoutMs : Math.min(callerMs, commandTimeoutMs);
-      const traceContext = context.values.get(callTraceContext);
+      const call = callOf(context, commandTimeoutMs);
       try {
         const { state, meta } = await processor.processCommand({
           entityId: request.entityId,
           command: request.command,
           propagatedHeaders: propagatedHeaders(headers, context.requestHeader),
           persistedHeaders: persistedHeaders(headers, context.requestHeader),
-          signal: context.signal,
-          deadline: Date.now() + budgetMs,
-          ...(traceContext ? { traceContext } : {}),
-          ...forwardedBy(context.requestHeader),
+          ...call,
         });
         return { state, meta };
       } catch (error) {
-        onError?.('ProcessCommand', error, traceContext);
+        onError?.('ProcessCommand', error, call.traceContext);
         throw toConnectError(error);
       }
     },
     async getState(request, context) {
-      const callerMs = context.timeoutMs();
-      const traceContext = context.values.get(callTraceContext);
+      const call = callOf(context, commandTimeoutMs);
       try {
-        const { state, meta } = await processor.getState(request.entityId, {
-          signal: context.signal,
-          deadline: Date.now() + (callerMs === undefined ? commandTimeoutMs : Math.min(callerMs, commandTimeoutMs)),
-          ...(traceContext ? { traceContext } : {}),
-          ...forwardedBy(context.requestHeader),
-        });
+        const { state, meta } = await processor.getState(request.entityId, call);
         return { state, meta };
       } catch (error) {
-        onError?.('GetState', error, traceContext);
+        onError?.('GetState', error, call.traceContext);
         throw toConnectError(error);
       }
     },
   };
 }
 
-function forwardedBy(headers: Headers): { forwardedBy?: string } {
-  const value = headers.get(FORWARDED_BY_HEADER);
-  return value === null ? {} : { forwardedBy: value };
+/**
+ * What both methods pass on about the call: its cancellation, its deadline (the caller's, capped
+ * by COS_COMMAND_HANDLER_TIMEOUT), its trace context and the replica that forwarded it, if any.
+ */
+function callOf(
+  context: HandlerContext,
+  commandTimeoutMs: number,
+): { signal: AbortSignal; deadline: number; traceContext?: Context; forwardedBy?: string } {
+  const callerMs = context.timeoutMs();
+  const traceContext = context.values.get(callTraceContext);
+  const forwardedBy = context.requestHeader.get(FORWARDED_BY_HEADER);
+  return {
+    signal: context.signal,
+    deadline: Date.now() + (callerMs === undefined ? commandTimeoutMs : Math.min(callerMs, commandTimeoutMs)),
+    ...(traceContext ? { traceContext } : {}),
+    ...(forwardedBy === null ? {} : { forwardedBy }),
+  };
 }

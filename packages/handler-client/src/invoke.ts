@@ -86,9 +86,15 @@ function withTraceContext(
   traceContext: Context,
   headers: Headers | Record<string, string> | undefined,
 ): Record<string, string> {
-  const carrier: Record<string, string> = {};
-  if (headers instanceof Headers) headers.forEach((value, key) => (carrier[key] = value));
-  else if (headers) Object.assign(carrier, headers);
+  const carrier = headerRecord(headers);
   propagation.inject(traceContext, carrier);
   return carrier;
+}
+
+/** A call's headers as a fresh record, whichever form they were given in, to add to. */
+export function headerRecord(headers: Headers | Record<string, string> | undefined): Record<string, string> {
+  const record: Record<string, string> = {};
+  if (headers instanceof Headers) headers.forEach((value, key) => (record[key] = value));
+  else if (headers) Object.assign(record, headers);
+  return record;
 }

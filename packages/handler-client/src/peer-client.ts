@@ -8,7 +8,7 @@ import {
   type ProcessCommandRequest,
   type ProcessCommandResponse,
 } from '@chiefofstate/protocol';
-import { createInvoker } from './invoke.js';
+import { createInvoker, headerRecord, type ConnectCallOptions } from './invoke.js';
 import { createHandlerTransport, type HandlerCallOptions, type HandlerClientOptions, type HandlerTransport } from './transport.js';
 
 export interface PeerClientsOptions extends Omit<HandlerClientOptions, 'host' | 'port'> {
@@ -71,15 +71,17 @@ export function createPeerClients(options: PeerClientsOptions): PeerClients {
     return found;
   };
 
-  const forwarded = (call: HandlerCallOptions | undefined): HandlerCallOptions => {
-    const headers: Record<string, string> = {};
-    if (call?.headers instanceof Headers) call.headers.forEach((value, key) => (headers[key] = value));
-    else if (call?.headers) Object.assign(headers, call.headers);
-    headers[FORWARDED_BY_HEADER] = self;
-    return { ...call, headers };
-  };
+  const forwarded = (call: HandlerCallOptions | undefined): HandlerCallOptions => ({
+    ...call,
+    headers: { ...headerRecord(call?.headers), [FORWARDED_BY_HEADER]: self },
+  });
 
-  const run = async <T>(address: string, method: string, call: HandlerCallOptions | undefined, send: (p: Peer, o: object) => Promise<T>) => {
+  const run = async <T>(
+    address: string,
+    method: string,
+    call: HandlerCallOptions | undefined,
+    send: (p: Peer, o: ConnectCallOptions) => Promise<T>,
+  ) => {
     const target = peer(address);
     try {
       return await target.invoke(method, forwarded(call), (callOptions) => send(target, callOptions));
