@@ -1,3 +1,5 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { startOtlpReceiver, startProcess, type OtlpReceiver } from '@chiefofstate/testing';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -85,5 +87,31 @@ describe('runCosProcess tracing', () => {
     expect(receiver.requests.map((request) => [request.path, request.contentType])).toEqual([
       ['/v1/traces', 'application/x-protobuf'],
     ]);
+  });
+
+  it('logs a warning when the collector refuses the spans, once for a burst of failures', async () => {
+    let requests = 0;
+    const refusing = createServer((request, response) => {
+      requests++;
+      request.resume();
+      request.on('end', () => response.writeHead(400).end());
+    });
+    await new Promise<void>((resolve) => refusing.listen(0, '127.0.0.1', resolve));
+    try {
+      const child = run({
+        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(refusing.address() as AddressInfo).port}`,
+        OTEL_BSP_SCHEDULE_DELAY: '20',
+        FIXTURE_SPAN: 'fixture.span',
+        FIXTURE_SPANS_EVERY_MS: '30',
+      });
+      await child.waitFor(/trace export is failing/);
+      await vi.waitFor(() => expect(requests).toBeGreaterThanOrEqual(4), { timeout: 3_000 });
+      expect(await child.kill('SIGTERM')).toBe(0);
+      const warnings = child.output().split('\n').filter((line) => line.includes('trace export is failing'));
+      expect(warnings).toHaveLength(1);
+      expect(JSON.parse(warnings[0]!)).toMatchObject({ level: 'warn', failed_exports: 1, lost_spans: 1, err: { message: expect.stringMatching(/400|Bad Request/) } });
+    } finally {
+      await new Promise<void>((resolve) => refusing.close(() => resolve()));
+    }
   });
 });

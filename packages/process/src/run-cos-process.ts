@@ -41,6 +41,9 @@ export function runCosProcess<T extends Closeable>(options: RunCosProcessOptions
 
 async function run<T extends Closeable>(options: RunCosProcessOptions<T>, limitMs: number): Promise<void> {
   const { config, warnings } = loadConfig({ env: options.env, cwd: options.cwd });
+  // The logger needs tracing (for the ids on its lines) and tracing reports through the logger:
+  // export problems are told to this, which logs once the logger exists.
+  const exportProblems = createExportProblemLog();
   const tracing = createTracing({
     serviceName: config.telemetry.serviceName,
     teamName: config.telemetry.teamName,
@@ -48,6 +51,8 @@ async function run<T extends Closeable>(options: RunCosProcessOptions<T>, limitM
     protocol: config.telemetry.tracesProtocol,
     sampler: config.telemetry.tracesSampler,
     batch: config.telemetry.tracesBatch,
+    onExportFailure: exportProblems.failed,
+    onDropped: exportProblems.dropped,
   });
   const logger = createLogger({
     level: config.log.level,
@@ -55,6 +60,7 @@ async function run<T extends Closeable>(options: RunCosProcessOptions<T>, limitM
     name: config.telemetry.serviceName,
     mixin: tracing.logFields,
   });
+  exportProblems.logTo(logger);
   for (const warning of warnings) logger.warn(warning);
   logger.info(
     { config: redactConfig(config), tracing: tracing.enabled ? config.telemetry.tracesEndpoint : 'off' },
@@ -93,4 +99,41 @@ async function run<T extends Closeable>(options: RunCosProcessOptions<T>, limitM
   process.once('SIGINT', () => stop('SIGINT'));
   running = await options.start({ config, logger, tracing });
   if (requested !== undefined) stop(requested);
+}
+
+/** A collector that is down must show in the logs, but as one warning a minute, not one per export. */
+const EXPORT_PROBLEM_INTERVAL_MS = 60_000;
+
+function createExportProblemLog() {
+  let logger: Logger | undefined;
+  let lastLogged = -Infinity;
+  let failures = 0;
+  let lostSpans = 0;
+  let droppedSpans = 0;
+  let lastError: Error | undefined;
+  const maybeLog = () => {
+    const now = Date.now();
+    if (logger === undefined || now - lastLogged < EXPORT_PROBLEM_INTERVAL_MS) return;
+    lastLogged = now;
+    logger.warn(
+      { failed_exports: failures, lost_spans: lostSpans, dropped_spans: droppedSpans, err: lastError },
+      'trace export is failing: spans are being lost (counts since the last such warning)',
+    );
+    failures = lostSpans = droppedSpans = 0;
+  };
+  return {
+    logTo(to: Logger) {
+      logger = to;
+    },
+    failed(failure: { error: Error; spans: number }) {
+      failures++;
+      lostSpans += failure.spans;
+      lastError = failure.error;
+      maybeLog();
+    },
+    dropped(spans: number) {
+      droppedSpans += spans;
+      maybeLog();
+    },
+  };
 }

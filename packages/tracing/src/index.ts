@@ -7,3 +7,11 @@ export {
   type TracingProtocol,
   type TracingSampler,
 } from './tracing.js';
+export {
+  createOtlpHttpSend,
+  createOtlpSpanProcessor,
+  type EncodedSpans,
+  type OtlpExportFailure,
+  type OtlpSend,
+  type OtlpSpanProcessorOptions,
+} from './otlp-span-processor.js';

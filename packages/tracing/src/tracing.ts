@@ -1,8 +1,7 @@
 import { context, propagation, trace, type Tracer } from '@opentelemetry/api';
-import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import { ExportResultCode, W3CTraceContextPropagator } from '@opentelemetry/core';
 import { traceLogFields } from '@chiefofstate/core';
 import { OTLPTraceExporter as OtlpJsonTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { OTLPTraceExporter as OtlpProtobufTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import {
   AlwaysOffSampler,
@@ -17,6 +16,7 @@ import {
 } from '@opentelemetry/sdk-trace-base';
 import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
+import { createOtlpSpanProcessor, type OtlpExportFailure } from './otlp-span-processor.js';
 
 /** The tracer name COS's own spans are created under. */
 export const TRACER_NAME = 'chiefofstate';
@@ -68,6 +68,13 @@ export interface TracingOptions {
   /** default `parentbased_always_on`: a caller's sampled flag decides, new traces are all recorded */
   readonly sampler?: TracingSampler;
   readonly batch?: TracingBatch;
+  /**
+   * Told of each export the collector did not take (after the exporter's retries); its spans are
+   * lost. Default: nothing is said, as with the SDK when no diagnostic logger is set.
+   */
+  readonly onExportFailure?: (failure: OtlpExportFailure) => void;
+  /** Told how many spans were dropped because the export queue was full (http/protobuf only). */
+  readonly onDropped?: (spans: number) => void;
   /** extra processors, e.g. an in-memory exporter in tests */
   readonly spanProcessors?: readonly SpanProcessor[];
   /**
@@ -104,10 +111,7 @@ export interface Tracing {
  */
 export function createTracing(options: TracingOptions): Tracing {
   const processors: SpanProcessor[] = [...(options.spanProcessors ?? [])];
-  if (options.tracesEndpoint !== undefined) {
-    const exporter = createExporter(options.protocol ?? 'http/protobuf', options.tracesEndpoint);
-    processors.push(new BatchSpanProcessor(exporter, batchConfig(options.batch ?? {})));
-  }
+  if (options.tracesEndpoint !== undefined) processors.push(createExportProcessor(options, options.tracesEndpoint));
   // Trace context still flows from callers to handlers without an SDK: the raw traceparent
   // header is passed on by the gRPC edge.
   if (processors.length === 0) {
@@ -147,8 +151,34 @@ export function createTracing(options: TracingOptions): Tracing {
   };
 }
 
-function createExporter(protocol: TracingProtocol, url: string): SpanExporter {
-  return protocol === 'http/json' ? new OtlpJsonTraceExporter({ url }) : new OtlpProtobufTraceExporter({ url });
+function createExportProcessor(options: TracingOptions, url: string): SpanProcessor {
+  const batch = options.batch ?? {};
+  if ((options.protocol ?? 'http/protobuf') === 'http/protobuf') {
+    return createOtlpSpanProcessor({
+      url,
+      ...batch,
+      ...(options.onExportFailure ? { onExportFailure: options.onExportFailure } : {}),
+      ...(options.onDropped ? { onDropped: options.onDropped } : {}),
+    });
+  }
+  // JSON, for collectors that want it: the SDK's own batch processor and exporter.
+  const exporter = new OtlpJsonTraceExporter({ url });
+  const report = options.onExportFailure;
+  const reporting: SpanExporter =
+    report === undefined
+      ? exporter
+      : {
+          export: (spans, done) =>
+            exporter.export(spans, (result) => {
+              if (result.code !== ExportResultCode.SUCCESS) {
+                report({ error: result.error ?? new Error('OTLP export failed'), spans: spans.length });
+              }
+              done(result);
+            }),
+          shutdown: () => exporter.shutdown(),
+          forceFlush: () => exporter.forceFlush(),
+        };
+  return new BatchSpanProcessor(reporting, batchConfig(batch));
 }
 
 function createSampler(sampler: TracingSampler): Sampler {
