@@ -8,8 +8,10 @@ import { fileURLToPath } from 'node:url';
 export function benchArgs(argv: readonly string[] = process.argv.slice(2)): Map<string, string> {
   return new Map(
     argv.map((arg) => {
-      const [key, value] = arg.replace(/^--/, '').split('=');
-      return [key!, value ?? 'true'] as const;
+      // the first '=' ends the key: a value may hold more of them (--traced-env=K=V)
+      const option = arg.replace(/^--/, '');
+      const at = option.indexOf('=');
+      return at < 0 ? ([option, 'true'] as const) : ([option.slice(0, at), option.slice(at + 1)] as const);
     }),
   );
 }

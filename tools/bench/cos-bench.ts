@@ -33,7 +33,7 @@
  *   npx tsx tools/bench/cos-bench.ts [--duration=5] [--warmup=1] [--repeats=3]
  *       [--callers=1,16,64,256] [--entities=10000] [--keys=spread,hot] [--memory-entities=100000] [--no-memory]
  *       [--no-write] [--build] [--cpu-prof=DIR] [--tracing-cost [--doc-section=tracing]]
- *       [--replicas [--doc-section=replicas]]
+ *       [--replicas [--doc-section=replicas]] [--traced-env=K=V,...]
  *
  * PostgreSQL: COS_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres); the
  * schema is dropped afterwards. Writes the tables to docs/benchmarks.md between
@@ -77,6 +77,16 @@ const writeDoc = !args.has('no-write');
  * run under another Node
  */
 const docSection = args.get('doc-section') ?? (replicas ? 'replicas' : 'tracing');
+/**
+ * --traced-env=K=V,K=V: more environment for the traced cos-server only, to take the cost apart
+ * (e.g. OTEL_TRACES_SAMPLER=always_off: the SDK installed, nothing recorded). Use with --no-write.
+ */
+const tracedEnv = Object.fromEntries(
+  (args.get('traced-env') ?? '')
+    .split(',')
+    .filter((pair) => pair.includes('='))
+    .map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]),
+);
 const cpuProfDir = args.get('cpu-prof');
 const serverUrl = new URL(process.env['COS_BENCH_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres');
 
@@ -420,7 +430,7 @@ try {
     receiver = start('otlp-receiver', tsx('otlp-receiver.ts'), {});
     receiverPort = Number((await receiver.waitFor(/listening (\d+)/))[1]);
     const on = await startCos(
-      { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${receiverPort}`, COS_SERVICE_NAME: tracedServiceName },
+      { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${receiverPort}`, COS_SERVICE_NAME: tracedServiceName, ...tracedEnv },
       'cos-server-traced',
       tracedSchema,
     );
@@ -824,8 +834,8 @@ function reportTracing(cells: Cell[], total: SpanCount & { commands: number }) {
     'cos-server that has tracing on: `OTEL_EXPORTER_OTLP_ENDPOINT` names an OTLP/HTTP receiver in its',
     'own process (tools/bench/cos-bench/otlp-receiver.ts: a node HTTP server that decodes each export',
     'request, protobuf or JSON, counts its spans and answers 200), so every span goes through the real',
-    'exporter (`BatchSpanProcessor` with its default settings, OTLP over HTTP in COS\'s default encoding,',
-    'protobuf). The load client sends a fresh',
+    'exporter (COS\'s default: OTLP/protobuf over HTTP, `createOtlpSpanProcessor` with the default',
+    'batch settings). The load client sends a fresh',
     'sampled `traceparent` on every call to both servers, so on the traced one every command is',
     'recorded and exported (server span, `cos.entity.command`, two handler client spans, and a',
     'linked `cos.journal.batch` per journal transaction), and the untraced',
@@ -837,26 +847,31 @@ function reportTracing(cells: Cell[], total: SpanCount & { commands: number }) {
     '',
     ...body,
     '',
-    'Where the cost goes (`--cpu-prof` runs of 64 callers, 2026-11-26): with every command traced,',
-    'cos-server makes four spans per command (server, `cos.entity.command`, two handler calls) plus a',
-    'share of one `cos.journal.batch` per transaction, and exports them. Of the CPU that adds, about',
-    'two fifths is OTLP encoding (`@opentelemetry/otlp-transformer`; its hex-to-binary id conversion',
-    'alone is a tenth), a third span creation (`@opentelemetry/sdk-trace`), the rest the API, the',
-    'propagator and more garbage collection. Changed for this, each measured with this script:',
-    '(1) no context manager: COS passes the trace context explicitly, because on Node 20 the',
-    'AsyncLocalStorage manager\'s promise hooks cost about 0.12 ms per command by themselves (a sixth',
-    'of cos-server\'s CPU; an always-off sampler showed it); (2) OTLP protobuf instead of JSON, the',
-    'OpenTelemetry default: 2.5 times fewer bytes, the receiver\'s CPU per command from 0.045 ms to',
-    '0.012 ms, COS\'s own about the same; (3) no span per journal append (the batch span is the journal',
-    'write, linked both ways with the command spans), a fifth fewer spans. What remains is the SDK\'s',
-    'own cost per span. The machine is noisy: over separate runs of 5 repeats on 2026-11-26 the',
-    '64-caller cell measured between -7% and -20% throughput on Node 24 (CPU per command +23% to',
-    '+38%), and between -13% and -17% on Node 20 in earlier runs, so a difference of a few points',
-    'between two runs means nothing. With spare CPU (1 and 16 callers)',
-    'tracing shows as latency; when the cores are saturated its CPU is the throughput cost. To trace',
-    'less, sample: `OTEL_TRACES_SAMPLER=parentbased_traceidratio` with `OTEL_TRACES_SAMPLER_ARG`, or',
-    'callers that sample fewer requests. No spans were dropped: every traced cell received at least',
-    'four per command (the batch span is shared by the commands of one journal transaction).',
+    'Where the cost goes: with every command traced, cos-server makes four spans per command (server,',
+    '`cos.entity.command`, two handler calls) plus a share of one `cos.journal.batch` per journal',
+    'transaction, and exports them. Changed for this, each measured with this script: (1) no context',
+    'manager: COS passes the trace context explicitly, because on Node 20 the AsyncLocalStorage',
+    'manager\'s promise hooks cost about 0.12 ms per command by themselves (a sixth of cos-server\'s',
+    'CPU; an always-off sampler showed it); (2) OTLP protobuf instead of JSON, the OpenTelemetry',
+    'default: 2.5 times fewer bytes, the receiver\'s CPU per command from 0.045 ms to 0.012 ms; (3) no',
+    'span per journal append (the batch span is the journal write, linked both ways with the command',
+    'spans), a fifth fewer spans; (4) COS\'s own span processor instead of the SDK\'s',
+    '`BatchSpanProcessor` and `OTLPTraceExporter` (section "Exporting spans" below): with those, two',
+    'fifths of the CPU tracing added was their OTLP encoding (a two-pass serializer and an array per',
+    'id) and each batch kept 512 span objects alive; COS\'s encodes each span once as it ends, byte for',
+    'byte the same, and queues bytes. On 2026-11-26, before (4), the same script measured -12.0%,',
+    '-14.2% and -12.5% throughput at 1, 16 and 64 callers on Node 20 (CPU per command +18% to',
+    '+25%), and -8.3%, -10.6% and -20.2% in one run on Node 24. What remains, taken apart on Node 24',
+    'with `--traced-env=OTEL_TRACES_SAMPLER=always_off` (the SDK installed and the caller\'s context',
+    'continued, nothing recorded): that costs +5% to +11% CPU per command; recording and exporting',
+    'the spans the rest, about 0.1 ms per command in the server, where the same spans made and',
+    'encoded in a loop take 0.014 ms (section "Exporting spans"). The machine is noisy: the untraced cell of one run moves by a third',
+    'between repeats, so a difference of a few points between two runs means nothing. With spare CPU',
+    '(1 and 16 callers) tracing shows as latency; when the cores are saturated its CPU is the',
+    'throughput cost. To trace less, sample: `OTEL_TRACES_SAMPLER=parentbased_traceidratio` with',
+    '`OTEL_TRACES_SAMPLER_ARG`, or callers that sample fewer requests. No spans were dropped: every',
+    'traced cell received at least four per command (the batch span is shared by the commands of one',
+    'journal transaction).',
     `<!-- ${docSection}:end -->`,
   ]);
 }
