@@ -1,7 +1,7 @@
 import { loadConfig, redactConfig, type CosConfig } from '@chiefofstate/config';
 import { ConfigError } from '@chiefofstate/core';
 import { createLogger, type Logger } from '@chiefofstate/logging';
-import { createTracing, type Tracing } from '@chiefofstate/tracing';
+import { createTracing, type OtlpExportFailure, type Tracing } from '@chiefofstate/tracing';
 
 /** What a process runs: anything that can be closed within a grace period. */
 export interface Closeable {
@@ -125,7 +125,7 @@ function createExportProblemLog() {
     logTo(to: Logger) {
       logger = to;
     },
-    failed(failure: { error: Error; spans: number }) {
+    failed(failure: OtlpExportFailure) {
       failures++;
       lostSpans += failure.spans;
       lastError = failure.error;
