@@ -28,12 +28,17 @@
  * --tracing-cost (callers 1,16,64, spread keys, no memory). Writes <!-- replicas:start --> ...
  * <!-- replicas:end --> instead (--doc-section names another).
  *
+ * --baseline=DIR: instead of the ceiling, the cos-server built in another checkout DIR (e.g. a git
+ * worktree of the previous release, `npm ci` and built there) against this one, side by side on the
+ * same handler, load client and PostgreSQL, each on a schema of its own: what a change costs.
+ * Same defaults as --tracing-cost. Writes <!-- baseline:start --> ... <!-- baseline:end -->.
+ *
  * Build first (the benchmark runs the built server and packages, like production):
  *   npx nx run @chiefofstate/cos-server:build      (or pass --build)
  *   npx tsx tools/bench/cos-bench.ts [--duration=5] [--warmup=1] [--repeats=3]
  *       [--callers=1,16,64,256] [--entities=10000] [--keys=spread,hot] [--memory-entities=100000] [--no-memory]
  *       [--no-write] [--build] [--cpu-prof=DIR] [--tracing-cost [--doc-section=tracing]]
- *       [--replicas [--doc-section=replicas]] [--traced-env=K=V,...]
+ *       [--replicas [--doc-section=replicas]] [--traced-env=K=V,...] [--baseline=DIR]
  *
  * PostgreSQL: COS_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres); the
  * schema is dropped afterwards. Writes the tables to docs/benchmarks.md between
@@ -60,12 +65,18 @@ const warmupMs = Number(args.get('warmup') ?? 1) * 1000;
 const repeats = Number(args.get('repeats') ?? 3);
 const tracingCost = args.has('tracing-cost');
 const replicas = args.has('replicas');
-if (tracingCost && replicas) {
-  console.error('--tracing-cost and --replicas are separate runs: pass one of them');
+/** --baseline: the built cos-server of another checkout, compared with this one */
+const baselineMain = args.has('baseline') ? path.resolve(args.get('baseline') ?? '', 'apps/cos-server/dist/main.js') : undefined;
+if ([tracingCost, replicas, baselineMain !== undefined].filter(Boolean).length > 1) {
+  console.error('--tracing-cost, --replicas and --baseline are separate runs: pass one of them');
   process.exit(2);
 }
-/** a second system side by side instead of the ceiling: tracing on, or two replicas */
-const sideBySide = tracingCost || replicas;
+if (baselineMain !== undefined && !existsSync(baselineMain)) {
+  console.error(`${baselineMain} is missing: build the baseline checkout first`);
+  process.exit(2);
+}
+/** a second system side by side instead of the ceiling: tracing on, two replicas, or a baseline build */
+const sideBySide = tracingCost || replicas || baselineMain !== undefined;
 const callerCounts = (args.get('callers') ?? (sideBySide ? '1,16,64' : '1,16,64,256')).split(',').map(Number);
 const entityCount = Number(args.get('entities') ?? 10_000);
 const keySets = (args.get('keys') ?? (sideBySide ? 'spread' : 'spread,hot')).split(',') as Keys[];
@@ -76,7 +87,7 @@ const writeDoc = !args.has('no-write');
  * the docs/benchmarks.md section --tracing-cost or --replicas writes, e.g. tracing-node24 for a
  * run under another Node
  */
-const docSection = args.get('doc-section') ?? (replicas ? 'replicas' : 'tracing');
+const docSection = args.get('doc-section') ?? (replicas ? 'replicas' : baselineMain !== undefined ? 'baseline' : 'tracing');
 /**
  * --traced-env=K=V,K=V: more environment for the traced cos-server only, to take the cost apart
  * (e.g. OTEL_TRACES_SAMPLER=always_off: the SDK installed, nothing recorded). Use with --no-write.
@@ -92,10 +103,17 @@ const serverUrl = new URL(process.env['COS_BENCH_POSTGRES_URL'] ?? 'postgres://p
 
 /**
  * cos: cos-server (tracing off; `one` under --replicas); ceiling: see above; traced: cos-server
- * exporting every span; two: two cos-server replicas splitting the entity shards
+ * exporting every span; two: two cos-server replicas splitting the entity shards; baseline: the
+ * cos-server of --baseline's checkout
  */
-type System = 'cos' | 'ceiling' | 'traced' | 'two';
-const systems: readonly System[] = tracingCost ? ['cos', 'traced'] : replicas ? ['cos', 'two'] : ['cos', 'ceiling'];
+type System = 'cos' | 'ceiling' | 'traced' | 'two' | 'baseline';
+const systems: readonly System[] = tracingCost
+  ? ['cos', 'traced']
+  : replicas
+    ? ['cos', 'two']
+    : baselineMain !== undefined
+      ? ['baseline', 'cos']
+      : ['cos', 'ceiling'];
 /** a system's name in the output */
 const shown = (system: System): string => (replicas && system === 'cos' ? 'one' : system);
 /** cos-server's default COS_NUM_SHARDS: the two replicas own half each */
@@ -224,10 +242,20 @@ const tracedServiceName = `${serviceName}-traced`;
 const twoSchema = `${schema}_two`;
 if (replicas) await admin.query(`create schema ${twoSchema}`);
 const twoServiceName = `${serviceName}-two`;
+// And the baseline build.
+const baselineSchema = `${schema}_baseline`;
+if (baselineMain !== undefined) await admin.query(`create schema ${baselineSchema}`);
+const baselineServiceName = `${serviceName}-baseline`;
 
 async function backendPids(system: System): Promise<number[]> {
   const result = await admin.query<{ pid: number }>('select pid from pg_stat_activity where application_name = $1', [
-    system === 'traced' ? tracedServiceName : system === 'two' ? twoServiceName : serviceName,
+    system === 'traced'
+      ? tracedServiceName
+      : system === 'two'
+        ? twoServiceName
+        : system === 'baseline'
+          ? baselineServiceName
+          : serviceName,
   ]);
   return result.rows.map((row) => row.pid);
 }
@@ -247,10 +275,11 @@ async function startCos(
   extraEnv: Record<string, string> = {},
   name = 'cos-server',
   schemaName = schema,
+  main = COS_MAIN,
 ): Promise<{ proc: Proc; port: number; metricsPort: number }> {
   const port = await freePort();
   const metricsPort = await freePort();
-  const proc = start(name, [...profile(name), COS_MAIN], {
+  const proc = start(name, [...profile(name), main], {
     COS_ADDRESS: '127.0.0.1',
     COS_PORT: String(port),
     // its /metrics port too, so a cos-server already on the default port is no obstacle
@@ -277,6 +306,7 @@ let cosMetricsPort = 0;
 const pair: { proc: Proc; port: number; metricsPort: number }[] = [];
 let ceiling: Proc | undefined;
 let traced: Proc | undefined;
+let baseline: Proc | undefined;
 let receiver: Proc | undefined;
 let receiverPort = 0;
 let load: Proc | undefined;
@@ -436,6 +466,10 @@ try {
     );
     traced = on.proc;
     ports.traced = on.port;
+  } else if (baselineMain !== undefined) {
+    const before = await startCos({ COS_SERVICE_NAME: baselineServiceName }, 'cos-server-baseline', baselineSchema, baselineMain);
+    baseline = before.proc;
+    ports.baseline = before.port;
   } else {
     ceiling = start('ceiling', [...profile('ceiling'), ...tsx('ceiling.ts')], { HANDLER_PORT: String(handlerPort) });
     ports.ceiling = Number((await ceiling.waitFor(/listening (\d+)/))[1]);
@@ -474,7 +508,15 @@ try {
         const order = (repeat + callerCounts.indexOf(callers)) % 2 === 0 ? systems : [...systems].reverse();
         for (const system of order) {
           const servers =
-            system === 'cos' ? [cos] : system === 'traced' ? [traced!] : system === 'two' ? pair.map((r) => r.proc) : [ceiling!];
+            system === 'cos'
+              ? [cos]
+              : system === 'traced'
+                ? [traced!]
+                : system === 'baseline'
+                  ? [baseline!]
+                  : system === 'two'
+                    ? pair.map((r) => r.proc)
+                    : [ceiling!];
           const serverTicks = () => servers.reduce((sum, server) => sum + cpuTicks(server.child.pid), 0);
           const routeBefore = replicas ? await routing(system) : undefined;
           // PostgreSQL backends come and go with the pool: ticks of the ones at the start, and
@@ -573,6 +615,8 @@ try {
     reportTracing(cells, { ...counted, commands: completedBy.get('traced') ?? 0 });
   } else if (replicas) {
     reportReplicas(cells);
+  } else if (baselineMain !== undefined) {
+    reportBaseline(cells);
   } else {
     report(cells, memory);
   }
@@ -582,6 +626,7 @@ try {
     cos?.stop(),
     ceiling?.stop(),
     traced?.stop(),
+    baseline?.stop(),
     ...pair.map((replica) => replica.proc.stop()),
     receiver?.stop(),
     handler?.stop(),
@@ -590,6 +635,7 @@ try {
   await admin.query(`drop schema if exists ${schema} cascade`);
   await admin.query(`drop schema if exists ${tracedSchema} cascade`);
   await admin.query(`drop schema if exists ${twoSchema} cascade`);
+  await admin.query(`drop schema if exists ${baselineSchema} cascade`);
   await admin.end();
 }
 
@@ -872,6 +918,59 @@ function reportTracing(cells: Cell[], total: SpanCount & { commands: number }) {
     '`OTEL_TRACES_SAMPLER_ARG`, or callers that sample fewer requests. No spans were dropped: every',
     'traced cell received at least four per command (the batch span is shared by the commands of one',
     'journal transaction).',
+    `<!-- ${docSection}:end -->`,
+  ]);
+}
+
+/** --baseline: this build against the baseline's, paired ratios within each repeat. */
+function reportBaseline(cells: Cell[]) {
+  const pct = (v: number) => `${v >= 0 ? '+' : ''}${(100 * v).toFixed(1)}%`;
+  const lines = [
+    '| callers | build | cmd/s | p50 ms | p99 ms | cos-server CPU ms/cmd | PostgreSQL CPU ms/cmd | errors |',
+    '|--:|:--|--:|--:|--:|--:|--:|--:|',
+  ];
+  const changes: string[] = [];
+  for (const callers of callerCounts) {
+    const mine = (system: System) => cells.filter((c) => c.system === system && c.callers === callers);
+    for (const system of ['baseline', 'cos'] as const) {
+      const s = repeatMedians(mine(system));
+      lines.push(
+        `| ${callers} | ${system === 'cos' ? 'this' : 'baseline'} | ${s.perSecond.toFixed(0)} | ${latencyMs(s.p50)} | ${latencyMs(s.p99)} | ${s.server.toFixed(3)} | ${s.postgres.toFixed(3)} | ${s.errors} |`,
+      );
+    }
+    const ratio = (pick: (cell: Cell) => number) => pairedRatio(mine('baseline'), mine('cos'), pick);
+    const throughput = ratio((c) => c.result.perSecond) - 1;
+    changes.push(
+      `- ${callers} caller${callers === 1 ? '' : 's'}: throughput ${pct(throughput)}, ` +
+        `p50 ${pct(ratio((c) => c.result.p50Ms) - 1)}, p99 ${pct(ratio((c) => c.result.p99Ms) - 1)}, ` +
+        `cos-server CPU per command ${pct(ratio((c) => c.cpu.server) - 1)}` +
+        (throughput > -0.05 ? ' — **met** (target: cost under 5%)' : ' — **missed** (target: cost under 5%)'),
+    );
+  }
+  const body = [
+    ...lines,
+    '',
+    ...changes,
+    '',
+    `Table: medians of ${repeats} runs. Changes: the median over the runs of the ratio within each run ` +
+      `(the two builds of a run measured back to back, alternating which goes first). Each cell ` +
+      `${warmupMs / 1000} s warm-up then ${durationMs / 1000} s measured; ${entityCount.toLocaleString('en')} entities, round robin.`,
+  ];
+  console.log(body.join('\n'));
+  if (!writeDoc) return;
+  writeSection(docSection, [
+    `<!-- ${docSection}:start -->`,
+    `## Cost of a change on ProcessCommand: this build against a baseline, Node ${process.versions.node.split('.')[0]}`,
+    '',
+    'Run: build this checkout and the baseline checkout (e.g. `git worktree add ../baseline <commit>`, then',
+    '`npm ci` and `npx nx run @chiefofstate/cos-server:build` in each), then',
+    '`npx tsx tools/bench/cos-bench.ts --baseline=../baseline` (options as for `--tracing-cost`).',
+    'The two cos-servers run side by side on one handler, load client and PostgreSQL, each on its own',
+    'schema, cell after cell.',
+    '',
+    `Machine: ${machineDescription()}.`,
+    '',
+    ...body,
     `<!-- ${docSection}:end -->`,
   ]);
 }
