@@ -219,6 +219,7 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
         config,
         logger,
         journalDatabase: database,
+        ...(leaseDatabase ? { leaseDatabase } : {}),
         journal,
         handlerInterceptors: [metrics.handlerInterceptor],
         onDelivery: (readSideId, seconds, outcome) => metrics.observeReadSideDelivery(readSideId, seconds, outcome),
