@@ -147,6 +147,11 @@ export function createJournal(options: JournalOptions): Journal {
   }
   const db = database.kysely.withTables<JournalTables>();
   const writer = createGroupCommitWriter(database, numShards, batchThreshold, options.onBatch);
+  const append = (request: AppendRequest): Promise<AppendResult> =>
+    // known down: fail now rather than queue behind a batch that waits for its timeout
+    database.available()
+      ? writer.append(request)
+      : Promise.reject(new StoreError('journal: the database is unreachable, nothing was written'));
 
   const toEvent = (row: JournalTables['cos_journal']): JournalEvent => ({
     position: row.position,
@@ -159,7 +164,7 @@ export function createJournal(options: JournalOptions): Journal {
   const columns = ['position', 'entity_id', 'revision', 'shard', 'written_at', 'payload'] as const;
 
   return {
-    append: writer.append,
+    append,
 
     async readLatest(entityId) {
       const row = await store(() =>

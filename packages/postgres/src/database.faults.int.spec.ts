@@ -174,6 +174,24 @@ describe.skipIf(!runnable)('database on a PostgreSQL that fails', () => {
     expect(database.poolStats()!.connectionFailures).toBeGreaterThan(0);
   }, 60_000);
 
+  it('finds a stalled server before a long statement times out, and fails new calls fast meanwhile', async () => {
+    const database = await open({ statementTimeoutMs: 10_000, connectTimeoutMs: 10_000 });
+    await sql`SELECT 1`.execute(database.kysely);
+    const started = Date.now();
+    const inFlight = timed(() => sql`SELECT pg_sleep(0.2)`.execute(database.kysely));
+    await server.stall();
+    // probed once the statement is 1 s without answer; the probe gives up after 2 s
+    await until(() => !database.available(), 5000, 'store counted down');
+    expect(Date.now() - started).toBeLessThan(4500);
+    const fast = await timed(() => sql`SELECT 1`.execute(database.kysely));
+    expect(fast.error).toBeInstanceOf(StoreError);
+    expect(fast.ms).toBeLessThan(100);
+    server.resume();
+    // the statement itself was answered once the server went on
+    expect((await inFlight).error).toBeUndefined();
+    await until(() => database.available(), 10_000, 'store back');
+  }, 60_000);
+
   it('bounds an execute by its deadline when that is earlier than the statement timeout', async () => {
     const database = await open({ statementTimeoutMs: 10_000 });
     const call = await timed(() =>

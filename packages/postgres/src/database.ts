@@ -104,6 +104,11 @@ const INT8_OID = 20;
 const SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
 /** how much longer the client waits than the server's statement_timeout, so the server answers first when it can */
 const CLIENT_GRACE_MS = 500;
+/**
+ * Longest a probe of the store may take (also bounded by the connect timeout): a fresh
+ * connection and SELECT answer in milliseconds on a live server, so this finds a stalled one fast.
+ */
+const PROBE_TIMEOUT_MS = 2000;
 
 function assertSchemaName(schema: string): void {
   // The schema name goes into SET search_path / CREATE SCHEMA, so only plain identifiers pass.
@@ -149,7 +154,7 @@ async function createPostgresDatabase(options: PostgresConnectionOptions): Promi
     options: `-c search_path=${options.schema}`,
   });
   const availability = createStoreAvailability({
-    probe: () => probe(connection, connectTimeoutMs),
+    probe: () => probe(connection, Math.min(connectTimeoutMs, PROBE_TIMEOUT_MS)),
     onChange: (up, error) => options.onStatus?.({ what: 'store', up, ...(error !== undefined ? { error } : {}) }),
   });
   const guarded = createGuardedPool({

@@ -37,6 +37,11 @@ export interface GuardedPoolOptions {
   readonly queryTimeoutMs: number;
   /** most callers waiting for a connection; beyond, StoreError at once */
   readonly maxWaiting: number;
+  /**
+   * a statement this long without answer has the store probed meanwhile, so a stalled server
+   * is found (and calls fail fast) before the statement's own timeout. Default 1000
+   */
+  readonly slowStatementMs?: number;
 }
 
 /** The error a client-side statement timeout rejects with. */
@@ -49,6 +54,7 @@ export class ClientTimeoutError extends Error {
 
 export function createGuardedPool(options: GuardedPoolOptions): GuardedPool {
   const { pool, availability, queryTimeoutMs, maxWaiting } = options;
+  const slowStatementMs = options.slowStatementMs ?? 1000;
   const guarded = new WeakMap<pg.PoolClient, Guarded>();
 
   // Idle clients: pg's pool removes them; the listener only keeps the error from crashing.
@@ -82,7 +88,7 @@ export function createGuardedPool(options: GuardedPoolOptions): GuardedPool {
     }
     let entry = guarded.get(client);
     if (!entry) {
-      entry = new Guarded(client, availability, queryTimeoutMs);
+      entry = new Guarded(client, availability, queryTimeoutMs, slowStatementMs);
       guarded.set(client, entry);
     }
     entry.released = false;
@@ -112,6 +118,7 @@ class Guarded implements GuardedClient {
     private readonly client: pg.PoolClient,
     private readonly availability: StoreAvailability,
     private readonly defaultTimeoutMs: number,
+    private readonly slowStatementMs: number,
   ) {}
 
   query<R>(sql: string, parameters: ReadonlyArray<unknown>, timeoutMs?: number): Promise<PostgresQueryResult<R>>;
@@ -135,6 +142,7 @@ class Guarded implements GuardedClient {
     const timedOut = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new ClientTimeoutError(timeoutMs)), Math.max(1, timeoutMs));
     });
+    const slow = timeoutMs > this.slowStatementMs ? setTimeout(() => this.availability.check(), this.slowStatementMs) : undefined;
     try {
       return await Promise.race([sent, timedOut]);
     } catch (error) {
@@ -148,6 +156,7 @@ class Guarded implements GuardedClient {
       throw error;
     } finally {
       clearTimeout(timer);
+      clearTimeout(slow);
       // the statement's own rejection after a timeout has nobody left to hear it
       sent.catch(() => {});
     }

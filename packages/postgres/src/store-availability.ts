@@ -13,6 +13,8 @@ export interface StoreAvailability {
   failures(): number;
   /** A connection failed: count it and probe the store (unless a probe is already running). */
   suspect(error: unknown): void;
+  /** Something is slow (a statement long without answer): probe the store, counting no failure. */
+  check(): void;
   /** Stops probing. */
   close(): void;
 }
@@ -72,16 +74,21 @@ export function createStoreAvailability(options: StoreAvailabilityOptions): Stor
     }
   };
 
+  const startProbing = () => {
+    if (probing || closed) return;
+    probing = true;
+    void probeUntilUp().finally(() => (probing = false));
+  };
+
   return {
     available: () => available,
     lastError: () => lastError,
     failures: () => failures,
     suspect() {
       failures++;
-      if (probing || closed) return;
-      probing = true;
-      void probeUntilUp().finally(() => (probing = false));
+      startProbing();
     },
+    check: () => startProbing(),
     close() {
       closed = true;
       clearTimeout(timer);
