@@ -15,7 +15,7 @@ import { createMetrics, startMetricsServer, type CosMetrics, type MetricsServer 
 import type { Database } from '@chiefofstate/postgres';
 import { Health, ReadSideManagerService } from '@chiefofstate/protocol';
 import { createDeferredManager, startReadSides, type RunningReadSides } from '@chiefofstate/read-side';
-import { openCosStore } from '@chiefofstate/store';
+import { logDatabaseStatus, openCosStore, openSidePool } from '@chiefofstate/store';
 
 export interface CosReadsideOptions {
   readonly config: CosConfig;
@@ -70,36 +70,53 @@ export async function startCosReadside(options: CosReadsideOptions): Promise<Run
 
   let metricsServer: MetricsServer | undefined;
   let database: Database | undefined;
+  let leaseDatabase: Database | undefined;
   try {
     metricsServer = await startMetricsServer({
       host: config.server.address,
       port: config.telemetry.metricsPort,
       metrics,
-      ready: () => running !== undefined,
+      // not ready while the store is known unreachable
+      ready: () => running !== undefined && (database?.available() ?? false) && (leaseDatabase?.available() ?? true),
     });
-    database = await openCosStore({ store: config.store, applicationName: config.telemetry.serviceName });
+    database = await openCosStore({
+      store: config.store,
+      applicationName: config.telemetry.serviceName,
+      onStatus: logDatabaseStatus(logger, 'store'),
+    });
     logger.info({ store: config.store.kind, schema: config.store.schema }, 'store migrated');
+    // the stream leases renew on connections of their own, whatever the deliveries' load
+    leaseDatabase = await openSidePool({
+      store: config.store,
+      applicationName: config.telemetry.serviceName,
+      purpose: 'leases',
+      onStatus: logDatabaseStatus(logger, 'leases'),
+    });
     running = await startReadSides({
       config,
       logger,
       journalDatabase: database,
+      ...(leaseDatabase ? { leaseDatabase } : {}),
       handlerInterceptors: [metrics.handlerInterceptor],
       onDelivery: (readSideId, seconds, outcome) => metrics.observeReadSideDelivery(readSideId, seconds, outcome),
     });
   } catch (error) {
     await server.close(0);
     await metricsServer?.close();
+    await leaseDatabase?.close();
     await database?.close();
     throw error;
   }
   const readSides = running;
   deferred.set(readSides.manager);
   const store = database;
+  const leases = leaseDatabase;
   metrics.setSources({
     readSides: () => readSides.samples(),
     pools: () => {
       const stats = store.poolStats();
-      return stats ? [{ pool: 'store', ...stats }] : [];
+      const leaseStats = leases?.poolStats();
+      return [...(stats ? [{ pool: 'store', ...stats }] : []), ...(leaseStats ? [{ pool: 'leases', ...leaseStats }] : [])];
     },
   });
   health.setAll(ServingStatus.SERVING);
@@ -125,6 +142,7 @@ export async function startCosReadside(options: CosReadsideOptions): Promise<Run
         await readSides.close();
         running = undefined;
         await serverClosed;
+        await leases?.close();
         await store.close();
         await operations.close();
         logger.info('cos-readside stopped');

@@ -23,8 +23,9 @@ import { ChiefOfStateService, Health, ReadSideManagerService } from '@chiefofsta
 import { createDeferredManager, startReadSides } from '@chiefofstate/read-side';
 import { createLeaseCoordinator } from '@chiefofstate/sharding';
 import { createSnapshotStore } from '@chiefofstate/snapshot';
-import { openCosStore } from '@chiefofstate/store';
+import { logDatabaseStatus, openCosStore, openSidePool } from '@chiefofstate/store';
 import { ConfigError, ShuttingDownError } from '@chiefofstate/core';
+import { createStartUpUndo, type StartUpUndo } from './start-up-undo.js';
 
 export interface CosServerOptions {
   readonly config: CosConfig;
@@ -48,6 +49,17 @@ export interface RunningCosServer {
  * The gRPC port opens first so health probes get NOT_SERVING while the store migrates.
  */
 export async function startCosServer(options: CosServerOptions): Promise<RunningCosServer> {
+  // anything failing after the gRPC server started closes what was opened, newest first
+  const undo = createStartUpUndo(options.logger);
+  try {
+    return await composeCosServer(options, undo);
+  } catch (error) {
+    await undo.unwind();
+    throw error;
+  }
+}
+
+async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): Promise<RunningCosServer> {
   const { config, logger } = options;
   if (config.kafka) {
     // Running without the publication would leave Kafka consumers without a word of warning.
@@ -99,30 +111,25 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
       router.service(Health, health.service);
     },
   });
+  undo.push('gRPC server', () => server.close(0));
   logger.info({ address: config.server.address, port: server.port }, 'gRPC server listening');
-  let metricsServer: MetricsServer;
-  try {
-    metricsServer = await startMetricsServer({
-      host: config.server.address,
-      port: config.telemetry.metricsPort,
-      metrics,
-      ready: async () => ready !== undefined && (await handlerReachable()),
-    });
-  } catch (error) {
-    await server.close(0);
-    throw error;
-  }
+  // not ready while the store (or the leases' connections) is known unreachable
+  let storeAvailable = () => true;
+  const metricsServer: MetricsServer = await startMetricsServer({
+    host: config.server.address,
+    port: config.telemetry.metricsPort,
+    metrics,
+    ready: async () => ready !== undefined && storeAvailable() && (await handlerReachable()),
+  });
+  undo.push('metrics server', () => metricsServer.close());
 
-  let database: Database | undefined;
-  try {
-    database = await openCosStore({ store: config.store, applicationName: config.telemetry.serviceName });
-    logger.info({ store: config.store.kind, schema: config.store.schema }, 'store migrated');
-  } catch (error) {
-    await server.close(0);
-    await metricsServer.close();
-    await database?.close();
-    throw error;
-  }
+  const database: Database = await openCosStore({
+    store: config.store,
+    applicationName: config.telemetry.serviceName,
+    onStatus: logDatabaseStatus(logger, 'store'),
+  });
+  undo.push('store', () => database.close());
+  logger.info({ store: config.store.kind, schema: config.store.schema }, 'store migrated');
 
   const journal = createJournal({
     database,
@@ -130,6 +137,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     batchThreshold: config.journal.eventsBatchThreshold,
     onBatch: (batch) => metrics.observeJournalBatch(batch.events, batch.seconds),
   });
+  undo.push('journal', () => journal.close());
   const snapshots = createSnapshotStore({ database, retain: config.snapshots.retain });
   const writeSide = createWriteSideClient({
     host: config.writeSide.host,
@@ -139,6 +147,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     maxMessageBytes: config.server.maxMessageBytes,
     interceptors: [metrics.handlerInterceptor],
   });
+  undo.push('write handler client', () => writeSide.close());
   const validation = config.writeSide.validation;
   // On PostgreSQL the replicas sharing the database split the entity shards between them: each
   // keeps only its own shards' entities in memory and forwards calls for the others' (see
@@ -167,12 +176,26 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     ...(clustered ? { retain: (entityId: string) => router?.retains(entityId) ?? false } : {}),
     logger: portLogger,
   });
+  undo.push('entity runtime', () => runtime.close());
   const peers = clustered
     ? createPeerClients({ self: address, timeoutMs: config.timeouts.commandMs, maxMessageBytes: config.server.maxMessageBytes })
     : undefined;
+  undo.push('peer clients', () => peers?.close());
+  // the leases renew on connections of their own: load on the store's pool must not make this
+  // replica miss a renewal and drop its shards
+  const leaseDatabase = clustered
+    ? await openSidePool({
+        store: config.store,
+        applicationName: config.telemetry.serviceName,
+        purpose: 'leases',
+        onStatus: logDatabaseStatus(logger, 'leases'),
+      })
+    : undefined;
+  undo.push('lease pool', () => leaseDatabase?.close());
+  storeAvailable = () => database.available() && (leaseDatabase?.available() ?? true);
   const coordinator = clustered
     ? createLeaseCoordinator({
-        database,
+        database: leaseDatabase ?? database,
         address,
         onError: (error) => logger.warn({ err: error }, 'entity shard leases: round failed'),
       })
@@ -186,6 +209,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
       onRoute: (method, outcome) => metrics.observeRoute(method, outcome),
       logger: portLogger,
     });
+    undo.push('entity shard leases', () => coordinator.close());
     await coordinator.start(entityShardStreams(config.numShards), router);
     logger.info({ address, shardsOwned: router.ownedShards(), shards: config.numShards }, 'joined the entity shard leases');
   }
@@ -195,11 +219,13 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
         config,
         logger,
         journalDatabase: database,
+        ...(leaseDatabase ? { leaseDatabase } : {}),
         journal,
         handlerInterceptors: [metrics.handlerInterceptor],
         onDelivery: (readSideId, seconds, outcome) => metrics.observeReadSideDelivery(readSideId, seconds, outcome),
       })
     : undefined;
+  undo.push('read sides', () => readSides?.close());
   readSideManager.set(readSides?.manager);
   metrics.setSources({
     ...(readSides ? { readSides: () => readSides.samples() } : {}),
@@ -207,7 +233,8 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     ...(router ? { entityShards: () => router.ownedShards() } : {}),
     pools: () => {
       const stats = database.poolStats();
-      return stats ? [{ pool: 'store', ...stats }] : [];
+      const leases = leaseDatabase?.poolStats();
+      return [...(stats ? [{ pool: 'store', ...stats }] : []), ...(leases ? [{ pool: 'leases', ...leases }] : [])];
     },
   });
   let closing: Promise<void> | undefined;
@@ -250,6 +277,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
         await journal.close();
         await writeSide.close();
         await peers?.close();
+        await leaseDatabase?.close();
         await database.close();
         await metricsServer.close();
         logger.info('chief-of-state stopped');

@@ -68,6 +68,10 @@ describe('defaults', () => {
       database: 'postgres',
       schema: 'public',
       poolMax: 5,
+      connectTimeoutMs: 5000,
+      statementTimeoutMs: 5000,
+      idleInTransactionTimeoutMs: 10_000,
+      poolMaxWaiting: 1000,
     });
   });
 
@@ -110,6 +114,14 @@ const ROWS: readonly [Record<string, string>, (config: CosConfig) => unknown, un
   [{ COS_POSTGRES_SCHEMA: 'cos_1' }, (c) => c.store.schema, 'cos_1'],
   [{ COS_DB_SCHEMA: 'cos_1' }, (c) => c.store.schema, 'cos_1'],
   [{ ...PG, COS_DB_POOL_MAX_SIZE: '20' }, (c) => c.store.kind === 'postgres' && c.store.poolMax, 20],
+  [{ ...PG }, (c) => c.store.kind === 'postgres' && c.store.connectTimeoutMs, 5000],
+  [{ ...PG, COS_DB_CONNECT_TIMEOUT: '1.5' }, (c) => c.store.kind === 'postgres' && c.store.connectTimeoutMs, 1500],
+  [{ ...PG }, (c) => c.store.kind === 'postgres' && c.store.statementTimeoutMs, 5000],
+  [{ ...PG, COS_DB_STATEMENT_TIMEOUT: '30' }, (c) => c.store.kind === 'postgres' && c.store.statementTimeoutMs, 30_000],
+  [{ ...PG }, (c) => c.store.kind === 'postgres' && c.store.idleInTransactionTimeoutMs, 10_000],
+  [{ ...PG, COS_DB_IDLE_IN_TRANSACTION_TIMEOUT: '60' }, (c) => c.store.kind === 'postgres' && c.store.idleInTransactionTimeoutMs, 60_000],
+  [{ ...PG }, (c) => c.store.kind === 'postgres' && c.store.poolMaxWaiting, 1000],
+  [{ ...PG, COS_DB_POOL_MAX_WAITING: '50' }, (c) => c.store.kind === 'postgres' && c.store.poolMaxWaiting, 50],
   [{ COS_DATA_DIR: 'data/cos' }, (c) => c.store.kind === 'embedded' && c.store.dataDir, resolve(CWD, 'data/cos')],
   [{ COS_DATA_DIR: '/var/lib/cos' }, (c) => c.store.kind === 'embedded' && c.store.dataDir, '/var/lib/cos'],
   [{ COS_KAFKA_BROKER: 'k1:9092, k2:9093' }, (c) => c.kafka, { brokers: ['k1:9092', 'k2:9093'] }],
@@ -376,6 +388,10 @@ describe('offset store', () => {
       database: 'events',
       schema: 'offsets',
       poolMax: 8,
+      connectTimeoutMs: 5000,
+      statementTimeoutMs: 5000,
+      idleInTransactionTimeoutMs: 10_000,
+      poolMaxWaiting: 1000,
     });
   });
 
@@ -391,6 +407,10 @@ describe('offset store', () => {
       database: 'postgres',
       schema: 'public',
       poolMax: 5,
+      connectTimeoutMs: 5000,
+      statementTimeoutMs: 5000,
+      idleInTransactionTimeoutMs: 10_000,
+      poolMaxWaiting: 1000,
     });
   });
 
@@ -450,6 +470,9 @@ describe('bad values', () => {
     [{ COS_SNAPSHOT_FREQUENCY: '0' }, 'COS_SNAPSHOT_FREQUENCY="0": expected an integer >= 1'],
     [{ COS_NUM_SNAPSHOTS_TO_RETAIN: '0' }, 'COS_NUM_SNAPSHOTS_TO_RETAIN="0": expected an integer >= 1'],
     [{ COS_DB_POOL_MAX_SIZE: '1001' }, 'COS_DB_POOL_MAX_SIZE="1001": expected an integer 1..1000'],
+    [{ COS_DB_POOL_MAX_WAITING: '0' }, 'COS_DB_POOL_MAX_WAITING="0": expected an integer 1..1000000'],
+    [{ COS_DB_STATEMENT_TIMEOUT: '0' }, 'COS_DB_STATEMENT_TIMEOUT="0": expected a number of seconds > 0 (at most 2147483)'],
+    [{ COS_DB_CONNECT_TIMEOUT: '5s' }, 'COS_DB_CONNECT_TIMEOUT="5s": expected a number of seconds > 0 (at most 2147483)'],
     [{ COS_DISABLE_SNAPSHOT: 'yes' }, 'COS_DISABLE_SNAPSHOT="yes": expected true or false (or 1 / 0)'],
     [{ COS_READ_SIDE_ENABLED: 'on' }, 'COS_READ_SIDE_ENABLED="on": expected true or false (or 1 / 0)'],
     [{ COS_WRITE_SIDE_USE_TLS: '2' }, 'COS_WRITE_SIDE_USE_TLS="2": expected true or false (or 1 / 0)'],

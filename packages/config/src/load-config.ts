@@ -156,9 +156,10 @@ function readStore(reader: EnvReader, cwd: string): StoreConfig {
   const database = reader.readOr(text, STORE.database[0], POSTGRES_DEFAULTS.database, STORE.database.slice(1));
   const schema = reader.readOr(sqlIdentifier, STORE.schema[0], 'public', STORE.schema.slice(1));
   const poolMax = reader.readOr(integerIn(1, 1000), 'COS_DB_POOL_MAX_SIZE', DEFAULT_POOL_MAX);
+  const bounds = readStoreBounds(reader);
 
   if (!reader.isSet(hostName, hostAliases)) {
-    for (const names of [STORE.port, STORE.user, STORE.password, STORE.database, ['COS_DB_POOL_MAX_SIZE']]) {
+    for (const names of [STORE.port, STORE.user, STORE.password, STORE.database, ['COS_DB_POOL_MAX_SIZE'], ...STORE_BOUNDS]) {
       const found = reader.lookup(names[0]!, names.slice(1));
       if (found !== undefined) {
         reader.report.warn(`${found.name} is ignored: COS_POSTGRES_HOST is unset, so the embedded store is used`);
@@ -170,7 +171,37 @@ function readStore(reader: EnvReader, cwd: string): StoreConfig {
   if (reader.isSet('COS_DATA_DIR')) {
     reader.report.warn('COS_DATA_DIR is ignored: COS_POSTGRES_HOST is set, so the embedded store is not used');
   }
-  return { kind: 'postgres', host: storeHost ?? '', port: storePort, user, password, database, schema, poolMax };
+  return { kind: 'postgres', host: storeHost ?? '', port: storePort, user, password, database, schema, poolMax, ...bounds };
+}
+
+const STORE_BOUNDS = [
+  ['COS_DB_CONNECT_TIMEOUT'],
+  ['COS_DB_STATEMENT_TIMEOUT'],
+  ['COS_DB_IDLE_IN_TRANSACTION_TIMEOUT'],
+  ['COS_DB_POOL_MAX_WAITING'],
+] as const;
+
+type StoreBounds = Pick<PostgresStoreConfig, 'connectTimeoutMs' | 'statementTimeoutMs' | 'idleInTransactionTimeoutMs' | 'poolMaxWaiting'>;
+
+const DEFAULT_STORE_BOUNDS: StoreBounds = {
+  connectTimeoutMs: 5000,
+  statementTimeoutMs: 5000,
+  idleInTransactionTimeoutMs: 10_000,
+  poolMaxWaiting: 1000,
+};
+
+/** How long the store may keep a caller waiting, and how many may wait (also the offset store's). */
+function readStoreBounds(reader: EnvReader): StoreBounds {
+  return {
+    connectTimeoutMs: reader.readOr(secondsAsMs, 'COS_DB_CONNECT_TIMEOUT', DEFAULT_STORE_BOUNDS.connectTimeoutMs),
+    statementTimeoutMs: reader.readOr(secondsAsMs, 'COS_DB_STATEMENT_TIMEOUT', DEFAULT_STORE_BOUNDS.statementTimeoutMs),
+    idleInTransactionTimeoutMs: reader.readOr(
+      secondsAsMs,
+      'COS_DB_IDLE_IN_TRANSACTION_TIMEOUT',
+      DEFAULT_STORE_BOUNDS.idleInTransactionTimeoutMs,
+    ),
+    poolMaxWaiting: reader.readOr(integerIn(1, 1_000_000), 'COS_DB_POOL_MAX_WAITING', DEFAULT_STORE_BOUNDS.poolMaxWaiting),
+  };
 }
 
 const OFFSET = {
@@ -198,7 +229,14 @@ function readOffsetStore(reader: EnvReader, store: StoreConfig): StoreConfig {
     const base: PostgresStoreConfig =
       store.kind === 'postgres'
         ? store
-        : { kind: 'postgres', host: '', ...POSTGRES_DEFAULTS, schema: store.schema, poolMax: DEFAULT_POOL_MAX };
+        : {
+            kind: 'postgres',
+            host: '',
+            ...POSTGRES_DEFAULTS,
+            schema: store.schema,
+            poolMax: DEFAULT_POOL_MAX,
+            ...DEFAULT_STORE_BOUNDS,
+          };
     return {
       kind: 'postgres',
       host: offsetHost ?? base.host,
@@ -208,6 +246,10 @@ function readOffsetStore(reader: EnvReader, store: StoreConfig): StoreConfig {
       database: values.database ?? base.database,
       schema: values.schema ?? base.schema,
       poolMax: base.poolMax,
+      connectTimeoutMs: base.connectTimeoutMs,
+      statementTimeoutMs: base.statementTimeoutMs,
+      idleInTransactionTimeoutMs: base.idleInTransactionTimeoutMs,
+      poolMaxWaiting: base.poolMaxWaiting,
     };
   }
   for (const name of [OFFSET.port, OFFSET.user, OFFSET.password, OFFSET.database]) {

@@ -63,6 +63,14 @@ export interface PostgresStoreConfig {
   readonly schema: string;
   /** COS_DB_POOL_MAX_SIZE */
   readonly poolMax: number;
+  /** COS_DB_CONNECT_TIMEOUT (seconds) in ms: the wait for a connection, new or pooled */
+  readonly connectTimeoutMs: number;
+  /** COS_DB_STATEMENT_TIMEOUT (seconds) in ms: server statement_timeout and client-side statement bound */
+  readonly statementTimeoutMs: number;
+  /** COS_DB_IDLE_IN_TRANSACTION_TIMEOUT (seconds) in ms */
+  readonly idleInTransactionTimeoutMs: number;
+  /** COS_DB_POOL_MAX_WAITING: most callers waiting for a pool connection */
+  readonly poolMaxWaiting: number;
 }
 
 export type StoreConfig = EmbeddedStoreConfig | PostgresStoreConfig;

@@ -39,6 +39,30 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     'store schema, created when missing; also used by the embedded store. A plain identifier: letters, digits, `_`, at most 63 characters',
   ),
   v('COS_DB_POOL_MAX_SIZE', [], '5', 'connections in the store pool, 1..1000 (also the offset store pool)'),
+  v(
+    'COS_DB_CONNECT_TIMEOUT',
+    [],
+    '5',
+    'seconds to wait for a store connection, a new one or a free one of the pool (decimals allowed); also how long a probe of a store that is down may take',
+  ),
+  v(
+    'COS_DB_STATEMENT_TIMEOUT',
+    [],
+    '5',
+    "seconds a store statement may run (decimals allowed): PostgreSQL's statement_timeout, and, 0.5 s later, the client's own bound that also holds when the server does not answer at all. A journal append is bounded by its commands' deadline too",
+  ),
+  v(
+    'COS_DB_IDLE_IN_TRANSACTION_TIMEOUT',
+    [],
+    '10',
+    "seconds a store connection may sit idle inside a transaction before PostgreSQL ends it (idle_in_transaction_session_timeout; decimals allowed)",
+  ),
+  v(
+    'COS_DB_POOL_MAX_WAITING',
+    [],
+    '1000',
+    'most callers waiting for a store pool connection, 1..1000000; beyond, a call fails at once with UNAVAILABLE',
+  ),
   v('COS_DATA_DIR', [], './.cos-data', 'directory of the embedded store, relative to the working directory'),
   v(
     'COS_READ_SIDE_OFFSET_DB_HOST',

@@ -39,9 +39,20 @@ export class JournalConflictError extends CosError {
   }
 }
 
-/** The store (PostgreSQL) failed or could not be reached. */
+/**
+ * The store (PostgreSQL) failed or could not be reached, and nothing was written: retrying is
+ * safe.
+ */
 export class StoreError extends CosError {
   readonly code = 'COS_STORE_FAILED';
+}
+
+/**
+ * A commit was sent and the connection was lost or timed out before its answer: the events may
+ * or may not be persisted. The caller must read the entity's state before deciding to retry.
+ */
+export class CommitOutcomeUnknownError extends CosError {
+  readonly code = 'COS_COMMIT_OUTCOME_UNKNOWN';
 }
 
 /**

@@ -5,6 +5,7 @@ export {
   MessageTooLargeError,
   JournalConflictError,
   StoreError,
+  CommitOutcomeUnknownError,
   HandlerFailedError,
   HandlerUnavailableError,
   PeerUnreachableError,

@@ -10,6 +10,7 @@ import {
   NotFoundError,
   ShuttingDownError,
   StoreError,
+  CommitOutcomeUnknownError,
 } from '@chiefofstate/core';
 import { EventWrapperSchema, HeaderSchema, StateWrapperSchema } from '@chiefofstate/protocol';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -219,6 +220,47 @@ describe('commands queued on one entity share one append', () => {
     expect(noops.map((cmd) => textOf(cmd.request.priorState))).toEqual(['a,b', 'a']);
     expect(journal.revisions('s')).toEqual([1n]);
     expect(textOf((await send(runtime, 's', 'emit:d')).state)).toBe('a,d');
+  });
+
+  it('never retries an append whose outcome is unknown: fails its commands, drops the cached state, reloads', async () => {
+    const journal = new InMemoryJournal();
+    const append = journal.append.bind(journal);
+    let calls = 0;
+    // the second append commits, but its answer is lost
+    journal.append = async (request) => {
+      const result = await append(request);
+      if (++calls === 2) throw new CommitOutcomeUnknownError('connection lost after the append was sent');
+      return result;
+    };
+    const { runtime, logs } = setup({}, journal);
+    await send(runtime, 'u', 'emit:a');
+    expect(await rejectionOf(send(runtime, 'u', 'emit:b'))).toBeInstanceOf(CommitOutcomeUnknownError);
+    expect(logs).toContainEqual(expect.objectContaining({ level: 'warn', message: expect.stringMatching(/commit outcome unknown/) }));
+    // the next command runs on what the store holds (b persisted), not on the cached 'a'
+    const reply = await send(runtime, 'u', 'emit:c');
+    expect(textOf(reply.state)).toBe('a,b,c');
+    expect(reply.meta.revisionNumber).toBe(3);
+    expect(handler.commands.filter((cmd) => textOf(cmd.request.command) === 'emit:b')).toHaveLength(1);
+  });
+
+  it('gives the append the latest deadline of the commands it persists', async () => {
+    const journal = new InMemoryJournal();
+    const append = journal.append.bind(journal);
+    const deadlines: Array<number | undefined> = [];
+    journal.append = (request) => {
+      deadlines.push(request.deadline);
+      return append(request);
+    };
+    const { runtime } = setup({}, journal);
+    const now = Date.now();
+    const first = send(runtime, 'dl', 'slow:50:a', { deadline: now + 10_000 });
+    // queued behind the first: b and c are persisted together
+    const b = send(runtime, 'dl', 'emit:b', { deadline: now + 20_000 });
+    const c = send(runtime, 'dl', 'emit:c', { deadline: now + 15_000 });
+    await Promise.all([first, b, c]);
+    expect(deadlines).toEqual([now + 10_000, now + 20_000]);
+    await send(runtime, 'dl', 'emit:d');
+    expect(deadlines[2]).toBeUndefined();
   });
 
   it('on a conflict, reloads and runs every command of the batch again', async () => {

@@ -2,6 +2,7 @@ import { context, SpanStatusCode, trace, type Context, type Span } from '@opente
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { timestampFromMs, type Any } from '@bufbuild/protobuf/wkt';
 import {
+  CommitOutcomeUnknownError,
   DeadlineExceededError,
   InvalidArgumentError,
   JournalConflictError,
@@ -398,11 +399,15 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     const expectedRevision = slot.revision;
     try {
       const { trace: traced } = kept[0]!.command;
+      // the database waits as long as the latest of these commands still has a use for the answer
+      let deadline = 0;
+      for (const decision of kept) deadline = Math.max(deadline, decision.command.deadline);
       await journal.append({
         entityId,
         expectedRevision: BigInt(expectedRevision),
         events,
         ...(traced ? { traceContext: traced.context } : {}),
+        ...(deadline !== Infinity ? { deadline } : {}),
       });
     } catch (error) {
       // Whatever happened, the cache may no longer match the store: reload next time.
@@ -410,6 +415,14 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
       const conflict = error instanceof JournalConflictError;
       if (conflict) {
         logger.debug('journal conflict, reloading and retrying the commands', {
+          entityId,
+          expectedRevision,
+          commands: kept.length,
+          ...traceLogFields(kept[0]!.command.trace?.span),
+        });
+      } else if (error instanceof CommitOutcomeUnknownError) {
+        // never retried: the events may be persisted; the next command reloads what is
+        logger.warn('commit outcome unknown: the commands fail, the entity is reloaded from the store', {
           entityId,
           expectedRevision,
           commands: kept.length,

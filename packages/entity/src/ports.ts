@@ -26,6 +26,8 @@ export interface JournalAppend {
   events: readonly Uint8Array[];
   /** the OpenTelemetry context to trace the append in (its command's) */
   traceContext?: Context;
+  /** epoch ms: the latest deadline of the commands whose events these are (bounds the database wait) */
+  deadline?: number;
 }
 
 export interface JournalAppendResult {
@@ -38,7 +40,8 @@ export interface JournalAppendResult {
 export interface JournalPort {
   /**
    * Appends all events atomically; resolves only after the commit. Throws
-   * JournalConflictError (@chiefofstate/core) when expectedRevision is stale.
+   * JournalConflictError (@chiefofstate/core) when expectedRevision is stale, and
+   * CommitOutcomeUnknownError when the events may or may not be persisted (never retried).
    */
   append(request: JournalAppend): Promise<JournalAppendResult>;
   /** The newest event of the entity, or undefined when it has none. */

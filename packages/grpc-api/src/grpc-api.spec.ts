@@ -13,6 +13,7 @@ import {
   NotFoundError,
   ShuttingDownError,
   StoreError,
+  CommitOutcomeUnknownError,
 } from '@chiefofstate/core';
 import {
   ChiefOfStateService,
@@ -153,6 +154,7 @@ describe('gRPC edge', () => {
     [new HandlerUnavailableError('handler unreachable'), grpc.status.UNAVAILABLE, 'handler unreachable'],
     [new ShuttingDownError('shutting down'), grpc.status.UNAVAILABLE, 'shutting down'],
     [new StoreError('store down'), grpc.status.UNAVAILABLE, 'store down'],
+    [new CommitOutcomeUnknownError('commit outcome unknown'), grpc.status.UNKNOWN, 'commit outcome unknown'],
     [new JournalConflictError('e', 1n), grpc.status.ABORTED, 'entity "e" has moved past revision 1'],
     [new Error('secret internals'), grpc.status.INTERNAL, 'internal error'],
   ])('maps %s to its status', async (error, code, message) => {

@@ -1,6 +1,7 @@
 import { trace, type Context } from '@opentelemetry/api';
 import { Code, ConnectError } from '@connectrpc/connect';
 import {
+  CommitOutcomeUnknownError,
   CosError,
   DeadlineExceededError,
   HandlerFailedError,
@@ -47,6 +48,8 @@ function codeOf(error: CosError): Code {
   if (error instanceof ShuttingDownError) return Code.Unavailable;
   if (error instanceof PeerUnreachableError) return Code.Unavailable;
   if (error instanceof StoreError) return Code.Unavailable;
+  // not UNAVAILABLE, which invites a blind retry: the events may be persisted already
+  if (error instanceof CommitOutcomeUnknownError) return Code.Unknown;
   // conflicts are retried below; one that still surfaces means heavy contention: retryable
   if (error instanceof JournalConflictError) return Code.Aborted;
   return Code.Internal;

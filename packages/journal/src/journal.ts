@@ -1,6 +1,7 @@
 import { context, trace, type Context, type Link, type Span } from '@opentelemetry/api';
-import { CompiledQuery, type Kysely } from 'kysely';
+import { CompiledQuery } from 'kysely';
 import {
+  CommitOutcomeUnknownError,
   InternalError,
   InvalidArgumentError,
   JournalConflictError,
@@ -9,7 +10,7 @@ import {
   assertValidEntityId,
   shardOf,
 } from '@chiefofstate/core';
-import { isUniqueViolation, type Database } from '@chiefofstate/postgres';
+import { isOutcomeUnknown, isUniqueViolation, sqlState, type Database } from '@chiefofstate/postgres';
 import type { JournalTables } from './schema.js';
 
 export interface JournalOptions {
@@ -42,6 +43,12 @@ export interface AppendRequest {
    * active context (which needs a context manager). Not traced unless that span is recording.
    */
   readonly traceContext?: Context | undefined;
+  /**
+   * epoch ms after which the caller has no use for the outcome (its command's deadline). A
+   * group commit waits for the database until the latest deadline of its members, capped by the
+   * statement timeout. Default: the statement timeout
+   */
+  readonly deadline?: number | undefined;
 }
 
 export interface AppendResult {
@@ -78,7 +85,9 @@ export interface Journal {
    * Appends events of one entity atomically. Resolves only after COMMIT. Rejects with
    * JournalConflictError (nothing written) when expectedRevision is not the entity's latest
    * revision, InvalidArgumentError for a request PostgreSQL refuses (e.g. a NUL in the id),
-   * StoreError when the database fails (the outcome is then unknown).
+   * StoreError when the database failed and nothing was written, CommitOutcomeUnknownError
+   * when the append was sent and the connection was lost or timed out before its answer (the
+   * events may or may not be persisted).
    */
   append(request: AppendRequest): Promise<AppendResult>;
   /** The entity's newest event (deleted or not), undefined when it has none. */
@@ -137,7 +146,12 @@ export function createJournal(options: JournalOptions): Journal {
     throw new InvalidArgumentError(`batchThreshold must be a positive integer, got ${batchThreshold}`);
   }
   const db = database.kysely.withTables<JournalTables>();
-  const writer = createGroupCommitWriter(database.kysely, numShards, batchThreshold, options.onBatch);
+  const writer = createGroupCommitWriter(database, numShards, batchThreshold, options.onBatch);
+  const append = (request: AppendRequest): Promise<AppendResult> =>
+    // known down: fail now rather than queue behind a batch that waits for its timeout
+    database.available()
+      ? writer.append(request)
+      : Promise.reject(new StoreError('journal: the database is unreachable, nothing was written'));
 
   const toEvent = (row: JournalTables['cos_journal']): JournalEvent => ({
     position: row.position,
@@ -150,7 +164,7 @@ export function createJournal(options: JournalOptions): Journal {
   const columns = ['position', 'entity_id', 'revision', 'shard', 'written_at', 'payload'] as const;
 
   return {
-    append: writer.append,
+    append,
 
     async readLatest(entityId) {
       const row = await store(() =>
@@ -236,7 +250,7 @@ interface GroupCommitWriter {
  * flight at a time, so requests of one entity are judged in the order they were made.
  */
 function createGroupCommitWriter(
-  kysely: Kysely<object>,
+  database: Database,
   numShards: number,
   batchThreshold: number,
   onBatch: JournalOptions['onBatch'],
@@ -330,8 +344,10 @@ function createGroupCommitWriter(
     const lengths: number[] = [];
     const payloads: Uint8Array[] = [];
     let offset = 0;
+    let deadline = -Infinity;
     for (let i = 0; i < n; i++) {
       const { entityId, expectedRevision, events } = batch[i]!.request;
+      deadline = Math.max(deadline, batch[i]!.request.deadline ?? Infinity);
       entityIds[i] = entityId;
       expected[i] = expectedRevision;
       counts[i] = events.length;
@@ -359,7 +375,7 @@ function createGroupCommitWriter(
     const blob = payloads.length === 1 ? payloads[0]! : Buffer.concat(payloads, offset);
     // Arrays go as PostgreSQL array literals built here: far cheaper than the driver's generic
     // per-element escaping, and the same text for pg and PGlite.
-    const result = await kysely.executeQuery<AppendRow>(
+    const result = await database.execute<AppendRow>(
       CompiledQuery.raw(APPEND_SQL, [
         textArray(entityIds),
         numberArray(expected),
@@ -373,6 +389,7 @@ function createGroupCommitWriter(
         strict,
         [...shardSet].join(','),
       ]),
+      { deadline },
     );
     const row = result.rows[0];
     if (!row) throw new Error('cos_journal_append returned no row');
@@ -516,12 +533,7 @@ function validate(request: AppendRequest): void {
 /** An error the database raised for the statement (it has a SQLSTATE), not a lost connection. */
 function isStatementError(error: unknown): boolean {
   const code = sqlState(error);
-  return code !== undefined && !code.startsWith('08') && !code.startsWith('57') && !code.startsWith('53');
-}
-
-function sqlState(error: unknown): string | undefined {
-  const code = typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined;
-  return typeof code === 'string' && code.length === 5 ? code : undefined;
+  return code !== undefined && !code.startsWith('08') && !code.startsWith('57') && !code.startsWith('53') && code !== '25006';
 }
 
 function appendError(request: AppendRequest, error: unknown): Error {
@@ -534,7 +546,13 @@ function appendError(request: AppendRequest, error: unknown): Error {
       cause: error,
     });
   }
-  return new StoreError(`journal append failed: ${errorMessage(error)}`, { cause: error });
+  if (isOutcomeUnknown(error)) {
+    return new CommitOutcomeUnknownError(
+      `the append of ${JSON.stringify(request.entityId)} was sent, then the database connection failed before its answer (${errorMessage(error)}): its events may or may not be persisted; read the entity's state before retrying`,
+      { cause: error },
+    );
+  }
+  return new StoreError(`journal append failed, nothing was written: ${errorMessage(error)}`, { cause: error });
 }
 
 function errorMessage(error: unknown): string {

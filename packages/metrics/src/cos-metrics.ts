@@ -11,8 +11,19 @@ export interface MetricsSources {
     | ReadonlyArray<ReadSideShardSample>;
   /** entity shards this replica owns now (several replicas on one database split them) */
   entityShards?: () => number;
-  /** database pools by name (journal, offsets) */
-  pools?: () => ReadonlyArray<{ pool: string; total: number; idle: number; waiting: number }>;
+  /** database pools by name (store, leases, offsets) */
+  pools?: () => ReadonlyArray<PoolSample>;
+}
+
+export interface PoolSample {
+  readonly pool: string;
+  readonly total: number;
+  readonly idle: number;
+  readonly waiting: number;
+  /** whether the database answers (false while it is known unreachable) */
+  readonly available?: boolean;
+  /** connections lost, statements timed out client-side, connects failed, since start */
+  readonly connectionFailures?: number;
 }
 
 export interface ReadSideShardSample {
@@ -196,6 +207,29 @@ export function createMetrics(options: CosMetricsOptions = {}): CosMetrics {
         this.set({ pool: p.pool, state: 'total' }, p.total);
         this.set({ pool: p.pool, state: 'idle' }, p.idle);
         this.set({ pool: p.pool, state: 'waiting' }, p.waiting);
+      }
+    },
+  });
+  new Gauge({
+    name: 'cos_db_available',
+    help: 'whether the database of the pool answers: 1, or 0 while it is known unreachable (calls then fail at once with UNAVAILABLE)',
+    labelNames: ['pool'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const p of sources.pools?.() ?? []) if (p.available !== undefined) this.set({ pool: p.pool }, p.available ? 1 : 0);
+    },
+  });
+  new Counter({
+    name: 'cos_db_connection_failures_total',
+    help: 'database connections lost, statements timed out on the client side, and connects failed, by pool',
+    labelNames: ['pool'] as const,
+    registers: [registry],
+    collect() {
+      // the pools count since start; the counter shows their count
+      this.reset();
+      for (const p of sources.pools?.() ?? []) {
+        if (p.connectionFailures !== undefined) this.inc({ pool: p.pool }, p.connectionFailures);
       }
     },
   });

@@ -94,13 +94,17 @@ describe('metrics', () => {
 
   it('samples entities, read sides and pools at scrape time', async () => {
     let passivated = 5;
+    let failures = 3;
     metrics.setSources({
       entities: () => ({ active: 42, passivated }),
       readSides: () => [
         { readSideId: 'balances', shard: 0, lag: 7, stopped: false, paused: false },
         { readSideId: 'balances', shard: 1, lag: 0, stopped: true, paused: true },
       ],
-      pools: () => [{ pool: 'journal', total: 5, idle: 3, waiting: 0 }],
+      pools: () => [
+        { pool: 'journal', total: 5, idle: 3, waiting: 0, available: false, connectionFailures: failures },
+        { pool: 'leases', total: 1, idle: 1, waiting: 0, available: true, connectionFailures: 0 },
+      ],
     });
     let text = await scrape();
     expect(sample(text, 'cos_entities_active')).toBe(42);
@@ -109,9 +113,14 @@ describe('metrics', () => {
     expect(sample(text, 'cos_read_side_shards_stopped', { read_side: 'balances' })).toBe(1);
     expect(sample(text, 'cos_read_side_shards_paused', { read_side: 'balances' })).toBe(1);
     expect(sample(text, 'cos_db_pool_connections', { pool: 'journal', state: 'idle' })).toBe(3);
+    expect(sample(text, 'cos_db_available', { pool: 'journal' })).toBe(0);
+    expect(sample(text, 'cos_db_available', { pool: 'leases' })).toBe(1);
+    expect(sample(text, 'cos_db_connection_failures_total', { pool: 'journal' })).toBe(3);
     passivated = 9;
+    failures = 4;
     text = await scrape();
     expect(sample(text, 'cos_entities_passivated_total')).toBe(9);
+    expect(sample(text, 'cos_db_connection_failures_total', { pool: 'journal' })).toBe(4);
   });
 
   it('answers liveness always and readiness only when ready', async () => {

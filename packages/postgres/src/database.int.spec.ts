@@ -3,7 +3,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createDatabase, isUniqueViolation } from './database.js';
+import { createDatabase } from './database.js';
+import { isUniqueViolation } from './sql-errors.js';
 import { migrateToLatest, mergeMigrations, type MigrationSet } from './migrations.js';
 import { openTestDatabase, testStoreKinds, uniqueSchemaName, type TestDatabase } from './testing.js';
 

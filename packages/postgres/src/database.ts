@@ -1,8 +1,13 @@
 import { mkdir } from 'node:fs/promises';
 import { PGlite, types as pgliteTypes } from '@electric-sql/pglite';
-import { Kysely, PostgresDialect, sql } from 'kysely';
+import { Kysely, PostgresDialect, sql, type CompiledQuery } from 'kysely';
 import pg from 'pg';
+import { createGuardedPool } from './guarded-pool.js';
+import { createListenConnection, type NotificationListener } from './listen-connection.js';
 import { PGliteDialect } from './pglite-dialect.js';
+import { createStoreAvailability } from './store-availability.js';
+
+export type { NotificationListener } from './listen-connection.js';
 
 /** Connection settings for a PostgreSQL server. */
 export interface PostgresConnectionOptions {
@@ -18,6 +23,28 @@ export interface PostgresConnectionOptions {
   readonly poolMax?: number;
   /** application_name reported to PostgreSQL */
   readonly applicationName?: string;
+  /** longest wait for a connection, a new one or one of the pool (COS_DB_CONNECT_TIMEOUT). Default 5000 */
+  readonly connectTimeoutMs?: number;
+  /**
+   * the server's statement_timeout, and (with a short grace, so the server answers first when
+   * it can) the client-side bound of every statement, which also holds when the server does not
+   * answer at all (COS_DB_STATEMENT_TIMEOUT). Default 5000
+   */
+  readonly statementTimeoutMs?: number;
+  /** the server's idle_in_transaction_session_timeout (COS_DB_IDLE_IN_TRANSACTION_TIMEOUT). Default 10000 */
+  readonly idleInTransactionTimeoutMs?: number;
+  /** most callers waiting for a pool connection; beyond, StoreError at once (COS_DB_POOL_MAX_WAITING). Default 1000 */
+  readonly poolMaxWaiting?: number;
+  /** told when the store goes down or comes back, and when the LISTEN connection drops or listens again (logs) */
+  readonly onStatus?: (status: DatabaseStatus) => void;
+}
+
+/** A change the database reports for operators. */
+export interface DatabaseStatus {
+  readonly what: 'store' | 'listen';
+  readonly up: boolean;
+  /** why it went down */
+  readonly error?: unknown;
 }
 
 /** An embedded PostgreSQL (PGlite) stored under `dataDir`, or in memory when `dataDir` is omitted. */
@@ -29,20 +56,33 @@ export interface EmbeddedConnectionOptions {
 
 export type DatabaseOptions = PostgresConnectionOptions | EmbeddedConnectionOptions;
 
-/** Called with the payload of each NOTIFY on a channel. */
-export type NotificationListener = (payload: string) => void;
+export interface ExecuteOptions {
+  /**
+   * epoch ms after which the caller has no use for the answer: the statement's client-side
+   * bound is the earlier of this and the statement timeout. Default: the statement timeout
+   */
+  readonly deadline?: number | undefined;
+}
 
 /**
  * One store database: a Kysely instance whose connections use `schema`, plus LISTEN support.
  * Revisions and positions (int8) come back as bigint from both backends.
+ *
+ * On PostgreSQL a statement that fails because the connection was lost or timed out on the
+ * client side rejects with an error `isOutcomeUnknown` recognises (it was sent, so it may have
+ * run); failures before sending reject with StoreError (@chiefofstate/core).
  */
 export interface Database {
   readonly kind: DatabaseOptions['kind'];
   readonly schema: string;
   /** Table types are declared by each store package: `database.kysely.withTables<MyTables>()`. */
   readonly kysely: Kysely<object>;
+  /** Runs one statement, bounded by `options.deadline` as well as the statement timeout. */
+  execute<R>(query: CompiledQuery, options?: ExecuteOptions): Promise<{ rows: R[] }>;
   /** Subscribes to NOTIFY on `channel`; resolves once listening. Returns the unsubscribe function. */
   listen(channel: string, listener: NotificationListener): Promise<() => Promise<void>>;
+  /** false while the store is known to be unreachable (or a read-only replica); always true embedded */
+  available(): boolean;
   /** Connections of the pg pool; undefined for the embedded store, which has one. */
   poolStats(): PoolStats | undefined;
   /** Closes the pool (or the embedded database). */
@@ -54,10 +94,21 @@ export interface PoolStats {
   readonly idle: number;
   /** callers waiting for a connection */
   readonly waiting: number;
+  /** whether the store answers (see Database.available) */
+  readonly available: boolean;
+  /** connections lost, statements timed out on the client side, connects failed, since start */
+  readonly connectionFailures: number;
 }
 
 const INT8_OID = 20;
 const SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
+/** how much longer the client waits than the server's statement_timeout, so the server answers first when it can */
+const CLIENT_GRACE_MS = 500;
+/**
+ * Longest a probe of the store may take (also bounded by the connect timeout): a fresh
+ * connection and SELECT answer in milliseconds on a live server, so this finds a stalled one fast.
+ */
+const PROBE_TIMEOUT_MS = 2000;
 
 function assertSchemaName(schema: string): void {
   // The schema name goes into SET search_path / CREATE SCHEMA, so only plain identifiers pass.
@@ -71,13 +122,21 @@ export async function createDatabase(options: DatabaseOptions): Promise<Database
 }
 
 async function createPostgresDatabase(options: PostgresConnectionOptions): Promise<Database> {
-  const connection = {
+  const connectTimeoutMs = options.connectTimeoutMs ?? 5000;
+  const statementTimeoutMs = options.statementTimeoutMs ?? 5000;
+  const connection: pg.ClientConfig = {
     host: options.host,
     port: options.port,
     user: options.user,
     password: options.password,
     database: options.database,
     application_name: options.applicationName ?? 'chiefofstate',
+    connectionTimeoutMillis: connectTimeoutMs,
+    // finds a peer gone while the connection is idle (the statement bound covers a busy one)
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
+    statement_timeout: statementTimeoutMs,
+    idle_in_transaction_session_timeout: options.idleInTransactionTimeoutMs ?? 10_000,
   };
   // Per-pool type parsers, so this library never changes pg's process-wide defaults.
   const typeParsers = {
@@ -86,7 +145,7 @@ async function createPostgresDatabase(options: PostgresConnectionOptions): Promi
         ? (value: string) => BigInt(value)
         : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
   };
-  await ensureSchema(connection, options.schema);
+  await ensureSchema(connection, options.schema, statementTimeoutMs + CLIENT_GRACE_MS);
   const pool = new pg.Pool({
     ...connection,
     max: options.poolMax ?? 5,
@@ -94,66 +153,77 @@ async function createPostgresDatabase(options: PostgresConnectionOptions): Promi
     // Every connection resolves unqualified names in the COS schema first.
     options: `-c search_path=${options.schema}`,
   });
-  // An idle client's error (server restart) must not crash the process; the pool replaces it.
-  pool.on('error', () => {});
-  const kysely = new Kysely<object>({ dialect: new PostgresDialect({ pool }) });
-
-  const listeners = new Map<string, Set<NotificationListener>>();
-  let listenClient: pg.Client | undefined;
-  let listenClientReady: Promise<pg.Client> | undefined;
-  const getListenClient = (): Promise<pg.Client> => {
-    listenClientReady ??= (async () => {
-      const client = new pg.Client({ ...connection, types: typeParsers });
-      client.on('notification', (message) => {
-        for (const listener of listeners.get(message.channel) ?? []) listener(message.payload ?? '');
-      });
-      client.on('error', () => {
-        // Dropped LISTEN connection: forget it; the next listen() reconnects, and read sides
-        // poll as a fallback, so a missed notification only delays delivery.
-        listenClient = undefined;
-        listenClientReady = undefined;
-      });
-      await client.connect();
-      listenClient = client;
-      return client;
-    })();
-    return listenClientReady;
-  };
+  const availability = createStoreAvailability({
+    probe: () => probe(connection, Math.min(connectTimeoutMs, PROBE_TIMEOUT_MS)),
+    onChange: (up, error) => options.onStatus?.({ what: 'store', up, ...(error !== undefined ? { error } : {}) }),
+  });
+  const guarded = createGuardedPool({
+    pool,
+    availability,
+    queryTimeoutMs: statementTimeoutMs + CLIENT_GRACE_MS,
+    maxWaiting: options.poolMaxWaiting ?? 1000,
+  });
+  const kysely = new Kysely<object>({ dialect: new PostgresDialect({ pool: guarded }) });
+  const notifications = createListenConnection({
+    newClient: () => new pg.Client({ ...connection, types: typeParsers }),
+    onStatus: (up, error) => options.onStatus?.({ what: 'listen', up, ...(error !== undefined ? { error } : {}) }),
+  });
 
   return {
     kind: 'postgres',
     schema: options.schema,
     kysely,
-    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
-    async listen(channel, listener) {
-      const client = await getListenClient();
-      let set = listeners.get(channel);
-      if (!set) {
-        set = new Set();
-        listeners.set(channel, set);
-        await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
-      }
-      set.add(listener);
-      return async () => {
-        set.delete(listener);
-        if (set.size === 0 && listeners.get(channel) === set) {
-          listeners.delete(channel);
-          await listenClient?.query(`UNLISTEN ${pg.escapeIdentifier(channel)}`).catch(() => {});
-        }
-      };
+    async execute<R>(query: CompiledQuery, executeOptions?: ExecuteOptions) {
+      let timeoutMs = statementTimeoutMs;
+      const deadline = executeOptions?.deadline;
+      if (deadline !== undefined && Number.isFinite(deadline)) timeoutMs = Math.min(timeoutMs, Math.max(0, deadline - Date.now()));
+      const result = await guarded.query<R>(query.sql, query.parameters, timeoutMs + CLIENT_GRACE_MS);
+      return { rows: result.rows };
     },
+    listen: (channel, listener) => notifications.listen(channel, listener),
+    available: () => availability.available(),
+    poolStats: () => ({
+      total: pool.totalCount,
+      idle: pool.idleCount,
+      waiting: pool.waitingCount,
+      available: availability.available(),
+      connectionFailures: availability.failures(),
+    }),
     async close() {
-      const client = listenClient;
-      listenClient = undefined;
-      listenClientReady = undefined;
-      await client?.end().catch(() => {});
+      availability.close();
+      await notifications.close();
       await kysely.destroy();
     },
   };
 }
 
-async function ensureSchema(connection: pg.ClientConfig, schema: string): Promise<void> {
+/** One fresh connection: answers, and as a writable primary. Bounded by `timeoutMs` in all. */
+async function probe(connection: pg.ClientConfig, timeoutMs: number): Promise<void> {
   const client = new pg.Client(connection);
+  client.on('error', () => {});
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`the database did not answer within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    const answered = (async () => {
+      await client.connect();
+      const { rows } = await client.query<{ replica: boolean }>('SELECT pg_is_in_recovery() AS replica');
+      if (rows[0]?.replica) throw new Error('the database is a read-only replica');
+    })();
+    answered.catch(() => {});
+    await Promise.race([answered, timedOut]);
+  } finally {
+    clearTimeout(timer);
+    (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+    await client.end().catch(() => {});
+  }
+}
+
+async function ensureSchema(connection: pg.ClientConfig, schema: string, timeoutMs: number): Promise<void> {
+  const client = new pg.Client({ ...connection, query_timeout: timeoutMs });
+  // a connection lost meanwhile fails the query below; without a listener it would crash
+  client.on('error', () => {});
   await client.connect();
   try {
     // Several processes may start at once: serialise CREATE SCHEMA, whose IF NOT EXISTS still
@@ -184,6 +254,8 @@ async function createEmbeddedDatabase(options: EmbeddedConnectionOptions): Promi
     kind: 'embedded',
     schema: options.schema,
     kysely,
+    execute: <R>(query: CompiledQuery) => kysely.executeQuery<R>(query),
+    available: () => true,
     poolStats: () => undefined,
     async listen(channel, listener) {
       return pglite.listen(channel, listener);
@@ -193,11 +265,6 @@ async function createEmbeddedDatabase(options: EmbeddedConnectionOptions): Promi
       await pglite.close();
     },
   };
-}
-
-/** SQLSTATE 23505: a unique constraint refused the row (the same code on pg and PGlite). */
-export function isUniqueViolation(error: unknown): boolean {
-  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === '23505';
 }
 
 /** Sends NOTIFY on `channel` (used by writers to wake read sides). */

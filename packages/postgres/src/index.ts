@@ -1,13 +1,16 @@
 export {
   createDatabase,
-  isUniqueViolation,
   notify,
   type Database,
   type DatabaseOptions,
+  type DatabaseStatus,
   type EmbeddedConnectionOptions,
+  type ExecuteOptions,
   type NotificationListener,
   type PoolStats,
   type PostgresConnectionOptions,
 } from './database.js';
+export { ClientTimeoutError } from './guarded-pool.js';
 export { migrateToLatest, mergeMigrations, type Migration, type MigrateOptions, type MigrationSet } from './migrations.js';
 export { PGliteDialect } from './pglite-dialect.js';
+export { isConnectionFailure, isOutcomeUnknown, isStatementTimeout, isUniqueViolation, sqlState } from './sql-errors.js';

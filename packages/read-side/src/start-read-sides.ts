@@ -31,6 +31,11 @@ export interface StartReadSidesOptions {
   readonly logger: FieldsFirstLogger;
   /** the journal's database, opened and migrated by the caller (with readSideMigrations) */
   readonly journalDatabase: Database;
+  /**
+   * a small pool of its own on the offsets' database for the stream leases, so that load on the
+   * other pools cannot delay a renewal past the lease (default: the offsets' database)
+   */
+  readonly leaseDatabase?: Database;
   /** the caller's journal, if it has one; otherwise one is created to read from */
   readonly journal?: JournalReader & { latestPosition(shard?: number): Promise<bigint> };
   /** Connect interceptors around every HandleReadSide call (tracing, metrics) */
@@ -93,7 +98,7 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
   const journal = options.journal ?? createJournal({ database: journalDatabase, numShards: config.numShards });
   const offsets = createOffsetStore({ database: offsetsDatabase });
   const ownership = createLeaseCoordinator({
-    database: offsetsDatabase,
+    database: separate || !options.leaseDatabase ? offsetsDatabase : options.leaseDatabase,
     ...(options.leaseMs !== undefined ? { leaseMs: options.leaseMs } : {}),
     onError: (error) => logger.warn('read side leases: round failed', { err: error }),
   });

@@ -1,1 +1,9 @@
-export { cosMigrations, openCosStore, type OpenCosStoreOptions } from './open-cos-store.js';
+export {
+  cosMigrations,
+  logDatabaseStatus,
+  openCosStore,
+  openSidePool,
+  type DatabaseStatusLogger,
+  type OpenCosStoreOptions,
+  type OpenSidePoolOptions,
+} from './open-cos-store.js';

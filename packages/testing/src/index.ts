@@ -21,3 +21,10 @@ export {
 } from './otlp-receiver.js';
 export { startTestGrpcServer, type TestGrpcServer } from './connect-server.js';
 export { eventPayload } from './event-payload.js';
+export {
+  findPostgresBinDir,
+  startOwnPostgres,
+  type OwnPostgres,
+  type OwnPostgresOptions,
+  type TerminateFilter,
+} from './own-postgres.js';
