@@ -20,6 +20,13 @@ export function encodeGrpcMessage(message: string): string {
   return out;
 }
 
+/**
+ * What Connect answers INTERNAL although the request is at fault: a body that is not the
+ * method's message, and a compressed flag without grpc-encoding. The unary path says
+ * INVALID_ARGUMENT for these; so does the Connect path, here.
+ */
+const REQUEST_FAULTS = ['parse binary: ', 'received compressed envelope, but do not know how to decompress'];
+
 function reencode(headers: OutgoingHttpHeaders | undefined): void {
   const value = headers?.['grpc-message'];
   if (headers && typeof value === 'string') {
@@ -30,10 +37,16 @@ function reencode(headers: OutgoingHttpHeaders | undefined): void {
       return;
     }
     headers['grpc-message'] = encodeGrpcMessage(decoded);
+    if (headers['grpc-status'] === '13' && REQUEST_FAULTS.some((prefix) => decoded.startsWith(prefix))) {
+      headers['grpc-status'] = '3';
+    }
   }
 }
 
-/** Rewrites grpc-message in the headers (trailers-only responses) and trailers of a response. */
+/**
+ * Rewrites grpc-message in the headers (trailers-only responses) and trailers of a response,
+ * and the status of the request faults above.
+ */
 export function normaliseGrpcMessage(response: Http2ServerResponse): void {
   const writeHead = response.writeHead.bind(response) as (...args: unknown[]) => Http2ServerResponse;
   response.writeHead = ((...args: unknown[]) => {
