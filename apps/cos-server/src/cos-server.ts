@@ -70,6 +70,10 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     host: config.server.address,
     port: config.server.port,
     maxMessageBytes: config.server.maxMessageBytes,
+    maxConcurrentStreams: config.server.maxConcurrentStreams,
+    maxHeaderBytes: config.server.maxHeaderBytes,
+    receiveTimeoutMs: config.server.receiveTimeoutMs,
+    idleTimeoutMs: config.server.idleTimeoutMs,
     interceptors: [createServerTracingInterceptor({ ignoreServices: [Health.typeName] }), metrics.serverInterceptor],
     routes: (router) => {
       router.service(

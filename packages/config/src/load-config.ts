@@ -98,6 +98,7 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
       64 * 1024,
     ),
     receiveTimeoutMs: reader.readOr(secondsAsMs, 'COS_GRPC_RECEIVE_TIMEOUT', 10_000),
+    idleTimeoutMs: reader.readOr(secondsAsMs, 'COS_GRPC_IDLE_TIMEOUT', 300_000),
   };
   const store = readStore(reader, cwd);
   const readSideOffsetStore = readOffsetStore(reader, store);

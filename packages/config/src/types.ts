@@ -48,6 +48,8 @@ export interface ServerConfig {
   readonly maxHeaderBytes: number;
   /** COS_GRPC_RECEIVE_TIMEOUT: most time from a call's headers to the end of its request, ms. */
   readonly receiveTimeoutMs: number;
+  /** COS_GRPC_IDLE_TIMEOUT: a client connection without a frame for this long is closed, ms. */
+  readonly idleTimeoutMs: number;
 }
 
 /** PGlite in a directory: one process only. */

@@ -39,6 +39,12 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     '10',
     'seconds a call may take to send its whole request after its headers (decimals allowed); a slower one fails with DEADLINE_EXCEEDED',
   ),
+  v(
+    'COS_GRPC_IDLE_TIMEOUT',
+    [],
+    '300',
+    'seconds a client connection may pass without a frame before it is closed (GOAWAY, then cut after as long again); also bounds a connection that broke the HTTP/2 protocol',
+  ),
   // store
   v(
     'COS_POSTGRES_HOST',

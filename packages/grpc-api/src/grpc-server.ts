@@ -21,6 +21,11 @@ export interface GrpcServerOptions {
   readonly maxHeaderBytes?: number;
   /** most time from a call's headers to the end of its request, ms (COS_GRPC_RECEIVE_TIMEOUT). Default 10 s. */
   readonly receiveTimeoutMs?: number;
+  /**
+   * A connection without a frame for this long is closed (GOAWAY), and cut if still open after as
+   * long again, ms (COS_GRPC_IDLE_TIMEOUT). Default 5 minutes.
+   */
+  readonly idleTimeoutMs?: number;
   readonly interceptors?: Interceptor[];
 }
 
@@ -40,8 +45,8 @@ export interface GrpcServer {
  * HTTP/2 bounds: streams per connection and header list size are advertised in SETTINGS and
  * enforced by nghttp2 (a stream over them is reset with REFUSED_STREAM / ENHANCE_YOUR_CALM,
  * which clients read as UNAVAILABLE / RESOURCE_EXHAUSTED, at once); memory per session is
- * Node's `maxSessionMemory`; a connection that breaks the protocol gets GOAWAY from nghttp2 and
- * is closed, and other connections are not affected.
+ * Node's `maxSessionMemory`. A connection that breaks the protocol gets GOAWAY from nghttp2,
+ * which then ignores it, but Node leaves its socket open: the idle timeout closes it.
  */
 export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer> {
   const receiveTimeout = createReceiveTimeout(options.receiveTimeoutMs ?? 10_000);
@@ -75,10 +80,12 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
       handler(request, response);
     },
   );
+  const idleTimeoutMs = options.idleTimeoutMs ?? 300_000;
   const sessions = new Set<ServerHttp2Session>();
   server.on('session', (session) => {
     sessions.add(session);
     session.once('close', () => sessions.delete(session));
+    session.setTimeout(idleTimeoutMs, () => closeIdle(session, idleTimeoutMs));
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -108,6 +115,19 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
       return closing;
     },
   };
+}
+
+/**
+ * Closes a connection that went quiet: GOAWAY lets a well-behaved client finish what is open and
+ * reconnect; one that is still open after as long again is dead (or broke the protocol, which
+ * nghttp2 then ignores while Node keeps the socket) and is cut.
+ */
+function closeIdle(session: ServerHttp2Session, graceMs: number): void {
+  session.close();
+  if (session.destroyed) return;
+  const timer = setTimeout(() => session.destroy(), graceMs);
+  timer.unref();
+  session.once('close', () => clearTimeout(timer));
 }
 
 /** `grpc-timeout` for the longest delay a Node timer can hold (8 digits at most, as the spec says). */
