@@ -58,6 +58,7 @@ export async function startCosReadside(options: CosReadsideOptions): Promise<Run
     maxHeaderBytes: config.server.maxHeaderBytes,
     receiveTimeoutMs: config.server.receiveTimeoutMs,
     idleTimeoutMs: config.server.idleTimeoutMs,
+    logger,
     interceptors: [createServerTracingInterceptor({ ignoreServices: [Health.typeName] }), metrics.serverInterceptor],
     routes: (router) => {
       router.service(

@@ -74,6 +74,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     maxHeaderBytes: config.server.maxHeaderBytes,
     receiveTimeoutMs: config.server.receiveTimeoutMs,
     idleTimeoutMs: config.server.idleTimeoutMs,
+    logger,
     interceptors: [createServerTracingInterceptor({ ignoreServices: [Health.typeName] }), metrics.serverInterceptor],
     routes: (router) => {
       router.service(

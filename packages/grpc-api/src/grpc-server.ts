@@ -27,6 +27,14 @@ export interface GrpcServerOptions {
    */
   readonly idleTimeoutMs?: number;
   readonly interceptors?: Interceptor[];
+  /** told about calls and connections the server cut short (a pino logger fits) */
+  readonly logger?: EdgeLogger;
+}
+
+/** What the server reports about input it refused below the services. */
+export interface EdgeLogger {
+  debug(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
 }
 
 export interface GrpcServer {
@@ -49,7 +57,11 @@ export interface GrpcServer {
  * which then ignores it, but Node leaves its socket open: the idle timeout closes it.
  */
 export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer> {
-  const receiveTimeout = createReceiveTimeout(options.receiveTimeoutMs ?? 10_000);
+  const logger = options.logger;
+  const receiveTimeout = createReceiveTimeout(
+    options.receiveTimeoutMs ?? 10_000,
+    logger && ((request) => logger.debug({ path: request.url, remoteAddress: request.socket.remoteAddress }, 'request not received in time')),
+  );
   // gRPC unary calls take the lean path; the Connect adapter serves everything else.
   const unary = createUnaryGrpc({
     maxMessageBytes: options.maxMessageBytes,
@@ -87,6 +99,10 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     session.once('close', () => sessions.delete(session));
     session.setTimeout(idleTimeoutMs, () => closeIdle(session, idleTimeoutMs));
   });
+  // nghttp2 already answered with GOAWAY or RST_STREAM; this only tells the operator
+  server.on('sessionError', (error: Error, session: ServerHttp2Session) =>
+    logger?.warn({ err: error, remoteAddress: session.socket?.remoteAddress }, 'HTTP/2 connection error'),
+  );
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.host, () => {

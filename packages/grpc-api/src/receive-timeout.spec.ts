@@ -40,6 +40,7 @@ function sendAndStall(session: http2.ClientHttp2Session, headers: http2.Outgoing
 describe('COS_GRPC_RECEIVE_TIMEOUT', () => {
   let server: GrpcServer;
   let session: http2.ClientHttp2Session;
+  const logged: string[] = [];
   const message = toBinary(GetStateRequestSchema, create(GetStateRequestSchema, { entityId: 'acc-1' }));
 
   beforeAll(async () => {
@@ -48,6 +49,10 @@ describe('COS_GRPC_RECEIVE_TIMEOUT', () => {
       port: 0,
       maxMessageBytes: 64 * 1024,
       receiveTimeoutMs: RECEIVE_TIMEOUT_MS,
+      logger: {
+        debug: (fields, message) => logged.push(`${message} ${(fields as { path: string }).path}`),
+        warn: (_fields, message) => logged.push(message),
+      },
       routes: (router) =>
         router.service(
           ChiefOfStateService,
@@ -79,6 +84,7 @@ describe('COS_GRPC_RECEIVE_TIMEOUT', () => {
       expect({ ...answer.headers, ...answer.trailers }['grpc-status'], headers['content-type']).toBe('4');
       expect(answer.ms).toBeGreaterThanOrEqual(RECEIVE_TIMEOUT_MS - 5);
     }
+    expect(logged).toEqual([`request not received in time ${GET_STATE}`, `request not received in time ${GET_STATE}`]);
   });
 
   it('answers a Connect-protocol call whose body stalls with 408 and deadline_exceeded', async () => {

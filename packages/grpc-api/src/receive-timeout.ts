@@ -17,7 +17,10 @@ export interface ReceiveTimeout {
  * a map entry, not a timer of its own. A late call is answered DEADLINE_EXCEEDED and its stream
  * reset (NO_ERROR: the answer is complete, the rest of the body is not wanted).
  */
-export function createReceiveTimeout(timeoutMs: number): ReceiveTimeout {
+export function createReceiveTimeout(
+  timeoutMs: number,
+  onExpired?: (request: Http2ServerRequest) => void,
+): ReceiveTimeout {
   const started = new Map<Http2ServerRequest, number>();
   const message = encodeGrpcMessage(`the request did not arrive within ${timeoutMs} ms`);
 
@@ -33,6 +36,7 @@ export function createReceiveTimeout(timeoutMs: number): ReceiveTimeout {
         if (stream.destroyed || request.readableEnded) started.delete(request);
         else if (at <= expiredBefore) {
           started.delete(request);
+          onExpired?.(request);
           expire(request, message);
         }
       }
