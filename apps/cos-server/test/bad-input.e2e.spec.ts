@@ -240,6 +240,12 @@ describe('the gRPC edge under bad input and HTTP/2 abuse', () => {
     }
     expect(seen.length).toBeGreaterThan(100);
   }, 60_000);
+
+  it('logged no COS fault (error level) and nothing unhandled while being abused', () => {
+    const lines = cos.server.output().split('\n');
+    const faults = lines.filter((line) => /"level":(50|60)/.test(line) || /Unhandled|uncaught/i.test(line));
+    expect(faults).toEqual([]);
+  });
 });
 
 interface FuzzCase {
