@@ -22,7 +22,7 @@ import {
 } from '@connectrpc/connect';
 import { parseTimeout, setTrailerStatus } from '@connectrpc/connect/protocol-grpc';
 import { timerDelay } from '@chiefofstate/core';
-import { encodeGrpcMessage } from './grpc-message.js';
+import { encodeGrpcMessage, fitStatusTrailers } from './grpc-message.js';
 import type { ReceiveTimeout } from './receive-timeout.js';
 
 type UnaryImpl = (request: MessageShape<DescMessage>, context: HandlerContext) => unknown;
@@ -296,6 +296,7 @@ function writeError(
   copyInto(status, trailers);
   // Connect encodes with encodeURIComponent, which grpc-js decodes wrongly (`%3A` stays): the spec's form.
   trailers['grpc-message'] = encodeGrpcMessage(error.rawMessage);
+  fitStatusTrailers(trailers);
   if (!response.headersSent) response.writeHead(200, responseHeadersOf(responseHeader));
   response.addTrailers(trailers);
   response.end();
