@@ -54,6 +54,11 @@ export async function startCosReadside(options: CosReadsideOptions): Promise<Run
     host: config.server.address,
     port: config.server.port,
     maxMessageBytes: config.server.maxMessageBytes,
+    maxConcurrentStreams: config.server.maxConcurrentStreams,
+    maxHeaderBytes: config.server.maxHeaderBytes,
+    receiveTimeoutMs: config.server.receiveTimeoutMs,
+    idleTimeoutMs: config.server.idleTimeoutMs,
+    logger,
     interceptors: [createServerTracingInterceptor({ ignoreServices: [Health.typeName] }), metrics.serverInterceptor],
     routes: (router) => {
       router.service(

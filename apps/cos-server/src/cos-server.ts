@@ -82,6 +82,11 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
     host: config.server.address,
     port: config.server.port,
     maxMessageBytes: config.server.maxMessageBytes,
+    maxConcurrentStreams: config.server.maxConcurrentStreams,
+    maxHeaderBytes: config.server.maxHeaderBytes,
+    receiveTimeoutMs: config.server.receiveTimeoutMs,
+    idleTimeoutMs: config.server.idleTimeoutMs,
+    logger,
     interceptors: [createServerTracingInterceptor({ ignoreServices: [Health.typeName] }), metrics.serverInterceptor],
     routes: (router) => {
       router.service(

@@ -11,7 +11,15 @@ describe('defaults', () => {
     const { config, warnings } = load({});
     expect(warnings).toEqual([]);
     expect(config).toEqual({
-      server: { address: '0.0.0.0', port: 9000, maxMessageBytes: 4 * 1024 * 1024 },
+      server: {
+        address: '0.0.0.0',
+        port: 9000,
+        maxMessageBytes: 4 * 1024 * 1024,
+        maxConcurrentStreams: 256,
+        maxHeaderBytes: 64 * 1024,
+        receiveTimeoutMs: 10_000,
+        idleTimeoutMs: 300_000,
+      },
       store: { kind: 'embedded', dataDir: resolve(CWD, '.cos-data'), schema: 'public' },
       readSideOffsetStore: { kind: 'embedded', dataDir: resolve(CWD, '.cos-data'), schema: 'public' },
       kafka: undefined,
@@ -101,6 +109,10 @@ const ROWS: readonly [Record<string, string>, (config: CosConfig) => unknown, un
   [{ COS_ADDRESS: '127.0.0.1' }, (c) => c.server.address, '127.0.0.1'],
   [{ COS_PORT: '9100' }, (c) => c.server.port, 9100],
   [{ COS_GRPC_MAX_MESSAGE_BYTES: '1048576' }, (c) => c.server.maxMessageBytes, 1_048_576],
+  [{ COS_GRPC_MAX_CONCURRENT_STREAMS: '32' }, (c) => c.server.maxConcurrentStreams, 32],
+  [{ COS_GRPC_MAX_HEADER_BYTES: '16384' }, (c) => c.server.maxHeaderBytes, 16_384],
+  [{ COS_GRPC_RECEIVE_TIMEOUT: '2.5' }, (c) => c.server.receiveTimeoutMs, 2500],
+  [{ COS_GRPC_IDLE_TIMEOUT: '60' }, (c) => c.server.idleTimeoutMs, 60_000],
   [{ COS_POSTGRES_HOST: 'pg.internal' }, (c) => c.store.kind === 'postgres' && c.store.host, 'pg.internal'],
   [{ COS_DB_HOST: 'pg.internal' }, (c) => c.store.kind === 'postgres' && c.store.host, 'pg.internal'],
   [{ ...PG, COS_POSTGRES_PORT: '6432' }, (c) => c.store.kind === 'postgres' && c.store.port, 6432],

@@ -87,6 +87,18 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
       'COS_GRPC_MAX_MESSAGE_BYTES',
       DEFAULT_MAX_MESSAGE_BYTES,
     ),
+    maxConcurrentStreams: reader.readOr(
+      integerIn(1, 2 ** 31 - 1, 'an integer number of streams 1..2147483647'),
+      'COS_GRPC_MAX_CONCURRENT_STREAMS',
+      256,
+    ),
+    maxHeaderBytes: reader.readOr(
+      integerIn(1024, 16 * 1024 * 1024, 'an integer number of bytes 1024..16777216'),
+      'COS_GRPC_MAX_HEADER_BYTES',
+      64 * 1024,
+    ),
+    receiveTimeoutMs: reader.readOr(secondsAsMs, 'COS_GRPC_RECEIVE_TIMEOUT', 10_000),
+    idleTimeoutMs: reader.readOr(secondsAsMs, 'COS_GRPC_IDLE_TIMEOUT', 300_000),
   };
   const store = readStore(reader, cwd);
   const readSideOffsetStore = readOffsetStore(reader, store);

@@ -42,6 +42,14 @@ export interface ServerConfig {
   readonly port: number;
   /** COS_GRPC_MAX_MESSAGE_BYTES: largest request or response message, in bytes. */
   readonly maxMessageBytes: number;
+  /** COS_GRPC_MAX_CONCURRENT_STREAMS: most open calls per client connection. */
+  readonly maxConcurrentStreams: number;
+  /** COS_GRPC_MAX_HEADER_BYTES: largest request header list, in bytes (HTTP/2's count). */
+  readonly maxHeaderBytes: number;
+  /** COS_GRPC_RECEIVE_TIMEOUT: most time from a call's headers to the end of its request, ms. */
+  readonly receiveTimeoutMs: number;
+  /** COS_GRPC_IDLE_TIMEOUT: a client connection without a frame for this long is closed, ms. */
+  readonly idleTimeoutMs: number;
 }
 
 /** PGlite in a directory: one process only. */

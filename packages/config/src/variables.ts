@@ -21,6 +21,30 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
   v('COS_ADDRESS', [], '0.0.0.0', 'address the gRPC server binds'),
   v('COS_PORT', [], '9000', 'port of the gRPC server'),
   v('COS_GRPC_MAX_MESSAGE_BYTES', [], '4194304 (4 MiB)', 'largest gRPC message received or sent, in bytes'),
+  v(
+    'COS_GRPC_MAX_CONCURRENT_STREAMS',
+    [],
+    '256',
+    'most calls open at once on one client connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); clients queue the rest',
+  ),
+  v(
+    'COS_GRPC_MAX_HEADER_BYTES',
+    [],
+    '65536 (64 KiB)',
+    'largest request header list (metadata) in bytes, as HTTP/2 counts it; a larger one is refused at once with RESOURCE_EXHAUSTED',
+  ),
+  v(
+    'COS_GRPC_RECEIVE_TIMEOUT',
+    [],
+    '10',
+    'seconds a call may take to send its whole request after its headers (decimals allowed); a slower one fails with DEADLINE_EXCEEDED',
+  ),
+  v(
+    'COS_GRPC_IDLE_TIMEOUT',
+    [],
+    '300',
+    'seconds a client connection may pass without a frame before it is closed (GOAWAY, then cut after as long again); also bounds a connection that broke the HTTP/2 protocol',
+  ),
   // store
   v(
     'COS_POSTGRES_HOST',

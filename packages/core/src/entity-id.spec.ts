@@ -16,3 +16,19 @@ describe('assertValidEntityId', () => {
     expect(() => assertValidEntityId('a'.repeat(256))).toThrow(/too long: 256 characters, at most 255/);
   });
 });
+
+describe('assertValidEntityId refuses ids PostgreSQL cannot store, as bad input', () => {
+  it('rejects a NUL anywhere', () => {
+    for (const id of ['\0', 'a\0', '\0b', 'a\0b']) {
+      expect(() => assertValidEntityId(id)).toThrow(new InvalidArgumentError('entity ID contains a NUL character'));
+    }
+  });
+
+  it('rejects lone surrogates and accepts paired ones', () => {
+    for (const id of ['\uD800', 'a\uDC00', 'x\uD83Dy']) {
+      expect(() => assertValidEntityId(id)).toThrow(InvalidArgumentError);
+      expect(() => assertValidEntityId(id)).toThrow(/not valid Unicode/);
+    }
+    expect(() => assertValidEntityId('\uD83D\uDE00')).not.toThrow();
+  });
+});

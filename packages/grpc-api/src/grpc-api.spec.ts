@@ -179,6 +179,31 @@ describe('gRPC edge', () => {
     expect(status.details.map((d) => [d.typeUrl, Array.from(d.value)])).toEqual([[detail.typeUrl, [10, 1, 107]]]);
   });
 
+  it("still delivers a handler's status when its message and details are too large for a trailer, on both paths", async () => {
+    // Node refuses to send a header block over 64 KiB: the caller would read INTERNAL (RST_STREAM)
+    const detail = { typeUrl: 'example.com/custom/x.v1.Custom', value: new Uint8Array(100_000) };
+    scripted.setBehaviour(async () => {
+      throw new HandlerFailedError(grpc.status.FAILED_PRECONDITION, `${'é'.repeat(50_000)} end`, [detail]);
+    });
+    const gzip = createGrpcJsClient({
+      service: ChiefOfStateService,
+      address: `127.0.0.1:${server.port}`,
+      channelOptions: { 'grpc.default_compression_algorithm': 2 },
+    });
+    try {
+      for (const c of [client, gzip]) {
+        const e = await failure(
+          c.unary(ChiefOfStateService.method.processCommand, create(ProcessCommandRequestSchema, { entityId: 'a', command })),
+        );
+        expect(e.code).toBe(grpc.status.FAILED_PRECONDITION);
+        expect(e.details).toMatch(/^(é)+\.\.\. \(cut\)$/);
+        expect(e.metadata.get('grpc-status-details-bin')).toEqual([]);
+      }
+    } finally {
+      gzip.close();
+    }
+  });
+
   it('refuses messages over the limit with RESOURCE_EXHAUSTED and keeps serving', async () => {
     const big = create(AnySchema, { typeUrl: 'type.googleapis.com/x.Big', value: new Uint8Array(MAX + 1) });
     const e = await failure(

@@ -1,8 +1,10 @@
-import { createServer, type Http2Server, type ServerHttp2Session } from 'node:http2';
+import { createServer, type Http2Server, type IncomingHttpHeaders, type ServerHttp2Session } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import type { ConnectRouter, Interceptor } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
+import { MAX_TIMER_MS } from '@chiefofstate/core';
 import { normaliseGrpcMessage } from './grpc-message.js';
+import { createReceiveTimeout } from './receive-timeout.js';
 import { createUnaryGrpc } from './unary-grpc.js';
 
 export interface GrpcServerOptions {
@@ -13,7 +15,26 @@ export interface GrpcServerOptions {
   readonly routes: (router: ConnectRouter) => void;
   /** largest request or response message; larger ones fail with RESOURCE_EXHAUSTED */
   readonly maxMessageBytes: number;
+  /** most calls open at once on one connection (COS_GRPC_MAX_CONCURRENT_STREAMS). Default 256. */
+  readonly maxConcurrentStreams?: number;
+  /** largest request header list, HTTP/2's count (COS_GRPC_MAX_HEADER_BYTES). Default 64 KiB. */
+  readonly maxHeaderBytes?: number;
+  /** most time from a call's headers to the end of its request, ms (COS_GRPC_RECEIVE_TIMEOUT). Default 10 s. */
+  readonly receiveTimeoutMs?: number;
+  /**
+   * A connection without a frame for this long is closed (GOAWAY), and cut if still open after as
+   * long again, ms (COS_GRPC_IDLE_TIMEOUT). Default 5 minutes.
+   */
+  readonly idleTimeoutMs?: number;
   readonly interceptors?: Interceptor[];
+  /** told about calls and connections the server cut short (a pino logger fits) */
+  readonly logger?: EdgeLogger;
+}
+
+/** What the server reports about input it refused below the services. */
+export interface EdgeLogger {
+  debug(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
 }
 
 export interface GrpcServer {
@@ -28,11 +49,23 @@ export interface GrpcServer {
 /**
  * Serves gRPC (HTTP/2, `application/grpc`), gRPC-Web and Connect on one cleartext HTTP/2 port.
  * Unary gRPC calls are served by createUnaryGrpc, the rest by Connect's node adapter.
+ *
+ * HTTP/2 bounds: streams per connection and header list size are advertised in SETTINGS and
+ * enforced by nghttp2 (a stream over them is reset with REFUSED_STREAM / ENHANCE_YOUR_CALM,
+ * which clients read as UNAVAILABLE / RESOURCE_EXHAUSTED, at once); memory per session is
+ * Node's `maxSessionMemory`. A connection that breaks the protocol gets GOAWAY from nghttp2,
+ * which then ignores it, but Node leaves its socket open: the idle timeout closes it.
  */
 export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer> {
+  const logger = options.logger;
+  const receiveTimeout = createReceiveTimeout(
+    options.receiveTimeoutMs ?? 10_000,
+    logger && ((request) => logger.debug({ path: request.url, remoteAddress: request.socket.remoteAddress }, 'request not received in time')),
+  );
   // gRPC unary calls take the lean path; the Connect adapter serves everything else.
   const unary = createUnaryGrpc({
     maxMessageBytes: options.maxMessageBytes,
+    receiveTimeout,
     ...(options.interceptors ? { interceptors: options.interceptors } : {}),
   });
   const handler = connectNodeAdapter({
@@ -41,16 +74,35 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     writeMaxBytes: options.maxMessageBytes,
     ...(options.interceptors ? { interceptors: options.interceptors } : {}),
   });
-  const server: Http2Server = createServer({}, (request, response) => {
-    if (unary.handle(request, response)) return;
-    normaliseGrpcMessage(response);
-    handler(request, response);
-  });
+  const server: Http2Server = createServer(
+    {
+      settings: {
+        maxConcurrentStreams: options.maxConcurrentStreams ?? 256,
+        maxHeaderListSize: options.maxHeaderBytes ?? 64 * 1024,
+      },
+      maxHeaderListPairs: 128,
+      // MB of HPACK state and queued frames per session before new streams are refused (Node's default, made explicit)
+      maxSessionMemory: 10,
+    },
+    (request, response) => {
+      if (unary.handle(request, response)) return;
+      receiveTimeout.watch(request);
+      capTimeoutHeaders(request.headers);
+      normaliseGrpcMessage(response);
+      handler(request, response);
+    },
+  );
+  const idleTimeoutMs = options.idleTimeoutMs ?? 300_000;
   const sessions = new Set<ServerHttp2Session>();
   server.on('session', (session) => {
     sessions.add(session);
     session.once('close', () => sessions.delete(session));
+    session.setTimeout(idleTimeoutMs, () => closeIdle(session, idleTimeoutMs));
   });
+  // nghttp2 already answered with GOAWAY or RST_STREAM; this only tells the operator
+  server.on('sessionError', (error: Error, session: ServerHttp2Session) =>
+    logger?.warn({ err: error, remoteAddress: session.socket?.remoteAddress }, 'HTTP/2 connection error'),
+  );
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.host, () => {
@@ -65,7 +117,10 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     port,
     close(graceMs = 10_000) {
       closing ??= new Promise<void>((resolve) => {
-        server.close(() => resolve());
+        server.close(() => {
+          receiveTimeout.close();
+          resolve();
+        });
         // GOAWAY: clients stop sending new calls on these sessions; open streams complete.
         for (const session of sessions) session.close();
         const timer = setTimeout(() => {
@@ -76,4 +131,41 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
       return closing;
     },
   };
+}
+
+/**
+ * Closes a connection that went quiet: GOAWAY lets a well-behaved client finish what is open and
+ * reconnect; one that is still open after as long again is dead (or broke the protocol, which
+ * nghttp2 then ignores while Node keeps the socket) and is cut.
+ */
+function closeIdle(session: ServerHttp2Session, graceMs: number): void {
+  session.close();
+  if (session.destroyed) return;
+  const timer = setTimeout(() => session.destroy(), graceMs);
+  timer.unref();
+  session.once('close', () => clearTimeout(timer));
+}
+
+/** `grpc-timeout` for the longest delay a Node timer can hold (8 digits at most, as the spec says). */
+const CAPPED_GRPC_TIMEOUT = `${Math.floor(MAX_TIMER_MS / 1000)}S`;
+const GRPC_TIMEOUT_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000_001 };
+
+/**
+ * Connect sets a timer from the caller's deadline as it is; past 2^31-1 ms Node fires it at once
+ * and the call fails with DEADLINE_EXCEEDED. Deadlines that long are capped (COS bounds every
+ * command by COS_COMMAND_HANDLER_TIMEOUT anyway); malformed values are left for Connect to refuse.
+ */
+export function capTimeoutHeaders(headers: IncomingHttpHeaders): void {
+  const grpcTimeout = headers['grpc-timeout'];
+  if (typeof grpcTimeout === 'string') {
+    const unit = GRPC_TIMEOUT_UNIT_MS[grpcTimeout.slice(-1)];
+    const value = Number(grpcTimeout.slice(0, -1));
+    if (unit !== undefined && /^\d{1,8}$/.test(grpcTimeout.slice(0, -1)) && value * unit > MAX_TIMER_MS) {
+      headers['grpc-timeout'] = CAPPED_GRPC_TIMEOUT;
+    }
+  }
+  const connectTimeout = headers['connect-timeout-ms'];
+  if (typeof connectTimeout === 'string' && /^\d{1,10}$/.test(connectTimeout) && Number(connectTimeout) > MAX_TIMER_MS) {
+    headers['connect-timeout-ms'] = String(MAX_TIMER_MS);
+  }
 }

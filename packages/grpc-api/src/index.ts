@@ -6,7 +6,7 @@ export {
   type CommandProcessor,
 } from './chief-of-state-service.js';
 export { createHealthStatus, ServingStatus, type HealthStatus, type HealthServiceOptions } from './health-service.js';
-export { startGrpcServer, type GrpcServer, type GrpcServerOptions } from './grpc-server.js';
+export { startGrpcServer, type EdgeLogger, type GrpcServer, type GrpcServerOptions } from './grpc-server.js';
 export {
   createReadSideManagerService,
   type ReadSideManagerPort,

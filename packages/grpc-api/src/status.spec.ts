@@ -1,6 +1,8 @@
+import { Code } from '@connectrpc/connect';
 import { HandlerFailedError, InternalError, InvalidArgumentError } from '@chiefofstate/core';
+import { decodeRpcStatus } from '@chiefofstate/testing';
 import { describe, expect, it } from 'vitest';
-import { logCallFailure } from './status.js';
+import { logCallFailure, toConnectError } from './status.js';
 
 describe('logCallFailure', () => {
   it("logs the caller's and the handler's failures at debug, COS faults at error", () => {
@@ -19,5 +21,33 @@ describe('logCallFailure', () => {
       ['error', 'call failed GetState'],
       ['error', 'call failed GetState'],
     ]);
+  });
+});
+
+describe('toConnectError for a handler failure', () => {
+  const value = new Uint8Array([10, 1, 107]);
+
+  it('keeps details of the standard type URL prefix as Connect details (every protocol carries them)', () => {
+    const error = toConnectError(
+      new HandlerFailedError(9, 'insufficient funds', [{ typeUrl: 'type.googleapis.com/bank.v1.Why', value }]),
+    );
+    expect(error.code).toBe(Code.FailedPrecondition);
+    expect(error.details).toEqual([{ type: 'bank.v1.Why', value, debug: undefined }]);
+    expect(error.metadata.get('grpc-status-details-bin')).toBeNull();
+  });
+
+  it('sends details of any other type URL verbatim, as grpc-status-details-bin', () => {
+    const details = [
+      { typeUrl: 'example.com/custom/x.v1.Custom', value },
+      { typeUrl: 'type.googleapis.com/bank.v1.Why', value: new Uint8Array() },
+    ];
+    const error = toConnectError(new HandlerFailedError(9, 'insufficient funds', details));
+    expect(error.details).toEqual([]);
+    const status = decodeRpcStatus(Buffer.from(error.metadata.get('grpc-status-details-bin')!, 'base64'));
+    expect({ ...status, details: status.details.map((d) => ({ typeUrl: d.typeUrl, value: Uint8Array.from(d.value) })) }).toEqual({
+      code: 9,
+      message: 'insufficient funds',
+      details,
+    });
   });
 });

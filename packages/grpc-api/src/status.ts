@@ -1,5 +1,6 @@
 import { trace, type Context } from '@opentelemetry/api';
-import { Code, ConnectError } from '@connectrpc/connect';
+import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
+import { Code, ConnectError, encodeBinaryHeader } from '@connectrpc/connect';
 import {
   CommitOutcomeUnknownError,
   CosError,
@@ -25,18 +26,50 @@ export function toConnectError(error: unknown): ConnectError {
   if (error instanceof HandlerFailedError) {
     // The user's handler spoke: its code, message and rich details reach the caller unchanged.
     const connectError = new ConnectError(error.statusMessage, error.statusCode as Code, undefined, undefined, error);
-    // Raw details (type name + bytes) are re-serialized verbatim into grpc-status-details-bin.
-    for (const detail of error.details) {
-      connectError.details.push({
-        type: detail.typeUrl.slice(detail.typeUrl.lastIndexOf('/') + 1),
-        value: detail.value,
-        debug: undefined,
-      });
+    if (error.details.every((detail) => detail.typeUrl.startsWith(DEFAULT_TYPE_URL_PREFIX))) {
+      // Connect writes these back with the same prefix, in every protocol (the Connect protocol's
+      // JSON names the type without it).
+      for (const detail of error.details) {
+        connectError.details.push({
+          type: detail.typeUrl.slice(DEFAULT_TYPE_URL_PREFIX.length),
+          value: detail.value,
+          debug: undefined,
+        });
+      }
+    } else {
+      // Connect would re-prefix other type URLs (`example.com/x.v1.Custom`); the status goes
+      // out as the handler sent it instead: gRPC and gRPC-Web copy error metadata into the
+      // trailers and, with no `details`, leave grpc-status-details-bin as set here.
+      connectError.metadata.set(
+        STATUS_DETAILS_HEADER,
+        encodeBinaryHeader(encodeRpcStatus(error.statusCode, error.statusMessage, error.details)),
+      );
     }
     return connectError;
   }
   if (error instanceof CosError) return new ConnectError(error.message, codeOf(error), undefined, undefined, error);
   return new ConnectError('internal error', Code.Internal, undefined, undefined, error);
+}
+
+const DEFAULT_TYPE_URL_PREFIX = 'type.googleapis.com/';
+const STATUS_DETAILS_HEADER = 'grpc-status-details-bin';
+
+/** google.rpc.Status (`code = 1; message = 2; repeated Any details = 3`) with each type URL as given. */
+function encodeRpcStatus(
+  code: number,
+  message: string,
+  details: readonly { readonly typeUrl: string; readonly value: Uint8Array }[],
+): Uint8Array {
+  const writer = new BinaryWriter();
+  if (code !== 0) writer.tag(1, WireType.Varint).int32(code);
+  if (message !== '') writer.tag(2, WireType.LengthDelimited).string(message);
+  for (const detail of details) {
+    writer.tag(3, WireType.LengthDelimited).fork();
+    writer.tag(1, WireType.LengthDelimited).string(detail.typeUrl);
+    writer.tag(2, WireType.LengthDelimited).bytes(detail.value);
+    writer.join();
+  }
+  return writer.finish();
 }
 
 function codeOf(error: CosError): Code {

@@ -21,7 +21,9 @@ import {
   type UnaryResponse,
 } from '@connectrpc/connect';
 import { parseTimeout, setTrailerStatus } from '@connectrpc/connect/protocol-grpc';
-import { encodeGrpcMessage } from './grpc-message.js';
+import { timerDelay } from '@chiefofstate/core';
+import { encodeGrpcMessage, fitStatusTrailers } from './grpc-message.js';
+import type { ReceiveTimeout } from './receive-timeout.js';
 
 type UnaryImpl = (request: MessageShape<DescMessage>, context: HandlerContext) => unknown;
 type AnyUnary = (request: UnaryRequest) => Promise<UnaryResponse>;
@@ -36,6 +38,8 @@ export interface UnaryGrpcOptions {
   readonly maxMessageBytes: number;
   /** the same interceptors the Connect adapter runs */
   readonly interceptors?: readonly Interceptor[];
+  /** bounds the time to receive a request body (COS_GRPC_RECEIVE_TIMEOUT) */
+  readonly receiveTimeout?: ReceiveTimeout;
 }
 
 export interface UnaryGrpc {
@@ -63,7 +67,7 @@ const NO_TIMEOUT_LIMIT = Number.MAX_SAFE_INTEGER;
  * the gRPC spec says.
  */
 export function createUnaryGrpc(options: UnaryGrpcOptions): UnaryGrpc {
-  const { maxMessageBytes } = options;
+  const { maxMessageBytes, receiveTimeout } = options;
   const interceptors = options.interceptors ?? [];
   const routes = new Map<string, Route>();
 
@@ -110,18 +114,23 @@ export function createUnaryGrpc(options: UnaryGrpcOptions): UnaryGrpc {
     const chunks: Buffer[] = [];
     let size = 0;
     let refused = false;
+    receiveTimeout?.start(request);
     request.on('data', (chunk: Buffer) => {
       if (refused) return;
       size += chunk.byteLength;
       if (size > maxMessageBytes + 5) {
         refused = true;
+        receiveTimeout?.done(request);
         writeError(response, undefined, tooLarge(size - 5, 'readMaxBytes'));
         return;
       }
       chunks.push(chunk);
     });
     request.on('end', () => {
-      if (!refused) void serve(route, request, response, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+      receiveTimeout?.done(request);
+      // refused, or answered by the receive timeout
+      if (refused || response.headersSent) return;
+      void serve(route, request, response, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
     });
     return true;
   }
@@ -145,7 +154,10 @@ export function createUnaryGrpc(options: UnaryGrpcOptions): UnaryGrpc {
     const timer =
       timeout.timeoutMs === undefined
         ? undefined
-        : setTimeout(() => controller.abort(new ConnectError('the operation timed out', Code.DeadlineExceeded)), timeout.timeoutMs);
+        : setTimeout(
+            () => controller.abort(new ConnectError('the operation timed out', Code.DeadlineExceeded)),
+            timerDelay(timeout.timeoutMs),
+          );
     // The caller cancelled or the connection dropped before the answer.
     response.once('close', () => {
       if (!answered) controller.abort(new ConnectError('the call was cancelled', Code.Canceled));
@@ -246,7 +258,7 @@ export function createUnaryGrpc(options: UnaryGrpcOptions): UnaryGrpc {
   function decodeRequest(method: DescMethodUnary, body: Buffer): MessageShape<DescMessage> {
     if (body.byteLength < 5) throw new ConnectError('protocol error: missing input message for unary method', Code.Unimplemented);
     if ((body[0]! & 1) !== 0) {
-      throw new ConnectError('protocol error: received compressed message without grpc-encoding', Code.Internal);
+      throw new ConnectError('protocol error: received compressed message without grpc-encoding', Code.InvalidArgument);
     }
     const length = body.readUInt32BE(1);
     if (length > maxMessageBytes) throw tooLarge(length, 'readMaxBytes');
@@ -257,7 +269,10 @@ export function createUnaryGrpc(options: UnaryGrpcOptions): UnaryGrpc {
     try {
       return fromBinary(method.input, body.subarray(5));
     } catch (error) {
-      throw new ConnectError(`parse binary: ${error instanceof Error ? error.message : String(error)}`, Code.Internal);
+      // The caller sent bytes that are not the method's message (bad wire type, truncated field,
+      // invalid UTF-8 in a string): its error. Stock gRPC servers say INTERNAL, which reads as
+      // COS's fault; COS says INVALID_ARGUMENT on both paths (see grpc-message.ts for Connect's).
+      throw new ConnectError(`parse binary: ${error instanceof Error ? error.message : String(error)}`, Code.InvalidArgument);
     }
   }
 
@@ -281,6 +296,7 @@ function writeError(
   copyInto(status, trailers);
   // Connect encodes with encodeURIComponent, which grpc-js decodes wrongly (`%3A` stays): the spec's form.
   trailers['grpc-message'] = encodeGrpcMessage(error.rawMessage);
+  fitStatusTrailers(trailers);
   if (!response.headersSent) response.writeHead(200, responseHeadersOf(responseHeader));
   response.addTrailers(trailers);
   response.end();

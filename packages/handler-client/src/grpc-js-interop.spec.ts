@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { StringValueSchema } from '@bufbuild/protobuf/wkt';
 import * as grpc from '@grpc/grpc-js';
-import { DeadlineExceededError, HandlerFailedError, HandlerUnavailableError } from '@chiefofstate/core';
+import { DeadlineExceededError, HandlerFailedError, HandlerUnavailableError, MAX_TIMER_MS } from '@chiefofstate/core';
 import {
   HandleCommandRequestSchema,
   HandleCommandResponseSchema,
@@ -75,6 +75,29 @@ describe('WriteSideClient against a @grpc/grpc-js handler', () => {
     expect(failed.statusCode).toBe(grpc.status.FAILED_PRECONDITION);
     expect(failed.statusMessage).toBe('insufficient funds');
     expect(failed.details).toEqual(details);
+  });
+
+  it('keeps deadlines of days and weeks: they neither overflow the timer nor the grpc-timeout header', async () => {
+    let seenTimeout: unknown;
+    const server = await serve(async (req, call) => {
+      seenTimeout = call.getDeadline();
+      await sleep(30);
+      return create(HandleCommandResponseSchema, { events: [req.command!] });
+    });
+    const day = 24 * 3600 * 1000;
+    // 2 days: more than the 8 digits grpc-timeout allows in ms; 30 days: past a Node timer's
+    // 2^31-1 ms, and past what a grpc-js server takes, so the handler sees the cap (24.8 days)
+    for (const [days, expected] of [
+      [2, 2 * day],
+      [30, MAX_TIMER_MS],
+    ] as const) {
+      const before = Date.now();
+      const response = await client(server.port, 40 * day).handleCommand(request, { timeoutMs: days * day });
+      expect(response.events).toHaveLength(1);
+      const deadline = seenTimeout instanceof Date ? seenTimeout.getTime() : Number(seenTimeout);
+      expect(deadline - before).toBeGreaterThanOrEqual(expected - 1000);
+      expect(deadline - before).toBeLessThanOrEqual(expected + 2000);
+    }
   });
 
   it('reports a slow grpc-js handler as DeadlineExceededError', async () => {

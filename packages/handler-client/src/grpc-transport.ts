@@ -29,6 +29,7 @@ import {
   type UnaryRequest,
   type UnaryResponse,
 } from '@connectrpc/connect';
+import { MAX_TIMER_MS, timerDelay } from '@chiefofstate/core';
 
 /** HTTP/2 PING settings of a handler connection. */
 export interface KeepaliveOptions {
@@ -184,7 +185,7 @@ export function createGrpcTransport(options: GrpcTransportOptions): GrpcTranspor
     frame.set(body, 5);
 
     const headers: OutgoingHttpHeaders = { ...baseHeaders(method) };
-    if (timeoutMs !== undefined) headers['grpc-timeout'] = `${Math.max(1, Math.ceil(timeoutMs))}m`;
+    if (timeoutMs !== undefined) headers['grpc-timeout'] = encodeGrpcTimeout(timeoutMs);
     if (header !== undefined) copyHeaders(header, headers);
 
     const target = acquire();
@@ -236,7 +237,7 @@ export function createGrpcTransport(options: GrpcTransportOptions): GrpcTranspor
       const timer =
         timeoutMs === undefined
           ? undefined
-          : setTimeout(() => finish(new ConnectError('the operation timed out', Code.DeadlineExceeded)), timeoutMs);
+          : setTimeout(() => finish(new ConnectError('the operation timed out', Code.DeadlineExceeded)), timerDelay(timeoutMs));
       if (signal !== NEVER_ABORTED) signal.addEventListener('abort', onAbort, { once: true });
 
       stream.on('response', (h) => {
@@ -485,4 +486,17 @@ function percentDecode(value: string): string {
 
 function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+const MAX_TIMER_S = Math.floor(MAX_TIMER_MS / 1000);
+
+/**
+ * `grpc-timeout` for a deadline in ms: at most 8 digits, as the spec says, so deadlines past
+ * 99,999,999 ms (about 27.8 hours) go in seconds, rounded up (a 9-digit value is refused by
+ * Connect and misread by grpc-js). Capped at 2^31-1 ms, about 24.8 days: a grpc-js server
+ * computes the deadline in 32 bits and fails a longer one at once.
+ */
+export function encodeGrpcTimeout(timeoutMs: number): string {
+  const ms = Math.max(1, Math.ceil(timerDelay(timeoutMs)));
+  return ms <= 99_999_999 ? `${ms}m` : `${Math.min(Math.ceil(ms / 1000), MAX_TIMER_S)}S`;
 }

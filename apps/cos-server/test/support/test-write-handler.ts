@@ -59,7 +59,13 @@ interface EventBody {
 
 function handleCommand(request: HandleCommandRequest, call: grpc.ServerUnaryCall<unknown, unknown>) {
   const command = request.command;
-  const args = parse<Record<string, unknown>>(command);
+  let args: Record<string, unknown>;
+  try {
+    args = parse<Record<string, unknown>>(command);
+  } catch {
+    // a handler that checks its input, as a real one would (the fuzz test sends garbage)
+    throw new GrpcJsStatusError(grpc.status.INVALID_ARGUMENT, 'the command is not JSON');
+  }
   const meta: MetaData | undefined = request.priorEventMeta;
   const base = {
     priorStateType: request.priorState?.typeUrl ?? '',
@@ -100,7 +106,12 @@ function handleCommand(request: HandleCommandRequest, call: grpc.ServerUnaryCall
           encodeRpcStatus({
             code,
             message,
-            details: [{ typeUrl: 'type.googleapis.com/cos.test.Detail', value: encoder.encode('{"why":"because"}') }],
+            details: [
+              {
+                typeUrl: String(args['typeUrl'] ?? 'type.googleapis.com/cos.test.Detail'),
+                value: encoder.encode('{"why":"because"}'),
+              },
+            ],
           }),
         ),
       );
