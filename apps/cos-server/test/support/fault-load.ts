@@ -197,6 +197,12 @@ export function judge(outcomes: readonly CallOutcome[], journal: readonly Journa
       acks: byStatus['OK'] ?? 0,
       byStatus,
       maxOverrunMs: Math.max(0, ...outcomes.map((o) => o.endedAt - o.deadlineAt)),
+      // the latest answers past the deadline, with their statuses
+      topOverruns: outcomes
+        .filter((o) => o.endedAt > o.deadlineAt)
+        .sort((a, b) => b.endedAt - b.deadlineAt - (a.endedAt - a.deadlineAt))
+        .slice(0, 5)
+        .map((o) => `${o.status} +${o.endedAt - o.deadlineAt}`),
       failedButInJournal: outcomes.filter((o) => o.status !== 'OK' && byMarker.has(o.marker)).length,
       journalRows: journal.length,
     },
