@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { uniqueSchemaName } from '@chiefofstate/postgres/testing';
 import { findPostgresBinDir, startOwnPostgres, type OwnPostgres } from '@chiefofstate/testing';
 import { startCos, type CosFixture, type CosTestStore } from './support/cos-fixture.js';
-import { exitOf, judge, lastWords, ownStore, readJournal, startMarkedLoad, within, type MarkedLoad } from './support/fault-load.js';
+import { clock, exitOf, judge, lastWords, ownStore, readJournal, startMarkedLoad, within, type MarkedLoad } from './support/fault-load.js';
 import { startTestHandler, type RunningProcess } from './support/processes.js';
 
 // Required in CI; elsewhere skipped where PostgreSQL's binaries are missing.
@@ -105,6 +105,7 @@ describe.runIf(available)('cos-server under faults, on a PostgreSQL the test own
     const verdict = judge(load.outcomes, await readJournal(store, target!.schema));
     const figures = {
       ...verdict.figures,
+      fault: `${clock(faultAt)}-${clock(faultEndedAt)}`,
       faultMs: faultEndedAt - faultAt,
       recoveryMs: recoveryMs ?? 'never',
       serversUp: exits.filter(({ exit }) => exit() === undefined).length,

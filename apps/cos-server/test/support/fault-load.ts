@@ -154,7 +154,10 @@ export function judge(outcomes: readonly CallOutcome[], journal: readonly Journa
   for (const row of journal) byMarker.set(row.marker, [...(byMarker.get(row.marker) ?? []), row]);
 
   const overruns = outcomes.filter((o) => o.endedAt - o.deadlineAt > maxOverrunMs);
-  report(`calls answered more than ${maxOverrunMs} ms past their deadline (or never)`, overruns.map((o) => `${o.marker} ${o.status} +${o.endedAt - o.deadlineAt} ms`));
+  report(
+    `calls answered more than ${maxOverrunMs} ms past their deadline (or never)`,
+    overruns.map((o) => `${o.marker} ${o.status} sent ${clock(o.startedAt)}, +${o.endedAt - o.deadlineAt} ms`),
+  );
   report('unexpected statuses', outcomes.filter((o) => !EXPECTED.has(o.status) && o.status !== 'NO_ANSWER').map((o) => `${o.marker} ${o.status}: ${o.details}`));
 
   const lost: string[] = [];
@@ -207,6 +210,11 @@ export function judge(outcomes: readonly CallOutcome[], journal: readonly Journa
       journalRows: journal.length,
     },
   };
+}
+
+/** A time of day (UTC) to the millisecond, to match against the servers' logs. */
+export function clock(ms: number): string {
+  return new Date(ms).toISOString().slice(11, 23);
 }
 
 /** The exit of a process, as soon as it happens (undefined while it runs). */
