@@ -153,10 +153,11 @@ export function judge(outcomes: readonly CallOutcome[], journal: readonly Journa
   const byMarker = new Map<string, JournalRow[]>();
   for (const row of journal) byMarker.set(row.marker, [...(byMarker.get(row.marker) ?? []), row]);
 
-  const overruns = outcomes.filter((o) => o.endedAt - o.deadlineAt > maxOverrunMs);
+  const overrun = (o: CallOutcome) => o.endedAt - o.deadlineAt;
+  const overruns = outcomes.filter((o) => overrun(o) > maxOverrunMs).sort((a, b) => overrun(b) - overrun(a));
   report(
     `calls answered more than ${maxOverrunMs} ms past their deadline (or never)`,
-    overruns.map((o) => `${o.marker} ${o.status} sent ${clock(o.startedAt)}, +${o.endedAt - o.deadlineAt} ms`),
+    overruns.map((o) => `${o.marker} ${o.status} sent ${clock(o.startedAt)}, +${overrun(o)} ms`),
   );
   report('unexpected statuses', outcomes.filter((o) => !EXPECTED.has(o.status) && o.status !== 'NO_ANSWER').map((o) => `${o.marker} ${o.status}: ${o.details}`));
 
@@ -199,13 +200,13 @@ export function judge(outcomes: readonly CallOutcome[], journal: readonly Journa
       calls: outcomes.length,
       acks: byStatus['OK'] ?? 0,
       byStatus,
-      maxOverrunMs: Math.max(0, ...outcomes.map((o) => o.endedAt - o.deadlineAt)),
+      maxOverrunMs: Math.max(0, ...outcomes.map(overrun)),
       // the latest answers past the deadline, with their statuses
       topOverruns: outcomes
-        .filter((o) => o.endedAt > o.deadlineAt)
-        .sort((a, b) => b.endedAt - b.deadlineAt - (a.endedAt - a.deadlineAt))
+        .filter((o) => overrun(o) > 0)
+        .sort((a, b) => overrun(b) - overrun(a))
         .slice(0, 5)
-        .map((o) => `${o.status} +${o.endedAt - o.deadlineAt}`),
+        .map((o) => `${o.status} +${overrun(o)}`),
       failedButInJournal: outcomes.filter((o) => o.status !== 'OK' && byMarker.has(o.marker)).length,
       journalRows: journal.length,
     },
