@@ -5,12 +5,14 @@
 // succeeds within 10 s after the fault ends, every acknowledged command's event is in the journal
 // exactly once, a command refused as UNAVAILABLE or RESOURCE_EXHAUSTED is not in it, one whose
 // outcome is unknown (UNKNOWN, DEADLINE_EXCEEDED) at most once, and revisions have no gap.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { uniqueSchemaName } from '@chiefofstate/postgres/testing';
 import { findPostgresBinDir, startOwnPostgres, type OwnPostgres } from '@chiefofstate/testing';
 import { startCos, type CosFixture, type CosTestStore } from './support/cos-fixture.js';
 import { clock, exitOf, judge, lastWords, ownStore, readJournal, startMarkedLoad, within, type MarkedLoad } from './support/fault-load.js';
-import { startTestHandler, type RunningProcess } from './support/processes.js';
+import { APP_ROOT, startTestHandler, type RunningProcess } from './support/processes.js';
 
 // Required in CI; elsewhere skipped where PostgreSQL's binaries are missing.
 const available = process.env['CI'] === 'true' || findPostgresBinDir() !== undefined;
@@ -111,6 +113,7 @@ describe.runIf(available)('cos-server under faults, on a PostgreSQL the test own
       serversUp: exits.filter(({ exit }) => exit() === undefined).length,
     };
     console.info(`[faults] ${scenario.name}: ${JSON.stringify(figures)}`);
+    if (problems.length + verdict.problems.length > 0) keepLogs(scenario.name, scenario.servers);
     expect([...problems, ...verdict.problems]).toEqual([]);
   }
 
@@ -237,6 +240,17 @@ describe.runIf(available)('cos-server under faults, on a PostgreSQL the test own
     expect(takeoverMs).toBeDefined();
   }, 90_000);
 });
+
+/** Keeps the servers' logs of a failed scenario under test-results/ (for CI's artifacts). */
+function keepLogs(name: string, servers: readonly CosFixture[]): void {
+  const dir = join(APP_ROOT, 'test-results');
+  mkdirSync(dir, { recursive: true });
+  for (const server of servers) {
+    const file = join(dir, `faults-${name}-${server.port}.log`);
+    writeFileSync(file, server.server.output());
+    console.info(`[faults] ${name}: log of cos-server :${server.port} in ${file}`);
+  }
+}
 
 /** A metric's value from the replica's /metrics (the sum over its samples whose labels contain `label`); 0 when unreachable. */
 async function metric(replica: CosFixture, name: string, label = ''): Promise<number> {
