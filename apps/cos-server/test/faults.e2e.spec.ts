@@ -142,7 +142,6 @@ describe.runIf(available)('cos-server under faults, on a PostgreSQL the test own
 
   it('(b) PostgreSQL stalled (SIGSTOP of the whole server) for 8 s under load, then resumed', async () => {
     const server = await startServer(uniqueSchemaName('fault_stall'));
-    let readiness = 'not asked';
     await run({
       name: 'stall',
       servers: [server],
@@ -151,17 +150,17 @@ describe.runIf(available)('cos-server under faults, on a PostgreSQL the test own
         const resumeAt = Date.now() + 8_000;
         try {
           await sleep(4_000);
-          readiness = await fetch(`http://127.0.0.1:${server.metricsPort}/readyz`, { signal: AbortSignal.timeout(2_000) }).then(
+          const readiness = await fetch(`http://127.0.0.1:${server.metricsPort}/readyz`, { signal: AbortSignal.timeout(2_000) }).then(
             (response) => String(response.status),
             () => 'no answer in 2 s',
           );
+          console.info(`[faults] stall: /readyz 4 s into the stall: ${readiness}`);
           await sleep(resumeAt - Date.now());
         } finally {
           postgres!.resume();
         }
       },
     });
-    console.info(`[faults] stall: /readyz 4 s into the stall: ${readiness}`);
   }, 90_000);
 
   it('(c) every COS connection terminated 5 times under load', async () => {
