@@ -148,17 +148,23 @@ describe.runIf(available)('cos-server under faults, on a PostgreSQL the test own
       async fault() {
         await postgres!.stall();
         const resumeAt = Date.now() + 8_000;
+        // readiness every 2 s of the stall: it should turn not-ready (503) while the store is down
+        const readiness: string[] = [];
         try {
-          await sleep(4_000);
-          const readiness = await fetch(`http://127.0.0.1:${server.metricsPort}/readyz`, { signal: AbortSignal.timeout(2_000) }).then(
-            (response) => String(response.status),
-            () => 'no answer in 2 s',
-          );
-          console.info(`[faults] stall: /readyz 4 s into the stall: ${readiness}`);
+          for (let sample = 1; sample <= 3; sample++) {
+            await sleep(resumeAt - 8_000 + sample * 2_000 - Date.now());
+            readiness.push(
+              await fetch(`http://127.0.0.1:${server.metricsPort}/readyz`, { signal: AbortSignal.timeout(1_000) }).then(
+                (response) => `${sample * 2}s:${response.status}`,
+                () => `${sample * 2}s:no answer`,
+              ),
+            );
+          }
           await sleep(resumeAt - Date.now());
         } finally {
           postgres!.resume();
         }
+        console.info(`[faults] stall: /readyz during the stall ${readiness.join(' ')}`);
       },
     });
   }, 90_000);

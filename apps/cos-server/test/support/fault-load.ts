@@ -208,9 +208,19 @@ export function judge(outcomes: readonly CallOutcome[], journal: readonly Journa
         .slice(0, 5)
         .map((o) => `${o.status} +${overrun(o)}`),
       failedButInJournal: outcomes.filter((o) => o.status !== 'OK' && byMarker.has(o.marker)).length,
+      // how fast failures came: a server that fails fast answers within milliseconds
+      failureLatencyMs: percentiles(outcomes.filter((o) => o.status !== 'OK').map((o) => o.endedAt - o.startedAt)),
       journalRows: journal.length,
     },
   };
+}
+
+/** p50, p90 and max of the values, or undefined when there are none. */
+function percentiles(values: number[]): { p50: number; p90: number; max: number } | undefined {
+  if (values.length === 0) return undefined;
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+  return { p50: at(0.5), p90: at(0.9), max: sorted.at(-1)! };
 }
 
 /** A time of day (UTC) to the millisecond, to match against the servers' logs. */
