@@ -27,6 +27,8 @@ function definitionOf(service: DescService): grpc.ServiceDefinition {
 export interface GrpcJsCallOptions {
   metadata?: grpc.Metadata;
   deadline?: Date | number;
+  /** cancels the call (CANCELLED) when aborted */
+  signal?: AbortSignal;
 }
 
 export interface GrpcJsUnaryResult<O> {
@@ -81,6 +83,9 @@ export function createGrpcJsClient(options: GrpcJsClientOptions): GrpcJsClient {
         call.on('metadata', (m: grpc.Metadata) => {
           headers = m;
         });
+        const { signal } = callOptions;
+        if (signal?.aborted) call.cancel();
+        signal?.addEventListener('abort', () => call.cancel(), { once: true });
       });
     },
     close: () => raw.close(),

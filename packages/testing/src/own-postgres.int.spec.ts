@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -110,4 +111,25 @@ describe.skipIf(!available)('startOwnPostgres', () => {
     expect(await gone(pid, 5_000)).toBe(true);
     await other.dispose(); // twice is harmless
   });
+
+  it('leaves no server behind when the process that started it is killed outright', async () => {
+    // a child process starts a server, stalls it and reports it, then is SIGKILLed: no 'exit' handler runs
+    const script = `
+      import { startOwnPostgres } from ${JSON.stringify(new URL('./own-postgres.ts', import.meta.url).pathname)};
+      const server = await startOwnPostgres();
+      await server.stall();
+      console.log(JSON.stringify({ dir: server.dir, pid: server.postmasterPid() }));
+      setInterval(() => {}, 1000);`;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const line = await new Promise<string>((resolve, reject) => {
+      child.stdout.on('data', (chunk: Buffer) => resolve(chunk.toString()));
+      child.once('exit', (code) => reject(new Error(`exited ${code}`)));
+    });
+    const { dir, pid } = JSON.parse(line) as { dir: string; pid: number };
+    child.kill('SIGKILL');
+    expect(await gone(pid, 10_000)).toBe(true);
+    const removed = Date.now() + 5_000;
+    while (existsSync(dir) && Date.now() < removed) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(existsSync(dir)).toBe(false);
+  }, 60_000);
 });

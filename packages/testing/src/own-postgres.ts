@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { appendFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -11,8 +11,8 @@ import { freePort } from './processes.js';
  * the faults production deals out — restart, stop, stall (SIGSTOP of the whole server),
  * terminated connections. Tests that restart or stall a server must never touch the shared one.
  * PostgreSQL refuses to run as root, so as root the server runs as the OS user `postgres`.
- * Every wait is bounded; `dispose()` always leaves nothing behind (also when the test process
- * exits without calling it).
+ * Every wait is bounded; `dispose()` always leaves nothing behind, and neither does a test
+ * process that exits without calling it, or is killed.
  */
 
 export interface OwnPostgresOptions {
@@ -124,6 +124,7 @@ export async function startOwnPostgres(options: OwnPostgresOptions = {}): Promis
     rmSync(dir, { recursive: true, force: true });
   };
   process.once('exit', onExit);
+  const guardian = startGuardian(dir);
 
   const admin = async <T>(work: (client: pg.Client) => Promise<T>, db = 'postgres'): Promise<T> => {
     const client = new pg.Client({
@@ -166,6 +167,7 @@ export async function startOwnPostgres(options: OwnPostgresOptions = {}): Promis
     }
     rmSync(dir, { recursive: true, force: true });
     process.removeListener('exit', onExit);
+    guardian.kill('SIGKILL');
   }
 
   return {
@@ -236,6 +238,24 @@ export async function startOwnPostgres(options: OwnPostgresOptions = {}): Promis
       await disposeServer();
     },
   };
+}
+
+/**
+ * A shell that outlives a test process killed outright (SIGKILL, a worker torn down: no 'exit'
+ * event), then kills the server, stopped or not, and removes its directory.
+ */
+function startGuardian(dir: string): ChildProcess {
+  const script = `
+    while kill -0 ${process.pid} 2>/dev/null; do sleep 1; done
+    pid=$(head -n 1 "${dir}/data/postmaster.pid" 2>/dev/null)
+    if [ -n "$pid" ]; then
+      for child in $(ps -o pid= --ppid "$pid"); do kill -9 "$child" 2>/dev/null; done
+      kill -9 "$pid" 2>/dev/null
+    fi
+    rm -rf "${dir}"`;
+  const child = spawn('/bin/sh', ['-c', script], { detached: true, stdio: 'ignore' });
+  child.unref();
+  return child;
 }
 
 function postgresqlConf(port: number, socketDir: string, settings: Readonly<Record<string, string | number>>): string {

@@ -47,6 +47,15 @@ export interface CosFixture {
   dispose(): Promise<void>;
 }
 
+/** The PostgreSQL a fixture runs on: the shared test server, or one the test owns (startOwnPostgres). */
+export interface CosTestStore {
+  /** the COS_POSTGRES_* environment of a schema */
+  cosEnv(schema: string): Record<string, string>;
+  connection(schema: string): pg.PoolConfig;
+}
+
+export const sharedTestStore: CosTestStore = { cosEnv: testPostgresEnv, connection: testPostgresConnection };
+
 /**
  * Starts the built cos-server on the real PostgreSQL, in a schema of its own, and waits for the
  * log line `started` (default: the one saying it serves).
@@ -55,20 +64,23 @@ export async function startCos(
   env: Record<string, string>,
   schema = uniqueSchemaName('e2e'),
   started: RegExp = /chief-of-state serving/,
+  store: CosTestStore = sharedTestStore,
 ): Promise<CosFixture> {
-  const db = testPostgresConnection(schema);
+  const db = store.connection(schema);
   const port = await freePort();
   const metricsPort = await freePort();
   const server = startCosServerProcess({
     COS_PORT: String(port),
     COS_METRICS_PORT: String(metricsPort),
     COS_ADDRESS: '127.0.0.1',
-    ...testPostgresEnv(schema),
+    ...store.cosEnv(schema),
     ...env,
   });
   await server.waitFor(started);
   const client = createGrpcJsClient({ service: ChiefOfStateService, address: `127.0.0.1:${port}` });
   const pool = new pg.Pool({ ...db, max: 2 });
+  // an idle connection cut by a fault test's restart is no failure of the test
+  pool.on('error', () => {});
   return {
     server,
     port,
