@@ -1,5 +1,5 @@
 import { networkInterfaces } from 'node:os';
-import { createEntityRouter, entityShardStreams, type EntityRouter } from '@chiefofstate/cluster';
+import { createEntityRouter, createForwardingAuth, entityShardStreams, type EntityRouter } from '@chiefofstate/cluster';
 import type { CosConfig } from '@chiefofstate/config';
 import { createEntityRuntime } from '@chiefofstate/entity';
 import {
@@ -21,7 +21,7 @@ import { createMetrics, startMetricsServer, type CosMetrics, type MetricsServer 
 import type { Database } from '@chiefofstate/postgres';
 import { ChiefOfStateService, Health, ReadSideManagerService } from '@chiefofstate/protocol';
 import { createDeferredManager, startReadSides } from '@chiefofstate/read-side';
-import { createLeaseCoordinator } from '@chiefofstate/sharding';
+import { createLeaseCoordinator, loadClusterSecret } from '@chiefofstate/sharding';
 import { createSnapshotStore } from '@chiefofstate/snapshot';
 import { openCosStore } from '@chiefofstate/store';
 import { ConfigError, ShuttingDownError } from '@chiefofstate/core';
@@ -124,9 +124,14 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     throw error;
   }
 
+  // On PostgreSQL the replicas sharing the database split the entity shards between them: each
+  // keeps only its own shards' entities in memory and forwards calls for the others' (see
+  // @chiefofstate/cluster). The embedded store has one process, which handles everything.
+  const clustered = config.store.kind === 'postgres';
   const journal = createJournal({
     database,
     numShards: config.numShards,
+    fencing: clustered,
     batchThreshold: config.journal.eventsBatchThreshold,
     onBatch: (batch) => metrics.observeJournalBatch(batch.events, batch.seconds),
   });
@@ -140,10 +145,6 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     interceptors: [metrics.handlerInterceptor],
   });
   const validation = config.writeSide.validation;
-  // On PostgreSQL the replicas sharing the database split the entity shards between them: each
-  // keeps only its own shards' entities in memory and forwards calls for the others' (see
-  // @chiefofstate/cluster). The embedded store has one process, which handles everything.
-  const clustered = config.store.kind === 'postgres';
   const address = `${advertisedHost(config.cluster.podIp)}:${server.port}`;
   let router: EntityRouter | undefined;
   // the (message, fields) logger the entity runtime and the router declare
@@ -164,7 +165,9 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     commandTimeoutMs: config.timeouts.commandMs,
     passivateAfterMs: config.entities.passivateAfterMs,
     maxActive: config.entities.maxActive,
-    ...(clustered ? { retain: (entityId: string) => router?.retains(entityId) ?? false } : {}),
+    ...(clustered
+      ? { retain: (entityId: string) => router?.retains(entityId) ?? false, fenceOf: (entityId: string) => router?.fenceOf(entityId) }
+      : {}),
     logger: portLogger,
   });
   const peers = clustered
@@ -178,10 +181,15 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
       })
     : undefined;
   if (peers && coordinator) {
+    // COS_CLUSTER_SECRET, else the one the replicas share through the database
+    const secret = config.cluster.secret ?? (await loadClusterSecret(database));
     router = createEntityRouter({
       local: runtime,
       peers,
       owners: coordinator,
+      fences: journal,
+      auth: createForwardingAuth({ secret, maxSkewMs: config.cluster.maxClockSkewMs }),
+      address,
       numShards: config.numShards,
       onRoute: (method, outcome) => metrics.observeRoute(method, outcome),
       logger: portLogger,

@@ -8,6 +8,8 @@ export {
   HandlerFailedError,
   HandlerUnavailableError,
   PeerUnreachableError,
+  UnauthenticatedError,
+  FencedError,
   DeadlineExceededError,
   ShuttingDownError,
   ConfigError,

@@ -77,6 +77,11 @@ export interface EntityRuntimeOptions {
    * replica never answers from a copy another replica may have moved on from.
    */
   retain?: (entityId: string) => boolean;
+  /**
+   * The lease epoch each append of the entity carries (`JournalAppend.fence`), read at append
+   * time; undefined: none. Replicas that split the shards pass their lease's epoch.
+   */
+  fenceOf?: (entityId: string) => bigint | undefined;
   logger?: Logger;
   clock?: Clock;
 }
@@ -194,6 +199,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
 
   const entities = new ActiveEntities<Command>();
   const retains = options.retain ?? (() => true);
+  const fenceOf = options.fenceOf;
   /** evictions waiting for busy entities to go idle */
   const evictions = new Set<{ busy: Set<EntitySlot>; done: () => void }>();
   let closing = false;
@@ -398,11 +404,13 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     const expectedRevision = slot.revision;
     try {
       const { trace: traced } = kept[0]!.command;
+      const fence = fenceOf?.(entityId);
       await journal.append({
         entityId,
         expectedRevision: BigInt(expectedRevision),
         events,
         ...(traced ? { traceContext: traced.context } : {}),
+        ...(fence !== undefined ? { fence } : {}),
       });
     } catch (error) {
       // Whatever happened, the cache may no longer match the store: reload next time.

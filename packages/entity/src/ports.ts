@@ -26,6 +26,11 @@ export interface JournalAppend {
   events: readonly Uint8Array[];
   /** the OpenTelemetry context to trace the append in (its command's) */
   traceContext?: Context;
+  /**
+   * This replica's lease epoch of the entity's shard (see `fenceOf`): the store refuses the
+   * append with FencedError (@chiefofstate/core) once a later lease holder fenced it.
+   */
+  fence?: bigint;
 }
 
 export interface JournalAppendResult {

@@ -3,6 +3,7 @@ import { Code, ConnectError } from '@connectrpc/connect';
 import {
   CosError,
   DeadlineExceededError,
+  FencedError,
   HandlerFailedError,
   HandlerUnavailableError,
   InvalidArgumentError,
@@ -12,6 +13,7 @@ import {
   PeerUnreachableError,
   ShuttingDownError,
   StoreError,
+  UnauthenticatedError,
   traceLogFields,
 } from '@chiefofstate/core';
 
@@ -47,6 +49,8 @@ function codeOf(error: CosError): Code {
   if (error instanceof ShuttingDownError) return Code.Unavailable;
   if (error instanceof PeerUnreachableError) return Code.Unavailable;
   if (error instanceof StoreError) return Code.Unavailable;
+  if (error instanceof FencedError) return Code.Unavailable;
+  if (error instanceof UnauthenticatedError) return Code.Unauthenticated;
   // conflicts are retried below; one that still surfaces means heavy contention: retryable
   if (error instanceof JournalConflictError) return Code.Aborted;
   return Code.Internal;
@@ -59,6 +63,8 @@ export function isExpectedFailure(error: unknown): boolean {
     error instanceof NotFoundError ||
     error instanceof MessageTooLargeError ||
     error instanceof HandlerFailedError ||
+    // a forged forwarding mark: the router logs it as a warning with what the caller claimed
+    error instanceof UnauthenticatedError ||
     (error instanceof ConnectError && error.code !== Code.Internal && error.code !== Code.Unknown)
   );
 }

@@ -1,6 +1,7 @@
 import { context, trace, type Context, type Link, type Span } from '@opentelemetry/api';
 import { CompiledQuery, type Kysely } from 'kysely';
 import {
+  FencedError,
   InternalError,
   InvalidArgumentError,
   JournalConflictError,
@@ -10,7 +11,7 @@ import {
   shardOf,
 } from '@chiefofstate/core';
 import { isUniqueViolation, type Database } from '@chiefofstate/postgres';
-import type { JournalTables } from './schema.js';
+import { FENCED_SQLSTATE, type JournalTables } from './schema.js';
 
 export interface JournalOptions {
   readonly database: Database;
@@ -20,6 +21,11 @@ export interface JournalOptions {
   readonly batchThreshold?: number;
   /** told about each group-commit transaction once it is done (metrics) */
   readonly onBatch?: (batch: JournalBatchInfo) => void;
+  /**
+   * Appends are checked against their shard's fence (see `fenceShard`); an append without a
+   * `fence` counts as epoch 0. For processes that split the shards through leases. Default false.
+   */
+  readonly fencing?: boolean;
 }
 
 export interface JournalBatchInfo {
@@ -42,6 +48,11 @@ export interface AppendRequest {
    * active context (which needs a context manager). Not traced unless that span is recording.
    */
   readonly traceContext?: Context | undefined;
+  /**
+   * With `fencing`: the appender's lease epoch of the entity's shard. The append fails with
+   * FencedError, nothing written, when the shard's fence is higher (a later lease holder).
+   */
+  readonly fence?: bigint | undefined;
 }
 
 export interface AppendResult {
@@ -95,6 +106,12 @@ export interface Journal {
   latestPosition(shard?: number): Promise<bigint>;
   /** Marks the entity's events with revision < `revision` deleted; returns how many it marked. */
   deleteEventsBefore(entityId: string, revision: bigint): Promise<number>;
+  /**
+   * Raises the shard's fence to `epoch`, the caller's lease epoch: resolves once appends with a
+   * lower epoch can no longer commit (those already committed are visible to reads made after).
+   * FencedError when a later lease already raised it higher.
+   */
+  fenceShard(shard: number, epoch: bigint): Promise<void>;
   /** Writes what is queued, then refuses new appends (ShuttingDownError). Leaves the database open. */
   close(): Promise<void>;
 }
@@ -126,7 +143,7 @@ function payloadBytes(request: AppendRequest): number {
 }
 
 const APPEND_SQL =
-  'SELECT accepted, first_position, written_at FROM cos_journal_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)';
+  'SELECT accepted, first_position, written_at FROM cos_journal_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)';
 
 /** Creates the journal over an already migrated database (see journalMigrations). */
 export function createJournal(options: JournalOptions): Journal {
@@ -137,7 +154,7 @@ export function createJournal(options: JournalOptions): Journal {
     throw new InvalidArgumentError(`batchThreshold must be a positive integer, got ${batchThreshold}`);
   }
   const db = database.kysely.withTables<JournalTables>();
-  const writer = createGroupCommitWriter(database.kysely, numShards, batchThreshold, options.onBatch);
+  const writer = createGroupCommitWriter(database.kysely, numShards, batchThreshold, options.onBatch, options.fencing ?? false);
 
   const toEvent = (row: JournalTables['cos_journal']): JournalEvent => ({
     position: row.position,
@@ -212,6 +229,17 @@ export function createJournal(options: JournalOptions): Journal {
       return Number(result.numUpdatedRows);
     },
 
+    async fenceShard(shard, epoch) {
+      if (!Number.isInteger(shard) || shard < 0 || shard >= numShards) throw new InvalidArgumentError(`no shard ${shard}`);
+      const result = await store(() =>
+        database.kysely.executeQuery<{ fence: bigint | string }>(
+          CompiledQuery.raw('SELECT cos_journal_fence($1, $2) AS fence', [shard, epoch.toString()]),
+        ),
+      );
+      const fence = BigInt(result.rows[0]?.fence ?? 0);
+      if (fence > epoch) throw new FencedError(`shard ${shard}: lease epoch ${epoch} was superseded by epoch ${fence}`);
+    },
+
     close: writer.close,
   };
 }
@@ -240,6 +268,7 @@ function createGroupCommitWriter(
   numShards: number,
   batchThreshold: number,
   onBatch: JournalOptions['onBatch'],
+  fencing: boolean,
 ): GroupCommitWriter {
   let queue: Pending[] = [];
   let draining: Promise<void> | undefined;
@@ -321,6 +350,7 @@ function createGroupCommitWriter(
     const expected = new Array<bigint>(n);
     const counts = new Array<number>(n);
     const shards = new Array<number>(n);
+    const epochs = fencing ? new Array<bigint | string>(n) : undefined;
     const starts = new Array<number>(n);
     const shardSet = new Set<number>();
     let single = true; // every request has one event
@@ -331,7 +361,8 @@ function createGroupCommitWriter(
     const payloads: Uint8Array[] = [];
     let offset = 0;
     for (let i = 0; i < n; i++) {
-      const { entityId, expectedRevision, events } = batch[i]!.request;
+      const { entityId, expectedRevision, events, fence } = batch[i]!.request;
+      if (epochs) epochs[i] = fence ?? 'NULL';
       entityIds[i] = entityId;
       expected[i] = expectedRevision;
       counts[i] = events.length;
@@ -372,6 +403,7 @@ function createGroupCommitWriter(
         blob,
         strict,
         [...shardSet].join(','),
+        epochs ? numberArray(epochs) : null,
       ]),
     );
     const row = result.rows[0];
@@ -487,7 +519,7 @@ function batchSpan(batch: readonly Pending[]): Span | undefined {
   return span;
 }
 
-function numberArray(values: readonly (number | bigint)[]): string {
+function numberArray(values: readonly (number | bigint | string)[]): string {
   return `{${values.join(',')}}`;
 }
 
@@ -511,6 +543,9 @@ function validate(request: AppendRequest): void {
     throw new InvalidArgumentError(`expectedRevision must be a bigint >= 0, got ${String(request.expectedRevision)}`);
   }
   if (request.events.length === 0) throw new InvalidArgumentError('an append needs at least one event');
+  if (request.fence !== undefined && (typeof request.fence !== 'bigint' || request.fence < 0n)) {
+    throw new InvalidArgumentError(`fence must be a bigint >= 0, got ${String(request.fence)}`);
+  }
 }
 
 /** An error the database raised for the statement (it has a SQLSTATE), not a lost connection. */
@@ -528,6 +563,11 @@ function appendError(request: AppendRequest, error: unknown): Error {
   // The lock makes this unreachable for writers that go through cos_journal_append; the unique
   // constraint still stops anyone else.
   if (isUniqueViolation(error)) return new JournalConflictError(request.entityId, request.expectedRevision, { cause: error });
+  if (sqlState(error) === FENCED_SQLSTATE) {
+    return new FencedError(`journal refused the append of ${JSON.stringify(request.entityId)}: a later lease of its shard fenced it`, {
+      cause: error,
+    });
+  }
   // Class 22, data exception: PostgreSQL refused a value of this request (e.g. a NUL character).
   if (sqlState(error)?.startsWith('22')) {
     return new InvalidArgumentError(`journal refused the append of ${JSON.stringify(request.entityId)}: ${errorMessage(error)}`, {

@@ -5,3 +5,10 @@
  * most once.
  */
 export const FORWARDED_BY_HEADER = 'x-cos-forwarded-by';
+
+/**
+ * Request header proving that a call marked with FORWARDED_BY_HEADER comes from a COS replica:
+ * an HMAC with the cluster secret over the mark, the method, the entity id and the time (see
+ * @chiefofstate/cluster). A mark without a valid proof is refused (UNAUTHENTICATED).
+ */
+export const FORWARDED_PROOF_HEADER = 'x-cos-forwarded-proof';
