@@ -7,7 +7,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { shardOf } from '@chiefofstate/core';
 import { testPostgresConnection, testStoreKinds, uniqueSchemaName } from '@chiefofstate/postgres/testing';
-import { EventWrapperSchema } from '@chiefofstate/protocol';
+import { EventWrapperSchema, FORWARDED_BY_HEADER, FORWARDED_PROOF_HEADER } from '@chiefofstate/protocol';
 import { command, failure, startCos, stateOf, type CosFixture } from './support/cos-fixture.js';
 import { startTestHandler, type RunningProcess } from './support/processes.js';
 
@@ -343,6 +343,102 @@ describe.runIf(hasServer)('cos-server replicas sharing one PostgreSQL', () => {
     expect(failed.map((o) => `${o.entityId} ${grpc.status[o.code as grpc.status]} ${o.at - stoppedAt} ms after SIGTERM`)).toEqual([]);
     await checkJournal(survivor.schema, load.acks);
   }, 120_000);
+  it("never answer GetState on the owner older than a write acknowledged by any replica: a stock client's forwarding mark is refused (UNAUTHENTICATED), nothing written", async () => {
+    const [a, b] = await startPair();
+    const owned = await shardsOf(b);
+    const ids = entitiesOfAllShards('forged', 1).filter((id) => owned.has(shardOf(id, NUM_SHARDS)));
+    const forgedMark = (proof?: string) => {
+      const metadata = new grpc.Metadata();
+      metadata.set(FORWARDED_BY_HEADER, `127.0.0.1:${b.port}`); // claims to come from the owner
+      if (proof !== undefined) metadata.set(FORWARDED_PROOF_HEADER, proof);
+      return metadata;
+    };
+    const attempts = [
+      () => forgedMark(),
+      () => forgedMark(`v1.1.${Date.now()}.${'A'.repeat(43)}`),
+      () => forgedMark('the cluster secret, guessed'),
+    ];
+    const acknowledged = new Map<string, number>();
+    const codes: string[] = [];
+    for (const id of ids) {
+      // the owner has it in memory
+      const first = await b.send(id, command('Emit', { events: ['first'] }));
+      acknowledged.set(id, first.response.meta!.revisionNumber);
+      expect((await b.getState(id)).response.meta?.revisionNumber).toBe(1);
+      for (const [n, metadata] of attempts.entries()) {
+        // sent to the other replica, and to the owner itself
+        for (const target of [a, b]) {
+          try {
+            const { response } = await target.send(id, command('Emit', { events: [`forged-${n}`] }), { metadata: metadata() });
+            acknowledged.set(id, Math.max(acknowledged.get(id)!, response.meta!.revisionNumber));
+            codes.push('OK');
+          } catch (error) {
+            codes.push(grpc.status[(error as grpc.ServiceError).code]);
+          }
+        }
+      }
+    }
+    for (const id of ids) {
+      const read = await b.getState(id);
+      expect(read.response.meta?.revisionNumber, `${id}: GetState on the owner`).toBe(acknowledged.get(id));
+    }
+    expect(codes).toEqual(codes.map(() => 'UNAUTHENTICATED'));
+    for (const id of ids) expect((await b.journal(id)).map((row) => Number(row.revision)), id).toEqual([1]);
+    // refused at the edge of each replica, counted, and logged with what was claimed, never a secret
+    expect(await metric(a, 'cos_forwarded_calls_total', { outcome: 'unauthenticated' })).toBe(ids.length * attempts.length);
+    expect(await metric(b, 'cos_forwarded_calls_total', { outcome: 'unauthenticated' })).toBe(ids.length * attempts.length);
+    expect(a.server.output()).toMatch(/refused a call marked as forwarded by a replica: its proof is not valid/);
+    const [stored] = await query<{ secret: Buffer }>(a.schema, 'select secret from cos_cluster_secret');
+    for (const replica of [a, b]) {
+      for (const encoding of ['hex', 'base64', 'base64url'] as const) expect(replica.server.output()).not.toContain(stored!.secret.toString(encoding));
+    }
+  }, 120_000);
+
+  it('share the cluster secret without configuration: calls forwarded either way are proven and accepted, and the owner reads every write', async () => {
+    const [a, b] = await startPair();
+    // one secret, created by the first replica in the shared database
+    expect(await query<{ n: number }>(a.schema, 'select count(*)::int as n from cos_cluster_secret')).toEqual([{ n: 1 }]);
+    const ownedByB = await shardsOf(b);
+    const ids = entitiesOfAllShards('proven', 1);
+    for (const [round, writer] of [a, b, a].entries()) {
+      for (const id of ids) {
+        const { response } = await writer.send(id, command('Emit', { events: [`w${round}`] }));
+        expect(response.meta?.revisionNumber).toBe(round + 1);
+        const owner = ownedByB.has(shardOf(id, NUM_SHARDS)) ? b : a;
+        expect((await owner.getState(id)).response.meta?.revisionNumber, `${id} on its owner`).toBe(round + 1);
+      }
+    }
+    expect(await routed(a, 'forwarded')).toBeGreaterThan(0);
+    expect(await routed(b, 'forwarded')).toBeGreaterThan(0);
+    for (const replica of [a, b]) expect(await metric(replica, 'cos_forwarded_calls_total', { outcome: 'unauthenticated' })).toBeUndefined();
+  }, 120_000);
+
+  it("fence a stale owner: once a later lease of its shard fenced the journal, the old owner's append fails UNAVAILABLE, nothing written", async () => {
+    const [a, b] = await startPair();
+    const shard = [...(await shardsOf(b))][0]!;
+    const stream = `entity-shard/${shard}`;
+    const id = entitiesOfAllShards('stale', 1).find((entityId) => shardOf(entityId, NUM_SHARDS) === shard)!;
+    expect((await b.send(id, command('Emit', { events: ['first'] }))).response.meta?.revisionNumber).toBe(1);
+    // What a replica taking the shard over after b stalled past its lease does: a later epoch,
+    // and the journal fenced at it (b has not noticed yet: its next lease round is up to 1 s away).
+    await query(
+      b.schema,
+      `with taken as (
+         update cos_stream_leases set owner = 'taken-over-by-another', epoch = epoch + 1, expires_at = now() + interval '1 hour'
+         where stream = $1 returning epoch)
+       select cos_journal_fence($2, (select epoch from taken))`,
+      [stream, shard],
+    );
+    const stale = await failure(b.send(id, command('Emit', { events: ['stale'] }), { deadlineMs: 1500 }));
+    expect(grpc.status[stale.code]).toBe('UNAVAILABLE');
+    const viaOther = await failure(a.send(id, command('Emit', { events: ['other'] }), { deadlineMs: 1500 }));
+    expect(grpc.status[viaOther.code]).toBe('UNAVAILABLE');
+    expect((await b.journal(id)).map((row) => Number(row.revision))).toEqual([1]);
+    // b gives the shard up; reads still answer from the store
+    await expect.poll(() => ownedShards(b), { timeout: 10_000, interval: 100 }).toBe(NUM_SHARDS / 2 - 1);
+    expect((await b.getState(id)).response.meta?.revisionNumber).toBe(1);
+  }, 120_000);
+
   it('serve only once COS_DOCKER_REPLICA_COUNT replicas have joined, and stop at once when asked while waiting', async () => {
     const schema = uniqueSchemaName('count');
     const env = {

@@ -338,6 +338,28 @@ describe('routing ProcessCommand', () => {
     ]);
   });
 
+  it("waits (up to the caller's deadline) for a shard changing owner, then runs the command where the next owner is", async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const { router, local, peers, owners, own } = setup();
+    const [a, b, c] = [idInShard(1), idInShard(2), idInShard(3)];
+    owners.set(2, { address: 'peer-b:9000', self: false });
+    peers.reply = () => Promise.reject(new PeerUnreachableError('refused'));
+    const here = router.processCommand({ entityId: a, command: str('a'), deadline: 1_005_000 });
+    const there = router.processCommand({ entityId: b, command: str('b'), deadline: 1_005_000 });
+    const never = router.processCommand({ entityId: c, command: str('c'), deadline: 1_000_450 }).catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(local.commands).toEqual([]);
+    await own(1); // this replica took shard 1 over
+    owners.set(2, { address: 'peer-c:9000', self: false }); // another one took shard 2
+    peers.reply = (record) => Promise.resolve({ state: str(`peer:${record.address}`), meta: meta(record.request.entityId, 1) });
+    await vi.advanceTimersByTimeAsync(100);
+    expect((await here).state).toEqual(str(`local:${a}`));
+    expect((await there).state).toEqual(str('peer:peer-c:9000'));
+    // no owner until the deadline: refused just before it, nothing run
+    expect(await never).toBeInstanceOf(FencedError);
+    expect(local.commands.map((command) => command.entityId)).toEqual([a]);
+  });
+
   it('refuses a command retryably, never running it here, when the owner refused the connection', async () => {
     const { router, local, peers, owners, routes } = setup();
     const id = idInShard(1);

@@ -96,6 +96,9 @@ interface OwnedShard {
 
 const noopLogger: Logger = { debug: () => {}, warn: () => {} };
 
+/** How often a command waiting for its shard's next owner looks again (bounded by its deadline). */
+const REROUTE_MS = 100;
+
 /**
  * Routes each call to the replica that owns the entity's shard; only the owner writes it, and
  * only once its lease epoch fenced the previous owner's appends, so the entities it keeps in
@@ -238,14 +241,12 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
     }
   };
 
-  return {
-    async processCommand(request) {
-      const { entityId } = request;
-      assertValidEntityId(entityId);
-      const forwards = forwardsOf('ProcessCommand', entityId, request);
-      const target = route('ProcessCommand', entityId, forwards);
-      if ('here' in target) return processHere(request, target.here);
-      return elsewhere(
+  /** Routes the command once: here, to the owner, or refused retryably. */
+  const routeCommand = (request: CommandRequest, forwards: number): Promise<EntityState> => {
+    const { entityId } = request;
+    const target = route('ProcessCommand', entityId, forwards);
+    if ('here' in target) return processHere(request, target.here);
+    return elsewhere(
         'ProcessCommand',
         entityId,
         target,
@@ -263,6 +264,37 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
           );
         },
       );
+  };
+
+  /** Waits REROUTE_MS unless the call's deadline or cancellation comes first; whether it waited. */
+  const waitToReroute = async (call: { signal?: AbortSignal; deadline?: number }): Promise<boolean> => {
+    if (call.signal?.aborted || call.deadline === undefined || Date.now() + REROUTE_MS >= call.deadline) return false;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, REROUTE_MS);
+      function done() {
+        clearTimeout(timer);
+        call.signal?.removeEventListener('abort', done);
+        resolve();
+      }
+      call.signal?.addEventListener('abort', done, { once: true });
+    });
+    return !call.signal?.aborted;
+  };
+
+  return {
+    async processCommand(request) {
+      assertValidEntityId(request.entityId);
+      const forwards = forwardsOf('ProcessCommand', request.entityId, request);
+      // A shard changing owner (a replica stopped or died) has none for a moment: the caller's
+      // own command waits for the next one, looking again every REROUTE_MS, until its deadline.
+      for (;;) {
+        try {
+          return await routeCommand(request, forwards);
+        } catch (error) {
+          const refused = error instanceof FencedError || error instanceof PeerUnreachableError;
+          if (!refused || forwards > 0 || !(await waitToReroute(request))) throw error;
+        }
+      }
     },
 
     async getState(entityId, options = {}) {
