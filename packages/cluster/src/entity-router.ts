@@ -140,7 +140,7 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
       (error: unknown) => {
         lease.fencing = undefined;
         if (error instanceof FencedError) dropShard(shard, lease);
-        logger.warn('could not fence the previous owner of an acquired shard', { shard, epoch: String(lease.epoch), err: error });
+        else logger.warn('could not fence the previous owner of an acquired shard; the next call tries again', { shard, err: error });
         throw error;
       },
     );
@@ -151,6 +151,7 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
   const dropShard = (shard: number, lease: OwnedShard) => {
     if (owned.get(shard) !== lease) return;
     owned.delete(shard);
+    logger.warn('another replica took this shard over and fenced its appends; giving it up', { shard, epoch: String(lease.epoch) });
     local.evict((entityId) => shardOf(entityId, numShards) === shard).catch(() => {});
   };
 

@@ -48,9 +48,8 @@ export interface LocalEntities {
 
 /** Who holds a shard's stream now (satisfied by @chiefofstate/sharding's lease coordinator). */
 export interface ShardOwners {
+  /** not `self` for a lease of this process whose renewal is overdue (it may be another's now) */
   ownerOf(stream: string): { readonly address: string | undefined; readonly self: boolean } | undefined;
-  /** live replicas sharing the shards, this one included; without it, others are assumed */
-  members?(): number;
 }
 
 /** The journal's shard fences (satisfied by @chiefofstate/journal's journal). */
