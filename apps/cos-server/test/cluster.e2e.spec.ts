@@ -435,6 +435,8 @@ describe.runIf(hasServer)('cos-server replicas sharing one PostgreSQL', () => {
     const viaOther = await failure(a.send(id, command('Emit', { events: ['other'] }), { deadlineMs: 1500 }));
     expect(grpc.status[viaOther.code]).toBe('UNAVAILABLE');
     expect((await b.journal(id)).map((row) => Number(row.revision))).toEqual([1]);
+    // refused by the journal's fence (b's append), not only by routing: b says so and drops the shard
+    expect(b.server.output()).toMatch(/another replica took this shard over and fenced its appends; giving it up/);
     // b gives the shard up; reads still answer from the store
     await expect.poll(() => ownedShards(b), { timeout: 10_000, interval: 100 }).toBe(NUM_SHARDS / 2 - 1);
     expect((await b.getState(id)).response.meta?.revisionNumber).toBe(1);

@@ -643,6 +643,28 @@ describe('shard ownership (the lease coordinator host)', () => {
     expect(performance.now() - started).toBeLessThan(1000);
   });
 
+  it('runs the calls of a shard being given up here, uncached, with its epoch, until the release is done', async () => {
+    const { router, local, peers, routes, own } = setup({ releaseWaitMs: 10_000 });
+    const id = idInShard(1);
+    let finish!: () => void;
+    local.evictResult = () => new Promise<void>((resolve) => (finish = resolve));
+    await own(1, 3n);
+    const release = router.released(entityShardStream(1), 'closing');
+    expect(router.retains(id)).toBe(false);
+    expect(router.ownedShards()).toBe(0);
+    expect(router.fenceOf(id)).toBe(3n);
+    await router.processCommand({ entityId: id, command: str('during') });
+    expect(local.commands.map((c) => c.command)).toEqual([str('during')]);
+    finish();
+    await release;
+    expect(router.fenceOf(id)).toBeUndefined();
+    // given up: not run here any more, and the next owner is not known yet
+    await expect(router.processCommand({ entityId: id, command: str('after') })).rejects.toBeInstanceOf(FencedError);
+    expect(local.commands).toHaveLength(1);
+    expect(peers.calls).toEqual([]);
+    expect(routes).toEqual([['ProcessCommand', 'no_owner']]);
+  });
+
   it('resolves the release after at most releaseWaitMs when the eviction never ends', async () => {
     const { router, local } = setup({ releaseWaitMs: 80 });
     local.evictResult = () => new Promise<void>(() => {});

@@ -112,6 +112,8 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
   const { local, peers, owners, fences, auth, address: self, numShards, onRoute } = options;
   const logger = options.logger ?? noopLogger;
   const owned = new Map<number, OwnedShard>();
+  /** shards being given up, lease still held: their calls run here, uncached, with the epoch */
+  const releasing = new Map<number, OwnedShard>();
   const releaseWaitMs = options.releaseWaitMs ?? 5000;
 
   /** The forwards a received call has had: 0 for a caller's own, else its verified proof's. */
@@ -165,6 +167,10 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
     const lease = owned.get(shard);
     if (lease !== undefined) return { here: fenced(shard, lease) };
     const owner = owners.ownerOf(entityShardStream(shard));
+    // Being given up, lease still held: run here, not kept in memory. Safe even if it outlasts
+    // the lease: the next owner's epoch fences its append.
+    const leaving = releasing.get(shard);
+    if (leaving !== undefined && owner?.self) return { here: fenced(shard, leaving) };
     if (owner === undefined || owner.self || owner.address === undefined || forwards >= MAX_FORWARDS) return { refused: 'no_owner' };
     return { address: owner.address };
   };
@@ -222,10 +228,10 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
     return valid ? shard : undefined;
   };
 
-  /** The owned shard's lease, when it is still this replica's and fenced. */
-  const fencedLease = (entityId: string): OwnedShard | undefined => {
+  /** The shard's lease, fenced, when the coordinator still holds it (`releasing` too, or not). */
+  const fencedLease = (entityId: string, orReleasing: boolean): OwnedShard | undefined => {
     const shard = shardOf(entityId, numShards);
-    const lease = owned.get(shard);
+    const lease = owned.get(shard) ?? (orReleasing ? releasing.get(shard) : undefined);
     return lease?.fenced && owners.ownerOf(entityShardStream(shard))?.self ? lease : undefined;
   };
 
@@ -267,9 +273,12 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
       );
   };
 
-  /** Waits REROUTE_MS unless the call's deadline or cancellation comes first; whether it waited. */
+  /**
+   * Waits REROUTE_MS unless the call is cancelled or too close to its deadline: the refusal must
+   * reach the caller before the deadline does (a margin of REROUTE_MS). Whether it waited.
+   */
   const waitToReroute = async (call: { signal?: AbortSignal; deadline?: number }): Promise<boolean> => {
-    if (call.signal?.aborted || call.deadline === undefined || Date.now() + REROUTE_MS >= call.deadline) return false;
+    if (call.signal?.aborted || call.deadline === undefined || Date.now() + 2 * REROUTE_MS >= call.deadline) return false;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(done, REROUTE_MS);
       function done() {
@@ -316,9 +325,10 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
       );
     },
 
-    retains: (entityId) => fencedLease(entityId) !== undefined,
+    retains: (entityId) => fencedLease(entityId, false) !== undefined,
 
-    fenceOf: (entityId) => fencedLease(entityId)?.epoch,
+    // the commands still running on a shard being given up finish with its epoch
+    fenceOf: (entityId) => fencedLease(entityId, true)?.epoch,
 
     ownedShards: () => owned.size,
 
@@ -334,15 +344,19 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
     async released(stream) {
       const shard = shardOfStream(stream);
       if (shard === undefined) return;
-      // From now on its entities are not kept here; the next owner starts once the ones in
-      // flight are done (or, for a lost lease, at once: its epoch fences this one's appends).
+      // From now on its entities are not kept here, nor new calls taken; the next owner starts
+      // once the ones in flight are done (or, for a lost lease, at once: its epoch fences this
+      // one's appends).
+      const lease = owned.get(shard);
       owned.delete(shard);
+      if (lease !== undefined) releasing.set(shard, lease);
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
         local.evict((entityId) => shardOf(entityId, numShards) === shard),
         new Promise<void>((resolve) => (timer = setTimeout(resolve, releaseWaitMs))),
       ]);
       clearTimeout(timer);
+      if (releasing.get(shard) === lease) releasing.delete(shard);
     },
   };
 }
