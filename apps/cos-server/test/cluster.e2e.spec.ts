@@ -194,7 +194,7 @@ describe.runIf(hasServer)('cos-server replicas sharing one PostgreSQL', () => {
   });
 
   /** Two replicas on a schema of their own, started one after the other, once they split the shards. */
-  async function startPair(): Promise<[CosFixture, CosFixture]> {
+  async function startPair(envs: [Record<string, string>, Record<string, string>] = [{}, {}]): Promise<[CosFixture, CosFixture]> {
     const schema = uniqueSchemaName('cluster');
     const env = {
       WRITE_SIDE_HANDLER_SERVICE_HOST: '127.0.0.1',
@@ -205,8 +205,8 @@ describe.runIf(hasServer)('cos-server replicas sharing one PostgreSQL', () => {
     };
     const replicas: CosFixture[] = [];
     clusters.push(replicas);
-    replicas.push(await startCos(env, schema));
-    replicas.push(await startCos(env, schema));
+    replicas.push(await startCos({ ...env, ...envs[0] }, schema));
+    replicas.push(await startCos({ ...env, ...envs[1] }, schema));
     await shardsSettle(replicas, [NUM_SHARDS / 2, NUM_SHARDS / 2]);
     return [replicas[0]!, replicas[1]!];
   }
@@ -412,6 +412,23 @@ describe.runIf(hasServer)('cos-server replicas sharing one PostgreSQL', () => {
     expect(await routed(a, 'forwarded')).toBeGreaterThan(0);
     expect(await routed(b, 'forwarded')).toBeGreaterThan(0);
     for (const replica of [a, b]) expect(await metric(replica, 'cos_forwarded_calls_total', { outcome: 'unauthenticated' })).toBeUndefined();
+  }, 120_000);
+
+  it("use COS_CLUSTER_SECRET over the database's: replicas set to different secrets refuse each other's forwarded calls (UNAUTHENTICATED), nothing written", async () => {
+    const secret = 'an explicit cluster secret, 1';
+    const [a, b] = await startPair([{ COS_CLUSTER_SECRET: secret }, { COS_CLUSTER_SECRET: 'another cluster secret, 2' }]);
+    const ownedByB = await shardsOf(b);
+    const ids = entitiesOfAllShards('explicit', 1);
+    const toB = ids.filter((id) => ownedByB.has(shardOf(id, NUM_SHARDS)));
+    const toA = ids.filter((id) => !ownedByB.has(shardOf(id, NUM_SHARDS)));
+    // each side's calls forwarded to the other are refused: proofs with different secrets
+    for (const id of toB) expect(grpc.status[(await failure(a.send(id, command('Emit', { events: ['x'] })))).code]).toBe('UNAUTHENTICATED');
+    for (const id of toA) expect(grpc.status[(await failure(b.send(id, command('Emit', { events: ['x'] })))).code]).toBe('UNAUTHENTICATED');
+    for (const id of ids) expect(await b.journal(id)).toEqual([]);
+    // calls for their own shards still work
+    for (const id of toA) expect((await a.send(id, command('Emit', { events: ['own'] }))).response.meta?.revisionNumber).toBe(1);
+    expect(a.server.output()).not.toContain(secret);
+    expect(b.server.output()).toMatch(/refused a call marked as forwarded by a replica/);
   }, 120_000);
 
   it("fence a stale owner: once a later lease of its shard fenced the journal, the old owner's append fails UNAVAILABLE, nothing written", async () => {
