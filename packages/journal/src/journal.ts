@@ -143,7 +143,7 @@ function payloadBytes(request: AppendRequest): number {
 }
 
 const APPEND_SQL =
-  'SELECT accepted, first_position, written_at FROM cos_journal_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)';
+  'SELECT accepted, first_position, written_at FROM cos_journal_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)';
 
 /** Creates the journal over an already migrated database (see journalMigrations). */
 export function createJournal(options: JournalOptions): Journal {
@@ -350,7 +350,8 @@ function createGroupCommitWriter(
     const expected = new Array<bigint>(n);
     const counts = new Array<number>(n);
     const shards = new Array<number>(n);
-    const epochs = fencing ? new Array<bigint | string>(n) : undefined;
+    /** with fencing: each shard's lowest epoch in the batch (none counts as 0) */
+    const fences = fencing ? new Map<number, bigint>() : undefined;
     const starts = new Array<number>(n);
     const shardSet = new Set<number>();
     let single = true; // every request has one event
@@ -362,7 +363,6 @@ function createGroupCommitWriter(
     let offset = 0;
     for (let i = 0; i < n; i++) {
       const { entityId, expectedRevision, events, fence } = batch[i]!.request;
-      if (epochs) epochs[i] = fence ?? 'NULL';
       entityIds[i] = entityId;
       expected[i] = expectedRevision;
       counts[i] = events.length;
@@ -370,6 +370,11 @@ function createGroupCommitWriter(
       const shard = shardOf(entityId, numShards);
       shards[i] = shard;
       shardSet.add(shard);
+      if (fences) {
+        const epoch = fence ?? 0n;
+        const lowest = fences.get(shard);
+        if (lowest === undefined || epoch < lowest) fences.set(shard, epoch);
+      }
       starts[i] = lengths.length;
       for (const event of events) {
         offsets.push(offset);
@@ -403,7 +408,8 @@ function createGroupCommitWriter(
         blob,
         strict,
         [...shardSet].join(','),
-        epochs ? numberArray(epochs) : null,
+        fences ? numberArray([...fences.keys()]) : null,
+        fences ? numberArray([...fences.values()]) : null,
       ]),
     );
     const row = result.rows[0];
@@ -519,7 +525,7 @@ function batchSpan(batch: readonly Pending[]): Span | undefined {
   return span;
 }
 
-function numberArray(values: readonly (number | bigint | string)[]): string {
+function numberArray(values: readonly (number | bigint)[]): string {
   return `{${values.join(',')}}`;
 }
 

@@ -55,9 +55,10 @@ export const JOURNAL_LOCK_CLASS = 0x636f7331;
  *    revision the earlier ones leave;
  * 4. NOTIFY the shards written (`p_shard_list` when every request was accepted).
  *
- * With fencing (`p_epochs`, a later version): before anything else, refuse the whole call
- * (FENCED_SQLSTATE) when a request's lease epoch is below its shard's fence in
- * cos_journal_fences; no epoch counts as 0.
+ * With fencing (`p_fence_shards`, `p_fence_epochs`, a later version): before anything else,
+ * refuse the whole call (FENCED_SQLSTATE) when a shard's lowest lease epoch among the batch's
+ * requests (no epoch counts as 0) is below its fence in cos_journal_fences. One entry per shard,
+ * not per request: a batch of 64 requests checks at most its shards.
  *
  * Returns `accepted`: NULL when every event was written, else the batch indexes (0-based) of
  * the events written; `first_position`; and the write time. `p_counts` and `p_starts` are NULL
@@ -68,12 +69,12 @@ export const JOURNAL_LOCK_CLASS = 0x636f7331;
  */
 function appendFunctionSql(lockKey: number, fencing = false): string {
   // Without fencing, the text is exactly the one of the first version (its migration ran it).
-  const epochsParam = fencing ? '\n  p_epochs bigint[],' : '';
+  const epochsParam = fencing ? '\n  p_fence_shards integer[],\n  p_fence_epochs bigint[],' : '';
   const fenceCheck = fencing
     ? `
-  IF p_epochs IS NOT NULL AND (SELECT true FROM unnest(p_shards, p_epochs) AS t(sh, ep)
-                                 JOIN cos_journal_fences f ON f.shard = t.sh
-                                WHERE coalesce(t.ep, 0) < f.epoch LIMIT 1) THEN
+  IF p_fence_shards IS NOT NULL AND (SELECT true FROM unnest(p_fence_shards, p_fence_epochs) AS t(sh, ep)
+                                       JOIN cos_journal_fences f ON f.shard = t.sh
+                                      WHERE t.ep < f.epoch LIMIT 1) THEN
     RAISE EXCEPTION 'a later lease of the shard fenced this append' USING ERRCODE = '${FENCED_SQLSTATE}';
   END IF;`
     : '';
@@ -229,7 +230,7 @@ export const journalMigrations: MigrationSet = {
         .addColumn('epoch', 'bigint', (c) => c.notNull())
         .execute();
       const key = await journalLockKey(db);
-      // An overload with p_epochs: the first version stays for processes of the previous
+      // An overload with the fence arguments: the first version stays for processes of the previous
       // release during a rolling upgrade (their appends are not fenced).
       await sql.raw(appendFunctionSql(key, true)).execute(db);
       await sql.raw(fenceFunctionSql(key)).execute(db);
