@@ -8,6 +8,7 @@ import {
 } from '@chiefofstate/core';
 import { FORWARDED_PROOF_HEADER, type Header } from '@chiefofstate/protocol';
 import { MAX_FORWARDS, type ForwardingAuth } from './forwarding-auth.js';
+import { createShardLeases, type ShardLease, type ShardLeases } from './shard-leases.js';
 import type {
   CommandRequest,
   EntityState,
@@ -86,14 +87,6 @@ export interface EntityRouter {
   released(stream: string, reason: ShardReleaseReason): Promise<void>;
 }
 
-/** An owned shard: its lease epoch, and whether the journal's fence holds it yet. */
-interface OwnedShard {
-  readonly epoch: bigint;
-  fenced: boolean;
-  /** the fence being raised; undefined after a failure (the next call tries again) */
-  fencing: Promise<void> | undefined;
-}
-
 const noopLogger: Logger = { debug: () => {}, warn: () => {} };
 
 /** How often a command waiting for its shard's next owner looks again (bounded by its deadline). */
@@ -109,12 +102,17 @@ const REROUTE_MS = 100;
  * store here.
  */
 export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
-  const { local, peers, owners, fences, auth, address: self, numShards, onRoute } = options;
+  const { local, peers, owners, auth, address: self, numShards, onRoute } = options;
   const logger = options.logger ?? noopLogger;
-  const owned = new Map<number, OwnedShard>();
-  /** shards being given up, lease still held: their calls run here, uncached, with the epoch */
-  const releasing = new Map<number, OwnedShard>();
-  const releaseWaitMs = options.releaseWaitMs ?? 5000;
+  const leases = createShardLeases({
+    local,
+    owners,
+    fences: options.fences,
+    numShards,
+    streamOf: entityShardStream,
+    releaseWaitMs: options.releaseWaitMs ?? 5000,
+    logger,
+  });
 
   /** The forwards a received call has had: 0 for a caller's own, else its verified proof's. */
   const forwardsOf = (method: Method, entityId: string, call: { forwardedBy?: string; forwardProof?: string }): number => {
@@ -132,58 +130,18 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
     throw new UnauthenticatedError(`${method} marked as forwarded by a replica without a valid proof (${verdict.reason})`);
   };
 
-  /** Resolves once the shard's fence holds this lease's epoch; rejects when it cannot yet. */
-  const fenced = (shard: number, lease: OwnedShard): Promise<void> | undefined => {
-    if (lease.fenced) return undefined;
-    lease.fencing ??= fences.fenceShard(shard, lease.epoch).then(
-      () => {
-        lease.fenced = true;
-      },
-      (error: unknown) => {
-        lease.fencing = undefined;
-        if (error instanceof FencedError) dropShard(shard, lease);
-        else logger.warn('could not fence the previous owner of an acquired shard; the next call tries again', { shard, err: error });
-        throw error;
-      },
-    );
-    return lease.fencing;
-  };
-
-  /** A later lease of the shard fenced this one: stop owning it at once (the coordinator learns later). */
-  const dropShard = (shard: number, lease: OwnedShard) => {
-    if (owned.get(shard) !== lease) return;
-    owned.delete(shard);
-    logger.warn('another replica took this shard over and fenced its appends; giving it up', { shard, epoch: String(lease.epoch) });
-    local.evict((entityId) => shardOf(entityId, numShards) === shard).catch(() => {});
-  };
-
-  /** Runs the call here when this replica owns the shard; else where it goes, or why not. */
+  /** Runs the call here when this replica holds the shard; else where it goes, or why not. */
   const route = (
-    method: Method,
     entityId: string,
     forwards: number,
-  ): { here: Promise<void> | undefined } | { address: string } | { refused: RouteOutcome } => {
+  ): { here: NonNullable<ReturnType<ShardLeases['runHere']>> } | { address: string } | { refused: RouteOutcome } => {
     const shard = shardOf(entityId, numShards);
-    const lease = owned.get(shard);
-    if (lease !== undefined) return { here: fenced(shard, lease) };
+    const here = leases.runHere(shard);
+    if (here !== undefined) return { here };
     const owner = owners.ownerOf(entityShardStream(shard));
-    // Being given up, lease still held: run here, not kept in memory. Safe even if it outlasts
-    // the lease: the next owner's epoch fences its append.
-    const leaving = releasing.get(shard);
-    if (leaving !== undefined && owner?.self) return { here: fenced(shard, leaving) };
     if (owner === undefined || owner.self || owner.address === undefined || forwards >= MAX_FORWARDS) return { refused: 'no_owner' };
     return { address: owner.address };
   };
-
-  const callOptions = (
-    call: { signal?: AbortSignal; deadline?: number; traceContext?: CommandRequest['traceContext'] },
-    headers: Record<string, string>,
-  ): PeerCall => ({
-    headers,
-    ...(call.signal ? { signal: call.signal } : {}),
-    ...(call.deadline !== undefined ? { timeoutMs: call.deadline - Date.now() } : {}),
-    ...(call.traceContext ? { traceContext: call.traceContext } : {}),
-  });
 
   const proofHeader = (method: Method, entityId: string, forwards: number) => ({
     [FORWARDED_PROOF_HEADER]: auth.prove({ by: self, method, entityId, hops: forwards + 1 }),
@@ -194,7 +152,7 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
     method: Method,
     entityId: string,
     target: { address: string } | { refused: RouteOutcome },
-    forward: (address: string) => Promise<{ state?: EntityState['state'] | undefined; meta?: EntityState['meta'] | undefined }>,
+    forward: (address: string) => Promise<PeerReply>,
     fallback: (outcome: RouteOutcome, cause: unknown) => Promise<EntityState>,
   ): Promise<EntityState> => {
     if ('refused' in target) {
@@ -220,30 +178,13 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
     return { state: reply.state, meta: reply.meta };
   };
 
-  const shardOfStream = (stream: string): number | undefined => {
-    if (!stream.startsWith(SHARD_STREAM_PREFIX)) return undefined;
-    const shard = Number(stream.slice(SHARD_STREAM_PREFIX.length));
-    // only the name entityShardStream gives: Number() also reads '', ' 1', '01', '0x1', '1e0'
-    const valid = Number.isInteger(shard) && shard >= 0 && shard < numShards && stream === entityShardStream(shard);
-    return valid ? shard : undefined;
-  };
-
-  /** The shard's lease, fenced, when the coordinator still holds it (`releasing` too, or not). */
-  const fencedLease = (entityId: string, orReleasing: boolean): OwnedShard | undefined => {
-    const shard = shardOf(entityId, numShards);
-    const lease = owned.get(shard) ?? (orReleasing ? releasing.get(shard) : undefined);
-    return lease?.fenced && owners.ownerOf(entityShardStream(shard))?.self ? lease : undefined;
-  };
-
-  const processHere = async (request: CommandRequest, waitFence: Promise<void> | undefined): Promise<EntityState> => {
-    await waitFence;
-    const shard = shardOf(request.entityId, numShards);
-    const lease = owned.get(shard);
+  const processHere = async (request: CommandRequest, { lease, fenced }: { lease: ShardLease; fenced: Promise<void> | undefined }) => {
+    await fenced;
     try {
       return await local.processCommand(request);
     } catch (error) {
       // a later lease took the shard: what this replica keeps of it may be stale
-      if (error instanceof FencedError && lease !== undefined) dropShard(shard, lease);
+      if (error instanceof FencedError) leases.superseded(shardOf(request.entityId, numShards), lease);
       throw error;
     }
   };
@@ -251,44 +192,26 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
   /** Routes the command once: here, to the owner, or refused retryably. */
   const routeCommand = (request: CommandRequest, forwards: number): Promise<EntityState> => {
     const { entityId } = request;
-    const target = route('ProcessCommand', entityId, forwards);
+    const target = route(entityId, forwards);
     if ('here' in target) return processHere(request, target.here);
     return elsewhere(
-        'ProcessCommand',
-        entityId,
-        target,
-        (address) =>
-          peers.processCommand(
-            address,
-            { entityId, command: request.command },
-            callOptions(request, { ...forwardedHeaders(request), ...proofHeader('ProcessCommand', entityId, forwards) }),
-          ),
-        (outcome, cause) => {
-          // Only the owner writes: a write here could land behind its cache. Nothing was written.
-          if (cause instanceof PeerUnreachableError) throw cause;
-          throw new FencedError(
-            `no replica can take commands for ${JSON.stringify(entityId)} now (${outcome === 'no_owner' ? 'its shard is changing owner' : outcome}); nothing was written, retry`,
-          );
-        },
-      );
-  };
-
-  /**
-   * Waits REROUTE_MS unless the call is cancelled or too close to its deadline: the refusal must
-   * reach the caller before the deadline does (a margin of REROUTE_MS). Whether it waited.
-   */
-  const waitToReroute = async (call: { signal?: AbortSignal; deadline?: number }): Promise<boolean> => {
-    if (call.signal?.aborted || call.deadline === undefined || Date.now() + 2 * REROUTE_MS >= call.deadline) return false;
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(done, REROUTE_MS);
-      function done() {
-        clearTimeout(timer);
-        call.signal?.removeEventListener('abort', done);
-        resolve();
-      }
-      call.signal?.addEventListener('abort', done, { once: true });
-    });
-    return !call.signal?.aborted;
+      'ProcessCommand',
+      entityId,
+      target,
+      (address) =>
+        peers.processCommand(
+          address,
+          { entityId, command: request.command },
+          callOptions(request, { ...forwardedHeaders(request), ...proofHeader('ProcessCommand', entityId, forwards) }),
+        ),
+      (outcome, cause) => {
+        // Only the owner writes: a write here could land behind its cache. Nothing was written.
+        if (cause instanceof PeerUnreachableError) throw cause;
+        throw new FencedError(
+          `no replica can take commands for ${JSON.stringify(entityId)} now (${outcome === 'no_owner' ? 'its shard is changing owner' : outcome}); nothing was written, retry`,
+        );
+      },
+    );
   };
 
   return {
@@ -310,9 +233,9 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
     async getState(entityId, options = {}) {
       assertValidEntityId(entityId);
       const forwards = forwardsOf('GetState', entityId, options);
-      const target = route('GetState', entityId, forwards);
+      const target = route(entityId, forwards);
       if ('here' in target) {
-        await target.here;
+        await target.here.fenced;
         return local.getState(entityId);
       }
       return elsewhere(
@@ -325,40 +248,64 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
       );
     },
 
-    retains: (entityId) => fencedLease(entityId, false) !== undefined,
+    retains: (entityId) => leases.cacheable(shardOf(entityId, numShards)) !== undefined,
 
     // the commands still running on a shard being given up finish with its epoch
-    fenceOf: (entityId) => fencedLease(entityId, true)?.epoch,
+    fenceOf: (entityId) => leases.epochOf(shardOf(entityId, numShards)),
 
-    ownedShards: () => owned.size,
+    ownedShards: () => leases.count(),
 
     acquired(stream, epoch) {
-      const shard = shardOfStream(stream);
-      if (shard === undefined) return;
-      const lease: OwnedShard = { epoch, fenced: false, fencing: undefined };
-      owned.set(shard, lease);
-      // at once, so the first call rarely waits; a failure is retried by the next call
-      fenced(shard, lease)?.catch(() => {});
+      const shard = shardOfStream(stream, numShards);
+      if (shard !== undefined) leases.acquire(shard, epoch);
     },
 
     async released(stream) {
-      const shard = shardOfStream(stream);
-      if (shard === undefined) return;
-      // From now on its entities are not kept here, nor new calls taken; the next owner starts
-      // once the ones in flight are done (or, for a lost lease, at once: its epoch fences this
-      // one's appends).
-      const lease = owned.get(shard);
-      owned.delete(shard);
-      if (lease !== undefined) releasing.set(shard, lease);
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        local.evict((entityId) => shardOf(entityId, numShards) === shard),
-        new Promise<void>((resolve) => (timer = setTimeout(resolve, releaseWaitMs))),
-      ]);
-      clearTimeout(timer);
-      if (releasing.get(shard) === lease) releasing.delete(shard);
+      const shard = shardOfStream(stream, numShards);
+      if (shard !== undefined) await leases.release(shard);
     },
   };
+}
+
+/** The shard of an entity shard stream; undefined for any other stream. */
+function shardOfStream(stream: string, numShards: number): number | undefined {
+  if (!stream.startsWith(SHARD_STREAM_PREFIX)) return undefined;
+  const shard = Number(stream.slice(SHARD_STREAM_PREFIX.length));
+  // only the name entityShardStream gives: Number() also reads '', ' 1', '01', '0x1', '1e0'
+  const valid = Number.isInteger(shard) && shard >= 0 && shard < numShards && stream === entityShardStream(shard);
+  return valid ? shard : undefined;
+}
+
+type PeerReply = { state?: EntityState['state'] | undefined; meta?: EntityState['meta'] | undefined };
+
+function callOptions(
+  call: { signal?: AbortSignal; deadline?: number; traceContext?: CommandRequest['traceContext'] },
+  headers: Record<string, string>,
+): PeerCall {
+  return {
+    headers,
+    ...(call.signal ? { signal: call.signal } : {}),
+    ...(call.deadline !== undefined ? { timeoutMs: call.deadline - Date.now() } : {}),
+    ...(call.traceContext ? { traceContext: call.traceContext } : {}),
+  };
+}
+
+/**
+ * Waits REROUTE_MS unless the call is cancelled or too close to its deadline: the refusal must
+ * reach the caller before the deadline does (a margin of REROUTE_MS). Whether it waited.
+ */
+async function waitToReroute(call: { signal?: AbortSignal; deadline?: number }): Promise<boolean> {
+  if (call.signal?.aborted || call.deadline === undefined || Date.now() + 2 * REROUTE_MS >= call.deadline) return false;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(done, REROUTE_MS);
+    function done() {
+      clearTimeout(timer);
+      call.signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    call.signal?.addEventListener('abort', done, { once: true });
+  });
+  return !call.signal?.aborted;
 }
 
 /**
