@@ -1,5 +1,5 @@
 import { networkInterfaces } from 'node:os';
-import { createEntityRouter, entityShardStreams, type EntityRouter } from '@chiefofstate/cluster';
+import { createEntityRouter, createForwardingAuth, entityShardStreams, type EntityRouter } from '@chiefofstate/cluster';
 import type { CosConfig } from '@chiefofstate/config';
 import { createEntityRuntime } from '@chiefofstate/entity';
 import {
@@ -21,7 +21,7 @@ import { createMetrics, startMetricsServer, type CosMetrics, type MetricsServer 
 import type { Database } from '@chiefofstate/postgres';
 import { ChiefOfStateService, Health, ReadSideManagerService } from '@chiefofstate/protocol';
 import { createDeferredManager, startReadSides } from '@chiefofstate/read-side';
-import { createLeaseCoordinator } from '@chiefofstate/sharding';
+import { createLeaseCoordinator, loadClusterSecret } from '@chiefofstate/sharding';
 import { createSnapshotStore } from '@chiefofstate/snapshot';
 import { logDatabaseStatus, openCosStore, openSidePool } from '@chiefofstate/store';
 import { ConfigError, ShuttingDownError } from '@chiefofstate/core';
@@ -136,9 +136,14 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
   undo.push('store', () => database.close());
   logger.info({ store: config.store.kind, schema: config.store.schema }, 'store migrated');
 
+  // On PostgreSQL the replicas sharing the database split the entity shards between them: each
+  // keeps only its own shards' entities in memory and forwards calls for the others' (see
+  // @chiefofstate/cluster). The embedded store has one process, which handles everything.
+  const clustered = config.store.kind === 'postgres';
   const journal = createJournal({
     database,
     numShards: config.numShards,
+    fencing: clustered,
     batchThreshold: config.journal.eventsBatchThreshold,
     onBatch: (batch) => metrics.observeJournalBatch(batch.events, batch.seconds),
   });
@@ -154,10 +159,6 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
   });
   undo.push('write handler client', () => writeSide.close());
   const validation = config.writeSide.validation;
-  // On PostgreSQL the replicas sharing the database split the entity shards between them: each
-  // keeps only its own shards' entities in memory and forwards calls for the others' (see
-  // @chiefofstate/cluster). The embedded store has one process, which handles everything.
-  const clustered = config.store.kind === 'postgres';
   const address = `${advertisedHost(config.cluster.podIp)}:${server.port}`;
   let router: EntityRouter | undefined;
   // the (message, fields) logger the entity runtime and the router declare
@@ -178,7 +179,9 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
     commandTimeoutMs: config.timeouts.commandMs,
     passivateAfterMs: config.entities.passivateAfterMs,
     maxActive: config.entities.maxActive,
-    ...(clustered ? { retain: (entityId: string) => router?.retains(entityId) ?? false } : {}),
+    ...(clustered
+      ? { retain: (entityId: string) => router?.retains(entityId) ?? false, fenceOf: (entityId: string) => router?.fenceOf(entityId) }
+      : {}),
     logger: portLogger,
   });
   undo.push('entity runtime', () => runtime.close());
@@ -206,10 +209,15 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
       })
     : undefined;
   if (peers && coordinator) {
+    // COS_CLUSTER_SECRET, else the one the replicas share through the database
+    const secret = config.cluster.secret ?? (await loadClusterSecret(database));
     router = createEntityRouter({
       local: runtime,
       peers,
       owners: coordinator,
+      fences: journal,
+      auth: createForwardingAuth({ secret, maxSkewMs: config.cluster.maxClockSkewMs }),
+      address,
       numShards: config.numShards,
       onRoute: (method, outcome) => metrics.observeRoute(method, outcome),
       logger: portLogger,

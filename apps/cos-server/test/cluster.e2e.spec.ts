@@ -7,7 +7,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { shardOf } from '@chiefofstate/core';
 import { testPostgresConnection, testStoreKinds, uniqueSchemaName } from '@chiefofstate/postgres/testing';
-import { EventWrapperSchema } from '@chiefofstate/protocol';
+import { EventWrapperSchema, FORWARDED_BY_HEADER, FORWARDED_PROOF_HEADER } from '@chiefofstate/protocol';
 import { command, failure, startCos, stateOf, type CosFixture } from './support/cos-fixture.js';
 import { startTestHandler, type RunningProcess } from './support/processes.js';
 
@@ -194,7 +194,7 @@ describe.runIf(hasServer)('cos-server replicas sharing one PostgreSQL', () => {
   });
 
   /** Two replicas on a schema of their own, started one after the other, once they split the shards. */
-  async function startPair(): Promise<[CosFixture, CosFixture]> {
+  async function startPair(envs: [Record<string, string>, Record<string, string>] = [{}, {}]): Promise<[CosFixture, CosFixture]> {
     const schema = uniqueSchemaName('cluster');
     const env = {
       WRITE_SIDE_HANDLER_SERVICE_HOST: '127.0.0.1',
@@ -205,8 +205,8 @@ describe.runIf(hasServer)('cos-server replicas sharing one PostgreSQL', () => {
     };
     const replicas: CosFixture[] = [];
     clusters.push(replicas);
-    replicas.push(await startCos(env, schema));
-    replicas.push(await startCos(env, schema));
+    replicas.push(await startCos({ ...env, ...envs[0] }, schema));
+    replicas.push(await startCos({ ...env, ...envs[1] }, schema));
     await shardsSettle(replicas, [NUM_SHARDS / 2, NUM_SHARDS / 2]);
     return [replicas[0]!, replicas[1]!];
   }
@@ -294,9 +294,10 @@ describe.runIf(hasServer)('cos-server replicas sharing one PostgreSQL', () => {
         `owner_unreachable ${unreachable}, forwarded ${await routed(survivor, 'forwarded')}`,
     );
     expect(takeoverMs).toBeLessThan(10_000);
-    // Calls for the victim's shards before the takeover are handled by the survivor (owner_unreachable)...
+    // Calls for the victim's shards before the takeover find its owner unreachable and wait for
+    // the next one (only a shard's lease holder writes it), then succeed...
     expect(unreachable).toBeGreaterThan(0);
-    expect(beforeTakeover.filter((o) => o.code === 'OK' && victims(o)).length).toBeGreaterThan(0);
+    expect(afterKill.filter((o) => o.code === 'OK' && victims(o)).length).toBeGreaterThan(0);
     // ...and only those already on their way to the victim when it died may fail, UNAVAILABLE, at once
     for (const o of failed) {
       expect(grpc.status[o.code as grpc.status], `${o.entityId} ${o.at - killedAt} ms after the kill`).toBe('UNAVAILABLE');
@@ -343,6 +344,121 @@ describe.runIf(hasServer)('cos-server replicas sharing one PostgreSQL', () => {
     expect(failed.map((o) => `${o.entityId} ${grpc.status[o.code as grpc.status]} ${o.at - stoppedAt} ms after SIGTERM`)).toEqual([]);
     await checkJournal(survivor.schema, load.acks);
   }, 120_000);
+  it("never answer GetState on the owner older than a write acknowledged by any replica: a stock client's forwarding mark is refused (UNAUTHENTICATED), nothing written", async () => {
+    const [a, b] = await startPair();
+    const owned = await shardsOf(b);
+    const ids = entitiesOfAllShards('forged', 1).filter((id) => owned.has(shardOf(id, NUM_SHARDS)));
+    const forgedMark = (proof?: string) => {
+      const metadata = new grpc.Metadata();
+      metadata.set(FORWARDED_BY_HEADER, `127.0.0.1:${b.port}`); // claims to come from the owner
+      if (proof !== undefined) metadata.set(FORWARDED_PROOF_HEADER, proof);
+      return metadata;
+    };
+    const attempts = [
+      () => forgedMark(),
+      () => forgedMark(`v1.1.${Date.now()}.${'A'.repeat(43)}`),
+      () => forgedMark('the cluster secret, guessed'),
+    ];
+    const acknowledged = new Map<string, number>();
+    const codes: string[] = [];
+    for (const id of ids) {
+      // the owner has it in memory
+      const first = await b.send(id, command('Emit', { events: ['first'] }));
+      acknowledged.set(id, first.response.meta!.revisionNumber);
+      expect((await b.getState(id)).response.meta?.revisionNumber).toBe(1);
+      for (const [n, metadata] of attempts.entries()) {
+        // sent to the owner itself, and to the other replica (last, so the owner's copy would miss it)
+        for (const target of [b, a]) {
+          try {
+            const { response } = await target.send(id, command('Emit', { events: [`forged-${n}`] }), { metadata: metadata() });
+            acknowledged.set(id, Math.max(acknowledged.get(id)!, response.meta!.revisionNumber));
+            codes.push('OK');
+          } catch (error) {
+            codes.push(grpc.status[(error as grpc.ServiceError).code]);
+          }
+        }
+      }
+    }
+    for (const id of ids) {
+      const read = await b.getState(id);
+      expect(read.response.meta?.revisionNumber, `${id}: GetState on the owner`).toBe(acknowledged.get(id));
+    }
+    expect(codes).toEqual(codes.map(() => 'UNAUTHENTICATED'));
+    for (const id of ids) expect((await b.journal(id)).map((row) => Number(row.revision)), id).toEqual([1]);
+    // refused at the edge of each replica, counted, and logged with what was claimed, never a secret
+    expect(await metric(a, 'cos_forwarded_calls_total', { outcome: 'unauthenticated' })).toBe(ids.length * attempts.length);
+    expect(await metric(b, 'cos_forwarded_calls_total', { outcome: 'unauthenticated' })).toBe(ids.length * attempts.length);
+    expect(a.server.output()).toMatch(/refused a call marked as forwarded by a replica: its proof is not valid/);
+    const [stored] = await query<{ secret: Buffer }>(a.schema, 'select secret from cos_cluster_secret');
+    for (const replica of [a, b]) {
+      for (const encoding of ['hex', 'base64', 'base64url'] as const) expect(replica.server.output()).not.toContain(stored!.secret.toString(encoding));
+    }
+  }, 120_000);
+
+  it('share the cluster secret without configuration: calls forwarded either way are proven and accepted, and the owner reads every write', async () => {
+    const [a, b] = await startPair();
+    // one secret, created by the first replica in the shared database
+    expect(await query<{ n: number }>(a.schema, 'select count(*)::int as n from cos_cluster_secret')).toEqual([{ n: 1 }]);
+    const ownedByB = await shardsOf(b);
+    const ids = entitiesOfAllShards('proven', 1);
+    for (const [round, writer] of [a, b, a].entries()) {
+      for (const id of ids) {
+        const { response } = await writer.send(id, command('Emit', { events: [`w${round}`] }));
+        expect(response.meta?.revisionNumber).toBe(round + 1);
+        const owner = ownedByB.has(shardOf(id, NUM_SHARDS)) ? b : a;
+        expect((await owner.getState(id)).response.meta?.revisionNumber, `${id} on its owner`).toBe(round + 1);
+      }
+    }
+    expect(await routed(a, 'forwarded')).toBeGreaterThan(0);
+    expect(await routed(b, 'forwarded')).toBeGreaterThan(0);
+    for (const replica of [a, b]) expect(await metric(replica, 'cos_forwarded_calls_total', { outcome: 'unauthenticated' })).toBeUndefined();
+  }, 120_000);
+
+  it("use COS_CLUSTER_SECRET over the database's: replicas set to different secrets refuse each other's forwarded calls (UNAUTHENTICATED), nothing written", async () => {
+    const secret = 'an explicit cluster secret, 1';
+    const [a, b] = await startPair([{ COS_CLUSTER_SECRET: secret }, { COS_CLUSTER_SECRET: 'another cluster secret, 2' }]);
+    const ownedByB = await shardsOf(b);
+    const ids = entitiesOfAllShards('explicit', 1);
+    const toB = ids.filter((id) => ownedByB.has(shardOf(id, NUM_SHARDS)));
+    const toA = ids.filter((id) => !ownedByB.has(shardOf(id, NUM_SHARDS)));
+    // each side's calls forwarded to the other are refused: proofs with different secrets
+    for (const id of toB) expect(grpc.status[(await failure(a.send(id, command('Emit', { events: ['x'] })))).code]).toBe('UNAUTHENTICATED');
+    for (const id of toA) expect(grpc.status[(await failure(b.send(id, command('Emit', { events: ['x'] })))).code]).toBe('UNAUTHENTICATED');
+    for (const id of ids) expect(await b.journal(id)).toEqual([]);
+    // calls for their own shards still work
+    for (const id of toA) expect((await a.send(id, command('Emit', { events: ['own'] }))).response.meta?.revisionNumber).toBe(1);
+    expect(a.server.output()).not.toContain(secret);
+    expect(b.server.output()).toMatch(/refused a call marked as forwarded by a replica/);
+  }, 120_000);
+
+  it("fence a stale owner: once a later lease of its shard fenced the journal, the old owner's append fails UNAVAILABLE, nothing written", async () => {
+    const [a, b] = await startPair();
+    const shard = [...(await shardsOf(b))][0]!;
+    const stream = `entity-shard/${shard}`;
+    const id = entitiesOfAllShards('stale', 1).find((entityId) => shardOf(entityId, NUM_SHARDS) === shard)!;
+    expect((await b.send(id, command('Emit', { events: ['first'] }))).response.meta?.revisionNumber).toBe(1);
+    // What a replica taking the shard over after b stalled past its lease does: a later epoch,
+    // and the journal fenced at it (b has not noticed yet: its next lease round is up to 1 s away).
+    await query(
+      b.schema,
+      `with taken as (
+         update cos_stream_leases set owner = 'taken-over-by-another', epoch = epoch + 1, expires_at = now() + interval '1 hour'
+         where stream = $1 returning epoch)
+       select cos_journal_fence($2, (select epoch from taken))`,
+      [stream, shard],
+    );
+    const stale = await failure(b.send(id, command('Emit', { events: ['stale'] }), { deadlineMs: 1500 }));
+    expect(grpc.status[stale.code]).toBe('UNAVAILABLE');
+    const viaOther = await failure(a.send(id, command('Emit', { events: ['other'] }), { deadlineMs: 1500 }));
+    expect(grpc.status[viaOther.code]).toBe('UNAVAILABLE');
+    expect((await b.journal(id)).map((row) => Number(row.revision))).toEqual([1]);
+    // refused by the journal's fence (b's append), not only by routing: b says so and drops the shard
+    expect(b.server.output()).toMatch(/another replica took this shard over and fenced its appends; giving it up/);
+    // b gives the shard up; reads still answer from the store
+    await expect.poll(() => ownedShards(b), { timeout: 10_000, interval: 100 }).toBe(NUM_SHARDS / 2 - 1);
+    expect((await b.getState(id)).response.meta?.revisionNumber).toBe(1);
+  }, 120_000);
+
   it('serve only once COS_DOCKER_REPLICA_COUNT replicas have joined, and stop at once when asked while waiting', async () => {
     const schema = uniqueSchemaName('count');
     const env = {

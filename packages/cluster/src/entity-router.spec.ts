@@ -3,13 +3,16 @@ import { create } from '@bufbuild/protobuf';
 import { StringValueSchema, type Any } from '@bufbuild/protobuf/wkt';
 import { ROOT_CONTEXT, createContextKey } from '@opentelemetry/api';
 import {
+  FencedError,
   HandlerFailedError,
   InternalError,
   InvalidArgumentError,
   PeerUnreachableError,
+  StoreError,
+  UnauthenticatedError,
   shardOf,
 } from '@chiefofstate/core';
-import { HeaderSchema, MetaDataSchema, packAny, type MetaData } from '@chiefofstate/protocol';
+import { FORWARDED_PROOF_HEADER, HeaderSchema, MetaDataSchema, packAny, type MetaData } from '@chiefofstate/protocol';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   createEntityRouter,
@@ -18,9 +21,19 @@ import {
   type EntityRouterOptions,
   type RouteOutcome,
 } from './entity-router.js';
-import type { CommandRequest, EntityState, LocalEntities, PeerCall, PeerPort, ShardOwners } from './ports.js';
+import { createForwardingAuth } from './forwarding-auth.js';
+import type { CommandRequest, EntityState, LocalEntities, PeerCall, PeerPort, ShardFences, ShardOwners } from './ports.js';
 
 const NUM_SHARDS = 4;
+const SECRET = 'the cluster secret, shared';
+const SELF = 'self:9000';
+/** the auth of the other replicas (same secret) */
+const peerAuth = createForwardingAuth({ secret: SECRET, maxSkewMs: 30_000 });
+
+/** A valid proof of a call `by` forwarded `hops` times. */
+function proof(by: string, method: 'ProcessCommand' | 'GetState', entityId: string, hops = 1): string {
+  return peerAuth.prove({ by, method, entityId, hops });
+}
 
 function str(value: string): Any {
   return packAny(StringValueSchema, create(StringValueSchema, { value }));
@@ -97,13 +110,6 @@ class FakePeers implements PeerPort {
 class FakeOwners implements ShardOwners {
   readonly owners = new Map<string, { address: string | undefined; self: boolean }>();
   readonly asked: string[] = [];
-  /** live replicas, as the coordinator counts them */
-  live = 2;
-
-  members(): number {
-    return this.live;
-  }
-
   ownerOf(stream: string) {
     this.asked.push(stream);
     return this.owners.get(stream);
@@ -115,22 +121,50 @@ class FakeOwners implements ShardOwners {
   }
 }
 
+/** The journal's fences: records each raise; `result` decides the outcome (default: raised). */
+class FakeFences implements ShardFences {
+  readonly raised: [number, bigint][] = [];
+  result: (shard: number, epoch: bigint) => Promise<void> = () => Promise.resolve();
+
+  fenceShard(shard: number, epoch: bigint): Promise<void> {
+    this.raised.push([shard, epoch]);
+    return this.result(shard, epoch);
+  }
+}
+
 function setup(options: Partial<EntityRouterOptions> = {}) {
   const local = new FakeLocal();
   const peers = new FakePeers();
   const owners = new FakeOwners();
+  const fences = new FakeFences();
   const routes: [string, RouteOutcome][] = [];
+  const warnings: [string, Record<string, unknown> | undefined][] = [];
   const router = createEntityRouter({
     local,
     peers,
     owners,
+    fences,
+    auth: createForwardingAuth({ secret: SECRET, maxSkewMs: 30_000 }),
+    address: SELF,
     numShards: NUM_SHARDS,
     onRoute: (method, outcome) => routes.push([method, outcome]),
-    // caching from the moment a shard is acquired, unless a test is about the warm-up
-    warmupMs: 0,
+    logger: { debug: () => {}, warn: (message, fields) => warnings.push([message, fields]) },
     ...options,
   });
-  return { router, local, peers, owners, routes };
+  /** what the lease coordinator does on acquiring: it holds the lease, then tells the router */
+  const own = async (shard: number, epoch = 1n) => {
+    owners.set(shard, { address: SELF, self: true });
+    router.acquired(entityShardStream(shard), epoch);
+    await Promise.resolve();
+  };
+  return { router, local, peers, owners, fences, routes, warnings, own };
+}
+
+/** What the forwarded headers hold, with the proof checked as the receiving replica does. */
+function provenHeaders(call: PeerCall, method: 'ProcessCommand' | 'GetState', entityId: string, hops = 1) {
+  const { [FORWARDED_PROOF_HEADER]: given, ...rest } = call.headers ?? {};
+  expect(peerAuth.verify({ by: SELF, method, entityId }, given)).toEqual({ ok: true, hops });
+  return rest;
 }
 
 afterEach(() => {
@@ -150,7 +184,7 @@ describe('routing ProcessCommand', () => {
     const id = idInShard(1);
     // the coordinator may still name the previous owner; what this replica acquired wins
     owners.set(1, { address: '10.0.0.2:9000', self: false });
-    router.acquired(entityShardStream(1));
+    router.acquired(entityShardStream(1), 1n);
     const request: CommandRequest = { entityId: id, command: str('open') };
     const reply = await router.processCommand(request);
     expect(reply.state).toEqual(str(`local:${id}`));
@@ -191,7 +225,7 @@ describe('routing ProcessCommand', () => {
     expect(call!.method).toBe('ProcessCommand');
     expect(call!.address).toBe('10.0.0.3:9000');
     expect(call!.request).toEqual({ entityId: id, command });
-    expect(call!.call.headers).toEqual({
+    expect(provenHeaders(call!.call, 'ProcessCommand', id)).toEqual({
       'x-tenant': 'acme',
       traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
       'x-user': 'alice',
@@ -208,44 +242,134 @@ describe('routing ProcessCommand', () => {
     const id = idInShard(0);
     owners.set(0, { address: 'peer-b:9000', self: false });
     await router.processCommand({ entityId: id, command: str('open') });
-    expect(peers.calls[0]!.call).toEqual({ headers: {} });
+    expect(Object.keys(peers.calls[0]!.call)).toEqual(['headers']);
+    expect(provenHeaders(peers.calls[0]!.call, 'ProcessCommand', id)).toEqual({});
   });
 
-  it('handles a call another replica forwarded here, even when the coordinator names a different owner', async () => {
+  it('handles a call another replica forwarded here with a valid proof when this replica owns the shard', async () => {
+    const { router, local, peers, routes, own } = setup();
+    const id = idInShard(3);
+    await own(3);
+    const request: CommandRequest = {
+      entityId: id,
+      command: str('open'),
+      forwardedBy: 'peer-a:9000',
+      forwardProof: proof('peer-a:9000', 'ProcessCommand', id),
+    };
+    expect((await router.processCommand(request)).state).toEqual(str(`local:${id}`));
+    expect(local.commands).toEqual([request]);
+    expect(peers.calls).toEqual([]);
+    expect(routes).toEqual([]);
+  });
+
+  it('forwards a forwarded call once more when this replica does not own the shard, and refuses it after that', async () => {
     const { router, local, peers, owners, routes } = setup();
     const id = idInShard(3);
     owners.set(3, { address: 'peer-c:9000', self: false });
-    const request: CommandRequest = { entityId: id, command: str('open'), forwardedBy: 'peer-a:9000' };
-    const reply = await router.processCommand(request);
-    expect(reply.state).toEqual(str(`local:${id}`));
-    expect(local.commands).toEqual([request]);
-    expect(peers.calls).toEqual([]);
-    expect(routes).toEqual([]);
+    const by = 'peer-a:9000';
+    await router.processCommand({ entityId: id, command: str('a'), forwardedBy: by, forwardProof: proof(by, 'ProcessCommand', id, 1) });
+    expect(peers.calls.map((c) => c.address)).toEqual(['peer-c:9000']);
+    expect(provenHeaders(peers.calls[0]!.call, 'ProcessCommand', id, 2)).toEqual({});
+    const twice = { entityId: id, command: str('b'), forwardedBy: by, forwardProof: proof(by, 'ProcessCommand', id, 2) };
+    await expect(router.processCommand(twice)).rejects.toBeInstanceOf(FencedError);
+    expect(peers.calls).toHaveLength(1);
+    expect(local.commands).toEqual([]);
+    expect(routes).toEqual([
+      ['ProcessCommand', 'forwarded'],
+      ['ProcessCommand', 'no_owner'],
+    ]);
   });
 
-  it('handles the call here when nobody owns the shard, its owner has no address, or the owner is this replica', async () => {
+  it('refuses a forwarding mark without a valid proof (UnauthenticatedError): nothing runs or is forwarded, the claim is logged', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(10_000_000);
+    const { router, local, peers, owners, routes, warnings, own } = setup();
+    const id = idInShard(1);
+    await own(1);
+    owners.set(2, { address: 'peer-c:9000', self: false });
+    const other = idInShard(2);
+    const by = 'peer-a:9000';
+    const forged = createForwardingAuth({ secret: 'another secret, not ours', maxSkewMs: 30_000 });
+    const old = proof(by, 'ProcessCommand', id);
+    vi.setSystemTime(10_030_001);
+    const cases: [string, CommandRequest][] = [
+      ['no proof', { entityId: id, command: str('x'), forwardedBy: by }],
+      ['malformed proof', { entityId: id, command: str('x'), forwardedBy: by, forwardProof: 'v1.1.1.abc' }],
+      ['wrong proof', { entityId: id, command: str('x'), forwardedBy: by, forwardProof: forged.prove({ by, method: 'ProcessCommand', entityId: id, hops: 1 }) }],
+      ['wrong proof', { entityId: id, command: str('x'), forwardedBy: by, forwardProof: proof(by, 'ProcessCommand', idInShard(0)) }],
+      ['wrong proof', { entityId: id, command: str('x'), forwardedBy: 'peer-z:9000', forwardProof: proof(by, 'ProcessCommand', id) }],
+      ['wrong proof', { entityId: id, command: str('x'), forwardedBy: by, forwardProof: proof(by, 'GetState', id) }],
+      ['proof time outside the allowed clock skew', { entityId: id, command: str('x'), forwardedBy: by, forwardProof: old }],
+      ['too many forwards', { entityId: other, command: str('x'), forwardedBy: by, forwardProof: proof(by, 'ProcessCommand', other, 3) }],
+    ];
+    for (const [reason, request] of cases) {
+      const error = await router.processCommand(request).catch((e: unknown) => e);
+      expect(error, reason).toBeInstanceOf(UnauthenticatedError);
+      expect((error as Error).message).toContain(reason);
+    }
+    expect(local.commands).toEqual([]);
+    expect(peers.calls).toEqual([]);
+    expect(routes).toEqual(cases.map(() => ['ProcessCommand', 'unauthenticated']));
+    expect(warnings.map(([, fields]) => fields!['reason'])).toEqual(cases.map(([reason]) => reason));
+    // what the caller claimed, never the proof
+    for (const [, fields] of warnings) expect(Object.keys(fields!).sort()).toEqual(['entityId', 'forwardedBy', 'method', 'reason']);
+    expect(await router.getState(id, { forwardedBy: by, forwardProof: 'nonsense' }).catch((e: unknown) => e)).toBeInstanceOf(
+      UnauthenticatedError,
+    );
+    expect(local.reads).toEqual([]);
+  });
+
+  it('refuses a command when nobody owns the shard, its owner has no address, or the coordinator names this replica without a lease here', async () => {
     const { router, local, peers, owners, routes } = setup();
     const [nobody, noAddress, self] = [idInShard(0), idInShard(1), idInShard(2)];
     owners.set(1, { address: undefined, self: false });
-    owners.set(2, { address: '10.0.0.1:9000', self: true });
-    for (const id of [nobody, noAddress, self]) await router.processCommand({ entityId: id, command: str('open') });
-    expect(local.commands.map((c) => c.entityId)).toEqual([nobody, noAddress, self]);
-    expect(owners.asked).toEqual([entityShardStream(0), entityShardStream(1), entityShardStream(2)]);
+    owners.set(2, { address: SELF, self: true });
+    for (const id of [nobody, noAddress, self]) {
+      const error = await router.processCommand({ entityId: id, command: str('open') }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(FencedError);
+      expect((error as Error).message).toContain('nothing was written');
+    }
+    expect(local.commands).toEqual([]);
     expect(peers.calls).toEqual([]);
-    expect(routes).toEqual([]);
+    expect(routes).toEqual([
+      ['ProcessCommand', 'no_owner'],
+      ['ProcessCommand', 'no_owner'],
+      ['ProcessCommand', 'no_owner'],
+    ]);
   });
 
-  it('falls back to handling the call here when the owner refused the connection', async () => {
+  it("waits (up to the caller's deadline) for a shard changing owner, then runs the command where the next owner is", async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const { router, local, peers, owners, own } = setup();
+    const [a, b, c] = [idInShard(1), idInShard(2), idInShard(3)];
+    owners.set(2, { address: 'peer-b:9000', self: false });
+    peers.reply = () => Promise.reject(new PeerUnreachableError('refused'));
+    const here = router.processCommand({ entityId: a, command: str('a'), deadline: 1_005_000 });
+    const there = router.processCommand({ entityId: b, command: str('b'), deadline: 1_005_000 });
+    const never = router.processCommand({ entityId: c, command: str('c'), deadline: 1_000_450 }).catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(local.commands).toEqual([]);
+    await own(1); // this replica took shard 1 over
+    owners.set(2, { address: 'peer-c:9000', self: false }); // another one took shard 2
+    peers.reply = (record) => Promise.resolve({ state: str(`peer:${record.address}`), meta: meta(record.request.entityId, 1) });
+    await vi.advanceTimersByTimeAsync(100);
+    expect((await here).state).toEqual(str(`local:${a}`));
+    expect((await there).state).toEqual(str('peer:peer-c:9000'));
+    // no owner until the deadline: refused just before it, nothing run
+    expect(await never).toBeInstanceOf(FencedError);
+    expect(local.commands.map((command) => command.entityId)).toEqual([a]);
+  });
+
+  it('refuses a command retryably, never running it here, when the owner refused the connection', async () => {
     const { router, local, peers, owners, routes } = setup();
     const id = idInShard(1);
     owners.set(1, { address: 'peer-b:9000', self: false });
-    peers.reply = () => Promise.reject(new PeerUnreachableError('peer peer-b:9000 ProcessCommand: connect ECONNREFUSED'));
+    const unreachable = new PeerUnreachableError('peer peer-b:9000 ProcessCommand: connect ECONNREFUSED');
+    peers.reply = () => Promise.reject(unreachable);
     const request: CommandRequest = { entityId: id, command: str('open'), propagatedHeaders: { 'x-tenant': 'acme' } };
-    const reply = await router.processCommand(request);
-    expect(reply.state).toEqual(str(`local:${id}`));
+    expect(await router.processCommand(request).catch((e: unknown) => e)).toBe(unreachable);
     expect(peers.calls).toHaveLength(1);
-    expect(local.commands).toEqual([request]);
-    expect(local.commands[0]).toBe(request);
+    expect(local.commands).toEqual([]);
     expect(routes).toEqual([['ProcessCommand', 'owner_unreachable']]);
   });
 
@@ -306,7 +430,7 @@ describe('routing GetState', () => {
     const { router, local, peers, owners } = setup();
     const id = idInShard(0);
     owners.set(0, { address: 'peer-b:9000', self: false });
-    router.acquired(entityShardStream(0));
+    router.acquired(entityShardStream(0), 1n);
     expect((await router.getState(id)).state).toEqual(str(`local:${id}`));
     expect(local.reads).toEqual([id]);
     expect(peers.calls).toEqual([]);
@@ -325,22 +449,28 @@ describe('routing GetState', () => {
     expect(local.reads).toEqual([]);
     expect(peers.calls).toHaveLength(1);
     expect(peers.calls[0]).toMatchObject({ method: 'GetState', address: '[::1]:9001', request: { entityId: id } });
-    expect(peers.calls[0]!.call).toEqual({ headers: {}, signal, timeoutMs: 300, traceContext });
+    expect(peers.calls[0]!.call).toMatchObject({ signal, timeoutMs: 300, traceContext });
+    expect(provenHeaders(peers.calls[0]!.call, 'GetState', id)).toEqual({});
     expect(peers.calls[0]!.call.signal).toBe(signal);
     expect(peers.calls[0]!.call.traceContext).toBe(traceContext);
     expect(routes).toEqual([['GetState', 'forwarded']]);
   });
 
-  it('reads here when the call was forwarded, nobody owns the shard or the owner has no address', async () => {
+  it('reads from the store here when the call was forwarded twice, nobody owns the shard or the owner has no address', async () => {
     const { router, local, peers, owners, routes } = setup();
     owners.set(1, { address: 'peer-b:9000', self: false });
     owners.set(2, { address: undefined, self: false });
-    await router.getState(idInShard(1), { forwardedBy: 'peer-c:9000' });
+    const twice = proof('peer-c:9000', 'GetState', idInShard(1), 2);
+    await router.getState(idInShard(1), { forwardedBy: 'peer-c:9000', forwardProof: twice });
     await router.getState(idInShard(0));
     await router.getState(idInShard(2));
     expect(local.reads).toEqual([idInShard(1), idInShard(0), idInShard(2)]);
     expect(peers.calls).toEqual([]);
-    expect(routes).toEqual([]);
+    expect(routes).toEqual([
+      ['GetState', 'no_owner'],
+      ['GetState', 'no_owner'],
+      ['GetState', 'no_owner'],
+    ]);
   });
 
   it('falls back to reading here when the owner is unreachable, and passes other failures through', async () => {
@@ -373,18 +503,24 @@ describe('routing GetState', () => {
 });
 
 describe('shard ownership (the lease coordinator host)', () => {
-  it('retains exactly the entities of the shards acquired, until they are released', async () => {
-    const { router } = setup();
+  it('retains exactly the entities of the shards acquired and fenced, while the coordinator still holds them', async () => {
+    const { router, owners, own } = setup();
     const [s0, s1, s2] = [idInShard(0), idInShard(1), idInShard(2)];
     expect(router.ownedShards()).toBe(0);
     expect([s0, s1, s2].map((id) => router.retains(id))).toEqual([false, false, false]);
 
-    router.acquired(entityShardStream(1));
-    router.acquired(entityShardStream(2));
-    router.acquired(entityShardStream(2)); // again: still one shard
+    await own(1);
+    await own(2);
+    await own(2); // again: still one shard
     expect(router.ownedShards()).toBe(2);
     expect([s0, s1, s2].map((id) => router.retains(id))).toEqual([false, true, true]);
+    expect([s0, s1, s2].map((id) => router.fenceOf(id))).toEqual([undefined, 1n, 1n]);
     for (const id of idsInShard(1, 20)) expect(router.retains(id)).toBe(true);
+    // the coordinator stopped trusting its lease (renewal overdue): nothing served from memory
+    owners.set(2, undefined);
+    expect(router.retains(s2)).toBe(false);
+    expect(router.fenceOf(s2)).toBeUndefined();
+    owners.set(2, { address: SELF, self: true });
 
     await router.released(entityShardStream(1), 'rebalanced');
     expect(router.ownedShards()).toBe(1);
@@ -394,45 +530,79 @@ describe('shard ownership (the lease coordinator host)', () => {
     expect(router.retains(s2)).toBe(false);
   });
 
-  it('keeps a newly acquired shard\'s entities in memory only after the warm-up, handling its calls here meanwhile', async () => {
-    vi.useFakeTimers({ now: 1_000_000 });
-    const { router, local, peers, owners } = setup({ warmupMs: 2000 });
+  it('fences the previous owner on acquiring a shard, and neither runs nor keeps its entities before the fence holds', async () => {
+    const { router, local, fences, owners } = setup();
     const id = idInShard(3);
-    owners.set(3, { address: 'peer-b:9000', self: false }); // the coordinator's view is a round old
-    router.acquired(entityShardStream(3));
+    let raise!: () => void;
+    fences.result = () => new Promise<void>((resolve) => (raise = resolve));
+    owners.set(3, { address: SELF, self: true });
+    router.acquired(entityShardStream(3), 7n);
+    expect(fences.raised).toEqual([[3, 7n]]);
     expect(router.ownedShards()).toBe(1);
     expect(router.retains(id)).toBe(false);
-    await router.processCommand({ entityId: id, command: str('a') });
-    expect(local.commands).toHaveLength(1); // owned: handled here, not forwarded
-    expect(peers.calls).toEqual([]);
-    vi.advanceTimersByTime(1999);
-    expect(router.retains(id)).toBe(false);
-    vi.advanceTimersByTime(1);
+    expect(router.fenceOf(id)).toBeUndefined();
+    const reply = router.processCommand({ entityId: id, command: str('a') });
+    const read = router.getState(id);
+    await sleep(10);
+    expect(local.commands).toEqual([]);
+    expect(local.reads).toEqual([]);
+    raise();
+    await reply;
+    await read;
+    expect(local.commands).toHaveLength(1);
+    expect(local.reads).toEqual([id]);
     expect(router.retains(id)).toBe(true);
-    // the default is two lease rounds
-    const defaults = setup({ warmupMs: undefined });
-    defaults.router.acquired(entityShardStream(3));
-    vi.advanceTimersByTime(1999);
-    expect(defaults.router.retains(id)).toBe(false);
-    vi.advanceTimersByTime(1);
-    expect(defaults.router.retains(id)).toBe(true);
+    expect(router.fenceOf(id)).toBe(7n);
+    expect(fences.raised).toHaveLength(1);
   });
 
-  it('keeps entities in memory at once when this replica is the only one', () => {
-    vi.useFakeTimers({ now: 1_000_000 });
-    const { router, owners } = setup({ warmupMs: 2000 });
-    owners.live = 1;
-    router.acquired(entityShardStream(1));
-    expect(router.retains(idInShard(1))).toBe(true);
-    owners.live = 2;
-    router.acquired(entityShardStream(2));
-    expect(router.retains(idInShard(2))).toBe(false);
+  it('gives a shard up when a later lease fenced it already, and retries the fence on the next call after a store failure', async () => {
+    const { router, local, fences, own } = setup();
+    const id = idInShard(2);
+    fences.result = () => Promise.reject(new FencedError('superseded'));
+    await own(2, 3n);
+    await sleep(0);
+    expect(router.ownedShards()).toBe(0);
+    expect(local.evictions).toHaveLength(1);
+    await expect(router.processCommand({ entityId: id, command: str('a') })).rejects.toBeInstanceOf(FencedError);
+
+    fences.result = () => Promise.reject(new StoreError('down'));
+    await own(2, 4n);
+    await sleep(0);
+    expect(router.ownedShards()).toBe(1);
+    await expect(router.processCommand({ entityId: id, command: str('a') })).rejects.toBeInstanceOf(StoreError);
+    fences.result = () => Promise.resolve();
+    await router.processCommand({ entityId: id, command: str('b') });
+    expect(fences.raised).toEqual([
+      [2, 3n],
+      [2, 4n],
+      [2, 4n],
+      [2, 4n],
+    ]);
+    expect(local.commands.map((c) => c.command)).toEqual([str('b')]);
+    expect(router.retains(id)).toBe(true);
+  });
+
+  it('stops owning a shard whose append was fenced: its entities are evicted and its commands refused retryably', async () => {
+    const { router, local, own, routes } = setup();
+    const id = idInShard(1);
+    await own(1, 2n);
+    const fenced = new FencedError('a later lease of its shard fenced it');
+    local.processCommand = () => Promise.reject(fenced);
+    expect(await router.processCommand({ entityId: id, command: str('a') }).catch((e: unknown) => e)).toBe(fenced);
+    expect(router.ownedShards()).toBe(0);
+    expect(router.retains(id)).toBe(false);
+    expect(local.evictions).toHaveLength(1);
+    expect(local.evictions[0]!(id)).toBe(true);
+    // the coordinator still names this replica until its next round: refused, not run here
+    await expect(router.processCommand({ entityId: id, command: str('b') })).rejects.toBeInstanceOf(FencedError);
+    expect(routes).toEqual([['ProcessCommand', 'no_owner']]);
   });
 
   it('forwards calls for a shard again once it was released to another replica', async () => {
-    const { router, local, peers, owners } = setup();
+    const { router, local, peers, owners, own } = setup();
     const id = idInShard(3);
-    router.acquired(entityShardStream(3));
+    await own(3);
     await router.processCommand({ entityId: id, command: str('a') });
     await router.released(entityShardStream(3), 'rebalanced');
     owners.set(3, { address: 'peer-b:9000', self: false });
@@ -443,8 +613,8 @@ describe('shard ownership (the lease coordinator host)', () => {
 
   it('on release, evicts exactly the entities of that shard', async () => {
     const { router, local } = setup();
-    router.acquired(entityShardStream(0));
-    router.acquired(entityShardStream(2));
+    router.acquired(entityShardStream(0), 1n);
+    router.acquired(entityShardStream(2), 1n);
     await router.released(entityShardStream(2), 'closing');
     expect(local.evictions).toHaveLength(1);
     const matches = local.evictions[0]!;
@@ -459,7 +629,7 @@ describe('shard ownership (the lease coordinator host)', () => {
     const { router, local } = setup({ releaseWaitMs: 10_000 });
     let finish!: () => void;
     local.evictResult = () => new Promise<void>((resolve) => (finish = resolve));
-    router.acquired(entityShardStream(1));
+    router.acquired(entityShardStream(1), 1n);
     let released = false;
     const release = router.released(entityShardStream(1), 'rebalanced').then(() => (released = true));
     await sleep(30);
@@ -473,10 +643,32 @@ describe('shard ownership (the lease coordinator host)', () => {
     expect(performance.now() - started).toBeLessThan(1000);
   });
 
+  it('runs the calls of a shard being given up here, uncached, with its epoch, until the release is done', async () => {
+    const { router, local, peers, routes, own } = setup({ releaseWaitMs: 10_000 });
+    const id = idInShard(1);
+    let finish!: () => void;
+    local.evictResult = () => new Promise<void>((resolve) => (finish = resolve));
+    await own(1, 3n);
+    const release = router.released(entityShardStream(1), 'closing');
+    expect(router.retains(id)).toBe(false);
+    expect(router.ownedShards()).toBe(0);
+    expect(router.fenceOf(id)).toBe(3n);
+    await router.processCommand({ entityId: id, command: str('during') });
+    expect(local.commands.map((c) => c.command)).toEqual([str('during')]);
+    finish();
+    await release;
+    expect(router.fenceOf(id)).toBeUndefined();
+    // given up: not run here any more, and the next owner is not known yet
+    await expect(router.processCommand({ entityId: id, command: str('after') })).rejects.toBeInstanceOf(FencedError);
+    expect(local.commands).toHaveLength(1);
+    expect(peers.calls).toEqual([]);
+    expect(routes).toEqual([['ProcessCommand', 'no_owner']]);
+  });
+
   it('resolves the release after at most releaseWaitMs when the eviction never ends', async () => {
     const { router, local } = setup({ releaseWaitMs: 80 });
     local.evictResult = () => new Promise<void>(() => {});
-    router.acquired(entityShardStream(1));
+    router.acquired(entityShardStream(1), 1n);
     let released = false;
     const started = performance.now();
     const release = router.released(entityShardStream(1), 'closing').then(() => (released = true));
@@ -492,7 +684,7 @@ describe('shard ownership (the lease coordinator host)', () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     const { router, local } = setup();
     local.evictResult = () => new Promise<void>(() => {});
-    router.acquired(entityShardStream(0));
+    router.acquired(entityShardStream(0), 1n);
     let released = false;
     const release = router.released(entityShardStream(0), 'rebalanced').then(() => (released = true));
     await vi.advanceTimersByTimeAsync(4999);
@@ -503,7 +695,7 @@ describe('shard ownership (the lease coordinator host)', () => {
   });
 
   it('ignores streams that are not entity shards', async () => {
-    const { router, local } = setup();
+    const { router, local, own } = setup();
     const others = [
       'accounts#0',
       'entity-shard',
@@ -518,11 +710,11 @@ describe('shard ownership (the lease coordinator host)', () => {
       'entity-shard/1e0',
       'other/entity-shard/1',
     ];
-    for (const stream of others) router.acquired(stream);
+    for (const stream of others) router.acquired(stream, 1n);
     expect(router.ownedShards()).toBe(0);
     for (let shard = 0; shard < NUM_SHARDS; shard++) expect(router.retains(idInShard(shard))).toBe(false);
 
-    router.acquired(entityShardStream(1));
+    await own(1);
     for (const stream of others) await router.released(stream, 'rebalanced');
     expect(local.evictions).toEqual([]);
     expect(router.ownedShards()).toBe(1);

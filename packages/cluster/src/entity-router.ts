@@ -1,5 +1,14 @@
-import { InternalError, PeerUnreachableError, assertValidEntityId, shardOf } from '@chiefofstate/core';
-import type { Header } from '@chiefofstate/protocol';
+import {
+  FencedError,
+  InternalError,
+  PeerUnreachableError,
+  UnauthenticatedError,
+  assertValidEntityId,
+  shardOf,
+} from '@chiefofstate/core';
+import { FORWARDED_PROOF_HEADER, type Header } from '@chiefofstate/protocol';
+import { MAX_FORWARDS, type ForwardingAuth } from './forwarding-auth.js';
+import { createShardLeases, type ShardLease, type ShardLeases } from './shard-leases.js';
 import type {
   CommandRequest,
   EntityState,
@@ -8,6 +17,7 @@ import type {
   Logger,
   PeerCall,
   PeerPort,
+  ShardFences,
   ShardOwners,
 } from './ports.js';
 
@@ -26,184 +36,276 @@ export function entityShardStreams(numShards: number): string[] {
 /** Why a stream is given up (the lease coordinator's reasons). */
 export type ShardReleaseReason = 'rebalanced' | 'closing' | 'lost';
 
-/** How a call was routed, for metrics. */
+/** How a call for another replica's shard went, for metrics. */
 export type RouteOutcome =
   /** sent to the replica owning the shard, which answered (with any status) */
   | 'forwarded'
-  /** the owner refused the connection; handled here instead */
-  | 'owner_unreachable';
+  /** the owner refused the connection: a GetState was read from the store here, a ProcessCommand refused */
+  | 'owner_unreachable'
+  /** no live owner is known (a takeover is under way) or the call was forwarded enough: likewise */
+  | 'no_owner'
+  /** a forwarding mark without a valid proof: refused */
+  | 'unauthenticated';
+
+type Method = 'ProcessCommand' | 'GetState';
 
 export interface EntityRouterOptions {
   readonly local: LocalEntities;
   readonly peers: PeerPort;
   /** who holds each shard (the entity shard streams' lease coordinator, once started) */
   readonly owners: ShardOwners;
+  /** raises a shard's fence when its lease is acquired (the journal) */
+  readonly fences: ShardFences;
+  /** proves the calls forwarded from here and checks the forwarding mark of those received */
+  readonly auth: ForwardingAuth;
+  /** this replica's address, as its peer clients send it in the forwarding mark */
+  readonly address: string;
   /** COS_NUM_SHARDS */
   readonly numShards: number;
   /**
    * Longest a shard given up waits for its busy entities before the next owner may start, ms;
-   * default 5000. Commands still running then are fenced by the journal's revision check.
+   * default 5000. Commands still running then are fenced by the next owner's lease epoch.
    */
   readonly releaseWaitMs?: number;
-  /**
-   * After acquiring a shard, how long before its entities are kept in memory, ms; default 2000
-   * (two lease rounds). Until every other replica has run a round and learned the new owner, it
-   * may still handle a call for the shard itself (uncached); a copy cached here meanwhile could
-   * miss that write. Calls are handled here in the meantime, each reading the store. No warm-up
-   * when this replica is the only one (`owners.members()` is 1): a replica joining later learns
-   * the owners in its first round, before it serves.
-   */
-  readonly warmupMs?: number;
   readonly logger?: Logger;
-  /** each call handed to another replica */
-  readonly onRoute?: (method: 'ProcessCommand' | 'GetState', outcome: RouteOutcome) => void;
+  /** each call for a shard this replica does not own */
+  readonly onRoute?: (method: Method, outcome: RouteOutcome) => void;
 }
 
 export interface EntityRouter {
-  /** handles the command here when this replica owns the shard (or nobody does), else forwards it */
+  /** handles the command here when this replica owns the shard, else forwards it to the owner */
   processCommand(request: CommandRequest): Promise<EntityState>;
   getState(entityId: string, options?: GetStateOptions): Promise<EntityState>;
-  /** whether this replica owns the entity's shard, so may keep its state in memory (`retain`) */
+  /** whether this replica owns the entity's shard, fenced, so may keep its state in memory (`retain`) */
   retains(entityId: string): boolean;
+  /** the lease epoch this replica's appends of the entity carry (`fenceOf`); undefined when not the owner */
+  fenceOf(entityId: string): bigint | undefined;
   /** the entity shards this replica owns now */
   ownedShards(): number;
   /** the lease coordinator's host for the entity shard streams */
-  acquired(stream: string): void;
+  acquired(stream: string, epoch: bigint): void;
   released(stream: string, reason: ShardReleaseReason): Promise<void>;
 }
 
 const noopLogger: Logger = { debug: () => {}, warn: () => {} };
 
+/** How often a command waiting for its shard's next owner looks again (bounded by its deadline). */
+const REROUTE_MS = 100;
+
 /**
- * Routes each call to the replica that owns the entity's shard. The owner keeps the entity in
- * memory; every other replica forwards to it once (the receiver never forwards again). When no
- * replica owns the shard (a takeover is under way), the owner is unknown or it refused the
- * connection, the call is handled here without keeping the entity in memory: the journal's
- * revision check keeps concurrent writers from both appending on the same revision, so routing
- * only has to be right most of the time, never always.
+ * Routes each call to the replica that owns the entity's shard; only the owner writes it, and
+ * only once its lease epoch fenced the previous owner's appends, so the entities it keeps in
+ * memory cannot miss a write. Others forward to it, proving with the cluster secret that the
+ * call comes from a replica. A receiver that no longer owns the shard forwards it once more at
+ * most; a command that finds no reachable owner is refused retryably (FencedError or
+ * PeerUnreachableError, UNAVAILABLE: nothing written), while a GetState is then read from the
+ * store here.
  */
 export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
-  const { local, peers, owners, numShards, onRoute } = options;
+  const { local, peers, owners, auth, address: self, numShards, onRoute } = options;
   const logger = options.logger ?? noopLogger;
-  /** owned shards, and when each may start keeping its entities in memory (epoch ms) */
-  const owned = new Map<number, number>();
-  const releaseWaitMs = options.releaseWaitMs ?? 5000;
-  const warmupMs = options.warmupMs ?? 2000;
+  const leases = createShardLeases({
+    local,
+    owners,
+    fences: options.fences,
+    numShards,
+    streamOf: entityShardStream,
+    releaseWaitMs: options.releaseWaitMs ?? 5000,
+    logger,
+  });
 
-  /** the owner's address when it is another replica; undefined: handle it here */
-  const ownerAddress = (entityId: string, forwardedBy: string | undefined): string | undefined => {
-    if (forwardedBy !== undefined) return undefined;
-    const shard = shardOf(entityId, numShards);
-    if (owned.has(shard)) return undefined;
-    const owner = owners.ownerOf(entityShardStream(shard));
-    return owner === undefined || owner.self ? undefined : owner.address;
+  /** The forwards a received call has had: 0 for a caller's own, else its verified proof's. */
+  const forwardsOf = (method: Method, entityId: string, call: { forwardedBy?: string; forwardProof?: string }): number => {
+    if (call.forwardedBy === undefined) return 0;
+    const verdict = auth.verify({ by: call.forwardedBy, method, entityId }, call.forwardProof);
+    if (verdict.ok) return verdict.hops;
+    onRoute?.(method, 'unauthenticated');
+    // what the caller claimed, never the proof
+    logger.warn('refused a call marked as forwarded by a replica: its proof is not valid', {
+      method,
+      entityId,
+      forwardedBy: call.forwardedBy,
+      reason: verdict.reason,
+    });
+    throw new UnauthenticatedError(`${method} marked as forwarded by a replica without a valid proof (${verdict.reason})`);
   };
 
-  const forward = async (
-    method: 'ProcessCommand' | 'GetState',
-    address: string,
+  /** Runs the call here when this replica holds the shard; else where it goes, or why not. */
+  const route = (
     entityId: string,
-    send: () => Promise<{ state?: EntityState['state'] | undefined; meta?: EntityState['meta'] | undefined }>,
-    here: () => Promise<EntityState>,
+    forwards: number,
+  ): { here: NonNullable<ReturnType<ShardLeases['runHere']>> } | { address: string } | { refused: RouteOutcome } => {
+    const shard = shardOf(entityId, numShards);
+    const here = leases.runHere(shard);
+    if (here !== undefined) return { here };
+    const owner = owners.ownerOf(entityShardStream(shard));
+    if (owner === undefined || owner.self || owner.address === undefined || forwards >= MAX_FORWARDS) return { refused: 'no_owner' };
+    return { address: owner.address };
+  };
+
+  const proofHeader = (method: Method, entityId: string, forwards: number) => ({
+    [FORWARDED_PROOF_HEADER]: auth.prove({ by: self, method, entityId, hops: forwards + 1 }),
+  });
+
+  /** A call for a shard owned elsewhere: forwarded, or `fallback` when the owner cannot be reached. */
+  const elsewhere = async (
+    method: Method,
+    entityId: string,
+    target: { address: string } | { refused: RouteOutcome },
+    forward: (address: string) => Promise<PeerReply>,
+    fallback: (outcome: RouteOutcome, cause: unknown) => Promise<EntityState>,
   ): Promise<EntityState> => {
+    if ('refused' in target) {
+      onRoute?.(method, target.refused);
+      return fallback(target.refused, undefined);
+    }
     let reply;
     try {
-      reply = await send();
+      reply = await forward(target.address);
     } catch (error) {
       if (!(error instanceof PeerUnreachableError)) {
         onRoute?.(method, 'forwarded');
         throw error;
       }
       onRoute?.(method, 'owner_unreachable');
-      logger.debug('the shard owner is unreachable; handling the call here', { entityId, owner: address, err: error });
-      return here();
+      logger.debug('the shard owner is unreachable', { entityId, owner: target.address, err: error });
+      return fallback('owner_unreachable', error);
     }
     onRoute?.(method, 'forwarded');
     if (reply.state === undefined || reply.meta === undefined) {
-      throw new InternalError(`peer ${address} answered ${method} for ${JSON.stringify(entityId)} without state or meta`);
+      throw new InternalError(`peer ${target.address} answered ${method} for ${JSON.stringify(entityId)} without state or meta`);
     }
     return { state: reply.state, meta: reply.meta };
   };
 
-  const callOptions = (call: { signal?: AbortSignal; deadline?: number; traceContext?: CommandRequest['traceContext'] }, headers: Record<string, string>): PeerCall => ({
-    headers,
-    ...(call.signal ? { signal: call.signal } : {}),
-    ...(call.deadline !== undefined ? { timeoutMs: call.deadline - Date.now() } : {}),
-    ...(call.traceContext ? { traceContext: call.traceContext } : {}),
-  });
+  const processHere = async (request: CommandRequest, { lease, fenced }: { lease: ShardLease; fenced: Promise<void> | undefined }) => {
+    await fenced;
+    try {
+      return await local.processCommand(request);
+    } catch (error) {
+      // a later lease took the shard: what this replica keeps of it may be stale
+      if (error instanceof FencedError) leases.superseded(shardOf(request.entityId, numShards), lease);
+      throw error;
+    }
+  };
 
-  const shardOfStream = (stream: string): number | undefined => {
-    if (!stream.startsWith(SHARD_STREAM_PREFIX)) return undefined;
-    const shard = Number(stream.slice(SHARD_STREAM_PREFIX.length));
-    // only the name entityShardStream gives: Number() also reads '', ' 1', '01', '0x1', '1e0'
-    const valid = Number.isInteger(shard) && shard >= 0 && shard < numShards && stream === entityShardStream(shard);
-    return valid ? shard : undefined;
+  /** Routes the command once: here, to the owner, or refused retryably. */
+  const routeCommand = (request: CommandRequest, forwards: number): Promise<EntityState> => {
+    const { entityId } = request;
+    const target = route(entityId, forwards);
+    if ('here' in target) return processHere(request, target.here);
+    return elsewhere(
+      'ProcessCommand',
+      entityId,
+      target,
+      (address) =>
+        peers.processCommand(
+          address,
+          { entityId, command: request.command },
+          callOptions(request, { ...forwardedHeaders(request), ...proofHeader('ProcessCommand', entityId, forwards) }),
+        ),
+      (outcome, cause) => {
+        // Only the owner writes: a write here could land behind its cache. Nothing was written.
+        if (cause instanceof PeerUnreachableError) throw cause;
+        throw new FencedError(
+          `no replica can take commands for ${JSON.stringify(entityId)} now (${outcome === 'no_owner' ? 'its shard is changing owner' : outcome}); nothing was written, retry`,
+        );
+      },
+    );
   };
 
   return {
-    processCommand(request) {
-      try {
-        assertValidEntityId(request.entityId);
-      } catch (error) {
-        return Promise.reject(error);
+    async processCommand(request) {
+      assertValidEntityId(request.entityId);
+      const forwards = forwardsOf('ProcessCommand', request.entityId, request);
+      // A shard changing owner (a replica stopped or died) has none for a moment: the caller's
+      // own command waits for the next one, looking again every REROUTE_MS, until its deadline.
+      for (;;) {
+        try {
+          return await routeCommand(request, forwards);
+        } catch (error) {
+          const refused = error instanceof FencedError || error instanceof PeerUnreachableError;
+          if (!refused || forwards > 0 || !(await waitToReroute(request))) throw error;
+        }
       }
-      const address = ownerAddress(request.entityId, request.forwardedBy);
-      if (address === undefined) return local.processCommand(request);
-      return forward(
-        'ProcessCommand',
-        address,
-        request.entityId,
-        () =>
-          peers.processCommand(
-            address,
-            { entityId: request.entityId, command: request.command },
-            callOptions(request, forwardedHeaders(request)),
-          ),
-        () => local.processCommand(request),
-      );
     },
 
     async getState(entityId, options = {}) {
       assertValidEntityId(entityId);
-      const address = ownerAddress(entityId, options.forwardedBy);
-      if (address === undefined) return local.getState(entityId);
-      return forward(
+      const forwards = forwardsOf('GetState', entityId, options);
+      const target = route(entityId, forwards);
+      if ('here' in target) {
+        await target.here.fenced;
+        return local.getState(entityId);
+      }
+      return elsewhere(
         'GetState',
-        address,
         entityId,
-        () => peers.getState(address, { entityId }, callOptions(options, {})),
+        target,
+        (address) => peers.getState(address, { entityId }, callOptions(options, proofHeader('GetState', entityId, forwards))),
+        // not kept in memory here: the store has every acknowledged write
         () => local.getState(entityId),
       );
     },
 
-    retains(entityId) {
-      const cachingFrom = owned.get(shardOf(entityId, numShards));
-      return cachingFrom !== undefined && Date.now() >= cachingFrom;
-    },
+    retains: (entityId) => leases.cacheable(shardOf(entityId, numShards)) !== undefined,
 
-    ownedShards: () => owned.size,
+    // the commands still running on a shard being given up finish with its epoch
+    fenceOf: (entityId) => leases.epochOf(shardOf(entityId, numShards)),
 
-    acquired(stream) {
-      const shard = shardOfStream(stream);
-      if (shard === undefined) return;
-      const alone = owners.members?.() === 1;
-      owned.set(shard, alone ? Date.now() : Date.now() + warmupMs);
+    ownedShards: () => leases.count(),
+
+    acquired(stream, epoch) {
+      const shard = shardOfStream(stream, numShards);
+      if (shard !== undefined) leases.acquire(shard, epoch);
     },
 
     async released(stream) {
-      const shard = shardOfStream(stream);
-      if (shard === undefined) return;
-      // From now on its entities are not kept here; the next owner starts once the ones in
-      // flight are done (or, for a lost lease, at once: the journal fences stale writes).
-      owned.delete(shard);
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        local.evict((entityId) => shardOf(entityId, numShards) === shard),
-        new Promise<void>((resolve) => (timer = setTimeout(resolve, releaseWaitMs))),
-      ]);
-      clearTimeout(timer);
+      const shard = shardOfStream(stream, numShards);
+      if (shard !== undefined) await leases.release(shard);
     },
   };
+}
+
+/** The shard of an entity shard stream; undefined for any other stream. */
+function shardOfStream(stream: string, numShards: number): number | undefined {
+  if (!stream.startsWith(SHARD_STREAM_PREFIX)) return undefined;
+  const shard = Number(stream.slice(SHARD_STREAM_PREFIX.length));
+  // only the name entityShardStream gives: Number() also reads '', ' 1', '01', '0x1', '1e0'
+  const valid = Number.isInteger(shard) && shard >= 0 && shard < numShards && stream === entityShardStream(shard);
+  return valid ? shard : undefined;
+}
+
+type PeerReply = { state?: EntityState['state'] | undefined; meta?: EntityState['meta'] | undefined };
+
+function callOptions(
+  call: { signal?: AbortSignal; deadline?: number; traceContext?: CommandRequest['traceContext'] },
+  headers: Record<string, string>,
+): PeerCall {
+  return {
+    headers,
+    ...(call.signal ? { signal: call.signal } : {}),
+    ...(call.deadline !== undefined ? { timeoutMs: call.deadline - Date.now() } : {}),
+    ...(call.traceContext ? { traceContext: call.traceContext } : {}),
+  };
+}
+
+/**
+ * Waits REROUTE_MS unless the call is cancelled or too close to its deadline: the refusal must
+ * reach the caller before the deadline does (a margin of REROUTE_MS). Whether it waited.
+ */
+async function waitToReroute(call: { signal?: AbortSignal; deadline?: number }): Promise<boolean> {
+  if (call.signal?.aborted || call.deadline === undefined || Date.now() + 2 * REROUTE_MS >= call.deadline) return false;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(done, REROUTE_MS);
+    function done() {
+      clearTimeout(timer);
+      call.signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    call.signal?.addEventListener('abort', done, { once: true });
+  });
+  return !call.signal?.aborted;
 }
 
 /**

@@ -7,6 +7,14 @@ export {
   type RouteOutcome,
   type ShardReleaseReason,
 } from './entity-router.js';
+export {
+  MAX_FORWARDS,
+  createForwardingAuth,
+  type ForwardedCall,
+  type ForwardingAuth,
+  type ForwardingAuthOptions,
+  type ProofVerdict,
+} from './forwarding-auth.js';
 export type {
   CommandRequest,
   EntityState,
@@ -15,5 +23,6 @@ export type {
   Logger,
   PeerCall,
   PeerPort,
+  ShardFences,
   ShardOwners,
 } from './ports.js';

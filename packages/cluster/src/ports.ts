@@ -20,8 +20,10 @@ export interface CommandRequest {
   /** epoch ms */
   deadline?: number;
   traceContext?: Context;
-  /** the address of the replica that forwarded this call (x-cos-forwarded-by): handle it here */
+  /** the address of the replica that forwarded this call (x-cos-forwarded-by), as claimed */
   forwardedBy?: string;
+  /** the forwarding mark's proof (x-cos-forwarded-proof): without a valid one the call is refused */
+  forwardProof?: string;
 }
 
 /** Options of a GetState as the edge hands it over. */
@@ -30,8 +32,10 @@ export interface GetStateOptions {
   /** epoch ms */
   deadline?: number;
   traceContext?: Context;
-  /** the address of the replica that forwarded this call (x-cos-forwarded-by): handle it here */
+  /** the address of the replica that forwarded this call (x-cos-forwarded-by), as claimed */
   forwardedBy?: string;
+  /** the forwarding mark's proof (x-cos-forwarded-proof): without a valid one the call is refused */
+  forwardProof?: string;
 }
 
 /** This replica's entities (satisfied by @chiefofstate/entity's runtime, built with `retain`). */
@@ -44,9 +48,17 @@ export interface LocalEntities {
 
 /** Who holds a shard's stream now (satisfied by @chiefofstate/sharding's lease coordinator). */
 export interface ShardOwners {
+  /** not `self` for a lease of this process whose renewal is overdue (it may be another's now) */
   ownerOf(stream: string): { readonly address: string | undefined; readonly self: boolean } | undefined;
-  /** live replicas sharing the shards, this one included; without it, others are assumed */
-  members?(): number;
+}
+
+/** The journal's shard fences (satisfied by @chiefofstate/journal's journal). */
+export interface ShardFences {
+  /**
+   * Resolves once appends with a lease epoch below `epoch` can no longer commit; FencedError
+   * (@chiefofstate/core) when a later lease already raised the fence higher.
+   */
+  fenceShard(shard: number, epoch: bigint): Promise<void>;
 }
 
 /** Options of a call to a peer (the shape of @chiefofstate/handler-client's call options). */

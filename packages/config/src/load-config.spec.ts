@@ -56,6 +56,8 @@ describe('defaults', () => {
         replicaCount: 1,
         podIp: undefined,
         kubernetesAppLabel: undefined,
+        secret: undefined,
+        maxClockSkewMs: 30_000,
       },
       log: { level: 'info', style: 'JSON' },
     } satisfies CosConfig);
@@ -259,6 +261,8 @@ const ROWS: readonly [Record<string, string>, (config: CosConfig) => unknown, un
   [{ POD_IP: '10.1.2.3' }, (c) => c.cluster.podIp, '10.1.2.3'],
   [{ POD_IP: 'fd00::1' }, (c) => c.cluster.podIp, 'fd00::1'],
   [{ COS_KUBERNETES_APP_LABEL: 'chiefofstate' }, (c) => c.cluster.kubernetesAppLabel, 'chiefofstate'],
+  [{ COS_CLUSTER_SECRET: ' sixteen chars+ ' }, (c) => c.cluster.secret, ' sixteen chars+ '],
+  [{ COS_CLUSTER_MAX_CLOCK_SKEW: '2.5' }, (c) => c.cluster.maxClockSkewMs, 2500],
   [{ LOG_LEVEL: 'DEBUG' }, (c) => c.log.level, 'debug'],
   [{ LOG_LEVEL: 'Trace' }, (c) => c.log.level, 'trace'],
   [{ LOG_STYLE: 'simple' }, (c) => c.log.style, 'SIMPLE'],
@@ -571,6 +575,8 @@ describe('bad values', () => {
       'COS_REPLICA_COUNT="2": expected 1, because the embedded store serves one process; set COS_POSTGRES_HOST to a PostgreSQL shared by the replicas to run several',
     ],
     [{ POD_IP: 'pod-1' }, 'POD_IP="pod-1": expected an IPv4 or IPv6 address'],
+    // a secret is never shown, even when refused
+    [{ COS_CLUSTER_SECRET: 'too short' }, 'COS_CLUSTER_SECRET=***: expected a secret of at least 16 characters'],
     [{ LOG_LEVEL: 'verbose' }, 'LOG_LEVEL="verbose": expected one of trace, debug, info, warn, error'],
     [{ LOG_STYLE: 'pretty' }, 'LOG_STYLE="pretty": expected JSON or SIMPLE'],
     [

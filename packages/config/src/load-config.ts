@@ -23,6 +23,7 @@ import {
   host,
   httpUrl,
   integerIn,
+  clusterSecret,
   ipAddress,
   kafkaBrokers,
   logLevel,
@@ -459,6 +460,8 @@ function readCluster(reader: EnvReader, store: StoreConfig): ClusterConfig {
     replicaCount,
     podIp: reader.read(ipAddress, 'POD_IP'),
     kubernetesAppLabel: reader.read(text, 'COS_KUBERNETES_APP_LABEL'),
+    secret: reader.read(clusterSecret, 'COS_CLUSTER_SECRET'),
+    maxClockSkewMs: reader.readOr(secondsAsMs, 'COS_CLUSTER_MAX_CLOCK_SKEW', 30_000),
   };
 }
 

@@ -33,6 +33,14 @@ describe('secrets', () => {
     expect(redactConfig(config)).toEqual(redacted);
   });
 
+  it('include the cluster secret', () => {
+    const clusterSecret = 'the cluster secret, long enough';
+    const { config } = load({ COS_POSTGRES_HOST: 'db', COS_CLUSTER_SECRET: clusterSecret });
+    expect(config.cluster.secret).toBe(clusterSecret);
+    expect(JSON.stringify(redactConfig(config))).not.toContain(clusterSecret);
+    expect((redactConfig(config) as { cluster: { secret: string } }).cluster.secret).toBe('***');
+  });
+
   it('redacts the default password too', () => {
     const { config } = load({ COS_POSTGRES_HOST: 'db' });
     expect(JSON.stringify(redactConfig(config))).not.toContain('changeme');

@@ -204,6 +204,10 @@ export interface ClusterConfig {
   readonly replicaCount: number;
   readonly podIp: string | undefined;
   readonly kubernetesAppLabel: string | undefined;
+  /** COS_CLUSTER_SECRET; undefined: the one in the shared database (never log it) */
+  readonly secret: string | undefined;
+  /** COS_CLUSTER_MAX_CLOCK_SKEW (seconds) in ms */
+  readonly maxClockSkewMs: number;
 }
 
 export interface LogConfig {

@@ -127,6 +127,9 @@ export const sqlIdentifier: Codec<string> = {
 /** Secrets are taken verbatim (no trimming): a password may well end in a space. */
 export const secret: Codec<string> = { schema: z.string(), expected: 'a password' };
 
+/** The cluster secret, verbatim like a password, long enough not to be guessed. */
+export const clusterSecret: Codec<string> = { schema: z.string().min(16), expected: 'a secret of at least 16 characters' };
+
 export const readSideId: Codec<string> = {
   schema: z
     .string()

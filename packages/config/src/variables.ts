@@ -239,6 +239,21 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     'unset',
     "this pod's IP address: other replicas reach this one there, on COS_PORT; unset: the first non-loopback IPv4 address",
   ),
+  {
+    ...v(
+      'COS_CLUSTER_SECRET',
+      [],
+      'unset',
+      "secret the replicas prove forwarded calls with (at least 16 characters; never logged); unset: a random one kept in the shared database's cos_cluster_secret table",
+    ),
+    secret: true,
+  },
+  v(
+    'COS_CLUSTER_MAX_CLOCK_SKEW',
+    [],
+    '30',
+    "seconds a forwarded call's proof may be off this replica's clock (decimals allowed)",
+  ),
   v(
     'COS_KUBERNETES_APP_LABEL',
     [],

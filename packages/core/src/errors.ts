@@ -88,6 +88,23 @@ export class PeerUnreachableError extends CosError {
   readonly code = 'COS_PEER_UNREACHABLE';
 }
 
+/**
+ * A call claimed to come from another replica (the forwarding mark) without a valid proof that
+ * its sender knows the cluster secret. Nothing was done.
+ */
+export class UnauthenticatedError extends CosError {
+  readonly code = 'COS_UNAUTHENTICATED';
+}
+
+/**
+ * This replica may not write the entity's shard now: another replica took it over (its lease
+ * epoch fenced this one's appends) or the shard's owner is unknown or unreachable. Nothing was
+ * written, so retrying is safe.
+ */
+export class FencedError extends CosError {
+  readonly code = 'COS_FENCED';
+}
+
 /** A deadline passed: a handler call, or the caller's own deadline for the whole command. */
 export class DeadlineExceededError extends CosError {
   readonly code = 'COS_DEADLINE_EXCEEDED';

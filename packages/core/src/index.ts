@@ -9,6 +9,8 @@ export {
   HandlerFailedError,
   HandlerUnavailableError,
   PeerUnreachableError,
+  UnauthenticatedError,
+  FencedError,
   DeadlineExceededError,
   ShuttingDownError,
   ConfigError,

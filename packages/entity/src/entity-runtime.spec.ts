@@ -3,6 +3,7 @@ import { create, fromBinary } from '@bufbuild/protobuf';
 import { type Any } from '@bufbuild/protobuf/wkt';
 import {
   DeadlineExceededError,
+  FencedError,
   HandlerFailedError,
   HandlerUnavailableError,
   InvalidArgumentError,
@@ -789,6 +790,25 @@ describe('retain and evict (entity shards across replicas)', () => {
   function priorStatesOf(command: string): string[] {
     return handler.commands.filter((c) => textOf(c.request.command) === command).map((c) => textOf(c.request.priorState));
   }
+
+  it("carries the lease epoch fenceOf gives in each append, and after a fenced append fails its commands and reloads the entity", async () => {
+    const { journal, reads } = readCountingJournal();
+    let epoch: bigint | undefined = 4n;
+    const { runtime } = setup({ fenceOf: () => epoch }, journal);
+    await send(runtime, 'fenced', 'emit:a');
+    expect(reads).toEqual(['fenced']);
+    journal.failNextAppend = new FencedError('a later lease of its shard fenced it');
+    const error = await rejectionOf(send(runtime, 'fenced', 'emit:b'));
+    expect(error).toBeInstanceOf(FencedError);
+    epoch = 5n;
+    expect(textOf((await send(runtime, 'fenced', 'emit:c')).state)).toBe('a,c');
+    // the cached copy was dropped: read again from the store
+    expect(reads).toEqual(['fenced', 'fenced']);
+    expect(journal.appendCalls.map((a) => a.fence)).toEqual([4n, 4n, 5n]);
+    epoch = undefined;
+    await send(runtime, 'fenced', 'emit:d');
+    expect('fence' in journal.appendCalls.at(-1)!).toBe(false);
+  });
 
   it('reloads an entity that is not retained for each command and drops it afterwards', async () => {
     const { journal, reads } = readCountingJournal();

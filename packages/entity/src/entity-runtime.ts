@@ -78,6 +78,11 @@ export interface EntityRuntimeOptions {
    * replica never answers from a copy another replica may have moved on from.
    */
   retain?: (entityId: string) => boolean;
+  /**
+   * The lease epoch each append of the entity carries (`JournalAppend.fence`), read at append
+   * time; undefined: none. Replicas that split the shards pass their lease's epoch.
+   */
+  fenceOf?: (entityId: string) => bigint | undefined;
   logger?: Logger;
   clock?: Clock;
 }
@@ -195,6 +200,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
 
   const entities = new ActiveEntities<Command>();
   const retains = options.retain ?? (() => true);
+  const fenceOf = options.fenceOf;
   /** evictions waiting for busy entities to go idle */
   const evictions = new Set<{ busy: Set<EntitySlot>; done: () => void }>();
   let closing = false;
@@ -402,12 +408,14 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
       // the database waits as long as the latest of these commands still has a use for the answer
       let deadline = 0;
       for (const decision of kept) deadline = Math.max(deadline, decision.command.deadline);
+      const fence = fenceOf?.(entityId);
       await journal.append({
         entityId,
         expectedRevision: BigInt(expectedRevision),
         events,
         ...(traced ? { traceContext: traced.context } : {}),
         ...(deadline !== Infinity ? { deadline } : {}),
+        ...(fence !== undefined ? { fence } : {}),
       });
     } catch (error) {
       // Whatever happened, the cache may no longer match the store: reload next time.

@@ -28,6 +28,11 @@ export interface JournalAppend {
   traceContext?: Context;
   /** epoch ms: the latest deadline of the commands whose events these are (bounds the database wait) */
   deadline?: number;
+  /**
+   * This replica's lease epoch of the entity's shard (see `fenceOf`): the store refuses the
+   * append with FencedError (@chiefofstate/core) once a later lease holder fenced it.
+   */
+  fence?: bigint;
 }
 
 export interface JournalAppendResult {

@@ -2,7 +2,7 @@ import type { Context } from '@opentelemetry/api';
 import type { HandlerContext, ServiceImpl } from '@connectrpc/connect';
 import type { Any } from '@bufbuild/protobuf/wkt';
 import type { ChiefOfStateService} from '@chiefofstate/protocol';
-import { FORWARDED_BY_HEADER, type Header, type MetaData } from '@chiefofstate/protocol';
+import { FORWARDED_BY_HEADER, FORWARDED_PROOF_HEADER, type Header, type MetaData } from '@chiefofstate/protocol';
 import { persistedHeaders, propagatedHeaders, type HeaderRules } from './request-headers.js';
 import { callTraceContext } from './server-tracing.js';
 import { toConnectError } from './status.js';
@@ -17,12 +17,14 @@ export interface CommandProcessor {
     signal?: AbortSignal;
     deadline?: number;
     traceContext?: Context;
-    /** set when another COS replica forwarded the call (x-cos-forwarded-by): handle it here */
+    /** the forwarding mark (x-cos-forwarded-by), as the caller claims it */
     forwardedBy?: string;
+    /** its proof (x-cos-forwarded-proof), for the processor to check */
+    forwardProof?: string;
   }): Promise<{ state: Any; meta: MetaData }>;
   getState(
     entityId: string,
-    options?: { signal?: AbortSignal; deadline?: number; traceContext?: Context; forwardedBy?: string },
+    options?: { signal?: AbortSignal; deadline?: number; traceContext?: Context; forwardedBy?: string; forwardProof?: string },
   ): Promise<{ state: Any; meta: MetaData }>;
 }
 
@@ -72,19 +74,22 @@ export function createChiefOfStateService(
 
 /**
  * What both methods pass on about the call: its cancellation, its deadline (the caller's, capped
- * by COS_COMMAND_HANDLER_TIMEOUT), its trace context and the replica that forwarded it, if any.
+ * by COS_COMMAND_HANDLER_TIMEOUT), its trace context and the forwarding mark with its proof, if
+ * any (checked by the processor, which knows the cluster secret).
  */
 function callOf(
   context: HandlerContext,
   commandTimeoutMs: number,
-): { signal: AbortSignal; deadline: number; traceContext?: Context; forwardedBy?: string } {
+): { signal: AbortSignal; deadline: number; traceContext?: Context; forwardedBy?: string; forwardProof?: string } {
   const callerMs = context.timeoutMs();
   const traceContext = context.values.get(callTraceContext);
   const forwardedBy = context.requestHeader.get(FORWARDED_BY_HEADER);
+  const forwardProof = context.requestHeader.get(FORWARDED_PROOF_HEADER);
   return {
     signal: context.signal,
     deadline: Date.now() + (callerMs === undefined ? commandTimeoutMs : Math.min(callerMs, commandTimeoutMs)),
     ...(traceContext ? { traceContext } : {}),
     ...(forwardedBy === null ? {} : { forwardedBy }),
+    ...(forwardProof === null ? {} : { forwardProof }),
   };
 }

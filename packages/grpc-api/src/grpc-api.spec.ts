@@ -5,6 +5,7 @@ import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } f
 import * as grpc from '@grpc/grpc-js';
 import {
   DeadlineExceededError,
+  FencedError,
   HandlerFailedError,
   HandlerUnavailableError,
   InvalidArgumentError,
@@ -14,9 +15,12 @@ import {
   ShuttingDownError,
   StoreError,
   CommitOutcomeUnknownError,
+  UnauthenticatedError,
 } from '@chiefofstate/core';
 import {
   ChiefOfStateService,
+  FORWARDED_BY_HEADER,
+  FORWARDED_PROOF_HEADER,
   GetStateRequestSchema,
   Health,
   HealthCheckRequestSchema,
@@ -135,6 +139,17 @@ describe('gRPC edge', () => {
     ]);
   });
 
+  it('hands the forwarding mark and its proof to the processor, for both methods', async () => {
+    const metadata = new grpc.Metadata();
+    metadata.set(FORWARDED_BY_HEADER, '10.0.0.2:9000');
+    metadata.set(FORWARDED_PROOF_HEADER, 'v1.1.123.proof');
+    await send('acc-1', metadata);
+    expect(scripted.calls[0]).toMatchObject({ forwardedBy: '10.0.0.2:9000', forwardProof: 'v1.1.123.proof' });
+    await send('acc-1');
+    expect(scripted.calls[1]!.forwardedBy).toBeUndefined();
+    expect(scripted.calls[1]!.forwardProof).toBeUndefined();
+  });
+
   it("caps the command's deadline by the caller's and by the command timeout", async () => {
     const before = Date.now();
     await send('acc-1', new grpc.Metadata(), 1000);
@@ -155,6 +170,8 @@ describe('gRPC edge', () => {
     [new ShuttingDownError('shutting down'), grpc.status.UNAVAILABLE, 'shutting down'],
     [new StoreError('store down'), grpc.status.UNAVAILABLE, 'store down'],
     [new CommitOutcomeUnknownError('commit outcome unknown'), grpc.status.UNKNOWN, 'commit outcome unknown'],
+    [new FencedError('shard taken over; nothing written'), grpc.status.UNAVAILABLE, 'shard taken over; nothing written'],
+    [new UnauthenticatedError('no valid proof'), grpc.status.UNAUTHENTICATED, 'no valid proof'],
     [new JournalConflictError('e', 1n), grpc.status.ABORTED, 'entity "e" has moved past revision 1'],
     [new Error('secret internals'), grpc.status.INTERNAL, 'internal error'],
   ])('maps %s to its status', async (error, code, message) => {

@@ -1,6 +1,12 @@
 import { create } from '@bufbuild/protobuf';
 import { decodeBinaryHeader } from '@connectrpc/connect';
-import { HeaderSchema, type Header } from '@chiefofstate/protocol';
+import { FORWARDED_BY_HEADER, FORWARDED_PROOF_HEADER, HeaderSchema, type Header } from '@chiefofstate/protocol';
+
+/**
+ * The replicas' forwarding mark and its proof: never passed on or persisted, whatever the
+ * configured names say (a proof must not reach a handler or the journal).
+ */
+const CLUSTER_HEADERS: ReadonlySet<string> = new Set([FORWARDED_BY_HEADER, FORWARDED_PROOF_HEADER]);
 
 /** Header names that always flow to the handlers: W3C trace context. */
 const TRACE_CONTEXT_HEADERS = ['traceparent', 'tracestate'] as const;
@@ -16,6 +22,7 @@ export interface HeaderRules {
 export function propagatedHeaders(rules: HeaderRules, incoming: Headers): Record<string, string> {
   const out: Record<string, string> = {};
   for (const name of rules.propagated) {
+    if (CLUSTER_HEADERS.has(name)) continue;
     const value = incoming.get(name);
     if (value !== null) out[name] = value;
   }
@@ -33,6 +40,7 @@ export function propagatedHeaders(rules: HeaderRules, incoming: Headers): Record
 export function persistedHeaders(rules: HeaderRules, incoming: Headers): Header[] {
   const out: Header[] = [];
   for (const name of rules.persisted) {
+    if (CLUSTER_HEADERS.has(name)) continue;
     const joined = incoming.get(name);
     if (joined === null) continue;
     // Headers joins repeated values with ", "; base64 and most header values contain no comma.

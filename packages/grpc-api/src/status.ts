@@ -5,6 +5,7 @@ import {
   CommitOutcomeUnknownError,
   CosError,
   DeadlineExceededError,
+  FencedError,
   HandlerFailedError,
   HandlerUnavailableError,
   InvalidArgumentError,
@@ -14,6 +15,7 @@ import {
   PeerUnreachableError,
   ShuttingDownError,
   StoreError,
+  UnauthenticatedError,
   traceLogFields,
 } from '@chiefofstate/core';
 
@@ -83,6 +85,8 @@ function codeOf(error: CosError): Code {
   if (error instanceof StoreError) return Code.Unavailable;
   // not UNAVAILABLE, which invites a blind retry: the events may be persisted already
   if (error instanceof CommitOutcomeUnknownError) return Code.Unknown;
+  if (error instanceof FencedError) return Code.Unavailable;
+  if (error instanceof UnauthenticatedError) return Code.Unauthenticated;
   // conflicts are retried below; one that still surfaces means heavy contention: retryable
   if (error instanceof JournalConflictError) return Code.Aborted;
   return Code.Internal;
@@ -95,6 +99,8 @@ export function isExpectedFailure(error: unknown): boolean {
     error instanceof NotFoundError ||
     error instanceof MessageTooLargeError ||
     error instanceof HandlerFailedError ||
+    // a forged forwarding mark: the router logs it as a warning with what the caller claimed
+    error instanceof UnauthenticatedError ||
     (error instanceof ConnectError && error.code !== Code.Internal && error.code !== Code.Unknown)
   );
 }

@@ -9,4 +9,10 @@ export {
   type ReadEntityOptions,
   type ReadShardOptions,
 } from './journal.js';
-export { JOURNAL_LOCK_CLASS, JOURNAL_NOTIFY_CHANNEL, journalMigrations, type JournalTables } from './schema.js';
+export {
+  JOURNAL_LOCK_CLASS,
+  JOURNAL_NOTIFY_CHANNEL,
+  journalMigrations,
+  type JournalFenceTables,
+  type JournalTables,
+} from './schema.js';

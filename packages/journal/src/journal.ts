@@ -2,6 +2,7 @@ import { context, trace, type Context, type Link, type Span } from '@opentelemet
 import { CompiledQuery } from 'kysely';
 import {
   CommitOutcomeUnknownError,
+  FencedError,
   InternalError,
   InvalidArgumentError,
   JournalConflictError,
@@ -11,7 +12,7 @@ import {
   shardOf,
 } from '@chiefofstate/core';
 import { isOutcomeUnknown, isUniqueViolation, sqlState, type Database } from '@chiefofstate/postgres';
-import type { JournalTables } from './schema.js';
+import { FENCED_SQLSTATE, type JournalTables } from './schema.js';
 
 export interface JournalOptions {
   readonly database: Database;
@@ -21,6 +22,11 @@ export interface JournalOptions {
   readonly batchThreshold?: number;
   /** told about each group-commit transaction once it is done (metrics) */
   readonly onBatch?: (batch: JournalBatchInfo) => void;
+  /**
+   * Appends are checked against their shard's fence (see `fenceShard`); an append without a
+   * `fence` counts as epoch 0. For processes that split the shards through leases. Default false.
+   */
+  readonly fencing?: boolean;
 }
 
 export interface JournalBatchInfo {
@@ -49,6 +55,11 @@ export interface AppendRequest {
    * statement timeout. Default: the statement timeout
    */
   readonly deadline?: number | undefined;
+  /**
+   * With `fencing`: the appender's lease epoch of the entity's shard. The append fails with
+   * FencedError, nothing written, when the shard's fence is higher (a later lease holder).
+   */
+  readonly fence?: bigint | undefined;
 }
 
 export interface AppendResult {
@@ -104,6 +115,12 @@ export interface Journal {
   latestPosition(shard?: number): Promise<bigint>;
   /** Marks the entity's events with revision < `revision` deleted; returns how many it marked. */
   deleteEventsBefore(entityId: string, revision: bigint): Promise<number>;
+  /**
+   * Raises the shard's fence to `epoch`, the caller's lease epoch: resolves once appends with a
+   * lower epoch can no longer commit (those already committed are visible to reads made after).
+   * FencedError when a later lease already raised it higher.
+   */
+  fenceShard(shard: number, epoch: bigint): Promise<void>;
   /** Writes what is queued, then refuses new appends (ShuttingDownError). Leaves the database open. */
   close(): Promise<void>;
 }
@@ -135,7 +152,7 @@ function payloadBytes(request: AppendRequest): number {
 }
 
 const APPEND_SQL =
-  'SELECT accepted, first_position, written_at FROM cos_journal_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)';
+  'SELECT accepted, first_position, written_at FROM cos_journal_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)';
 
 /** Creates the journal over an already migrated database (see journalMigrations). */
 export function createJournal(options: JournalOptions): Journal {
@@ -146,7 +163,7 @@ export function createJournal(options: JournalOptions): Journal {
     throw new InvalidArgumentError(`batchThreshold must be a positive integer, got ${batchThreshold}`);
   }
   const db = database.kysely.withTables<JournalTables>();
-  const writer = createGroupCommitWriter(database, numShards, batchThreshold, options.onBatch);
+  const writer = createGroupCommitWriter(database, numShards, batchThreshold, options.onBatch, options.fencing ?? false);
   const append = (request: AppendRequest): Promise<AppendResult> =>
     // known down: fail now rather than queue behind a batch that waits for its timeout
     database.available()
@@ -226,6 +243,17 @@ export function createJournal(options: JournalOptions): Journal {
       return Number(result.numUpdatedRows);
     },
 
+    async fenceShard(shard, epoch) {
+      if (!Number.isInteger(shard) || shard < 0 || shard >= numShards) throw new InvalidArgumentError(`no shard ${shard}`);
+      const result = await store(() =>
+        database.kysely.executeQuery<{ fence: bigint | string }>(
+          CompiledQuery.raw('SELECT cos_journal_fence($1, $2) AS fence', [shard, epoch.toString()]),
+        ),
+      );
+      const fence = BigInt(result.rows[0]?.fence ?? 0);
+      if (fence > epoch) throw new FencedError(`shard ${shard}: lease epoch ${epoch} was superseded by epoch ${fence}`);
+    },
+
     close: writer.close,
   };
 }
@@ -254,6 +282,7 @@ function createGroupCommitWriter(
   numShards: number,
   batchThreshold: number,
   onBatch: JournalOptions['onBatch'],
+  fencing: boolean,
 ): GroupCommitWriter {
   let queue: Pending[] = [];
   let draining: Promise<void> | undefined;
@@ -335,6 +364,8 @@ function createGroupCommitWriter(
     const expected = new Array<bigint>(n);
     const counts = new Array<number>(n);
     const shards = new Array<number>(n);
+    /** with fencing: each shard's lowest epoch in the batch (none counts as 0) */
+    const fences = fencing ? new Map<number, bigint>() : undefined;
     const starts = new Array<number>(n);
     const shardSet = new Set<number>();
     let single = true; // every request has one event
@@ -346,7 +377,7 @@ function createGroupCommitWriter(
     let offset = 0;
     let deadline = -Infinity;
     for (let i = 0; i < n; i++) {
-      const { entityId, expectedRevision, events } = batch[i]!.request;
+      const { entityId, expectedRevision, events, fence } = batch[i]!.request;
       deadline = Math.max(deadline, batch[i]!.request.deadline ?? Infinity);
       entityIds[i] = entityId;
       expected[i] = expectedRevision;
@@ -355,6 +386,11 @@ function createGroupCommitWriter(
       const shard = shardOf(entityId, numShards);
       shards[i] = shard;
       shardSet.add(shard);
+      if (fences) {
+        const epoch = fence ?? 0n;
+        const lowest = fences.get(shard);
+        if (lowest === undefined || epoch < lowest) fences.set(shard, epoch);
+      }
       starts[i] = lengths.length;
       for (const event of events) {
         offsets.push(offset);
@@ -388,6 +424,8 @@ function createGroupCommitWriter(
         blob,
         strict,
         [...shardSet].join(','),
+        fences ? numberArray([...fences.keys()]) : null,
+        fences ? numberArray([...fences.values()]) : null,
       ]),
       { deadline },
     );
@@ -528,6 +566,9 @@ function validate(request: AppendRequest): void {
     throw new InvalidArgumentError(`expectedRevision must be a bigint >= 0, got ${String(request.expectedRevision)}`);
   }
   if (request.events.length === 0) throw new InvalidArgumentError('an append needs at least one event');
+  if (request.fence !== undefined && (typeof request.fence !== 'bigint' || request.fence < 0n)) {
+    throw new InvalidArgumentError(`fence must be a bigint >= 0, got ${String(request.fence)}`);
+  }
 }
 
 /** An error the database raised for the statement (it has a SQLSTATE), not a lost connection. */
@@ -540,6 +581,11 @@ function appendError(request: AppendRequest, error: unknown): Error {
   // The lock makes this unreachable for writers that go through cos_journal_append; the unique
   // constraint still stops anyone else.
   if (isUniqueViolation(error)) return new JournalConflictError(request.entityId, request.expectedRevision, { cause: error });
+  if (sqlState(error) === FENCED_SQLSTATE) {
+    return new FencedError(`journal refused the append of ${JSON.stringify(request.entityId)}: a later lease of its shard fenced it`, {
+      cause: error,
+    });
+  }
   // Class 22, data exception: PostgreSQL refused a value of this request (e.g. a NUL character).
   if (sqlState(error)?.startsWith('22')) {
     return new InvalidArgumentError(`journal refused the append of ${JSON.stringify(request.entityId)}: ${errorMessage(error)}`, {

@@ -14,6 +14,17 @@ export type JournalTables = {
   };
 };
 
+/** The shard fences, as Kysely sees them. */
+export type JournalFenceTables = {
+  cos_journal_fences: {
+    shard: number;
+    epoch: bigint;
+  };
+};
+
+/** SQLSTATE cos_journal_append raises for an append whose lease epoch a fence refuses. */
+export const FENCED_SQLSTATE = 'CF001';
+
 /** NOTIFY channel of every append transaction; the payload lists the shards it touched ("3,17"). */
 export const JOURNAL_NOTIFY_CHANNEL = 'cos_journal';
 
@@ -44,6 +55,11 @@ export const JOURNAL_LOCK_CLASS = 0x636f7331;
  *    revision the earlier ones leave;
  * 4. NOTIFY the shards written (`p_shard_list` when every request was accepted).
  *
+ * With fencing (`p_fence_shards`, `p_fence_epochs`, a later version): before anything else,
+ * refuse the whole call (FENCED_SQLSTATE) when a shard's lowest lease epoch among the batch's
+ * requests (no epoch counts as 0) is below its fence in cos_journal_fences. One entry per shard,
+ * not per request: a batch of 64 requests checks at most its shards.
+ *
  * Returns `accepted`: NULL when every event was written, else the batch indexes (0-based) of
  * the events written; `first_position`; and the write time. `p_counts` and `p_starts` are NULL
  * when every request has one event (the common case, with a simpler insert). Statements are
@@ -51,7 +67,17 @@ export const JOURNAL_LOCK_CLASS = 0x636f7331;
  * lock, sequence and NOTIFY calls are plain assignments, which PL/pgSQL evaluates without
  * starting a query.
  */
-function appendFunctionSql(lockKey: number): string {
+function appendFunctionSql(lockKey: number, fencing = false): string {
+  // Without fencing, the text is exactly the one of the first version (its migration ran it).
+  const epochsParam = fencing ? '\n  p_fence_shards integer[],\n  p_fence_epochs bigint[],' : '';
+  const fenceCheck = fencing
+    ? `
+  IF p_fence_shards IS NOT NULL AND (SELECT true FROM unnest(p_fence_shards, p_fence_epochs) AS t(sh, ep)
+                                       JOIN cos_journal_fences f ON f.shard = t.sh
+                                      WHERE t.ep < f.epoch LIMIT 1) THEN
+    RAISE EXCEPTION 'a later lease of the shard fenced this append' USING ERRCODE = '${FENCED_SQLSTATE}';
+  END IF;`
+    : '';
   return `
 CREATE FUNCTION cos_journal_append(
   p_entity_ids text[],
@@ -64,7 +90,7 @@ CREATE FUNCTION cos_journal_append(
   p_lengths integer[],
   p_payloads bytea,
   p_strict boolean,
-  p_shard_list text,
+  p_shard_list text,${epochsParam}
   OUT accepted integer[],
   OUT first_position bigint,
   OUT written_at timestamptz
@@ -76,7 +102,7 @@ DECLARE
   v_latest bigint[];
   v_void text;
 BEGIN
-  v_void := pg_advisory_xact_lock(${JOURNAL_LOCK_CLASS}, ${lockKey})::text;
+  v_void := pg_advisory_xact_lock(${JOURNAL_LOCK_CLASS}, ${lockKey})::text;${fenceCheck}
   written_at := now();
   first_position := nextval('cos_journal_position_seq');
   IF v_events > 1 THEN
@@ -140,6 +166,35 @@ END
 $fn$`;
 }
 
+/**
+ * Raises a shard's fence to `p_epoch` (never lowers it) under the appends' lock, so once it
+ * commits every append that passed the check before has committed and every later one sees the
+ * fence; returns the fence, above `p_epoch` when a later holder raised it already.
+ */
+function fenceFunctionSql(lockKey: number): string {
+  return `
+CREATE FUNCTION cos_journal_fence(p_shard integer, p_epoch bigint) RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+  v_void text;
+  v_epoch bigint;
+BEGIN
+  v_void := pg_advisory_xact_lock(${JOURNAL_LOCK_CLASS}, ${lockKey})::text;
+  INSERT INTO cos_journal_fences (shard, epoch) VALUES (p_shard, p_epoch)
+  ON CONFLICT (shard) DO UPDATE SET epoch = greatest(cos_journal_fences.epoch, excluded.epoch)
+  RETURNING epoch INTO v_epoch;
+  RETURN v_epoch;
+END
+$fn$`;
+}
+
+/** The second key of the journal's lock, from the schema's name (fixed at migration time). */
+async function journalLockKey(db: Kysely<unknown>): Promise<number> {
+  const { rows } = await sql<{ key: number }>`SELECT hashtext(current_schema()) AS key`.execute(db);
+  const key = rows[0]?.key;
+  if (typeof key !== 'number' || !Number.isInteger(key)) throw new Error('could not derive the journal lock key');
+  return key;
+}
+
 /** Schema migrations of the journal; merge them with the other stores' and run at start-up. */
 export const journalMigrations: MigrationSet = {
   '2026-11-26-100-journal-table': {
@@ -162,11 +217,23 @@ export const journalMigrations: MigrationSet = {
   },
   '2026-11-26-101-journal-append-function': {
     async up(db: Kysely<unknown>) {
-      // The lock's second key is fixed at migration time from the schema's name.
-      const { rows } = await sql<{ key: number }>`SELECT hashtext(current_schema()) AS key`.execute(db);
-      const key = rows[0]?.key;
-      if (typeof key !== 'number' || !Number.isInteger(key)) throw new Error('could not derive the journal lock key');
-      await sql.raw(appendFunctionSql(key)).execute(db);
+      await sql.raw(appendFunctionSql(await journalLockKey(db))).execute(db);
+    },
+  },
+  '2026-12-05-110-journal-shard-fences': {
+    async up(db: Kysely<unknown>) {
+      // The highest lease epoch of each entity shard: appends with a lower one come from a
+      // replica another one took the shard over from, and are refused.
+      await db.schema
+        .createTable('cos_journal_fences')
+        .addColumn('shard', 'integer', (c) => c.primaryKey())
+        .addColumn('epoch', 'bigint', (c) => c.notNull())
+        .execute();
+      const key = await journalLockKey(db);
+      // An overload with the fence arguments: the first version stays for processes of the previous
+      // release during a rolling upgrade (their appends are not fenced).
+      await sql.raw(appendFunctionSql(key, true)).execute(db);
+      await sql.raw(fenceFunctionSql(key)).execute(db);
     },
   },
 };

@@ -52,8 +52,10 @@ export interface CosMetrics {
   /** one HandleReadSide delivery and its outcome (`success`, `failure`, `skipped`) */
   observeReadSideDelivery(readSideId: string, seconds: number, outcome: string): void;
   /**
-   * one ProcessCommand or GetState sent on to the replica owning the entity's shard
-   * (`forwarded`), or handled here because that replica refused the connection (`owner_unreachable`)
+   * one ProcessCommand or GetState for another replica's shard: sent on to its owner
+   * (`forwarded`); the owner refused the connection or none is known (`owner_unreachable`,
+   * `no_owner`: a GetState read here, a command waiting or refused); a forwarding mark without a
+   * valid proof, refused (`unauthenticated`)
    */
   observeRoute(method: string, outcome: string): void;
   /** the sources sampled at scrape time; settable after creation, for late-built parts */
@@ -137,7 +139,7 @@ export function createMetrics(options: CosMetricsOptions = {}): CosMetrics {
   });
   const routed = new Counter({
     name: 'cos_forwarded_calls_total',
-    help: "calls for entities of another replica's shard: forwarded to it, or handled here because it was unreachable",
+    help: "calls for entities of another replica's shard, by outcome: forwarded, owner_unreachable, no_owner (a GetState read here, a command waiting or refused), unauthenticated (a forwarding mark without valid proof, refused)",
     labelNames: ['method', 'outcome'],
     registers: [registry],
   });

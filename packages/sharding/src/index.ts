@@ -8,4 +8,5 @@ export {
   type StreamOwner,
 } from './lease-coordinator.js';
 export { shardingMigrations } from './migrations.js';
-export type { ShardingTables, StreamLeaseRow, StreamMemberRow, StreamSetRow } from './tables.js';
+export type { ClusterSecretRow, ShardingTables, StreamLeaseRow, StreamMemberRow, StreamSetRow } from './tables.js';
+export { loadClusterSecret } from './cluster-secret.js';

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrateToLatest, type Database } from '@chiefofstate/postgres';
 import { openTestDatabase, testStoreKinds, type TestDatabase } from '@chiefofstate/postgres/testing';
 import { createLeaseCoordinator, type LeaseCoordinator, type ReleaseReason, type StreamHost } from './lease-coordinator.js';
+import { loadClusterSecret } from './cluster-secret.js';
 import { shardingMigrations } from './migrations.js';
 
 const streams = (n: number, prefix = 's') => Array.from({ length: n }, (_, i) => `${prefix}:${String(i).padStart(2, '0')}`);
@@ -68,9 +69,54 @@ describe.each(await testStoreKinds())('lease coordinator on %s', (kind) => {
     expect(a.held()).toEqual([]);
     expect(world.running.size).toBe(0);
     expect(world.log.filter((e) => e.event === 'closing')).toHaveLength(16);
+    // given up by expiring them: the rows stay, with their epochs
     const { rows } = await sql<{ n: number }>`
-      SELECT count(*)::int AS n FROM cos_stream_leases WHERE owner = 'lone-a'`.execute(database.kysely);
+      SELECT count(*)::int AS n FROM cos_stream_leases WHERE owner = 'lone-a' AND expires_at > now()`.execute(database.kysely);
     expect(rows[0]!.n).toBe(0);
+  });
+
+  it('bumps the epoch of a stream at each acquisition, by any process, across releases and takeovers', async () => {
+    const epochs: [string, string, bigint][] = [];
+    const recording = (owner: string): StreamHost => ({
+      acquired: (stream, epoch) => void epochs.push([owner, stream, epoch]),
+      released: () => Promise.resolve(),
+    });
+    const all = streams(2, 'epoch');
+    const a = coordinator(database, 'epoch-a');
+    await a.start(all, recording('epoch-a'));
+    expect(epochs).toEqual([
+      ['epoch-a', 'epoch:00', 1n],
+      ['epoch-a', 'epoch:01', 1n],
+    ]);
+    await a.close();
+    const b = coordinator(database, 'epoch-b');
+    await b.start(all, recording('epoch-b'));
+    expect(epochs.slice(2)).toEqual([
+      ['epoch-b', 'epoch:00', 2n],
+      ['epoch-b', 'epoch:01', 2n],
+    ]);
+    const c = coordinator(database, 'epoch-c');
+    await c.start(all, recording('epoch-c'));
+    await until(() => epochs.length === 5, 10_000, 'c to take one stream');
+    expect(epochs[4]![0]).toBe('epoch-c');
+    expect(epochs[4]![2]).toBe(3n);
+    const { rows } = await sql<{ stream: string; epoch: string }>`
+      SELECT stream, epoch::text FROM cos_stream_leases WHERE stream = ANY(${all}::text[]) ORDER BY stream`.execute(database.kysely);
+    expect(rows.map((row) => Number(row.epoch)).sort()).toEqual([2, 3]);
+  });
+
+  it('shares one cluster secret between the processes of a database, created once at random', async () => {
+    const [first, second] = await Promise.all([loadClusterSecret(database), loadClusterSecret(database)]);
+    expect(first.byteLength).toBe(32);
+    expect(Buffer.from(second).equals(Buffer.from(first))).toBe(true);
+    expect(Buffer.from(await loadClusterSecret(database)).equals(Buffer.from(first))).toBe(true);
+    const other = await openTestDatabase(kind);
+    try {
+      await migrateToLatest({ database: other, migrations: shardingMigrations });
+      expect(Buffer.from(await loadClusterSecret(other)).equals(Buffer.from(first))).toBe(false);
+    } finally {
+      await other.dispose();
+    }
   });
 
   it('two processes split the streams evenly, never running one twice, and one takes all back when the other leaves', async () => {

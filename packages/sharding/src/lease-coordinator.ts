@@ -16,8 +16,11 @@ export type ReleaseReason =
 
 /** What runs the streams: the coordinator tells it which ones are its to run. */
 export interface StreamHost {
-  /** The lease of `stream` is now this process's: start running it. */
-  acquired(stream: string): void;
+  /**
+   * The lease of `stream` is now this process's: start running it. `epoch` grows with each
+   * acquisition of the stream, by anyone: writes carrying it can fence earlier holders' writes.
+   */
+  acquired(stream: string, epoch: bigint): void;
   /**
    * Stop running `stream`. Resolve once the host no longer works on it; for 'rebalanced' and
    * 'closing' the lease is deleted only then, so the next owner starts after this one stopped.
@@ -64,7 +67,8 @@ export interface LeaseCoordinator {
   /**
    * The holder of `stream` as of the latest round: this process for the streams it holds, else
    * (only with `address` set) the live process whose unexpired lease names it. Undefined: nobody
-   * holds it now (a takeover is under way) or owners are not tracked.
+   * holds it now (a takeover is under way) or owners are not tracked. A lease of this process
+   * whose renewal is overdue (its validity ran out on this process's clock) is not reported.
    */
   ownerOf(stream: string): StreamOwner | undefined;
   /** Live processes sharing this process's set of streams, itself included, as of the latest round. */
@@ -140,12 +144,14 @@ export function createLeaseCoordinator(options: LeaseCoordinatorOptions): LeaseC
       }
       // Only now may another process take it: it starts after this one stopped.
       if (leases.get(stream) === lease) leases.delete(stream);
-      await sql`DELETE FROM cos_stream_leases WHERE owner = ${ownerId} AND stream = ${stream}`
-        .execute(kysely)
-        .catch(report); // if this fails the lease simply expires
+      await giveUp(stream).catch(report); // if this fails the lease simply expires
     })();
     return lease.releasing;
   };
+
+  // Expired rather than deleted, so the stream's epoch keeps growing across holders.
+  const giveUp = (stream: string) =>
+    sql`UPDATE cos_stream_leases SET expires_at = now() WHERE owner = ${ownerId} AND stream = ${stream}`.execute(kysely);
 
   const heartbeat = async (): Promise<LiveMember[]> => {
     const { rows } = await sql<LiveMember>`
@@ -193,7 +199,7 @@ export function createLeaseCoordinator(options: LeaseCoordinatorOptions): LeaseC
     if (free.length === 0) return;
     const start = Number.parseInt(createHash('sha256').update(ownerId).digest('hex').slice(0, 8), 16) % free.length;
     const ordered = [...free.slice(start), ...free.slice(0, start)];
-    const { rows } = await sql<{ stream: string }>`
+    const { rows } = await sql<{ stream: string; epoch: bigint | string }>`
       WITH candidates AS (
         SELECT c.stream FROM unnest(${ordered}::text[]) WITH ORDINALITY AS c(stream, i)
         LEFT JOIN cos_stream_leases l ON l.stream = c.stream
@@ -201,19 +207,20 @@ export function createLeaseCoordinator(options: LeaseCoordinatorOptions): LeaseC
         ORDER BY c.i
         LIMIT ${count}::int
       )
-      INSERT INTO cos_stream_leases (stream, owner, expires_at)
-      SELECT stream, ${ownerId}, now() + ${interval(leaseMs)} FROM candidates
-      ON CONFLICT (stream) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at, acquired_at = now()
+      INSERT INTO cos_stream_leases (stream, owner, expires_at, epoch)
+      SELECT stream, ${ownerId}, now() + ${interval(leaseMs)}, 1 FROM candidates
+      ON CONFLICT (stream) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at, acquired_at = now(),
+        epoch = cos_stream_leases.epoch + 1
         WHERE cos_stream_leases.expires_at <= now()
-      RETURNING stream`.execute(kysely);
-    for (const { stream } of rows) {
+      RETURNING stream, epoch`.execute(kysely);
+    for (const { stream, epoch } of rows) {
       if (state !== 'running') {
         // closing began during the statement: hand it straight back
-        await sql`DELETE FROM cos_stream_leases WHERE owner = ${ownerId} AND stream = ${stream}`.execute(kysely);
+        await giveUp(stream);
         continue;
       }
       leases.set(stream, { validUntil: startedAt + leaseMs - renewIntervalMs, releasing: undefined });
-      host!.acquired(stream);
+      host!.acquired(stream, BigInt(epoch));
     }
   };
 
@@ -312,7 +319,12 @@ export function createLeaseCoordinator(options: LeaseCoordinatorOptions): LeaseC
 
     members: () => liveMembers,
 
-    ownerOf: (stream) => (leases.has(stream) ? self : others.get(stream)),
+    ownerOf: (stream) => {
+      const lease = leases.get(stream);
+      if (lease === undefined) return others.get(stream);
+      // overdue: the watchdog gives it up soon; meanwhile another process may hold it
+      return lease.validUntil >= performance.now() ? self : undefined;
+    },
 
     close() {
       closing ??= (async () => {

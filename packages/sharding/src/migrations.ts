@@ -41,4 +41,26 @@ export const shardingMigrations: MigrationSet = {
       await db.schema.alterTable('cos_stream_members').addColumn('address', 'text').execute();
     },
   },
+  '2026-12-05-410-stream-lease-epoch': {
+    async up(db: Kysely<unknown>) {
+      // Bumped at each acquisition of the stream: a holder's epoch fences writes of earlier
+      // holders. Rows are no longer deleted on release, so epochs never go back.
+      await db.schema
+        .alterTable('cos_stream_leases')
+        .addColumn('epoch', 'bigint', (c) => c.notNull().defaultTo(0))
+        .execute();
+    },
+  },
+  '2026-12-05-411-cluster-secret': {
+    async up(db: Kysely<unknown>) {
+      // One random secret shared by the processes of this database, for when COS_CLUSTER_SECRET
+      // is unset: replicas prove with it that a forwarded call comes from one of them.
+      await db.schema
+        .createTable('cos_cluster_secret')
+        .addColumn('id', 'boolean', (c) => c.primaryKey().defaultTo(true).check(sql`id`))
+        .addColumn('secret', 'bytea', (c) => c.notNull())
+        .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .execute();
+    },
+  },
 };

@@ -6,6 +6,8 @@ export type StreamLeaseRow = {
   owner: string;
   expires_at: Date;
   acquired_at: ColumnType<Date, Date | undefined, Date>;
+  /** bumped at each acquisition */
+  epoch: ColumnType<bigint, bigint | undefined, bigint>;
 };
 
 export type StreamMemberRow = {
@@ -21,7 +23,14 @@ export type StreamSetRow = {
   streams: string[];
 };
 
+export type ClusterSecretRow = {
+  id: ColumnType<boolean, boolean | undefined, boolean>;
+  secret: Uint8Array;
+  created_at: ColumnType<Date, Date | undefined, Date>;
+};
+
 export type ShardingTables = {
+  cos_cluster_secret: ClusterSecretRow;
   cos_stream_leases: StreamLeaseRow;
   cos_stream_members: StreamMemberRow;
   cos_stream_sets: StreamSetRow;
