@@ -128,6 +128,7 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     database,
     numShards: config.numShards,
     batchThreshold: config.journal.eventsBatchThreshold,
+    maxQueuedAppends: config.journal.maxQueuedAppends,
     onBatch: (batch) => metrics.observeJournalBatch(batch.events, batch.seconds),
   });
   const snapshots = createSnapshotStore({ database, retain: config.snapshots.retain });
@@ -164,6 +165,13 @@ export async function startCosServer(options: CosServerOptions): Promise<Running
     commandTimeoutMs: config.timeouts.commandMs,
     passivateAfterMs: config.entities.passivateAfterMs,
     maxActive: config.entities.maxActive,
+    cacheMaxBytes: config.entities.cacheMaxBytes,
+    mailboxSize: config.entities.mailboxSize,
+    maxInFlight: config.entities.maxInFlightCommands,
+    maxMessageBytes: config.server.maxMessageBytes,
+    // every configured read side, enabled or not: a cos-readside process may deliver to it
+    readSideIds: config.readSide.readSides.map((readSide) => readSide.readSideId),
+    onRefused: (reason) => metrics.observeRefusal(reason),
     ...(clustered ? { retain: (entityId: string) => router?.retains(entityId) ?? false } : {}),
     logger: portLogger,
   });

@@ -1,6 +1,7 @@
-import { HandlerFailedError, InternalError, InvalidArgumentError } from '@chiefofstate/core';
+import { Code } from '@connectrpc/connect';
+import { HandlerFailedError, InternalError, InvalidArgumentError, MessageTooLargeError, OverloadedError } from '@chiefofstate/core';
 import { describe, expect, it } from 'vitest';
-import { logCallFailure } from './status.js';
+import { logCallFailure, toConnectError } from './status.js';
 
 describe('logCallFailure', () => {
   it("logs the caller's and the handler's failures at debug, COS faults at error", () => {
@@ -19,5 +20,16 @@ describe('logCallFailure', () => {
       ['error', 'call failed GetState'],
       ['error', 'call failed GetState'],
     ]);
+  });
+});
+
+describe('toConnectError', () => {
+  it('answers overload and a too large message with RESOURCE_EXHAUSTED, logged at debug', () => {
+    expect(toConnectError(new OverloadedError('entity mailbox full')).code).toBe(Code.ResourceExhausted);
+    expect(toConnectError(new MessageTooLargeError('state too large')).code).toBe(Code.ResourceExhausted);
+    const lines: string[] = [];
+    const log = logCallFailure({ debug: () => lines.push('debug'), error: () => lines.push('error') });
+    log('ProcessCommand', new OverloadedError('entity mailbox full'));
+    expect(lines).toEqual(['debug']);
   });
 });

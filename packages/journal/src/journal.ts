@@ -4,6 +4,7 @@ import {
   InternalError,
   InvalidArgumentError,
   JournalConflictError,
+  OverloadedError,
   ShuttingDownError,
   StoreError,
   assertValidEntityId,
@@ -18,6 +19,11 @@ export interface JournalOptions {
   readonly numShards: number;
   /** most events written by one group-commit transaction (COS_EVENTS_BATCH_THRESHOLD), default 100 */
   readonly batchThreshold?: number;
+  /**
+   * most appends waiting for their batch (COS_JOURNAL_MAX_QUEUED_APPENDS), default 8192; beyond,
+   * append refuses at once with OverloadedError, so a slow database cannot grow the queue without end
+   */
+  readonly maxQueuedAppends?: number;
   /** told about each group-commit transaction once it is done (metrics) */
   readonly onBatch?: (batch: JournalBatchInfo) => void;
 }
@@ -78,7 +84,8 @@ export interface Journal {
    * Appends events of one entity atomically. Resolves only after COMMIT. Rejects with
    * JournalConflictError (nothing written) when expectedRevision is not the entity's latest
    * revision, InvalidArgumentError for a request PostgreSQL refuses (e.g. a NUL in the id),
-   * StoreError when the database fails (the outcome is then unknown).
+   * StoreError when the database fails (the outcome is then unknown), OverloadedError (nothing
+   * written) when maxQueuedAppends appends are already waiting.
    */
   append(request: AppendRequest): Promise<AppendResult>;
   /** The entity's newest event (deleted or not), undefined when it has none. */
@@ -132,12 +139,16 @@ const APPEND_SQL =
 export function createJournal(options: JournalOptions): Journal {
   const { database, numShards } = options;
   const batchThreshold = options.batchThreshold ?? 100;
+  const maxQueued = options.maxQueuedAppends ?? 8192;
   if (!Number.isInteger(numShards) || numShards < 1) throw new InvalidArgumentError(`numShards must be a positive integer, got ${numShards}`);
   if (!Number.isInteger(batchThreshold) || batchThreshold < 1) {
     throw new InvalidArgumentError(`batchThreshold must be a positive integer, got ${batchThreshold}`);
   }
   const db = database.kysely.withTables<JournalTables>();
-  const writer = createGroupCommitWriter(database.kysely, numShards, batchThreshold, options.onBatch);
+  if (!Number.isInteger(maxQueued) || maxQueued < 1) {
+    throw new InvalidArgumentError(`maxQueuedAppends must be a positive integer, got ${maxQueued}`);
+  }
+  const writer = createGroupCommitWriter(database.kysely, numShards, batchThreshold, maxQueued, options.onBatch);
 
   const toEvent = (row: JournalTables['cos_journal']): JournalEvent => ({
     position: row.position,
@@ -239,6 +250,7 @@ function createGroupCommitWriter(
   kysely: Kysely<object>,
   numShards: number,
   batchThreshold: number,
+  maxQueued: number,
   onBatch: JournalOptions['onBatch'],
 ): GroupCommitWriter {
   let queue: Pending[] = [];
@@ -409,6 +421,9 @@ function createGroupCommitWriter(
   return {
     append(request) {
       if (closed) return Promise.reject(new ShuttingDownError('journal is closed'));
+      if (queue.length >= maxQueued) {
+        return Promise.reject(new OverloadedError(`journal overloaded: ${maxQueued} appends already queued`));
+      }
       try {
         validate(request);
       } catch (error) {
