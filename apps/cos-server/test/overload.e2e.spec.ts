@@ -47,6 +47,7 @@ describe('overload and oversized states over real processes', () => {
     cos = await startCos({
       WRITE_SIDE_HANDLER_SERVICE_HOST: '127.0.0.1',
       WRITE_SIDE_HANDLER_SERVICE_PORT: String(handler.port),
+      // more environment, e.g. the bounds lifted to see the test fail without them
       ...(process.env['COS_OVERLOAD_E2E_ENV'] ? JSON.parse(process.env['COS_OVERLOAD_E2E_ENV']) as Record<string, string> : {}),
     });
   }, 60_000);

@@ -337,16 +337,14 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     if (entities.size > maxActive || entities.bytes > cacheMaxBytes) entities.passivateOverCap(maxActive, cacheMaxBytes);
   }
 
-  function slotFor(entityId: string, now: number): EntitySlot {
-    const slot = entities.get(entityId);
+  function slotFor(entityId: string, slot: EntitySlot | undefined, now: number): EntitySlot {
     if (slot === undefined) return entities.create(entityId, now);
     entities.touch(slot, now);
     return slot;
   }
 
   /** The bounds on queued work: an error to refuse the command with at once, or undefined. */
-  function admit(entityId: string): OverloadedError | undefined {
-    const slot = entities.get(entityId);
+  function admit(entityId: string, slot: EntitySlot | undefined): OverloadedError | undefined {
     if (slot !== undefined && slot.jobs.length - slot.head >= mailboxSize) {
       refusals.note('entity_mailbox');
       return new OverloadedError(
@@ -658,12 +656,13 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
       } catch (error) {
         return Promise.reject(error);
       }
-      const refused = admit(request.entityId);
+      const existing = entities.get(request.entityId);
+      const refused = admit(request.entityId, existing);
       if (refused !== undefined) return Promise.reject(refused);
       const now = clock.now().getTime();
       let deadline = request.deadline ?? Infinity;
       if (commandTimeoutMs !== undefined) deadline = Math.min(deadline, now + commandTimeoutMs);
-      const reply = enqueue(slotFor(request.entityId, now), request, deadline);
+      const reply = enqueue(slotFor(request.entityId, existing, now), request, deadline);
       // Only after enqueueing: the new slot is busy now, so the cap never passivates it.
       trimCache();
       return reply;

@@ -8,12 +8,8 @@ import type { Any } from '@bufbuild/protobuf/wkt';
  */
 
 export function varintBytes(value: number): number {
-  let bytes = 1;
-  while (value >= 0x80) {
-    value = Math.floor(value / 0x80);
-    bytes++;
-  }
-  return bytes;
+  // lengths stay under 2^31 (the largest message limit)
+  return value < 0x80 ? 1 : value < 0x4000 ? 2 : value < 0x200000 ? 3 : value < 0x10000000 ? 4 : 5;
 }
 
 /** A length-delimited field (tag under 16) holding `length` bytes; absent when empty (proto3). */
@@ -37,7 +33,5 @@ export function readSideIdFieldBytes(ids: readonly string[]): number {
 }
 
 function utf8Bytes(text: string): number {
-  // type URLs are ASCII in practice: skip the encoder for them
-  // eslint-disable-next-line no-control-regex
-  return /^[\x00-\x7f]*$/.test(text) ? text.length : Buffer.byteLength(text, 'utf8');
+  return Buffer.byteLength(text, 'utf8');
 }
