@@ -199,13 +199,16 @@ describe('messages too large (refused before the commit)', () => {
   const BIG = 4 * 1024 * 1024 - 70; // the handler's HandleEventResponse fits in 4 MiB, the reply does not
 
   it('fails a command whose state is just under 4 MiB, persists nothing and keeps the entity usable', async () => {
-    const { runtime, journal, refused } = setup();
+    const warnings: string[] = [];
+    const logger = { warn: (message: string) => warnings.push(message), error: () => {}, debug: () => {} };
+    const { runtime, journal, refused } = setup({ logger });
     await send(runtime, 'big', 'emit:a');
     const error = await runtime.processCommand({ entityId: 'big', command: str(`big:${BIG}`) }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(MessageTooLargeError);
     expect((error as Error).message).toMatch(/COS_GRPC_MAX_MESSAGE_BYTES/);
     expect(journal.revisions('big')).toEqual([1n]);
     expect(refused).toEqual(['message_too_large']);
+    expect(warnings).toContain('command refused: its state is too large for a message');
     const reply = await send(runtime, 'big', 'emit:b');
     expect([textOf(reply.state), reply.meta.revisionNumber]).toEqual(['a,b', 2]);
     expect((await runtime.getState('big')).meta.revisionNumber).toBe(2);

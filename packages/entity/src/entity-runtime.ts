@@ -444,7 +444,11 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
           decisions.push({ command, events: NO_EVENTS, state, meta, bytes, failed: false, error: undefined });
         }
       } catch (error) {
-        if (error instanceof MessageTooLargeError) refusals.note('message_too_large');
+        if (error instanceof MessageTooLargeError) {
+          refusals.note('message_too_large');
+          // the handler's doing, and rare: worth a line naming the entity
+          logger.warn('command refused: its state is too large for a message', { entityId, err: error, ...traceLogFields(command.trace?.span) });
+        }
         if (decisions.length === 0) fail(command, error);
         else decisions.push({ command, events: NO_EVENTS, state, meta, bytes, failed: true, error });
       }
