@@ -145,6 +145,7 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
     numShards: config.numShards,
     fencing: clustered,
     batchThreshold: config.journal.eventsBatchThreshold,
+    maxQueuedAppends: config.journal.maxQueuedAppends,
     onBatch: (batch) => metrics.observeJournalBatch(batch.events, batch.seconds),
   });
   undo.push('journal', () => journal.close());
@@ -179,6 +180,13 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
     commandTimeoutMs: config.timeouts.commandMs,
     passivateAfterMs: config.entities.passivateAfterMs,
     maxActive: config.entities.maxActive,
+    cacheMaxBytes: config.entities.cacheMaxBytes,
+    mailboxSize: config.entities.mailboxSize,
+    maxInFlight: config.entities.maxInFlightCommands,
+    maxMessageBytes: config.server.maxMessageBytes,
+    // every configured read side, enabled or not: a cos-readside process may deliver to it
+    readSideIds: config.readSide.readSides.map((readSide) => readSide.readSideId),
+    onRefused: (reason) => metrics.observeRefusal(reason),
     ...(clustered
       ? { retain: (entityId: string) => router?.retains(entityId) ?? false, fenceOf: (entityId: string) => router?.fenceOf(entityId) }
       : {}),

@@ -107,6 +107,7 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
   const journal = {
     eventsBatchThreshold: reader.readOr(positiveInteger, 'COS_EVENTS_BATCH_THRESHOLD', 100),
     logicalDeletion: reader.readOr(boolean, 'COS_JOURNAL_LOGICAL_DELETION', false),
+    maxQueuedAppends: reader.readOr(positiveInteger, 'COS_JOURNAL_MAX_QUEUED_APPENDS', 8192),
   };
   const snapshots = {
     enabled: !reader.readOr(boolean, 'COS_DISABLE_SNAPSHOT', false),
@@ -119,6 +120,9 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
   const entities = {
     passivateAfterMs: reader.readOr(secondsAsMs, 'COS_PASSIVATE_AFTER', 120_000),
     maxActive: reader.readOr(positiveInteger, 'COS_MAX_ACTIVE_ENTITIES', 100_000),
+    cacheMaxBytes: reader.readOr(positiveInteger, 'COS_ENTITY_CACHE_MAX_BYTES', 256 * 1024 * 1024),
+    mailboxSize: reader.readOr(positiveInteger, 'COS_ENTITY_MAILBOX_SIZE', 256),
+    maxInFlightCommands: reader.readOr(positiveInteger, 'COS_MAX_IN_FLIGHT_COMMANDS', 4096),
   };
   const readSide = readReadSideSection(reader, report, problems, cwd, timeouts.handlerCallMs);
   const telemetry = readTelemetry(reader, server.port);

@@ -93,6 +93,8 @@ export interface JournalConfig {
   readonly eventsBatchThreshold: number;
   /** COS_JOURNAL_LOGICAL_DELETION: delete events older than the retained snapshots */
   readonly logicalDeletion: boolean;
+  /** COS_JOURNAL_MAX_QUEUED_APPENDS: appends waiting for a batch; beyond, refused at once */
+  readonly maxQueuedAppends: number;
 }
 
 export interface SnapshotConfig {
@@ -134,6 +136,12 @@ export interface EntityConfig {
   readonly passivateAfterMs: number;
   /** COS_MAX_ACTIVE_ENTITIES: most entities held in memory at once */
   readonly maxActive: number;
+  /** COS_ENTITY_CACHE_MAX_BYTES: most serialized bytes of cached state and meta */
+  readonly cacheMaxBytes: number;
+  /** COS_ENTITY_MAILBOX_SIZE: commands of one entity queued or running; beyond, refused at once */
+  readonly mailboxSize: number;
+  /** COS_MAX_IN_FLIGHT_COMMANDS: commands queued or running in the process; beyond, refused at once */
+  readonly maxInFlightCommands: number;
 }
 
 export interface ReadSideConfig {

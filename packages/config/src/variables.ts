@@ -107,6 +107,12 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
   ),
   // journal and snapshots
   v('COS_EVENTS_BATCH_THRESHOLD', [], '100', 'most events written to the journal in one batched transaction, >= 1'),
+  v(
+    'COS_JOURNAL_MAX_QUEUED_APPENDS',
+    [],
+    '8192',
+    'most journal appends waiting for their batch, >= 1; beyond, an append is refused at once (RESOURCE_EXHAUSTED). Each entity has at most one append queued, so this is reached only with more commands in flight than this',
+  ),
   v('COS_JOURNAL_LOGICAL_DELETION', [], 'false', 'delete events older than the retained snapshots'),
   v('COS_DISABLE_SNAPSHOT', [], 'false', 'take no snapshots'),
   v('COS_SNAPSHOT_FREQUENCY', [], '100', 'snapshot every N events, >= 1'),
@@ -151,6 +157,24 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
   v('COS_GRPC_CALLS_TIMEOUT', [], '5000', 'deadline of each handler call, ms; also the default read side timeout'),
   v('COS_PASSIVATE_AFTER', [], '120', 'seconds an idle entity stays in memory (decimals allowed)'),
   v('COS_MAX_ACTIVE_ENTITIES', [], '100000', 'most entities held in memory at once'),
+  v(
+    'COS_ENTITY_CACHE_MAX_BYTES',
+    [],
+    '268435456 (256 MiB)',
+    'most bytes of entity state and meta (serialized size) held in memory; beyond, the least recently used idle entities leave memory',
+  ),
+  v(
+    'COS_ENTITY_MAILBOX_SIZE',
+    [],
+    '256',
+    'most commands of one entity queued or running, >= 1; beyond, a command is refused at once (RESOURCE_EXHAUSTED)',
+  ),
+  v(
+    'COS_MAX_IN_FLIGHT_COMMANDS',
+    [],
+    '4096',
+    'most commands queued or running in the process, all entities together, >= 1; beyond, a command is refused at once (RESOURCE_EXHAUSTED)',
+  ),
   // read sides
   v('COS_READ_SIDE_ENABLED', [], 'false', 'run the read sides'),
   v(

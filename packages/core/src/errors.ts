@@ -26,6 +26,14 @@ export class MessageTooLargeError extends CosError {
   readonly code = 'COS_MESSAGE_TOO_LARGE';
 }
 
+/**
+ * A bound on queued or in-flight work was reached (an entity's mailbox, the commands in flight
+ * in the process, the journal's append queue): refused at once, nothing was done.
+ */
+export class OverloadedError extends CosError {
+  readonly code = 'COS_OVERLOADED';
+}
+
 /** Another writer persisted the revision this append expected to write. */
 export class JournalConflictError extends CosError {
   readonly code = 'COS_JOURNAL_CONFLICT';

@@ -3,6 +3,7 @@ export {
   InvalidArgumentError,
   NotFoundError,
   MessageTooLargeError,
+  OverloadedError,
   JournalConflictError,
   StoreError,
   CommitOutcomeUnknownError,

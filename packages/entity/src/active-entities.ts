@@ -13,6 +13,8 @@ export interface EntitySlot<J> {
   meta: MetaData | undefined;
   /** revision of the latest persisted event, 0 for none */
   revision: number;
+  /** serialized size of the cached state and meta, counted in ActiveEntities.bytes while listed */
+  bytes: number;
   /** the mailbox; jobs[head..] are waiting or being handled */
   jobs: (J | undefined)[];
   head: number;
@@ -24,8 +26,8 @@ export interface EntitySlot<J> {
 }
 
 /**
- * The set of active entities, by id and in LRU order. Passivation removes idle slots only:
- * a slot with queued or running commands is never dropped.
+ * The set of active entities, by id and in LRU order, with the bytes their cached states take.
+ * Passivation removes idle slots only: a slot with queued or running commands is never dropped.
  */
 export class ActiveEntities<J> {
   private readonly byId = new Map<string, EntitySlot<J>>();
@@ -34,6 +36,8 @@ export class ActiveEntities<J> {
   /** most recently used */
   private newest: EntitySlot<J> | undefined;
   passivated = 0;
+  /** serialized bytes of the cached states and metas of the listed slots */
+  bytes = 0;
 
   get size(): number {
     return this.byId.size;
@@ -50,6 +54,7 @@ export class ActiveEntities<J> {
       state: undefined,
       meta: undefined,
       revision: 0,
+      bytes: 0,
       jobs: [],
       head: 0,
       running: false,
@@ -94,14 +99,21 @@ export class ActiveEntities<J> {
     return removed;
   }
 
+  /** Sets the cached size of a slot; one no longer listed (passivated while busy) is not counted. */
+  setBytes(slot: EntitySlot<J>, bytes: number): void {
+    if (this.byId.get(slot.entityId) === slot) this.bytes += bytes - slot.bytes;
+    slot.bytes = bytes;
+  }
+
   /**
-   * Passivates least recently used idle slots until at most `max` remain, looking at no more
-   * than `budget` slots (busy ones are skipped; the cap may be exceeded while they are busy).
+   * Passivates least recently used idle slots until at most `max` remain and their cached
+   * states take at most `maxBytes`, looking at no more than `budget` slots (busy ones are
+   * skipped; the caps may be exceeded while they are busy).
    */
-  passivateOverCap(max: number, budget = 64): number {
+  passivateOverCap(max: number, maxBytes = Infinity, budget = 64): number {
     let removed = 0;
     let slot = this.oldest;
-    while (slot !== undefined && this.byId.size > max && budget-- > 0) {
+    while (slot !== undefined && (this.byId.size > max || this.bytes > maxBytes) && budget-- > 0) {
       const next = slot.next;
       if (!isBusy(slot)) {
         this.remove(slot);
@@ -116,6 +128,8 @@ export class ActiveEntities<J> {
   remove(slot: EntitySlot<J>): void {
     this.byId.delete(slot.entityId);
     this.unlink(slot);
+    this.bytes -= slot.bytes;
+    slot.bytes = 0;
     slot.state = undefined;
     slot.meta = undefined;
     slot.loaded = false;

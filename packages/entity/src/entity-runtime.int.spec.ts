@@ -166,7 +166,7 @@ describe.each(await testStoreKinds())('entity runtime on the %s store', (kind) =
     const r = runtime({ maxActive: 2 });
     const ids = [newId('p'), newId('p'), newId('p')];
     for (const id of ids) await send(r, id, 'emit:a');
-    expect(r.stats()).toEqual({ active: 2, passivated: 1 });
+    expect(r.stats()).toMatchObject({ active: 2, passivated: 1 });
     const reply = await send(r, ids[0]!, 'emit:b');
     expect(textOf(reply.state)).toBe('a,b');
     expect(reply.meta.revisionNumber).toBe(2);

@@ -6,7 +6,9 @@ import {
   DeadlineExceededError,
   InvalidArgumentError,
   JournalConflictError,
+  MessageTooLargeError,
   NotFoundError,
+  OverloadedError,
   ShuttingDownError,
   StoreError,
   assertValidEntityId,
@@ -25,6 +27,8 @@ import {
   type MetaData,
 } from '@chiefofstate/protocol';
 import { ActiveEntities, isBusy, type EntitySlot as Slot } from './active-entities.js';
+import { anyFieldBytes, readSideIdFieldBytes } from './message-size.js';
+import { createRefusals, type RefusalReason } from './refusals.js';
 import type {
   Clock,
   HandlerCallOptions,
@@ -71,6 +75,25 @@ export interface EntityRuntimeOptions {
   maxCommandsPerAppend?: number;
   /** snapshot saves allowed in flight; beyond, a snapshot is skipped (the next multiple takes one). Default 256 */
   maxPendingSnapshots?: number;
+  /** most commands of one entity queued or running; beyond, OverloadedError at once. Default 256 */
+  mailboxSize?: number;
+  /** most commands queued or running, all entities together; beyond, OverloadedError at once. Default 4096 */
+  maxInFlight?: number;
+  /**
+   * most serialized bytes of state and meta kept in memory, all entities together; beyond, the
+   * least recently used idle entities are passivated. Default 256 MiB
+   */
+  cacheMaxBytes?: number;
+  /**
+   * largest gRPC message (COS_GRPC_MAX_MESSAGE_BYTES). A command whose new state would not fit
+   * in the reply, in the next HandleCommand request, or with one of its events in a read-side
+   * delivery fails with MessageTooLargeError before anything is persisted. Default 4 MiB
+   */
+  maxMessageBytes?: number;
+  /** the read sides events are delivered to: the longest id counts in a delivery's size */
+  readSideIds?: readonly string[];
+  /** told about each command refused for a bound (metrics) */
+  onRefused?: (reason: RefusalReason) => void;
   /**
    * Whether an entity's state may stay in memory between commands. Default: always. Several
    * replicas keep only the entities of the shards they own; an entity not retained is loaded
@@ -116,6 +139,8 @@ export interface EntityRuntimeStats {
   active: number;
   /** entities passivated since start */
   passivated: number;
+  /** serialized bytes of the states and metas in memory */
+  cacheBytes: number;
 }
 
 export interface EntityRuntime {
@@ -171,12 +196,24 @@ interface Decision {
   /** the entity's state and meta after it */
   readonly state: Any;
   readonly meta: MetaData;
+  /** serialized size of state and meta */
+  readonly bytes: number;
   readonly failed: boolean;
   readonly error: unknown;
 }
 
+/** What a command's events come to: see decide. */
+interface Outcome {
+  readonly events: Uint8Array[];
+  readonly state: Any;
+  readonly meta: MetaData;
+  readonly bytes: number;
+}
+
 const NO_EVENTS: readonly Uint8Array[] = [];
 const NO_COMMANDS: readonly Command[] = [];
+/** handled commands after which a busy mailbox drops their slots */
+const COMPACT_AFTER = 1024;
 
 export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntime {
   const { journal, handler, snapshots } = options;
@@ -197,6 +234,12 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
   const maxPendingSnapshots = options.maxPendingSnapshots ?? 256;
   const maxCommandsPerAppend = Math.max(1, options.maxCommandsPerAppend ?? 32);
   const sweepIntervalMs = options.sweepIntervalMs ?? Math.min(passivateAfterMs, 10_000);
+  const mailboxSize = options.mailboxSize ?? 256;
+  const maxInFlight = options.maxInFlight ?? 4096;
+  const cacheMaxBytes = options.cacheMaxBytes ?? 256 * 1024 * 1024;
+  const maxMessageBytes = options.maxMessageBytes ?? 4 * 1024 * 1024;
+  const readSideIdBytes = options.readSideIds && options.readSideIds.length > 0 ? readSideIdFieldBytes(options.readSideIds) : undefined;
+  const refusals = createRefusals(options.onRefused, logger, clock);
 
   const entities = new ActiveEntities<Command>();
   const retains = options.retain ?? (() => true);
@@ -272,6 +315,11 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
       // commands to run again go back in front of the ones that arrived meanwhile, in order
       slot.head = end - retry.length;
       for (let i = 0; i < retry.length; i++) slot.jobs[slot.head + i] = retry[i];
+      // An entity that never runs dry would grow its array by a hole per command handled.
+      if (slot.head >= COMPACT_AFTER) {
+        slot.jobs.splice(0, slot.head);
+        slot.head = 0;
+      }
     }
     slot.jobs.length = 0;
     slot.head = 0;
@@ -288,15 +336,33 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
         eviction.done();
       }
     }
-    if (entities.size > maxActive) entities.passivateOverCap(maxActive);
+    trimCache();
     if (inFlight === 0 && idle) idle();
   }
 
-  function slotFor(entityId: string, now: number): EntitySlot {
-    const slot = entities.get(entityId);
+  function trimCache(): void {
+    if (entities.size > maxActive || entities.bytes > cacheMaxBytes) entities.passivateOverCap(maxActive, cacheMaxBytes);
+  }
+
+  function slotFor(entityId: string, slot: EntitySlot | undefined, now: number): EntitySlot {
     if (slot === undefined) return entities.create(entityId, now);
     entities.touch(slot, now);
     return slot;
+  }
+
+  /** The bounds on queued work: an error to refuse the command with at once, or undefined. */
+  function admit(entityId: string, slot: EntitySlot | undefined): OverloadedError | undefined {
+    if (slot !== undefined && slot.jobs.length - slot.head >= mailboxSize) {
+      refusals.note('entity_mailbox');
+      return new OverloadedError(
+        `entity ${JSON.stringify(entityId)} overloaded: ${mailboxSize} commands already queued (COS_ENTITY_MAILBOX_SIZE)`,
+      );
+    }
+    if (inFlight >= maxInFlight) {
+      refusals.note('in_flight_commands');
+      return new OverloadedError(`overloaded: ${maxInFlight} commands already in flight (COS_MAX_IN_FLIGHT_COMMANDS)`);
+    }
+    return undefined;
   }
 
   // ---- recovery ----------------------------------------------------------------------------
@@ -305,7 +371,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     const latest = await journal.readLatest(slot.entityId);
     if (latest !== undefined) {
       const wrapper = decode(slot.entityId, latest, 'event', (bytes) => fromBinary(EventWrapperSchema, bytes));
-      setLoaded(slot, latest, wrapper.resultingState, wrapper.meta);
+      setLoaded(slot, latest, wrapper.resultingState, wrapper.meta, latest.payload.byteLength - anyFieldBytes(wrapper.event));
       return;
     }
     // No event in the journal (e.g. deleted after a snapshot): the newest snapshot has the state.
@@ -314,25 +380,33 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
       const wrapper = decode(slot.entityId, snapshot, 'snapshot', (bytes) =>
         fromBinary(StateWrapperSchema, bytes),
       );
-      setLoaded(slot, snapshot, wrapper.state, wrapper.meta);
+      setLoaded(slot, snapshot, wrapper.state, wrapper.meta, snapshot.payload.byteLength);
       return;
     }
     slot.state = emptyState();
     slot.meta = create(MetaDataSchema, { entityId: slot.entityId });
     slot.revision = 0;
     slot.loaded = true;
+    entities.setBytes(slot, 0);
   }
 
-  function setLoaded(slot: EntitySlot, stored: StoredRevision, state: Any | undefined, meta: MetaData | undefined): void {
+  function setLoaded(
+    slot: EntitySlot,
+    stored: StoredRevision,
+    state: Any | undefined,
+    meta: MetaData | undefined,
+    bytes: number,
+  ): void {
     slot.revision = Number(stored.revision);
     slot.state = state ?? emptyState();
     slot.meta = meta ?? create(MetaDataSchema, { entityId: slot.entityId, revisionNumber: slot.revision });
     slot.loaded = true;
+    entities.setBytes(slot, bytes);
   }
 
   /** Reads the latest state without activating the entity (GetState of a passive entity). */
   async function readState(entityId: string): Promise<EntityState | undefined> {
-    const probe = { entityId, loaded: false } as EntitySlot;
+    const probe = { entityId, loaded: false, bytes: 0 } as EntitySlot;
     await load(probe);
     return probe.revision === 0 ? undefined : { state: probe.state!, meta: probe.meta! };
   }
@@ -360,6 +434,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     const { entityId } = slot;
     let state = slot.state!;
     let meta = slot.meta!;
+    let bytes = slot.bytes;
     let revision = slot.revision;
     const decisions: Decision[] = [];
     for (const command of batch) {
@@ -367,18 +442,22 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
         checkTime(command, 'before the command was handled');
         const outcome = await decide(entityId, state, meta, revision, command);
         if (outcome !== undefined) {
-          state = outcome.state;
-          meta = outcome.meta;
+          ({ state, meta, bytes } = outcome);
           revision += outcome.events.length;
-          decisions.push({ command, events: outcome.events, state, meta, failed: false, error: undefined });
+          decisions.push({ command, events: outcome.events, state, meta, bytes, failed: false, error: undefined });
         } else if (decisions.length === 0) {
           succeed(command, { state, meta });
         } else {
-          decisions.push({ command, events: NO_EVENTS, state, meta, failed: false, error: undefined });
+          decisions.push({ command, events: NO_EVENTS, state, meta, bytes, failed: false, error: undefined });
         }
       } catch (error) {
+        if (error instanceof MessageTooLargeError) {
+          refusals.note('message_too_large');
+          // the handler's doing, and rare: worth a line naming the entity
+          logger.warn('command refused: its state is too large for a message', { entityId, err: error, ...traceLogFields(command.trace?.span) });
+        }
         if (decisions.length === 0) fail(command, error);
-        else decisions.push({ command, events: NO_EVENTS, state, meta, failed: true, error });
+        else decisions.push({ command, events: NO_EVENTS, state, meta, bytes, failed: true, error });
       }
     }
     if (decisions.length === 0) return NO_COMMANDS;
@@ -443,12 +522,17 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
         else if (conflict && ++decision.command.conflicts < maxAttempts) retry.push(decision.command);
         else fail(decision.command, error);
       }
+      // the journal's queue was full: nothing was written
+      if (error instanceof OverloadedError) refusals.note('journal_queue', kept.length - retry.length);
       return later.length === 0 ? retry : [...retry, ...later];
     }
     const last = kept[kept.length - 1]!;
     slot.state = last.state;
     slot.meta = last.meta;
     slot.revision = expectedRevision + events.length;
+    entities.setBytes(slot, last.bytes);
+    // this slot is busy (never passivated here); idle ones make room when the cache is over
+    if (entities.bytes > cacheMaxBytes) trimCache();
     if (snapshotting) maybeSnapshot(entityId, expectedRevision, last.state, last.meta);
     for (const decision of kept) {
       if (decision.failed) fail(decision.command, decision.error);
@@ -464,7 +548,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     priorMeta: MetaData,
     priorRevision: number,
     command: Command,
-  ): Promise<{ events: Uint8Array[]; state: Any; meta: MetaData } | undefined> {
+  ): Promise<Outcome | undefined> {
     const { request } = command;
     const response = await handler.handleCommand(
       create(HandleCommandRequestSchema, {
@@ -509,9 +593,25 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
         throw new InvalidArgumentError(`invalid state: ${resultingState.typeUrl}`);
       }
       state = resultingState;
-      serialized.push(toBinary(EventWrapperSchema, create(EventWrapperSchema, { event, resultingState, meta })));
+      const wrapper = toBinary(EventWrapperSchema, create(EventWrapperSchema, { event, resultingState, meta }));
+      // HandleReadSideRequest{event, state, meta, read_side_id} is the EventWrapper plus the id
+      if (readSideIdBytes !== undefined && wrapper.byteLength + readSideIdBytes > maxMessageBytes) {
+        throw tooLarge(entityId, 'a read-side delivery of its event', wrapper.byteLength + readSideIdBytes);
+      }
+      serialized.push(wrapper);
     }
-    return { events: serialized, state, meta };
+    // The reply {state, meta} is the last EventWrapper without its event; the entity's next
+    // HandleCommand request is that plus a command (this one's size stands in for the next).
+    const bytes = serialized[serialized.length - 1]!.byteLength - anyFieldBytes(events[events.length - 1]);
+    const nextRequest = bytes + anyFieldBytes(request.command);
+    if (nextRequest > maxMessageBytes) throw tooLarge(entityId, 'the reply and the next HandleCommand request', nextRequest);
+    return { events: serialized, state, meta, bytes };
+  }
+
+  function tooLarge(entityId: string, what: string, bytes: number): MessageTooLargeError {
+    return new MessageTooLargeError(
+      `the new state of entity ${JSON.stringify(entityId)} makes ${what} ${bytes} bytes, over the ${maxMessageBytes}-byte message limit (COS_GRPC_MAX_MESSAGE_BYTES): nothing was persisted`,
+    );
   }
 
   function callOptions(command: Command): HandlerCallOptions | undefined {
@@ -581,12 +681,15 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
       } catch (error) {
         return Promise.reject(error);
       }
+      const existing = entities.get(request.entityId);
+      const refused = admit(request.entityId, existing);
+      if (refused !== undefined) return Promise.reject(refused);
       const now = clock.now().getTime();
       let deadline = request.deadline ?? Infinity;
       if (commandTimeoutMs !== undefined) deadline = Math.min(deadline, now + commandTimeoutMs);
-      const reply = enqueue(slotFor(request.entityId, now), request, deadline);
+      const reply = enqueue(slotFor(request.entityId, existing, now), request, deadline);
       // Only after enqueueing: the new slot is busy now, so the cap never passivates it.
-      if (entities.size > maxActive) entities.passivateOverCap(maxActive);
+      trimCache();
       return reply;
     },
 
@@ -605,7 +708,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     },
 
     stats() {
-      return { active: entities.size, passivated: entities.passivated };
+      return { active: entities.size, passivated: entities.passivated, cacheBytes: entities.bytes };
     },
 
     evict(matches) {

@@ -7,6 +7,7 @@ export {
   type ProcessCommandRequest,
   type SnapshotPolicy,
 } from './entity-runtime.js';
+export type { RefusalReason } from './refusals.js';
 export type {
   Clock,
   HandlerCallOptions,

@@ -1,5 +1,5 @@
 import { Code } from '@connectrpc/connect';
-import { HandlerFailedError, InternalError, InvalidArgumentError } from '@chiefofstate/core';
+import { HandlerFailedError, InternalError, InvalidArgumentError, MessageTooLargeError, OverloadedError } from '@chiefofstate/core';
 import { decodeRpcStatus } from '@chiefofstate/testing';
 import { describe, expect, it } from 'vitest';
 import { logCallFailure, toConnectError } from './status.js';
@@ -49,5 +49,16 @@ describe('toConnectError for a handler failure', () => {
       message: 'insufficient funds',
       details,
     });
+  });
+});
+
+describe('toConnectError', () => {
+  it('answers overload and a too large message with RESOURCE_EXHAUSTED, logged at debug', () => {
+    expect(toConnectError(new OverloadedError('entity mailbox full')).code).toBe(Code.ResourceExhausted);
+    expect(toConnectError(new MessageTooLargeError('state too large')).code).toBe(Code.ResourceExhausted);
+    const lines: string[] = [];
+    const log = logCallFailure({ debug: () => lines.push('debug'), error: () => lines.push('error') });
+    log('ProcessCommand', new OverloadedError('entity mailbox full'));
+    expect(lines).toEqual(['debug']);
   });
 });

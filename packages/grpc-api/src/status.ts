@@ -12,6 +12,7 @@ import {
   JournalConflictError,
   MessageTooLargeError,
   NotFoundError,
+  OverloadedError,
   PeerUnreachableError,
   ShuttingDownError,
   StoreError,
@@ -78,6 +79,8 @@ function codeOf(error: CosError): Code {
   if (error instanceof InvalidArgumentError) return Code.InvalidArgument;
   if (error instanceof NotFoundError) return Code.NotFound;
   if (error instanceof MessageTooLargeError) return Code.ResourceExhausted;
+  // nothing was done: retry later, with backoff
+  if (error instanceof OverloadedError) return Code.ResourceExhausted;
   if (error instanceof DeadlineExceededError) return Code.DeadlineExceeded;
   if (error instanceof HandlerUnavailableError) return Code.Unavailable;
   if (error instanceof ShuttingDownError) return Code.Unavailable;
@@ -98,6 +101,8 @@ export function isExpectedFailure(error: unknown): boolean {
     error instanceof InvalidArgumentError ||
     error instanceof NotFoundError ||
     error instanceof MessageTooLargeError ||
+    // counted by cos_commands_refused_total; a log line per refused call would add to the load
+    error instanceof OverloadedError ||
     error instanceof HandlerFailedError ||
     // a forged forwarding mark: the router logs it as a warning with what the caller claimed
     error instanceof UnauthenticatedError ||

@@ -6,6 +6,7 @@ import {
   InternalError,
   InvalidArgumentError,
   JournalConflictError,
+  OverloadedError,
   ShuttingDownError,
   StoreError,
   assertValidEntityId,
@@ -20,6 +21,11 @@ export interface JournalOptions {
   readonly numShards: number;
   /** most events written by one group-commit transaction (COS_EVENTS_BATCH_THRESHOLD), default 100 */
   readonly batchThreshold?: number;
+  /**
+   * most appends waiting for their batch (COS_JOURNAL_MAX_QUEUED_APPENDS), default 8192; beyond,
+   * append refuses at once with OverloadedError, so a slow database cannot grow the queue without end
+   */
+  readonly maxQueuedAppends?: number;
   /** told about each group-commit transaction once it is done (metrics) */
   readonly onBatch?: (batch: JournalBatchInfo) => void;
   /**
@@ -98,7 +104,8 @@ export interface Journal {
    * revision, InvalidArgumentError for a request PostgreSQL refuses (e.g. a NUL in the id),
    * StoreError when the database failed and nothing was written, CommitOutcomeUnknownError
    * when the append was sent and the connection was lost or timed out before its answer (the
-   * events may or may not be persisted).
+   * events may or may not be persisted);
+   * OverloadedError (nothing written) when maxQueuedAppends appends are already waiting.
    */
   append(request: AppendRequest): Promise<AppendResult>;
   /** The entity's newest event (deleted or not), undefined when it has none. */
@@ -158,12 +165,16 @@ const APPEND_SQL =
 export function createJournal(options: JournalOptions): Journal {
   const { database, numShards } = options;
   const batchThreshold = options.batchThreshold ?? 100;
+  const maxQueued = options.maxQueuedAppends ?? 8192;
   if (!Number.isInteger(numShards) || numShards < 1) throw new InvalidArgumentError(`numShards must be a positive integer, got ${numShards}`);
   if (!Number.isInteger(batchThreshold) || batchThreshold < 1) {
     throw new InvalidArgumentError(`batchThreshold must be a positive integer, got ${batchThreshold}`);
   }
   const db = database.kysely.withTables<JournalTables>();
-  const writer = createGroupCommitWriter(database, numShards, batchThreshold, options.onBatch, options.fencing ?? false);
+  if (!Number.isInteger(maxQueued) || maxQueued < 1) {
+    throw new InvalidArgumentError(`maxQueuedAppends must be a positive integer, got ${maxQueued}`);
+  }
+  const writer = createGroupCommitWriter(database, numShards, batchThreshold, maxQueued, options.onBatch, options.fencing ?? false);
   const append = (request: AppendRequest): Promise<AppendResult> =>
     // known down: fail now rather than queue behind a batch that waits for its timeout
     database.available()
@@ -281,6 +292,7 @@ function createGroupCommitWriter(
   database: Database,
   numShards: number,
   batchThreshold: number,
+  maxQueued: number,
   onBatch: JournalOptions['onBatch'],
   fencing: boolean,
 ): GroupCommitWriter {
@@ -464,6 +476,9 @@ function createGroupCommitWriter(
   return {
     append(request) {
       if (closed) return Promise.reject(new ShuttingDownError('journal is closed'));
+      if (queue.length >= maxQueued) {
+        return Promise.reject(new OverloadedError(`journal overloaded: ${maxQueued} appends already queued`));
+      }
       try {
         validate(request);
       } catch (error) {

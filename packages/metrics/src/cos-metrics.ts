@@ -3,8 +3,8 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 
 /** Read at scrape time, so nothing is computed between scrapes. */
 export interface MetricsSources {
-  /** entity runtime: active entities now, passivated since start */
-  entities?: () => { active: number; passivated: number };
+  /** entity runtime: active entities now, passivated since start, bytes of their cached states */
+  entities?: () => { active: number; passivated: number; cacheBytes?: number };
   /** read-side streams: position lag and whether the shard is stopped */
   readSides?: () =>
     | Promise<ReadonlyArray<ReadSideShardSample>>
@@ -58,6 +58,11 @@ export interface CosMetrics {
    * valid proof, refused (`unauthenticated`)
    */
   observeRoute(method: string, outcome: string): void;
+  /**
+   * one command refused by a bound: `entity_mailbox`, `in_flight_commands`, `journal_queue`
+   * (RESOURCE_EXHAUSTED, nothing done) or `message_too_large` (its state would not fit in a message)
+   */
+  observeRefusal(reason: string): void;
   /** the sources sampled at scrape time; settable after creation, for late-built parts */
   setSources(sources: MetricsSources): void;
   /** Prometheus text format */
@@ -127,6 +132,21 @@ export function createMetrics(options: CosMetricsOptions = {}): CosMetrics {
       const stats = sources.entities?.();
       if (stats) this.set(stats.active);
     },
+  });
+  new Gauge({
+    name: 'cos_entity_cache_bytes',
+    help: 'serialized bytes of the entity states and metas held in memory (bounded by COS_ENTITY_CACHE_MAX_BYTES)',
+    registers: [registry],
+    collect() {
+      const bytes = sources.entities?.().cacheBytes;
+      if (bytes !== undefined) this.set(bytes);
+    },
+  });
+  const refusals = new Counter({
+    name: 'cos_commands_refused_total',
+    help: 'commands refused by a bound, by reason: entity_mailbox, in_flight_commands, journal_queue, message_too_large',
+    labelNames: ['reason'] as const,
+    registers: [registry],
   });
   new Gauge({
     name: 'cos_entity_shards_owned',
@@ -275,6 +295,9 @@ export function createMetrics(options: CosMetricsOptions = {}): CosMetrics {
     },
     observeRoute(method, outcome) {
       routed.inc({ method, outcome });
+    },
+    observeRefusal(reason) {
+      refusals.inc({ reason });
     },
     setSources(next) {
       sources = next;

@@ -92,11 +92,20 @@ describe('metrics', () => {
     expect(sample(text, 'cos_read_side_delivery_duration_seconds_count', { read_side: 'balances', outcome: 'success' })).toBe(1);
   });
 
+  it('counts refused commands by reason', async () => {
+    metrics.observeRefusal('entity_mailbox');
+    metrics.observeRefusal('entity_mailbox');
+    metrics.observeRefusal('message_too_large');
+    const text = await scrape();
+    expect(sample(text, 'cos_commands_refused_total', { reason: 'entity_mailbox' })).toBe(2);
+    expect(sample(text, 'cos_commands_refused_total', { reason: 'message_too_large' })).toBe(1);
+  });
+
   it('samples entities, read sides and pools at scrape time', async () => {
     let passivated = 5;
     let failures = 3;
     metrics.setSources({
-      entities: () => ({ active: 42, passivated }),
+      entities: () => ({ active: 42, passivated, cacheBytes: 1234 }),
       readSides: () => [
         { readSideId: 'balances', shard: 0, lag: 7, stopped: false, paused: false },
         { readSideId: 'balances', shard: 1, lag: 0, stopped: true, paused: true },
@@ -109,6 +118,7 @@ describe('metrics', () => {
     let text = await scrape();
     expect(sample(text, 'cos_entities_active')).toBe(42);
     expect(sample(text, 'cos_entities_passivated_total')).toBe(5);
+    expect(sample(text, 'cos_entity_cache_bytes')).toBe(1234);
     expect(sample(text, 'cos_read_side_lag_positions', { read_side: 'balances', shard: '0' })).toBe(7);
     expect(sample(text, 'cos_read_side_shards_stopped', { read_side: 'balances' })).toBe(1);
     expect(sample(text, 'cos_read_side_shards_paused', { read_side: 'balances' })).toBe(1);

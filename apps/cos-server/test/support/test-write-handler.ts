@@ -2,7 +2,7 @@
 // by the end-to-end tests. Commands are Any{type.googleapis.com/cos.test.<Verb>, JSON}; the state
 // is Any{type.googleapis.com/cos.test.State, JSON} and records what the handler saw, so tests can
 // check every input COS sent.
-import { create } from '@bufbuild/protobuf';
+import { create, toBinary } from '@bufbuild/protobuf';
 import { AnySchema, type Any } from '@bufbuild/protobuf/wkt';
 import * as grpc from '@grpc/grpc-js';
 import {
@@ -55,6 +55,8 @@ interface EventBody {
   priorEntityId: string;
   commandHeaders: Record<string, string>;
   failApply?: boolean;
+  /** `Big`: the HandleEventResponse is padded to this many bytes */
+  responseBytes?: number;
 }
 
 function handleCommand(request: HandleCommandRequest, call: grpc.ServerUnaryCall<unknown, unknown>) {
@@ -88,6 +90,8 @@ function handleCommand(request: HandleCommandRequest, call: grpc.ServerUnaryCall
       return create(HandleCommandResponseSchema, {
         ...(args['emptyAny'] ? { event: create(AnySchema, { typeUrl: '', value: new Uint8Array() }) } : {}),
       });
+    case 'Big':
+      return create(HandleCommandResponseSchema, { events: [event('big', { responseBytes: Number(args['bytes']) })] });
     case 'Slow':
       return sleep(Number(args['ms'] ?? 1000)).then(() => create(HandleCommandResponseSchema, { events: [event('slow')] }));
     case 'EmptyState':
@@ -136,9 +140,23 @@ function handleEvent(request: HandleEventRequest, call: grpc.ServerUnaryCall<unk
     headers: { command: body.commandHeaders, event: echo(call.metadata) },
     persistedHeaderKeys: (request.eventMeta?.headers ?? []).map((h) => h.key),
   };
+  if (body.responseBytes !== undefined) return padded(state, body.responseBytes);
   return create(HandleEventResponseSchema, {
     resultingState: json(body.name === '__bad_state__' ? 'ForbiddenState' : 'State', state),
   });
+}
+
+/** The state with a `pad` string making the serialized HandleEventResponse `bytes` long. */
+function padded(state: TestState, bytes: number) {
+  let pad = 0;
+  // a few rounds: the length prefixes grow with the pad
+  for (let round = 0; round < 4; round++) {
+    const response = create(HandleEventResponseSchema, { resultingState: json('State', { ...state, pad: 'x'.repeat(pad) }) });
+    const size = toBinary(HandleEventResponseSchema, response).byteLength;
+    if (size === bytes) return response;
+    pad = Math.max(0, pad + bytes - size);
+  }
+  throw new GrpcJsStatusError(grpc.status.INTERNAL, `cannot pad a state to ${bytes} bytes`);
 }
 
 const server = await startGrpcJsServer(

@@ -83,3 +83,14 @@ export class InMemorySnapshots implements SnapshotPort {
     return Promise.resolve(latest && { revision: latest.revision, payload: latest.payload });
   }
 }
+
+/** The journal, recording the entity of each readLatest, i.e. of each (re)load from the store. */
+export function countingReads<J extends InMemoryJournal>(journal: J): { journal: J; reads: string[] } {
+  const reads: string[] = [];
+  const readLatest = journal.readLatest.bind(journal);
+  journal.readLatest = (id) => {
+    reads.push(id);
+    return readLatest(id);
+  };
+  return { journal, reads };
+}

@@ -18,6 +18,7 @@ import { startTestGrpcServer, type TestGrpcServer } from '@chiefofstate/testing'
  * - `emit:a,b,c` events a, b, c in `events`; `legacy:a` one event in the deprecated `event` field
  * - `noop` no events; `fail` an error with details; `slow:<ms>:a,b` waits, then emits
  * - event `!empty` gets no resulting state; event `!int` gets an Int32Value state
+ * - `big:<n>` one event `!big:<n>`, whose resulting state is a StringValue of n `x`s
  */
 export interface TestHandler {
   readonly server: TestGrpcServer;
@@ -71,6 +72,7 @@ export async function startTestHandler(): Promise<TestHandler> {
             return { events: (list ?? '').split(',').filter(Boolean).map(str) };
           }
           if (text.startsWith('emit:')) return { events: text.slice(5).split(',').map(str) };
+          if (text.startsWith('big:')) return { events: [str(`!${text}`)] };
           if (text.startsWith('badtype')) {
             return { events: [create(AnySchema, { typeUrl: 'type.googleapis.com/bank.v1.Unknown', value: new Uint8Array() })] };
           }
@@ -85,6 +87,7 @@ export async function startTestHandler(): Promise<TestHandler> {
         const event = textOf(request.event);
         if (event === '!empty') return {};
         if (event === '!int') return { resultingState: packAny(Int32ValueSchema, create(Int32ValueSchema, { value: 1 })) };
+        if (event.startsWith('!big:')) return { resultingState: str('x'.repeat(Number(event.slice(5)))) };
         const prior = request.priorState?.typeUrl.endsWith('StringValue') ? textOf(request.priorState) : '';
         return { resultingState: str(prior === '' ? event : `${prior},${event}`) };
       },
