@@ -113,6 +113,18 @@ describe('entity mailbox bound', () => {
   });
 });
 
+describe('a mailbox that never runs dry', () => {
+  it('keeps order and revisions across the compaction of its handled commands', async () => {
+    const journal = new GatedJournal();
+    const { runtime } = setup({ mailboxSize: 2000 }, journal);
+    const replies = Array.from({ length: 1500 }, (_, i) => send(runtime, 'long', `emit:${i}`));
+    journal.open();
+    const done = await Promise.all(replies);
+    expect(done.map((r) => r.meta.revisionNumber)).toEqual(Array.from({ length: 1500 }, (_, i) => i + 1));
+    expect(journal.revisions('long')).toHaveLength(1500);
+  }, 60_000);
+});
+
 describe('commands in flight bound', () => {
   it('refuses commands beyond maxInFlight, all entities together, at once with OverloadedError', async () => {
     const journal = new GatedJournal();
