@@ -1,4 +1,5 @@
 import { CompiledQuery, sql } from 'kysely';
+import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { StoreError } from '@chiefofstate/core';
 import { findPostgresBinDir, startOwnPostgres, type OwnPostgres } from '@chiefofstate/testing';
@@ -237,6 +238,37 @@ describe.skipIf(!runnable)('database on a PostgreSQL that fails', () => {
     expect((refused.error as { code?: string }).code).toBe('25006');
     await until(() => answers(database), 5000, 'store available');
     await sql`INSERT INTO faults.items VALUES (2)`.execute(database.kysely);
+  }, 30_000);
+
+  it('counts a database that turned read-only as down until it takes writes again', async () => {
+    const database = await open({ poolMax: 1 });
+    await sql`CREATE TABLE IF NOT EXISTS faults.items (id int)`.execute(database.kysely);
+    const admin = await database.execute(CompiledQuery.raw('SELECT current_database() AS db'));
+    const name = (admin.rows[0] as { db: string }).db;
+    await sql`ALTER DATABASE ${sql.id(name)} SET default_transaction_read_only = on`.execute(database.kysely);
+    try {
+      // new connections are read-only now, as after a fail-over that made this server a replica
+      await server.terminateBackends({ applicationName: 'cos-faults-spec' });
+      await until(
+        async () => {
+          await sql`INSERT INTO faults.items VALUES (3)`.execute(database.kysely).catch(() => {});
+          return !database.available();
+        },
+        10_000,
+        'store counted down',
+      );
+      expect(statuses).toContainEqual(expect.objectContaining({ what: 'store', up: false }));
+    } finally {
+      await server.terminateBackends({ applicationName: 'cos-faults-spec' });
+      // from another database: this one's sessions cannot write, ALTER DATABASE included
+      const client = new pg.Client({ host: server.host, port: server.port, user: server.user, database: 'postgres' });
+      client.on('error', () => {});
+      await client.connect();
+      await client.query(`ALTER DATABASE ${pg.escapeIdentifier(name)} SET default_transaction_read_only = off`);
+      await client.end();
+    }
+    await until(() => database.available(), 10_000, 'store back');
+    await sql`INSERT INTO faults.items VALUES (4)`.execute(database.kysely);
   }, 30_000);
 
   it('listens again after the LISTEN connection was lost (restart), so notifications resume', async () => {

@@ -208,8 +208,9 @@ async function probe(connection: pg.ClientConfig, timeoutMs: number): Promise<vo
   try {
     const answered = (async () => {
       await client.connect();
-      const { rows } = await client.query<{ replica: boolean }>('SELECT pg_is_in_recovery() AS replica');
-      if (rows[0]?.replica) throw new Error('the database is a read-only replica');
+      // on in recovery (a replica) and when writes are turned off (default_transaction_read_only)
+      const { rows } = await client.query<{ read_only: string }>("SELECT current_setting('transaction_read_only') AS read_only");
+      if (rows[0]?.read_only === 'on') throw new Error('the database is read-only (a replica, or writes turned off)');
     })();
     answered.catch(() => {});
     await Promise.race([answered, timedOut]);

@@ -63,7 +63,9 @@ export function createGuardedPool(options: GuardedPoolOptions): GuardedPool {
     client.on('error', (error) => {
       // Checked out, between statements: the next statement (or the release) sees it.
       const entry = guarded.get(client as pg.PoolClient);
-      if (entry) entry.broken ??= error;
+      // (already broken: the failure was counted, e.g. our own timeout closing the socket)
+      if (entry?.broken !== undefined) return;
+      if (entry) entry.broken = error;
       availability.suspect(error);
     });
   });
