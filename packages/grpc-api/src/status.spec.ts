@@ -1,11 +1,20 @@
 import { Code } from '@connectrpc/connect';
-import { HandlerFailedError, InternalError, InvalidArgumentError, MessageTooLargeError, OverloadedError } from '@chiefofstate/core';
+import {
+  CommitOutcomeUnknownError,
+  DeadlineExceededError,
+  HandlerFailedError,
+  InternalError,
+  InvalidArgumentError,
+  MessageTooLargeError,
+  OverloadedError,
+  StoreError,
+} from '@chiefofstate/core';
 import { decodeRpcStatus } from '@chiefofstate/testing';
 import { describe, expect, it } from 'vitest';
 import { logCallFailure, toConnectError } from './status.js';
 
 describe('logCallFailure', () => {
-  it("logs the caller's and the handler's failures at debug, COS faults at error", () => {
+  it("logs the caller's, the handler's and the surroundings' failures at debug, COS faults at error", () => {
     const lines: Array<[string, string]> = [];
     const log = logCallFailure({
       debug: (fields, message) => lines.push(['debug', `${message} ${(fields as { method: string }).method}`]),
@@ -13,9 +22,15 @@ describe('logCallFailure', () => {
     });
     log('ProcessCommand', new InvalidArgumentError('empty entity ID'));
     log('ProcessCommand', new HandlerFailedError(9, 'insufficient funds'));
+    log('ProcessCommand', new StoreError('database unreachable'));
+    log('ProcessCommand', new CommitOutcomeUnknownError('connection lost after the append was sent'));
+    log('ProcessCommand', new DeadlineExceededError('deadline exceeded'));
     log('GetState', new InternalError('bug'));
     log('GetState', new Error('unexpected'));
     expect(lines).toEqual([
+      ['debug', 'call failed ProcessCommand'],
+      ['debug', 'call failed ProcessCommand'],
+      ['debug', 'call failed ProcessCommand'],
       ['debug', 'call failed ProcessCommand'],
       ['debug', 'call failed ProcessCommand'],
       ['error', 'call failed GetState'],

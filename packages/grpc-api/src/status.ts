@@ -8,6 +8,7 @@ import {
   FencedError,
   HandlerFailedError,
   HandlerUnavailableError,
+  InternalError,
   InvalidArgumentError,
   JournalConflictError,
   MessageTooLargeError,
@@ -95,19 +96,16 @@ function codeOf(error: CosError): Code {
   return Code.Internal;
 }
 
-/** Whether a failure is the caller's or the handler's doing (logged at lower severity). */
+/**
+ * Whether a failure is anything but a fault of COS itself (logged at lower severity): the
+ * caller's or the handler's doing, a bound that refused work, or the surroundings failing (the
+ * store, the handler or a replica unreachable, a deadline). The surroundings are logged where
+ * they are seen, once per change (the store's availability) or at most once a minute (refusals),
+ * so an outage does not add a line per call.
+ */
 export function isExpectedFailure(error: unknown): boolean {
-  return (
-    error instanceof InvalidArgumentError ||
-    error instanceof NotFoundError ||
-    error instanceof MessageTooLargeError ||
-    // counted by cos_commands_refused_total; a log line per refused call would add to the load
-    error instanceof OverloadedError ||
-    error instanceof HandlerFailedError ||
-    // a forged forwarding mark: the router logs it as a warning with what the caller claimed
-    error instanceof UnauthenticatedError ||
-    (error instanceof ConnectError && error.code !== Code.Internal && error.code !== Code.Unknown)
-  );
+  if (error instanceof ConnectError) return error.code !== Code.Internal && error.code !== Code.Unknown;
+  return error instanceof CosError && !(error instanceof InternalError);
 }
 
 /** The logger `logCallFailure` needs (pino's shape). */

@@ -423,24 +423,22 @@ function createGroupCommitWriter(
     const blob = payloads.length === 1 ? payloads[0]! : Buffer.concat(payloads, offset);
     // Arrays go as PostgreSQL array literals built here: far cheaper than the driver's generic
     // per-element escaping, and the same text for pg and PGlite.
-    const result = await database.execute<AppendRow>(
-      CompiledQuery.raw(APPEND_SQL, [
-        textArray(entityIds),
-        numberArray(expected),
-        single ? null : numberArray(counts),
-        numberArray(shards),
-        single ? null : numberArray(starts),
-        prev && numberArray(prev),
-        numberArray(offsets),
-        numberArray(lengths),
-        blob,
-        strict,
-        [...shardSet].join(','),
-        fences ? numberArray([...fences.keys()]) : null,
-        fences ? numberArray([...fences.values()]) : null,
-      ]),
-      { deadline },
-    );
+    const query = CompiledQuery.raw(APPEND_SQL, [
+      textArray(entityIds),
+      numberArray(expected),
+      single ? null : numberArray(counts),
+      numberArray(shards),
+      single ? null : numberArray(starts),
+      prev && numberArray(prev),
+      numberArray(offsets),
+      numberArray(lengths),
+      blob,
+      strict,
+      [...shardSet].join(','),
+      fences ? numberArray([...fences.keys()]) : null,
+      fences ? numberArray([...fences.values()]) : null,
+    ]);
+    const result = await database.withDeadline(deadline, () => database.kysely.executeQuery<AppendRow>(query));
     const row = result.rows[0];
     if (!row) throw new Error('cos_journal_append returned no row');
     return row;

@@ -1,4 +1,4 @@
-import { CompiledQuery, sql } from 'kysely';
+import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { StoreError } from '@chiefofstate/core';
@@ -193,10 +193,10 @@ describe.skipIf(!runnable)('database on a PostgreSQL that fails', () => {
     await until(() => database.available(), 10_000, 'store back');
   }, 60_000);
 
-  it('bounds an execute by its deadline when that is earlier than the statement timeout', async () => {
+  it('bounds the statements of withDeadline by the deadline when that is earlier than the statement timeout', async () => {
     const database = await open({ statementTimeoutMs: 10_000 });
     const call = await timed(() =>
-      database.execute(CompiledQuery.raw('SELECT pg_sleep(5)'), { deadline: Date.now() + 300 }),
+      database.withDeadline(Date.now() + 300, () => sql`SELECT pg_sleep(5)`.execute(database.kysely)),
     );
     expect(isOutcomeUnknown(call.error)).toBe(true);
     expect(call.ms).toBeGreaterThanOrEqual(300);
@@ -243,8 +243,8 @@ describe.skipIf(!runnable)('database on a PostgreSQL that fails', () => {
   it('counts a database that turned read-only as down until it takes writes again', async () => {
     const database = await open({ poolMax: 1 });
     await sql`CREATE TABLE IF NOT EXISTS faults.items (id int)`.execute(database.kysely);
-    const admin = await database.execute(CompiledQuery.raw('SELECT current_database() AS db'));
-    const name = (admin.rows[0] as { db: string }).db;
+    const { rows } = await sql<{ db: string }>`SELECT current_database() AS db`.execute(database.kysely);
+    const name = rows[0]!.db;
     await sql`ALTER DATABASE ${sql.id(name)} SET default_transaction_read_only = on`.execute(database.kysely);
     try {
       // new connections are read-only now, as after a fail-over that made this server a replica

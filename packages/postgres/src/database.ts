@@ -1,6 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import { PGlite, types as pgliteTypes } from '@electric-sql/pglite';
-import { Kysely, PostgresDialect, sql, type CompiledQuery } from 'kysely';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { createGuardedPool } from './guarded-pool.js';
 import { createListenConnection, type NotificationListener } from './listen-connection.js';
@@ -56,14 +57,6 @@ export interface EmbeddedConnectionOptions {
 
 export type DatabaseOptions = PostgresConnectionOptions | EmbeddedConnectionOptions;
 
-export interface ExecuteOptions {
-  /**
-   * epoch ms after which the caller has no use for the answer: the statement's client-side
-   * bound is the earlier of this and the statement timeout. Default: the statement timeout
-   */
-  readonly deadline?: number | undefined;
-}
-
 /**
  * One store database: a Kysely instance whose connections use `schema`, plus LISTEN support.
  * Revisions and positions (int8) come back as bigint from both backends.
@@ -77,8 +70,12 @@ export interface Database {
   readonly schema: string;
   /** Table types are declared by each store package: `database.kysely.withTables<MyTables>()`. */
   readonly kysely: Kysely<object>;
-  /** Runs one statement, bounded by `options.deadline` as well as the statement timeout. */
-  execute<R>(query: CompiledQuery, options?: ExecuteOptions): Promise<{ rows: R[] }>;
+  /**
+   * Runs `run` with every statement it makes (through `kysely`, or a transaction of it) bounded
+   * on the client side by `deadline` (epoch ms, after which the caller has no use for the
+   * answer) as well as by the statement timeout. Undefined or Infinity: the statement timeout.
+   */
+  withDeadline<T>(deadline: number | undefined, run: () => Promise<T>): Promise<T>;
   /** Subscribes to NOTIFY on `channel`; resolves once listening. Returns the unsubscribe function. */
   listen(channel: string, listener: NotificationListener): Promise<() => Promise<void>>;
   /** false while the store is known to be unreachable (or a read-only replica); always true embedded */
@@ -157,10 +154,16 @@ async function createPostgresDatabase(options: PostgresConnectionOptions): Promi
     probe: () => probe(connection, Math.min(connectTimeoutMs, PROBE_TIMEOUT_MS)),
     onChange: (up, error) => options.onStatus?.({ what: 'store', up, ...(error !== undefined ? { error } : {}) }),
   });
+  // the deadline of the statements made inside withDeadline's `run`
+  const statementDeadline = new AsyncLocalStorage<number>();
   const guarded = createGuardedPool({
     pool,
     availability,
     queryTimeoutMs: statementTimeoutMs + CLIENT_GRACE_MS,
+    timeoutMs: (defaultMs) => {
+      const deadline = statementDeadline.getStore();
+      return deadline === undefined ? defaultMs : Math.min(defaultMs, Math.max(0, deadline - Date.now()) + CLIENT_GRACE_MS);
+    },
     maxWaiting: options.poolMaxWaiting ?? 1000,
   });
   const kysely = new Kysely<object>({ dialect: new PostgresDialect({ pool: guarded }) });
@@ -173,13 +176,8 @@ async function createPostgresDatabase(options: PostgresConnectionOptions): Promi
     kind: 'postgres',
     schema: options.schema,
     kysely,
-    async execute<R>(query: CompiledQuery, executeOptions?: ExecuteOptions) {
-      let timeoutMs = statementTimeoutMs;
-      const deadline = executeOptions?.deadline;
-      if (deadline !== undefined && Number.isFinite(deadline)) timeoutMs = Math.min(timeoutMs, Math.max(0, deadline - Date.now()));
-      const result = await guarded.query<R>(query.sql, query.parameters, timeoutMs + CLIENT_GRACE_MS);
-      return { rows: result.rows };
-    },
+    withDeadline: (deadline, run) =>
+      deadline !== undefined && Number.isFinite(deadline) ? statementDeadline.run(deadline, run) : run(),
     listen: (channel, listener) => notifications.listen(channel, listener),
     available: () => availability.available(),
     poolStats: () => ({
@@ -255,7 +253,7 @@ async function createEmbeddedDatabase(options: EmbeddedConnectionOptions): Promi
     kind: 'embedded',
     schema: options.schema,
     kysely,
-    execute: <R>(query: CompiledQuery) => kysely.executeQuery<R>(query),
+    withDeadline: (_deadline, run) => run(),
     available: () => true,
     poolStats: () => undefined,
     async listen(channel, listener) {

@@ -20,21 +20,16 @@ import type { StoreAvailability } from './store-availability.js';
  *   for its own timeout.
  */
 export interface GuardedPool extends PostgresPool {
-  connect(): Promise<GuardedClient>;
-  /** Runs one statement on a pooled connection with a client-side timeout of its own. */
-  query<R>(sql: string, parameters: readonly unknown[], timeoutMs: number): Promise<PostgresQueryResult<R>>;
-}
-
-export interface GuardedClient extends PostgresPoolClient {
-  query<R>(sql: string, parameters: ReadonlyArray<unknown>, timeoutMs?: number): Promise<PostgresQueryResult<R>>;
-  query<R>(cursor: PostgresCursor<R>): PostgresCursor<R>;
+  connect(): Promise<PostgresPoolClient>;
 }
 
 export interface GuardedPoolOptions {
   readonly pool: pg.Pool;
   readonly availability: StoreAvailability;
-  /** client-side bound of a statement sent through Kysely */
+  /** client-side bound of a statement */
   readonly queryTimeoutMs: number;
+  /** the bound of the statement about to be sent, given the default (e.g. shorter for a caller's deadline) */
+  readonly timeoutMs?: (defaultMs: number) => number;
   /** most callers waiting for a connection; beyond, StoreError at once */
   readonly maxWaiting: number;
   /**
@@ -55,6 +50,7 @@ export class ClientTimeoutError extends Error {
 export function createGuardedPool(options: GuardedPoolOptions): GuardedPool {
   const { pool, availability, queryTimeoutMs, maxWaiting } = options;
   const slowStatementMs = options.slowStatementMs ?? 1000;
+  const timeoutFor = options.timeoutMs ?? ((defaultMs: number) => defaultMs);
   const guarded = new WeakMap<pg.PoolClient, Guarded>();
 
   // Idle clients: pg's pool removes them; the listener only keeps the error from crashing.
@@ -90,28 +86,17 @@ export function createGuardedPool(options: GuardedPoolOptions): GuardedPool {
     }
     let entry = guarded.get(client);
     if (!entry) {
-      entry = new Guarded(client, availability, queryTimeoutMs, slowStatementMs);
+      entry = new Guarded(client, availability, () => timeoutFor(queryTimeoutMs), slowStatementMs);
       guarded.set(client, entry);
     }
     entry.released = false;
     return entry;
   };
 
-  return {
-    connect,
-    async query(sql, parameters, timeoutMs) {
-      const client = await connect();
-      try {
-        return await client.query(sql, parameters, timeoutMs);
-      } finally {
-        client.release();
-      }
-    },
-    end: () => pool.end(),
-  };
+  return { connect, end: () => pool.end() };
 }
 
-class Guarded implements GuardedClient {
+class Guarded implements PostgresPoolClient {
   /** why this connection must not be used again */
   broken: unknown;
   released = false;
@@ -119,19 +104,15 @@ class Guarded implements GuardedClient {
   constructor(
     private readonly client: pg.PoolClient,
     private readonly availability: StoreAvailability,
-    private readonly defaultTimeoutMs: number,
+    private readonly timeoutMs: () => number,
     private readonly slowStatementMs: number,
   ) {}
 
-  query<R>(sql: string, parameters: ReadonlyArray<unknown>, timeoutMs?: number): Promise<PostgresQueryResult<R>>;
+  query<R>(sql: string, parameters: ReadonlyArray<unknown>): Promise<PostgresQueryResult<R>>;
   query<R>(cursor: PostgresCursor<R>): PostgresCursor<R>;
-  query<R>(
-    sqlOrCursor: string | PostgresCursor<R>,
-    parameters?: ReadonlyArray<unknown>,
-    timeoutMs?: number,
-  ): Promise<PostgresQueryResult<R>> | PostgresCursor<R> {
+  query<R>(sqlOrCursor: string | PostgresCursor<R>, parameters?: ReadonlyArray<unknown>): Promise<PostgresQueryResult<R>> | PostgresCursor<R> {
     if (typeof sqlOrCursor !== 'string') return this.client.query(sqlOrCursor as never) as PostgresCursor<R>;
-    return this.run<R>(sqlOrCursor, parameters ?? [], timeoutMs ?? this.defaultTimeoutMs);
+    return this.run<R>(sqlOrCursor, parameters ?? [], this.timeoutMs());
   }
 
   private async run<R>(sql: string, parameters: ReadonlyArray<unknown>, timeoutMs: number): Promise<PostgresQueryResult<R>> {

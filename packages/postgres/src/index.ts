@@ -5,7 +5,6 @@ export {
   type DatabaseOptions,
   type DatabaseStatus,
   type EmbeddedConnectionOptions,
-  type ExecuteOptions,
   type NotificationListener,
   type PoolStats,
   type PostgresConnectionOptions,
