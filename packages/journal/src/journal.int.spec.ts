@@ -362,46 +362,67 @@ describe.each(await testStoreKinds())('journal on %s', (kind) => {
     expect((await journal.readLatest(id))?.revision).toBe(5n);
   });
 
+  // NOTIFY channels are per database, and other suites write to the same database at the same
+  // time: these tests write to shards no one else uses (>= OWN_SHARDS_FROM of NOTIFY_SHARDS) and
+  // look only at the notifications naming such shards.
+  const NOTIFY_SHARDS = 4096;
+  const OWN_SHARDS_FROM = 1024;
+  const ownId = (prefix: string): string => {
+    for (let i = 0; i < 1000; i++) {
+      const id = newId(prefix);
+      if (shardOf(id, NOTIFY_SHARDS) >= OWN_SHARDS_FROM) return id;
+    }
+    throw new Error('no id in an own shard after 1000 tries');
+  };
+  const listenToOwnShards = (received: string[]) =>
+    database.listen(JOURNAL_NOTIFY_CHANNEL, (p) => {
+      if (p.split(',').every((shard) => Number(shard) >= OWN_SHARDS_FROM)) received.push(p);
+    });
+
   it('notifies the shards each append transaction touched', async () => {
+    const notifying = createJournal({ database, numShards: NOTIFY_SHARDS });
     const received: string[] = [];
-    const unlisten = await database.listen(JOURNAL_NOTIFY_CHANNEL, (p) => received.push(p));
+    const unlisten = await listenToOwnShards(received);
     try {
-      const ids = Array.from({ length: 12 }, () => newId('notify'));
-      await Promise.all(ids.map((entityId) => journal.append({ entityId, expectedRevision: 0n, events: [payload('n')] })));
-      const shards = [...new Set(ids.map((id) => shardOf(id, NUM_SHARDS)))].sort();
+      const ids = Array.from({ length: 12 }, () => ownId('notify'));
+      await Promise.all(ids.map((entityId) => notifying.append({ entityId, expectedRevision: 0n, events: [payload('n')] })));
+      const shards = [...new Set(ids.map((id) => shardOf(id, NOTIFY_SHARDS)))].sort();
       await expect
         .poll(() => received.flatMap((p) => p.split(',')).map(Number), { timeout: 3000 })
         .toEqual(expect.arrayContaining(shards));
       expect(received).toHaveLength(1); // one transaction, one notification
     } finally {
       await unlisten();
+      await notifying.close();
     }
   });
 
   it('notifies only the shards actually written when a member of the batch is refused', async () => {
+    const notifying = createJournal({ database, numShards: NOTIFY_SHARDS });
     // two entities in different shards; the one in `refusedShard` expects a wrong revision
-    const ids = Array.from({ length: 50 }, () => newId('nshard'));
+    const ids = Array.from({ length: 50 }, () => ownId('nshard'));
     const written = ids[0]!;
-    const refused = ids.find((id) => shardOf(id, NUM_SHARDS) !== shardOf(written, NUM_SHARDS))!;
+    const refused = ids.find((id) => shardOf(id, NOTIFY_SHARDS) !== shardOf(written, NOTIFY_SHARDS))!;
     const received: string[] = [];
-    const unlisten = await database.listen(JOURNAL_NOTIFY_CHANNEL, (p) => received.push(p));
+    const unlisten = await listenToOwnShards(received);
     try {
       const outcomes = await Promise.allSettled([
-        journal.append({ entityId: written, expectedRevision: 0n, events: [payload('w')] }),
-        journal.append({ entityId: refused, expectedRevision: 7n, events: [payload('r')] }),
+        notifying.append({ entityId: written, expectedRevision: 0n, events: [payload('w')] }),
+        notifying.append({ entityId: refused, expectedRevision: 7n, events: [payload('r')] }),
       ]);
       expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected']);
-      await expect.poll(() => received, { timeout: 3000 }).toEqual([String(shardOf(written, NUM_SHARDS))]);
+      await expect.poll(() => received, { timeout: 3000 }).toEqual([String(shardOf(written, NOTIFY_SHARDS))]);
       // a batch where everyone is refused notifies nothing
-      await expect(journal.append({ entityId: refused, expectedRevision: 7n, events: [payload('r')] })).rejects.toBeInstanceOf(
+      await expect(notifying.append({ entityId: refused, expectedRevision: 7n, events: [payload('r')] })).rejects.toBeInstanceOf(
         JournalConflictError,
       );
-      const after = newId('after');
-      await journal.append({ entityId: after, expectedRevision: 0n, events: [payload('a')] });
+      const after = ownId('after');
+      await notifying.append({ entityId: after, expectedRevision: 0n, events: [payload('a')] });
       await expect.poll(() => received.length, { timeout: 3000 }).toBe(2);
-      expect(received).toEqual([String(shardOf(written, NUM_SHARDS)), String(shardOf(after, NUM_SHARDS))]);
+      expect(received).toEqual([String(shardOf(written, NOTIFY_SHARDS)), String(shardOf(after, NOTIFY_SHARDS))]);
     } finally {
       await unlisten();
+      await notifying.close();
     }
   });
 
