@@ -28,7 +28,12 @@ describe('variables', () => {
   });
 
   it('treats the store passwords and anything named like a secret as secret', () => {
-    expect([...SECRET_VARIABLE_NAMES].sort()).toEqual(['COS_DB_PASSWORD', 'COS_POSTGRES_PASSWORD', 'COS_READ_SIDE_OFFSET_DB_PASSWORD']);
+    expect([...SECRET_VARIABLE_NAMES].sort()).toEqual([
+      'COS_CLUSTER_SECRET',
+      'COS_DB_PASSWORD',
+      'COS_POSTGRES_PASSWORD',
+      'COS_READ_SIDE_OFFSET_DB_PASSWORD',
+    ]);
     expect(looksSecret('POSTGRES_PASSWORD')).toBe(true);
     expect(looksSecret('API_TOKEN')).toBe(true);
     expect(looksSecret('COS_POSTGRES_USER')).toBe(false);

@@ -267,6 +267,9 @@ describe.each(Object.keys(VARIANTS))('deploy/kubernetes/%s', (variant) => {
           replicaCount: deployment.spec.replicas,
           podIp: '10.1.2.3',
           kubernetesAppLabel: pod.metadata.labels[labelKey!],
+          // no COS_CLUSTER_SECRET in the manifests: the replicas share one through the database
+          secret: undefined,
+          maxClockSkewMs: 30_000,
         });
       },
     );
