@@ -177,8 +177,12 @@ describe.runIf(available)('cos-server under faults, on a PostgreSQL the test own
       servers: [server],
       async fault(load, down) {
         for (let round = 0; round < 5; round++) {
-          // every client connection to COS's database: pool, lease pool, LISTEN, whatever their application_name
-          terminated.push(await postgres!.terminateBackends());
+          // every client connection to COS's database: pool, lease pool, LISTEN, whatever their
+          // application_name; right after a round COS may hold none yet (they reconnect on demand),
+          // so each round waits (bounded) until it has one to cut
+          let cut = 0;
+          await within(3_000, async () => (cut += await postgres!.terminateBackends()) > 0);
+          terminated.push(cut);
           // under load each time: wait (bounded) for service to come back before the next one
           const acks = load.acks();
           await within(5_000, () => load.acks() >= acks + 5 || down());
