@@ -3,7 +3,7 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CommitOutcomeUnknownError, JournalConflictError, StoreError } from '@chiefofstate/core';
 import { createDatabase, migrateToLatest, type Database } from '@chiefofstate/postgres';
-import { findPostgresBinDir, startOwnPostgres, type OwnPostgres } from '@chiefofstate/testing';
+import { findPostgresBinDir, pollUntil, startOwnPostgres, timed, type OwnPostgres } from '@chiefofstate/testing';
 import { createJournal, type Journal } from './journal.js';
 import { JOURNAL_LOCK_CLASS, journalMigrations } from './schema.js';
 
@@ -15,25 +15,6 @@ import { JOURNAL_LOCK_CLASS, journalMigrations } from './schema.js';
 
 const runnable = process.env['CI'] === 'true' || findPostgresBinDir() !== undefined;
 const SCHEMA = 'journal_faults';
-
-async function until(check: () => boolean | Promise<boolean>, ms: number, what: string): Promise<number> {
-  const started = Date.now();
-  for (;;) {
-    if (await check()) return Date.now() - started;
-    if (Date.now() - started > ms) throw new Error(`not within ${ms} ms: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
-async function settled<T>(promise: Promise<T>): Promise<{ ms: number; error?: unknown }> {
-  const started = Date.now();
-  try {
-    await promise;
-    return { ms: Date.now() - started };
-  } catch (error) {
-    return { ms: Date.now() - started, error };
-  }
-}
 
 const event = (text: string) => new TextEncoder().encode(text);
 
@@ -87,7 +68,7 @@ describe.skipIf(!runnable)('journal on a PostgreSQL that fails', () => {
     await open(300);
     const release = await holdAppendLock();
     const entityId = nextEntity();
-    const outcome = await settled(journal.append({ entityId, expectedRevision: 0n, events: [event('a')] }));
+    const outcome = await timed(() => journal.append({ entityId, expectedRevision: 0n, events: [event('a')] }));
     await release();
     expect(outcome.error).toBeInstanceOf(StoreError);
     expect(outcome.ms).toBeLessThan(800);
@@ -99,8 +80,8 @@ describe.skipIf(!runnable)('journal on a PostgreSQL that fails', () => {
     const release = await holdAppendLock();
     const now = Date.now();
     // one batch: both are queued in the same turn
-    const early = settled(journal.append({ entityId: nextEntity(), expectedRevision: 0n, events: [event('a')], deadline: now + 200 }));
-    const late = settled(journal.append({ entityId: nextEntity(), expectedRevision: 0n, events: [event('b')], deadline: now + 900 }));
+    const early = timed(() => journal.append({ entityId: nextEntity(), expectedRevision: 0n, events: [event('a')], deadline: now + 200 }));
+    const late = timed(() => journal.append({ entityId: nextEntity(), expectedRevision: 0n, events: [event('b')], deadline: now + 900 }));
     const [a, b] = await Promise.all([early, late]);
     await release();
     for (const outcome of [a, b]) {
@@ -116,16 +97,16 @@ describe.skipIf(!runnable)('journal on a PostgreSQL that fails', () => {
     const entityId = nextEntity();
     await journal.append({ entityId, expectedRevision: 0n, events: [event('1')] });
     await server.stall();
-    const inFlight = await settled(journal.append({ entityId, expectedRevision: 1n, events: [event('2')] }));
+    const inFlight = await timed(() => journal.append({ entityId, expectedRevision: 1n, events: [event('2')] }));
     expect(inFlight.error).toBeInstanceOf(CommitOutcomeUnknownError);
     expect(inFlight.ms).toBeLessThan(2500);
-    await until(() => !database.available(), 5000, 'store counted down');
-    const refused = await settled(journal.append({ entityId, expectedRevision: 1n, events: [event('2')] }));
+    await pollUntil(() => !database.available(), 5000, 'store counted down');
+    const refused = await timed(() => journal.append({ entityId, expectedRevision: 1n, events: [event('2')] }));
     expect(refused.error).toBeInstanceOf(StoreError);
     expect(refused.ms).toBeLessThan(100);
     server.resume();
     // the unknown append may have committed after SIGCONT: read, then write on what is there
-    await until(() => database.available(), 10_000, 'store back');
+    await pollUntil(() => database.available(), 10_000, 'store back');
     const latest = await journal.readLatest(entityId);
     await journal.append({ entityId, expectedRevision: latest!.revision, events: [event('3')] });
   }, 60_000);
@@ -136,7 +117,7 @@ describe.skipIf(!runnable)('journal on a PostgreSQL that fails', () => {
     await server.stop();
     try {
       const outcomes = await Promise.all(
-        Array.from({ length: 5 }, () => settled(journal.append({ entityId: nextEntity(), expectedRevision: 0n, events: [event('y')] }))),
+        Array.from({ length: 5 }, () => timed(() => journal.append({ entityId: nextEntity(), expectedRevision: 0n, events: [event('y')] }))),
       );
       for (const outcome of outcomes) {
         expect(outcome.error).toBeInstanceOf(StoreError);
@@ -145,7 +126,7 @@ describe.skipIf(!runnable)('journal on a PostgreSQL that fails', () => {
     } finally {
       await server.start();
     }
-    await until(() => database.available(), 10_000, 'store back');
+    await pollUntil(() => database.available(), 10_000, 'store back');
     await journal.append({ entityId: nextEntity(), expectedRevision: 0n, events: [event('z')] });
   }, 60_000);
 
@@ -188,10 +169,10 @@ describe.skipIf(!runnable)('journal on a PostgreSQL that fails', () => {
         }
       }
     });
-    await until(() => [...acknowledged.values()].reduce((n, a) => n + a.length, 0) > 200, 10_000, 'load running');
+    await pollUntil(() => [...acknowledged.values()].reduce((n, a) => n + a.length, 0) > 200, 10_000, 'load running');
     await server.restart();
     const before = [...acknowledged.values()].reduce((n, a) => n + a.length, 0);
-    await until(() => [...acknowledged.values()].reduce((n, a) => n + a.length, 0) > before + 200, 10_000, 'appends again');
+    await pollUntil(() => [...acknowledged.values()].reduce((n, a) => n + a.length, 0) > before + 200, 10_000, 'appends again');
     running = false;
     await Promise.all(loops);
     expect(failed + unknown).toBeGreaterThan(0);

@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { StoreError } from '@chiefofstate/core';
-import { findPostgresBinDir, startOwnPostgres, type OwnPostgres } from '@chiefofstate/testing';
+import { findPostgresBinDir, pollUntil, startOwnPostgres, timed, type OwnPostgres } from '@chiefofstate/testing';
 import { createDatabase, type Database, type DatabaseStatus, type PostgresConnectionOptions } from './database.js';
 import { isOutcomeUnknown } from './sql-errors.js';
 
@@ -15,27 +15,6 @@ import { isOutcomeUnknown } from './sql-errors.js';
 
 // The binaries are required in CI; elsewhere the suite is skipped without them.
 const runnable = process.env['CI'] === 'true' || findPostgresBinDir() !== undefined;
-
-/** Polls `check` every 50 ms until it holds; fails after `ms`. */
-async function until(check: () => boolean | Promise<boolean>, ms: number, what: string): Promise<number> {
-  const started = Date.now();
-  for (;;) {
-    if (await check()) return Date.now() - started;
-    if (Date.now() - started > ms) throw new Error(`not within ${ms} ms: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
-/** How a call ended and how long it took. */
-async function timed<T>(run: () => Promise<T>): Promise<{ ms: number; error?: unknown; value?: T }> {
-  const started = Date.now();
-  try {
-    const value = await run();
-    return { ms: Date.now() - started, value };
-  } catch (error) {
-    return { ms: Date.now() - started, error };
-  }
-}
 
 describe.skipIf(!runnable)('database on a PostgreSQL that fails', () => {
   let server: OwnPostgres;
@@ -120,11 +99,11 @@ describe.skipIf(!runnable)('database on a PostgreSQL that fails', () => {
   it('survives a restart (-m fast) under load, and serves again by itself', async () => {
     const database = await open();
     const traffic = load(database, 8);
-    await until(() => traffic.outcome.ok > 50, 10_000, 'load running');
+    await pollUntil(() => traffic.outcome.ok > 50, 10_000, 'load running');
     await server.restart();
-    const recoveredMs = await until(() => answers(database), 10_000, 'service back after the restart');
+    const recoveredMs = await pollUntil(() => answers(database), 10_000, 'service back after the restart');
     const before = traffic.outcome.ok;
-    await until(() => traffic.outcome.ok > before + 50, 10_000, 'load served again');
+    await pollUntil(() => traffic.outcome.ok > before + 50, 10_000, 'load served again');
     const outcome = await traffic.stop();
     expect(outcome.failed).toBeGreaterThan(0);
     expect(outcome.unexpected).toEqual([]);
@@ -139,11 +118,11 @@ describe.skipIf(!runnable)('database on a PostgreSQL that fails', () => {
     const traffic = load(database, 8);
     for (let round = 0; round < 5; round++) {
       const ok = traffic.outcome.ok;
-      await until(() => traffic.outcome.ok > ok + 20, 10_000, 'load running');
+      await pollUntil(() => traffic.outcome.ok > ok + 20, 10_000, 'load running');
       await server.terminateBackends({ applicationName: 'cos-faults-spec' });
     }
     const ok = traffic.outcome.ok;
-    await until(() => traffic.outcome.ok > ok + 50, 10_000, 'load served again');
+    await pollUntil(() => traffic.outcome.ok > ok + 50, 10_000, 'load served again');
     const outcome = await traffic.stop();
     expect(outcome.unexpected).toEqual([]);
     expect(outcome.slowestFailureMs).toBeLessThan(2000);
@@ -160,14 +139,14 @@ describe.skipIf(!runnable)('database on a PostgreSQL that fails', () => {
     expect(isOutcomeUnknown(stalled.error)).toBe(true);
     expect(stalled.ms).toBeLessThan(2500);
     // the probe (connect timeout 1 s) finds the store down; then calls fail at once
-    await until(() => !database.available(), 5000, 'store counted down');
+    await pollUntil(() => !database.available(), 5000, 'store counted down');
     const fast = await timed(() => sql`SELECT 1`.execute(database.kysely));
     expect(fast.error).toBeInstanceOf(StoreError);
     expect(isOutcomeUnknown(fast.error)).toBe(false);
     expect(fast.ms).toBeLessThan(100);
     expect(statuses).toContainEqual(expect.objectContaining({ what: 'store', up: false }));
     server.resume();
-    const recoveredMs = await until(() => answers(database), 10_000, 'service back after SIGCONT');
+    const recoveredMs = await pollUntil(() => answers(database), 10_000, 'service back after SIGCONT');
     expect(recoveredMs).toBeLessThan(5000);
     expect(database.available()).toBe(true);
     expect(statuses).toContainEqual({ what: 'store', up: true });
@@ -182,7 +161,7 @@ describe.skipIf(!runnable)('database on a PostgreSQL that fails', () => {
     const inFlight = timed(() => sql`SELECT pg_sleep(0.2)`.execute(database.kysely));
     await server.stall();
     // probed once the statement is 1 s without answer; the probe gives up after 2 s
-    await until(() => !database.available(), 5000, 'store counted down');
+    await pollUntil(() => !database.available(), 5000, 'store counted down');
     expect(Date.now() - started).toBeLessThan(4500);
     const fast = await timed(() => sql`SELECT 1`.execute(database.kysely));
     expect(fast.error).toBeInstanceOf(StoreError);
@@ -190,7 +169,7 @@ describe.skipIf(!runnable)('database on a PostgreSQL that fails', () => {
     server.resume();
     // the statement itself was answered once the server went on
     expect((await inFlight).error).toBeUndefined();
-    await until(() => database.available(), 10_000, 'store back');
+    await pollUntil(() => database.available(), 10_000, 'store back');
   }, 60_000);
 
   it('bounds the statements of withDeadline by the deadline when that is earlier than the statement timeout', async () => {
@@ -216,9 +195,9 @@ describe.skipIf(!runnable)('database on a PostgreSQL that fails', () => {
   it('bounds the callers waiting for a connection', async () => {
     const database = await open({ poolMax: 1, poolMaxWaiting: 1, statementTimeoutMs: 5000, connectTimeoutMs: 500 });
     const holder = sql`SELECT pg_sleep(1.5)`.execute(database.kysely);
-    await until(() => database.poolStats()!.idle === 0 && database.poolStats()!.total === 1, 2000, 'connection busy');
+    await pollUntil(() => database.poolStats()!.idle === 0 && database.poolStats()!.total === 1, 2000, 'connection busy');
     const waiter = timed(() => sql`SELECT 1`.execute(database.kysely));
-    await until(() => database.poolStats()!.waiting === 1, 2000, 'one caller waiting');
+    await pollUntil(() => database.poolStats()!.waiting === 1, 2000, 'one caller waiting');
     const refused = await timed(() => sql`SELECT 1`.execute(database.kysely));
     expect(refused.error).toBeInstanceOf(StoreError);
     expect(refused.ms).toBeLessThan(100);
@@ -236,7 +215,7 @@ describe.skipIf(!runnable)('database on a PostgreSQL that fails', () => {
     await sql`SET default_transaction_read_only = on`.execute(database.kysely);
     const refused = await timed(() => sql`INSERT INTO faults.items VALUES (1)`.execute(database.kysely));
     expect((refused.error as { code?: string }).code).toBe('25006');
-    await until(() => answers(database), 5000, 'store available');
+    await pollUntil(() => answers(database), 5000, 'store available');
     await sql`INSERT INTO faults.items VALUES (2)`.execute(database.kysely);
   }, 30_000);
 
@@ -249,7 +228,7 @@ describe.skipIf(!runnable)('database on a PostgreSQL that fails', () => {
     try {
       // new connections are read-only now, as after a fail-over that made this server a replica
       await server.terminateBackends({ applicationName: 'cos-faults-spec' });
-      await until(
+      await pollUntil(
         async () => {
           await sql`INSERT INTO faults.items VALUES (3)`.execute(database.kysely).catch(() => {});
           return !database.available();
@@ -267,7 +246,7 @@ describe.skipIf(!runnable)('database on a PostgreSQL that fails', () => {
       await client.query(`ALTER DATABASE ${pg.escapeIdentifier(name)} SET default_transaction_read_only = off`);
       await client.end();
     }
-    await until(() => database.available(), 10_000, 'store back');
+    await pollUntil(() => database.available(), 10_000, 'store back');
     await sql`INSERT INTO faults.items VALUES (4)`.execute(database.kysely);
   }, 30_000);
 
@@ -276,11 +255,11 @@ describe.skipIf(!runnable)('database on a PostgreSQL that fails', () => {
     const received: string[] = [];
     await database.listen('faults_channel', (payload) => received.push(payload));
     await sql`SELECT pg_notify('faults_channel', 'before')`.execute(database.kysely);
-    await until(() => received.includes('before'), 5000, 'first notification');
+    await pollUntil(() => received.includes('before'), 5000, 'first notification');
     await server.restart();
     let n = 0;
     // notifications sent before the LISTEN is back are lost: keep sending until one arrives
-    await until(
+    await pollUntil(
       async () => {
         await sql`SELECT pg_notify('faults_channel', ${`after-${n++}`})`.execute(database.kysely).catch(() => {});
         return received.some((payload) => payload.startsWith('after-'));

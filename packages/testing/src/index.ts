@@ -28,3 +28,4 @@ export {
   type OwnPostgresOptions,
   type TerminateFilter,
 } from './own-postgres.js';
+export { pollUntil, timed } from './timing.js';
