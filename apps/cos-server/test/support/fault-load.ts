@@ -210,9 +210,22 @@ export function judge(outcomes: readonly CallOutcome[], journal: readonly Journa
       failedButInJournal: outcomes.filter((o) => o.status !== 'OK' && byMarker.has(o.marker)).length,
       // how fast failures came: a server that fails fast answers within milliseconds
       failureLatencyMs: percentiles(outcomes.filter((o) => o.status !== 'OK').map((o) => o.endedAt - o.startedAt)),
+      failureMessages: failureMessages(outcomes),
       journalRows: journal.length,
     },
   };
+}
+
+/** Per failure status, its distinct messages (up to 3, shortened, ids replaced by '…') and their counts. */
+function failureMessages(outcomes: readonly CallOutcome[]): Record<string, Record<string, number>> {
+  const messages: Record<string, Record<string, number>> = {};
+  for (const o of outcomes) {
+    if (o.status === 'OK') continue;
+    const message = (o.details ?? '').replace(/"[^"]*"/g, '…').slice(0, 100);
+    const byMessage = (messages[o.status] ??= {});
+    if (message in byMessage || Object.keys(byMessage).length < 3) byMessage[message] = (byMessage[message] ?? 0) + 1;
+  }
+  return messages;
 }
 
 /** p50, p90 and max of the values, or undefined when there are none. */
