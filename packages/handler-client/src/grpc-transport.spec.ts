@@ -28,7 +28,8 @@ interface RawServer {
 
 type Respond = (stream: http2.ServerHttp2Stream, request: HandleCommandRequest, headers: http2.IncomingHttpHeaders) => void;
 
-async function startRawServer(respond: Respond): Promise<RawServer> {
+/** `stall`: calls whose request the server never reads, so their bodies stay in the client's send queue */
+async function startRawServer(respond: Respond, stall: (headers: http2.IncomingHttpHeaders) => boolean): Promise<RawServer> {
   const server = http2.createServer();
   const sessions: http2.ServerHttp2Session[] = [];
   const log: string[] = [];
@@ -38,6 +39,7 @@ async function startRawServer(respond: Respond): Promise<RawServer> {
   });
   server.on('stream', (stream, headers) => {
     stream.on('error', () => {}); // a stream the test resets on purpose
+    if (stall(headers)) return;
     const chunks: Buffer[] = [];
     stream.on('data', (chunk: Buffer) => chunks.push(chunk));
     stream.on('end', () => {
@@ -87,8 +89,8 @@ function command(text: string): HandleCommandRequest {
 
 const servers: RawServer[] = [];
 const clients: WriteSideClient[] = [];
-async function serve(respond: Respond): Promise<RawServer> {
-  const server = await startRawServer(respond);
+async function serve(respond: Respond, stall: (headers: http2.IncomingHttpHeaders) => boolean = () => false): Promise<RawServer> {
+  const server = await startRawServer(respond, stall);
   servers.push(server);
   return server;
 }
@@ -145,6 +147,32 @@ describe('gRPC transport', () => {
     await new Promise((resolve) => setTimeout(resolve, 50));
     const response = await c.handleCommand(command('second'));
     expect(fromBinary(StringValueSchema, response.events[0]!.value).value).toBe('second');
+    expect(server.sessions).toHaveLength(2);
+  });
+
+  it('keeps working after many calls were cancelled while their large requests still waited for flow control', async () => {
+    // Node never takes the unsent bytes of a cancelled stream off its session's memory count;
+    // with the default 10 MB limit, every later answer was refused with ENHANCE_YOUR_CALM.
+    const server = await serve((stream, request) => answer(stream, request), (headers) => headers['x-stall'] !== undefined);
+    const c = client(server.port);
+    const large = command('x'.repeat(256 * 1024));
+    const stalled = await Promise.allSettled(
+      Array.from({ length: 80 }, () => c.handleCommand(large, { headers: { 'x-stall': '1' }, timeoutMs: 100 })),
+    );
+    expect(stalled.every((s) => s.status === 'rejected')).toBe(true);
+    const response = await c.handleCommand(command('after'));
+    expect(fromBinary(StringValueSchema, response.events[0]!.value).value).toBe('after');
+  });
+
+  it('moves later calls to a new connection after a stream was refused with ENHANCE_YOUR_CALM', async () => {
+    const server = await serve((stream, request) => {
+      if (textOf(request) === 'refused') stream.close(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+      else answer(stream, request);
+    });
+    const c = client(server.port);
+    await expect(c.handleCommand(command('refused'))).rejects.toBeInstanceOf(HandlerUnavailableError);
+    const response = await c.handleCommand(command('next'));
+    expect(fromBinary(StringValueSchema, response.events[0]!.value).value).toBe('next');
     expect(server.sessions).toHaveLength(2);
   });
 

@@ -121,6 +121,11 @@ export function createGrpcTransport(options: GrpcTransportOptions): GrpcTranspor
     const created = connect(baseUrl, {
       ...(scheme === 'https' ? options.tls : undefined),
       settings: { enablePush: false },
+      // Node keeps counting the unsent request bytes of a cancelled call (one whose deadline
+      // passed while the handler was slow to read) against this limit, for the life of the
+      // connection; past the 10 MB default it refuses every answer with ENHANCE_YOUR_CALM.
+      // Memory is bounded by maxMessageBytes and COS's own bounds instead; grpc-js does the same.
+      maxSessionMemory: Number.MAX_SAFE_INTEGER,
     });
     // Failures reach the calls through their streams; the session's own event is noise here.
     created.on('error', () => {});
@@ -133,6 +138,12 @@ export function createGrpcTransport(options: GrpcTransportOptions): GrpcTranspor
     if (open === 0) created.unref();
     session = created;
     return created;
+  }
+
+  /** Later calls go to a new connection; the calls open on this one finish. */
+  function retire(target: ClientHttp2Session): void {
+    if (session === target) session = undefined;
+    if (!target.closed && !target.destroyed) target.close();
   }
 
   /** The session to use; one idle for longer than the PING interval is checked first. */
@@ -261,6 +272,8 @@ export function createGrpcTransport(options: GrpcTransportOptions): GrpcTranspor
         streamError = error;
       });
       stream.on('close', () => {
+        // A peer (or Node itself) short of resources refused the stream: give it a fresh connection.
+        if (stream.rstCode === constants.NGHTTP2_ENHANCE_YOUR_CALM) retire(target);
         if (settled) return;
         const outcome = conclude(method, responseHeaders, trailers, chunks, received, streamError, stream.rstCode);
         if (outcome instanceof ConnectError) finish(outcome);
