@@ -298,9 +298,10 @@ describe.runIf(hasServer)('cos-server replicas sharing one PostgreSQL', () => {
     // the next one (only a shard's lease holder writes it), then succeed...
     expect(unreachable).toBeGreaterThan(0);
     expect(afterKill.filter((o) => o.code === 'OK' && victims(o)).length).toBeGreaterThan(0);
-    // ...and only those already on their way to the victim when it died may fail, UNAVAILABLE, at once
+    // ...and only those already on their way to the victim when it died may fail, at once:
+    // UNAVAILABLE when it had not taken them, UNKNOWN when it had (it may have persisted them)
     for (const o of failed) {
-      expect(grpc.status[o.code as grpc.status], `${o.entityId} ${o.at - killedAt} ms after the kill`).toBe('UNAVAILABLE');
+      expect(['UNAVAILABLE', 'UNKNOWN'], `${o.entityId} ${o.at - killedAt} ms after the kill`).toContain(grpc.status[o.code as grpc.status]);
       expect(o.at - killedAt).toBeGreaterThanOrEqual(0);
       expect(o.at - killedAt).toBeLessThan(3000);
     }

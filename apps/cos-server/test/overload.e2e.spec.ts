@@ -76,8 +76,11 @@ describe('overload and oversized states over real processes', () => {
     console.info(`burst of 2,000: ${JSON.stringify(counts)}; cos-server peak RSS ${(peak / MiB).toFixed(0)} MiB`);
 
     expect(Object.keys(counts).filter((s) => !['OK', 'RESOURCE_EXHAUSTED', 'DEADLINE_EXCEEDED'].includes(s))).toEqual([]);
-    // the mailbox holds 256 (COS_ENTITY_MAILBOX_SIZE); the handler works off a few while the burst arrives
-    expect(counts['RESOURCE_EXHAUSTED'] ?? 0).toBeGreaterThanOrEqual(1000);
+    // the mailbox holds 256 (COS_ENTITY_MAILBOX_SIZE); the handler works off a few while the burst
+    // arrives, and queued commands whose 5 s run out free their places: how many of the 2,000 are
+    // refused depends on how fast the burst arrives (about 1,700 on a quiet machine, 450 to 950
+    // on a loaded one). Without the bound none is.
+    expect(counts['RESOURCE_EXHAUSTED'] ?? 0).toBeGreaterThanOrEqual(250);
     expect(counts['OK'] ?? 0).toBeGreaterThan(0);
     expect(peak).toBeLessThan(1024 * MiB);
     expect(await metric(cos, 'cos_commands_refused_total{reason="entity_mailbox"}')).toBe(counts['RESOURCE_EXHAUSTED']);

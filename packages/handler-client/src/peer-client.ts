@@ -1,5 +1,5 @@
 import { createClient, type Client } from '@connectrpc/connect';
-import { PeerUnreachableError } from '@chiefofstate/core';
+import { CommitOutcomeUnknownError, HandlerUnavailableError, PeerUnreachableError } from '@chiefofstate/core';
 import {
   ChiefOfStateService,
   FORWARDED_BY_HEADER,
@@ -43,7 +43,8 @@ const REFUSED_STREAM = 'NGHTTP2_REFUSED_STREAM';
  * Clients of the peers' ChiefOfStateService, one HTTP/2 connection per peer, for forwarding a
  * call to the replica that owns the entity. A peer's gRPC status reaches the caller unchanged
  * (HandlerFailedError with its code, message and details); a peer that refused the connection
- * gives PeerUnreachableError, since the call cannot have run there.
+ * gives PeerUnreachableError, since the call cannot have run there; a ProcessCommand whose
+ * connection failed after it was sent gives CommitOutcomeUnknownError (it may have run there).
  */
 export function createPeerClients(options: PeerClientsOptions): PeerClients {
   const { self, ...transportOptions } = options;
@@ -88,6 +89,14 @@ export function createPeerClients(options: PeerClientsOptions): PeerClients {
     } catch (error) {
       if (neverSent(error)) {
         throw new PeerUnreachableError(`peer ${address} ${method}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      }
+      // The command reached the owner and the connection failed before its answer (reset, peer
+      // killed): the owner may have persisted it, so the caller must not be told to retry blindly.
+      if (method === 'ProcessCommand' && error instanceof HandlerUnavailableError) {
+        throw new CommitOutcomeUnknownError(
+          `${error.message}: the command was forwarded to the replica owning the entity, which may or may not have persisted it; read the entity's state before retrying`,
+          { cause: error },
+        );
       }
       throw error;
     }

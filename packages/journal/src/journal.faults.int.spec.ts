@@ -86,7 +86,7 @@ describe.skipIf(!runnable)('journal on a PostgreSQL that fails', () => {
     await release();
     for (const outcome of [a, b]) {
       expect(outcome.error).toBeInstanceOf(CommitOutcomeUnknownError);
-      // the later deadline (900 ms) plus the grace (500 ms), not the 10 s statement timeout
+      // the later deadline (900 ms), not the 10 s statement timeout
       expect(outcome.ms).toBeGreaterThanOrEqual(850);
       expect(outcome.ms).toBeLessThan(2500);
     }

@@ -162,7 +162,8 @@ async function createPostgresDatabase(options: PostgresConnectionOptions): Promi
     queryTimeoutMs: statementTimeoutMs + CLIENT_GRACE_MS,
     timeoutMs: (defaultMs) => {
       const deadline = statementDeadline.getStore();
-      return deadline === undefined ? defaultMs : Math.min(defaultMs, Math.max(0, deadline - Date.now()) + CLIENT_GRACE_MS);
+      // up to the caller's deadline, no grace: past it nobody waits for the answer any more
+      return deadline === undefined ? defaultMs : Math.min(defaultMs, Math.max(0, deadline - Date.now()));
     },
     maxWaiting: options.poolMaxWaiting ?? 1000,
   });
