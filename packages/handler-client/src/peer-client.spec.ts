@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { StringValueSchema } from '@bufbuild/protobuf/wkt';
 import * as grpc from '@grpc/grpc-js';
-import { DeadlineExceededError, HandlerFailedError, PeerUnreachableError } from '@chiefofstate/core';
+import { DeadlineExceededError, HandlerFailedError, PeerRefusedError, PeerUnreachableError } from '@chiefofstate/core';
 import {
   ChiefOfStateService,
   FORWARDED_BY_HEADER,
@@ -12,6 +12,7 @@ import {
   MetaDataSchema,
   ProcessCommandRequestSchema,
   ProcessCommandResponseSchema,
+  REFUSED_TRAILER,
   packAny,
   type GetStateRequest,
   type ProcessCommandRequest,
@@ -172,6 +173,18 @@ describe('peer clients against a @grpc/grpc-js ChiefOfStateService', () => {
     expect(error.statusCode).toBe(grpc.status.UNAVAILABLE);
     expect(error.statusMessage).toBe('shutting down');
     expect(error.details).toEqual([]);
+  });
+
+  it('reports a refusal the peer marked as having written nothing as PeerRefusedError', async () => {
+    const server = await peer(() => {
+      const metadata = new grpc.Metadata();
+      metadata.set(REFUSED_TRAILER, 'COS_FENCED');
+      throw new GrpcJsStatusError(grpc.status.UNAVAILABLE, 'its shard is changing owner; nothing was written, retry', metadata);
+    });
+    const error = await clients().processCommand(server.address, request('acc-1')).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(PeerRefusedError);
+    expect((error as Error).message).toContain(server.address);
+    expect((error as Error).cause).toBeInstanceOf(HandlerFailedError);
   });
 
   it('reports a port nobody listens on as PeerUnreachableError', async () => {

@@ -1,8 +1,10 @@
 import { createClient, type Client } from '@connectrpc/connect';
-import { PeerUnreachableError } from '@chiefofstate/core';
+import { HandlerFailedError, PeerRefusedError, PeerUnreachableError } from '@chiefofstate/core';
+import { ConnectError } from '@connectrpc/connect';
 import {
   ChiefOfStateService,
   FORWARDED_BY_HEADER,
+  REFUSED_TRAILER,
   type GetStateRequest,
   type GetStateResponse,
   type ProcessCommandRequest,
@@ -43,7 +45,9 @@ const REFUSED_STREAM = 'NGHTTP2_REFUSED_STREAM';
  * Clients of the peers' ChiefOfStateService, one HTTP/2 connection per peer, for forwarding a
  * call to the replica that owns the entity. A peer's gRPC status reaches the caller unchanged
  * (HandlerFailedError with its code, message and details); a peer that refused the connection
- * gives PeerUnreachableError, since the call cannot have run there.
+ * gives PeerUnreachableError, since the call cannot have run there, and a refusal the peer marked
+ * with REFUSED_TRAILER (it wrote nothing: the shard is not its own any more, or it is stopping)
+ * gives PeerRefusedError.
  */
 export function createPeerClients(options: PeerClientsOptions): PeerClients {
   const { self, ...transportOptions } = options;
@@ -89,6 +93,7 @@ export function createPeerClients(options: PeerClientsOptions): PeerClients {
       if (neverSent(error)) {
         throw new PeerUnreachableError(`peer ${address} ${method}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
       }
+      if (refused(error)) throw new PeerRefusedError(`peer ${address} ${method} refused: ${error.message}`, { cause: error });
       throw error;
     }
   };
@@ -104,6 +109,10 @@ export function createPeerClients(options: PeerClientsOptions): PeerClients {
       return Promise.resolve();
     },
   };
+}
+
+function refused(error: unknown): error is HandlerFailedError {
+  return error instanceof HandlerFailedError && error.cause instanceof ConnectError && error.cause.metadata.has(REFUSED_TRAILER);
 }
 
 function neverSent(error: unknown): boolean {
