@@ -45,7 +45,7 @@ async function metric(replica: CosFixture, name: string, labels: Record<string, 
 }
 
 const ownedShards = (replica: CosFixture) => metric(replica, 'cos_entity_shards_owned');
-const routed = (replica: CosFixture, outcome: 'forwarded' | 'owner_unreachable') =>
+const routed = (replica: CosFixture, outcome: 'forwarded' | 'owner_unreachable' | 'owner_refused') =>
   metric(replica, 'cos_forwarded_calls_total', { outcome }).then((n) => n ?? 0);
 
 /**
@@ -81,6 +81,8 @@ interface Outcome {
   at: number;
   entityId: string;
   code: grpc.status | 'OK';
+  /** a failure's message, to tell why it failed */
+  details?: string;
 }
 
 /**
@@ -99,7 +101,7 @@ function startLoad(target: CosFixture, entities: string[], callers: number) {
         acks.push({ entityId, revision: response.meta!.revisionNumber, state: response.state!.value });
         outcomes.push({ at: Date.now(), entityId, code: 'OK' });
       } catch (error) {
-        outcomes.push({ at: Date.now(), entityId, code: (error as grpc.ServiceError).code });
+        outcomes.push({ at: Date.now(), entityId, code: (error as grpc.ServiceError).code, details: (error as grpc.ServiceError).details });
         await sleep(20);
       }
     }
@@ -337,12 +339,13 @@ describe.runIf(hasServer)('cos-server replicas sharing one PostgreSQL', () => {
       `SIGTERM: the stopping replica exited ${exitedAt - stoppedAt} ms and the survivor owned all ${NUM_SHARDS} shards ` +
         `${handoverMs} ms after the signal; ${duringStop.length} calls meanwhile, ` +
         `${load.outcomes.filter((o) => o.at > handedOverAt).length} after; ${failed.length} failed; ` +
-        `owner_unreachable ${await routed(survivor, 'owner_unreachable')}, forwarded ${await routed(survivor, 'forwarded')}`,
+        `owner_unreachable ${await routed(survivor, 'owner_unreachable')}, owner_refused ${await routed(survivor, 'owner_refused')}, ` +
+        `forwarded ${await routed(survivor, 'forwarded')}`,
     );
     if (failed.length > 0) console.info(survivor.server.output().split('\n').filter((line) => line.includes('"level":"error"')).slice(0, 5).join('\n'));
     expect(handoverMs).toBeLessThan(8000);
     expect(duringStop.length).toBeGreaterThan(0);
-    expect(failed.map((o) => `${o.entityId} ${grpc.status[o.code as grpc.status]} ${o.at - stoppedAt} ms after SIGTERM`)).toEqual([]);
+    expect(failed.map((o) => `${o.entityId} ${grpc.status[o.code as grpc.status]} ${o.at - stoppedAt} ms after SIGTERM: ${o.details}`)).toEqual([]);
     await checkJournal(survivor.schema, load.acks);
   }, 120_000);
   it("never answer GetState on the owner older than a write acknowledged by any replica: a stock client's forwarding mark is refused (UNAUTHENTICATED), nothing written", async () => {

@@ -7,7 +7,11 @@ import {
   HandlerFailedError,
   InternalError,
   InvalidArgumentError,
+  CommitOutcomeUnknownError,
+  DeadlineExceededError,
+  PeerRefusedError,
   PeerUnreachableError,
+  ShuttingDownError,
   StoreError,
   UnauthenticatedError,
   shardOf,
@@ -373,6 +377,89 @@ describe('routing ProcessCommand', () => {
     expect(routes).toEqual([['ProcessCommand', 'owner_unreachable']]);
   });
 
+  it('sends a command the owner refused having written nothing (it gave the shard up, is stopping) to the next owner, within the deadline', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const { router, local, peers, owners, routes, own } = setup();
+    const [a, b] = [idInShard(1), idInShard(2)];
+    owners.set(1, { address: 'peer-b:9000', self: false });
+    owners.set(2, { address: 'peer-b:9000', self: false });
+    // the stopping replica: its lease given up, no owner known to it yet
+    peers.reply = () => Promise.reject(new PeerRefusedError('peer peer-b:9000 ProcessCommand refused: no replica can take commands'));
+    const here = router.processCommand({ entityId: a, command: str('a'), deadline: 1_005_000 });
+    const there = router.processCommand({ entityId: b, command: str('b'), deadline: 1_005_000 });
+    await vi.advanceTimersByTimeAsync(350);
+    expect(local.commands).toEqual([]);
+    // this replica took shard 1 over, another one shard 2
+    await own(1);
+    owners.set(2, { address: 'peer-c:9000', self: false });
+    peers.reply = (record) => Promise.resolve({ state: str(`peer:${record.address}`), meta: meta(record.request.entityId, 1) });
+    await vi.advanceTimersByTimeAsync(100);
+    expect((await here).state).toEqual(str(`local:${a}`));
+    expect((await there).state).toEqual(str('peer:peer-c:9000'));
+    expect(local.commands.map((command) => command.entityId)).toEqual([a]);
+    expect(peers.calls.at(-1)!.address).toBe('peer-c:9000');
+    expect(routes.filter(([, outcome]) => outcome === 'owner_refused').length).toBeGreaterThanOrEqual(4);
+    expect(routes.at(-1)).toEqual(['ProcessCommand', 'forwarded']);
+  });
+
+  it('refuses a command once its deadline is near when the owner keeps refusing it, and passes a refusal on at once to a replica that forwarded it', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const { router, local, peers, owners } = setup();
+    const id = idInShard(1);
+    owners.set(1, { address: 'peer-b:9000', self: false });
+    const refused = new PeerRefusedError('peer peer-b:9000 ProcessCommand refused: shutting down');
+    peers.reply = () => Promise.reject(refused);
+    const mine = router.processCommand({ entityId: id, command: str('a'), deadline: 1_000_450 }).catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(500);
+    expect(await mine).toBe(refused);
+    const calls = peers.calls.length;
+    expect(calls).toBeGreaterThan(1);
+    const forwarded = {
+      entityId: id,
+      command: str('b'),
+      deadline: 1_005_000,
+      forwardedBy: 'peer-a:9000',
+      forwardProof: proof('peer-a:9000', 'ProcessCommand', id),
+    };
+    expect(await router.processCommand(forwarded).catch((e: unknown) => e)).toBe(refused);
+    expect(peers.calls).toHaveLength(calls + 1);
+    expect(local.commands).toEqual([]);
+  });
+
+  it('sends a command again only after failures that prove nothing was written, never after one that may have been', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const { router, local, peers, owners } = setup();
+    const id = idInShard(1);
+    owners.set(1, { address: 'peer-b:9000', self: false });
+    const maybeWritten = [
+      new CommitOutcomeUnknownError('the commit outcome is unknown'),
+      new DeadlineExceededError('peer peer-b:9000 ProcessCommand did not answer within 5000 ms'),
+      // an UNAVAILABLE of the owner without the refusal mark: its handler, its store...
+      new HandlerFailedError(14, 'write handler unavailable'),
+      new HandlerFailedError(2, 'stream reset'),
+      new Error('connection closed'),
+    ];
+    for (const failure of maybeWritten) {
+      const calls = peers.calls.length;
+      peers.reply = () => Promise.reject(failure);
+      const call = router.processCommand({ entityId: id, command: str('a'), deadline: Date.now() + 5000 }).catch((e: unknown) => e);
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(await call).toBe(failure);
+      expect(peers.calls).toHaveLength(calls + 1);
+    }
+    // a shard being given up here whose runtime is stopping: nothing written, sent to the next owner
+    const { router: stopping, local: stoppingLocal, owners: stoppingOwners, peers: stoppingPeers, own } = setup();
+    await own(1);
+    vi.spyOn(stoppingLocal, 'processCommand').mockRejectedValueOnce(new ShuttingDownError('shutting down'));
+    const call = stopping.processCommand({ entityId: id, command: str('a'), deadline: Date.now() + 5000 });
+    stoppingOwners.set(1, { address: 'peer-c:9000', self: false });
+    stopping.released(entityShardStream(1), 'closing').catch(() => {});
+    await vi.advanceTimersByTimeAsync(100);
+    expect((await call).state).toEqual(str('peer:peer-c:9000'));
+    expect(stoppingPeers.calls.map((c) => c.address)).toEqual(['peer-c:9000']);
+    expect(local.commands).toEqual([]);
+  });
+
   it('passes any other failure of the owner through unchanged, counted as forwarded, without running it here', async () => {
     const { router, local, owners, peers, routes } = setup();
     const id = idInShard(1);
@@ -471,6 +558,16 @@ describe('routing GetState', () => {
       ['GetState', 'no_owner'],
       ['GetState', 'no_owner'],
     ]);
+  });
+
+  it('reads here when the owner refused the call having done nothing (it gave the shard up)', async () => {
+    const { router, local, owners, peers, routes } = setup();
+    const id = idInShard(1);
+    owners.set(1, { address: 'peer-b:9000', self: false });
+    peers.reply = () => Promise.reject(new PeerRefusedError('peer peer-b:9000 GetState refused'));
+    expect((await router.getState(id)).state).toEqual(str(`local:${id}`));
+    expect(local.reads).toEqual([id]);
+    expect(routes).toEqual([['GetState', 'owner_refused']]);
   });
 
   it('falls back to reading here when the owner is unreachable, and passes other failures through', async () => {

@@ -1,7 +1,9 @@
 import {
   FencedError,
   InternalError,
+  PeerRefusedError,
   PeerUnreachableError,
+  ShuttingDownError,
   UnauthenticatedError,
   assertValidEntityId,
   shardOf,
@@ -42,6 +44,8 @@ export type RouteOutcome =
   | 'forwarded'
   /** the owner refused the connection: a GetState was read from the store here, a ProcessCommand refused */
   | 'owner_unreachable'
+  /** the owner refused the call having done nothing (it gave the shard up, or is stopping): likewise */
+  | 'owner_refused'
   /** no live owner is known (a takeover is under way) or the call was forwarded enough: likewise */
   | 'no_owner'
   /** a forwarding mark without a valid proof: refused */
@@ -97,9 +101,10 @@ const REROUTE_MS = 100;
  * only once its lease epoch fenced the previous owner's appends, so the entities it keeps in
  * memory cannot miss a write. Others forward to it, proving with the cluster secret that the
  * call comes from a replica. A receiver that no longer owns the shard forwards it once more at
- * most; a command that finds no reachable owner is refused retryably (FencedError or
- * PeerUnreachableError, UNAVAILABLE: nothing written), while a GetState is then read from the
- * store here.
+ * most; a command that finds no reachable owner, or one that refuses it having written nothing
+ * (it gave the shard up, or is stopping), is refused retryably (FencedError, PeerUnreachableError
+ * or PeerRefusedError, UNAVAILABLE: nothing written), while a GetState is then read from the store
+ * here. The caller's own command waits for the next owner instead, within its deadline.
  */
 export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
   const { local, peers, owners, auth, address: self, numShards, onRoute } = options;
@@ -163,13 +168,12 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
     try {
       reply = await forward(target.address);
     } catch (error) {
-      if (!(error instanceof PeerUnreachableError)) {
-        onRoute?.(method, 'forwarded');
-        throw error;
-      }
-      onRoute?.(method, 'owner_unreachable');
-      logger.debug('the shard owner is unreachable', { entityId, owner: target.address, err: error });
-      return fallback('owner_unreachable', error);
+      // anything else may have been written there: it reaches the caller as it was
+      const outcome = error instanceof PeerUnreachableError ? 'owner_unreachable' : error instanceof PeerRefusedError ? 'owner_refused' : undefined;
+      onRoute?.(method, outcome ?? 'forwarded');
+      if (outcome === undefined) throw error;
+      logger.debug('the shard owner did not take the call', { entityId, owner: target.address, err: error });
+      return fallback(outcome, error);
     }
     onRoute?.(method, 'forwarded');
     if (reply.state === undefined || reply.meta === undefined) {
@@ -206,7 +210,7 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
         ),
       (outcome, cause) => {
         // Only the owner writes: a write here could land behind its cache. Nothing was written.
-        if (cause instanceof PeerUnreachableError) throw cause;
+        if (cause instanceof PeerUnreachableError || cause instanceof PeerRefusedError) throw cause;
         throw new FencedError(
           `no replica can take commands for ${JSON.stringify(entityId)} now (${outcome === 'no_owner' ? 'its shard is changing owner' : outcome}); nothing was written, retry`,
         );
@@ -218,14 +222,14 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
     async processCommand(request) {
       assertValidEntityId(request.entityId);
       const forwards = forwardsOf('ProcessCommand', request.entityId, request);
-      // A shard changing owner (a replica stopped or died) has none for a moment: the caller's
-      // own command waits for the next one, looking again every REROUTE_MS, until its deadline.
+      // A shard changing owner (a replica stopped or died) has none for a moment, and the one
+      // giving it up refuses: the caller's own command waits for the next one, looking again
+      // every REROUTE_MS, until its deadline. Only refusals that wrote nothing are sent again.
       for (;;) {
         try {
           return await routeCommand(request, forwards);
         } catch (error) {
-          const refused = error instanceof FencedError || error instanceof PeerUnreachableError;
-          if (!refused || forwards > 0 || !(await waitToReroute(request))) throw error;
+          if (!wroteNothing(error) || forwards > 0 || !(await waitToReroute(request))) throw error;
         }
       }
     },
@@ -265,6 +269,16 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
       if (shard !== undefined) await leases.release(shard);
     },
   };
+}
+
+/** A failure that proves the command was not written anywhere, so it may go to the shard's next owner. */
+function wroteNothing(error: unknown): boolean {
+  return (
+    error instanceof FencedError ||
+    error instanceof PeerUnreachableError ||
+    error instanceof PeerRefusedError ||
+    error instanceof ShuttingDownError
+  );
 }
 
 /** The shard of an entity shard stream; undefined for any other stream. */

@@ -97,6 +97,14 @@ export class PeerUnreachableError extends CosError {
 }
 
 /**
+ * The replica a call was forwarded to refused it having done nothing (it gave the shard up, or is
+ * stopping, since it was asked), so it is safe to send it to the shard's next owner.
+ */
+export class PeerRefusedError extends CosError {
+  readonly code = 'COS_PEER_REFUSED';
+}
+
+/**
  * A call claimed to come from another replica (the forwarding mark) without a valid proof that
  * its sender knows the cluster secret. Nothing was done.
  */

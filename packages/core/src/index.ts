@@ -10,6 +10,7 @@ export {
   HandlerFailedError,
   HandlerUnavailableError,
   PeerUnreachableError,
+  PeerRefusedError,
   UnauthenticatedError,
   FencedError,
   DeadlineExceededError,

@@ -2,13 +2,19 @@ import { Code } from '@connectrpc/connect';
 import {
   CommitOutcomeUnknownError,
   DeadlineExceededError,
+  FencedError,
   HandlerFailedError,
+  HandlerUnavailableError,
   InternalError,
   InvalidArgumentError,
   MessageTooLargeError,
   OverloadedError,
+  PeerRefusedError,
+  PeerUnreachableError,
+  ShuttingDownError,
   StoreError,
 } from '@chiefofstate/core';
+import { REFUSED_TRAILER } from '@chiefofstate/protocol';
 import { decodeRpcStatus } from '@chiefofstate/testing';
 import { describe, expect, it } from 'vitest';
 import { logCallFailure, toConnectError } from './status.js';
@@ -75,5 +81,27 @@ describe('toConnectError', () => {
     const log = logCallFailure({ debug: () => lines.push('debug'), error: () => lines.push('error') });
     log('ProcessCommand', new OverloadedError('entity mailbox full'));
     expect(lines).toEqual(['debug']);
+  });
+
+  it('marks the refusals that wrote nothing and belong to another replica (UNAVAILABLE) with the refused trailer, no other failure', () => {
+    const refusals = [
+      new FencedError('its shard is changing owner'),
+      new ShuttingDownError('shutting down'),
+      new PeerUnreachableError('peer b:9000 ProcessCommand: connect ECONNREFUSED'),
+      new PeerRefusedError('peer b:9000 ProcessCommand refused'),
+    ];
+    for (const refusal of refusals) {
+      const error = toConnectError(refusal);
+      expect(error.code).toBe(Code.Unavailable);
+      expect(error.metadata.get(REFUSED_TRAILER)).toBe(refusal.code);
+    }
+    const others = [
+      new StoreError('database unreachable'),
+      new HandlerUnavailableError('write handler unavailable'),
+      new CommitOutcomeUnknownError('connection lost after the append was sent'),
+      new DeadlineExceededError('deadline exceeded'),
+      new HandlerFailedError(14, 'handler says unavailable'),
+    ];
+    for (const other of others) expect(toConnectError(other).metadata.get(REFUSED_TRAILER)).toBeNull();
   });
 });

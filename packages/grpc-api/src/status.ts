@@ -14,12 +14,14 @@ import {
   MessageTooLargeError,
   NotFoundError,
   OverloadedError,
+  PeerRefusedError,
   PeerUnreachableError,
   ShuttingDownError,
   StoreError,
   UnauthenticatedError,
   traceLogFields,
 } from '@chiefofstate/core';
+import { REFUSED_TRAILER } from '@chiefofstate/protocol';
 
 /**
  * The one place where COS failures become gRPC statuses. Everything below the edge throws
@@ -51,7 +53,7 @@ export function toConnectError(error: unknown): ConnectError {
     }
     return connectError;
   }
-  if (error instanceof CosError) return new ConnectError(error.message, codeOf(error), undefined, undefined, error);
+  if (error instanceof CosError) return new ConnectError(error.message, codeOf(error), refusedTrailer(error), undefined, error);
   return new ConnectError('internal error', Code.Internal, undefined, undefined, error);
 }
 
@@ -76,6 +78,16 @@ function encodeRpcStatus(
   return writer.finish();
 }
 
+/** Marks the refusals that wrote nothing and belong to another replica, for a forwarding one. */
+function refusedTrailer(error: CosError): Record<string, string> | undefined {
+  const refused =
+    error instanceof FencedError ||
+    error instanceof ShuttingDownError ||
+    error instanceof PeerUnreachableError ||
+    error instanceof PeerRefusedError;
+  return refused ? { [REFUSED_TRAILER]: error.code } : undefined;
+}
+
 function codeOf(error: CosError): Code {
   if (error instanceof InvalidArgumentError) return Code.InvalidArgument;
   if (error instanceof NotFoundError) return Code.NotFound;
@@ -86,6 +98,7 @@ function codeOf(error: CosError): Code {
   if (error instanceof HandlerUnavailableError) return Code.Unavailable;
   if (error instanceof ShuttingDownError) return Code.Unavailable;
   if (error instanceof PeerUnreachableError) return Code.Unavailable;
+  if (error instanceof PeerRefusedError) return Code.Unavailable;
   if (error instanceof StoreError) return Code.Unavailable;
   // not UNAVAILABLE, which invites a blind retry: the events may be persisted already
   if (error instanceof CommitOutcomeUnknownError) return Code.Unknown;

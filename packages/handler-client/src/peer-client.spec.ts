@@ -9,6 +9,7 @@ import {
   DeadlineExceededError,
   HandlerFailedError,
   HandlerUnavailableError,
+  PeerRefusedError,
   PeerUnreachableError,
 } from '@chiefofstate/core';
 import {
@@ -18,6 +19,7 @@ import {
   MetaDataSchema,
   ProcessCommandRequestSchema,
   ProcessCommandResponseSchema,
+  REFUSED_TRAILER,
   packAny,
   type GetStateRequest,
   type ProcessCommandRequest,
@@ -180,6 +182,18 @@ describe('peer clients against a @grpc/grpc-js ChiefOfStateService', () => {
     expect(error.details).toEqual([]);
   });
 
+  it('reports a refusal the peer marked as having written nothing as PeerRefusedError', async () => {
+    const server = await peer(() => {
+      const metadata = new grpc.Metadata();
+      metadata.set(REFUSED_TRAILER, 'COS_FENCED');
+      throw new GrpcJsStatusError(grpc.status.UNAVAILABLE, 'its shard is changing owner; nothing was written, retry', metadata);
+    });
+    const error = await clients().processCommand(server.address, request('acc-1')).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(PeerRefusedError);
+    expect((error as Error).message).toContain(server.address);
+    expect((error as Error).cause).toBeInstanceOf(HandlerFailedError);
+  });
+
   it('reports a port nobody listens on as PeerUnreachableError', async () => {
     const port = await freePort();
     const error = await clients().processCommand(`127.0.0.1:${port}`, request('acc-1')).catch((e: unknown) => e);
@@ -229,7 +243,7 @@ describe('peer clients against a @grpc/grpc-js ChiefOfStateService', () => {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
     const address = `127.0.0.1:${(server.address() as AddressInfo).port}`;
-    const error = await clients().getState(address, { entityId: 'acc-1' }).catch((e: unknown) => e);
+    const error = await clients().getState(address, { entityId: 'acc-1' } as GetStateRequest).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(HandlerUnavailableError);
   });
 

@@ -1,8 +1,9 @@
-import { createClient, type Client } from '@connectrpc/connect';
-import { CommitOutcomeUnknownError, HandlerUnavailableError, PeerUnreachableError } from '@chiefofstate/core';
+import { CommitOutcomeUnknownError, HandlerFailedError, HandlerUnavailableError, PeerRefusedError, PeerUnreachableError } from '@chiefofstate/core';
+import { ConnectError, createClient, type Client } from '@connectrpc/connect';
 import {
   ChiefOfStateService,
   FORWARDED_BY_HEADER,
+  REFUSED_TRAILER,
   type GetStateRequest,
   type GetStateResponse,
   type ProcessCommandRequest,
@@ -43,8 +44,10 @@ const REFUSED_STREAM = 'NGHTTP2_REFUSED_STREAM';
  * Clients of the peers' ChiefOfStateService, one HTTP/2 connection per peer, for forwarding a
  * call to the replica that owns the entity. A peer's gRPC status reaches the caller unchanged
  * (HandlerFailedError with its code, message and details); a peer that refused the connection
- * gives PeerUnreachableError, since the call cannot have run there; a ProcessCommand whose
- * connection failed after it was sent gives CommitOutcomeUnknownError (it may have run there).
+ * gives PeerUnreachableError, since the call cannot have run there; a refusal the peer marked
+ * with REFUSED_TRAILER (it wrote nothing: the shard is not its own any more, or it is stopping)
+ * gives PeerRefusedError; a ProcessCommand whose connection failed after it was sent gives
+ * CommitOutcomeUnknownError (it may have run there).
  */
 export function createPeerClients(options: PeerClientsOptions): PeerClients {
   const { self, ...transportOptions } = options;
@@ -90,6 +93,7 @@ export function createPeerClients(options: PeerClientsOptions): PeerClients {
       if (neverSent(error)) {
         throw new PeerUnreachableError(`peer ${address} ${method}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
       }
+      if (refused(error)) throw new PeerRefusedError(`peer ${address} ${method} refused: ${error.message}`, { cause: error });
       // The command reached the owner and the connection failed before its answer (reset, peer
       // killed): the owner may have persisted it, so the caller must not be told to retry blindly.
       if (method === 'ProcessCommand' && error instanceof HandlerUnavailableError) {
@@ -113,6 +117,10 @@ export function createPeerClients(options: PeerClientsOptions): PeerClients {
       return Promise.resolve();
     },
   };
+}
+
+function refused(error: unknown): error is HandlerFailedError {
+  return error instanceof HandlerFailedError && error.cause instanceof ConnectError && error.cause.metadata.has(REFUSED_TRAILER);
 }
 
 function neverSent(error: unknown): boolean {

@@ -53,8 +53,9 @@ export interface CosMetrics {
   observeReadSideDelivery(readSideId: string, seconds: number, outcome: string): void;
   /**
    * one ProcessCommand or GetState for another replica's shard: sent on to its owner
-   * (`forwarded`); the owner refused the connection or none is known (`owner_unreachable`,
-   * `no_owner`: a GetState read here, a command waiting or refused); a forwarding mark without a
+   * (`forwarded`); the owner refused the connection, refused the call having done nothing, or
+   * none is known (`owner_unreachable`, `owner_refused`, `no_owner`: a GetState read here, a
+   * command waiting or refused); a forwarding mark without a
    * valid proof, refused (`unauthenticated`)
    */
   observeRoute(method: string, outcome: string): void;
@@ -159,7 +160,7 @@ export function createMetrics(options: CosMetricsOptions = {}): CosMetrics {
   });
   const routed = new Counter({
     name: 'cos_forwarded_calls_total',
-    help: "calls for entities of another replica's shard, by outcome: forwarded, owner_unreachable, no_owner (a GetState read here, a command waiting or refused), unauthenticated (a forwarding mark without valid proof, refused)",
+    help: "calls for entities of another replica's shard, by outcome: forwarded, owner_unreachable, owner_refused, no_owner (a GetState read here, a command waiting or refused), unauthenticated (a forwarding mark without valid proof, refused)",
     labelNames: ['method', 'outcome'],
     registers: [registry],
   });

@@ -12,3 +12,11 @@ export const FORWARDED_BY_HEADER = 'x-cos-forwarded-by';
  * @chiefofstate/cluster). A mark without a valid proof is refused (UNAUTHENTICATED).
  */
 export const FORWARDED_PROOF_HEADER = 'x-cos-forwarded-proof';
+
+/**
+ * Trailer of a failed call that COS refused having written nothing, because another replica
+ * should take it (the shard changed owner, the replica is stopping, or no owner could be
+ * reached); its value is the error's code. A replica that forwarded the call sends it to the
+ * shard's next owner instead of passing the failure on.
+ */
+export const REFUSED_TRAILER = 'x-cos-refused';

@@ -8,4 +8,4 @@ export * from './gen/chief_of_state/v1/manager_pb.js';
 export * from './gen/chief_of_state/v1/persistence_pb.js';
 export * from './gen/grpc/health/v1/health_pb.js';
 export { EMPTY_STATE_TYPE_URL, emptyState, isUnsetAny, typeNameOf, packAny } from './any.js';
-export { FORWARDED_BY_HEADER, FORWARDED_PROOF_HEADER } from './cluster.js';
+export { FORWARDED_BY_HEADER, FORWARDED_PROOF_HEADER, REFUSED_TRAILER } from './cluster.js';
