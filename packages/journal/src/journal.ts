@@ -12,7 +12,7 @@ import {
   assertValidEntityId,
   shardOf,
 } from '@chiefofstate/core';
-import { isOutcomeUnknown, isUniqueViolation, sqlState, type Database } from '@chiefofstate/postgres';
+import { isOutcomeUnknown, isUniqueViolation, sqlState, withStatementDeadline, type Database } from '@chiefofstate/postgres';
 import { FENCED_SQLSTATE, type JournalTables } from './schema.js';
 
 export interface JournalOptions {
@@ -423,7 +423,8 @@ function createGroupCommitWriter(
     const blob = payloads.length === 1 ? payloads[0]! : Buffer.concat(payloads, offset);
     // Arrays go as PostgreSQL array literals built here: far cheaper than the driver's generic
     // per-element escaping, and the same text for pg and PGlite.
-    const query = CompiledQuery.raw(APPEND_SQL, [
+    // the database waits for the batch until the latest deadline of its members (capped by the statement timeout)
+    const query = CompiledQuery.raw(withStatementDeadline(APPEND_SQL, deadline), [
       textArray(entityIds),
       numberArray(expected),
       single ? null : numberArray(counts),
@@ -438,7 +439,7 @@ function createGroupCommitWriter(
       fences ? numberArray([...fences.keys()]) : null,
       fences ? numberArray([...fences.values()]) : null,
     ]);
-    const result = await database.withDeadline(deadline, () => database.kysely.executeQuery<AppendRow>(query));
+    const result = await database.kysely.executeQuery<AppendRow>(query);
     const row = result.rows[0];
     if (!row) throw new Error('cos_journal_append returned no row');
     return row;

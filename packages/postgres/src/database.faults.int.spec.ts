@@ -5,6 +5,7 @@ import { StoreError } from '@chiefofstate/core';
 import { findPostgresBinDir, pollUntil, startOwnPostgres, timed, type OwnPostgres } from '@chiefofstate/testing';
 import { createDatabase, type Database, type DatabaseStatus, type PostgresConnectionOptions } from './database.js';
 import { isOutcomeUnknown } from './sql-errors.js';
+import { withStatementDeadline } from './statement-deadline.js';
 
 /*
  * The faults every PostgreSQL deployment sees, on a server this file starts itself: a restart
@@ -172,10 +173,10 @@ describe.skipIf(!runnable)('database on a PostgreSQL that fails', () => {
     await pollUntil(() => database.available(), 10_000, 'store back');
   }, 60_000);
 
-  it('bounds the statements of withDeadline by the deadline when that is earlier than the statement timeout', async () => {
+  it('bounds a statement carrying a deadline (withStatementDeadline) by it when that is earlier than the statement timeout', async () => {
     const database = await open({ statementTimeoutMs: 10_000 });
     const call = await timed(() =>
-      database.withDeadline(Date.now() + 300, () => sql`SELECT pg_sleep(5)`.execute(database.kysely)),
+      sql.raw(withStatementDeadline('SELECT pg_sleep(5)', Date.now() + 300)).execute(database.kysely),
     );
     expect(isOutcomeUnknown(call.error)).toBe(true);
     expect(call.ms).toBeGreaterThanOrEqual(300);

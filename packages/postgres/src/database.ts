@@ -1,11 +1,11 @@
 import { mkdir } from 'node:fs/promises';
 import { PGlite, types as pgliteTypes } from '@electric-sql/pglite';
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { createGuardedPool } from './guarded-pool.js';
 import { createListenConnection, type NotificationListener } from './listen-connection.js';
 import { PGliteDialect } from './pglite-dialect.js';
+import { statementDeadlineOf } from './statement-deadline.js';
 import { createStoreAvailability } from './store-availability.js';
 
 export type { NotificationListener } from './listen-connection.js';
@@ -70,12 +70,6 @@ export interface Database {
   readonly schema: string;
   /** Table types are declared by each store package: `database.kysely.withTables<MyTables>()`. */
   readonly kysely: Kysely<object>;
-  /**
-   * Runs `run` with every statement it makes (through `kysely`, or a transaction of it) bounded
-   * on the client side by `deadline` (epoch ms, after which the caller has no use for the
-   * answer) as well as by the statement timeout. Undefined or Infinity: the statement timeout.
-   */
-  withDeadline<T>(deadline: number | undefined, run: () => Promise<T>): Promise<T>;
   /** Subscribes to NOTIFY on `channel`; resolves once listening. Returns the unsubscribe function. */
   listen(channel: string, listener: NotificationListener): Promise<() => Promise<void>>;
   /** false while the store is known to be unreachable (or a read-only replica); always true embedded */
@@ -154,14 +148,12 @@ async function createPostgresDatabase(options: PostgresConnectionOptions): Promi
     probe: () => probe(connection, Math.min(connectTimeoutMs, PROBE_TIMEOUT_MS)),
     onChange: (up, error) => options.onStatus?.({ what: 'store', up, ...(error !== undefined ? { error } : {}) }),
   });
-  // the deadline of the statements made inside withDeadline's `run`
-  const statementDeadline = new AsyncLocalStorage<number>();
   const guarded = createGuardedPool({
     pool,
     availability,
     queryTimeoutMs: statementTimeoutMs + CLIENT_GRACE_MS,
-    timeoutMs: (defaultMs) => {
-      const deadline = statementDeadline.getStore();
+    timeoutMs: (defaultMs, sql) => {
+      const deadline = statementDeadlineOf(sql);
       // up to the caller's deadline, no grace: past it nobody waits for the answer any more
       return deadline === undefined ? defaultMs : Math.min(defaultMs, Math.max(0, deadline - Date.now()));
     },
@@ -177,8 +169,6 @@ async function createPostgresDatabase(options: PostgresConnectionOptions): Promi
     kind: 'postgres',
     schema: options.schema,
     kysely,
-    withDeadline: (deadline, run) =>
-      deadline !== undefined && Number.isFinite(deadline) ? statementDeadline.run(deadline, run) : run(),
     listen: (channel, listener) => notifications.listen(channel, listener),
     available: () => availability.available(),
     poolStats: () => ({
@@ -254,7 +244,6 @@ async function createEmbeddedDatabase(options: EmbeddedConnectionOptions): Promi
     kind: 'embedded',
     schema: options.schema,
     kysely,
-    withDeadline: (_deadline, run) => run(),
     available: () => true,
     poolStats: () => undefined,
     async listen(channel, listener) {

@@ -28,8 +28,8 @@ export interface GuardedPoolOptions {
   readonly availability: StoreAvailability;
   /** client-side bound of a statement */
   readonly queryTimeoutMs: number;
-  /** the bound of the statement about to be sent, given the default (e.g. shorter for a caller's deadline) */
-  readonly timeoutMs?: (defaultMs: number) => number;
+  /** the bound of `sql`, about to be sent, given the default (e.g. shorter for a caller's deadline) */
+  readonly timeoutMs?: (defaultMs: number, sql: string) => number;
   /** most callers waiting for a connection; beyond, StoreError at once */
   readonly maxWaiting: number;
   /**
@@ -86,7 +86,7 @@ export function createGuardedPool(options: GuardedPoolOptions): GuardedPool {
     }
     let entry = guarded.get(client);
     if (!entry) {
-      entry = new Guarded(client, availability, () => timeoutFor(queryTimeoutMs), slowStatementMs);
+      entry = new Guarded(client, availability, (sql) => timeoutFor(queryTimeoutMs, sql), slowStatementMs);
       guarded.set(client, entry);
     }
     entry.released = false;
@@ -104,7 +104,7 @@ class Guarded implements PostgresPoolClient {
   constructor(
     private readonly client: pg.PoolClient,
     private readonly availability: StoreAvailability,
-    private readonly timeoutMs: () => number,
+    private readonly timeoutMs: (sql: string) => number,
     private readonly slowStatementMs: number,
   ) {}
 
@@ -112,7 +112,7 @@ class Guarded implements PostgresPoolClient {
   query<R>(cursor: PostgresCursor<R>): PostgresCursor<R>;
   query<R>(sqlOrCursor: string | PostgresCursor<R>, parameters?: ReadonlyArray<unknown>): Promise<PostgresQueryResult<R>> | PostgresCursor<R> {
     if (typeof sqlOrCursor !== 'string') return this.client.query(sqlOrCursor as never) as PostgresCursor<R>;
-    return this.run<R>(sqlOrCursor, parameters ?? [], this.timeoutMs());
+    return this.run<R>(sqlOrCursor, parameters ?? [], this.timeoutMs(sqlOrCursor));
   }
 
   private async run<R>(sql: string, parameters: ReadonlyArray<unknown>, timeoutMs: number): Promise<PostgresQueryResult<R>> {

@@ -12,4 +12,5 @@ export {
 export { ClientTimeoutError } from './guarded-pool.js';
 export { migrateToLatest, mergeMigrations, type Migration, type MigrateOptions, type MigrationSet } from './migrations.js';
 export { PGliteDialect } from './pglite-dialect.js';
+export { statementDeadlineOf, withStatementDeadline } from './statement-deadline.js';
 export { isConnectionFailure, isOutcomeUnknown, isStatementTimeout, isUniqueViolation, sqlState } from './sql-errors.js';
