@@ -30,7 +30,13 @@ export async function migrateToLatest(options: MigrateOptions): Promise<Migratio
     migrationTableName: 'cos_migrations',
     migrationLockTableName: 'cos_migrations_lock',
   });
-  const result = await migrator.migrateToLatest();
+  let result = await migrator.migrateToLatest();
+  // Kysely looks for its migration table across every schema of the database; a schema another
+  // process drops meanwhile fails that look-up (3F000 naming the other schema). Nothing ran yet:
+  // look again, a bounded number of times.
+  for (let attempt = 1; attempt < 5 && droppedMeanwhile(result.error, database.schema); attempt++) {
+    result = await migrator.migrateToLatest();
+  }
   if (result.error !== undefined) {
     const failed = result.results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
     throw new StoreError(`schema migration ${failed} failed in schema ${database.schema}`, {
@@ -38,6 +44,12 @@ export async function migrateToLatest(options: MigrateOptions): Promise<Migratio
     });
   }
   return result;
+}
+
+function droppedMeanwhile(error: unknown, schema: string): boolean {
+  if (typeof error !== 'object' || error === null) return false;
+  const { code, message } = error as { code?: unknown; message?: unknown };
+  return code === '3F000' && typeof message === 'string' && !message.includes(`"${schema}"`);
 }
 
 /** Merges migration sets, refusing two packages that claim the same migration name. */
