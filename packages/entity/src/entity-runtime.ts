@@ -427,8 +427,11 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
       try {
         await load(slot);
       } catch (error) {
-        fail(batch[0]!, error);
-        return batch.slice(1);
+        // The store failed this read (down, stalled, timed out): the commands queued with it
+        // would each wait for a read of their own, one after another past their deadlines, so
+        // they all fail now; nothing of theirs was written.
+        for (const command of batch) fail(command, error);
+        return NO_COMMANDS;
       }
     }
     const { entityId } = slot;
