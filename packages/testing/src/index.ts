@@ -29,3 +29,4 @@ export {
   type TerminateFilter,
 } from './own-postgres.js';
 export { pollUntil, timed } from './timing.js';
+export { createTestPki, type IssuedCertificate, type IssueOptions, type TestPki } from './test-pki.js';
