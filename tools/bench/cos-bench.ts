@@ -33,12 +33,18 @@
  * same handler, load client and PostgreSQL, each on a schema of its own: what a change costs.
  * Same defaults as --tracing-cost. Writes <!-- baseline:start --> ... <!-- baseline:end -->.
  *
+ * --tls-cost: instead of the ceiling, the same cos-server with TLS on both hops against TLS off:
+ * the load client calls it over TLS (COS_TLS_CERT_FILE / COS_TLS_KEY_FILE) and it calls the
+ * handler over TLS (COS_WRITE_SIDE_USE_TLS, COS_WRITE_SIDE_TLS_CA_FILE; the handler process
+ * serves both a plaintext and a TLS port). Certificates from a throwaway CA (EC P-256). Same
+ * defaults as --tracing-cost. Writes <!-- tls:start --> ... <!-- tls:end -->.
+ *
  * Build first (the benchmark runs the built server and packages, like production):
  *   npx nx run @chiefofstate/cos-server:build      (or pass --build)
  *   npx tsx tools/bench/cos-bench.ts [--duration=5] [--warmup=1] [--repeats=3]
  *       [--callers=1,16,64,256] [--entities=10000] [--keys=spread,hot] [--memory-entities=100000] [--no-memory]
  *       [--no-write] [--build] [--cpu-prof=DIR] [--tracing-cost [--doc-section=tracing]]
- *       [--replicas [--doc-section=replicas]] [--traced-env=K=V,...] [--baseline=DIR]
+ *       [--replicas [--doc-section=replicas]] [--traced-env=K=V,...] [--baseline=DIR] [--tls-cost]
  *
  * PostgreSQL: COS_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres); the
  * schema is dropped afterwards. Writes the tables to docs/benchmarks.md between
@@ -52,6 +58,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { createTestPki, type TestPki } from '@chiefofstate/testing';
 import { benchArgs, median, writeBenchmarkSection } from './bench-support.js';
 import type { LoadRequest, LoadResult } from './cos-bench/load.js';
 
@@ -65,10 +72,11 @@ const warmupMs = Number(args.get('warmup') ?? 1) * 1000;
 const repeats = Number(args.get('repeats') ?? 3);
 const tracingCost = args.has('tracing-cost');
 const replicas = args.has('replicas');
+const tlsCost = args.has('tls-cost');
 /** --baseline: the built cos-server of another checkout, compared with this one */
 const baselineMain = args.has('baseline') ? path.resolve(args.get('baseline') ?? '', 'apps/cos-server/dist/main.js') : undefined;
-if ([tracingCost, replicas, baselineMain !== undefined].filter(Boolean).length > 1) {
-  console.error('--tracing-cost, --replicas and --baseline are separate runs: pass one of them');
+if ([tracingCost, replicas, baselineMain !== undefined, tlsCost].filter(Boolean).length > 1) {
+  console.error('--tracing-cost, --replicas, --baseline and --tls-cost are separate runs: pass one of them');
   process.exit(2);
 }
 if (baselineMain !== undefined && !existsSync(baselineMain)) {
@@ -76,7 +84,7 @@ if (baselineMain !== undefined && !existsSync(baselineMain)) {
   process.exit(2);
 }
 /** a second system side by side instead of the ceiling: tracing on, two replicas, or a baseline build */
-const sideBySide = tracingCost || replicas || baselineMain !== undefined;
+const sideBySide = tracingCost || replicas || baselineMain !== undefined || tlsCost;
 const callerCounts = (args.get('callers') ?? (sideBySide ? '1,16,64' : '1,16,64,256')).split(',').map(Number);
 const entityCount = Number(args.get('entities') ?? 10_000);
 const keySets = (args.get('keys') ?? (sideBySide ? 'spread' : 'spread,hot')).split(',') as Keys[];
@@ -87,7 +95,8 @@ const writeDoc = !args.has('no-write');
  * the docs/benchmarks.md section --tracing-cost or --replicas writes, e.g. tracing-node24 for a
  * run under another Node
  */
-const docSection = args.get('doc-section') ?? (replicas ? 'replicas' : baselineMain !== undefined ? 'baseline' : 'tracing');
+const docSection =
+  args.get('doc-section') ?? (replicas ? 'replicas' : baselineMain !== undefined ? 'baseline' : tlsCost ? 'tls' : 'tracing');
 /**
  * --traced-env=K=V,K=V: more environment for the traced cos-server only, to take the cost apart
  * (e.g. OTEL_TRACES_SAMPLER=always_off: the SDK installed, nothing recorded). Use with --no-write.
@@ -104,16 +113,18 @@ const serverUrl = new URL(process.env['COS_BENCH_POSTGRES_URL'] ?? 'postgres://p
 /**
  * cos: cos-server (tracing off; `one` under --replicas); ceiling: see above; traced: cos-server
  * exporting every span; two: two cos-server replicas splitting the entity shards; baseline: the
- * cos-server of --baseline's checkout
+ * cos-server of --baseline's checkout; tls: cos-server with TLS on both hops
  */
-type System = 'cos' | 'ceiling' | 'traced' | 'two' | 'baseline';
+type System = 'cos' | 'ceiling' | 'traced' | 'two' | 'baseline' | 'tls';
 const systems: readonly System[] = tracingCost
   ? ['cos', 'traced']
   : replicas
     ? ['cos', 'two']
     : baselineMain !== undefined
       ? ['baseline', 'cos']
-      : ['cos', 'ceiling'];
+      : tlsCost
+        ? ['cos', 'tls']
+        : ['cos', 'ceiling'];
 /** a system's name in the output */
 const shown = (system: System): string => (replicas && system === 'cos' ? 'one' : system);
 /** cos-server's default COS_NUM_SHARDS: the two replicas own half each */
@@ -246,6 +257,10 @@ const twoServiceName = `${serviceName}-two`;
 const baselineSchema = `${schema}_baseline`;
 if (baselineMain !== undefined) await admin.query(`create schema ${baselineSchema}`);
 const baselineServiceName = `${serviceName}-baseline`;
+// And the TLS one.
+const tlsSchema = `${schema}_tls`;
+if (tlsCost) await admin.query(`create schema ${tlsSchema}`);
+const tlsServiceName = `${serviceName}-tls`;
 
 async function backendPids(system: System): Promise<number[]> {
   const result = await admin.query<{ pid: number }>('select pid from pg_stat_activity where application_name = $1', [
@@ -255,7 +270,9 @@ async function backendPids(system: System): Promise<number[]> {
         ? twoServiceName
         : system === 'baseline'
           ? baselineServiceName
-          : serviceName,
+          : system === 'tls'
+            ? tlsServiceName
+            : serviceName,
   ]);
   return result.rows.map((row) => row.pid);
 }
@@ -307,6 +324,10 @@ const pair: { proc: Proc; port: number; metricsPort: number }[] = [];
 let ceiling: Proc | undefined;
 let traced: Proc | undefined;
 let baseline: Proc | undefined;
+let tls: Proc | undefined;
+/** --tls-cost: the CA, and the certificate both servers (cos-server and the handler) present */
+let pki: TestPki | undefined;
+let handlerTlsPort = 0;
 let receiver: Proc | undefined;
 let receiverPort = 0;
 let load: Proc | undefined;
@@ -430,7 +451,13 @@ const pending = new Map<number, (result: LoadResult) => void>();
 async function drive(system: System, request: Omit<LoadRequest, 'id' | 'target' | 'traceparent'>): Promise<LoadResult> {
   const id = nextRequestId++;
   // With --tracing-cost both servers get the same traceparent on every call; only one records spans.
-  const full: LoadRequest = { ...request, id, target: target(system), traceparent: tracingCost };
+  const full: LoadRequest = {
+    ...request,
+    id,
+    target: target(system),
+    traceparent: tracingCost,
+    ...(system === 'tls' && pki ? { tlsCa: pki.ca } : {}),
+  };
   const result = await new Promise<LoadResult>((resolve, reject) => {
     pending.set(id, resolve);
     load!.child.send(full, (error) => error && reject(error));
@@ -444,8 +471,15 @@ const target = (system: System): string | string[] =>
   system === 'two' ? pair.map((replica) => `127.0.0.1:${replica.port}`) : `127.0.0.1:${ports[system]}`;
 
 try {
-  handler = start('handler', [...profile('handler'), ...tsx('handler.ts')], {});
+  pki = tlsCost ? createTestPki('cos-bench-') : undefined;
+  const served = pki?.issue({ name: 'localhost', usage: 'server' });
+  handler = start(
+    'handler',
+    [...profile('handler'), ...tsx('handler.ts')],
+    served ? { HANDLER_TLS_CERT_FILE: served.certFile, HANDLER_TLS_KEY_FILE: served.keyFile } : {},
+  );
   handlerPort = Number((await handler.waitFor(/listening (\d+)/))[1]);
+  if (served) handlerTlsPort = Number((await handler.waitFor(/tls-listening (\d+)/))[1]);
   const started = await startCos();
   cos = started.proc;
   ports.cos = started.port;
@@ -470,6 +504,22 @@ try {
     const before = await startCos({ COS_SERVICE_NAME: baselineServiceName }, 'cos-server-baseline', baselineSchema, baselineMain);
     baseline = before.proc;
     ports.baseline = before.port;
+  } else if (served && pki) {
+    const on = await startCos(
+      {
+        COS_SERVICE_NAME: tlsServiceName,
+        COS_TLS_CERT_FILE: served.certFile,
+        COS_TLS_KEY_FILE: served.keyFile,
+        WRITE_SIDE_HANDLER_SERVICE_HOST: 'localhost',
+        WRITE_SIDE_HANDLER_SERVICE_PORT: String(handlerTlsPort),
+        COS_WRITE_SIDE_USE_TLS: 'true',
+        COS_WRITE_SIDE_TLS_CA_FILE: pki.caFile,
+      },
+      'cos-server-tls',
+      tlsSchema,
+    );
+    tls = on.proc;
+    ports.tls = on.port;
   } else {
     ceiling = start('ceiling', [...profile('ceiling'), ...tsx('ceiling.ts')], { HANDLER_PORT: String(handlerPort) });
     ports.ceiling = Number((await ceiling.waitFor(/listening (\d+)/))[1]);
@@ -514,6 +564,8 @@ try {
                 ? [traced!]
                 : system === 'baseline'
                   ? [baseline!]
+                  : system === 'tls'
+                    ? [tls!]
                   : system === 'two'
                     ? pair.map((r) => r.proc)
                     : [ceiling!];
@@ -617,6 +669,8 @@ try {
     reportReplicas(cells);
   } else if (baselineMain !== undefined) {
     reportBaseline(cells);
+  } else if (tlsCost) {
+    reportTls(cells);
   } else {
     report(cells, memory);
   }
@@ -627,6 +681,7 @@ try {
     ceiling?.stop(),
     traced?.stop(),
     baseline?.stop(),
+    tls?.stop(),
     ...pair.map((replica) => replica.proc.stop()),
     receiver?.stop(),
     handler?.stop(),
@@ -636,6 +691,8 @@ try {
   await admin.query(`drop schema if exists ${tracedSchema} cascade`);
   await admin.query(`drop schema if exists ${twoSchema} cascade`);
   await admin.query(`drop schema if exists ${baselineSchema} cascade`);
+  await admin.query(`drop schema if exists ${tlsSchema} cascade`);
+  pki?.remove();
   await admin.end();
 }
 
@@ -792,6 +849,7 @@ function repeatMedians(mine: readonly Cell[]) {
     p50: median(mine.map((c) => c.result.p50Ms)),
     p99: median(mine.map((c) => c.result.p99Ms)),
     errors: mine.reduce((sum, c) => sum + c.result.errors, 0),
+    client: median(mine.map((c) => c.cpu.client)),
     server: median(mine.map((c) => c.cpu.server)),
     handler: median(mine.map((c) => c.cpu.handler)),
     receiver: median(mine.map((c) => c.cpu.receiver)),
@@ -967,6 +1025,58 @@ function reportBaseline(cells: Cell[]) {
     '`npx tsx tools/bench/cos-bench.ts --baseline=../baseline` (options as for `--tracing-cost`).',
     'The two cos-servers run side by side on one handler, load client and PostgreSQL, each on its own',
     'schema, cell after cell.',
+    '',
+    `Machine: ${machineDescription()}.`,
+    '',
+    ...body,
+    `<!-- ${docSection}:end -->`,
+  ]);
+}
+
+function reportTls(cells: Cell[]) {
+  const pct = (v: number) => `${v >= 0 ? '+' : ''}${(100 * v).toFixed(1)}%`;
+  const lines = [
+    '| callers | TLS | cmd/s | p50 ms | p99 ms | client CPU ms/cmd | cos-server CPU ms/cmd | handler CPU ms/cmd | errors |',
+    '|--:|:--|--:|--:|--:|--:|--:|--:|--:|',
+  ];
+  const changes: string[] = [];
+  for (const callers of callerCounts) {
+    const mine = (system: System) => cells.filter((c) => c.system === system && c.callers === callers);
+    for (const system of ['cos', 'tls'] as const) {
+      const s = repeatMedians(mine(system));
+      lines.push(
+        `| ${callers} | ${system === 'tls' ? 'both hops' : 'off'} | ${s.perSecond.toFixed(0)} | ${latencyMs(s.p50)} | ${latencyMs(s.p99)} | ` +
+          `${s.client.toFixed(3)} | ${s.server.toFixed(3)} | ${s.handler.toFixed(3)} | ${s.errors} |`,
+      );
+    }
+    const ratio = (pick: (cell: Cell) => number) => pairedRatio(mine('cos'), mine('tls'), pick);
+    changes.push(
+      `- ${callers} caller${callers === 1 ? '' : 's'}: throughput ${pct(ratio((c) => c.result.perSecond) - 1)}, ` +
+        `p50 ${pct(ratio((c) => c.result.p50Ms) - 1)}, p99 ${pct(ratio((c) => c.result.p99Ms) - 1)}; CPU per command: ` +
+        `cos-server ${pct(ratio((c) => c.cpu.server) - 1)}, client ${pct(ratio((c) => c.cpu.client) - 1)}, ` +
+        `handler ${pct(ratio((c) => c.cpu.handler) - 1)}`,
+    );
+  }
+  const body = [
+    ...lines,
+    '',
+    ...changes,
+    '',
+    `Table: medians of ${repeats} runs. Changes (TLS against off): the median over the runs of the ratio within each run ` +
+      `(both measured back to back, alternating which goes first). Each cell ${warmupMs / 1000} s warm-up then ` +
+      `${durationMs / 1000} s measured; ${entityCount.toLocaleString('en')} entities, round robin. Connections are ` +
+      'long-lived, so this is the cost of encrypting the bytes, not of handshakes.',
+  ];
+  console.log(body.join('\n'));
+  if (!writeDoc) return;
+  writeSection(docSection, [
+    `<!-- ${docSection}:start -->`,
+    `## Cost of TLS on ProcessCommand, Node ${process.versions.node.split('.')[0]}`,
+    '',
+    'Run: `npx tsx tools/bench/cos-bench.ts --tls-cost` (options as for `--tracing-cost`). Two cos-servers',
+    'side by side on one handler process, load client and PostgreSQL, each on its own schema: one all',
+    'plaintext; the other serving over TLS (COS_TLS_CERT_FILE, an EC P-256 certificate) and calling the',
+    'handler over TLS (COS_WRITE_SIDE_USE_TLS, COS_WRITE_SIDE_TLS_CA_FILE). PostgreSQL stays plaintext.',
     '',
     `Machine: ${machineDescription()}.`,
     '',

@@ -1,6 +1,7 @@
 // The benchmark's write handler: a minimal WriteSideHandlerService on a stock @grpc/grpc-js server,
 // run as its own process. HandleCommand answers events = [command]; HandleEvent answers a small
 // state (the event's revision as 4 bytes). Prints `listening <port>` once bound.
+import { readFileSync } from 'node:fs';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { AnySchema } from '@bufbuild/protobuf/wkt';
 import * as grpc from '@grpc/grpc-js';
@@ -71,6 +72,18 @@ server.bindAsync(`127.0.0.1:${process.env['PORT'] ?? '0'}`, grpc.ServerCredentia
     process.exit(1);
   }
   process.stdout.write(`listening ${port}\n`);
+  // --tls-cost: the same service on a second port, over TLS
+  const certFile = process.env['HANDLER_TLS_CERT_FILE'];
+  const keyFile = process.env['HANDLER_TLS_KEY_FILE'];
+  if (certFile === undefined || keyFile === undefined) return;
+  const credentials = grpc.ServerCredentials.createSsl(null, [{ cert_chain: readFileSync(certFile), private_key: readFileSync(keyFile) }]);
+  server.bindAsync('127.0.0.1:0', credentials, (tlsError, tlsPort) => {
+    if (tlsError) {
+      process.stderr.write(`${tlsError.message}\n`);
+      process.exit(1);
+    }
+    process.stdout.write(`tls-listening ${tlsPort}\n`);
+  });
 });
 const stop = () => server.tryShutdown(() => process.exit(0));
 process.once('SIGTERM', stop);

@@ -28,6 +28,8 @@ export interface LoadRequest {
   readonly durationMs: number;
   /** send a fresh sampled W3C `traceparent` with every call, so a tracing server traces it */
   readonly traceparent?: boolean;
+  /** call over TLS, trusting this CA (PEM); the server's certificate must name localhost */
+  readonly tlsCa?: string;
 }
 
 export interface LoadResult {
@@ -82,13 +84,17 @@ function tracedMetadata(): grpc.Metadata {
 }
 
 const clients = new Map<string, Unary>();
-function clientFor(target: string): Unary {
-  let call = clients.get(target);
+function clientFor(target: string, tlsCa: string | undefined): Unary {
+  const key = `${tlsCa === undefined ? 'h2c' : 'tls'}:${target}`;
+  let call = clients.get(key);
   if (call === undefined) {
-    const client = new Client(target, grpc.credentials.createInsecure());
+    const client =
+      tlsCa === undefined
+        ? new Client(target, grpc.credentials.createInsecure())
+        : new Client(target, grpc.credentials.createSsl(Buffer.from(tlsCa)), { 'grpc.ssl_target_name_override': 'localhost' });
     const method = (client as unknown as Record<string, Unary>)['processCommand']!;
     call = method.bind(client);
-    clients.set(target, call);
+    clients.set(key, call);
   }
   return call;
 }
@@ -115,7 +121,7 @@ function percentile(sorted: Float64Array, p: number): number {
 }
 
 async function run(request: LoadRequest): Promise<LoadResult> {
-  const calls = (typeof request.target === 'string' ? [request.target] : request.target).map(clientFor);
+  const calls = (typeof request.target === 'string' ? [request.target] : request.target).map((target) => clientFor(target, request.tlsCa));
   const requests = requestsFor(request.prefix, request.count);
   const timed = request.mode === 'timed';
   const latencies: number[] = [];
