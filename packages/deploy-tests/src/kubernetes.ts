@@ -174,6 +174,80 @@ export interface Secret extends K8sObject {
   readonly stringData?: Readonly<Record<string, string>>;
 }
 
+/** A NetworkPolicy's peer: pods by label, in the policy's namespace or in the namespaces selected. */
+export interface NetworkPolicyPeer {
+  readonly podSelector?: { readonly matchLabels?: Readonly<Record<string, string>> };
+  readonly namespaceSelector?: { readonly matchLabels?: Readonly<Record<string, string>> };
+  readonly ipBlock?: { readonly cidr: string };
+}
+
+export interface NetworkPolicyPort {
+  readonly protocol?: string;
+  readonly port?: number | string;
+}
+
+export interface NetworkPolicyRule {
+  readonly from?: readonly NetworkPolicyPeer[];
+  readonly to?: readonly NetworkPolicyPeer[];
+  readonly ports?: readonly NetworkPolicyPort[];
+}
+
+export interface NetworkPolicy extends K8sObject {
+  readonly spec: {
+    readonly podSelector: { readonly matchLabels?: Readonly<Record<string, string>> };
+    readonly policyTypes: readonly ('Ingress' | 'Egress')[];
+    readonly ingress?: readonly NetworkPolicyRule[];
+    readonly egress?: readonly NetworkPolicyRule[];
+  };
+}
+
+/** The other end of a connection: a pod's labels, and its namespace's (omitted: the policy's own). */
+export interface PolicyEndpoint {
+  readonly labels: Readonly<Record<string, string>>;
+  readonly namespaceLabels?: Readonly<Record<string, string>>;
+}
+
+/**
+ * Whether `policy` lets a connection through in `direction` with `endpoint` at the other end, to
+ * `port` (a number; named ports in the rules are resolved with `portNamed`, against the pod that
+ * listens). Only what this policy says: as Kubernetes does, a pod no policy of that direction
+ * selects is open, and several policies add up. ipBlock peers match no pod.
+ */
+export function policyAllows(
+  policy: NetworkPolicy,
+  direction: 'ingress' | 'egress',
+  endpoint: PolicyEndpoint,
+  port: number,
+  protocol = 'TCP',
+  portNamed: (name: string) => number | undefined = () => undefined,
+): boolean {
+  const rules = policy.spec[direction] ?? [];
+  return rules.some((rule) => {
+    const peers = direction === 'ingress' ? rule.from : rule.to;
+    const peerOk = peers === undefined || peers.some((peer) => peerMatches(peer, endpoint));
+    const portOk =
+      rule.ports === undefined ||
+      rule.ports.some(
+        (item) =>
+          (item.protocol ?? 'TCP') === protocol &&
+          (item.port === undefined || (typeof item.port === 'number' ? item.port : portNamed(item.port)) === port),
+      );
+    return peerOk && portOk;
+  });
+}
+
+function peerMatches(peer: NetworkPolicyPeer, endpoint: PolicyEndpoint): boolean {
+  if (peer.ipBlock) return false;
+  const labelsMatch = (selector: Readonly<Record<string, string>> | undefined, labels: Readonly<Record<string, string>>) =>
+    Object.entries(selector ?? {}).every(([key, value]) => labels[key] === value);
+  const podOk = peer.podSelector === undefined || labelsMatch(peer.podSelector.matchLabels, endpoint.labels);
+  const namespaceOk =
+    peer.namespaceSelector === undefined
+      ? endpoint.namespaceLabels === undefined
+      : labelsMatch(peer.namespaceSelector.matchLabels, endpoint.namespaceLabels ?? {});
+  return podOk && namespaceOk;
+}
+
 export function ofKind<T extends K8sObject>(objects: readonly K8sObject[], kind: string): T[] {
   return objects.filter((object) => object.kind === kind) as T[];
 }

@@ -14,6 +14,7 @@ import {
   looksSecret,
   ofKind,
   parseYamlDocuments,
+  policyAllows,
   renderKustomization,
   selects,
   workloadOfImage,
@@ -21,7 +22,9 @@ import {
   type Container,
   type Deployment,
   type K8sObject,
+  type NetworkPolicy,
   type PodDisruptionBudget,
+  type PolicyEndpoint,
   type Probe,
   type Secret,
   type Service,
@@ -53,6 +56,35 @@ function cluster(variant: string): K8sObject[] {
 }
 
 const isCos = (container: Container) => workloadOfImage(container.image) === 'cos';
+
+/** The pod labels the NetworkPolicies let in: the application's pods, and operators' tooling. */
+const CLIENT_LABEL = 'chief-of-state/client';
+const ADMIN_LABEL = 'chief-of-state/admin';
+/** The label Kubernetes puts on every namespace (1.21+), the one namespace selectors use. */
+const NAMESPACE_NAME = 'kubernetes.io/metadata.name';
+
+/**
+ * The handlers a COS container calls across the network, as pod labels and the port their pods
+ * listen on (a Service's target port: policies see the pod's port), from its configuration: a
+ * Service of these manifests, or the user's (labelled `app: <host>` by convention). A sidecar's
+ * handler on loopback needs no rule.
+ */
+function handlerTargets(container: Container, config: ReturnType<typeof loadCosConfig>['config'], objects: readonly K8sObject[]) {
+  const targets =
+    imageName(container.image) === 'chiefofstate/cos-readside'
+      ? config.readSide.readSides.map((side) => ({ host: side.host, port: side.port }))
+      : [{ host: config.writeSide.host, port: config.writeSide.port }];
+  return targets
+    .filter(({ host }) => host !== '127.0.0.1' && host !== 'localhost')
+    .map(({ host, port }) => {
+      const service = ofKind<Service>(objects, 'Service').find((item) => item.metadata.name === host);
+      if (!service) return { host: { name: host, labels: { app: host }, containerPort: undefined }, port };
+      const target = service.spec.ports.find((item) => item.port === port)?.targetPort ?? port;
+      const pods = ofKind<Deployment>(objects, 'Deployment').find((item) => selects(service.spec.selector, item.spec.template.metadata.labels))!;
+      const containerPort = pods.spec.template.spec.containers.map((item) => portOf(item, target)).find((value) => value !== undefined);
+      return { host: { name: host, labels: service.spec.selector, containerPort }, port };
+    });
+}
 
 function portOf(container: Container, port: number | string): number | undefined {
   if (typeof port === 'number') return container.ports?.some((item) => item.containerPort === port) ? port : undefined;
@@ -100,6 +132,7 @@ describe.each(Object.keys(VARIANTS))('deploy/kubernetes/%s', (variant) => {
       Service: 'v1',
       Deployment: 'apps/v1',
       PodDisruptionBudget: 'policy/v1',
+      NetworkPolicy: 'networking.k8s.io/v1',
     };
     for (const object of objects) {
       expect(apiVersions[object.kind], `${object.kind}/${object.metadata.name}`).toBe(object.apiVersion);
@@ -341,6 +374,104 @@ describe.each(Object.keys(VARIANTS))('deploy/kubernetes/%s', (variant) => {
       const strategy = (deployment.spec as unknown as { strategy?: { rollingUpdate?: { maxUnavailable?: number } } }).strategy;
       if (strategy) expect(strategy.rollingUpdate?.maxUnavailable).toBe(0);
     });
+  });
+
+  it('puts every pod behind one NetworkPolicy of closed rules: each names its peers and ports', () => {
+    const policies = ofKind<NetworkPolicy>(objects, 'NetworkPolicy');
+    for (const deployment of deployments) {
+      const mine = policies.filter((policy) => selects(policy.spec.podSelector.matchLabels ?? {}, deployment.spec.template.metadata.labels));
+      expect(mine.length, `a NetworkPolicy for ${deployment.metadata.name}`).toBe(1);
+      const types = deployment.spec.template.spec.containers.some(isCos) ? ['Egress', 'Ingress'] : ['Ingress'];
+      expect([...mine[0]!.spec.policyTypes].sort(), deployment.metadata.name).toEqual(types);
+    }
+    for (const policy of policies) {
+      expect(deployments.some((item) => selects(policy.spec.podSelector.matchLabels ?? {}, item.spec.template.metadata.labels)), policy.metadata.name).toBe(true);
+      for (const rule of [...(policy.spec.ingress ?? []), ...(policy.spec.egress ?? [])]) {
+        // no rule open to everyone or on every port
+        const peers = rule.from ?? rule.to ?? [];
+        expect(peers.length, policy.metadata.name).toBeGreaterThan(0);
+        expect(rule.ports?.length, policy.metadata.name).toBeGreaterThan(0);
+        for (const peer of peers) {
+          expect(peer.ipBlock, 'pods by label, not address ranges').toBeUndefined();
+          expect(Object.keys(peer.podSelector?.matchLabels ?? {}).length, `${policy.metadata.name}: a pod selector naming pods`).toBeGreaterThan(0);
+          if (peer.namespaceSelector) expect(Object.keys(peer.namespaceSelector.matchLabels ?? {})).toEqual([NAMESPACE_NAME]);
+        }
+      }
+    }
+  });
+
+  describe.each(cosDeployments.map((deployment) => [deployment.metadata.name, deployment] as const))('NetworkPolicy of %s', (_name, deployment) => {
+    const pod = deployment.spec.template;
+    const container = pod.spec.containers.find(isCos)!;
+    const policy = ofKind<NetworkPolicy>(objects, 'NetworkPolicy').find((item) =>
+      selects(item.spec.podSelector.matchLabels ?? {}, pod.metadata.labels),
+    )!;
+    const { config } = cosConfig(deployment, container, all).loaded;
+    const isServer = imageName(container.image) === 'chiefofstate/cos-server';
+    const named = (name: string) => portOf(container, name);
+    const inbound = (from: PolicyEndpoint, port: number) =>
+      policyAllows(policy, 'ingress', from, port, 'TCP', named);
+    const outbound = (to: PolicyEndpoint, port: number, protocol = 'TCP') =>
+      policyAllows(policy, 'egress', to, port, protocol);
+    const grpcPort = config.server.port;
+    const metricsPort = config.telemetry.metricsPort;
+    // cos-server serves the application; cos-readside only ReadSideManagerService, for operators
+    const caller: PolicyEndpoint = { labels: { [isServer ? CLIENT_LABEL : ADMIN_LABEL]: 'true' } };
+    const prometheus = { labels: { 'app.kubernetes.io/name': 'prometheus' }, namespaceLabels: { [NAMESPACE_NAME]: 'monitoring' } };
+    const stranger = { labels: { app: 'something-else' } };
+
+    it("lets the app's pods (or operators' for cos-readside) reach gRPC, Prometheus the metrics, nobody else either", () => {
+      expect(inbound(caller, grpcPort)).toBe(true);
+      expect(inbound(caller, metricsPort)).toBe(false);
+      expect(inbound(prometheus, metricsPort)).toBe(true);
+      expect(inbound(prometheus, grpcPort)).toBe(false);
+      expect(inbound(stranger, grpcPort)).toBe(false);
+      expect(inbound(stranger, metricsPort)).toBe(false);
+      expect(inbound({ labels: { ...caller.labels }, namespaceLabels: { [NAMESPACE_NAME]: 'elsewhere' } }, grpcPort)).toBe(false);
+      if (!isServer) expect(inbound({ labels: { [CLIENT_LABEL]: 'true' } }, grpcPort), 'an API client is no operator').toBe(false);
+    });
+
+    it('lets the replicas forward calls to each other on COS_PORT (cos-server)', () => {
+      expect(inbound({ labels: pod.metadata.labels }, grpcPort)).toBe(isServer);
+      expect(outbound({ labels: pod.metadata.labels }, grpcPort)).toBe(isServer);
+      expect(outbound({ labels: pod.metadata.labels }, metricsPort)).toBe(false);
+    });
+
+    it('lets COS reach DNS, PostgreSQL, its handlers and the trace collector, and nothing else', () => {
+      const dns = { labels: { 'k8s-app': 'kube-dns' }, namespaceLabels: { [NAMESPACE_NAME]: 'kube-system' } };
+      expect(outbound(dns, 53, 'UDP')).toBe(true);
+      expect(outbound(dns, 53, 'TCP')).toBe(true);
+      expect(config.store.kind).toBe('postgres');
+      if (config.store.kind === 'postgres') {
+        expect(outbound({ labels: { app: config.store.host } }, config.store.port), 'PostgreSQL').toBe(true);
+      }
+      for (const { host, port } of handlerTargets(container, config, all)) {
+        expect(outbound({ labels: host.labels }, host.containerPort ?? port), `handler ${host.name}:${port}`).toBe(true);
+      }
+      const collector = new URL(config.telemetry.tracesEndpoint ?? 'http://none');
+      if (config.telemetry.tracesEndpoint !== undefined) {
+        const [, namespace] = collector.hostname.split('.');
+        const target = { labels: { 'app.kubernetes.io/name': 'opentelemetry-collector' }, namespaceLabels: { [NAMESPACE_NAME]: namespace! } };
+        expect(outbound(target, Number(collector.port)), config.telemetry.tracesEndpoint).toBe(true);
+      }
+      for (const port of [80, 443, 5432, 9000, 50051]) expect(outbound(stranger, port), `anything else on ${port}`).toBe(false);
+      expect(outbound({ ...dns, namespaceLabels: { [NAMESPACE_NAME]: 'default' } }, 53, 'UDP')).toBe(false);
+    });
+  });
+
+  it('lets only COS reach the handlers these manifests deploy', () => {
+    for (const handler of deployments.filter((item) => !item.spec.template.spec.containers.some(isCos))) {
+      const policy = ofKind<NetworkPolicy>(objects, 'NetworkPolicy').find((item) =>
+        selects(item.spec.podSelector.matchLabels ?? {}, handler.spec.template.metadata.labels),
+      )!;
+      const container = handler.spec.template.spec.containers[0]!;
+      const port = portOf(container, 'grpc')!;
+      const named = (name: string) => portOf(container, name);
+      for (const cos of cosDeployments) {
+        expect(policyAllows(policy, 'ingress', { labels: cos.spec.template.metadata.labels }, port, 'TCP', named)).toBe(true);
+      }
+      expect(policyAllows(policy, 'ingress', { labels: { [CLIENT_LABEL]: 'true' } }, port, 'TCP', named)).toBe(false);
+    }
   });
 
   it('probes every handler container in a way its server can answer', () => {
