@@ -15,6 +15,7 @@ export {
 export {
   parseYamlDocuments,
   renderKustomization,
+  mergePatch,
   ofKind,
   selects,
   containerEnv,

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   containerEnv,
+  mergePatch,
   policyAllows,
   renderKustomization,
   secretData,
@@ -159,5 +160,60 @@ describe('policyAllows', () => {
 
   it('matches no pod with an ipBlock', () => {
     expect(policyAllows(policy, 'egress', { labels: { app: 'postgres' } }, 5432)).toBe(false);
+  });
+});
+
+describe('patches', () => {
+  it('merge maps, delete null keys, merge named lists by name and replace the others', () => {
+    const target = {
+      spec: {
+        replicas: 2,
+        containers: [
+          { name: 'a', env: [{ name: 'X', value: '1' }], args: ['--one'], probe: { grpc: { port: 9000 }, periodSeconds: 5 } },
+          { name: 'b' },
+        ],
+      },
+    };
+    const patch = {
+      spec: {
+        containers: [
+          { name: 'a', env: [{ name: 'Y', value: '2' }, { name: 'X', value: '3' }], args: ['--two'], probe: { grpc: null, httpGet: { port: 'metrics' } } },
+          { name: 'c' },
+        ],
+      },
+    };
+    expect(mergePatch(target, patch)).toEqual({
+      spec: {
+        replicas: 2,
+        containers: [
+          { name: 'c' },
+          {
+            name: 'a',
+            env: [{ name: 'Y', value: '2' }, { name: 'X', value: '3' }],
+            args: ['--two'],
+            probe: { httpGet: { port: 'metrics' }, periodSeconds: 5 },
+          },
+          { name: 'b' },
+        ],
+      },
+    });
+  });
+
+  it('apply to the object the patch names, and a patch of nothing throws', () => {
+    const root = tree({
+      'base/kustomization.yaml': `${KUSTOMIZATION}resources: [one.yaml]\n`,
+      'base/one.yaml': configMap('one'),
+      'kustomization.yaml': `${KUSTOMIZATION}resources: [base]\npatches:\n  - path: patch.yaml\n`,
+      'patch.yaml': 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: one\ndata:\n  B: "2"\n',
+    });
+    expect(renderKustomization(root).map(({ object }) => object)).toEqual([
+      { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'one' }, data: { A: '1', B: '2' } },
+    ]);
+    const missing = tree({
+      'kustomization.yaml': `${KUSTOMIZATION}resources: [one.yaml]\npatches:\n  - path: patch.yaml\n`,
+      'one.yaml': configMap('one'),
+      'patch.yaml': 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: two\n',
+    });
+    expect(() => renderKustomization(missing)).toThrow(/no ConfigMap\/two to patch/);
   });
 });
