@@ -4,13 +4,13 @@
 # See docs/deployment.md for the variables, ports and volumes.
 
 # 1. Just the package manifests: the install layer below is rebuilt only when they change.
-FROM node:24-slim AS manifests
+FROM node:24-slim@sha256:a9f5f7c91a432850b2a8a7797adf5eadb6c733ceed61167806cee7ea7fbc29df AS manifests
 WORKDIR /src
 COPY . .
 RUN node docker/workspace-tree.mjs manifests /manifests
 
 # 2. Every dependency, then the Nx build of the app and the workspace packages it needs.
-FROM node:24-slim AS build
+FROM node:24-slim@sha256:a9f5f7c91a432850b2a8a7797adf5eadb6c733ceed61167806cee7ea7fbc29df AS build
 WORKDIR /repo
 COPY --from=manifests /manifests/ ./
 RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund
@@ -19,14 +19,14 @@ RUN npx nx run @chiefofstate/cos-server:build \
  && node docker/workspace-tree.mjs production @chiefofstate/cos-server /prod
 
 # 3. Production dependencies of exactly those packages (devDependencies dropped from their manifests).
-FROM node:24-slim AS deps
+FROM node:24-slim@sha256:a9f5f7c91a432850b2a8a7797adf5eadb6c733ceed61167806cee7ea7fbc29df AS deps
 WORKDIR /app
 COPY --from=build /prod/manifests/ ./
 RUN --mount=type=cache,target=/root/.npm npm ci --omit=dev --ignore-scripts --workspace @chiefofstate/cos-server --include-workspace-root=false --no-audit --no-fund
 
 # 4. The runtime: node_modules, the built dist/ directories and the health probe, owned by root
 #    and read-only to the process, which runs as the image's unprivileged `node` user (uid 1000).
-FROM node:24-slim
+FROM node:24-slim@sha256:a9f5f7c91a432850b2a8a7797adf5eadb6c733ceed61167806cee7ea7fbc29df
 LABEL org.opencontainers.image.title="chief-of-state cos-server" \
       org.opencontainers.image.description="Chief-of-State: event sourcing over gRPC (the write side)" \
       org.opencontainers.image.licenses="MIT"

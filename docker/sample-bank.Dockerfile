@@ -6,13 +6,13 @@
 # See docs/deployment.md for the variables, ports and volumes.
 
 # 1. Just the package manifests: the install layer below is rebuilt only when they change.
-FROM node:24-slim AS manifests
+FROM node:24-slim@sha256:a9f5f7c91a432850b2a8a7797adf5eadb6c733ceed61167806cee7ea7fbc29df AS manifests
 WORKDIR /src
 COPY . .
 RUN node docker/workspace-tree.mjs manifests /manifests
 
 # 2. Every dependency, then the Nx build of the app and the workspace packages it needs.
-FROM node:24-slim AS build
+FROM node:24-slim@sha256:a9f5f7c91a432850b2a8a7797adf5eadb6c733ceed61167806cee7ea7fbc29df AS build
 WORKDIR /repo
 COPY --from=manifests /manifests/ ./
 RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund
@@ -21,13 +21,13 @@ RUN npx nx run @chiefofstate/sample-bank:build \
  && node docker/workspace-tree.mjs production @chiefofstate/sample-bank /prod
 
 # 3. Production dependencies of exactly those packages (devDependencies dropped from their manifests).
-FROM node:24-slim AS deps
+FROM node:24-slim@sha256:a9f5f7c91a432850b2a8a7797adf5eadb6c733ceed61167806cee7ea7fbc29df AS deps
 WORKDIR /app
 COPY --from=build /prod/manifests/ ./
 RUN --mount=type=cache,target=/root/.npm npm ci --omit=dev --ignore-scripts --workspace @chiefofstate/sample-bank --include-workspace-root=false --no-audit --no-fund
 
 # 4. The runtime, as in cos-server.Dockerfile: root-owned files, the unprivileged `node` user.
-FROM node:24-slim
+FROM node:24-slim@sha256:a9f5f7c91a432850b2a8a7797adf5eadb6c733ceed61167806cee7ea7fbc29df
 LABEL org.opencontainers.image.title="chief-of-state sample-bank" \
       org.opencontainers.image.description="A sample Chief-of-State write handler: bank accounts" \
       org.opencontainers.image.licenses="MIT"

@@ -109,7 +109,8 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
           ReadSideManagerService,
           createReadSideManagerService({
             manager: readSideManager.manager,
-            onError: (method, error) => logger.debug({ err: error, method }, 'call failed'),
+            // a fault of COS at error, with the errorId its caller was told
+            onError: logCallFailure(logger),
           }),
         );
       }

@@ -258,9 +258,11 @@ describe('type validation and an unreachable handler', () => {
   let handler: RunningProcess & { port: number };
   let validating: CosFixture;
   let orphan: CosFixture;
+  let orphanHandlerPort: number;
 
   beforeAll(async () => {
     handler = await startTestHandler();
+    orphanHandlerPort = await freePort();
     [validating, orphan] = await Promise.all([
       startCos({
         WRITE_SIDE_HANDLER_SERVICE_HOST: '127.0.0.1',
@@ -268,7 +270,12 @@ describe('type validation and an unreachable handler', () => {
         HANDLER_SERVICE_STATE_PROTO: 'cos.test.State',
         HANDLER_SERVICE_EVENTS_PROTOS: 'cos.test.Event',
       }),
-      startCos({ WRITE_SIDE_HANDLER_SERVICE_HOST: '127.0.0.1', WRITE_SIDE_HANDLER_SERVICE_PORT: String(await freePort()) }),
+      startCos({
+        WRITE_SIDE_HANDLER_SERVICE_HOST: '127.0.0.1',
+        WRITE_SIDE_HANDLER_SERVICE_PORT: String(orphanHandlerPort),
+        // the failed calls' lines, with the handler's address, are at debug
+        LOG_LEVEL: 'debug',
+      }),
     ]);
   }, 60_000);
 
@@ -303,6 +310,10 @@ describe('type validation and an unreachable handler', () => {
     const id = newId();
     const e = await failure(orphan.send(id, command('Emit')));
     expect(e.code).toBe(grpc.status.UNAVAILABLE);
+    // the caller learns what failed, not where: the address and the socket error stay in the log
+    expect(e.details).toBe('write handler unavailable');
+    expect(JSON.stringify(e.metadata.getMap())).not.toContain(String(orphanHandlerPort));
+    expect(orphan.server.output()).toContain(`127.0.0.1:${orphanHandlerPort}`);
     expect(await orphan.journal(id)).toHaveLength(0);
     const again = await failure(orphan.send(id, command('Emit')));
     expect(again.code).toBe(grpc.status.UNAVAILABLE);

@@ -1,4 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import type { CosConfig } from './types.js';
+import { SECRET_VARIABLES } from './variables.js';
 import { showValue } from './env-reader.js';
 import { redactConfig } from './redact.js';
 import { configErrorOf, load } from './test-support/load.js';
@@ -75,5 +77,40 @@ describe('secrets', () => {
       expect(showValue(name, SECRET)).toBe('***');
     }
     expect(showValue('COS_POSTGRES_USER', 'cos')).toBe('"cos"');
+  });
+});
+
+describe('every variable marked secret', () => {
+  // what a secret needs beside it to be read at all
+  const ENABLING: Readonly<Record<string, Record<string, string>>> = {
+    COS_READ_SIDE_OFFSET_DB_PASSWORD: { COS_READ_SIDE_OFFSET_DB_HOST: 'offsets' },
+  };
+
+  it.each([...SECRET_VARIABLES])('%s is kept in the config and never in its redacted copy', (name) => {
+    const value = `Zq8-${name.toLowerCase()}-value-for-the-redaction-test`;
+    const { config } = load({ COS_POSTGRES_HOST: 'db', ...ENABLING[name], [name]: value });
+    // the check below means something only if the value is in the config
+    expect(JSON.stringify(config)).toContain(value);
+    expect(JSON.stringify(redactConfig(config))).not.toContain(value);
+  });
+});
+
+describe('file settings', () => {
+  it('are shown as the paths they are; PEM blocks, bytes and tokens are not', () => {
+    const pem = '-----BEGIN PRIVATE KEY-----\nMIIEvQ\n-----END PRIVATE KEY-----';
+    const redacted = redactConfig({
+      server: {
+        tls: { certFile: '/etc/cos/tls/tls.crt', keyFile: '/etc/cos/tls/tls.key', clientCaFile: '/etc/cos/tls/ca.crt' },
+        auth: { tokensFile: '/etc/cos/tokens/api', adminTokensFile: '/etc/cos/tokens/admin', clientNames: ['app'] },
+      },
+      metrics: { tokenFile: '/etc/cos/tokens/metrics', tokens: ['metrics-token-1'], key: pem, keyBytes: new Uint8Array([1, 2, 3]) },
+    } as unknown as CosConfig);
+    expect(redacted).toEqual({
+      server: {
+        tls: { certFile: '/etc/cos/tls/tls.crt', keyFile: '/etc/cos/tls/tls.key', clientCaFile: '/etc/cos/tls/ca.crt' },
+        auth: { tokensFile: '/etc/cos/tokens/api', adminTokensFile: '/etc/cos/tokens/admin', clientNames: ['app'] },
+      },
+      metrics: { tokenFile: '/etc/cos/tokens/metrics', tokens: ['***'], key: '***', keyBytes: '***' },
+    });
   });
 });

@@ -4,11 +4,36 @@
  */
 export abstract class CosError extends Error {
   abstract readonly code: string;
+  /**
+   * What a caller outside the process may be told. `message` is for the log and may name
+   * addresses, database hosts or a driver's words; this never does. Errors of the surroundings
+   * (the store, the handlers, the replicas, bugs) default to their class's fixed sentence
+   * (`publicDefault`), the others to their message, which their builders keep free of them.
+   */
+  readonly publicMessage: string;
 
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  /** the fixed client-facing sentence of a class whose messages describe the surroundings */
+  static readonly publicDefault: string | undefined = undefined;
+
+  constructor(message: string, options?: CosErrorOptions) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
+    this.publicMessage = options?.publicMessage ?? (new.target as typeof CosError).publicDefault ?? message;
   }
+}
+
+export interface CosErrorOptions {
+  readonly cause?: unknown;
+  /** what a caller may be told when the message says more (see CosError.publicMessage) */
+  readonly publicMessage?: string;
+}
+
+/**
+ * What may be said about a failure outside the process (a gRPC status message, a span's status):
+ * a CosError's publicMessage; anything else is a fault of COS and says nothing.
+ */
+export function publicMessageOf(error: unknown): string {
+  return error instanceof CosError ? error.publicMessage : 'internal error';
 }
 
 /** The caller sent something COS cannot accept (empty entity id, invalid event type, ...). */
@@ -41,7 +66,7 @@ export class JournalConflictError extends CosError {
   constructor(
     readonly entityId: string,
     readonly expectedRevision: bigint,
-    options?: { cause?: unknown },
+    options?: CosErrorOptions,
   ) {
     super(`entity ${JSON.stringify(entityId)} has moved past revision ${expectedRevision}`, options);
   }
@@ -53,6 +78,7 @@ export class JournalConflictError extends CosError {
  */
 export class StoreError extends CosError {
   readonly code = 'COS_STORE_FAILED';
+  static override readonly publicDefault = 'the store failed or could not be reached; nothing was written';
 }
 
 /**
@@ -61,6 +87,8 @@ export class StoreError extends CosError {
  */
 export class CommitOutcomeUnknownError extends CosError {
   readonly code = 'COS_COMMIT_OUTCOME_UNKNOWN';
+  static override readonly publicDefault =
+    "the events were sent to the store, then the connection failed before its answer: they may or may not be persisted; read the entity's state before retrying";
 }
 
 /**
@@ -77,7 +105,7 @@ export class HandlerFailedError extends CosError {
     readonly statusMessage: string,
     /** the handler's google.rpc.Status details, as Any messages, verbatim */
     readonly details: readonly { readonly typeUrl: string; readonly value: Uint8Array }[] = [],
-    options?: { cause?: unknown },
+    options?: CosErrorOptions,
   ) {
     super(statusMessage, options);
   }
@@ -86,6 +114,7 @@ export class HandlerFailedError extends CosError {
 /** The user's handler could not be reached. */
 export class HandlerUnavailableError extends CosError {
   readonly code = 'COS_HANDLER_UNAVAILABLE';
+  static override readonly publicDefault = 'handler unavailable';
 }
 
 /**
@@ -94,6 +123,7 @@ export class HandlerUnavailableError extends CosError {
  */
 export class PeerUnreachableError extends CosError {
   readonly code = 'COS_PEER_UNREACHABLE';
+  static override readonly publicDefault = 'the replica owning the entity could not be reached; nothing was sent to it';
 }
 
 /**
@@ -102,6 +132,7 @@ export class PeerUnreachableError extends CosError {
  */
 export class PeerRefusedError extends CosError {
   readonly code = 'COS_PEER_REFUSED';
+  static override readonly publicDefault = 'the replica owning the entity refused the call; nothing was done';
 }
 
 /**
@@ -143,6 +174,7 @@ export class ConfigError extends CosError {
 /** Something that must never happen did; a bug in COS. */
 export class InternalError extends CosError {
   readonly code = 'COS_INTERNAL';
+  static override readonly publicDefault = 'internal error';
 }
 
 export function isCosError(error: unknown): error is CosError {

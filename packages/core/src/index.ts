@@ -18,6 +18,8 @@ export {
   ConfigError,
   InternalError,
   isCosError,
+  publicMessageOf,
+  type CosErrorOptions,
 } from './errors.js';
 export { javaStringHashCode, shardOf } from './shard.js';
 export { MAX_ENTITY_ID_LENGTH, assertValidEntityId } from './entity-id.js';

@@ -2,7 +2,17 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { containerEnv, renderKustomization, secretData, selects, type Container, type K8sObject } from './kubernetes.js';
+import {
+  containerEnv,
+  mergePatch,
+  policyAllows,
+  renderKustomization,
+  secretData,
+  selects,
+  type Container,
+  type K8sObject,
+  type NetworkPolicy,
+} from './kubernetes.js';
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -105,5 +115,105 @@ describe('selects', () => {
     expect(selects({ app: 'a' }, { app: 'a', tier: 'x' })).toBe(true);
     expect(selects({ app: 'a', tier: 'y' }, { app: 'a', tier: 'x' })).toBe(false);
     expect(selects({}, { app: 'a' })).toBe(false);
+  });
+});
+
+describe('policyAllows', () => {
+  const policy = {
+    apiVersion: 'networking.k8s.io/v1',
+    kind: 'NetworkPolicy',
+    metadata: { name: 'p' },
+    spec: {
+      podSelector: { matchLabels: { app: 'cos' } },
+      policyTypes: ['Ingress', 'Egress'],
+      ingress: [
+        { from: [{ podSelector: { matchLabels: { client: 'true' } } }], ports: [{ protocol: 'TCP', port: 'grpc' }] },
+        {
+          from: [{ namespaceSelector: { matchLabels: { ns: 'monitoring' } }, podSelector: { matchLabels: { app: 'prometheus' } } }],
+          ports: [{ port: 9102 }],
+        },
+      ],
+      egress: [
+        { to: [{ namespaceSelector: { matchLabels: { ns: 'kube-system' } } }], ports: [{ protocol: 'UDP', port: 53 }] },
+        { to: [{ ipBlock: { cidr: '10.0.0.0/8' } }], ports: [{ port: 5432 }] },
+      ],
+    },
+  } as NetworkPolicy;
+  const named = (name: string) => ({ grpc: 9000 })[name];
+
+  it('matches pods by label in the same namespace, and named ports on the listening pod', () => {
+    expect(policyAllows(policy, 'ingress', { labels: { client: 'true', x: 'y' } }, 9000, 'TCP', named)).toBe(true);
+    expect(policyAllows(policy, 'ingress', { labels: { client: 'true' } }, 9102, 'TCP', named)).toBe(false);
+    expect(policyAllows(policy, 'ingress', { labels: { client: 'false' } }, 9000, 'TCP', named)).toBe(false);
+    // a pod selector alone means the policy's own namespace
+    expect(policyAllows(policy, 'ingress', { labels: { client: 'true' }, namespaceLabels: { ns: 'other' } }, 9000, 'TCP', named)).toBe(false);
+  });
+
+  it('matches namespace and pod selectors together, and the protocol', () => {
+    const prometheus = { labels: { app: 'prometheus' }, namespaceLabels: { ns: 'monitoring' } };
+    expect(policyAllows(policy, 'ingress', prometheus, 9102)).toBe(true);
+    expect(policyAllows(policy, 'ingress', { ...prometheus, labels: { app: 'other' } }, 9102)).toBe(false);
+    expect(policyAllows(policy, 'ingress', prometheus, 9102, 'UDP')).toBe(false);
+    expect(policyAllows(policy, 'egress', { labels: { any: 'pod' }, namespaceLabels: { ns: 'kube-system' } }, 53, 'UDP')).toBe(true);
+    expect(policyAllows(policy, 'egress', { labels: { any: 'pod' }, namespaceLabels: { ns: 'kube-system' } }, 53, 'TCP')).toBe(false);
+  });
+
+  it('matches no pod with an ipBlock', () => {
+    expect(policyAllows(policy, 'egress', { labels: { app: 'postgres' } }, 5432)).toBe(false);
+  });
+});
+
+describe('patches', () => {
+  it('merge maps, delete null keys, merge named lists by name and replace the others', () => {
+    const target = {
+      spec: {
+        replicas: 2,
+        containers: [
+          { name: 'a', env: [{ name: 'X', value: '1' }], args: ['--one'], probe: { grpc: { port: 9000 }, periodSeconds: 5 } },
+          { name: 'b' },
+        ],
+      },
+    };
+    const patch = {
+      spec: {
+        containers: [
+          { name: 'a', env: [{ name: 'Y', value: '2' }, { name: 'X', value: '3' }], args: ['--two'], probe: { grpc: null, httpGet: { port: 'metrics' } } },
+          { name: 'c' },
+        ],
+      },
+    };
+    expect(mergePatch(target, patch)).toEqual({
+      spec: {
+        replicas: 2,
+        containers: [
+          { name: 'c' },
+          {
+            name: 'a',
+            env: [{ name: 'Y', value: '2' }, { name: 'X', value: '3' }],
+            args: ['--two'],
+            probe: { httpGet: { port: 'metrics' }, periodSeconds: 5 },
+          },
+          { name: 'b' },
+        ],
+      },
+    });
+  });
+
+  it('apply to the object the patch names, and a patch of nothing throws', () => {
+    const root = tree({
+      'base/kustomization.yaml': `${KUSTOMIZATION}resources: [one.yaml]\n`,
+      'base/one.yaml': configMap('one'),
+      'kustomization.yaml': `${KUSTOMIZATION}resources: [base]\npatches:\n  - path: patch.yaml\n`,
+      'patch.yaml': 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: one\ndata:\n  B: "2"\n',
+    });
+    expect(renderKustomization(root).map(({ object }) => object)).toEqual([
+      { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'one' }, data: { A: '1', B: '2' } },
+    ]);
+    const missing = tree({
+      'kustomization.yaml': `${KUSTOMIZATION}resources: [one.yaml]\npatches:\n  - path: patch.yaml\n`,
+      'one.yaml': configMap('one'),
+      'patch.yaml': 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: two\n',
+    });
+    expect(() => renderKustomization(missing)).toThrow(/no ConfigMap\/two to patch/);
   });
 });

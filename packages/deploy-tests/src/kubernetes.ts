@@ -34,8 +34,10 @@ export function parseYamlDocuments(text: string, file = '<text>'): unknown[] {
 
 /**
  * Renders a kustomization the way `kustomize build` does for the subset used here: the
- * `resources` list (YAML files, or directories with their own kustomization.yaml), nothing
- * else. Any other field throws, so a kustomization cannot silently outgrow this renderer.
+ * `resources` list (YAML files, or directories with their own kustomization.yaml), and
+ * `patches` given by `path`: strategic merge patches of a rendered object named by the patch's
+ * kind and name (`mergePatch`). Any other field throws, so a kustomization cannot silently
+ * outgrow this renderer.
  * Object ids (kind, namespace, name) must be unique, as kustomize requires.
  */
 export function renderKustomization(dir: string): Rendered[] {
@@ -50,7 +52,7 @@ export function renderKustomization(dir: string): Rendered[] {
   return rendered;
 }
 
-const SUPPORTED = new Set(['apiVersion', 'kind', 'resources']);
+const SUPPORTED = new Set(['apiVersion', 'kind', 'resources', 'patches']);
 
 function renderDir(dir: string, root: string): Rendered[] {
   const file = ['kustomization.yaml', 'kustomization.yml', 'Kustomization'].map((name) => join(dir, name)).find(existsSync);
@@ -62,7 +64,7 @@ function renderDir(dir: string, root: string): Rendered[] {
   if (kustomization['kind'] !== 'Kustomization') throw new Error(`${file}: kind must be Kustomization`);
   const resources = kustomization['resources'];
   if (!Array.isArray(resources)) throw new Error(`${file}: resources must be a list`);
-  return resources.flatMap((entry: unknown): Rendered[] => {
+  const rendered = resources.flatMap((entry: unknown): Rendered[] => {
     if (typeof entry !== 'string') throw new Error(`${file}: a resource must be a path`);
     const path = join(dir, entry);
     if (statSync(path).isDirectory()) return renderDir(path, root);
@@ -71,6 +73,49 @@ function renderDir(dir: string, root: string): Rendered[] {
       return { object, file: relative(root, path) };
     });
   });
+  const patches = kustomization['patches'] ?? [];
+  if (!Array.isArray(patches)) throw new Error(`${file}: patches must be a list`);
+  for (const entry of patches as unknown[]) {
+    const fields = typeof entry === 'object' && entry !== null ? Object.keys(entry) : [];
+    const path = (entry as { path?: unknown }).path;
+    if (typeof path !== 'string' || fields.length !== 1) throw new Error(`${file}: a patch must be { path } alone`);
+    for (const patch of parseYamlDocuments(readFileSync(join(dir, path), 'utf8'), path)) {
+      assertObject(patch, path);
+      const index = rendered.findIndex(({ object }) => object.kind === patch.kind && object.metadata.name === patch.metadata.name);
+      if (index < 0) throw new Error(`${path}: no ${patch.kind}/${patch.metadata.name} to patch`);
+      rendered[index] = { object: mergePatch(rendered[index]!.object, patch) as K8sObject, file: rendered[index]!.file };
+    }
+  }
+  return rendered;
+}
+
+/**
+ * A strategic merge patch, for the fields these manifests patch: maps merge key by key, `null`
+ * deletes a key, lists of maps with a `name` (containers, env, volumes, volumeMounts, ports)
+ * merge by name (new names first, as kustomize puts them), any other list is replaced.
+ */
+export function mergePatch(target: unknown, patch: unknown): unknown {
+  if (Array.isArray(patch)) {
+    const named = (items: unknown[]) => items.every((item) => typeof (item as { name?: unknown } | null)?.name === 'string');
+    if (!Array.isArray(target) || !named(target) || !named(patch)) return patch;
+    // as kustomize orders them: the patch's new items first, then the target's, merged in place
+    const patchItems = patch as { name: string }[];
+    const added = patchItems.filter((item) => !(target as { name: string }[]).some((existing) => existing.name === item.name));
+    const kept = (target as { name: string }[]).map((existing) => {
+      const item = patchItems.find((candidate) => candidate.name === existing.name);
+      return item ? (mergePatch(existing, item) as { name: string }) : existing;
+    });
+    return [...added, ...kept];
+  }
+  if (typeof patch !== 'object' || patch === null || typeof target !== 'object' || target === null || Array.isArray(target)) {
+    return patch;
+  }
+  const merged: Record<string, unknown> = { ...(target as Record<string, unknown>) };
+  for (const [key, value] of Object.entries(patch)) {
+    if (value === null) delete merged[key];
+    else merged[key] = key in merged ? mergePatch(merged[key], value) : value;
+  }
+  return merged;
 }
 
 function assertObject(value: unknown, file: string): asserts value is K8sObject {
@@ -125,7 +170,7 @@ export interface Container {
     readonly limits?: Readonly<Record<string, string>>;
   };
   readonly securityContext?: Readonly<Record<string, unknown>>;
-  readonly volumeMounts?: readonly { readonly name: string; readonly mountPath: string }[];
+  readonly volumeMounts?: readonly { readonly name: string; readonly mountPath: string; readonly readOnly?: boolean }[];
 }
 
 export interface PodSpec {
@@ -134,6 +179,7 @@ export interface PodSpec {
   readonly volumes?: readonly {
     readonly name: string;
     readonly configMap?: { readonly name: string };
+    readonly secret?: { readonly secretName: string; readonly defaultMode?: number };
     readonly emptyDir?: object;
   }[];
   readonly [field: string]: unknown;
@@ -172,6 +218,80 @@ export interface ConfigMap extends K8sObject {
 export interface Secret extends K8sObject {
   readonly data?: Readonly<Record<string, string>>;
   readonly stringData?: Readonly<Record<string, string>>;
+}
+
+/** A NetworkPolicy's peer: pods by label, in the policy's namespace or in the namespaces selected. */
+export interface NetworkPolicyPeer {
+  readonly podSelector?: { readonly matchLabels?: Readonly<Record<string, string>> };
+  readonly namespaceSelector?: { readonly matchLabels?: Readonly<Record<string, string>> };
+  readonly ipBlock?: { readonly cidr: string };
+}
+
+export interface NetworkPolicyPort {
+  readonly protocol?: string;
+  readonly port?: number | string;
+}
+
+export interface NetworkPolicyRule {
+  readonly from?: readonly NetworkPolicyPeer[];
+  readonly to?: readonly NetworkPolicyPeer[];
+  readonly ports?: readonly NetworkPolicyPort[];
+}
+
+export interface NetworkPolicy extends K8sObject {
+  readonly spec: {
+    readonly podSelector: { readonly matchLabels?: Readonly<Record<string, string>> };
+    readonly policyTypes: readonly ('Ingress' | 'Egress')[];
+    readonly ingress?: readonly NetworkPolicyRule[];
+    readonly egress?: readonly NetworkPolicyRule[];
+  };
+}
+
+/** The other end of a connection: a pod's labels, and its namespace's (omitted: the policy's own). */
+export interface PolicyEndpoint {
+  readonly labels: Readonly<Record<string, string>>;
+  readonly namespaceLabels?: Readonly<Record<string, string>>;
+}
+
+/**
+ * Whether `policy` lets a connection through in `direction` with `endpoint` at the other end, to
+ * `port` (a number; named ports in the rules are resolved with `portNamed`, against the pod that
+ * listens). Only what this policy says: as Kubernetes does, a pod no policy of that direction
+ * selects is open, and several policies add up. ipBlock peers match no pod.
+ */
+export function policyAllows(
+  policy: NetworkPolicy,
+  direction: 'ingress' | 'egress',
+  endpoint: PolicyEndpoint,
+  port: number,
+  protocol = 'TCP',
+  portNamed: (name: string) => number | undefined = () => undefined,
+): boolean {
+  const rules = policy.spec[direction] ?? [];
+  return rules.some((rule) => {
+    const peers = direction === 'ingress' ? rule.from : rule.to;
+    const peerOk = peers === undefined || peers.some((peer) => peerMatches(peer, endpoint));
+    const portOk =
+      rule.ports === undefined ||
+      rule.ports.some(
+        (item) =>
+          (item.protocol ?? 'TCP') === protocol &&
+          (item.port === undefined || (typeof item.port === 'number' ? item.port : portNamed(item.port)) === port),
+      );
+    return peerOk && portOk;
+  });
+}
+
+function peerMatches(peer: NetworkPolicyPeer, endpoint: PolicyEndpoint): boolean {
+  if (peer.ipBlock) return false;
+  const labelsMatch = (selector: Readonly<Record<string, string>> | undefined, labels: Readonly<Record<string, string>>) =>
+    Object.entries(selector ?? {}).every(([key, value]) => labels[key] === value);
+  const podOk = peer.podSelector === undefined || labelsMatch(peer.podSelector.matchLabels, endpoint.labels);
+  const namespaceOk =
+    peer.namespaceSelector === undefined
+      ? endpoint.namespaceLabels === undefined
+      : labelsMatch(peer.namespaceSelector.matchLabels, endpoint.namespaceLabels ?? {});
+  return podOk && namespaceOk;
 }
 
 export function ofKind<T extends K8sObject>(objects: readonly K8sObject[], kind: string): T[] {

@@ -37,6 +37,9 @@ describe('variables', () => {
     expect(looksSecret('POSTGRES_PASSWORD')).toBe(true);
     expect(looksSecret('API_TOKEN')).toBe(true);
     expect(looksSecret('COS_POSTGRES_USER')).toBe(false);
+    // a file setting names a path (the file comes from a Secret volume)
+    expect(looksSecret('COS_AUTH_TOKENS_FILE')).toBe(false);
+    expect(looksSecret('COS_METRICS_TOKEN_FILE')).toBe(false);
   });
 
   it('tells workloads by image', () => {

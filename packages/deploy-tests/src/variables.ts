@@ -52,7 +52,11 @@ export function isAllowedVariable(workload: Workload, name: string): boolean {
   return OTHER_VARIABLES[workload].includes(name);
 }
 
-/** Names that look like they hold a secret, whoever reads them. */
+/**
+ * Names that look like they hold a secret, whoever reads them. A `..._FILE` / `..._FILES`
+ * variable names a file (mounted from a Secret) and is no secret itself.
+ */
 export function looksSecret(name: string): boolean {
+  if (/_FILES?$/.test(name) && !SECRET_VARIABLE_NAMES.has(name)) return false;
   return SECRET_VARIABLE_NAMES.has(name) || /PASSWORD|SECRET|TOKEN|PRIVATE_KEY|CREDENTIAL/i.test(name);
 }

@@ -90,6 +90,7 @@ describe('docs/deployment.md', () => {
       'deploy/kubernetes/standalone',
       'deploy/kubernetes/readside',
       'deploy/kubernetes/sidecar',
+      'deploy/kubernetes/tls',
     ];
     for (const path of paths) expect(page, path).toContain(`\`${path}`);
   });

@@ -2,8 +2,8 @@
 // installed), then the wiring: labels and selectors, ports and probes, the cluster variables,
 // configuration and secrets, security settings, and each COS container's environment loaded
 // by the real configuration library.
-import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -11,22 +11,27 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   containerEnv,
   isAllowedVariable,
+  isCosVariable,
   looksSecret,
   ofKind,
   parseYamlDocuments,
+  policyAllows,
   renderKustomization,
+  secretData,
   selects,
   workloadOfImage,
   type ConfigMap,
   type Container,
   type Deployment,
   type K8sObject,
+  type NetworkPolicy,
   type PodDisruptionBudget,
+  type PolicyEndpoint,
   type Probe,
   type Secret,
   type Service,
 } from '../src/index.js';
-import { loadCosConfig } from './support/cos-config.js';
+import { loadCosConfig, PENDING_VARIABLES } from './support/cos-config.js';
 import { COS_METRICS_PORT, COS_PORT, IMAGES, imageName, readRepoFile, repoPath } from './support/repo.js';
 import { parseCompose } from '../src/compose.js';
 // eslint-disable-next-line @nx/enforce-module-boundaries -- docker/ is no workspace project
@@ -36,7 +41,7 @@ const run = promisify(execFile);
 const KUBERNETES = repoPath('deploy/kubernetes');
 
 /** Each variant, and the variants it expects to be applied first (whose objects it uses). */
-const VARIANTS: Record<string, readonly string[]> = { standalone: [], readside: ['standalone'], sidecar: [] };
+const VARIANTS: Record<string, readonly string[]> = { standalone: [], readside: ['standalone'], sidecar: [], tls: [] };
 
 const temporary: string[] = [];
 afterAll(() => {
@@ -53,6 +58,35 @@ function cluster(variant: string): K8sObject[] {
 }
 
 const isCos = (container: Container) => workloadOfImage(container.image) === 'cos';
+
+/** The pod labels the NetworkPolicies let in: the application's pods, and operators' tooling. */
+const CLIENT_LABEL = 'chief-of-state/client';
+const ADMIN_LABEL = 'chief-of-state/admin';
+/** The label Kubernetes puts on every namespace (1.21+), the one namespace selectors use. */
+const NAMESPACE_NAME = 'kubernetes.io/metadata.name';
+
+/**
+ * The handlers a COS container calls across the network, as pod labels and the port their pods
+ * listen on (a Service's target port: policies see the pod's port), from its configuration: a
+ * Service of these manifests, or the user's (labelled `app: <host>` by convention). A sidecar's
+ * handler on loopback needs no rule.
+ */
+function handlerTargets(container: Container, config: ReturnType<typeof loadCosConfig>['config'], objects: readonly K8sObject[]) {
+  const targets =
+    imageName(container.image) === 'chiefofstate/cos-readside'
+      ? config.readSide.readSides.map((side) => ({ host: side.host, port: side.port }))
+      : [{ host: config.writeSide.host, port: config.writeSide.port }];
+  return targets
+    .filter(({ host }) => host !== '127.0.0.1' && host !== 'localhost')
+    .map(({ host, port }) => {
+      const service = ofKind<Service>(objects, 'Service').find((item) => item.metadata.name === host);
+      if (!service) return { host: { name: host, labels: { app: host }, containerPort: undefined }, port };
+      const target = service.spec.ports.find((item) => item.port === port)?.targetPort ?? port;
+      const pods = ofKind<Deployment>(objects, 'Deployment').find((item) => selects(service.spec.selector, item.spec.template.metadata.labels))!;
+      const containerPort = pods.spec.template.spec.containers.map((item) => portOf(item, target)).find((value) => value !== undefined);
+      return { host: { name: host, labels: service.spec.selector, containerPort }, port };
+    });
+}
 
 function portOf(container: Container, port: number | string): number | undefined {
   if (typeof port === 'number') return container.ports?.some((item) => item.containerPort === port) ? port : undefined;
@@ -76,15 +110,48 @@ function cosConfig(deployment: Deployment, container: Container, objects: readon
   temporary.push(root);
   for (const mount of container.volumeMounts ?? []) {
     const volume = deployment.spec.template.spec.volumes?.find((item) => item.name === mount.name);
-    if (!volume?.configMap) continue;
-    const configMap = ofKind<ConfigMap>(objects, 'ConfigMap').find((item) => item.metadata.name === volume.configMap!.name);
-    expect(configMap, `ConfigMap ${volume.configMap.name}`).toBeDefined();
+    const files = volume?.configMap ? configMapFiles(volume.configMap.name, objects) : volume?.secret ? secretFiles(volume.secret.secretName, objects) : undefined;
+    if (!files) continue;
     const dir = join(root, mount.mountPath);
     mkdirSync(dir, { recursive: true });
-    for (const [file, content] of Object.entries(configMap!.data ?? {})) writeFileSync(join(dir, file), content);
+    for (const [file, content] of Object.entries(files)) writeFileSync(join(dir, file), content);
     for (const [name, value] of env) if (value.startsWith(mount.mountPath)) env.set(name, join(root, value));
   }
-  return { env, loaded: loadCosConfig(container.image, Object.fromEntries(env), root) };
+  // names of settings other branches are adding (PENDING_VARIABLES) are left out until they exist
+  const known = Object.fromEntries([...env].filter(([name]) => !PENDING_VARIABLES.has(name) || isCosVariable(name)));
+  return { env, loaded: loadCosConfig(container.image, known, root) };
+}
+
+function configMapFiles(name: string, objects: readonly K8sObject[]): Record<string, string> {
+  const configMap = ofKind<ConfigMap>(objects, 'ConfigMap').find((item) => item.metadata.name === name);
+  expect(configMap, `ConfigMap ${name}`).toBeDefined();
+  return { ...configMap!.data };
+}
+
+/**
+ * A Secret volume's files: the Secret's own data when it is one of these objects; what
+ * cert-manager writes (tls.crt, tls.key, ca.crt) for a Certificate's Secret, or for a CA the
+ * user creates, a throwaway self-signed certificate.
+ */
+function secretFiles(name: string, objects: readonly K8sObject[]): Record<string, string> {
+  const secret = ofKind<Secret>(objects, 'Secret').find((item) => item.metadata.name === name);
+  if (secret) return secretData(secret);
+  const { cert, key } = throwawayCertificate();
+  return { 'tls.crt': cert, 'tls.key': key, 'ca.crt': cert };
+}
+
+let throwaway: { cert: string; key: string } | undefined;
+function throwawayCertificate(): { cert: string; key: string } {
+  if (throwaway) return throwaway;
+  const dir = mkdtempSync(join(tmpdir(), 'cos-k8s-pki-'));
+  temporary.push(dir);
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
+    '-subj', '/CN=chief-of-state', '-addext', 'subjectAltName=DNS:chief-of-state',
+    '-keyout', join(dir, 'tls.key'), '-out', join(dir, 'tls.crt'),
+  ], { stdio: 'ignore' });
+  throwaway = { cert: readFileSync(join(dir, 'tls.crt'), 'utf8'), key: readFileSync(join(dir, 'tls.key'), 'utf8') };
+  return throwaway;
 }
 
 describe.each(Object.keys(VARIANTS))('deploy/kubernetes/%s', (variant) => {
@@ -100,6 +167,9 @@ describe.each(Object.keys(VARIANTS))('deploy/kubernetes/%s', (variant) => {
       Service: 'v1',
       Deployment: 'apps/v1',
       PodDisruptionBudget: 'policy/v1',
+      NetworkPolicy: 'networking.k8s.io/v1',
+      Certificate: 'cert-manager.io/v1',
+      Issuer: 'cert-manager.io/v1',
     };
     for (const object of objects) {
       expect(apiVersions[object.kind], `${object.kind}/${object.metadata.name}`).toBe(object.apiVersion);
@@ -275,7 +345,7 @@ describe.each(Object.keys(VARIANTS))('deploy/kubernetes/%s', (variant) => {
     );
 
     it.each(cos.map((container) => [container.name, container] as const))(
-      'container %s exposes COS_PORT and COS_METRICS_PORT and is probed with gRPC health on COS_PORT',
+      'container %s exposes COS_PORT and COS_METRICS_PORT and is probed with gRPC health on COS_PORT (over HTTP on the metrics port with TLS)',
       (_container, container) => {
         const { config } = cosConfig(deployment, container, all).loaded;
         expect(config.server.port).toBe(COS_PORT);
@@ -284,8 +354,16 @@ describe.each(Object.keys(VARIANTS))('deploy/kubernetes/%s', (variant) => {
         expect(portOf(container, 'metrics')).toBe(config.telemetry.metricsPort);
         const probes = Object.fromEntries(probesOf(container));
         expect(Object.keys(probes).sort()).toEqual(['livenessProbe', 'readinessProbe', 'startupProbe']);
+        // kubelet's gRPC probes speak no TLS: a TLS listener is probed on the operations port
+        const tls = containerEnv(container, all, { podIP: '10.1.2.3', labels: pod.metadata.labels }).has('COS_TLS_CERT_FILE');
         for (const [kind, probe] of Object.entries(probes)) {
-          expect(probe.grpc, kind).toEqual({ port: config.server.port });
+          if (tls) {
+            expect(probe.grpc, kind).toBeUndefined();
+            expect(portOf(container, probe.httpGet!.port), kind).toBe(config.telemetry.metricsPort);
+            expect(probe.httpGet!.path, kind).toBe(kind === 'readinessProbe' ? '/readyz' : '/healthz');
+          } else {
+            expect(probe.grpc, kind).toEqual({ port: config.server.port });
+          }
           expect(probe.timeoutSeconds, kind).toBeLessThanOrEqual(probe.periodSeconds!);
         }
         // the startup probe leaves time for migrations: at least a minute
@@ -297,7 +375,7 @@ describe.each(Object.keys(VARIANTS))('deploy/kubernetes/%s', (variant) => {
       'container %s has only known variables and a writable /tmp',
       (_container, container) => {
         for (const name of cosConfig(deployment, container, all).env.keys()) {
-          expect(isAllowedVariable('cos', name), name).toBe(true);
+          expect(isAllowedVariable('cos', name) || PENDING_VARIABLES.has(name), name).toBe(true);
         }
         const tmp = container.volumeMounts?.find((mount) => mount.mountPath === '/tmp');
         expect(pod.spec.volumes?.find((volume) => volume.name === tmp?.name)?.emptyDir).toBeDefined();
@@ -341,6 +419,104 @@ describe.each(Object.keys(VARIANTS))('deploy/kubernetes/%s', (variant) => {
       const strategy = (deployment.spec as unknown as { strategy?: { rollingUpdate?: { maxUnavailable?: number } } }).strategy;
       if (strategy) expect(strategy.rollingUpdate?.maxUnavailable).toBe(0);
     });
+  });
+
+  it('puts every pod behind one NetworkPolicy of closed rules: each names its peers and ports', () => {
+    const policies = ofKind<NetworkPolicy>(objects, 'NetworkPolicy');
+    for (const deployment of deployments) {
+      const mine = policies.filter((policy) => selects(policy.spec.podSelector.matchLabels ?? {}, deployment.spec.template.metadata.labels));
+      expect(mine.length, `a NetworkPolicy for ${deployment.metadata.name}`).toBe(1);
+      const types = deployment.spec.template.spec.containers.some(isCos) ? ['Egress', 'Ingress'] : ['Ingress'];
+      expect([...mine[0]!.spec.policyTypes].sort(), deployment.metadata.name).toEqual(types);
+    }
+    for (const policy of policies) {
+      expect(deployments.some((item) => selects(policy.spec.podSelector.matchLabels ?? {}, item.spec.template.metadata.labels)), policy.metadata.name).toBe(true);
+      for (const rule of [...(policy.spec.ingress ?? []), ...(policy.spec.egress ?? [])]) {
+        // no rule open to everyone or on every port
+        const peers = rule.from ?? rule.to ?? [];
+        expect(peers.length, policy.metadata.name).toBeGreaterThan(0);
+        expect(rule.ports?.length, policy.metadata.name).toBeGreaterThan(0);
+        for (const peer of peers) {
+          expect(peer.ipBlock, 'pods by label, not address ranges').toBeUndefined();
+          expect(Object.keys(peer.podSelector?.matchLabels ?? {}).length, `${policy.metadata.name}: a pod selector naming pods`).toBeGreaterThan(0);
+          if (peer.namespaceSelector) expect(Object.keys(peer.namespaceSelector.matchLabels ?? {})).toEqual([NAMESPACE_NAME]);
+        }
+      }
+    }
+  });
+
+  describe.each(cosDeployments.map((deployment) => [deployment.metadata.name, deployment] as const))('NetworkPolicy of %s', (_name, deployment) => {
+    const pod = deployment.spec.template;
+    const container = pod.spec.containers.find(isCos)!;
+    const policy = ofKind<NetworkPolicy>(objects, 'NetworkPolicy').find((item) =>
+      selects(item.spec.podSelector.matchLabels ?? {}, pod.metadata.labels),
+    )!;
+    const { config } = cosConfig(deployment, container, all).loaded;
+    const isServer = imageName(container.image) === 'chiefofstate/cos-server';
+    const named = (name: string) => portOf(container, name);
+    const inbound = (from: PolicyEndpoint, port: number) =>
+      policyAllows(policy, 'ingress', from, port, 'TCP', named);
+    const outbound = (to: PolicyEndpoint, port: number, protocol = 'TCP') =>
+      policyAllows(policy, 'egress', to, port, protocol);
+    const grpcPort = config.server.port;
+    const metricsPort = config.telemetry.metricsPort;
+    // cos-server serves the application; cos-readside only ReadSideManagerService, for operators
+    const caller: PolicyEndpoint = { labels: { [isServer ? CLIENT_LABEL : ADMIN_LABEL]: 'true' } };
+    const prometheus = { labels: { 'app.kubernetes.io/name': 'prometheus' }, namespaceLabels: { [NAMESPACE_NAME]: 'monitoring' } };
+    const stranger = { labels: { app: 'something-else' } };
+
+    it("lets the app's pods (or operators' for cos-readside) reach gRPC, Prometheus the metrics, nobody else either", () => {
+      expect(inbound(caller, grpcPort)).toBe(true);
+      expect(inbound(caller, metricsPort)).toBe(false);
+      expect(inbound(prometheus, metricsPort)).toBe(true);
+      expect(inbound(prometheus, grpcPort)).toBe(false);
+      expect(inbound(stranger, grpcPort)).toBe(false);
+      expect(inbound(stranger, metricsPort)).toBe(false);
+      expect(inbound({ labels: { ...caller.labels }, namespaceLabels: { [NAMESPACE_NAME]: 'elsewhere' } }, grpcPort)).toBe(false);
+      if (!isServer) expect(inbound({ labels: { [CLIENT_LABEL]: 'true' } }, grpcPort), 'an API client is no operator').toBe(false);
+    });
+
+    it('lets the replicas forward calls to each other on COS_PORT (cos-server)', () => {
+      expect(inbound({ labels: pod.metadata.labels }, grpcPort)).toBe(isServer);
+      expect(outbound({ labels: pod.metadata.labels }, grpcPort)).toBe(isServer);
+      expect(outbound({ labels: pod.metadata.labels }, metricsPort)).toBe(false);
+    });
+
+    it('lets COS reach DNS, PostgreSQL, its handlers and the trace collector, and nothing else', () => {
+      const dns = { labels: { 'k8s-app': 'kube-dns' }, namespaceLabels: { [NAMESPACE_NAME]: 'kube-system' } };
+      expect(outbound(dns, 53, 'UDP')).toBe(true);
+      expect(outbound(dns, 53, 'TCP')).toBe(true);
+      expect(config.store.kind).toBe('postgres');
+      if (config.store.kind === 'postgres') {
+        expect(outbound({ labels: { app: config.store.host } }, config.store.port), 'PostgreSQL').toBe(true);
+      }
+      for (const { host, port } of handlerTargets(container, config, all)) {
+        expect(outbound({ labels: host.labels }, host.containerPort ?? port), `handler ${host.name}:${port}`).toBe(true);
+      }
+      const collector = new URL(config.telemetry.tracesEndpoint ?? 'http://none');
+      if (config.telemetry.tracesEndpoint !== undefined) {
+        const [, namespace] = collector.hostname.split('.');
+        const target = { labels: { 'app.kubernetes.io/name': 'opentelemetry-collector' }, namespaceLabels: { [NAMESPACE_NAME]: namespace! } };
+        expect(outbound(target, Number(collector.port)), config.telemetry.tracesEndpoint).toBe(true);
+      }
+      for (const port of [80, 443, 5432, 9000, 50051]) expect(outbound(stranger, port), `anything else on ${port}`).toBe(false);
+      expect(outbound({ ...dns, namespaceLabels: { [NAMESPACE_NAME]: 'default' } }, 53, 'UDP')).toBe(false);
+    });
+  });
+
+  it('lets only COS reach the handlers these manifests deploy', () => {
+    for (const handler of deployments.filter((item) => !item.spec.template.spec.containers.some(isCos))) {
+      const policy = ofKind<NetworkPolicy>(objects, 'NetworkPolicy').find((item) =>
+        selects(item.spec.podSelector.matchLabels ?? {}, handler.spec.template.metadata.labels),
+      )!;
+      const container = handler.spec.template.spec.containers[0]!;
+      const port = portOf(container, 'grpc')!;
+      const named = (name: string) => portOf(container, name);
+      for (const cos of cosDeployments) {
+        expect(policyAllows(policy, 'ingress', { labels: cos.spec.template.metadata.labels }, port, 'TCP', named)).toBe(true);
+      }
+      expect(policyAllows(policy, 'ingress', { labels: { [CLIENT_LABEL]: 'true' } }, port, 'TCP', named)).toBe(false);
+    }
   });
 
   it('probes every handler container in a way its server can answer', () => {
@@ -389,6 +565,90 @@ describe('deploy/kubernetes', () => {
     expect(serverConfig.readSide.enabled).toBe(false);
     expect(readsideConfig.readSide.enabled).toBe(true);
     expect(readsideConfig.readSide.readSides.map((side) => side.readSideId)).toEqual(['balances']);
+  });
+});
+
+describe('deploy/kubernetes/tls', () => {
+  interface Certificate extends K8sObject {
+    readonly spec: {
+      readonly secretName: string;
+      readonly commonName?: string;
+      readonly dnsNames?: readonly string[];
+      readonly isCA?: boolean;
+      readonly usages?: readonly string[];
+      readonly issuerRef: { readonly name: string; readonly kind: string };
+    };
+  }
+  interface Issuer extends K8sObject {
+    readonly spec: { readonly ca?: { readonly secretName: string }; readonly selfSigned?: object };
+  }
+  const objects = render('tls');
+  const certificates = ofKind<Certificate>(objects, 'Certificate');
+  const issuers = ofKind<Issuer>(objects, 'Issuer');
+  const deployment = ofKind<Deployment>(objects, 'Deployment').find((item) => item.metadata.name === 'chief-of-state')!;
+  const pod = deployment.spec.template.spec;
+  const container = pod.containers.find(isCos)!;
+  const env = containerEnv(container, objects, { podIP: '10.1.2.3', labels: deployment.spec.template.metadata.labels });
+  /** The Secret volume and the key inside it that a file setting names. */
+  const fileOf = (name: string) => {
+    const path = env.get(name);
+    expect(path, name).toBeDefined();
+    const mount = container.volumeMounts?.find((item) => path!.startsWith(`${item.mountPath}/`));
+    expect(mount?.readOnly, `${name} on a read-only mount`).toBe(true);
+    const volume = pod.volumes?.find((item) => item.name === mount!.name);
+    expect(volume?.secret, `${name} from a Secret volume`).toBeDefined();
+    return { secretName: volume!.secret!.secretName, key: path!.slice(mount!.mountPath.length + 1) };
+  };
+
+  it('mounts every certificate, key and token file from a Secret volume, read-only, readable by the process group only', () => {
+    const fileSettings = [...env.keys()].filter((name) => /_FILE$|^COS_POSTGRES_SSL_(ROOT_CERT|CERT|KEY)$/.test(name));
+    expect(fileSettings.length).toBeGreaterThanOrEqual(6);
+    for (const name of fileSettings) fileOf(name);
+    for (const volume of pod.volumes ?? []) if (volume.secret) expect(volume.secret.defaultMode, volume.name).toBe(0o440);
+    expect(pod.securityContext?.['fsGroup']).toBe(1000);
+    // secrets stay out of the environment and the ConfigMaps
+    for (const [name, value] of env) if (name !== 'COS_POSTGRES_PASSWORD') expect(value, name).not.toMatch(/BEGIN|replace-me/);
+  });
+
+  it('serves the certificate cert-manager issues, for clients and replicas, from the CA that verifies clients', () => {
+    const cert = fileOf('COS_TLS_CERT_FILE');
+    const key = fileOf('COS_TLS_KEY_FILE');
+    const clientCa = fileOf('COS_TLS_CLIENT_CA_FILE');
+    expect([cert.key, key.key, clientCa.key]).toEqual(['tls.crt', 'tls.key', 'ca.crt']);
+    expect(new Set([cert.secretName, key.secretName, clientCa.secretName]).size).toBe(1);
+    const server = certificates.find((item) => item.spec.secretName === cert.secretName)!;
+    expect(server, `a Certificate writes ${cert.secretName}`).toBeDefined();
+    // clientAuth too: the replicas present it to each other when forwarding
+    expect(server.spec.usages).toEqual(expect.arrayContaining(['server auth', 'client auth']));
+    const names = [server.spec.commonName, ...(server.spec.dnsNames ?? [])];
+    expect(names).toContain(env.get('COS_CLUSTER_TLS_SERVER_NAME'));
+    for (const peer of env.get('COS_CLUSTER_PEER_NAMES')!.split(',')) expect(names).toContain(peer.trim());
+    // the Service's name, as clients dial it
+    expect(names).toContain('chief-of-state');
+  });
+
+  it('issues every certificate from one CA, itself a certificate cert-manager keeps', () => {
+    for (const certificate of certificates) {
+      const issuer = issuers.find((item) => item.metadata.name === certificate.spec.issuerRef.name);
+      expect(issuer, certificate.metadata.name).toBeDefined();
+      expect(certificate.spec.issuerRef.kind).toBe('Issuer');
+      if (certificate.spec.isCA) expect(issuer!.spec.selfSigned, 'the root').toBeDefined();
+      else expect(certificates.find((item) => item.spec.secretName === issuer!.spec.ca?.secretName)?.spec.isCA, certificate.metadata.name).toBe(true);
+    }
+  });
+
+  it("lets in the application by its certificate's name, operators and Prometheus by token files of a Secret", () => {
+    for (const name of env.get('COS_AUTH_CLIENT_NAMES')!.split(',')) {
+      const client = certificates.find((item) => item.spec.commonName === name.trim());
+      expect(client?.spec.usages, name).toContain('client auth');
+    }
+    for (const name of ['COS_ADMIN_TOKENS_FILE', 'COS_METRICS_TOKEN_FILE']) {
+      const { secretName, key } = fileOf(name);
+      const secret = ofKind<Secret>(objects, 'Secret').find((item) => item.metadata.name === secretName)!;
+      expect(Object.keys(secretData(secret)), name).toContain(key);
+    }
+    expect(fileOf('COS_ADMIN_TOKENS_FILE').key).not.toBe(fileOf('COS_METRICS_TOKEN_FILE').key);
+    expect(env.get('COS_POSTGRES_SSL_MODE')).toBe('verify-full');
   });
 });
 

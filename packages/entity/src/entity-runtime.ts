@@ -12,6 +12,7 @@ import {
   ShuttingDownError,
   StoreError,
   assertValidEntityId,
+  publicMessageOf,
   traceLogFields,
 } from '@chiefofstate/core';
 import {
@@ -283,8 +284,8 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
   function fail(command: Command, error: unknown): void {
     inFlight--;
     if (command.trace) {
-      const message = error instanceof Error ? error.message : String(error);
-      command.trace.span.setStatus({ code: SpanStatusCode.ERROR, message });
+      // what a caller may be told: addresses and the store's words stay in the log
+      command.trace.span.setStatus({ code: SpanStatusCode.ERROR, message: publicMessageOf(error) });
       command.trace.span.end();
     }
     command.reject(error);

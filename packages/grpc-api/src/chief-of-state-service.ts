@@ -5,7 +5,7 @@ import type { ChiefOfStateService} from '@chiefofstate/protocol';
 import { FORWARDED_BY_HEADER, FORWARDED_PROOF_HEADER, type Header, type MetaData } from '@chiefofstate/protocol';
 import { persistedHeaders, propagatedHeaders, type HeaderRules } from './request-headers.js';
 import { callTraceContext } from './server-tracing.js';
-import { toConnectError } from './status.js';
+import { failCall } from './status.js';
 
 /** What the service needs of the entity runtime (satisfied by @chiefofstate/entity). */
 export interface CommandProcessor {
@@ -55,8 +55,7 @@ export function createChiefOfStateService(
         });
         return { state, meta };
       } catch (error) {
-        onError?.('ProcessCommand', error, call.traceContext);
-        throw toConnectError(error);
+        throw failCall(error, onError && ((failure) => onError('ProcessCommand', failure, call.traceContext)));
       }
     },
     async getState(request, context) {
@@ -65,8 +64,7 @@ export function createChiefOfStateService(
         const { state, meta } = await processor.getState(request.entityId, call);
         return { state, meta };
       } catch (error) {
-        onError?.('GetState', error, call.traceContext);
-        throw toConnectError(error);
+        throw failCall(error, onError && ((failure) => onError('GetState', failure, call.traceContext)));
       }
     },
   };

@@ -8,6 +8,7 @@ import {
   FencedError,
   HandlerFailedError,
   HandlerUnavailableError,
+  InternalError,
   InvalidArgumentError,
   JournalConflictError,
   MessageTooLargeError,
@@ -161,26 +162,41 @@ describe('gRPC edge', () => {
     expect(withoutCaller!.deadline! - before).toBeLessThanOrEqual(5000 + 200);
   });
 
+  const LEAK = 'postgres://cos:hunter2@db.internal:5432/cos connect ECONNREFUSED 10.1.2.3:50051';
   it.each([
     [new InvalidArgumentError('empty entity ID'), grpc.status.INVALID_ARGUMENT, 'empty entity ID'],
     [new NotFoundError('no such entity'), grpc.status.NOT_FOUND, 'no such entity'],
     [new MessageTooLargeError('too big'), grpc.status.RESOURCE_EXHAUSTED, 'too big'],
     [new DeadlineExceededError('handler too slow'), grpc.status.DEADLINE_EXCEEDED, 'handler too slow'],
-    [new HandlerUnavailableError('handler unreachable'), grpc.status.UNAVAILABLE, 'handler unreachable'],
+    [new HandlerUnavailableError(LEAK, { publicMessage: 'write handler unavailable' }), grpc.status.UNAVAILABLE, 'write handler unavailable'],
+    [new HandlerUnavailableError(LEAK), grpc.status.UNAVAILABLE, 'handler unavailable'],
     [new ShuttingDownError('shutting down'), grpc.status.UNAVAILABLE, 'shutting down'],
-    [new StoreError('store down'), grpc.status.UNAVAILABLE, 'store down'],
-    [new CommitOutcomeUnknownError('commit outcome unknown'), grpc.status.UNKNOWN, 'commit outcome unknown'],
+    [new StoreError(LEAK), grpc.status.UNAVAILABLE, 'the store failed or could not be reached; nothing was written'],
+    [new CommitOutcomeUnknownError(LEAK), grpc.status.UNKNOWN, new CommitOutcomeUnknownError('').publicMessage],
     [new FencedError('shard taken over; nothing written'), grpc.status.UNAVAILABLE, 'shard taken over; nothing written'],
     [new UnauthenticatedError('no valid proof'), grpc.status.UNAUTHENTICATED, 'no valid proof'],
     [new JournalConflictError('e', 1n), grpc.status.ABORTED, 'entity "e" has moved past revision 1'],
-    [new Error('secret internals'), grpc.status.INTERNAL, 'internal error'],
-  ])('maps %s to its status', async (error, code, message) => {
+  ])('maps %s to its status, with its public message', async (error, code, message) => {
     scripted.setBehaviour(async () => {
       throw error;
     });
     const e = await failure(send('acc-1'));
     expect(e.code).toBe(code);
     expect(e.details).toBe(message);
+  });
+
+  it.each([
+    ['an unexpected Error', new Error(LEAK)],
+    ['an InternalError', new InternalError(LEAK)],
+  ])('answers %s with INTERNAL and only an error id', async (_, error) => {
+    scripted.setBehaviour(async () => {
+      throw error;
+    });
+    const e = await failure(send('acc-1'));
+    expect(e.code).toBe(grpc.status.INTERNAL);
+    expect(e.details).toMatch(/^internal error; look up error id [0-9a-f]{12} in the chief-of-state log$/);
+    expect(e.details).not.toContain('hunter2');
+    expect(e.details).not.toContain('10.1.2.3');
   });
 
   it("passes a handler's status, message and rich details through unchanged", async () => {

@@ -1,4 +1,12 @@
-export { toConnectError, isExpectedFailure, logCallFailure, type CallFailureLogger } from './status.js';
+export {
+  toConnectError,
+  isExpectedFailure,
+  logCallFailure,
+  errorIdOf,
+  failCall,
+  internalErrorMessage,
+  type CallFailureLogger,
+} from './status.js';
 export { propagatedHeaders, persistedHeaders, type HeaderRules } from './request-headers.js';
 export {
   createChiefOfStateService,

@@ -3,7 +3,7 @@ import type { HandlerContext, ServiceImpl } from '@connectrpc/connect';
 import { InvalidArgumentError } from '@chiefofstate/core';
 import type { ReadSideManagerService } from '@chiefofstate/protocol';
 import { callTraceContext } from './server-tracing.js';
-import { toConnectError } from './status.js';
+import { failCall } from './status.js';
 
 /** What the service needs of the read sides (satisfied by @chiefofstate/read-side's ReadSideManager). */
 export interface ReadSideManagerPort {
@@ -37,8 +37,7 @@ export function createReadSideManagerService(options: ReadSideManagerServiceOpti
     try {
       return await run();
     } catch (error) {
-      onError?.(method, error, ctx.values.get(callTraceContext));
-      throw toConnectError(error);
+      throw failCall(error, onError && ((failure) => onError(method, failure, ctx.values.get(callTraceContext))));
     }
   };
   const shardOf = (value: bigint): number => {

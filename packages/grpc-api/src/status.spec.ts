@@ -17,7 +17,7 @@ import {
 import { REFUSED_TRAILER } from '@chiefofstate/protocol';
 import { decodeRpcStatus } from '@chiefofstate/testing';
 import { describe, expect, it } from 'vitest';
-import { logCallFailure, toConnectError } from './status.js';
+import { errorIdOf, failCall, internalErrorMessage, logCallFailure, toConnectError } from './status.js';
 
 describe('logCallFailure', () => {
   it("logs the caller's, the handler's and the surroundings' failures at debug, COS faults at error", () => {
@@ -103,5 +103,49 @@ describe('toConnectError', () => {
       new HandlerFailedError(14, 'handler says unavailable'),
     ];
     for (const other of others) expect(toConnectError(other).metadata.get(REFUSED_TRAILER)).toBeNull();
+  });
+});
+
+describe('a fault of COS', () => {
+  const LEAK = 'postgres://cos:hunter2@db.internal:5432/cos at Object.<anonymous> (/app/dist/x.js:1:2)';
+  const capture = () => {
+    const lines: Array<{ level: string; fields: Record<string, unknown>; message: string }> = [];
+    const logger = {
+      debug: (fields: object, message: string) => lines.push({ level: 'debug', fields: fields as Record<string, unknown>, message }),
+      error: (fields: object, message: string) => lines.push({ level: 'error', fields: fields as Record<string, unknown>, message }),
+    };
+    return { lines, log: logCallFailure(logger) };
+  };
+
+  it.each([
+    ['an InternalError', new InternalError(LEAK)],
+    ['an Error', new Error(LEAK)],
+    ['a thrown string', LEAK],
+  ])('(%s) answers an id to look up, and the log line has that id and the detail', (_, thrown) => {
+    const { lines, log } = capture();
+    const answer = failCall(thrown, (error) => log('ProcessCommand', error));
+    expect(answer.code).toBe(Code.Internal);
+    const id = /^internal error; look up error id ([0-9a-f]{12}) in the chief-of-state log$/.exec(answer.rawMessage)?.[1];
+    expect(id).toBeDefined();
+    expect(answer.rawMessage).not.toContain('hunter2');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]!.level).toBe('error');
+    expect(lines[0]!.fields.errorId).toBe(id);
+    expect(String((lines[0]!.fields.err as Error).message)).toContain(LEAK);
+  });
+
+  it('gets a new id each time, and the same one for one error', () => {
+    const error = new Error('bug');
+    expect(errorIdOf(error)).toBe(errorIdOf(error));
+    expect(errorIdOf(new Error('bug'))).not.toBe(errorIdOf(error));
+    expect(toConnectError(error).rawMessage).toBe(internalErrorMessage(errorIdOf(error)));
+  });
+
+  it('is the only failure with an id: the others answer their public message and log no id', () => {
+    const { lines, log } = capture();
+    const answer = failCall(new StoreError(LEAK), (error) => log('GetState', error));
+    expect(answer.rawMessage).toBe('the store failed or could not be reached; nothing was written');
+    expect(lines[0]!.fields).not.toHaveProperty('errorId');
+    expect((lines[0]!.fields.err as Error).message).toBe(LEAK);
   });
 });

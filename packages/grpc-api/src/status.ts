@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { trace, type Context } from '@opentelemetry/api';
 import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
 import { Code, ConnectError, encodeBinaryHeader } from '@connectrpc/connect';
@@ -25,7 +26,11 @@ import { REFUSED_TRAILER } from '@chiefofstate/protocol';
 
 /**
  * The one place where COS failures become gRPC statuses. Everything below the edge throws
- * CosError subclasses; callers see a status code and a message they can act on.
+ * CosError subclasses; callers see a status code and a message they can act on: the error's
+ * publicMessage, never its message, which may name database hosts, handler or peer addresses,
+ * or a driver's words. A fault of COS itself (InternalError, or anything that is not a COS
+ * error) tells the caller only an id to look up in the log (`errorIdOf`, logged by
+ * logCallFailure).
  */
 export function toConnectError(error: unknown): ConnectError {
   if (error instanceof ConnectError) return error;
@@ -53,8 +58,53 @@ export function toConnectError(error: unknown): ConnectError {
     }
     return connectError;
   }
-  if (error instanceof CosError) return new ConnectError(error.message, codeOf(error), refusedTrailer(error), undefined, error);
-  return new ConnectError('internal error', Code.Internal, undefined, undefined, error);
+  if (isUnexpectedFailure(error)) {
+    return new ConnectError(internalErrorMessage(errorIdOf(error)), Code.Internal, undefined, undefined, error);
+  }
+  const cosError = error as CosError;
+  return new ConnectError(cosError.publicMessage, codeOf(cosError), refusedTrailer(cosError), undefined, error);
+}
+
+/** What a caller is told about a fault of COS: only where to look. */
+export function internalErrorMessage(errorId: string): string {
+  return `internal error; look up error id ${errorId} in the chief-of-state log`;
+}
+
+/** A fault of COS itself rather than a refusal or a failure of its surroundings. */
+function isUnexpectedFailure(error: unknown): boolean {
+  if (error instanceof ConnectError) return false;
+  return !(error instanceof CosError) || error instanceof InternalError;
+}
+
+const errorIds = new WeakMap<object, string>();
+
+/**
+ * The short random id of an unexpected failure, the same for one error object each time it is
+ * asked, so the status a caller gets and the log line carrying the detail name the same id.
+ */
+export function errorIdOf(error: unknown): string {
+  if (typeof error !== 'object' || error === null) return newErrorId();
+  let id = errorIds.get(error);
+  if (id === undefined) {
+    id = newErrorId();
+    errorIds.set(error, id);
+  }
+  return id;
+}
+
+function newErrorId(): string {
+  return randomBytes(6).toString('hex');
+}
+
+/**
+ * A service's failed call: tells `report` (the log) and answers the caller, with the same error
+ * id when it is a fault of COS. A thrown non-object becomes an InternalError first, so that both
+ * see one object (and one id).
+ */
+export function failCall(thrown: unknown, report: ((error: unknown) => void) | undefined): ConnectError {
+  const error = typeof thrown === 'object' && thrown !== null ? thrown : new InternalError(`thrown: ${String(thrown)}`);
+  report?.(error);
+  return toConnectError(error);
 }
 
 const DEFAULT_TYPE_URL_PREFIX = 'type.googleapis.com/';
@@ -129,13 +179,19 @@ export interface CallFailureLogger {
 
 /**
  * An `onError` for the services: failures that are the caller's or the handler's doing are
- * logged at debug, anything else (a COS fault) at error.
+ * logged at debug, anything else (a COS fault) at error. A fault of COS carries `errorId`, the id
+ * its caller was told to look up.
  */
 export function logCallFailure(
   logger: CallFailureLogger,
 ): (method: string, error: unknown, traceContext?: Context | undefined) => void {
   return (method, error, traceContext) => {
-    const fields = { err: error, method, ...traceLogFields(traceContext && trace.getSpan(traceContext)) };
+    const fields = {
+      err: error,
+      method,
+      ...(isUnexpectedFailure(error) ? { errorId: errorIdOf(error) } : {}),
+      ...traceLogFields(traceContext && trace.getSpan(traceContext)),
+    };
     if (isExpectedFailure(error)) logger.debug(fields, 'call failed');
     else logger.error(fields, 'call failed');
   };

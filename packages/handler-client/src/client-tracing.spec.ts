@@ -3,7 +3,7 @@ import { StringValueSchema } from '@bufbuild/protobuf/wkt';
 import { Code, ConnectError } from '@connectrpc/connect';
 import { ROOT_CONTEXT, SpanKind, trace, type Context } from '@opentelemetry/api';
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
-import { HandlerFailedError } from '@chiefofstate/core';
+import { HandlerFailedError, HandlerUnavailableError } from '@chiefofstate/core';
 import {
   HandleCommandRequestSchema,
   HandleReadSideRequestSchema,
@@ -97,6 +97,26 @@ describe('client spans of handler calls', () => {
     const [span] = exporter.getFinishedSpans();
     expect(span?.attributes['rpc.grpc.status_code']).toBe(Code.FailedPrecondition);
     expect(span?.status).toMatchObject({ code: 2, message: 'no such account' });
+  });
+
+  it("records an unreachable handler without its address (the log has it, the trace does not)", async () => {
+    const unused = await startTestGrpcServer(() => {});
+    const port = unused.port;
+    await unused.stop();
+    const unreachable = createWriteSideClient({ host: '127.0.0.1', port });
+    try {
+      const error = await unreachable.handleCommand(command('a'), { traceContext: callerContext() }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(HandlerUnavailableError);
+      expect((error as HandlerUnavailableError).message).toContain(`127.0.0.1:${port}`);
+      expect((error as HandlerUnavailableError).publicMessage).toBe('write handler unavailable');
+    } finally {
+      await unreachable.close();
+    }
+    const [span] = exporter.getFinishedSpans();
+    expect(span?.status).toMatchObject({ code: 2, message: 'write handler unavailable' });
+    const recorded = JSON.stringify({ attributes: span?.attributes, status: span?.status, events: span?.events });
+    expect(recorded).not.toContain(String(port));
+    expect(recorded).not.toContain('ECONNREFUSED');
   });
 
   it("makes no span, and passes the caller's traceparent on, when the trace is not recorded", async () => {

@@ -1,6 +1,7 @@
 import { context, propagation, SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
 import { ConnectError } from '@connectrpc/connect';
-import { DeadlineExceededError, HandlerUnavailableError } from '@chiefofstate/core';
+import { DeadlineExceededError, HandlerUnavailableError, publicMessageOf } from '@chiefofstate/core';
+import { ChiefOfStateService, ReadSideHandlerService, WriteSideHandlerService } from '@chiefofstate/protocol';
 import type { HandlerCallOptions } from './transport.js';
 import { translateHandlerError } from './translate-error.js';
 
@@ -30,12 +31,17 @@ export function createInvoker(
   options: InvokerOptions,
 ): <T>(method: string, call: HandlerCallOptions | undefined, run: (options: ConnectCallOptions) => Promise<T>) => Promise<T> {
   const { target, service, defaultTimeoutMs, isClosed } = options;
+  const role = roleOf(service);
   return async (method, call, run) => {
     const timeoutMs =
       call?.timeoutMs === undefined ? defaultTimeoutMs : Math.min(defaultTimeoutMs, Math.floor(call.timeoutMs));
-    if (isClosed()) throw new HandlerUnavailableError(`${target} ${method}: client closed`);
+    if (isClosed()) throw new HandlerUnavailableError(`${target} ${method}: client closed`, { publicMessage: `${role} unavailable` });
     if (call?.signal?.aborted) throw call.signal.reason;
-    if (timeoutMs <= 0) throw new DeadlineExceededError(`${target} ${method}: no time left for the call`);
+    if (timeoutMs <= 0) {
+      throw new DeadlineExceededError(`${target} ${method}: no time left for the call`, {
+        publicMessage: `no time left to call the ${role}`,
+      });
+    }
     const traced = clientSpan(service, method, call);
     const span = traced?.span;
     const headers = traced ? withTraceContext(traced.context, call?.headers) : call?.headers;
@@ -45,22 +51,36 @@ export function createInvoker(
       span?.setAttribute('rpc.grpc.status_code', 0);
       return response;
     } catch (error) {
-      if (span) {
-        const connectError = ConnectError.from(error);
-        span.setAttribute('rpc.grpc.status_code', connectError.code);
-        span.setStatus({ code: SpanStatusCode.ERROR, message: connectError.rawMessage });
-      }
-      throw translateHandlerError(error, {
+      const failure = translateHandlerError(error, {
         description: `${target} ${method}`,
+        role,
         timeoutMs,
         startedAt,
         signal: call?.signal,
       });
+      if (span) {
+        span.setAttribute('rpc.grpc.status_code', ConnectError.from(error).code);
+        // what a caller may be told (a handler's own status message is that): a transport
+        // failure's words name the handler's address
+        span.setStatus({ code: SpanStatusCode.ERROR, message: publicMessageOf(failure) });
+      }
+      throw failure;
     } finally {
       span?.end();
     }
   };
 }
+
+/** How failures name the callee to callers outside (the address stays in the log). */
+function roleOf(service: string): string {
+  return ROLES[service] ?? 'handler';
+}
+
+const ROLES: Readonly<Record<string, string>> = {
+  [WriteSideHandlerService.typeName]: 'write handler',
+  [ReadSideHandlerService.typeName]: 'read-side handler',
+  [ChiefOfStateService.typeName]: 'replica owning the entity',
+};
 
 /** The call's span, only when its parent (the call's trace context, else the active one) is recorded. */
 function clientSpan(

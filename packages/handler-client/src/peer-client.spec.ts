@@ -200,6 +200,7 @@ describe('peer clients against a @grpc/grpc-js ChiefOfStateService', () => {
     expect(error).toBeInstanceOf(PeerUnreachableError);
     expect((error as Error).message).toContain(`127.0.0.1:${port}`);
     expect((error as Error).message).toContain('ECONNREFUSED');
+    expect((error as PeerUnreachableError).publicMessage).not.toContain(String(port));
     await expect(clients().getState(`127.0.0.1:${port}`, { entityId: 'acc-1' } as GetStateRequest)).rejects.toBeInstanceOf(
       PeerUnreachableError,
     );

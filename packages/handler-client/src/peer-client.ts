@@ -99,7 +99,11 @@ export function createPeerClients(options: PeerClientsOptions): PeerClients {
       if (method === 'ProcessCommand' && error instanceof HandlerUnavailableError) {
         throw new CommitOutcomeUnknownError(
           `${error.message}: the command was forwarded to the replica owning the entity, which may or may not have persisted it; read the entity's state before retrying`,
-          { cause: error },
+          {
+            cause: error,
+            publicMessage:
+              "the command was forwarded to the replica owning the entity and the connection failed before its answer: it may or may not be persisted; read the entity's state before retrying",
+          },
         );
       }
       throw error;

@@ -10,8 +10,13 @@ import { decodeBinaryHeaderValue, decodeRpcStatus, type RawStatusDetail } from '
 
 /** What the translation needs to know about the call that failed. */
 export interface FailedCall {
-  /** e.g. `write handler localhost:50051 HandleCommand`, for messages */
+  /** e.g. `write handler localhost:50051 HandleCommand`, for messages (the log) */
   readonly description: string;
+  /**
+   * e.g. `write handler`: what the caller may be told (publicMessage) names the callee only
+   * so, never by its address
+   */
+  readonly role: string;
   /** the deadline this call was given, in ms */
   readonly timeoutMs: number;
   /** performance.now() when the call started */
@@ -38,6 +43,7 @@ export function translateHandlerError(error: unknown, call: FailedCall): unknown
   ) {
     return new DeadlineExceededError(`${call.description} did not answer within ${call.timeoutMs} ms`, {
       cause: error,
+      publicMessage: `${call.role} did not answer within ${call.timeoutMs} ms`,
     });
   }
   const grpcStatus = connectError.metadata.get('grpc-status');
@@ -67,13 +73,21 @@ function handlerFailed(error: ConnectError, grpcStatus: string): CosError {
 
 function transportFailure(error: ConnectError, call: FailedCall): CosError {
   if (error.code === Code.ResourceExhausted) {
-    return new MessageTooLargeError(`${call.description}: ${error.rawMessage}`, { cause: error });
+    return new MessageTooLargeError(`${call.description}: ${error.rawMessage}`, {
+      cause: error,
+      publicMessage: `a message to or from the ${call.role} is larger than the limit`,
+    });
   }
   if (error.code === Code.DeadlineExceeded) {
-    return new DeadlineExceededError(`${call.description}: ${error.rawMessage}`, { cause: error });
+    return new DeadlineExceededError(`${call.description}: ${error.rawMessage}`, {
+      cause: error,
+      publicMessage: `${call.role} did not answer in time`,
+    });
   }
+  // the address and the driver's words stay in the message, for the log
   return new HandlerUnavailableError(`${call.description} unavailable: ${rootMessage(error)}`, {
     cause: error,
+    publicMessage: `${call.role} unavailable`,
   });
 }
 

@@ -198,6 +198,8 @@ describe('WriteSideClient', () => {
     const error = await rejectionOf(client({ port }).handleCommand(command('x')));
     expect(error).toBeInstanceOf(HandlerUnavailableError);
     expect((error as Error).message).toContain('ECONNREFUSED');
+    // what a caller is told names neither the address nor the driver's words
+    expect((error as HandlerUnavailableError).publicMessage).toBe('write handler unavailable');
   });
 
   it('reports a handler slower than the per-call timeout as DeadlineExceededError', async () => {

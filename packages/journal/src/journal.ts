@@ -10,6 +10,7 @@ import {
   ShuttingDownError,
   StoreError,
   assertValidEntityId,
+  publicMessageOf,
   shardOf,
 } from '@chiefofstate/core';
 import { isOutcomeUnknown, isUniqueViolation, sqlState, withStatementDeadline, type Database } from '@chiefofstate/postgres';
@@ -524,7 +525,8 @@ function traced(
     reject(error) {
       // an event, not the span's status: the caller decides whether the append failing fails it
       // (a conflict is retried)
-      span.recordException(error instanceof Error ? error : String(error));
+      // what a caller may be told: the driver's words and the stack stay in the log
+      span.recordException({ name: error instanceof Error ? error.name : 'Error', message: publicMessageOf(error) });
       reject(error);
     },
   };
@@ -604,6 +606,7 @@ function appendError(request: AppendRequest, error: unknown): Error {
   if (sqlState(error)?.startsWith('22')) {
     return new InvalidArgumentError(`journal refused the append of ${JSON.stringify(request.entityId)}: ${errorMessage(error)}`, {
       cause: error,
+      publicMessage: `the store refused the events of ${JSON.stringify(request.entityId)} as invalid data; nothing was written`,
     });
   }
   if (isOutcomeUnknown(error)) {

@@ -1,5 +1,5 @@
 import { ROOT_CONTEXT, SpanStatusCode, trace } from '@opentelemetry/api';
-import { traceLogFields } from '@chiefofstate/core';
+import { publicMessageOf, traceLogFields } from '@chiefofstate/core';
 import type { HandleReadSideRequest } from '@chiefofstate/protocol';
 import { entityIdHeader, toReadSideRequest } from './delivery-request.js';
 import { backoffMs, decideOnFailure, type FailurePolicy, type RetryOptions } from './failure-policy.js';
@@ -225,7 +225,8 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
           }
           failure = new Error('the handler replied successful=false');
         } catch (error) {
-          span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
+          // the handler's own status message, or only what failed (its address stays in the log)
+          span.setStatus({ code: SpanStatusCode.ERROR, message: publicMessageOf(error) });
           span.end();
           if (stopping === 'lost') return 'interrupted';
           failure = error;
