@@ -16,6 +16,7 @@ import {
   StoreError,
   CommitOutcomeUnknownError,
   UnauthenticatedError,
+  PermissionDeniedError,
 } from '@chiefofstate/core';
 import {
   ChiefOfStateService,
@@ -172,6 +173,7 @@ describe('gRPC edge', () => {
     [new CommitOutcomeUnknownError('commit outcome unknown'), grpc.status.UNKNOWN, 'commit outcome unknown'],
     [new FencedError('shard taken over; nothing written'), grpc.status.UNAVAILABLE, 'shard taken over; nothing written'],
     [new UnauthenticatedError('no valid proof'), grpc.status.UNAUTHENTICATED, 'no valid proof'],
+    [new PermissionDeniedError('not an admin credential'), grpc.status.PERMISSION_DENIED, 'not an admin credential'],
     [new JournalConflictError('e', 1n), grpc.status.ABORTED, 'entity "e" has moved past revision 1'],
     [new Error('secret internals'), grpc.status.INTERNAL, 'internal error'],
   ])('maps %s to its status', async (error, code, message) => {
