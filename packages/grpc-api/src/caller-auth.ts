@@ -19,16 +19,16 @@ export const callPeer: ContextKey<CallPeer | undefined> = createContextKey<CallP
 /** What opens one service: bearer tokens and/or client-certificate names; neither: nobody. */
 export interface ServiceCredentials {
   /** file of bearer tokens, one per line, re-read when it changes */
-  readonly tokensFile?: string;
+  readonly tokensFile?: string | undefined;
   /** client-certificate identities accepted (needs a verified client certificate) */
   readonly clientNames?: readonly string[];
 }
 
 export interface CallerAuthOptions {
   /** ChiefOfStateService (COS_AUTH_*); undefined: open */
-  readonly api?: ServiceCredentials;
+  readonly api?: ServiceCredentials | undefined;
   /** ReadSideManagerService (COS_ADMIN_*); undefined: open; without any credential: refuses everyone */
-  readonly admin?: ServiceCredentials;
+  readonly admin?: ServiceCredentials | undefined;
   /** COS_CLUSTER_PEER_NAMES: a forwarded call needs a verified client certificate with one of these */
   readonly peerNames?: readonly string[];
   /**

@@ -32,3 +32,4 @@ export {
   type ServiceCredentials,
 } from './caller-auth.js';
 export { createListenerTls, peerOf, type ListenerTls, type ListenerTlsOptions } from './listener-tls.js';
+export { listenerSecurityOptions, type ListenerSecuritySettings } from './listener-security.js';

@@ -10,7 +10,7 @@ export interface ListenerTlsOptions {
   /** its private key (COS_TLS_KEY_FILE) */
   readonly keyFile: string;
   /** CA client certificates must chain to (COS_TLS_CLIENT_CA_FILE); unset: none asked for */
-  readonly clientCaFile?: string;
+  readonly clientCaFile?: string | undefined;
   /**
    * COS_TLS_CLIENT_AUTH: `required` (default): a client without a valid certificate cannot
    * connect; `optional`: it may (to present a bearer token), while one presenting a certificate

@@ -14,7 +14,7 @@ export interface MetricsServerOptions {
    * COS_METRICS_TOKEN_FILE: bearer tokens (one per line) /metrics asks for; /healthz and
    * /readyz stay open for the kubelet. Read now (a broken file is a ConfigError) and re-read.
    */
-  readonly tokenFile?: string;
+  readonly tokenFile?: string | undefined;
   /** how often the token file is read again, ms; 0 never (COS_TLS_RELOAD_INTERVAL) */
   readonly reloadIntervalMs?: number;
   /** a changed token file that cannot be used (the previous tokens stay) */
