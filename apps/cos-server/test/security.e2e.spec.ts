@@ -19,7 +19,7 @@ import {
 } from '@chiefofstate/protocol';
 import { createGrpcJsClient, createTestPki, pollUntil, type GrpcJsClient, type IssuedCertificate } from '@chiefofstate/testing';
 import { command, startCos, type CosFixture } from './support/cos-fixture.js';
-import { startTestHandler, type RunningProcess } from './support/processes.js';
+import { freePort, startCosServerProcess, startTestHandler, type RunningProcess } from './support/processes.js';
 
 const API_TOKEN = 'api-token-e2e-0123456789';
 const ADMIN_TOKEN = 'admin-token-e2e-0123456789';
@@ -214,5 +214,22 @@ describe('cos-server security: TLS, mTLS, caller authentication, the metrics tok
     expect(await scraped.text()).toMatch(/cos_grpc_server_handled_total|cos_/);
     expect((await fetch(url('/healthz'))).status).toBe(200);
     expect((await fetch(url('/readyz'))).status).toBe(200);
+  });
+
+  it('does not start with a certificate file it cannot use (exit 2, the file named)', async () => {
+    const broken = join(pki.dir, 'broken.crt');
+    writeFileSync(broken, 'not a certificate');
+    const server = startCosServerProcess({
+      WRITE_SIDE_HANDLER_SERVICE_HOST: '127.0.0.1',
+      WRITE_SIDE_HANDLER_SERVICE_PORT: String(handler.port),
+      COS_ADDRESS: '127.0.0.1',
+      COS_PORT: String(await freePort()),
+      COS_METRICS_PORT: String(await freePort()),
+      COS_DATA_DIR: join(pki.dir, 'data'),
+      COS_TLS_CERT_FILE: broken,
+      COS_TLS_KEY_FILE: serverCert.keyFile,
+    });
+    expect(await server.exited).toBe(2);
+    expect(server.output()).toContain(`cannot use ${broken}`);
   });
 });
