@@ -4,6 +4,7 @@ import {
   createHealthStatus,
   createServerTracingInterceptor,
   createReadSideManagerService,
+  listenerSecurityOptions,
   logCallFailure,
   ServingStatus,
   startGrpcServer,
@@ -59,6 +60,8 @@ export async function startCosReadside(options: CosReadsideOptions): Promise<Run
     receiveTimeoutMs: config.server.receiveTimeoutMs,
     idleTimeoutMs: config.server.idleTimeoutMs,
     logger,
+    // COS_TLS_*, COS_ADMIN_* (ReadSideManagerService); this process takes no forwarded calls
+    ...listenerSecurityOptions(config.security, false),
     interceptors: [createServerTracingInterceptor({ ignoreServices: [Health.typeName] }), metrics.serverInterceptor],
     routes: (router) => {
       router.service(
@@ -78,8 +81,11 @@ export async function startCosReadside(options: CosReadsideOptions): Promise<Run
   let leaseDatabase: Database | undefined;
   try {
     metricsServer = await startMetricsServer({
-      host: config.server.address,
+      host: config.telemetry.metricsAddress,
       port: config.telemetry.metricsPort,
+      tokenFile: config.security.metricsTokenFile,
+      reloadIntervalMs: config.security.reloadIntervalMs,
+      onReloadError: (error) => logger.warn({ err: error }, 'changed metrics token file cannot be used; the previous tokens stay in use'),
       metrics,
       // not ready while the store is known unreachable
       ready: () => running !== undefined && (database?.available() ?? false) && (leaseDatabase?.available() ?? true),

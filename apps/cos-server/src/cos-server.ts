@@ -7,6 +7,7 @@ import {
   createHealthStatus,
   createServerTracingInterceptor,
   createReadSideManagerService,
+  listenerSecurityOptions,
   logCallFailure,
   ServingStatus,
   startGrpcServer,
@@ -87,6 +88,8 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
     receiveTimeoutMs: config.server.receiveTimeoutMs,
     idleTimeoutMs: config.server.idleTimeoutMs,
     logger,
+    // COS_TLS_*, COS_AUTH_*, COS_ADMIN_*, COS_CLUSTER_PEER_NAMES; forwarded calls are checked by the router when clustered
+    ...listenerSecurityOptions(config.security, config.store.kind === 'postgres'),
     interceptors: [createServerTracingInterceptor({ ignoreServices: [Health.typeName] }), metrics.serverInterceptor],
     routes: (router) => {
       router.service(
@@ -122,8 +125,11 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
   // not ready while the store (or the leases' connections) is known unreachable
   let storeAvailable = () => true;
   const metricsServer: MetricsServer = await startMetricsServer({
-    host: config.server.address,
+    host: config.telemetry.metricsAddress,
     port: config.telemetry.metricsPort,
+    tokenFile: config.security.metricsTokenFile,
+    reloadIntervalMs: config.security.reloadIntervalMs,
+    onReloadError: (error) => logger.warn({ err: error }, 'changed metrics token file cannot be used; the previous tokens stay in use'),
     metrics,
     ready: async () => ready !== undefined && storeAvailable() && (await handlerReachable()),
   });

@@ -4,8 +4,13 @@ export { redactConfig, REDACTED } from './redact.js';
 export { DEFAULT_FAILURE_POLICY, DEFAULT_READ_SIDE_ID } from './read-sides.js';
 export { CONFIG_VARIABLES } from './variables.js';
 export type { ConfigVariable } from './variables.js';
-export { DEPLOYMENT_MODES, FAILURE_POLICIES, LOG_LEVELS, LOG_STYLES, OTLP_PROTOCOLS, TRACE_SAMPLERS } from './types.js';
+export { CLIENT_AUTH_MODES, DEPLOYMENT_MODES, FAILURE_POLICIES, LOG_LEVELS, LOG_STYLES, OTLP_PROTOCOLS, TRACE_SAMPLERS } from './types.js';
 export type {
+  CallerAuthConfig,
+  ClientAuthMode,
+  ListenerTlsConfig,
+  SecurityConfig,
+  ServiceCredentialsConfig,
   ClusterConfig,
   CosConfig,
   DeploymentMode,

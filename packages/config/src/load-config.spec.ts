@@ -55,6 +55,7 @@ describe('defaults', () => {
         tracesSampler: { name: 'parentbased_always_on', ratio: 1 },
         tracesBatch: { scheduleDelayMs: 5000, exportTimeoutMs: 30_000, maxQueueSize: 2048, maxExportBatchSize: 512 },
         metricsPort: 9102,
+        metricsAddress: '0.0.0.0',
       },
       cluster: {
         mode: 'docker',
@@ -64,6 +65,12 @@ describe('defaults', () => {
         kubernetesAppLabel: undefined,
         secret: undefined,
         maxClockSkewMs: 30_000,
+      },
+      security: {
+        reloadIntervalMs: 10_000,
+        tls: undefined,
+        auth: { api: undefined, admin: undefined, peerNames: [] },
+        metricsTokenFile: undefined,
       },
       log: { level: 'info', style: 'JSON' },
     } satisfies CosConfig);
@@ -113,6 +120,9 @@ describe('defaults', () => {
  * below checks that every name in CONFIG_VARIABLES (and every alias) has a row.
  */
 const PG = { COS_POSTGRES_HOST: 'db' };
+const TLS = { COS_TLS_CERT_FILE: '/tls/tls.crt', COS_TLS_KEY_FILE: '/tls/tls.key' } as const;
+const MTLS = { ...TLS, COS_TLS_CLIENT_CA_FILE: '/tls/ca.crt' } as const;
+
 const ROWS: readonly [Record<string, string>, (config: CosConfig) => unknown, unknown][] = [
   [{ COS_ADDRESS: '127.0.0.1' }, (c) => c.server.address, '127.0.0.1'],
   [{ COS_PORT: '9100' }, (c) => c.server.port, 9100],
@@ -121,6 +131,17 @@ const ROWS: readonly [Record<string, string>, (config: CosConfig) => unknown, un
   [{ COS_GRPC_MAX_HEADER_BYTES: '16384' }, (c) => c.server.maxHeaderBytes, 16_384],
   [{ COS_GRPC_RECEIVE_TIMEOUT: '2.5' }, (c) => c.server.receiveTimeoutMs, 2500],
   [{ COS_GRPC_IDLE_TIMEOUT: '60' }, (c) => c.server.idleTimeoutMs, 60_000],
+  // listener TLS and caller authentication (more in security.spec.ts)
+  [{ COS_TLS_CERT_FILE: 'tls/tls.crt', COS_TLS_KEY_FILE: '/tls/tls.key' }, (c) => c.security.tls?.certFile, '/srv/cos/tls/tls.crt'],
+  [{ COS_TLS_KEY_FILE: '/tls/tls.key', COS_TLS_CERT_FILE: '/tls/tls.crt' }, (c) => c.security.tls?.keyFile, '/tls/tls.key'],
+  [{ ...TLS, COS_TLS_CLIENT_CA_FILE: '/tls/ca.crt' }, (c) => c.security.tls?.clientCaFile, '/tls/ca.crt'],
+  [{ ...TLS, COS_TLS_CLIENT_AUTH: 'Optional', COS_TLS_CLIENT_CA_FILE: '/tls/ca.crt' }, (c) => c.security.tls?.clientAuth, 'optional'],
+  [{ COS_TLS_RELOAD_INTERVAL: '0' }, (c) => c.security.reloadIntervalMs, 0],
+  [{ ...TLS, COS_AUTH_TOKENS_FILE: '/auth/tokens' }, (c) => c.security.auth.api, { tokensFile: '/auth/tokens', clientNames: [] }],
+  [{ ...MTLS, COS_AUTH_CLIENT_NAMES: 'app, spiffe://x/app' }, (c) => c.security.auth.api?.clientNames, ['app', 'spiffe://x/app']],
+  [{ ...TLS, COS_ADMIN_TOKENS_FILE: '/auth/admin' }, (c) => c.security.auth.admin?.tokensFile, '/auth/admin'],
+  [{ ...MTLS, COS_ADMIN_CLIENT_NAMES: 'ops' }, (c) => c.security.auth.admin?.clientNames, ['ops']],
+  [{ ...MTLS, COS_CLUSTER_PEER_NAMES: 'cos-0,cos-1' }, (c) => c.security.auth.peerNames, ['cos-0', 'cos-1']],
   [{ COS_POSTGRES_HOST: 'pg.internal' }, (c) => c.store.kind === 'postgres' && c.store.host, 'pg.internal'],
   [{ COS_DB_HOST: 'pg.internal' }, (c) => c.store.kind === 'postgres' && c.store.host, 'pg.internal'],
   [{ ...PG, COS_POSTGRES_PORT: '6432' }, (c) => c.store.kind === 'postgres' && c.store.port, 6432],
@@ -258,6 +279,8 @@ const ROWS: readonly [Record<string, string>, (config: CosConfig) => unknown, un
   ],
   [{ OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '64' }, (c) => c.telemetry.tracesBatch.maxExportBatchSize, 64],
   [{ COS_METRICS_PORT: '9200' }, (c) => c.telemetry.metricsPort, 9200],
+  [{ COS_METRICS_ADDRESS: '10.0.0.5' }, (c) => c.telemetry.metricsAddress, '10.0.0.5'],
+  [{ COS_METRICS_TOKEN_FILE: 'metrics-token' }, (c) => c.security.metricsTokenFile, '/srv/cos/metrics-token'],
   [{ COS_DEPLOYMENT_MODE: 'Kubernetes' }, (c) => c.cluster.mode, 'kubernetes'],
   [{ COS_DOCKER_SERVICE_NAME: 'cos_app' }, (c) => c.cluster.dockerServiceName, 'cos_app'],
   [{ ...PG, COS_DOCKER_REPLICA_COUNT: '3' }, (c) => c.cluster.replicaCount, 3],

@@ -3,6 +3,7 @@ import { ConfigError } from '@chiefofstate/core';
 import { deepFreeze } from './deep-freeze.js';
 import { EnvReader, showValue, type Env, type Report } from './env-reader.js';
 import { readReadSides } from './read-sides.js';
+import { readSecurity } from './security.js';
 import type {
   ClusterConfig,
   CosConfig,
@@ -125,8 +126,9 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
     maxInFlightCommands: reader.readOr(positiveInteger, 'COS_MAX_IN_FLIGHT_COMMANDS', 4096),
   };
   const readSide = readReadSideSection(reader, report, problems, cwd, timeouts.handlerCallMs);
-  const telemetry = readTelemetry(reader, server.port);
+  const telemetry = readTelemetry(reader, server);
   const cluster = readCluster(reader, store);
+  const security = readSecurity(reader, cwd, readSide.enabled);
   const log = {
     level: reader.readOr(logLevel, 'LOG_LEVEL', 'info'),
     style: reader.readOr(logStyle, 'LOG_STYLE', 'JSON'),
@@ -149,6 +151,7 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
     readSide,
     telemetry,
     cluster,
+    security,
     log,
   };
   return deepFreeze({ config, warnings: [...warnings] });
@@ -355,12 +358,12 @@ function readReadSideSection(
   return { enabled, readSides };
 }
 
-function readTelemetry(reader: EnvReader, serverPort: number): TelemetryConfig {
+function readTelemetry(reader: EnvReader, server: { address: string; port: number }): TelemetryConfig {
   const metricsFound = reader.lookup('COS_METRICS_PORT');
   const metricsPort = (metricsFound && reader.parse(port, metricsFound)) ?? 9102;
-  if (metricsPort === serverPort) {
+  if (metricsPort === server.port) {
     reader.report.problem(
-      `COS_METRICS_PORT=${JSON.stringify(String(metricsPort))}: expected a port other than COS_PORT (${serverPort})`,
+      `COS_METRICS_PORT=${JSON.stringify(String(metricsPort))}: expected a port other than COS_PORT (${server.port})`,
     );
   }
   return {
@@ -371,6 +374,7 @@ function readTelemetry(reader: EnvReader, serverPort: number): TelemetryConfig {
     tracesSampler: readTraceSampler(reader),
     tracesBatch: readTraceBatch(reader),
     metricsPort,
+    metricsAddress: reader.readOr(host, 'COS_METRICS_ADDRESS', server.address),
   };
 }
 

@@ -35,6 +35,10 @@ export const TRACE_SAMPLERS = [
 ] as const;
 export type TraceSamplerName = (typeof TRACE_SAMPLERS)[number];
 
+/** COS_TLS_CLIENT_AUTH: whether a client must present a certificate (when a client CA is set). */
+export const CLIENT_AUTH_MODES = ['required', 'optional'] as const;
+export type ClientAuthMode = (typeof CLIENT_AUTH_MODES)[number];
+
 export interface ServerConfig {
   /** COS_ADDRESS */
   readonly address: string;
@@ -203,6 +207,8 @@ export interface TelemetryConfig {
   readonly tracesSampler: TraceSamplerConfig;
   readonly tracesBatch: TraceBatchConfig;
   readonly metricsPort: number;
+  /** COS_METRICS_ADDRESS: the operations port's bind address; COS_ADDRESS when unset */
+  readonly metricsAddress: string;
 }
 
 export interface ClusterConfig {
@@ -216,6 +222,50 @@ export interface ClusterConfig {
   readonly secret: string | undefined;
   /** COS_CLUSTER_MAX_CLOCK_SKEW (seconds) in ms */
   readonly maxClockSkewMs: number;
+}
+
+/** COS_TLS_*: the gRPC listener over TLS; paths absolute. */
+export interface ListenerTlsConfig {
+  /** COS_TLS_CERT_FILE */
+  readonly certFile: string;
+  /** COS_TLS_KEY_FILE */
+  readonly keyFile: string;
+  /** COS_TLS_CLIENT_CA_FILE: client certificates are verified against it (mTLS) */
+  readonly clientCaFile: string | undefined;
+  /** COS_TLS_CLIENT_AUTH; `required` when a client CA is set and this is unset */
+  readonly clientAuth: ClientAuthMode;
+}
+
+/** What opens one service to callers. */
+export interface ServiceCredentialsConfig {
+  /** bearer tokens, one per line (absolute path) */
+  readonly tokensFile: string | undefined;
+  /** client-certificate identities (CN, DNS or URI names) */
+  readonly clientNames: readonly string[];
+}
+
+/** Caller authentication; everything open when no COS_AUTH_* / COS_ADMIN_* is set. */
+export interface CallerAuthConfig {
+  /** ChiefOfStateService (COS_AUTH_TOKENS_FILE, COS_AUTH_CLIENT_NAMES); undefined: open */
+  readonly api: ServiceCredentialsConfig | undefined;
+  /**
+   * ReadSideManagerService (COS_ADMIN_TOKENS_FILE, COS_ADMIN_CLIENT_NAMES); undefined when caller
+   * authentication is off; with neither set while it is on: nobody may call it
+   */
+  readonly admin: ServiceCredentialsConfig | undefined;
+  /** COS_CLUSTER_PEER_NAMES: identities a forwarding replica's verified certificate must have */
+  readonly peerNames: readonly string[];
+}
+
+/** The listener's TLS, caller authentication and the metrics token (server-side security). */
+export interface SecurityConfig {
+  /** COS_TLS_RELOAD_INTERVAL (seconds) in ms: how often TLS and token files are re-read; 0 never */
+  readonly reloadIntervalMs: number;
+  /** undefined: cleartext HTTP/2 */
+  readonly tls: ListenerTlsConfig | undefined;
+  readonly auth: CallerAuthConfig;
+  /** COS_METRICS_TOKEN_FILE: bearer tokens /metrics asks for (absolute path) */
+  readonly metricsTokenFile: string | undefined;
 }
 
 export interface LogConfig {
@@ -240,5 +290,6 @@ export interface CosConfig {
   readonly readSide: ReadSidesConfig;
   readonly telemetry: TelemetryConfig;
   readonly cluster: ClusterConfig;
+  readonly security: SecurityConfig;
   readonly log: LogConfig;
 }

@@ -1,12 +1,14 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import {
+  CLIENT_AUTH_MODES,
   DEPLOYMENT_MODES,
   FAILURE_POLICIES,
   LOG_LEVELS,
   LOG_STYLES,
   OTLP_PROTOCOLS,
   TRACE_SAMPLERS,
+  type ClientAuthMode,
   type DeploymentMode,
   type FailurePolicy,
   type LogLevel,
@@ -82,15 +84,22 @@ export const boolean: Codec<boolean> = {
 export const milliseconds = integerIn(1, MAX_TIMER_MS, `an integer number of milliseconds 1..${MAX_TIMER_MS}`);
 
 /** Seconds, decimals allowed, converted to whole milliseconds. */
-export const secondsAsMs: Codec<number> = {
-  schema: z
-    .string()
-    .trim()
-    .regex(/^\d+(\.\d+)?$/)
-    .transform((value) => Math.round(Number(value) * 1000))
-    .pipe(z.number().int().min(1).max(MAX_TIMER_MS)),
-  expected: `a number of seconds > 0 (at most ${Math.floor(MAX_TIMER_MS / 1000)})`,
-};
+function secondsAsMsFrom(minMs: number, expected: string): Codec<number> {
+  return {
+    schema: z
+      .string()
+      .trim()
+      .regex(/^\d+(\.\d+)?$/)
+      .transform((value) => Math.round(Number(value) * 1000))
+      .pipe(z.number().int().min(minMs).max(MAX_TIMER_MS)),
+    expected,
+  };
+}
+
+export const secondsAsMs = secondsAsMsFrom(1, `a number of seconds > 0 (at most ${Math.floor(MAX_TIMER_MS / 1000)})`);
+
+/** Like secondsAsMs, and 0 for "never" (COS_TLS_RELOAD_INTERVAL). */
+export const secondsOrZeroAsMs = secondsAsMsFrom(0, `a number of seconds >= 0 (at most ${Math.floor(MAX_TIMER_MS / 1000)}; 0: never)`);
 
 const HOST_NAME = /^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$/;
 
@@ -99,6 +108,7 @@ function isHost(value: string): boolean {
   if (value.startsWith('[') && value.endsWith(']')) return isIP(value.slice(1, -1)) === 6;
   return value.length <= 253 && HOST_NAME.test(value);
 }
+
 
 export const host: Codec<string> = {
   schema: z.string().trim().refine(isHost),
@@ -171,6 +181,7 @@ function oneOf<const T extends readonly string[]>(
 const lower = (value: string) => value.toLowerCase();
 const upper = (value: string) => value.toUpperCase();
 
+export const clientAuthMode: Codec<ClientAuthMode> = oneOf(CLIENT_AUTH_MODES, lower, 'required or optional');
 export const logLevel: Codec<LogLevel> = oneOf(LOG_LEVELS, lower, 'one of trace, debug, info, warn, error');
 export const logStyle: Codec<LogStyle> = oneOf(LOG_STYLES, upper, 'JSON or SIMPLE');
 export const deploymentMode: Codec<DeploymentMode> = oneOf(DEPLOYMENT_MODES, lower, 'docker or kubernetes');
@@ -271,3 +282,9 @@ export const kafkaBrokers = listOf((item) => {
   if (colon <= 0) return false;
   return isHost(item.slice(0, colon)) && parseValue(port, item.slice(colon + 1)).ok;
 }, 'comma-separated host:port pairs');
+
+/** Client-certificate identities (a CN, a DNS or URI name): no control characters or spaces. */
+export const identityNames = listOf(
+  (item) => /^[^\s\p{Cc},]{1,1024}$/u.test(item),
+  'comma-separated certificate names (a CN, DNS name or URI such as spiffe://...)',
+);

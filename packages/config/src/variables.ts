@@ -45,6 +45,57 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     '300',
     'seconds a client connection may pass without a frame before it is closed (GOAWAY, then cut after as long again); also bounds a connection that broke the HTTP/2 protocol',
   ),
+  // gRPC listener TLS and caller authentication (docs/security.md)
+  v('COS_TLS_CERT_FILE', [], 'unset (cleartext)', 'PEM certificate chain the gRPC port serves over TLS (HTTP/2, ALPN h2); needs COS_TLS_KEY_FILE'),
+  v('COS_TLS_KEY_FILE', [], 'unset', 'PEM private key of COS_TLS_CERT_FILE'),
+  v(
+    'COS_TLS_CLIENT_CA_FILE',
+    [],
+    'unset',
+    'PEM CA certificates client certificates are verified against (mTLS); needs COS_TLS_CERT_FILE',
+  ),
+  v(
+    'COS_TLS_CLIENT_AUTH',
+    [],
+    'required (with a client CA)',
+    'required: a client without a valid certificate cannot connect; optional: it may (to present a bearer token), one with a certificate that does not verify is cut',
+  ),
+  v(
+    'COS_TLS_RELOAD_INTERVAL',
+    [],
+    '10',
+    'seconds between re-reads of every TLS and token file (decimals allowed; 0: never); a rotated file reaches new connections and calls without a restart',
+  ),
+  v(
+    'COS_AUTH_TOKENS_FILE',
+    [],
+    'unset (open)',
+    'file of bearer tokens (one per line, at least 16 characters) accepted on ChiefOfStateService; setting any COS_AUTH_* or COS_ADMIN_* turns caller authentication on',
+  ),
+  v(
+    'COS_AUTH_CLIENT_NAMES',
+    [],
+    'unset',
+    'comma-separated client-certificate identities (CN, DNS or URI name) accepted on ChiefOfStateService; needs COS_TLS_CLIENT_CA_FILE',
+  ),
+  v(
+    'COS_ADMIN_TOKENS_FILE',
+    [],
+    'unset',
+    'file of bearer tokens accepted on ReadSideManagerService (API credentials never are); with caller authentication on and no admin credential, that service refuses everyone',
+  ),
+  v(
+    'COS_ADMIN_CLIENT_NAMES',
+    [],
+    'unset',
+    'comma-separated client-certificate identities accepted on ReadSideManagerService; needs COS_TLS_CLIENT_CA_FILE',
+  ),
+  v(
+    'COS_CLUSTER_PEER_NAMES',
+    [],
+    'unset',
+    "comma-separated certificate identities of the replicas: a forwarded call is accepted only over a connection whose verified client certificate has one (besides the cluster secret's proof); needs COS_TLS_CLIENT_CA_FILE",
+  ),
   // store
   v(
     'COS_POSTGRES_HOST',
@@ -237,6 +288,13 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     'spans in one export at most; not more than OTEL_BSP_MAX_QUEUE_SIZE',
   ),
   v('COS_METRICS_PORT', [], '9102', 'port of the Prometheus metrics endpoint'),
+  v('COS_METRICS_ADDRESS', [], 'COS_ADDRESS', 'address the operations port (/metrics, /healthz, /readyz) binds'),
+  v(
+    'COS_METRICS_TOKEN_FILE',
+    [],
+    'unset (open)',
+    'file of bearer tokens (one per line) /metrics asks for (401 otherwise); /healthz and /readyz stay open',
+  ),
   // cluster
   v('COS_DEPLOYMENT_MODE', [], 'docker', 'docker or kubernetes (case-insensitive)'),
   v(

@@ -136,11 +136,19 @@ export class PeerRefusedError extends CosError {
 }
 
 /**
- * A call claimed to come from another replica (the forwarding mark) without a valid proof that
- * its sender knows the cluster secret. Nothing was done.
+ * The caller did not prove who it is: no credential, an unknown bearer token, no verified client
+ * certificate, or a call marked as forwarded by a replica without a valid proof. Nothing was done.
  */
 export class UnauthenticatedError extends CosError {
   readonly code = 'COS_UNAUTHENTICATED';
+}
+
+/**
+ * The caller proved who it is, but that credential does not open this service (an API token on
+ * ReadSideManagerService, a client certificate whose names are not listed). Nothing was done.
+ */
+export class PermissionDeniedError extends CosError {
+  readonly code = 'COS_PERMISSION_DENIED';
 }
 
 /**

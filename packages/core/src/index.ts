@@ -12,6 +12,7 @@ export {
   PeerUnreachableError,
   PeerRefusedError,
   UnauthenticatedError,
+  PermissionDeniedError,
   FencedError,
   DeadlineExceededError,
   ShuttingDownError,

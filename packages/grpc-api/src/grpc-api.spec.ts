@@ -17,6 +17,7 @@ import {
   StoreError,
   CommitOutcomeUnknownError,
   UnauthenticatedError,
+  PermissionDeniedError,
 } from '@chiefofstate/core';
 import {
   ChiefOfStateService,
@@ -175,6 +176,7 @@ describe('gRPC edge', () => {
     [new CommitOutcomeUnknownError(LEAK), grpc.status.UNKNOWN, new CommitOutcomeUnknownError('').publicMessage],
     [new FencedError('shard taken over; nothing written'), grpc.status.UNAVAILABLE, 'shard taken over; nothing written'],
     [new UnauthenticatedError('no valid proof'), grpc.status.UNAUTHENTICATED, 'no valid proof'],
+    [new PermissionDeniedError('not an admin credential'), grpc.status.PERMISSION_DENIED, 'not an admin credential'],
     [new JournalConflictError('e', 1n), grpc.status.ABORTED, 'entity "e" has moved past revision 1'],
   ])('maps %s to its status, with its public message', async (error, code, message) => {
     scripted.setBehaviour(async () => {

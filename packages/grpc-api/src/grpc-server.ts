@@ -1,8 +1,19 @@
-import { createServer, type Http2Server, type IncomingHttpHeaders, type ServerHttp2Session } from 'node:http2';
+import {
+  createSecureServer,
+  createServer,
+  type Http2SecureServer,
+  type Http2Server,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type IncomingHttpHeaders,
+  type ServerHttp2Session,
+} from 'node:http2';
 import type { AddressInfo } from 'node:net';
-import type { ConnectRouter, Interceptor } from '@connectrpc/connect';
+import { createContextValues, type ConnectRouter, type ContextValues, type Interceptor } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { MAX_TIMER_MS } from '@chiefofstate/core';
+import { callPeer, createCallerAuth, type CallerAuth, type CallerAuthOptions } from './caller-auth.js';
+import { createListenerTls, peerOf, type ListenerTls, type ListenerTlsOptions } from './listener-tls.js';
 import { normaliseGrpcMessage } from './grpc-message.js';
 import { createReceiveTimeout } from './receive-timeout.js';
 import { createUnaryGrpc } from './unary-grpc.js';
@@ -29,6 +40,10 @@ export interface GrpcServerOptions {
   readonly interceptors?: Interceptor[];
   /** told about calls and connections the server cut short (a pino logger fits) */
   readonly logger?: EdgeLogger;
+  /** serve over TLS (h2), optionally verifying client certificates; unset: cleartext HTTP/2 */
+  readonly tls?: ListenerTlsOptions;
+  /** refuse calls without the credentials of their service (run after `interceptors`); unset: open */
+  readonly callerAuth?: CallerAuthOptions;
 }
 
 /** What the server reports about input it refused below the services. */
@@ -62,36 +77,52 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     options.receiveTimeoutMs ?? 10_000,
     logger && ((request) => logger.debug({ path: request.url, remoteAddress: request.socket.remoteAddress }, 'request not received in time')),
   );
+  const { tls, auth } = openSecurity(options);
+  const interceptors = [...(options.interceptors ?? []), ...(auth ? [auth.interceptor] : [])];
+  // the connection's verified names, for the caller check; nothing is added when it is off
+  const contextValues = auth ? withPeer : undefined;
   // gRPC unary calls take the lean path; the Connect adapter serves everything else.
   const unary = createUnaryGrpc({
     maxMessageBytes: options.maxMessageBytes,
     receiveTimeout,
-    ...(options.interceptors ? { interceptors: options.interceptors } : {}),
+    ...(interceptors.length > 0 ? { interceptors } : {}),
+    ...(contextValues ? { contextValues } : {}),
   });
   const handler = connectNodeAdapter({
     routes: (router) => options.routes(unary.router(router)),
     readMaxBytes: options.maxMessageBytes,
     writeMaxBytes: options.maxMessageBytes,
-    ...(options.interceptors ? { interceptors: options.interceptors } : {}),
+    ...(interceptors.length > 0 ? { interceptors } : {}),
+    ...(contextValues ? { contextValues: (request) => contextValues(request as Http2ServerRequest) } : {}),
   });
-  const server: Http2Server = createServer(
-    {
-      settings: {
-        maxConcurrentStreams: options.maxConcurrentStreams ?? 256,
-        maxHeaderListSize: options.maxHeaderBytes ?? 64 * 1024,
-      },
-      maxHeaderListPairs: 128,
-      // MB of HPACK state and queued frames per session before new streams are refused (Node's default, made explicit)
-      maxSessionMemory: 10,
+  const serverOptions = {
+    settings: {
+      maxConcurrentStreams: options.maxConcurrentStreams ?? 256,
+      maxHeaderListSize: options.maxHeaderBytes ?? 64 * 1024,
     },
-    (request, response) => {
-      if (unary.handle(request, response)) return;
-      receiveTimeout.watch(request);
-      capTimeoutHeaders(request.headers);
-      normaliseGrpcMessage(response);
-      handler(request, response);
-    },
-  );
+    maxHeaderListPairs: 128,
+    // MB of HPACK state and queued frames per session before new streams are refused (Node's default, made explicit)
+    maxSessionMemory: 10,
+  };
+  const onRequest = (request: Http2ServerRequest, response: Http2ServerResponse) => {
+    if (unary.handle(request, response)) return;
+    receiveTimeout.watch(request);
+    capTimeoutHeaders(request.headers);
+    normaliseGrpcMessage(response);
+    handler(request, response);
+  };
+  let server: Http2Server | Http2SecureServer;
+  if (tls) {
+    const secure = createSecureServer({ ...serverOptions, ...tls.serverOptions }, onRequest);
+    tls.attach(secure, (remoteAddress, reason) => logger?.warn({ remoteAddress, reason }, 'TLS connection refused'));
+    // a failed handshake (no or a wrong client certificate, a client not trusting ours)
+    secure.on('tlsClientError', (error: Error, socket: { remoteAddress?: string }) =>
+      logger?.debug({ err: error, remoteAddress: socket.remoteAddress }, 'TLS handshake failed'),
+    );
+    server = secure;
+  } else {
+    server = createServer(serverOptions, onRequest);
+  }
   const idleTimeoutMs = options.idleTimeoutMs ?? 300_000;
   const sessions = new Set<ServerHttp2Session>();
   server.on('session', (session) => {
@@ -104,9 +135,14 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     logger?.warn({ err: error, remoteAddress: session.socket?.remoteAddress }, 'HTTP/2 connection error'),
   );
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    const failed = (error: Error) => {
+      tls?.close();
+      auth?.close();
+      reject(error);
+    };
+    server.once('error', failed);
     server.listen(options.port, options.host, () => {
-      server.off('error', reject);
+      server.off('error', failed);
       resolve();
     });
   });
@@ -119,6 +155,8 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
       closing ??= new Promise<void>((resolve) => {
         server.close(() => {
           receiveTimeout.close();
+          tls?.close();
+          auth?.close();
           resolve();
         });
         // GOAWAY: clients stop sending new calls on these sessions; open streams complete.
@@ -131,6 +169,35 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
       return closing;
     },
   };
+}
+
+/** The listener's TLS files and the callers' token files, read now (a broken one is a ConfigError). */
+function openSecurity(options: GrpcServerOptions): { tls?: ListenerTls; auth?: CallerAuth } {
+  const logger = options.logger;
+  const tls =
+    options.tls &&
+    createListenerTls({
+      onReloadError: (error) => logger?.warn({ err: error }, 'changed TLS files cannot be used; the previous ones stay in use'),
+      onReload: () => logger?.debug({}, 'TLS files re-read; new connections get them'),
+      ...options.tls,
+    });
+  try {
+    const auth =
+      options.callerAuth &&
+      createCallerAuth({
+        onRefused: (refusal) => logger?.warn({ ...refusal }, 'call refused'),
+        onReloadError: (error, file) => logger?.warn({ err: error, file }, 'changed token file cannot be used; the previous tokens stay in use'),
+        ...options.callerAuth,
+      });
+    return { ...(tls ? { tls } : {}), ...(auth ? { auth } : {}) };
+  } catch (error) {
+    tls?.close();
+    throw error;
+  }
+}
+
+function withPeer(request: Http2ServerRequest): ContextValues {
+  return createContextValues().set(callPeer, peerOf(request));
 }
 
 /**

@@ -25,3 +25,19 @@ export {
   createServerTracingInterceptor,
   type ServerTracingOptions,
 } from './server-tracing.js';
+export {
+  callPeer,
+  createCallerAuth,
+  decideCall,
+  type AccessRules,
+  type AuthVerdict,
+  type CallCredentials,
+  type CallPeer,
+  type CallRefusal,
+  type CallerAuth,
+  type CallerAuthOptions,
+  type ServiceAccess,
+  type ServiceCredentials,
+} from './caller-auth.js';
+export { createListenerTls, peerOf, type ListenerTls, type ListenerTlsOptions } from './listener-tls.js';
+export { listenerSecurityOptions, type ListenerSecuritySettings } from './listener-security.js';

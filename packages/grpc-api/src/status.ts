@@ -20,6 +20,7 @@ import {
   ShuttingDownError,
   StoreError,
   UnauthenticatedError,
+  PermissionDeniedError,
   traceLogFields,
 } from '@chiefofstate/core';
 import { REFUSED_TRAILER } from '@chiefofstate/protocol';
@@ -154,6 +155,7 @@ function codeOf(error: CosError): Code {
   if (error instanceof CommitOutcomeUnknownError) return Code.Unknown;
   if (error instanceof FencedError) return Code.Unavailable;
   if (error instanceof UnauthenticatedError) return Code.Unauthenticated;
+  if (error instanceof PermissionDeniedError) return Code.PermissionDenied;
   // conflicts are retried below; one that still surfaces means heavy contention: retryable
   if (error instanceof JournalConflictError) return Code.Aborted;
   return Code.Internal;

@@ -15,6 +15,7 @@ import {
   ConnectError,
   createContextValues,
   type ConnectRouter,
+  type ContextValues,
   type HandlerContext,
   type Interceptor,
   type UnaryRequest,
@@ -40,6 +41,8 @@ export interface UnaryGrpcOptions {
   readonly interceptors?: readonly Interceptor[];
   /** bounds the time to receive a request body (COS_GRPC_RECEIVE_TIMEOUT) */
   readonly receiveTimeout?: ReceiveTimeout;
+  /** the call's first context values, as the Connect adapter's `contextValues` option */
+  readonly contextValues?: (request: Http2ServerRequest) => ContextValues;
 }
 
 export interface UnaryGrpc {
@@ -67,7 +70,7 @@ const NO_TIMEOUT_LIMIT = Number.MAX_SAFE_INTEGER;
  * the gRPC spec says.
  */
 export function createUnaryGrpc(options: UnaryGrpcOptions): UnaryGrpc {
-  const { maxMessageBytes, receiveTimeout } = options;
+  const { maxMessageBytes, receiveTimeout, contextValues } = options;
   const interceptors = options.interceptors ?? [];
   const routes = new Map<string, Route>();
 
@@ -185,7 +188,7 @@ export function createUnaryGrpc(options: UnaryGrpcOptions): UnaryGrpc {
       get responseTrailer() {
         return (responseTrailer ??= new Headers());
       },
-      values: createContextValues(),
+      values: contextValues ? contextValues(request) : createContextValues(),
     };
 
     let output: MessageShape<DescMessage>;
