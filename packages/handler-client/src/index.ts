@@ -14,3 +14,12 @@ export { translateHandlerError, type FailedCall } from './translate-error.js';
 export { decodeRpcStatus, type RawRpcStatus, type RawStatusDetail } from './rpc-status.js';
 export { createReachabilityProbe, type ReachabilityProbeOptions } from './reachability.js';
 export { createPeerClients, type PeerClients, type PeerClientsOptions } from './peer-client.js';
+export {
+  watchClientTls,
+  type ClientTls,
+  type ClientTlsFiles,
+  type ClientTlsSummary,
+  type WatchClientTlsOptions,
+} from './client-tls.js';
+export type { ClientTlsOptions } from './grpc-transport.js';
+export { isTlsFailure } from './tls-failure.js';
