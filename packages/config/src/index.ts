@@ -20,6 +20,7 @@ export type {
   OtlpProtocol,
   PostgresStoreConfig,
   ReadSideConfig,
+  ClientTlsConfig,
   ReadSidesConfig,
   ServerConfig,
   SnapshotConfig,

@@ -81,16 +81,24 @@ export const boolean: Codec<boolean> = {
 
 export const milliseconds = integerIn(1, MAX_TIMER_MS, `an integer number of milliseconds 1..${MAX_TIMER_MS}`);
 
+/** Seconds from `min`, decimals allowed, converted to whole milliseconds. */
+function secondsFrom(min: 0 | 1, expected: string): Codec<number> {
+  return {
+    schema: z
+      .string()
+      .trim()
+      .regex(/^\d+(\.\d+)?$/)
+      .transform((value) => Math.round(Number(value) * 1000))
+      .pipe(z.number().int().min(min).max(MAX_TIMER_MS)),
+    expected,
+  };
+}
+
 /** Seconds, decimals allowed, converted to whole milliseconds. */
-export const secondsAsMs: Codec<number> = {
-  schema: z
-    .string()
-    .trim()
-    .regex(/^\d+(\.\d+)?$/)
-    .transform((value) => Math.round(Number(value) * 1000))
-    .pipe(z.number().int().min(1).max(MAX_TIMER_MS)),
-  expected: `a number of seconds > 0 (at most ${Math.floor(MAX_TIMER_MS / 1000)})`,
-};
+export const secondsAsMs = secondsFrom(1, `a number of seconds > 0 (at most ${Math.floor(MAX_TIMER_MS / 1000)})`);
+
+/** Seconds as secondsAsMs, where 0 means never (COS_TLS_RELOAD_INTERVAL). */
+export const secondsOrNeverAsMs = secondsFrom(0, `a number of seconds >= 0, 0 for never (at most ${Math.floor(MAX_TIMER_MS / 1000)})`);
 
 const HOST_NAME = /^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$/;
 
