@@ -113,3 +113,38 @@ function summarize(material: TlsMaterial): ClientTlsSummary {
     return {};
   }
 }
+
+/** A pino-style logger: `logger.info(fields, message)`. */
+export interface ClientTlsLogger {
+  info(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
+}
+
+export interface LoggedClientTlsOptions extends ClientTlsFiles {
+  readonly reloadIntervalMs?: number;
+  /** what the connection goes to, for log lines: `write handler`, `read side orders`, `peers` */
+  readonly what: string;
+  /** names the settings in a start-up ConfigError */
+  readonly label: string;
+  readonly logger: ClientTlsLogger;
+}
+
+/**
+ * `watchClientTls` for a composition root: the files' changes logged (info), unusable new files
+ * (warn), and an `onTlsFailure` logging refused handshakes (warn, with the reason); spread both
+ * into a client's options, and close `tls` after the client.
+ */
+export function watchClientTlsLogged(options: LoggedClientTlsOptions): { tls: ClientTls; onTlsFailure: (error: Error) => void } {
+  const { what, label, logger, ...files } = options;
+  const tls = watchClientTls({
+    ...files,
+    label,
+    onChange: (summary) => logger.info({ tls: what, ...summary }, `${what}: TLS files changed; new connections use them`),
+    onError: (error) => logger.warn({ err: error, tls: what }, `${what}: changed TLS files cannot be used; the previous ones stay in use`),
+  });
+  return {
+    tls,
+    onTlsFailure: (error) =>
+      logger.warn({ err: error, tls: what, code: (error as NodeJS.ErrnoException).code }, `${what}: TLS handshake failed: ${error.message}`),
+  };
+}

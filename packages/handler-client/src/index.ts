@@ -16,9 +16,12 @@ export { createReachabilityProbe, type ReachabilityProbeOptions } from './reacha
 export { createPeerClients, type PeerClients, type PeerClientsOptions } from './peer-client.js';
 export {
   watchClientTls,
+  watchClientTlsLogged,
   type ClientTls,
   type ClientTlsFiles,
+  type ClientTlsLogger,
   type ClientTlsSummary,
+  type LoggedClientTlsOptions,
   type WatchClientTlsOptions,
 } from './client-tls.js';
 export type { ClientTlsOptions } from './grpc-transport.js';
