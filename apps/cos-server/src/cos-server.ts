@@ -15,7 +15,7 @@ import {
   type GrpcServer,
   type HealthStatus,
 } from '@chiefofstate/grpc-api';
-import { createPeerClients, createReachabilityProbe, createWriteSideClient } from '@chiefofstate/handler-client';
+import { createPeerClients, createReachabilityProbe, createWriteSideClient, watchClientTlsLogged } from '@chiefofstate/handler-client';
 import { createJournal } from '@chiefofstate/journal';
 import type { Logger } from '@chiefofstate/logging';
 import { createMetrics, startMetricsServer, type CosMetrics, type MetricsServer } from '@chiefofstate/metrics';
@@ -68,6 +68,18 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
       'COS_KAFKA_BROKER is set, but publishing events to Kafka is not supported by this version of chief-of-state; unset it',
     ]);
   }
+  // Outbound TLS files (client-tls), read before anything opens: a missing or broken file stops
+  // the start with a ConfigError naming the settings; they are re-read while running.
+  const writeSideTls = config.writeSide.tls
+    ? watchClientTlsLogged({ ...config.writeSide.tls, what: 'write handler', label: 'COS_WRITE_SIDE_TLS_*', logger })
+    : undefined;
+  undo.push('write handler TLS files', () => writeSideTls?.tls.close());
+  // peers over TLS when this replica serves TLS, presenting its own certificate (COS_CLUSTER_TLS_*)
+  const peerTls =
+    config.store.kind === 'postgres' && config.cluster.peerTls
+      ? watchClientTlsLogged({ ...config.cluster.peerTls, what: 'peers', label: 'COS_TLS_CERT_FILE/COS_CLUSTER_TLS_*', logger })
+      : undefined;
+  undo.push('peer TLS files', () => peerTls?.tls.close());
   const health = createHealthStatus({
     services: [ChiefOfStateService.typeName, ...(config.readSide.enabled ? [ReadSideManagerService.typeName] : [])],
   });
@@ -161,6 +173,7 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
     host: config.writeSide.host,
     port: config.writeSide.port,
     useTls: config.writeSide.useTls,
+    ...writeSideTls,
     timeoutMs: config.timeouts.handlerCallMs,
     maxMessageBytes: config.server.maxMessageBytes,
     interceptors: [metrics.handlerInterceptor],
@@ -201,7 +214,12 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
   });
   undo.push('entity runtime', () => runtime.close());
   const peers = clustered
-    ? createPeerClients({ self: address, timeoutMs: config.timeouts.commandMs, maxMessageBytes: config.server.maxMessageBytes })
+    ? createPeerClients({
+        self: address,
+        timeoutMs: config.timeouts.commandMs,
+        maxMessageBytes: config.server.maxMessageBytes,
+        ...(peerTls ? { useTls: true, ...peerTls } : {}),
+      })
     : undefined;
   undo.push('peer clients', () => peers?.close());
   // the leases renew on connections of their own: load on the store's pool must not make this
@@ -305,6 +323,8 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
         await journal.close();
         await writeSide.close();
         await peers?.close();
+        writeSideTls?.tls.close();
+        peerTls?.tls.close();
         await leaseDatabase?.close();
         await database.close();
         await metricsServer.close();

@@ -25,6 +25,7 @@ export type {
   OtlpProtocol,
   PostgresStoreConfig,
   ReadSideConfig,
+  ClientTlsConfig,
   ReadSidesConfig,
   ServerConfig,
   SnapshotConfig,

@@ -30,6 +30,7 @@ describe('defaults', () => {
         host: 'handler',
         port: 50051,
         useTls: false,
+        tls: undefined,
         validation: { enabled: false, stateTypes: [], eventTypes: [] },
         propagatedHeaders: [],
         persistedHeaders: [],
@@ -64,6 +65,7 @@ describe('defaults', () => {
         podIp: undefined,
         kubernetesAppLabel: undefined,
         secret: undefined,
+        peerTls: undefined,
         maxClockSkewMs: 30_000,
       },
       security: {
@@ -182,6 +184,30 @@ const ROWS: readonly [Record<string, string>, (config: CosConfig) => unknown, un
   ],
   [{ WRITE_SIDE_HANDLER_SERVICE_PORT: '', COS_WRITE_SIDE_PORT: '6000' }, (c) => c.writeSide.port, 6000],
   [{ COS_WRITE_SIDE_USE_TLS: 'true' }, (c) => c.writeSide.useTls, true],
+  // outbound TLS (client-tls)
+  [
+    {
+      COS_WRITE_SIDE_USE_TLS: 'true',
+      COS_WRITE_SIDE_TLS_CA_FILE: 'tls/ca.crt',
+      COS_WRITE_SIDE_TLS_CERT_FILE: '/tls/tls.crt',
+      COS_WRITE_SIDE_TLS_KEY_FILE: '/tls/tls.key',
+      COS_WRITE_SIDE_TLS_SERVER_NAME: 'handler.internal',
+      COS_TLS_RELOAD_INTERVAL: '0',
+    },
+    (c) => c.writeSide.tls,
+    { caFile: '/srv/cos/tls/ca.crt', certFile: '/tls/tls.crt', keyFile: '/tls/tls.key', serverName: 'handler.internal', reloadIntervalMs: 0 },
+  ],
+  [
+    {
+      COS_TLS_CERT_FILE: '/tls/tls.crt',
+      COS_TLS_KEY_FILE: '/tls/tls.key',
+      COS_TLS_CLIENT_CA_FILE: '/tls/clients.crt',
+      COS_CLUSTER_TLS_CA_FILE: '/tls/cluster-ca.crt',
+      COS_CLUSTER_TLS_SERVER_NAME: 'cos.cluster.internal',
+    },
+    (c) => c.cluster.peerTls,
+    { caFile: '/tls/cluster-ca.crt', certFile: '/tls/tls.crt', keyFile: '/tls/tls.key', serverName: 'cos.cluster.internal', reloadIntervalMs: 10_000 },
+  ],
   [
     { HANDLER_SERVICE_STATE_PROTO: 'my.app.State, type.googleapis.com/my.app.OtherState' },
     (c) => c.writeSide.validation,
@@ -469,6 +495,55 @@ describe('offset store', () => {
     expect(warnings).toEqual([
       'COS_READ_SIDE_OFFSET_DB_USER is ignored: neither COS_READ_SIDE_OFFSET_DB_HOST nor COS_POSTGRES_HOST is set',
     ]);
+  });
+});
+
+describe('outbound TLS', () => {
+  it('uses the write handler TLS only with COS_WRITE_SIDE_USE_TLS, the system CAs without a CA file', () => {
+    expect(load({}).config.writeSide.tls).toBeUndefined();
+    expect(load({ COS_WRITE_SIDE_USE_TLS: 'true' }).config.writeSide.tls).toEqual({
+      caFile: undefined,
+      certFile: undefined,
+      keyFile: undefined,
+      serverName: undefined,
+      reloadIntervalMs: 10_000,
+    });
+  });
+
+  it('refuses write handler TLS settings without COS_WRITE_SIDE_USE_TLS, and a certificate without its key', () => {
+    expect(problemsOf({ COS_WRITE_SIDE_TLS_CA_FILE: '/ca.crt', COS_WRITE_SIDE_TLS_SERVER_NAME: 'h', COS_WRITE_SIDE_USE_TLS: 'false' })).toEqual([
+      'COS_WRITE_SIDE_TLS_CA_FILE is set but COS_WRITE_SIDE_USE_TLS is not true: expected COS_WRITE_SIDE_USE_TLS=true to use it, or COS_WRITE_SIDE_TLS_CA_FILE unset',
+      'COS_WRITE_SIDE_TLS_SERVER_NAME is set but COS_WRITE_SIDE_USE_TLS is not true: expected COS_WRITE_SIDE_USE_TLS=true to use it, or COS_WRITE_SIDE_TLS_SERVER_NAME unset',
+    ]);
+    expect(problemsOf({ COS_WRITE_SIDE_USE_TLS: 'true', COS_WRITE_SIDE_TLS_CERT_FILE: '/c.crt' })).toEqual([
+      'COS_WRITE_SIDE_TLS_CERT_FILE is set without COS_WRITE_SIDE_TLS_KEY_FILE: expected both (a client certificate and its key) or neither',
+    ]);
+    expect(problemsOf({ COS_WRITE_SIDE_USE_TLS: 'true', COS_WRITE_SIDE_TLS_KEY_FILE: '/c.key', COS_WRITE_SIDE_TLS_SERVER_NAME: 'a b' })).toEqual([
+      'COS_WRITE_SIDE_TLS_SERVER_NAME="a b": expected a host name or IP address, without scheme or port',
+      'COS_WRITE_SIDE_TLS_KEY_FILE is set without COS_WRITE_SIDE_TLS_CERT_FILE: expected both (a client certificate and its key) or neither',
+    ]);
+  });
+
+  it('dials peers over TLS only when the listener has TLS, trusting COS_TLS_CLIENT_CA_FILE by default', () => {
+    expect(load({}).config.cluster.peerTls).toBeUndefined();
+    expect(load({ COS_TLS_CERT_FILE: 'tls.crt', COS_TLS_KEY_FILE: 'tls.key', COS_TLS_CLIENT_CA_FILE: 'ca.crt' }).config.cluster.peerTls).toEqual({
+      caFile: '/srv/cos/ca.crt',
+      certFile: '/srv/cos/tls.crt',
+      keyFile: '/srv/cos/tls.key',
+      serverName: undefined,
+      reloadIntervalMs: 10_000,
+    });
+    expect(problemsOf({ COS_CLUSTER_TLS_CA_FILE: '/ca.crt', COS_CLUSTER_TLS_SERVER_NAME: 'cos' })).toEqual([
+      'COS_CLUSTER_TLS_CA_FILE is set but COS_TLS_CERT_FILE and COS_TLS_KEY_FILE are not: expected them set (peers are dialled over TLS only when this replica serves TLS), or COS_CLUSTER_TLS_CA_FILE unset',
+      'COS_CLUSTER_TLS_SERVER_NAME is set but COS_TLS_CERT_FILE and COS_TLS_KEY_FILE are not: expected them set (peers are dialled over TLS only when this replica serves TLS), or COS_CLUSTER_TLS_SERVER_NAME unset',
+    ]);
+  });
+
+  it('reads COS_TLS_RELOAD_INTERVAL in seconds, 0 for never', () => {
+    expect(problemsOf({ COS_TLS_RELOAD_INTERVAL: '-1' })).toEqual([
+      'COS_TLS_RELOAD_INTERVAL="-1": expected a number of seconds >= 0, 0 for never (at most 2147483)',
+    ]);
+    expect(load({ COS_WRITE_SIDE_USE_TLS: '1', COS_TLS_RELOAD_INTERVAL: '0.5' }).config.writeSide.tls?.reloadIntervalMs).toBe(500);
   });
 });
 

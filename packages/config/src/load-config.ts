@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { ConfigError } from '@chiefofstate/core';
+import { readPeerTls, readTlsReloadInterval, readWriteSideTls } from './client-tls.js';
 import { deepFreeze } from './deep-freeze.js';
 import { EnvReader, showValue, type Env, type Report } from './env-reader.js';
 import { readReadSides } from './read-sides.js';
@@ -116,7 +117,9 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
     retain: reader.readOr(positiveInteger, 'COS_NUM_SNAPSHOTS_TO_RETAIN', 2),
   };
   const numShards = reader.readOr(shardCount, 'COS_NUM_SHARDS', 16);
-  const writeSide = readWriteSide(reader);
+  // outbound TLS (client-tls): the write handler, the read sides and the peers
+  const tlsReloadIntervalMs = readTlsReloadInterval(reader);
+  const writeSide = readWriteSide(reader, cwd, tlsReloadIntervalMs);
   const timeouts = readTimeouts(reader);
   const entities = {
     passivateAfterMs: reader.readOr(secondsAsMs, 'COS_PASSIVATE_AFTER', 120_000),
@@ -125,10 +128,10 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
     mailboxSize: reader.readOr(positiveInteger, 'COS_ENTITY_MAILBOX_SIZE', 256),
     maxInFlightCommands: reader.readOr(positiveInteger, 'COS_MAX_IN_FLIGHT_COMMANDS', 4096),
   };
-  const readSide = readReadSideSection(reader, report, problems, cwd, timeouts.handlerCallMs);
+  const readSide = readReadSideSection(reader, report, problems, cwd, timeouts.handlerCallMs, tlsReloadIntervalMs);
   const telemetry = readTelemetry(reader, server);
-  const cluster = readCluster(reader, store);
-  const security = readSecurity(reader, cwd, readSide.enabled);
+  const cluster = { ...readCluster(reader, store), peerTls: readPeerTls(reader, cwd, tlsReloadIntervalMs) };
+  const security = readSecurity(reader, cwd, readSide.enabled, tlsReloadIntervalMs);
   const log = {
     level: reader.readOr(logLevel, 'LOG_LEVEL', 'info'),
     style: reader.readOr(logStyle, 'LOG_STYLE', 'JSON'),
@@ -280,7 +283,7 @@ function readOffsetStore(reader: EnvReader, store: StoreConfig): StoreConfig {
   return { kind: 'embedded', dataDir: store.dataDir, schema: values.schema ?? store.schema };
 }
 
-function readWriteSide(reader: EnvReader): WriteSideConfig {
+function readWriteSide(reader: EnvReader, cwd: string, tlsReloadIntervalMs: number): WriteSideConfig {
   const required = (name: string, alias: string, what: string) => {
     if (!reader.isSet(name, [alias])) {
       reader.report.problem(`${name} is unset: expected ${what} of your WriteSideHandlerService (alias ${alias})`);
@@ -309,10 +312,12 @@ function readWriteSide(reader: EnvReader): WriteSideConfig {
     reader.report.warn('COS_WRITE_SIDE_PROTO_VALIDATION=false: the listed state and event types are not validated');
   }
 
+  const useTls = reader.readOr(boolean, 'COS_WRITE_SIDE_USE_TLS', false);
   return {
     host: reader.read(host, 'WRITE_SIDE_HANDLER_SERVICE_HOST', ['COS_WRITE_SIDE_HOST']) ?? '',
     port: reader.read(port, 'WRITE_SIDE_HANDLER_SERVICE_PORT', ['COS_WRITE_SIDE_PORT']) ?? 0,
-    useTls: reader.readOr(boolean, 'COS_WRITE_SIDE_USE_TLS', false),
+    useTls,
+    tls: readWriteSideTls(reader, cwd, useTls, tlsReloadIntervalMs),
     validation: { enabled, stateTypes, eventTypes },
     propagatedHeaders: reader.readOr(headerNames, 'COS_WRITE_SIDE_PROPAGATED_HEADERS', []),
     persistedHeaders: reader.readOr(headerNames, 'COS_WRITE_PERSISTED_HEADERS', []),
@@ -336,6 +341,7 @@ function readReadSideSection(
   problems: readonly string[],
   cwd: string,
   defaultTimeoutMs: number,
+  tlsReloadIntervalMs: number,
 ): ReadSidesConfig {
   const enabled = reader.readOr(boolean, 'COS_READ_SIDE_ENABLED', false);
   // read sides are always parsed, but only stop start-up when they are going to run
@@ -346,7 +352,7 @@ function readReadSideSection(
         warn: report.warn,
       });
   const problemsBefore = problems.length;
-  const readSides = readReadSides({ reader: sideReader, cwd, defaultTimeoutMs });
+  const readSides = readReadSides({ reader: sideReader, cwd, defaultTimeoutMs, tlsReloadIntervalMs });
   if (enabled && readSides.length === 0 && problems.length === problemsBefore) {
     report.problem(
       'READ_SIDE_HANDLER_SERVICE_HOST is unset: expected a read side host, required when COS_READ_SIDE_ENABLED=true and no other read side is configured (or configure read sides with COS_READ_SIDE_CONFIG or COS_READ_SIDE_CONFIG__HOST__<ID>)',
@@ -446,7 +452,7 @@ function readTraceBatch(reader: EnvReader): TraceBatchConfig {
   };
 }
 
-function readCluster(reader: EnvReader, store: StoreConfig): ClusterConfig {
+function readCluster(reader: EnvReader, store: StoreConfig): Omit<ClusterConfig, 'peerTls'> {
   const mode = reader.readOr(deploymentMode, 'COS_DEPLOYMENT_MODE', 'docker');
   const [countName, ignoredName] =
     mode === 'docker'

@@ -28,6 +28,7 @@ function side(readSideId: string, host: string, port: number, rest: Partial<Read
     host,
     port,
     useTls: false,
+    tls: undefined,
     timeoutMs: 5000,
     autoStart: true,
     enabled: true,
@@ -70,6 +71,10 @@ describe('COS_READ_SIDE_CONFIG__<SETTING>__<ID>', () => {
       COS_READ_SIDE_CONFIG__HOST__Orders_V2: 'orders',
       COS_READ_SIDE_CONFIG__PORT__Orders_V2: '7100',
       COS_READ_SIDE_CONFIG__USE_TLS__Orders_V2: 'true',
+      COS_READ_SIDE_CONFIG__TLS_CA_FILE__Orders_V2: '/tls/ca.crt',
+      COS_READ_SIDE_CONFIG__TLS_CERT_FILE__Orders_V2: '/tls/tls.crt',
+      COS_READ_SIDE_CONFIG__TLS_KEY_FILE__Orders_V2: '/tls/tls.key',
+      COS_READ_SIDE_CONFIG__TLS_SERVER_NAME__Orders_V2: 'orders.internal',
       COS_READ_SIDE_CONFIG__TIMEOUT__Orders_V2: '250',
       COS_READ_SIDE_CONFIG__AUTO_START__Orders_V2: 'false',
       COS_READ_SIDE_CONFIG__ENABLED__Orders_V2: '0',
@@ -80,6 +85,7 @@ describe('COS_READ_SIDE_CONFIG__<SETTING>__<ID>', () => {
     expect(config.readSide.readSides).toEqual([
       side('Orders_V2', 'orders', 7100, {
         useTls: true,
+        tls: { caFile: '/tls/ca.crt', certFile: '/tls/tls.crt', keyFile: '/tls/tls.key', serverName: 'orders.internal', reloadIntervalMs: 10_000 },
         timeoutMs: 250,
         autoStart: false,
         enabled: false,
@@ -112,7 +118,7 @@ describe('COS_READ_SIDE_CONFIG__<SETTING>__<ID>', () => {
       // variables are taken in name order
       'COS_READ_SIDE_CONFIG__FAILURE_POLICY__z="RETRY": expected one of STOP, SKIP, REPLAY_STOP, REPLAY_SKIP',
       'COS_READ_SIDE_CONFIG__HOST is not a read side setting: expected COS_READ_SIDE_CONFIG__<SETTING>__<READSIDE_ID>',
-      'COS_READ_SIDE_CONFIG__HOTS__x: unknown read side setting "HOTS": expected one of HOST, PORT, USE_TLS, TIMEOUT, AUTO_START, ENABLED, FAILURE_POLICY',
+      'COS_READ_SIDE_CONFIG__HOTS__x: unknown read side setting "HOTS": expected one of HOST, PORT, USE_TLS, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, TLS_SERVER_NAME, TIMEOUT, AUTO_START, ENABLED, FAILURE_POLICY',
       'COS_READ_SIDE_CONFIG__PORT__y="abc": expected an integer port 1..65535',
       'COS_READ_SIDE_CONFIG__USE_TLS__z="sure": expected true or false (or 1 / 0)',
       'read side "w" has no port: expected COS_READ_SIDE_CONFIG__PORT__w to be set',
@@ -134,6 +140,49 @@ describe('COS_READ_SIDE_CONFIG__<SETTING>__<ID>', () => {
   });
 });
 
+describe('read side TLS', () => {
+  it('refuses TLS settings without useTls, and a certificate without its key, naming the variable or YAML key', () => {
+    const path = file(
+      'tls.yaml',
+      ['readSideId: y1', 'host: y', 'port: 1', 'tlsServerName: y.internal', '---', 'readSideId: y2', 'host: y', 'port: 2', 'useTls: true', 'tlsKeyFile: /k'].join('\n'),
+    );
+    expect(
+      problemsOf({
+        ...ON,
+        COS_READ_SIDE_CONFIG: path,
+        COS_READ_SIDE_CONFIG__HOST__e1: 'h',
+        COS_READ_SIDE_CONFIG__PORT__e1: '1',
+        COS_READ_SIDE_CONFIG__TLS_CA_FILE__e1: '/ca.crt',
+        COS_READ_SIDE_CONFIG__USE_TLS__e1: 'false',
+        COS_READ_SIDE_CONFIG__HOST__e2: 'h',
+        COS_READ_SIDE_CONFIG__PORT__e2: '2',
+        COS_READ_SIDE_CONFIG__USE_TLS__e2: 'true',
+        COS_READ_SIDE_CONFIG__TLS_CERT_FILE__e2: '/c.crt',
+        COS_READ_SIDE_CONFIG__TLS_SERVER_NAME__e3: 'not a host',
+      }),
+    ).toEqual([
+      'COS_READ_SIDE_CONFIG__TLS_SERVER_NAME__e3="not a host": expected a host name or IP address, without scheme or port',
+      `COS_READ_SIDE_CONFIG file ${path} document 1 (read side "y1"): tlsServerName is set but useTls is not true: expected it true to use TLS, or tlsServerName unset`,
+      `COS_READ_SIDE_CONFIG file ${path} document 2 (read side "y2"): tlsKeyFile is set without tlsCertFile: expected both (a client certificate and its key) or neither`,
+      'read side "e1": COS_READ_SIDE_CONFIG__TLS_CA_FILE__e1 is set but COS_READ_SIDE_CONFIG__USE_TLS__e1 is not true: expected it true to use TLS, or COS_READ_SIDE_CONFIG__TLS_CA_FILE__e1 unset',
+      'read side "e2": COS_READ_SIDE_CONFIG__TLS_CERT_FILE__e2 is set without COS_READ_SIDE_CONFIG__TLS_KEY_FILE__e2: expected both (a client certificate and its key) or neither',
+    ]);
+  });
+
+  it('takes COS_TLS_RELOAD_INTERVAL, 0 for never', () => {
+    const env = { ...ON, COS_READ_SIDE_CONFIG__HOST__a: 'a', COS_READ_SIDE_CONFIG__PORT__a: '1', COS_READ_SIDE_CONFIG__USE_TLS__a: '1' };
+    expect(load({ ...env, COS_TLS_RELOAD_INTERVAL: '0' }).config.readSide.readSides[0]?.tls?.reloadIntervalMs).toBe(0);
+    expect(load({ ...env, COS_TLS_RELOAD_INTERVAL: '2.5' }).config.readSide.readSides[0]?.tls?.reloadIntervalMs).toBe(2500);
+    expect(load(env).config.readSide.readSides[0]?.tls).toEqual({
+      caFile: undefined,
+      certFile: undefined,
+      keyFile: undefined,
+      serverName: undefined,
+      reloadIntervalMs: 10_000,
+    });
+  });
+});
+
 describe('COS_READ_SIDE_CONFIG YAML', () => {
   it('reads several documents of one file, with defaults', () => {
     const path = file(
@@ -143,6 +192,7 @@ describe('COS_READ_SIDE_CONFIG YAML', () => {
         'host: orders-rs',
         'port: 7100',
         'useTls: true',
+        'tlsCaFile: tls/ca.crt',
         'timeout: 800',
         'autoStart: false',
         'enabled: false',
@@ -160,6 +210,8 @@ describe('COS_READ_SIDE_CONFIG YAML', () => {
     expect(config.readSide.readSides).toEqual([
       side('orders', 'orders-rs', 7100, {
         useTls: true,
+        // relative to the working directory, as COS_READ_SIDE_CONFIG itself
+        tls: { caFile: '/srv/cos/tls/ca.crt', certFile: undefined, keyFile: undefined, serverName: undefined, reloadIntervalMs: 10_000 },
         timeoutMs: 800,
         autoStart: false,
         enabled: false,
@@ -224,10 +276,10 @@ describe('COS_READ_SIDE_CONFIG YAML', () => {
     );
     expect(problemsOf({ ...ON, COS_READ_SIDE_CONFIG: path })).toEqual([
       `COS_READ_SIDE_CONFIG file ${path} document 1: port="abc": expected an integer port 1..65535`,
-      `COS_READ_SIDE_CONFIG file ${path} document 3: unknown key "retries": expected only readSideId, host, port, useTls, timeout, autoStart, enabled, failurePolicy`,
+      `COS_READ_SIDE_CONFIG file ${path} document 3: unknown key "retries": expected only readSideId, host, port, useTls, tlsCaFile, tlsCertFile, tlsKeyFile, tlsServerName, timeout, autoStart, enabled, failurePolicy`,
       `COS_READ_SIDE_CONFIG file ${path} document 3: failurePolicy="RETRY": expected one of STOP, SKIP, REPLAY_STOP, REPLAY_SKIP`,
       `COS_READ_SIDE_CONFIG file ${path} document 4: readSideId is missing: expected a read side id: 1..255 characters, no spaces or control characters`,
-      `COS_READ_SIDE_CONFIG file ${path} document 5: expected a mapping with keys readSideId, host, port, useTls, timeout, autoStart, enabled, failurePolicy`,
+      `COS_READ_SIDE_CONFIG file ${path} document 5: expected a mapping with keys readSideId, host, port, useTls, tlsCaFile, tlsCertFile, tlsKeyFile, tlsServerName, timeout, autoStart, enabled, failurePolicy`,
       `COS_READ_SIDE_CONFIG file ${path} document 6: host must be a single value, not a list or mapping`,
       `COS_READ_SIDE_CONFIG file ${path} document 2 (read side "b"): host is missing: expected a host name or IP address, without scheme or port`,
     ]);

@@ -2,7 +2,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { invalidMessage, showValue, type EnvReader } from './env-reader.js';
-import type { FailurePolicy, ReadSideConfig } from './types.js';
+import type { ClientTlsConfig, FailurePolicy, ReadSideConfig } from './types.js';
 import { READ_SIDE_ENV_PREFIX } from './variables.js';
 import {
   boolean,
@@ -12,6 +12,7 @@ import {
   parseValue,
   port,
   readSideId,
+  text,
   type Codec,
 } from './values.js';
 
@@ -28,6 +29,10 @@ type Settings = {
   host: string;
   port: number;
   useTls: boolean;
+  tlsCaFile: string;
+  tlsCertFile: string;
+  tlsKeyFile: string;
+  tlsServerName: string;
   timeoutMs: number;
   autoStart: boolean;
   enabled: boolean;
@@ -47,6 +52,10 @@ const SETTINGS: readonly Setting[] = [
   { field: 'host', yaml: 'host', env: 'HOST', codec: host },
   { field: 'port', yaml: 'port', env: 'PORT', codec: port },
   { field: 'useTls', yaml: 'useTls', env: 'USE_TLS', codec: boolean },
+  { field: 'tlsCaFile', yaml: 'tlsCaFile', env: 'TLS_CA_FILE', codec: text },
+  { field: 'tlsCertFile', yaml: 'tlsCertFile', env: 'TLS_CERT_FILE', codec: text },
+  { field: 'tlsKeyFile', yaml: 'tlsKeyFile', env: 'TLS_KEY_FILE', codec: text },
+  { field: 'tlsServerName', yaml: 'tlsServerName', env: 'TLS_SERVER_NAME', codec: host },
   { field: 'timeoutMs', yaml: 'timeout', env: 'TIMEOUT', codec: milliseconds },
   { field: 'autoStart', yaml: 'autoStart', env: 'AUTO_START', codec: boolean },
   { field: 'enabled', yaml: 'enabled', env: 'ENABLED', codec: boolean },
@@ -65,12 +74,17 @@ interface Draft {
   invalid: boolean;
   /** how to name a missing host or port in a message */
   readonly missing: (field: 'host' | 'port') => string;
+  /** how a message names this read side, and one of its settings (a YAML key or a variable) */
+  readonly subject: string;
+  readonly settingName: (setting: Setting) => string;
 }
 
 export interface ReadSidesOptions {
   readonly reader: EnvReader;
   readonly cwd: string;
   readonly defaultTimeoutMs: number;
+  /** COS_TLS_RELOAD_INTERVAL in ms */
+  readonly tlsReloadIntervalMs: number;
 }
 
 /**
@@ -103,16 +117,55 @@ function complete(draft: Draft, options: ReadSidesOptions): ReadSideConfig | und
   const { values } = draft;
   if (values.host === undefined && !draft.invalid) options.reader.report.problem(draft.missing('host'));
   if (values.port === undefined && !draft.invalid) options.reader.report.problem(draft.missing('port'));
-  if (draft.invalid || values.host === undefined || values.port === undefined) return undefined;
+  const tls = completeTls(draft, options);
+  if (draft.invalid || values.host === undefined || values.port === undefined || tls === null) return undefined;
   return {
     readSideId: draft.readSideId,
     host: values.host,
     port: values.port,
     useTls: values.useTls ?? false,
+    tls,
     timeoutMs: values.timeoutMs ?? options.defaultTimeoutMs,
     autoStart: values.autoStart ?? true,
     enabled: values.enabled ?? true,
     failurePolicy: values.failurePolicy ?? DEFAULT_FAILURE_POLICY,
+  };
+}
+
+const TLS_SETTINGS = SETTINGS.filter((setting) => setting.field.startsWith('tls'));
+const settingOf = (field: keyof Settings) => SETTINGS.find((setting) => setting.field === field)!;
+
+/**
+ * A read side's TLS (client-tls): undefined without useTls, where a TLS setting is a mistake;
+ * null when the settings do not go together (reported).
+ */
+function completeTls(draft: Draft, options: ReadSidesOptions): ClientTlsConfig | undefined | null {
+  const { values } = draft;
+  const { report } = options.reader;
+  const where = draft.subject;
+  const given = TLS_SETTINGS.filter((setting) => values[setting.field] !== undefined);
+  if (values.useTls !== true) {
+    for (const setting of given) {
+      report.problem(
+        `${where}: ${draft.settingName(setting)} is set but ${draft.settingName(settingOf('useTls'))} is not true: expected it true to use TLS, or ${draft.settingName(setting)} unset`,
+      );
+    }
+    return given.length > 0 ? null : undefined;
+  }
+  if ((values.tlsCertFile === undefined) !== (values.tlsKeyFile === undefined)) {
+    const [set, unset] = values.tlsCertFile !== undefined ? ['tlsCertFile', 'tlsKeyFile'] : ['tlsKeyFile', 'tlsCertFile'];
+    report.problem(
+      `${where}: ${draft.settingName(settingOf(set as keyof Settings))} is set without ${draft.settingName(settingOf(unset as keyof Settings))}: expected both (a client certificate and its key) or neither`,
+    );
+    return null;
+  }
+  const path = (value: string | undefined) => (value === undefined ? undefined : resolve(options.cwd, value));
+  return {
+    caFile: path(values.tlsCaFile),
+    certFile: path(values.tlsCertFile),
+    keyFile: path(values.tlsKeyFile),
+    serverName: values.tlsServerName,
+    reloadIntervalMs: options.tlsReloadIntervalMs,
   };
 }
 
@@ -129,6 +182,8 @@ function fromHandlerVariables(reader: EnvReader): Draft[] {
       field === 'host'
         ? `${hostName} is unset: expected ${host.expected}, because ${portName} is set`
         : `${portName} is unset: expected ${port.expected}, because ${hostName} is set`,
+    subject: `read side ${JSON.stringify(DEFAULT_READ_SIDE_ID)}`,
+    settingName: (setting) => setting.yaml,
   };
   const hostFound = reader.lookup(hostName);
   const portFound = reader.lookup(portName);
@@ -182,6 +237,8 @@ function fromSettingVariables(reader: EnvReader): Draft[] {
         invalid: false,
         missing: (field) =>
           `read side ${JSON.stringify(id)} has no ${field}: expected ${READ_SIDE_ENV_PREFIX}${field.toUpperCase()}__${id} to be set`,
+        subject: `read side ${JSON.stringify(id)}`,
+        settingName: (named) => `${READ_SIDE_ENV_PREFIX}${named.env}__${id}`,
       };
       drafts.set(id, draft);
     }
@@ -305,6 +362,8 @@ function fromYamlDocument(content: unknown, where: string, reader: EnvReader): D
     invalid,
     missing: (field) =>
       `${where} (read side ${JSON.stringify(id.value)}): ${field} is missing: expected ${field === 'host' ? host.expected : port.expected}`,
+    subject: `${where} (read side ${JSON.stringify(id.value)})`,
+    settingName: (setting) => setting.yaml,
   };
 }
 

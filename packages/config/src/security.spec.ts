@@ -35,7 +35,7 @@ describe('listener TLS and caller authentication settings', () => {
       'COS_AUTH_CLIENT_NAMES="app, has space": expected comma-separated certificate names (a CN, DNS name or URI such as spiffe://...) ("has space" is not one)',
     ]);
     expect(problemsOf({ COS_TLS_RELOAD_INTERVAL: '-1' })).toEqual([
-      'COS_TLS_RELOAD_INTERVAL="-1": expected a number of seconds >= 0 (at most 2147483; 0: never)',
+      'COS_TLS_RELOAD_INTERVAL="-1": expected a number of seconds >= 0, 0 for never (at most 2147483)',
     ]);
   });
 

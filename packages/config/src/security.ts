@@ -1,19 +1,19 @@
 import { resolve } from 'node:path';
 import type { EnvReader } from './env-reader.js';
 import type { CallerAuthConfig, ListenerTlsConfig, SecurityConfig, ServiceCredentialsConfig } from './types.js';
-import { clientAuthMode, identityNames, secondsOrZeroAsMs, text } from './values.js';
+import { clientAuthMode, identityNames, text } from './values.js';
 
 /**
  * The gRPC listener's TLS, caller authentication and the metrics token (COS_TLS_*, COS_AUTH_*,
  * COS_ADMIN_*, COS_CLUSTER_PEER_NAMES, COS_METRICS_TOKEN_FILE). Paths are resolved against
- * `cwd`; the files themselves are read (and checked) when the server starts.
+ * `cwd`; the files themselves are read (and checked) when the server starts. `reloadIntervalMs`
+ * is COS_TLS_RELOAD_INTERVAL (readTlsReloadInterval).
  */
-export function readSecurity(reader: EnvReader, cwd: string, readSidesEnabled: boolean): SecurityConfig {
+export function readSecurity(reader: EnvReader, cwd: string, readSidesEnabled: boolean, reloadIntervalMs: number): SecurityConfig {
   const file = (name: string) => {
     const path = reader.read(text, name);
     return path === undefined ? undefined : resolve(cwd, path);
   };
-  const reloadIntervalMs = reader.readOr(secondsOrZeroAsMs, 'COS_TLS_RELOAD_INTERVAL', 10_000);
   const tls = readListenerTls(reader, file);
   const clientCa = tls?.clientCaFile !== undefined;
   const names = (name: string) => {

@@ -117,10 +117,28 @@ export interface TypeValidationConfig {
   readonly eventTypes: readonly string[];
 }
 
+/**
+ * The TLS of an outbound client (a handler client, the peer client): PEM files, absolute paths,
+ * re-read every reloadIntervalMs, and the name the server's certificate must carry.
+ */
+export interface ClientTlsConfig {
+  /** the CA the server's certificate must chain to; undefined: the system's root CAs */
+  readonly caFile: string | undefined;
+  /** the client certificate (mTLS); set together with keyFile */
+  readonly certFile: string | undefined;
+  readonly keyFile: string | undefined;
+  /** undefined: the host dialled */
+  readonly serverName: string | undefined;
+  /** COS_TLS_RELOAD_INTERVAL (seconds) in ms; 0: never */
+  readonly reloadIntervalMs: number;
+}
+
 export interface WriteSideConfig {
   readonly host: string;
   readonly port: number;
   readonly useTls: boolean;
+  /** COS_WRITE_SIDE_TLS_*; set exactly when useTls */
+  readonly tls: ClientTlsConfig | undefined;
   readonly validation: TypeValidationConfig;
   /** lower-cased request header names forwarded to the write handler */
   readonly propagatedHeaders: readonly string[];
@@ -153,6 +171,8 @@ export interface ReadSideConfig {
   readonly host: string;
   readonly port: number;
   readonly useTls: boolean;
+  /** tlsCaFile, tlsCertFile, tlsKeyFile, tlsServerName; set exactly when useTls */
+  readonly tls: ClientTlsConfig | undefined;
   /** deadline of each HandleReadSide call */
   readonly timeoutMs: number;
   readonly autoStart: boolean;
@@ -222,6 +242,12 @@ export interface ClusterConfig {
   readonly secret: string | undefined;
   /** COS_CLUSTER_MAX_CLOCK_SKEW (seconds) in ms */
   readonly maxClockSkewMs: number;
+  /**
+   * How peers are dialled: over TLS when the listener has TLS (COS_TLS_CERT_FILE/KEY, also the
+   * client certificate), with COS_CLUSTER_TLS_CA_FILE (else COS_TLS_CLIENT_CA_FILE) and
+   * COS_CLUSTER_TLS_SERVER_NAME; undefined: plaintext.
+   */
+  readonly peerTls: ClientTlsConfig | undefined;
 }
 
 /** COS_TLS_*: the gRPC listener over TLS; paths absolute. */

@@ -83,23 +83,24 @@ export const boolean: Codec<boolean> = {
 
 export const milliseconds = integerIn(1, MAX_TIMER_MS, `an integer number of milliseconds 1..${MAX_TIMER_MS}`);
 
-/** Seconds, decimals allowed, converted to whole milliseconds. */
-function secondsAsMsFrom(minMs: number, expected: string): Codec<number> {
+/** Seconds from `min`, decimals allowed, converted to whole milliseconds. */
+function secondsFrom(min: 0 | 1, expected: string): Codec<number> {
   return {
     schema: z
       .string()
       .trim()
       .regex(/^\d+(\.\d+)?$/)
       .transform((value) => Math.round(Number(value) * 1000))
-      .pipe(z.number().int().min(minMs).max(MAX_TIMER_MS)),
+      .pipe(z.number().int().min(min).max(MAX_TIMER_MS)),
     expected,
   };
 }
 
-export const secondsAsMs = secondsAsMsFrom(1, `a number of seconds > 0 (at most ${Math.floor(MAX_TIMER_MS / 1000)})`);
+/** Seconds, decimals allowed, converted to whole milliseconds. */
+export const secondsAsMs = secondsFrom(1, `a number of seconds > 0 (at most ${Math.floor(MAX_TIMER_MS / 1000)})`);
 
-/** Like secondsAsMs, and 0 for "never" (COS_TLS_RELOAD_INTERVAL). */
-export const secondsOrZeroAsMs = secondsAsMsFrom(0, `a number of seconds >= 0 (at most ${Math.floor(MAX_TIMER_MS / 1000)}; 0: never)`);
+/** Seconds as secondsAsMs, where 0 means never (COS_TLS_RELOAD_INTERVAL). */
+export const secondsOrNeverAsMs = secondsFrom(0, `a number of seconds >= 0, 0 for never (at most ${Math.floor(MAX_TIMER_MS / 1000)})`);
 
 const HOST_NAME = /^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$/;
 

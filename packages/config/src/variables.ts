@@ -46,13 +46,13 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     'seconds a client connection may pass without a frame before it is closed (GOAWAY, then cut after as long again); also bounds a connection that broke the HTTP/2 protocol',
   ),
   // gRPC listener TLS and caller authentication (docs/security.md)
-  v('COS_TLS_CERT_FILE', [], 'unset (cleartext)', 'PEM certificate chain the gRPC port serves over TLS (HTTP/2, ALPN h2); needs COS_TLS_KEY_FILE'),
+  v('COS_TLS_CERT_FILE', [], 'unset (cleartext)', "PEM certificate chain the gRPC port serves over TLS (HTTP/2, ALPN h2), needs COS_TLS_KEY_FILE; also this replica's client certificate towards its peers"),
   v('COS_TLS_KEY_FILE', [], 'unset', 'PEM private key of COS_TLS_CERT_FILE'),
   v(
     'COS_TLS_CLIENT_CA_FILE',
     [],
     'unset',
-    'PEM CA certificates client certificates are verified against (mTLS); needs COS_TLS_CERT_FILE',
+    'PEM CA certificates client certificates are verified against (mTLS); needs COS_TLS_CERT_FILE; the default of COS_CLUSTER_TLS_CA_FILE',
   ),
   v(
     'COS_TLS_CLIENT_AUTH',
@@ -173,6 +173,26 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
   v('WRITE_SIDE_HANDLER_SERVICE_HOST', ['COS_WRITE_SIDE_HOST'], 'required', "host of the user's WriteSideHandlerService"),
   v('WRITE_SIDE_HANDLER_SERVICE_PORT', ['COS_WRITE_SIDE_PORT'], 'required', 'its port'),
   v('COS_WRITE_SIDE_USE_TLS', [], 'false', 'TLS to the write handler'),
+  // write handler TLS (client-tls); every file needs COS_WRITE_SIDE_USE_TLS=true
+  v(
+    'COS_WRITE_SIDE_TLS_CA_FILE',
+    [],
+    "unset (the system's root CAs)",
+    "PEM file of the CA the write handler's certificate must chain to; re-read every COS_TLS_RELOAD_INTERVAL",
+  ),
+  v(
+    'COS_WRITE_SIDE_TLS_CERT_FILE',
+    [],
+    'unset',
+    'PEM client certificate presented to the write handler (mTLS), with COS_WRITE_SIDE_TLS_KEY_FILE; re-read every COS_TLS_RELOAD_INTERVAL, new connections use the new one',
+  ),
+  v('COS_WRITE_SIDE_TLS_KEY_FILE', [], 'unset', 'PEM private key of COS_WRITE_SIDE_TLS_CERT_FILE'),
+  v(
+    'COS_WRITE_SIDE_TLS_SERVER_NAME',
+    [],
+    'the handler host',
+    "name the write handler's certificate must carry, also sent as SNI (an IP host must otherwise be in the certificate's IP SANs)",
+  ),
   v(
     'HANDLER_SERVICE_STATE_PROTO',
     ['COS_WRITE_SIDE_STATE_PROTOS'],
@@ -245,7 +265,7 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     `${READ_SIDE_ENV_PREFIX}<SETTING>__<READSIDE_ID>`,
     [],
     '',
-    'one read side per id by env vars; SETTING is HOST, PORT, USE_TLS, TIMEOUT, AUTO_START, ENABLED or FAILURE_POLICY',
+    'one read side per id by env vars; SETTING is HOST, PORT, USE_TLS, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, TLS_SERVER_NAME, TIMEOUT, AUTO_START, ENABLED or FAILURE_POLICY',
   ),
   // telemetry
   v('COS_SERVICE_NAME', ['OTEL_SERVICE_NAME'], 'chiefofstate', 'service name in traces, metrics and logs'),
@@ -335,6 +355,19 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     [],
     '30',
     "seconds a forwarded call's proof may be off this replica's clock (decimals allowed)",
+  ),
+  // peer TLS (client-tls): peers are dialled over TLS when COS_TLS_CERT_FILE is set
+  v(
+    'COS_CLUSTER_TLS_CA_FILE',
+    [],
+    'COS_TLS_CLIENT_CA_FILE',
+    "PEM file of the CA the other replicas' certificates must chain to when forwarding to them over TLS (unset with COS_TLS_CLIENT_CA_FILE unset: the system's root CAs); needs COS_TLS_CERT_FILE",
+  ),
+  v(
+    'COS_CLUSTER_TLS_SERVER_NAME',
+    [],
+    "unset (the peer's IP)",
+    "name the other replicas' certificates must carry when forwarding to them over TLS; unset: the certificate must name the pod IP dialled; needs COS_TLS_CERT_FILE",
   ),
   v(
     'COS_KUBERNETES_APP_LABEL',

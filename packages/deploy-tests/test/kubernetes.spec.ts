@@ -340,6 +340,10 @@ describe.each(Object.keys(VARIANTS))('deploy/kubernetes/%s', (variant) => {
           // no COS_CLUSTER_SECRET in the manifests: the replicas share one through the database
           secret: undefined,
           maxClockSkewMs: 30_000,
+          // with a TLS listener, peers are dialled over TLS with its certificate
+          peerTls: env.has('COS_TLS_CERT_FILE')
+            ? expect.objectContaining({ certFile: expect.any(String), keyFile: expect.any(String), caFile: expect.any(String) })
+            : undefined,
         });
       },
     );

@@ -41,10 +41,22 @@ export interface KeepaliveOptions {
   idleConnectionTimeoutMs?: number;
 }
 
+/** What a TLS connection is opened with: PEM material or a prepared secure context, and the name checked. */
+export type ClientTlsOptions = Pick<
+  SecureClientSessionOptions,
+  'ca' | 'cert' | 'key' | 'servername' | 'rejectUnauthorized' | 'secureContext' | 'checkServerIdentity'
+>;
+
 export interface GrpcTransportOptions {
   /** `http://host:port` (h2c) or `https://host:port` */
   readonly baseUrl: string;
-  readonly tls?: Pick<SecureClientSessionOptions, 'ca' | 'cert' | 'key' | 'servername' | 'rejectUnauthorized'>;
+  /** TLS of an https baseUrl; a function is asked again for each new connection (rotated files) */
+  readonly tls?: ClientTlsOptions | (() => ClientTlsOptions);
+  /**
+   * a connection or a call failed below gRPC (refused, TLS handshake refused, reset): for
+   * reporting only, the calls fail on their own; one failure may be reported more than once
+   */
+  readonly onTransportError?: (error: Error) => void;
   /** largest request or response message in bytes */
   readonly maxMessageBytes: number;
   readonly keepalive?: KeepaliveOptions;
@@ -54,6 +66,11 @@ export interface GrpcTransportOptions {
 export interface GrpcTransport extends Transport {
   /** Drops the connection; calls in flight fail. */
   close(): void;
+  /**
+   * Later calls go to a new connection (opened with the TLS options of that moment); the calls
+   * in flight on the current one finish there.
+   */
+  reconnect(): void;
 }
 
 type Metadata = IncomingHttpHeaders & IncomingHttpStatusHeader;
@@ -82,8 +99,11 @@ export function createGrpcTransport(options: GrpcTransportOptions): GrpcTranspor
   const pingTimeoutMs = options.keepalive?.pingTimeoutMs ?? 10_000;
   const idleTimeoutMs = options.keepalive?.idleConnectionTimeoutMs ?? 900_000;
   const interceptors = options.interceptors ?? [];
+  const onTransportError = options.onTransportError;
 
   let session: ClientHttp2Session | undefined;
+  /** TLS sessions whose server sent its HTTP/2 SETTINGS: it took the handshake */
+  const spoke = new WeakSet<ClientHttp2Session>();
   /** calls in flight on any session */
   let open = 0;
   let lastActivity = 0;
@@ -118,8 +138,9 @@ export function createGrpcTransport(options: GrpcTransportOptions): GrpcTranspor
 
   function currentSession(): ClientHttp2Session {
     if (session !== undefined && !session.closed && !session.destroyed) return session;
+    const tls = scheme === 'https' ? (typeof options.tls === 'function' ? options.tls() : options.tls) : undefined;
     const created = connect(baseUrl, {
-      ...(scheme === 'https' ? options.tls : undefined),
+      ...tls,
       settings: { enablePush: false },
       // Node keeps counting the unsent request bytes of a cancelled call (one whose deadline
       // passed while the handler was slow to read) against this limit, for the life of the
@@ -127,13 +148,14 @@ export function createGrpcTransport(options: GrpcTransportOptions): GrpcTranspor
       // Memory is bounded by maxMessageBytes and COS's own bounds instead; grpc-js does the same.
       maxSessionMemory: Number.MAX_SAFE_INTEGER,
     });
-    // Failures reach the calls through their streams; the session's own event is noise here.
-    created.on('error', () => {});
+    // Failures reach the calls through their streams; the session's own event is for reporting.
+    created.on('error', onTransportError ? (error: Error) => onTransportError(error) : () => {});
     const forget = () => {
       if (session === created) session = undefined;
     };
     // After GOAWAY the streams already open finish; new calls go to a new connection.
     created.once('goaway', forget);
+    if (scheme === 'https') created.once('remoteSettings', () => spoke.add(created));
     created.once('close', forget);
     if (open === 0) created.unref();
     session = created;
@@ -270,11 +292,18 @@ export function createGrpcTransport(options: GrpcTransportOptions): GrpcTranspor
       });
       stream.on('error', (error) => {
         streamError = error;
+        onTransportError?.(error);
       });
       stream.on('close', () => {
         // A peer (or Node itself) short of resources refused the stream: give it a fresh connection.
         if (stream.rstCode === constants.NGHTTP2_ENHANCE_YOUR_CALM) retire(target);
         if (settled) return;
+        if (responseHeaders === undefined && streamError === undefined && scheme === 'https' && !spoke.has(target)) {
+          // A server refusing this client's certificate after a TLS 1.3 handshake just hangs up.
+          const refused = new TlsHandshakeRefusedError();
+          streamError = refused;
+          onTransportError?.(refused);
+        }
         const outcome = conclude(method, responseHeaders, trailers, chunks, received, streamError, stream.rstCode);
         if (outcome instanceof ConnectError) finish(outcome);
         else outcome.then(
@@ -399,7 +428,23 @@ export function createGrpcTransport(options: GrpcTransportOptions): GrpcTranspor
       session?.destroy();
       session = undefined;
     },
+    reconnect() {
+      if (session !== undefined) retire(session);
+    },
   };
+}
+
+/**
+ * A TLS connection the server closed before its HTTP/2 preface (which a server sends before it
+ * reads any call): it refused the handshake, most likely this client's certificate.
+ */
+export class TlsHandshakeRefusedError extends Error {
+  readonly code = 'COS_TLS_HANDSHAKE_REFUSED';
+
+  constructor() {
+    super('the server closed the TLS connection before speaking HTTP/2: it refused the handshake (e.g. this client\'s certificate)');
+    this.name = 'TlsHandshakeRefusedError';
+  }
 }
 
 function responseOf(

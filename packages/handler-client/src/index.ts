@@ -14,3 +14,15 @@ export { translateHandlerError, type FailedCall } from './translate-error.js';
 export { decodeRpcStatus, type RawRpcStatus, type RawStatusDetail } from './rpc-status.js';
 export { createReachabilityProbe, type ReachabilityProbeOptions } from './reachability.js';
 export { createPeerClients, type PeerClients, type PeerClientsOptions } from './peer-client.js';
+export {
+  watchClientTls,
+  watchClientTlsLogged,
+  type ClientTls,
+  type ClientTlsFiles,
+  type ClientTlsLogger,
+  type ClientTlsSummary,
+  type LoggedClientTlsOptions,
+  type WatchClientTlsOptions,
+} from './client-tls.js';
+export type { ClientTlsOptions } from './grpc-transport.js';
+export { isTlsFailure } from './tls-failure.js';

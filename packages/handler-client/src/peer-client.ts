@@ -10,6 +10,7 @@ import {
   type ProcessCommandResponse,
 } from '@chiefofstate/protocol';
 import { createInvoker, headerRecord, type ConnectCallOptions } from './invoke.js';
+import { isTlsFailure } from './tls-failure.js';
 import { createHandlerTransport, type HandlerCallOptions, type HandlerClientOptions, type HandlerTransport } from './transport.js';
 
 export interface PeerClientsOptions extends Omit<HandlerClientOptions, 'host' | 'port'> {
@@ -44,7 +45,8 @@ const REFUSED_STREAM = 'NGHTTP2_REFUSED_STREAM';
  * Clients of the peers' ChiefOfStateService, one HTTP/2 connection per peer, for forwarding a
  * call to the replica that owns the entity. A peer's gRPC status reaches the caller unchanged
  * (HandlerFailedError with its code, message and details); a peer that refused the connection
- * gives PeerUnreachableError, since the call cannot have run there; a refusal the peer marked
+ * gives PeerUnreachableError, since the call cannot have run there (so does a TLS handshake
+ * refused either way: the peer read nothing); a refusal the peer marked
  * with REFUSED_TRAILER (it wrote nothing: the shard is not its own any more, or it is stopping)
  * gives PeerRefusedError; a ProcessCommand whose connection failed after it was sent gives
  * CommitOutcomeUnknownError (it may have run there).
@@ -128,6 +130,8 @@ function refused(error: unknown): error is HandlerFailedError {
 }
 
 function neverSent(error: unknown): boolean {
+  // a peer refusing the handshake (or refused by it) read nothing of the call
+  if (isTlsFailure(error)) return true;
   let reason: unknown = error;
   for (let depth = 0; depth < 8 && reason instanceof Error; depth++) {
     const code = (reason as { code?: unknown }).code;

@@ -1,7 +1,8 @@
-import type { SecureClientSessionOptions } from 'node:http2';
 import type { Context } from '@opentelemetry/api';
 import type { Interceptor, Transport } from '@connectrpc/connect';
-import { createGrpcTransport, type KeepaliveOptions } from './grpc-transport.js';
+import type { ClientTls } from './client-tls.js';
+import { createGrpcTransport, type ClientTlsOptions, type KeepaliveOptions } from './grpc-transport.js';
+import { tlsFailureOf } from './tls-failure.js';
 
 /** Where a user's handler listens and how to call it; shared by the write and read side clients. */
 export interface HandlerClientOptions {
@@ -9,8 +10,18 @@ export interface HandlerClientOptions {
   port: number;
   /** TLS (https) instead of plaintext HTTP/2 (h2c). Default false. */
   useTls?: boolean;
-  /** TLS settings, e.g. a private CA; only used with useTls. */
-  tls?: Pick<SecureClientSessionOptions, 'ca' | 'cert' | 'key' | 'servername' | 'rejectUnauthorized'>;
+  /**
+   * TLS settings, only used with useTls: fixed options (a private CA, a client certificate,
+   * servername), or files kept current by `watchClientTls`, whose changes retire the open
+   * connection so the next call connects with the new ones (the calls on it finish there).
+   */
+  tls?: ClientTlsOptions | ClientTls;
+  /**
+   * A connection refused at the TLS handshake (the handler's certificate not trusted or not of
+   * the expected name, this client's certificate refused): at most once a minute per reason,
+   * for the log. Its calls fail with HandlerUnavailableError as any unreachable handler's do.
+   */
+  onTlsFailure?: (error: Error) => void;
   /** Deadline of each handler call in ms (COS_GRPC_CALLS_TIMEOUT). Default 5000. */
   timeoutMs?: number;
   /** Largest request or response message in bytes. Default 4 MiB, gRPC's default. */
@@ -57,17 +68,49 @@ export interface HandlerTransport {
 export function createHandlerTransport(options: HandlerClientOptions): HandlerTransport {
   const useTls = options.useTls ?? false;
   const authority = `${options.host.includes(':') ? `[${options.host}]` : options.host}:${options.port}`;
+  const source = useTls && options.tls !== undefined && isClientTls(options.tls) ? options.tls : undefined;
+  const fixed = useTls && options.tls !== undefined && !isClientTls(options.tls) ? { ...options.tls } : undefined;
+  const onTlsFailure = options.onTlsFailure;
   const transport = createGrpcTransport({
     baseUrl: `${useTls ? 'https' : 'http'}://${authority}`,
-    ...(useTls && options.tls ? { tls: { ...options.tls } } : {}),
+    ...(source ? { tls: () => source.current() } : fixed ? { tls: fixed } : {}),
+    ...(useTls && onTlsFailure ? { onTransportError: throttled(onTlsFailure) } : {}),
     maxMessageBytes: options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
     keepalive: { pingIntervalMs: 30_000, pingTimeoutMs: 10_000, ...options.keepalive },
     ...(options.interceptors ? { interceptors: options.interceptors } : {}),
   });
+  // New certificates (or a new CA) must not wait for the handler to drop the old connection,
+  // which may live for days: the next call connects with the new files.
+  const unsubscribe = source?.subscribe(() => transport.reconnect());
   return {
     transport,
     authority,
     timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-    close: () => transport.close(),
+    close: () => {
+      unsubscribe?.();
+      transport.close();
+    },
+  };
+}
+
+function isClientTls(tls: ClientTlsOptions | ClientTls): tls is ClientTls {
+  return typeof (tls as Partial<ClientTls>).current === 'function';
+}
+
+const TLS_FAILURE_REPEAT_MS = 60_000;
+
+/** Reports TLS failures only, each reason at most once a minute: a handler refusing us is refused on every call. */
+function throttled(report: (error: Error) => void): (error: Error) => void {
+  const last = new Map<string, number>();
+  return (error) => {
+    const failure = tlsFailureOf(error);
+    if (failure === undefined) return;
+    const now = performance.now();
+    const reason = failure.message;
+    const at = last.get(reason);
+    if (at !== undefined && now - at < TLS_FAILURE_REPEAT_MS) return;
+    if (last.size >= 32) last.clear();
+    last.set(reason, now);
+    report(failure);
   };
 }

@@ -1,5 +1,11 @@
 import type { CosConfig, StoreConfig } from '@chiefofstate/config';
-import { createReadSideClient, type HandlerClientOptions, type ReadSideClient } from '@chiefofstate/handler-client';
+import {
+  createReadSideClient,
+  watchClientTlsLogged,
+  type ClientTls,
+  type HandlerClientOptions,
+  type ReadSideClient,
+} from '@chiefofstate/handler-client';
 import { createJournal, JOURNAL_NOTIFY_CHANNEL } from '@chiefofstate/journal';
 import { createOffsetStore, offsetStoreMigrations } from '@chiefofstate/offset-store';
 import { createDatabase, mergeMigrations, migrateToLatest, notify, type Database, type MigrationSet } from '@chiefofstate/postgres';
@@ -95,6 +101,26 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
   }
 
   const clients: ReadSideClient[] = [];
+  const tlsFiles: ClientTls[] = [];
+  // each read side's TLS files, read now: a broken one stops the start, before anything runs
+  let sideTls: (ReturnType<typeof watchClientTlsLogged> | undefined)[];
+  try {
+    sideTls = sides.map((side) => {
+      if (!side.tls) return undefined;
+      const watched = watchClientTlsLogged({
+        ...side.tls,
+        what: `read side ${side.readSideId}`,
+        label: `read side ${JSON.stringify(side.readSideId)} TLS files`,
+        logger: options.logger,
+      });
+      tlsFiles.push(watched.tls);
+      return watched;
+    });
+  } catch (error) {
+    for (const files of tlsFiles) files.close();
+    if (separate) await offsetsDatabase.close();
+    throw error;
+  }
   const journal = options.journal ?? createJournal({ database: journalDatabase, numShards: config.numShards });
   const offsets = createOffsetStore({ database: offsetsDatabase });
   const ownership = createLeaseCoordinator({
@@ -103,11 +129,12 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
     onError: (error) => logger.warn('read side leases: round failed', { err: error }),
   });
   const engine = createReadSideEngine({
-    readSides: sides.map((side) => {
+    readSides: sides.map((side, index) => {
       const client = createReadSideClient({
         host: side.host,
         port: side.port,
         useTls: side.useTls,
+        ...sideTls[index],
         timeoutMs: side.timeoutMs,
         maxMessageBytes: config.server.maxMessageBytes,
         ...(options.handlerInterceptors ? { interceptors: options.handlerInterceptors } : {}),
@@ -134,6 +161,7 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
   });
   const closeOwned = async () => {
     await Promise.all(clients.map((client) => client.close()));
+    for (const files of tlsFiles) files.close();
     if (separate) await offsetsDatabase.close();
   };
   try {

@@ -117,11 +117,14 @@ export interface GrpcJsServer {
 
 /**
  * Serves unary implementations (keyed by method local name) of each service with grpc-js on
- * 127.0.0.1 (port 0 = any free port).
+ * 127.0.0.1 (port 0 = any free port); plaintext unless `credentials` say otherwise, e.g.
+ * `grpc.ServerCredentials.createSsl(ca, [{ cert_chain, private_key }], true)` for mTLS (a
+ * handler then sees the client's certificate in `call.getAuthContext().sslPeerCertificate`).
  */
 export async function startGrpcJsServer(
   services: ReadonlyArray<{ service: DescService; implementation: Record<string, GrpcJsUnaryHandler> }>,
   port = 0,
+  credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure(),
 ): Promise<GrpcJsServer> {
   const server = new grpc.Server();
   for (const { service, implementation } of services) {
@@ -147,7 +150,7 @@ export async function startGrpcJsServer(
     server.addService(definitionOf(service), handlers);
   }
   const boundPort = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (error, p) =>
+    server.bindAsync(`127.0.0.1:${port}`, credentials, (error, p) =>
       error ? reject(error) : resolve(p),
     ),
   );
