@@ -13,6 +13,7 @@ export type {
   EntityConfig,
   FailurePolicy,
   JournalConfig,
+  TestHooksConfig,
   KafkaConfig,
   LogConfig,
   LogLevel,

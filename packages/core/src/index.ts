@@ -17,6 +17,8 @@ export {
   ShuttingDownError,
   ConfigError,
   InternalError,
+  RevisionMismatchError,
+  IdempotencyKeyReusedError,
   isCosError,
 } from './errors.js';
 export { javaStringHashCode, shardOf } from './shard.js';

@@ -1,5 +1,4 @@
 import { trace, type Context } from '@opentelemetry/api';
-import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
 import { Code, ConnectError, encodeBinaryHeader } from '@connectrpc/connect';
 import {
   CommitOutcomeUnknownError,
@@ -21,7 +20,8 @@ import {
   UnauthenticatedError,
   traceLogFields,
 } from '@chiefofstate/core';
-import { REFUSED_TRAILER } from '@chiefofstate/protocol';
+import { REFUSED_TRAILER, encodeRpcStatus } from '@chiefofstate/protocol';
+import { retrySafetyCode, retrySafetyErrorInfo } from './retry-errors.js';
 
 /**
  * The one place where COS failures become gRPC statuses. Everything below the edge throws
@@ -48,35 +48,23 @@ export function toConnectError(error: unknown): ConnectError {
       // trailers and, with no `details`, leave grpc-status-details-bin as set here.
       connectError.metadata.set(
         STATUS_DETAILS_HEADER,
-        encodeBinaryHeader(encodeRpcStatus(error.statusCode, error.statusMessage, error.details)),
+        encodeBinaryHeader(encodeRpcStatus({ code: error.statusCode, message: error.statusMessage, details: error.details })),
       );
     }
     return connectError;
   }
-  if (error instanceof CosError) return new ConnectError(error.message, codeOf(error), refusedTrailer(error), undefined, error);
+  if (error instanceof CosError) {
+    const connectError = new ConnectError(error.message, codeOf(error), refusedTrailer(error), undefined, error);
+    // retry-safe commands: google.rpc.ErrorInfo a client can act on
+    const info = retrySafetyErrorInfo(error);
+    if (info !== undefined) connectError.details.push(info);
+    return connectError;
+  }
   return new ConnectError('internal error', Code.Internal, undefined, undefined, error);
 }
 
 const DEFAULT_TYPE_URL_PREFIX = 'type.googleapis.com/';
 const STATUS_DETAILS_HEADER = 'grpc-status-details-bin';
-
-/** google.rpc.Status (`code = 1; message = 2; repeated Any details = 3`) with each type URL as given. */
-function encodeRpcStatus(
-  code: number,
-  message: string,
-  details: readonly { readonly typeUrl: string; readonly value: Uint8Array }[],
-): Uint8Array {
-  const writer = new BinaryWriter();
-  if (code !== 0) writer.tag(1, WireType.Varint).int32(code);
-  if (message !== '') writer.tag(2, WireType.LengthDelimited).string(message);
-  for (const detail of details) {
-    writer.tag(3, WireType.LengthDelimited).fork();
-    writer.tag(1, WireType.LengthDelimited).string(detail.typeUrl);
-    writer.tag(2, WireType.LengthDelimited).bytes(detail.value);
-    writer.join();
-  }
-  return writer.finish();
-}
 
 /** Marks the refusals that wrote nothing and belong to another replica, for a forwarding one. */
 function refusedTrailer(error: CosError): Record<string, string> | undefined {
@@ -106,7 +94,7 @@ function codeOf(error: CosError): Code {
   if (error instanceof UnauthenticatedError) return Code.Unauthenticated;
   // conflicts are retried below; one that still surfaces means heavy contention: retryable
   if (error instanceof JournalConflictError) return Code.Aborted;
-  return Code.Internal;
+  return retrySafetyCode(error) ?? Code.Internal;
 }
 
 /**
