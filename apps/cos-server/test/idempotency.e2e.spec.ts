@@ -5,7 +5,7 @@
 // commit and the reply, and on another replica; expected revisions right and wrong; a key
 // reused with another body is refused.
 import * as grpc from '@grpc/grpc-js';
-import { create, toBinary } from '@bufbuild/protobuf';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import type { Any } from '@bufbuild/protobuf/wkt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testStoreKinds, uniqueSchemaName } from '@chiefofstate/postgres/testing';
@@ -16,9 +16,9 @@ import {
   decodeErrorInfo,
   decodeRpcStatus,
 } from '@chiefofstate/protocol';
-import { pollUntil } from '@chiefofstate/testing';
+import { createGrpcJsClient, pollUntil } from '@chiefofstate/testing';
 import { command, startCos, stateOf, type CosFixture } from './support/cos-fixture.js';
-import { startTestHandler, type RunningProcess } from './support/processes.js';
+import { freePort, startTestHandler, type RunningProcess } from './support/processes.js';
 
 const hasServer = (await testStoreKinds()).includes('postgres');
 const PROCESS_COMMAND = `/${ChiefOfStateService.typeName}/${ChiefOfStateService.method.processCommand.name}`;
@@ -27,7 +27,7 @@ const PROCESS_COMMAND = `/${ChiefOfStateService.typeName}/${ChiefOfStateService.
 type Wire = { ok: true; reply: Buffer } | { ok: false; code: number; message: string; detailsBin: Buffer | undefined };
 
 /** ProcessCommand through a stock grpc-js client, keeping the reply's bytes as received. */
-function sendRaw(cos: CosFixture, entityId: string, cmd: Any, headers: Record<string, string> = {}, deadlineMs = 10_000): Promise<Wire> {
+function sendRaw(cos: Pick<CosFixture, 'client'>, entityId: string, cmd: Any, headers: Record<string, string> = {}, deadlineMs = 10_000): Promise<Wire> {
   const metadata = new grpc.Metadata();
   for (const [key, value] of Object.entries(headers)) metadata.set(key, value);
   const request = create(ProcessCommandRequestSchema, { entityId, command: cmd });
@@ -181,6 +181,83 @@ describe.runIf(hasServer)('retry-safe commands end to end', () => {
     expect(await survivor.journal('crash-2')).toHaveLength(1);
     expect(handled('crash-2')).toBe(1);
   }, 60_000);
+
+  it('keeps every command exactly once while 32 callers retry with their keys through 3 SIGKILLs and restarts', async () => {
+    const schema = uniqueSchemaName('idem');
+    // one address across restarts, so the callers' channel reconnects to each new process
+    const ports = { COS_PORT: String(await freePort()), COS_METRICS_PORT: String(await freePort()) };
+    let server = await startCos({ ...env, ...ports }, schema);
+    fixtures.push(server);
+    const client = createGrpcJsClient({
+      service: ChiefOfStateService,
+      address: `127.0.0.1:${ports.COS_PORT}`,
+      channelOptions: { 'grpc.initial_reconnect_backoff_ms': 50, 'grpc.max_reconnect_backoff_ms': 200 },
+    });
+    const entities = Array.from({ length: 16 }, (_, i) => `load-${i}`);
+    /** each answered command: its event name, entity, and the revision and state it was answered with */
+    const answered: Array<{ name: string; entityId: string; revision: number; state: Buffer }> = [];
+    const unanswered: string[] = [];
+    let issuing = true;
+    let attempts = 0;
+    const caller = async (c: number) => {
+      for (let i = 0; issuing; i++) {
+        const name = `c${c}-${i}`;
+        const entityId = entities[(c + i) % entities.length]!;
+        // the same key and body on every attempt, until an answer (bounded: 60 s per command)
+        const giveUp = Date.now() + 60_000;
+        for (;;) {
+          attempts++;
+          const outcome = await sendRaw({ client }, entityId, command('Emit', { events: [name] }), key(name), 5000);
+          if (outcome.ok) {
+            const reply = fromBinary(ProcessCommandResponseSchema, outcome.reply);
+            answered.push({ name, entityId, revision: reply.meta!.revisionNumber, state: Buffer.from(reply.state!.value) });
+            break;
+          }
+          if (Date.now() > giveUp) {
+            unanswered.push(name);
+            break;
+          }
+          await new Promise((resolve) => setTimeout(resolve, 25));
+        }
+      }
+    };
+    const callers = Array.from({ length: 32 }, (_, c) => caller(c));
+    try {
+      for (let kill = 0; kill < 3; kill++) {
+        const before = answered.length;
+        await pollUntil(() => answered.length >= before + 200, 60_000, `200 more commands answered before kill ${kill + 1}`);
+        server.server.child.kill('SIGKILL');
+        await server.server.exited;
+        server = await startCos({ ...env, ...ports }, schema);
+        fixtures.push(server);
+      }
+      const before = answered.length;
+      await pollUntil(() => answered.length >= before + 200, 60_000, '200 more commands answered after the last restart');
+    } finally {
+      issuing = false;
+      await Promise.all(callers);
+      client.close();
+    }
+    expect(unanswered).toEqual([]);
+    expect(attempts).toBeGreaterThan(answered.length); // the kills failed calls, which were retried
+
+    const seen = new Map<string, { entityId: string; revision: number; state: Buffer }>();
+    for (const entityId of entities) {
+      const rows = await server.journal(entityId);
+      expect(rows.map((row) => Number(row.revision)), entityId).toEqual(rows.map((_, i) => i + 1));
+      for (const row of rows) {
+        const name = stateOf(row.wrapper.resultingState).events.at(-1)!;
+        expect(seen.has(name), `${name} persisted twice`).toBe(false);
+        seen.set(name, { entityId, revision: Number(row.revision), state: Buffer.from(row.wrapper.resultingState!.value) });
+      }
+    }
+    // every answered command is there once, at the revision and with the state it was answered with
+    for (const ack of answered) {
+      expect(seen.get(ack.name), ack.name).toEqual({ entityId: ack.entityId, revision: ack.revision, state: ack.state });
+    }
+    // and nothing else: each caller's commands were sent one after another until answered
+    expect(seen.size).toBe(answered.length);
+  }, 300_000);
 
   it('answers the same key on another replica, which forwards it to the owner', async () => {
     const schema = uniqueSchemaName('idem');
