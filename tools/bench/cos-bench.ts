@@ -38,6 +38,10 @@
  * handler over TLS (COS_WRITE_SIDE_USE_TLS, COS_WRITE_SIDE_TLS_CA_FILE; the handler process
  * serves both a plaintext and a TLS port). Certificates from a throwaway CA (EC P-256). Same
  * defaults as --tracing-cost. Writes <!-- tls:start --> ... <!-- tls:end -->.
+ * --idempotency-cost: instead of the ceiling, what idempotency keys cost: the same cos-server build
+ * twice, each on a schema of its own, the load sending a fresh `x-cos-idempotency-key` on every
+ * call to the second (`keyed`) and none to the first. Same defaults as --tracing-cost. Writes
+ * <!-- idempotency:start --> ... <!-- idempotency:end -->.
  *
  * Build first (the benchmark runs the built server and packages, like production):
  *   npx nx run @chiefofstate/cos-server:build      (or pass --build)
@@ -73,10 +77,11 @@ const repeats = Number(args.get('repeats') ?? 3);
 const tracingCost = args.has('tracing-cost');
 const replicas = args.has('replicas');
 const tlsCost = args.has('tls-cost');
+const idempotencyCost = args.has('idempotency-cost');
 /** --baseline: the built cos-server of another checkout, compared with this one */
 const baselineMain = args.has('baseline') ? path.resolve(args.get('baseline') ?? '', 'apps/cos-server/dist/main.js') : undefined;
-if ([tracingCost, replicas, baselineMain !== undefined, tlsCost].filter(Boolean).length > 1) {
-  console.error('--tracing-cost, --replicas, --baseline and --tls-cost are separate runs: pass one of them');
+if ([tracingCost, replicas, baselineMain !== undefined, tlsCost, idempotencyCost].filter(Boolean).length > 1) {
+  console.error('--tracing-cost, --replicas, --baseline, --tls-cost and --idempotency-cost are separate runs: pass one of them');
   process.exit(2);
 }
 if (baselineMain !== undefined && !existsSync(baselineMain)) {
@@ -84,7 +89,7 @@ if (baselineMain !== undefined && !existsSync(baselineMain)) {
   process.exit(2);
 }
 /** a second system side by side instead of the ceiling: tracing on, two replicas, or a baseline build */
-const sideBySide = tracingCost || replicas || baselineMain !== undefined || tlsCost;
+const sideBySide = tracingCost || replicas || baselineMain !== undefined || tlsCost || idempotencyCost;
 const callerCounts = (args.get('callers') ?? (sideBySide ? '1,16,64' : '1,16,64,256')).split(',').map(Number);
 const entityCount = Number(args.get('entities') ?? 10_000);
 const keySets = (args.get('keys') ?? (sideBySide ? 'spread' : 'spread,hot')).split(',') as Keys[];
@@ -96,7 +101,8 @@ const writeDoc = !args.has('no-write');
  * run under another Node
  */
 const docSection =
-  args.get('doc-section') ?? (replicas ? 'replicas' : baselineMain !== undefined ? 'baseline' : tlsCost ? 'tls' : 'tracing');
+  args.get('doc-section') ??
+  (replicas ? 'replicas' : baselineMain !== undefined ? 'baseline' : tlsCost ? 'tls' : idempotencyCost ? 'idempotency' : 'tracing');
 /**
  * --traced-env=K=V,K=V: more environment for the traced cos-server only, to take the cost apart
  * (e.g. OTEL_TRACES_SAMPLER=always_off: the SDK installed, nothing recorded). Use with --no-write.
@@ -113,9 +119,10 @@ const serverUrl = new URL(process.env['COS_BENCH_POSTGRES_URL'] ?? 'postgres://p
 /**
  * cos: cos-server (tracing off; `one` under --replicas); ceiling: see above; traced: cos-server
  * exporting every span; two: two cos-server replicas splitting the entity shards; baseline: the
- * cos-server of --baseline's checkout; tls: cos-server with TLS on both hops
+ * cos-server of --baseline's checkout; tls: cos-server with TLS on both hops; keyed: cos-server
+ * called with an idempotency key on every call
  */
-type System = 'cos' | 'ceiling' | 'traced' | 'two' | 'baseline' | 'tls';
+type System = 'cos' | 'ceiling' | 'traced' | 'two' | 'baseline' | 'tls' | 'keyed';
 const systems: readonly System[] = tracingCost
   ? ['cos', 'traced']
   : replicas
@@ -124,6 +131,8 @@ const systems: readonly System[] = tracingCost
       ? ['baseline', 'cos']
       : tlsCost
         ? ['cos', 'tls']
+        : idempotencyCost
+          ? ['cos', 'keyed']
         : ['cos', 'ceiling'];
 /** a system's name in the output */
 const shown = (system: System): string => (replicas && system === 'cos' ? 'one' : system);
@@ -261,6 +270,10 @@ const baselineServiceName = `${serviceName}-baseline`;
 const tlsSchema = `${schema}_tls`;
 if (tlsCost) await admin.query(`create schema ${tlsSchema}`);
 const tlsServiceName = `${serviceName}-tls`;
+// And the cos-server called with idempotency keys.
+const keyedSchema = `${schema}_keyed`;
+if (idempotencyCost) await admin.query(`create schema ${keyedSchema}`);
+const keyedServiceName = `${serviceName}-keyed`;
 
 async function backendPids(system: System): Promise<number[]> {
   const result = await admin.query<{ pid: number }>('select pid from pg_stat_activity where application_name = $1', [
@@ -272,6 +285,8 @@ async function backendPids(system: System): Promise<number[]> {
           ? baselineServiceName
           : system === 'tls'
             ? tlsServiceName
+          : system === 'keyed'
+            ? keyedServiceName
             : serviceName,
   ]);
   return result.rows.map((row) => row.pid);
@@ -328,6 +343,7 @@ let tls: Proc | undefined;
 /** --tls-cost: the CA, and the certificate both servers (cos-server and the handler) present */
 let pki: TestPki | undefined;
 let handlerTlsPort = 0;
+let keyed: Proc | undefined;
 let receiver: Proc | undefined;
 let receiverPort = 0;
 let load: Proc | undefined;
@@ -448,7 +464,7 @@ const completedBy = new Map<System, number>();
 let nextRequestId = 1;
 const pending = new Map<number, (result: LoadResult) => void>();
 
-async function drive(system: System, request: Omit<LoadRequest, 'id' | 'target' | 'traceparent'>): Promise<LoadResult> {
+async function drive(system: System, request: Omit<LoadRequest, 'id' | 'target' | 'traceparent' | 'idempotencyKeys'>): Promise<LoadResult> {
   const id = nextRequestId++;
   // With --tracing-cost both servers get the same traceparent on every call; only one records spans.
   const full: LoadRequest = {
@@ -456,6 +472,7 @@ async function drive(system: System, request: Omit<LoadRequest, 'id' | 'target' 
     id,
     target: target(system),
     traceparent: tracingCost,
+    idempotencyKeys: system === 'keyed',
     ...(system === 'tls' && pki ? { tlsCa: pki.ca } : {}),
   };
   const result = await new Promise<LoadResult>((resolve, reject) => {
@@ -520,6 +537,10 @@ try {
     );
     tls = on.proc;
     ports.tls = on.port;
+  } else if (idempotencyCost) {
+    const withKeys = await startCos({ COS_SERVICE_NAME: keyedServiceName }, 'cos-server-keyed', keyedSchema);
+    keyed = withKeys.proc;
+    ports.keyed = withKeys.port;
   } else {
     ceiling = start('ceiling', [...profile('ceiling'), ...tsx('ceiling.ts')], { HANDLER_PORT: String(handlerPort) });
     ports.ceiling = Number((await ceiling.waitFor(/listening (\d+)/))[1]);
@@ -566,9 +587,11 @@ try {
                   ? [baseline!]
                   : system === 'tls'
                     ? [tls!]
-                  : system === 'two'
-                    ? pair.map((r) => r.proc)
-                    : [ceiling!];
+                    : system === 'keyed'
+                      ? [keyed!]
+                      : system === 'two'
+                        ? pair.map((r) => r.proc)
+                        : [ceiling!];
           const serverTicks = () => servers.reduce((sum, server) => sum + cpuTicks(server.child.pid), 0);
           const routeBefore = replicas ? await routing(system) : undefined;
           // PostgreSQL backends come and go with the pool: ticks of the ones at the start, and
@@ -671,6 +694,8 @@ try {
     reportBaseline(cells);
   } else if (tlsCost) {
     reportTls(cells);
+  } else if (idempotencyCost) {
+    reportIdempotency(cells);
   } else {
     report(cells, memory);
   }
@@ -682,6 +707,7 @@ try {
     traced?.stop(),
     baseline?.stop(),
     tls?.stop(),
+    keyed?.stop(),
     ...pair.map((replica) => replica.proc.stop()),
     receiver?.stop(),
     handler?.stop(),
@@ -693,6 +719,7 @@ try {
   await admin.query(`drop schema if exists ${baselineSchema} cascade`);
   await admin.query(`drop schema if exists ${tlsSchema} cascade`);
   pki?.remove();
+  await admin.query(`drop schema if exists ${keyedSchema} cascade`);
   await admin.end();
 }
 
@@ -982,27 +1009,79 @@ function reportTracing(cells: Cell[], total: SpanCount & { commands: number }) {
 
 /** --baseline: this build against the baseline's, paired ratios within each repeat. */
 function reportBaseline(cells: Cell[]) {
+  reportSideBySide(cells, {
+    before: 'baseline',
+    after: 'cos',
+    column: 'build',
+    names: { before: 'baseline', after: 'this' },
+    cost: 'cost under 5%',
+    limit: 0.05,
+    heading: `## Cost of a change on ProcessCommand: this build against a baseline, Node ${process.versions.node.split('.')[0]}`,
+    run: [
+      'Run: build this checkout and the baseline checkout (e.g. `git worktree add ../baseline <commit>`, then',
+      '`npm ci` and `npx nx run @chiefofstate/cos-server:build` in each), then',
+      '`npx tsx tools/bench/cos-bench.ts --baseline=../baseline` (options as for `--tracing-cost`).',
+      'The two cos-servers run side by side on one handler, load client and PostgreSQL, each on its own',
+      'schema, cell after cell.',
+    ],
+  });
+}
+
+function reportIdempotency(cells: Cell[]) {
+  reportSideBySide(cells, {
+    before: 'cos',
+    after: 'keyed',
+    column: 'calls',
+    names: { before: 'no key', after: 'with key' },
+    cost: 'cost under 10%',
+    limit: 0.1,
+    heading: `## Cost of idempotency keys on ProcessCommand, Node ${process.versions.node.split('.')[0]}`,
+    run: [
+      'Run: `npx nx run @chiefofstate/cos-server:build && npx tsx tools/bench/cos-bench.ts --idempotency-cost`',
+      '(options as for `--tracing-cost`). The same cos-server build twice, side by side on one handler, load',
+      'client and PostgreSQL, each on its own schema, cell after cell: one called without a key, the other',
+      'with a fresh `x-cos-idempotency-key` on every call (so every command records its key and reply in',
+      'its append transaction, and every key is new: the lookup path of a first call, not of a retry).',
+    ],
+  });
+}
+
+/** Two systems side by side, the second's cost against the first, in a docs section. */
+function reportSideBySide(
+  cells: Cell[],
+  options: {
+    before: System;
+    after: System;
+    column: string;
+    names: { before: string; after: string };
+    cost: string;
+    limit: number;
+    heading: string;
+    run: string[];
+  },
+) {
+  const { before, after, names } = options;
   const pct = (v: number) => `${v >= 0 ? '+' : ''}${(100 * v).toFixed(1)}%`;
   const lines = [
-    '| callers | build | cmd/s | p50 ms | p99 ms | cos-server CPU ms/cmd | PostgreSQL CPU ms/cmd | errors |',
+    `| callers | ${options.column} | cmd/s | p50 ms | p99 ms | cos-server CPU ms/cmd | PostgreSQL CPU ms/cmd | errors |`,
     '|--:|:--|--:|--:|--:|--:|--:|--:|',
   ];
   const changes: string[] = [];
   for (const callers of callerCounts) {
     const mine = (system: System) => cells.filter((c) => c.system === system && c.callers === callers);
-    for (const system of ['baseline', 'cos'] as const) {
+    for (const system of [before, after]) {
       const s = repeatMedians(mine(system));
       lines.push(
-        `| ${callers} | ${system === 'cos' ? 'this' : 'baseline'} | ${s.perSecond.toFixed(0)} | ${latencyMs(s.p50)} | ${latencyMs(s.p99)} | ${s.server.toFixed(3)} | ${s.postgres.toFixed(3)} | ${s.errors} |`,
+        `| ${callers} | ${system === after ? names.after : names.before} | ${s.perSecond.toFixed(0)} | ${latencyMs(s.p50)} | ${latencyMs(s.p99)} | ${s.server.toFixed(3)} | ${s.postgres.toFixed(3)} | ${s.errors} |`,
       );
     }
-    const ratio = (pick: (cell: Cell) => number) => pairedRatio(mine('baseline'), mine('cos'), pick);
+    const ratio = (pick: (cell: Cell) => number) => pairedRatio(mine(before), mine(after), pick);
     const throughput = ratio((c) => c.result.perSecond) - 1;
     changes.push(
       `- ${callers} caller${callers === 1 ? '' : 's'}: throughput ${pct(throughput)}, ` +
         `p50 ${pct(ratio((c) => c.result.p50Ms) - 1)}, p99 ${pct(ratio((c) => c.result.p99Ms) - 1)}, ` +
         `cos-server CPU per command ${pct(ratio((c) => c.cpu.server) - 1)}` +
-        (throughput > -0.05 ? ' — **met** (target: cost under 5%)' : ' — **missed** (target: cost under 5%)'),
+        (throughput > -options.limit ? ` — **met** (target: ${options.cost})` : ` — **missed** (target: ${options.cost})`),
     );
   }
   const body = [
@@ -1011,20 +1090,16 @@ function reportBaseline(cells: Cell[]) {
     ...changes,
     '',
     `Table: medians of ${repeats} runs. Changes: the median over the runs of the ratio within each run ` +
-      `(the two builds of a run measured back to back, alternating which goes first). Each cell ` +
+      `(the two sides of a run measured back to back, alternating which goes first). Each cell ` +
       `${warmupMs / 1000} s warm-up then ${durationMs / 1000} s measured; ${entityCount.toLocaleString('en')} entities, round robin.`,
   ];
   console.log(body.join('\n'));
   if (!writeDoc) return;
   writeSection(docSection, [
     `<!-- ${docSection}:start -->`,
-    `## Cost of a change on ProcessCommand: this build against a baseline, Node ${process.versions.node.split('.')[0]}`,
+    options.heading,
     '',
-    'Run: build this checkout and the baseline checkout (e.g. `git worktree add ../baseline <commit>`, then',
-    '`npm ci` and `npx nx run @chiefofstate/cos-server:build` in each), then',
-    '`npx tsx tools/bench/cos-bench.ts --baseline=../baseline` (options as for `--tracing-cost`).',
-    'The two cos-servers run side by side on one handler, load client and PostgreSQL, each on its own',
-    'schema, cell after cell.',
+    ...options.run,
     '',
     `Machine: ${machineDescription()}.`,
     '',

@@ -16,7 +16,7 @@ import {
   type HealthStatus,
 } from '@chiefofstate/grpc-api';
 import { createPeerClients, createReachabilityProbe, createWriteSideClient, watchClientTlsLogged } from '@chiefofstate/handler-client';
-import { createJournal } from '@chiefofstate/journal';
+import { createJournal, startKeyExpiry } from '@chiefofstate/journal';
 import type { Logger } from '@chiefofstate/logging';
 import { createMetrics, startMetricsServer, type CosMetrics, type MetricsServer } from '@chiefofstate/metrics';
 import type { Database } from '@chiefofstate/postgres';
@@ -27,6 +27,7 @@ import { createSnapshotStore } from '@chiefofstate/snapshot';
 import { logDatabaseStatus, openCosStore, openSidePool } from '@chiefofstate/store';
 import { ConfigError, ShuttingDownError } from '@chiefofstate/core';
 import { createStartUpUndo, type StartUpUndo } from './start-up-undo.js';
+import { killAfterCommit } from './test-hooks.js';
 
 export interface CosServerOptions {
   readonly config: CosConfig;
@@ -166,8 +167,17 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
     batchThreshold: config.journal.eventsBatchThreshold,
     maxQueuedAppends: config.journal.maxQueuedAppends,
     onBatch: (batch) => metrics.observeJournalBatch(batch.events, batch.seconds),
+    idempotencyRetentionMs: config.journal.idempotencyRetentionMs,
   });
   undo.push('journal', () => journal.close());
+  // retry-safe commands: idempotency keys past COS_IDEMPOTENCY_RETENTION leave in the background
+  const keyExpiry = startKeyExpiry({
+    database,
+    retentionMs: config.journal.idempotencyRetentionMs,
+    onExpired: (count) => metrics.observeIdempotency('expired', count),
+    onError: (error) => logger.warn({ err: error }, 'idempotency key expiry: round failed, the next one tries again'),
+  });
+  undo.push('idempotency key expiry', () => keyExpiry.close());
   const snapshots = createSnapshotStore({ database, retain: config.snapshots.retain });
   const writeSide = createWriteSideClient({
     host: config.writeSide.host,
@@ -189,7 +199,7 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
     error: (message: string, fields?: Record<string, unknown>) => logger.error(fields ?? {}, message),
   };
   const runtime = createEntityRuntime({
-    journal,
+    journal: killAfterCommit(journal, config.testHooks?.killAfterCommitOf, (message) => logger.warn(message)),
     snapshots,
     handler: writeSide,
     snapshotPolicy: { enabled: config.snapshots.enabled, frequency: config.snapshots.frequency },
@@ -207,6 +217,8 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
     // every configured read side, enabled or not: a cos-readside process may deliver to it
     readSideIds: config.readSide.readSides.map((readSide) => readSide.readSideId),
     onRefused: (reason) => metrics.observeRefusal(reason),
+    idempotencyRetentionMs: config.journal.idempotencyRetentionMs,
+    onIdempotency: (event, count) => metrics.observeIdempotency(event, count),
     ...(clustered
       ? { retain: (entityId: string) => router?.retains(entityId) ?? false, fenceOf: (entityId: string) => router?.fenceOf(entityId) }
       : {}),
@@ -320,6 +332,7 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
         ready = undefined;
         readSideManager.set(undefined);
         await readSides?.close();
+        await keyExpiry.close();
         await journal.close();
         await writeSide.close();
         await peers?.close();

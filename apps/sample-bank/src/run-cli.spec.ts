@@ -74,6 +74,40 @@ describe('runCli', () => {
     );
   });
 
+  it('sends an idempotency key (a new one per run, or the one given) and retries a lost reply with it: applied once', async () => {
+    json(await cli(['open', 'acc-retry', 'dora']));
+    cos.loseReplies = 2;
+    const retried = await cli(['deposit', 'acc-retry', '100']);
+    expect(retried.code).toBe(0);
+    expect(retried.stderr.match(/UNAVAILABLE: the reply was lost; retrying with idempotency key/g)).toHaveLength(2);
+    expect(JSON.parse(retried.stdout)).toEqual(
+      expect.objectContaining({ revision: 2, state: expect.objectContaining({ balanceCents: '100' }) as unknown }),
+    );
+    const keys = cos.headers.slice(-3).map((h) => h.get('x-cos-idempotency-key'));
+    expect(new Set(keys).size).toBe(1);
+    expect(keys[0]).toMatch(/^[0-9a-f-]{36}$/);
+    // another run is another command: another key
+    json(await cli(['deposit', 'acc-retry', '1']));
+    expect(cos.headers.at(-1)!.get('x-cos-idempotency-key')).not.toBe(keys[0]);
+    // a key given again (a script retrying a run) is answered, not applied again
+    json(await cli(['--idempotency-key', 'pay-42', 'deposit', 'acc-retry', '5']));
+    expect(json(await cli(['--idempotency-key=pay-42', 'deposit', 'acc-retry', '5']))).toEqual(
+      expect.objectContaining({ revision: 4, state: expect.objectContaining({ balanceCents: '106' }) as unknown }),
+    );
+  });
+
+  it('gives up after --retries attempts, and sends --expected-revision', async () => {
+    json(await cli(['open', 'acc-giveup', 'eve']));
+    cos.loseReplies = 2;
+    const outcome = await cli(['--retries', '1', 'deposit', 'acc-giveup', '1']);
+    expect(outcome.code).toBe(1);
+    expect(outcome.stderr).toMatch(/^UNAVAILABLE: the reply was lost; retrying[^\n]*\nUNAVAILABLE: the reply was lost\n$/);
+    cos.loseReplies = 0;
+    json(await cli(['--expected-revision', '2', 'deposit', 'acc-giveup', '1']));
+    expect(cos.headers.at(-1)!.get('x-cos-expected-revision')).toBe('2');
+    expect((await cli(['--expected-revision', 'two', 'deposit', 'acc-giveup', '1'])).code).toBe(2);
+  });
+
   it('prints an overdraft with its code, message and decoded detail', async () => {
     await cli(['open', 'acc-3', 'carol', '70']);
     expect(await cli(['withdraw', 'acc-3', '500'])).toEqual({

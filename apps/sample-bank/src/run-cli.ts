@@ -1,8 +1,10 @@
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { create, toJson, type MessageInitShape } from '@bufbuild/protobuf';
 import { anyPack, AnySchema, timestampDate, type Any } from '@bufbuild/protobuf/wkt';
-import { ConnectError, createClient } from '@connectrpc/connect';
+import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
-import { ChiefOfStateService, type MetaData } from '@chiefofstate/protocol';
+import { ChiefOfStateService, EXPECTED_REVISION_HEADER, IDEMPOTENCY_KEY_HEADER, type MetaData } from '@chiefofstate/protocol';
 import {
   CloseAccountSchema,
   DepositSchema,
@@ -35,7 +37,12 @@ commands:
 options:
   --address HOST:PORT   Chief-of-State's gRPC address (env COS_ADDRESS, default ${DEFAULT_COS_ADDRESS};
                         a HOST alone gets port COS_PORT or 9000)
-  --timeout MS          deadline of the call (default 10000)
+  --timeout MS          deadline of each attempt (default 10000)
+  --idempotency-key KEY the command's idempotency key (default: a new UUID); every retry sends the
+                        same key, so the command is applied once however many attempts it takes
+  --retries N           attempts after the first on UNAVAILABLE, DEADLINE_EXCEEDED, UNKNOWN, ABORTED
+                        or RESOURCE_EXHAUSTED (default 3), with backoff
+  --expected-revision N run only if the account is at revision N (0: only if it is new)
   -h, --help            this text
 `;
 
@@ -51,6 +58,9 @@ class UsageError extends Error {}
 interface ParsedArgs {
   address: string;
   timeoutMs: number;
+  idempotencyKey: string;
+  retries: number;
+  expectedRevision: string | undefined;
   command: string;
   accountId: string;
   rest: string[];
@@ -59,16 +69,26 @@ interface ParsedArgs {
 function parseArgs(argv: readonly string[], env: CliIo['env']): ParsedArgs | 'help' {
   let address = env['COS_ADDRESS']?.trim() || DEFAULT_COS_ADDRESS;
   let timeoutMs = 10_000;
+  let idempotencyKey: string = randomUUID();
+  let retries = 3;
+  let expectedRevision: string | undefined;
   const positional: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
     if (arg === '-h' || arg === '--help') return 'help';
     const [flag, inline] = arg.startsWith('--') ? (arg.split(/=(.*)/s, 2) as [string, string?]) : [arg];
-    if (flag === '--address' || flag === '--timeout') {
+    if (flag === '--address' || flag === '--timeout' || flag === '--idempotency-key' || flag === '--retries' || flag === '--expected-revision') {
       const value = inline ?? argv[++i];
       if (value === undefined || value === '') throw new UsageError(`${flag} needs a value`);
       if (flag === '--address') address = value;
-      else {
+      else if (flag === '--idempotency-key') idempotencyKey = value;
+      else if (flag === '--expected-revision') {
+        if (!/^\d+$/.test(value)) throw new UsageError('--expected-revision must be a revision (an integer >= 0)');
+        expectedRevision = value;
+      } else if (flag === '--retries') {
+        retries = Number(value);
+        if (!Number.isInteger(retries) || retries < 0) throw new UsageError('--retries must be an integer >= 0');
+      } else {
         timeoutMs = Number(value);
         if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new UsageError('--timeout must be a positive integer');
       }
@@ -81,7 +101,7 @@ function parseArgs(argv: readonly string[], env: CliIo['env']): ParsedArgs | 'he
   const [command, accountId, ...rest] = positional;
   if (command === undefined) throw new UsageError('a command is required');
   if (accountId === undefined || accountId === '') throw new UsageError(`${command} needs an ACCOUNT_ID`);
-  return { address, timeoutMs, command, accountId, rest };
+  return { address, timeoutMs, idempotencyKey, retries, expectedRevision, command, accountId, rest };
 }
 
 function cents(value: string | undefined, name: string): bigint {
@@ -159,6 +179,27 @@ export function cosBaseUrl(address: string, env: CliIo['env']): string {
   return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
+/** Statuses after which the command may or may not have run: sent again with the same key. */
+const RETRYABLE: ReadonlySet<Code> = new Set([Code.Unavailable, Code.DeadlineExceeded, Code.Unknown, Code.Aborted, Code.ResourceExhausted]);
+
+/**
+ * The call, then up to `retries` more attempts when it fails in a way that leaves its outcome
+ * open, with backoff (200 ms, doubling, at most 2 s). The idempotency key makes that safe: COS
+ * answers a command it already applied with its first reply.
+ */
+async function withRetries<T>(args: ParsedArgs, io: CliIo, call: () => Promise<T>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await call();
+    } catch (error) {
+      const failure = ConnectError.from(error);
+      if (attempt >= args.retries || !RETRYABLE.has(failure.code)) throw failure;
+      io.stderr(`${grpcCodeName(failure.code)}: ${failure.rawMessage}; retrying with idempotency key ${args.idempotencyKey}\n`);
+      await sleep(Math.min(2000, 200 * 2 ** attempt));
+    }
+  }
+}
+
 /** Runs the CLI with `argv` (without node and the script); resolves to the process exit code. */
 export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
   let args: ParsedArgs;
@@ -181,10 +222,12 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   const sessionManager = new Http2SessionManager(baseUrl);
   const client = createClient(ChiefOfStateService, createGrpcTransport({ baseUrl, sessionManager }));
   try {
+    const headers: Record<string, string> = { [IDEMPOTENCY_KEY_HEADER]: args.idempotencyKey };
+    if (args.expectedRevision !== undefined) headers[EXPECTED_REVISION_HEADER] = args.expectedRevision;
     const { state, meta } =
       command === undefined
         ? await client.getState({ entityId: args.accountId }, { timeoutMs: args.timeoutMs })
-        : await client.processCommand({ entityId: args.accountId, command }, { timeoutMs: args.timeoutMs });
+        : await withRetries(args, io, () => client.processCommand({ entityId: args.accountId, command }, { timeoutMs: args.timeoutMs, headers }));
     io.stdout(render(state, meta));
     return 0;
   } catch (error) {

@@ -241,6 +241,17 @@ describe('routing ProcessCommand', () => {
     expect(call!.call.traceContext).toBe(traceContext);
   });
 
+  it('forwards the idempotency key and the expected revision for the owner to record and check', async () => {
+    const { router, peers, owners } = setup();
+    const id = idInShard(2);
+    owners.set(2, { address: '10.0.0.3:9000', self: false });
+    await router.processCommand({ entityId: id, command: str('deposit'), idempotencyKey: 'dep-1', expectedRevision: 0n });
+    expect(provenHeaders(peers.calls[0]!.call, 'ProcessCommand', id)).toEqual({
+      'x-cos-idempotency-key': 'dep-1',
+      'x-cos-expected-revision': '0',
+    });
+  });
+
   it('sends no timeout, signal or trace context the caller did not give', async () => {
     const { router, peers, owners } = setup();
     const id = idInShard(0);

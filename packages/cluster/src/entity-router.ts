@@ -8,7 +8,7 @@ import {
   assertValidEntityId,
   shardOf,
 } from '@chiefofstate/core';
-import { FORWARDED_PROOF_HEADER, type Header } from '@chiefofstate/protocol';
+import { EXPECTED_REVISION_HEADER, FORWARDED_PROOF_HEADER, IDEMPOTENCY_KEY_HEADER, type Header } from '@chiefofstate/protocol';
 import { MAX_FORWARDS, type ForwardingAuth } from './forwarding-auth.js';
 import { createShardLeases, type ShardLease, type ShardLeases } from './shard-leases.js';
 import type {
@@ -324,13 +324,17 @@ async function waitToReroute(call: { signal?: AbortSignal; deadline?: number }):
 
 /**
  * What the owner needs to derive the same propagated and persisted headers from its own
- * request: both sets, as request metadata (binary values base64, as gRPC sends `-bin` headers).
+ * request: both sets, as request metadata (binary values base64, as gRPC sends `-bin` headers),
+ * and the idempotency key and expected revision.
  */
 function forwardedHeaders(request: CommandRequest): Record<string, string> {
   const headers: Record<string, string> = { ...request.propagatedHeaders };
   const persisted: Record<string, string[]> = {};
   for (const header of request.persistedHeaders ?? []) (persisted[header.key] ??= []).push(headerText(header));
   for (const [key, values] of Object.entries(persisted)) headers[key] = values.join(', ');
+  // retry-safe commands: the owner records and checks them
+  if (request.idempotencyKey !== undefined) headers[IDEMPOTENCY_KEY_HEADER] = request.idempotencyKey;
+  if (request.expectedRevision !== undefined) headers[EXPECTED_REVISION_HEADER] = request.expectedRevision.toString();
   return headers;
 }
 

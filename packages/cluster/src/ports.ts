@@ -24,6 +24,10 @@ export interface CommandRequest {
   forwardedBy?: string;
   /** the forwarding mark's proof (x-cos-forwarded-proof): without a valid one the call is refused */
   forwardProof?: string;
+  /** x-cos-idempotency-key: forwarded to the owner, which records and answers it */
+  idempotencyKey?: string;
+  /** x-cos-expected-revision: forwarded to the owner, which checks it */
+  expectedRevision?: bigint;
 }
 
 /** Options of a GetState as the edge hands it over. */

@@ -18,6 +18,7 @@ export type {
   EntityConfig,
   FailurePolicy,
   JournalConfig,
+  TestHooksConfig,
   KafkaConfig,
   LogConfig,
   LogLevel,

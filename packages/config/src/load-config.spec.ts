@@ -23,7 +23,7 @@ describe('defaults', () => {
       store: { kind: 'embedded', dataDir: resolve(CWD, '.cos-data'), schema: 'public' },
       readSideOffsetStore: { kind: 'embedded', dataDir: resolve(CWD, '.cos-data'), schema: 'public' },
       kafka: undefined,
-      journal: { eventsBatchThreshold: 100, logicalDeletion: false, maxQueuedAppends: 8192 },
+      journal: { eventsBatchThreshold: 100, logicalDeletion: false, maxQueuedAppends: 8192, idempotencyRetentionMs: 86_400_000 },
       snapshots: { enabled: true, frequency: 100, retain: 2 },
       numShards: 16,
       writeSide: {
@@ -253,6 +253,9 @@ const ROWS: readonly [Record<string, string>, (config: CosConfig) => unknown, un
   [{ COS_ENTITY_MAILBOX_SIZE: '64' }, (c) => c.entities.mailboxSize, 64],
   [{ COS_MAX_IN_FLIGHT_COMMANDS: '100' }, (c) => c.entities.maxInFlightCommands, 100],
   [{ COS_JOURNAL_MAX_QUEUED_APPENDS: '10' }, (c) => c.journal.maxQueuedAppends, 10],
+  // retry-safe commands
+  [{ COS_IDEMPOTENCY_RETENTION: '3600.5' }, (c) => c.journal.idempotencyRetentionMs, 3_600_500],
+  [{ COS_TEST_KILL_AFTER_COMMIT: 'acc-1' }, (c) => c.testHooks?.killAfterCommitOf, 'acc-1'],
   [{ COS_READ_SIDE_ENABLED: 'false' }, (c) => c.readSide.enabled, false],
   [
     { COS_READ_SIDE_ENABLED: 'true', READ_SIDE_HANDLER_SERVICE_HOST: 'rs', READ_SIDE_HANDLER_SERVICE_PORT: '7000' },
@@ -596,6 +599,7 @@ describe('bad values', () => {
     [{ COS_MAX_IN_FLIGHT_COMMANDS: '-1' }, 'COS_MAX_IN_FLIGHT_COMMANDS="-1": expected an integer >= 1'],
     [{ COS_ENTITY_CACHE_MAX_BYTES: '1.5' }, 'COS_ENTITY_CACHE_MAX_BYTES="1.5": expected an integer >= 1'],
     [{ COS_JOURNAL_MAX_QUEUED_APPENDS: '0' }, 'COS_JOURNAL_MAX_QUEUED_APPENDS="0": expected an integer >= 1'],
+    [{ COS_IDEMPOTENCY_RETENTION: '0' }, 'COS_IDEMPOTENCY_RETENTION="0": expected a number of seconds > 0 (at most 2147483)'],
     [{ COS_NUM_SNAPSHOTS_TO_RETAIN: '0' }, 'COS_NUM_SNAPSHOTS_TO_RETAIN="0": expected an integer >= 1'],
     [{ COS_DB_POOL_MAX_SIZE: '1001' }, 'COS_DB_POOL_MAX_SIZE="1001": expected an integer 1..1000'],
     [{ COS_DB_POOL_MAX_WAITING: '0' }, 'COS_DB_POOL_MAX_WAITING="0": expected an integer 1..1000000'],

@@ -110,6 +110,7 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
     eventsBatchThreshold: reader.readOr(positiveInteger, 'COS_EVENTS_BATCH_THRESHOLD', 100),
     logicalDeletion: reader.readOr(boolean, 'COS_JOURNAL_LOGICAL_DELETION', false),
     maxQueuedAppends: reader.readOr(positiveInteger, 'COS_JOURNAL_MAX_QUEUED_APPENDS', 8192),
+    idempotencyRetentionMs: reader.readOr(secondsAsMs, 'COS_IDEMPOTENCY_RETENTION', 24 * 60 * 60 * 1000),
   };
   const snapshots = {
     enabled: !reader.readOr(boolean, 'COS_DISABLE_SNAPSHOT', false),
@@ -136,6 +137,7 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
     level: reader.readOr(logLevel, 'LOG_LEVEL', 'info'),
     style: reader.readOr(logStyle, 'LOG_STYLE', 'JSON'),
   };
+  const killAfterCommitOf = reader.read(text, 'COS_TEST_KILL_AFTER_COMMIT');
   warnUnknown(reader);
 
   if (problems.length > 0) throw new ConfigError(problems);
@@ -156,6 +158,7 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
     cluster,
     security,
     log,
+    ...(killAfterCommitOf !== undefined ? { testHooks: { killAfterCommitOf } } : {}),
   };
   return deepFreeze({ config, warnings: [...warnings] });
 }

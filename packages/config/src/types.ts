@@ -99,6 +99,14 @@ export interface JournalConfig {
   readonly logicalDeletion: boolean;
   /** COS_JOURNAL_MAX_QUEUED_APPENDS: appends waiting for a batch; beyond, refused at once */
   readonly maxQueuedAppends: number;
+  /** COS_IDEMPOTENCY_RETENTION: how long an idempotency key answers retries, ms */
+  readonly idempotencyRetentionMs: number;
+}
+
+/** Hooks for tests of COS itself; never set in production. */
+export interface TestHooksConfig {
+  /** COS_TEST_KILL_AFTER_COMMIT: the process SIGKILLs itself right after an append of this entity commits */
+  readonly killAfterCommitOf: string | undefined;
 }
 
 export interface SnapshotConfig {
@@ -318,4 +326,6 @@ export interface CosConfig {
   readonly cluster: ClusterConfig;
   readonly security: SecurityConfig;
   readonly log: LogConfig;
+  /** tests only: undefined unless a COS_TEST_* variable is set */
+  readonly testHooks?: TestHooksConfig;
 }

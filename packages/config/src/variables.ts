@@ -165,6 +165,13 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     'most journal appends waiting for their batch, >= 1; beyond, an append is refused at once (RESOURCE_EXHAUSTED). Each entity has at most one append queued, so this is reached only with more commands in flight than this',
   ),
   v('COS_JOURNAL_LOGICAL_DELETION', [], 'false', 'delete events older than the retained snapshots'),
+  // retry-safe commands
+  v(
+    'COS_IDEMPOTENCY_RETENTION',
+    [],
+    '86400 (24 h)',
+    'seconds an idempotency key (x-cos-idempotency-key) answers a retry with its first outcome (decimals allowed, at most 2147483); older keys are removed in the background',
+  ),
   v('COS_DISABLE_SNAPSHOT', [], 'false', 'take no snapshots'),
   v('COS_SNAPSHOT_FREQUENCY', [], '100', 'snapshot every N events, >= 1'),
   v('COS_NUM_SNAPSHOTS_TO_RETAIN', [], '2', 'snapshots kept per entity, >= 1'),
@@ -374,6 +381,13 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     [],
     'unset',
     'pod label shared by the replicas; accepted for compatibility: replicas find each other through their shared PostgreSQL',
+  ),
+  // testing only
+  v(
+    'COS_TEST_KILL_AFTER_COMMIT',
+    [],
+    'unset',
+    'TESTS ONLY, never in production: an entity id; the process kills itself (SIGKILL) right after an append of that entity commits, before the reply, to prove a retry with an idempotency key gets the original reply',
   ),
   // logging
   v('LOG_LEVEL', [], 'info', 'trace, debug, info, warn or error (case-insensitive)'),

@@ -165,6 +165,33 @@ export class DeadlineExceededError extends CosError {
   readonly code = 'COS_DEADLINE_EXCEEDED';
 }
 
+// ---- retry-safe commands (x-cos-expected-revision, x-cos-idempotency-key) ----
+
+/**
+ * The command asked to run only at a revision (x-cos-expected-revision) and the entity was at
+ * another when the command's turn came: nothing was done, the handler was not called.
+ */
+export class RevisionMismatchError extends CosError {
+  readonly code = 'COS_REVISION_MISMATCH';
+
+  constructor(
+    readonly expected: bigint,
+    readonly actual: bigint,
+    message = `the entity is at revision ${actual}, not at the expected revision ${expected}: the command was not run`,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * An idempotency key (x-cos-idempotency-key) already used on the entity within the retention
+ * window came with a different command body: refused, nothing done, rather than answered with
+ * another command's outcome.
+ */
+export class IdempotencyKeyReusedError extends CosError {
+  readonly code = 'COS_IDEMPOTENCY_KEY_REUSED';
+}
+
 /** The process is shutting down and takes no new work. */
 export class ShuttingDownError extends CosError {
   readonly code = 'COS_SHUTTING_DOWN';

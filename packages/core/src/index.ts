@@ -18,6 +18,8 @@ export {
   ShuttingDownError,
   ConfigError,
   InternalError,
+  RevisionMismatchError,
+  IdempotencyKeyReusedError,
   isCosError,
   publicMessageOf,
   type CosErrorOptions,

@@ -1,5 +1,6 @@
 import type { Any } from '@bufbuild/protobuf/wkt';
 import type { MetaData } from '@chiefofstate/protocol';
+import type { KnownKeys } from './idempotency.js';
 
 /**
  * An active entity: its mailbox of `J`s and, once loaded, its cached state. Slots are linked in
@@ -13,8 +14,12 @@ export interface EntitySlot<J> {
   meta: MetaData | undefined;
   /** revision of the latest persisted event, 0 for none */
   revision: number;
-  /** serialized size of the cached state and meta, counted in ActiveEntities.bytes while listed */
+  /** serialized size of the cached state and meta plus its keys' bytes, counted in ActiveEntities.bytes while listed */
   bytes: number;
+  /** serialized size of the cached state and meta */
+  stateBytes: number;
+  /** its idempotency keys known here; undefined until a command with a key needs them, and after a reload */
+  keys: KnownKeys | undefined;
   /** the mailbox; jobs[head..] are waiting or being handled */
   jobs: (J | undefined)[];
   head: number;
@@ -55,6 +60,8 @@ export class ActiveEntities<J> {
       meta: undefined,
       revision: 0,
       bytes: 0,
+      stateBytes: 0,
+      keys: undefined,
       jobs: [],
       head: 0,
       running: false,

@@ -4,11 +4,14 @@ import { timestampFromMs, type Any } from '@bufbuild/protobuf/wkt';
 import {
   CommitOutcomeUnknownError,
   DeadlineExceededError,
+  IdempotencyKeyReusedError,
+  InternalError,
   InvalidArgumentError,
   JournalConflictError,
   MessageTooLargeError,
   NotFoundError,
   OverloadedError,
+  RevisionMismatchError,
   ShuttingDownError,
   StoreError,
   assertValidEntityId,
@@ -19,6 +22,7 @@ import {
   EventWrapperSchema,
   HandleCommandRequestSchema,
   HandleEventRequestSchema,
+  MAX_IDEMPOTENCY_KEY_BYTES,
   MetaDataSchema,
   StateWrapperSchema,
   emptyState,
@@ -28,12 +32,14 @@ import {
   type MetaData,
 } from '@chiefofstate/protocol';
 import { ActiveEntities, isBusy, type EntitySlot as Slot } from './active-entities.js';
+import { KnownKeys, base64, commandDigest, errorRecord, replayOf, replyRecord } from './idempotency.js';
 import { anyFieldBytes, readSideIdFieldBytes } from './message-size.js';
 import { createRefusals, type RefusalReason } from './refusals.js';
 import type {
   Clock,
   HandlerCallOptions,
   JournalPort,
+  KeyRecord,
   Logger,
   SnapshotPort,
   StoredRevision,
@@ -107,9 +113,25 @@ export interface EntityRuntimeOptions {
    * time; undefined: none. Replicas that split the shards pass their lease's epoch.
    */
   fenceOf?: (entityId: string) => bigint | undefined;
+  // ---- retry-safe commands ----
+  /** how long an idempotency key answers its command's outcome (COS_IDEMPOTENCY_RETENTION), ms. Default 24 h */
+  idempotencyRetentionMs?: number;
+  /**
+   * idempotency keys of one entity known in memory; beyond, a key not found there is looked up
+   * in the store (one read per batch of commands). Default 256
+   */
+  maxKeysPerEntity?: number;
+  /**
+   * told about idempotency keys (metrics): `replayed`, a command answered with the outcome
+   * recorded for its key; `stored`, keys recorded; `reused`, a key refused for a different body
+   */
+  onIdempotency?: (event: IdempotencyEvent, count: number) => void;
   logger?: Logger;
   clock?: Clock;
 }
+
+/** What happened with idempotency keys (see `onIdempotency`). */
+export type IdempotencyEvent = 'replayed' | 'stored' | 'reused';
 
 export interface ProcessCommandRequest {
   entityId: string;
@@ -127,6 +149,13 @@ export interface ProcessCommandRequest {
    * span is its child. Default: the active context, which needs a context manager.
    */
   traceContext?: Context;
+  /**
+   * x-cos-idempotency-key (at most 128 bytes): the first command with it on the entity runs;
+   * later ones within the retention window get its outcome without running again
+   */
+  idempotencyKey?: string;
+  /** x-cos-expected-revision: run only if the entity is at this revision when the command's turn comes */
+  expectedRevision?: bigint;
 }
 
 /** An entity's state and the meta of its latest event. Shared with the cache: do not mutate. */
@@ -169,6 +198,9 @@ interface Command {
   readonly deadline: number;
   /** appends of its events refused for a conflict so far */
   conflicts: number;
+  /** with an idempotency key: the digest of its body (computed once, when needed) */
+  digest?: Uint8Array;
+  digestText?: string;
   resolve(value: EntityState): void;
   reject(reason: unknown): void;
   /**
@@ -201,6 +233,8 @@ interface Decision {
   readonly bytes: number;
   readonly failed: boolean;
   readonly error: unknown;
+  /** its idempotency key and outcome, recorded by the append */
+  readonly record: KeyRecord | undefined;
 }
 
 /** What a command's events come to: see decide. */
@@ -241,6 +275,9 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
   const maxMessageBytes = options.maxMessageBytes ?? 4 * 1024 * 1024;
   const readSideIdBytes = options.readSideIds && options.readSideIds.length > 0 ? readSideIdFieldBytes(options.readSideIds) : undefined;
   const refusals = createRefusals(options.onRefused, logger, clock);
+  const retentionMs = options.idempotencyRetentionMs ?? 24 * 60 * 60 * 1000;
+  const maxKeysPerEntity = Math.max(1, options.maxKeysPerEntity ?? 256);
+  const onIdempotency = options.onIdempotency;
 
   const entities = new ActiveEntities<Command>();
   const retains = options.retain ?? (() => true);
@@ -299,7 +336,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     slot.running = true;
     while (slot.head < slot.jobs.length) {
       const start = slot.head;
-      const end = Math.min(slot.jobs.length, start + maxCommandsPerAppend);
+      const end = endBeforeRepeatedKey(slot.jobs as Command[], start, Math.min(slot.jobs.length, start + maxCommandsPerAppend));
       const batch = slot.jobs.slice(start, end) as Command[];
       for (let i = start; i < end; i++) slot.jobs[i] = undefined;
       // Not retained: another replica may own the entity and have moved on since the last batch.
@@ -369,6 +406,8 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
   // ---- recovery ----------------------------------------------------------------------------
 
   async function load(slot: EntitySlot): Promise<void> {
+    // what the store holds may have changed (another writer, an append of unknown outcome)
+    dropKeys(slot);
     const latest = await journal.readLatest(slot.entityId);
     if (latest !== undefined) {
       const wrapper = decode(slot.entityId, latest, 'event', (bytes) => fromBinary(EventWrapperSchema, bytes));
@@ -388,7 +427,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     slot.meta = create(MetaDataSchema, { entityId: slot.entityId });
     slot.revision = 0;
     slot.loaded = true;
-    entities.setBytes(slot, 0);
+    setStateBytes(slot, 0);
   }
 
   function setLoaded(
@@ -402,7 +441,92 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     slot.state = state ?? emptyState();
     slot.meta = meta ?? create(MetaDataSchema, { entityId: slot.entityId, revisionNumber: slot.revision });
     slot.loaded = true;
-    entities.setBytes(slot, bytes);
+    setStateBytes(slot, bytes);
+  }
+
+  function setStateBytes(slot: EntitySlot, bytes: number): void {
+    slot.stateBytes = bytes;
+    entities.setBytes(slot, bytes + (slot.keys?.bytes ?? 0));
+  }
+
+  // ---- idempotency keys ---------------------------------------------------------------------
+
+  function dropKeys(slot: EntitySlot): void {
+    if (slot.keys === undefined) return;
+    slot.keys = undefined;
+    setStateBytes(slot, slot.stateBytes);
+  }
+
+  /** The entity's keys in the store (at most maxKeysPerEntity; with more, `complete` is false). */
+  async function loadKeys(slot: EntitySlot): Promise<void> {
+    const stored = await journal.readKeys(slot.entityId, maxKeysPerEntity + 1);
+    const keys = new KnownKeys(maxKeysPerEntity, true);
+    for (const { key, digest, recordedAt } of stored) keys.add(key, { digest: base64(digest), recordedAt: recordedAt.getTime(), outcome: undefined });
+    slot.keys = keys;
+    setStateBytes(slot, slot.stateBytes);
+  }
+
+  /**
+   * Makes sure each key of the batch is either known here with its outcome or known to be new:
+   * one read of the store for the keys it may hold that are not here (the entity has more keys
+   * than kept in memory) and for the outcomes not kept in memory.
+   */
+  async function resolveKeys(slot: EntitySlot, keys: KnownKeys, batch: readonly Command[]): Promise<Map<string, KeyRecord> | undefined> {
+    const now = clock.now().getTime();
+    let wanted: string[] | undefined;
+    for (const { request } of batch) {
+      const key = request.idempotencyKey;
+      if (key === undefined) continue;
+      const known = keys.get(key, now, retentionMs);
+      if (known === undefined ? !keys.complete : known.outcome === undefined) (wanted ??= []).push(key);
+    }
+    if (wanted === undefined) return undefined;
+    const found = await journal.findKeys(slot.entityId, wanted);
+    // the outcomes for this batch (memory keeps only the newest few)
+    const outcomes = new Map<string, KeyRecord>();
+    for (const record of found) {
+      outcomes.set(record.key, record);
+      keys.add(record.key, { digest: base64(record.digest), recordedAt: record.recordedAt.getTime(), outcome: record });
+    }
+    // known here, but gone from the store meanwhile (expired): new again
+    for (const key of wanted) if (!outcomes.has(key)) keys.remove(key);
+    setStateBytes(slot, slot.stateBytes);
+    return outcomes;
+  }
+
+  function digestOf(command: Command): string {
+    command.digest ??= commandDigest(command.request.command);
+    return (command.digestText ??= base64(command.digest));
+  }
+
+  /**
+   * Answers a command whose key is known with the outcome recorded for it; refuses it when its
+   * body differs from the recorded one. Whether it answered.
+   */
+  function replayed(keys: KnownKeys, outcomes: Map<string, KeyRecord> | undefined, command: Command, key: string): boolean {
+    const known = keys.get(key, clock.now().getTime(), retentionMs);
+    if (known === undefined) return false;
+    if (known.digest !== digestOf(command)) {
+      onIdempotency?.('reused', 1);
+      throw new IdempotencyKeyReusedError(
+        `idempotency key ${JSON.stringify(key)} was already used on entity ${JSON.stringify(command.request.entityId)} with a different command: nothing was done`,
+      );
+    }
+    // resolveKeys read every outcome not kept here
+    const outcome = known.outcome ?? outcomes?.get(key);
+    if (outcome === undefined) throw new InternalError(`the outcome recorded with idempotency key ${JSON.stringify(key)} was not read`);
+    const replay = replayOf(outcome);
+    onIdempotency?.('replayed', 1);
+    if ('error' in replay) fail(command, replay.error);
+    else succeed(command, replay);
+    return true;
+  }
+
+  function recordOf(command: Command, failure: { error: unknown } | { state: Any; meta: MetaData }): KeyRecord | undefined {
+    const key = command.request.idempotencyKey;
+    if (key === undefined) return undefined;
+    digestOf(command);
+    return 'error' in failure ? errorRecord(key, command.digest!, failure.error) : replyRecord(key, command.digest!, failure.state, failure.meta);
   }
 
   /** Reads the latest state without activating the entity (GetState of a passive entity). */
@@ -424,35 +548,50 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
    * after that, replies and failures wait for the append, since they rest on its events.
    */
   async function runBatch(slot: EntitySlot, batch: Command[]): Promise<readonly Command[]> {
-    if (!slot.loaded) {
-      try {
-        await load(slot);
-      } catch (error) {
-        // The store failed this read (down, stalled, timed out): the commands queued with it
-        // would each wait for a read of their own, one after another past their deadlines, so
-        // they all fail now; nothing of theirs was written.
-        for (const command of batch) fail(command, error);
-        return NO_COMMANDS;
+    const keyed = batch.some((command) => command.request.idempotencyKey !== undefined);
+    let keys: KnownKeys | undefined;
+    let outcomes: Map<string, KeyRecord> | undefined;
+    try {
+      if (!slot.loaded) await load(slot);
+      if (keyed) {
+        if (slot.keys === undefined) await loadKeys(slot);
+        keys = slot.keys!;
+        outcomes = await resolveKeys(slot, keys, batch);
       }
+    } catch (error) {
+      // The store failed this read (down, stalled, timed out): the commands queued with it
+      // would each wait for a read of their own, one after another past their deadlines, so
+      // they all fail now; nothing of theirs was written.
+      for (const command of batch) fail(command, error);
+      return NO_COMMANDS;
     }
     const { entityId } = slot;
     let state = slot.state!;
     let meta = slot.meta!;
-    let bytes = slot.bytes;
+    let bytes = slot.stateBytes;
     let revision = slot.revision;
     const decisions: Decision[] = [];
     for (const command of batch) {
+      const { idempotencyKey: key, expectedRevision } = command.request;
       try {
         checkTime(command, 'before the command was handled');
+        // a retry answers what its key recorded, before anything else
+        if (key !== undefined && replayed(keys!, outcomes, command, key)) continue;
+        if (expectedRevision !== undefined && expectedRevision !== BigInt(revision)) {
+          throw new RevisionMismatchError(expectedRevision, BigInt(revision));
+        }
         const outcome = await decide(entityId, state, meta, revision, command);
         if (outcome !== undefined) {
           ({ state, meta, bytes } = outcome);
           revision += outcome.events.length;
-          decisions.push({ command, events: outcome.events, state, meta, bytes, failed: false, error: undefined });
-        } else if (decisions.length === 0) {
+          const record = recordOf(command, { state, meta });
+          decisions.push({ command, events: outcome.events, state, meta, bytes, failed: false, error: undefined, record });
+        } else if (decisions.length === 0 && key === undefined) {
           succeed(command, { state, meta });
         } else {
-          decisions.push({ command, events: NO_EVENTS, state, meta, bytes, failed: false, error: undefined });
+          // a no-op with a key is recorded before it is answered
+          const record = recordOf(command, { state, meta });
+          decisions.push({ command, events: NO_EVENTS, state, meta, bytes, failed: false, error: undefined, record });
         }
       } catch (error) {
         if (error instanceof MessageTooLargeError) {
@@ -460,8 +599,10 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
           // the handler's doing, and rare: worth a line naming the entity
           logger.warn('command refused: its state is too large for a message', { entityId, err: error, ...traceLogFields(command.trace?.span) });
         }
-        if (decisions.length === 0) fail(command, error);
-        else decisions.push({ command, events: NO_EVENTS, state, meta, bytes, failed: true, error });
+        // a refusal a retry would meet again is recorded with its key before it is answered
+        const record = recordOf(command, { error });
+        if (decisions.length === 0 && record === undefined) fail(command, error);
+        else decisions.push({ command, events: NO_EVENTS, state, meta, bytes, failed: true, error, record });
       }
     }
     if (decisions.length === 0) return NO_COMMANDS;
@@ -485,21 +626,26 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     const kept = cut < decisions.length ? decisions.slice(0, cut) : decisions;
     const events = kept.length === 1 ? kept[0]!.events : kept.flatMap((d) => d.events);
 
+    let records: KeyRecord[] | undefined;
+    for (const decision of kept) if (decision.record !== undefined) (records ??= []).push(decision.record);
+
     const expectedRevision = slot.revision;
+    let writtenAt: Date;
     try {
       const { trace: traced } = kept[0]!.command;
       // the database waits as long as the latest of these commands still has a use for the answer
       let deadline = 0;
       for (const decision of kept) deadline = Math.max(deadline, decision.command.deadline);
       const fence = fenceOf?.(entityId);
-      await journal.append({
+      ({ writtenAt } = await journal.append({
         entityId,
         expectedRevision: BigInt(expectedRevision),
         events,
+        ...(records ? { keys: records } : {}),
         ...(traced ? { traceContext: traced.context } : {}),
         ...(deadline !== Infinity ? { deadline } : {}),
         ...(fence !== undefined ? { fence } : {}),
-      });
+      }));
     } catch (error) {
       // Whatever happened, the cache may no longer match the store: reload next time.
       slot.loaded = false;
@@ -522,8 +668,11 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
       }
       const retry: Command[] = [];
       for (const decision of kept) {
-        if (decision.events.length === 0) retry.push(decision.command);
+        // without events and key, its outcome rested on the others' events: run it again
+        if (decision.events.length === 0 && decision.record === undefined) retry.push(decision.command);
         else if (conflict && ++decision.command.conflicts < maxAttempts) retry.push(decision.command);
+        // its key alone may or may not be recorded: the reload tells, and answers it or runs it again
+        else if (decision.events.length === 0 && error instanceof CommitOutcomeUnknownError) retry.push(decision.command);
         else fail(decision.command, error);
       }
       // the journal's queue was full: nothing was written
@@ -534,7 +683,12 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     slot.state = last.state;
     slot.meta = last.meta;
     slot.revision = expectedRevision + events.length;
-    entities.setBytes(slot, last.bytes);
+    if (records !== undefined) {
+      const known = (slot.keys ??= new KnownKeys(maxKeysPerEntity, false));
+      for (const record of records) known.add(record.key, { digest: base64(record.digest), recordedAt: writtenAt.getTime(), outcome: record });
+      onIdempotency?.('stored', records.length);
+    }
+    setStateBytes(slot, last.bytes);
     // this slot is busy (never passivated here); idle ones make room when the cache is over
     if (entities.bytes > cacheMaxBytes) trimCache();
     if (snapshotting) maybeSnapshot(entityId, expectedRevision, last.state, last.meta);
@@ -681,6 +835,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     processCommand(request) {
       try {
         assertValidEntityId(request.entityId);
+        assertValidRetryHeaders(request);
         if (closing) throw new ShuttingDownError('shutting down: not taking new commands');
       } catch (error) {
         return Promise.reject(error);
@@ -736,6 +891,36 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
       return closed;
     },
   };
+}
+
+/** The idempotency key and expected revision, as the edge should have checked them already. */
+function assertValidRetryHeaders(request: ProcessCommandRequest): void {
+  const { idempotencyKey: key, expectedRevision } = request;
+  if (key !== undefined && (key === '' || Buffer.byteLength(key) > MAX_IDEMPOTENCY_KEY_BYTES)) {
+    throw new InvalidArgumentError(`an idempotency key must be 1 to ${MAX_IDEMPOTENCY_KEY_BYTES} bytes long`);
+  }
+  if (expectedRevision !== undefined && expectedRevision < 0n) throw new InvalidArgumentError('an expected revision must be >= 0');
+}
+
+/**
+ * The end of a batch starting at `start`: before the first command repeating the idempotency key
+ * of an earlier one of the batch, which must find that one's recorded outcome (next batch).
+ */
+function endBeforeRepeatedKey(jobs: readonly (Command | undefined)[], start: number, end: number): number {
+  let first: string | undefined;
+  let seen: Set<string> | undefined;
+  for (let i = start; i < end; i++) {
+    const key = jobs[i]!.request.idempotencyKey;
+    if (key === undefined) continue;
+    if (first === undefined) {
+      first = key;
+      continue;
+    }
+    seen ??= new Set([first]);
+    if (seen.has(key)) return i;
+    seen.add(key);
+  }
+  return end;
 }
 
 function decode<T>(entityId: string, stored: StoredRevision, what: string, run: (payload: Uint8Array) => T): T {

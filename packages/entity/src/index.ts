@@ -4,6 +4,7 @@ export {
   type EntityRuntimeOptions,
   type EntityRuntimeStats,
   type EntityState,
+  type IdempotencyEvent,
   type ProcessCommandRequest,
   type SnapshotPolicy,
 } from './entity-runtime.js';
@@ -14,9 +15,12 @@ export type {
   JournalAppend,
   JournalAppendResult,
   JournalPort,
+  KeyRecord,
   Logger,
   SnapshotPort,
   SnapshotSave,
+  StoredKey,
+  StoredKeyDigest,
   StoredRevision,
   WriteHandlerPort,
 } from './ports.js';

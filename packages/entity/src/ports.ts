@@ -33,7 +33,32 @@ export interface JournalAppend {
    * append with FencedError (@chiefofstate/core) once a later lease holder fenced it.
    */
   fence?: bigint;
+  /**
+   * Idempotency keys recorded in the append's transaction when it is accepted. An append may
+   * carry keys and no event; it is then accepted only when expectedRevision is still the latest.
+   */
+  keys?: readonly KeyRecord[];
 }
+
+/** An idempotency key with its command's digest and outcome (@chiefofstate/journal's IdempotencyRecord). */
+export interface KeyRecord {
+  readonly key: string;
+  /** SHA-256 of the command body, 32 bytes */
+  readonly digest: Uint8Array;
+  /** undefined: `outcome` is the serialized ProcessCommandResponse; else the error's stable code, and `outcome` its google.rpc.Status */
+  readonly errorKind?: string | undefined;
+  readonly outcome: Uint8Array;
+}
+
+/** A recorded key without its outcome. */
+export interface StoredKeyDigest {
+  readonly key: string;
+  readonly digest: Uint8Array;
+  readonly recordedAt: Date;
+}
+
+/** A recorded key with its outcome. */
+export interface StoredKey extends StoredKeyDigest, KeyRecord {}
 
 export interface JournalAppendResult {
   firstRevision: bigint;
@@ -53,6 +78,13 @@ export interface JournalPort {
   readLatest(entityId: string): Promise<StoredRevision | undefined>;
   /** Deletes the entity's events with a revision below `revision`; returns how many. */
   deleteEventsBefore(entityId: string, revision: bigint): Promise<number>;
+  /**
+   * The entity's idempotency keys recorded within the retention window, without outcomes, at most
+   * `limit`: fewer than `limit` means all of them.
+   */
+  readKeys(entityId: string, limit: number): Promise<StoredKeyDigest[]>;
+  /** Those of `keys` the entity recorded within the retention window, with their outcomes. */
+  findKeys(entityId: string, keys: readonly string[]): Promise<StoredKey[]>;
 }
 
 export interface SnapshotSave {

@@ -4,6 +4,7 @@ import type { Any } from '@bufbuild/protobuf/wkt';
 import type { ChiefOfStateService} from '@chiefofstate/protocol';
 import { FORWARDED_BY_HEADER, FORWARDED_PROOF_HEADER, type Header, type MetaData } from '@chiefofstate/protocol';
 import { persistedHeaders, propagatedHeaders, type HeaderRules } from './request-headers.js';
+import { retryHeaders } from './retry-headers.js';
 import { callTraceContext } from './server-tracing.js';
 import { failCall } from './status.js';
 
@@ -21,6 +22,10 @@ export interface CommandProcessor {
     forwardedBy?: string;
     /** its proof (x-cos-forwarded-proof), for the processor to check */
     forwardProof?: string;
+    /** x-cos-idempotency-key, checked */
+    idempotencyKey?: string;
+    /** x-cos-expected-revision, checked */
+    expectedRevision?: bigint;
   }): Promise<{ state: Any; meta: MetaData }>;
   getState(
     entityId: string,
@@ -51,6 +56,7 @@ export function createChiefOfStateService(
           command: request.command,
           propagatedHeaders: propagatedHeaders(headers, context.requestHeader),
           persistedHeaders: persistedHeaders(headers, context.requestHeader),
+          ...retryHeaders(context.requestHeader),
           ...call,
         });
         return { state, meta };

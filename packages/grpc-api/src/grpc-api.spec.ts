@@ -152,6 +152,20 @@ describe('gRPC edge', () => {
     expect(scripted.calls[1]!.forwardProof).toBeUndefined();
   });
 
+  it('hands the idempotency key and the expected revision to the processor; refuses bad ones without calling it', async () => {
+    const metadata = new grpc.Metadata();
+    metadata.set('x-cos-idempotency-key', 'deposit-1');
+    metadata.set('x-cos-expected-revision', '7');
+    await send('acc-1', metadata);
+    expect(scripted.calls[0]).toMatchObject({ idempotencyKey: 'deposit-1', expectedRevision: 7n });
+    const bad = new grpc.Metadata();
+    bad.set('x-cos-expected-revision', 'latest');
+    const e = await failure(send('acc-1', bad));
+    expect(e.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(e.details).toContain('x-cos-expected-revision');
+    expect(scripted.calls).toHaveLength(1);
+  });
+
   it("caps the command's deadline by the caller's and by the command timeout", async () => {
     const before = Date.now();
     await send('acc-1', new grpc.Metadata(), 1000);

@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { trace, type Context } from '@opentelemetry/api';
-import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
 import { Code, ConnectError, encodeBinaryHeader } from '@connectrpc/connect';
 import {
   CommitOutcomeUnknownError,
@@ -23,7 +22,8 @@ import {
   PermissionDeniedError,
   traceLogFields,
 } from '@chiefofstate/core';
-import { REFUSED_TRAILER } from '@chiefofstate/protocol';
+import { REFUSED_TRAILER, encodeRpcStatus } from '@chiefofstate/protocol';
+import { retrySafetyCode, retrySafetyErrorInfo } from './retry-errors.js';
 
 /**
  * The one place where COS failures become gRPC statuses. Everything below the edge throws
@@ -54,7 +54,7 @@ export function toConnectError(error: unknown): ConnectError {
       // trailers and, with no `details`, leave grpc-status-details-bin as set here.
       connectError.metadata.set(
         STATUS_DETAILS_HEADER,
-        encodeBinaryHeader(encodeRpcStatus(error.statusCode, error.statusMessage, error.details)),
+        encodeBinaryHeader(encodeRpcStatus({ code: error.statusCode, message: error.statusMessage, details: error.details })),
       );
     }
     return connectError;
@@ -63,7 +63,11 @@ export function toConnectError(error: unknown): ConnectError {
     return new ConnectError(internalErrorMessage(errorIdOf(error)), Code.Internal, undefined, undefined, error);
   }
   const cosError = error as CosError;
-  return new ConnectError(cosError.publicMessage, codeOf(cosError), refusedTrailer(cosError), undefined, error);
+  const connectError = new ConnectError(cosError.publicMessage, codeOf(cosError), refusedTrailer(cosError), undefined, error);
+  // retry-safe commands: google.rpc.ErrorInfo a client can act on
+  const info = retrySafetyErrorInfo(cosError);
+  if (info !== undefined) connectError.details.push(info);
+  return connectError;
 }
 
 /** What a caller is told about a fault of COS: only where to look. */
@@ -111,24 +115,6 @@ export function failCall(thrown: unknown, report: ((error: unknown) => void) | u
 const DEFAULT_TYPE_URL_PREFIX = 'type.googleapis.com/';
 const STATUS_DETAILS_HEADER = 'grpc-status-details-bin';
 
-/** google.rpc.Status (`code = 1; message = 2; repeated Any details = 3`) with each type URL as given. */
-function encodeRpcStatus(
-  code: number,
-  message: string,
-  details: readonly { readonly typeUrl: string; readonly value: Uint8Array }[],
-): Uint8Array {
-  const writer = new BinaryWriter();
-  if (code !== 0) writer.tag(1, WireType.Varint).int32(code);
-  if (message !== '') writer.tag(2, WireType.LengthDelimited).string(message);
-  for (const detail of details) {
-    writer.tag(3, WireType.LengthDelimited).fork();
-    writer.tag(1, WireType.LengthDelimited).string(detail.typeUrl);
-    writer.tag(2, WireType.LengthDelimited).bytes(detail.value);
-    writer.join();
-  }
-  return writer.finish();
-}
-
 /** Marks the refusals that wrote nothing and belong to another replica, for a forwarding one. */
 function refusedTrailer(error: CosError): Record<string, string> | undefined {
   const refused =
@@ -158,7 +144,7 @@ function codeOf(error: CosError): Code {
   if (error instanceof PermissionDeniedError) return Code.PermissionDenied;
   // conflicts are retried below; one that still surfaces means heavy contention: retryable
   if (error instanceof JournalConflictError) return Code.Aborted;
-  return Code.Internal;
+  return retrySafetyCode(error) ?? Code.Internal;
 }
 
 /**

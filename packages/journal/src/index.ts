@@ -1,6 +1,9 @@
 export {
   createJournal,
   type AppendRequest,
+  type IdempotencyRecord,
+  type StoredKey,
+  type StoredKeyDigest,
   type JournalBatchInfo,
   type AppendResult,
   type Journal,
@@ -13,6 +16,8 @@ export {
   JOURNAL_LOCK_CLASS,
   JOURNAL_NOTIFY_CHANNEL,
   journalMigrations,
+  type IdempotencyKeyTables,
   type JournalFenceTables,
   type JournalTables,
 } from './schema.js';
+export { startKeyExpiry, type KeyExpiry, type KeyExpiryOptions } from './key-expiry.js';

@@ -1,5 +1,5 @@
 import { context, trace, type Context, type Link, type Span } from '@opentelemetry/api';
-import { CompiledQuery } from 'kysely';
+import { CompiledQuery, sql } from 'kysely';
 import {
   CommitOutcomeUnknownError,
   FencedError,
@@ -14,7 +14,7 @@ import {
   shardOf,
 } from '@chiefofstate/core';
 import { isOutcomeUnknown, isUniqueViolation, sqlState, withStatementDeadline, type Database } from '@chiefofstate/postgres';
-import { FENCED_SQLSTATE, type JournalTables } from './schema.js';
+import { FENCED_SQLSTATE, KEY_DIGEST_BYTES, type IdempotencyKeyTables, type JournalTables } from './schema.js';
 
 export interface JournalOptions {
   readonly database: Database;
@@ -34,7 +34,35 @@ export interface JournalOptions {
    * `fence` counts as epoch 0. For processes that split the shards through leases. Default false.
    */
   readonly fencing?: boolean;
+  /**
+   * How long an idempotency key stays (COS_IDEMPOTENCY_RETENTION), ms: reads of keys ignore
+   * older ones (the background expiry, startKeyExpiry, removes them). Default 24 h
+   */
+  readonly idempotencyRetentionMs?: number;
 }
+
+/**
+ * An idempotency key recorded by an append, in its transaction, when the append is accepted
+ * (x-cos-idempotency-key): the command's digest and its outcome.
+ */
+export interface IdempotencyRecord {
+  readonly key: string;
+  /** SHA-256 of the command body (32 bytes) */
+  readonly digest: Uint8Array;
+  /** undefined: `outcome` is the reply; else the error's stable code, and `outcome` its status */
+  readonly errorKind?: string | undefined;
+  readonly outcome: Uint8Array;
+}
+
+/** A key as stored, without its outcome (what an entity keeps in memory). */
+export interface StoredKeyDigest {
+  readonly key: string;
+  readonly digest: Uint8Array;
+  readonly recordedAt: Date;
+}
+
+/** A key as stored, with its outcome. */
+export interface StoredKey extends StoredKeyDigest, IdempotencyRecord {}
 
 export interface JournalBatchInfo {
   /** events in the transaction, refused ones included */
@@ -67,6 +95,12 @@ export interface AppendRequest {
    * FencedError, nothing written, when the shard's fence is higher (a later lease holder).
    */
   readonly fence?: bigint | undefined;
+  /**
+   * Idempotency keys to record with the events, in the same transaction, when the append is
+   * accepted. An append may carry keys and no event (its commands persisted nothing): it is
+   * then accepted only when expectedRevision is still the entity's latest revision.
+   */
+  readonly keys?: readonly IdempotencyRecord[] | undefined;
 }
 
 export interface AppendResult {
@@ -129,6 +163,13 @@ export interface Journal {
    * FencedError when a later lease already raised it higher.
    */
   fenceShard(shard: number, epoch: bigint): Promise<void>;
+  /**
+   * The entity's idempotency keys recorded within the retention window, without outcomes, at
+   * most `limit` (in no particular order): fewer than `limit` means all of them.
+   */
+  readKeys(entityId: string, limit: number): Promise<StoredKeyDigest[]>;
+  /** Those of `keys` the entity has recorded within the retention window, with their outcomes. */
+  findKeys(entityId: string, keys: readonly string[]): Promise<StoredKey[]>;
   /** Writes what is queued, then refuses new appends (ShuttingDownError). Leaves the database open. */
   close(): Promise<void>;
 }
@@ -146,6 +187,8 @@ const tracer = trace.getTracer('chiefofstate');
 interface AppendRow {
   /** batch indexes of the events written; null when all were */
   accepted: number[] | null;
+  /** batch indexes of the requests without events (keys only) refused; null when none was */
+  refused: number[] | null;
   first_position: bigint;
   written_at: Date;
 }
@@ -156,11 +199,14 @@ const MAX_BATCH_BYTES = 8 * 1024 * 1024;
 function payloadBytes(request: AppendRequest): number {
   let bytes = 0;
   for (const event of request.events) bytes += event.byteLength;
+  if (request.keys) for (const key of request.keys) bytes += key.digest.byteLength + key.outcome.byteLength;
   return bytes;
 }
 
 const APPEND_SQL =
-  'SELECT accepted, first_position, written_at FROM cos_journal_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)';
+  'SELECT accepted, refused, first_position, written_at FROM cos_journal_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)';
+
+const DEFAULT_KEY_RETENTION_MS = 24 * 60 * 60 * 1000;
 
 /** Creates the journal over an already migrated database (see journalMigrations). */
 export function createJournal(options: JournalOptions): Journal {
@@ -175,6 +221,9 @@ export function createJournal(options: JournalOptions): Journal {
   if (!Number.isInteger(maxQueued) || maxQueued < 1) {
     throw new InvalidArgumentError(`maxQueuedAppends must be a positive integer, got ${maxQueued}`);
   }
+  const retentionMs = options.idempotencyRetentionMs ?? DEFAULT_KEY_RETENTION_MS;
+  if (!(retentionMs > 0)) throw new InvalidArgumentError(`idempotencyRetentionMs must be positive, got ${retentionMs}`);
+  const keysDb = database.kysely.withTables<IdempotencyKeyTables>();
   const writer = createGroupCommitWriter(database, numShards, batchThreshold, maxQueued, options.onBatch, options.fencing ?? false);
   const append = (request: AppendRequest): Promise<AppendResult> =>
     // known down: fail now rather than queue behind a batch that waits for its timeout
@@ -264,6 +313,39 @@ export function createJournal(options: JournalOptions): Journal {
       );
       const fence = BigInt(result.rows[0]?.fence ?? 0);
       if (fence > epoch) throw new FencedError(`shard ${shard}: lease epoch ${epoch} was superseded by epoch ${fence}`);
+    },
+
+    // ---- idempotency keys ----
+    async readKeys(entityId, limit) {
+      const rows = await store(() =>
+        keysDb
+          .selectFrom('cos_idempotency_keys')
+          .select(['key', 'digest', 'recorded_at'])
+          .where('entity_id', '=', entityId)
+          .where('recorded_at', '>', sql<Date>`now() - ${retentionMs} * interval '1 millisecond'`)
+          .limit(limit)
+          .execute(),
+      );
+      return rows.map((row) => ({ key: row.key, digest: row.digest, recordedAt: row.recorded_at }));
+    },
+
+    async findKeys(entityId, keys) {
+      if (keys.length === 0) return [];
+      const rows = await store(() =>
+        keysDb
+          .selectFrom('cos_idempotency_keys')
+          .selectAll()
+          .where('entity_id', '=', entityId)
+          .where('key', 'in', keys)
+          .where('recorded_at', '>', sql<Date>`now() - ${retentionMs} * interval '1 millisecond'`)
+          .execute(),
+      );
+      return rows.map((row) => ({
+        key: row.key,
+        digest: row.digest,
+        recordedAt: row.recorded_at,
+        ...(row.error_kind === null ? { outcome: row.reply ?? new Uint8Array() } : { errorKind: row.error_kind, outcome: row.error_status ?? new Uint8Array() }),
+      }));
     },
 
     close: writer.close,
@@ -389,6 +471,9 @@ function createGroupCommitWriter(
     const payloads: Uint8Array[] = [];
     let offset = 0;
     let deadline = -Infinity;
+    /** idempotency keys of the batch, when any: see keysSql in schema.ts */
+    let keys: { requests: number[]; keys: string[]; kinds: (string | null)[]; offsets: number[]; lengths: number[] } | undefined;
+    const keyBlobs: Uint8Array[] = [];
     for (let i = 0; i < n; i++) {
       const { entityId, expectedRevision, events, fence } = batch[i]!.request;
       deadline = Math.max(deadline, batch[i]!.request.deadline ?? Infinity);
@@ -398,7 +483,6 @@ function createGroupCommitWriter(
       if (events.length !== 1) single = false;
       const shard = shardOf(entityId, numShards);
       shards[i] = shard;
-      shardSet.add(shard);
       if (fences) {
         const epoch = fence ?? 0n;
         const lowest = fences.get(shard);
@@ -411,6 +495,7 @@ function createGroupCommitWriter(
         payloads.push(event);
         offset += event.byteLength;
       }
+      if (events.length > 0) shardSet.add(shard);
       if (n > 1) {
         seen ??= new Map();
         const earlier = seen.get(entityId);
@@ -421,6 +506,22 @@ function createGroupCommitWriter(
         seen.set(entityId, i);
       }
     }
+    // the keys' digests and outcomes follow the events in the blob
+    for (let i = 0; i < n; i++) {
+      const recorded = batch[i]!.request.keys;
+      if (recorded === undefined || recorded.length === 0) continue;
+      keys ??= { requests: [], keys: [], kinds: [], offsets: [], lengths: [] };
+      for (const key of recorded) {
+        keys.requests.push(i + 1);
+        keys.keys.push(key.key);
+        keys.kinds.push(key.errorKind ?? null);
+        keys.offsets.push(offset);
+        keys.lengths.push(KEY_DIGEST_BYTES + key.outcome.byteLength);
+        keyBlobs.push(key.digest, key.outcome);
+        offset += KEY_DIGEST_BYTES + key.outcome.byteLength;
+      }
+    }
+    if (keyBlobs.length > 0) payloads.push(...keyBlobs);
     const blob = payloads.length === 1 ? payloads[0]! : Buffer.concat(payloads, offset);
     // Arrays go as PostgreSQL array literals built here: far cheaper than the driver's generic
     // per-element escaping, and the same text for pg and PGlite.
@@ -439,6 +540,11 @@ function createGroupCommitWriter(
       [...shardSet].join(','),
       fences ? numberArray([...fences.keys()]) : null,
       fences ? numberArray([...fences.values()]) : null,
+      keys ? numberArray(keys.requests) : null,
+      keys ? textArray(keys.keys) : null,
+      keys ? textArray(keys.kinds) : null,
+      keys ? numberArray(keys.offsets) : null,
+      keys ? numberArray(keys.lengths) : null,
     ]);
     const result = await database.kysely.executeQuery<AppendRow>(query);
     const row = result.rows[0];
@@ -452,11 +558,12 @@ function createGroupCommitWriter(
     const writtenAt = row.written_at;
     let written: Set<number> | undefined;
     if (row.accepted !== null) written = new Set(row.accepted);
+    const refused = row.refused === null ? undefined : new Set(row.refused);
     let start = 0;
     for (let i = 0; i < batch.length; i++) {
       const { request, resolve, reject } = batch[i]!;
       const count = request.events.length;
-      if (written !== undefined && !written.has(start)) {
+      if (count === 0 ? refused?.has(i) === true : written !== undefined && !written.has(start)) {
         reject(new JournalConflictError(request.entityId, request.expectedRevision));
       } else {
         const positions = new Array<bigint>(count);
@@ -565,13 +672,13 @@ function numberArray(values: readonly (number | bigint)[]): string {
 const NEEDS_ESCAPE = /[\\"]/;
 const ESCAPE = /[\\"]/g;
 
-/** A text[] literal: every element double-quoted, backslashes and quotes escaped. */
-function textArray(values: readonly string[]): string {
+/** A text[] literal: every element double-quoted, backslashes and quotes escaped; null elements NULL. */
+function textArray(values: readonly (string | null)[]): string {
   let literal = '{';
   for (let i = 0; i < values.length; i++) {
-    const value = values[i]!;
+    const value = values[i] as string | null;
     if (i > 0) literal += ',';
-    literal += `"${NEEDS_ESCAPE.test(value) ? value.replace(ESCAPE, '\\$&') : value}"`;
+    literal += value === null ? 'NULL' : `"${NEEDS_ESCAPE.test(value) ? value.replace(ESCAPE, '\\$&') : value}"`;
   }
   return `${literal}}`;
 }
@@ -581,7 +688,14 @@ function validate(request: AppendRequest): void {
   if (typeof request.expectedRevision !== 'bigint' || request.expectedRevision < 0n) {
     throw new InvalidArgumentError(`expectedRevision must be a bigint >= 0, got ${String(request.expectedRevision)}`);
   }
-  if (request.events.length === 0) throw new InvalidArgumentError('an append needs at least one event');
+  if (request.events.length === 0 && (request.keys === undefined || request.keys.length === 0)) {
+    throw new InvalidArgumentError('an append needs at least one event or idempotency key');
+  }
+  for (const key of request.keys ?? []) {
+    if (key.digest.byteLength !== KEY_DIGEST_BYTES) {
+      throw new InvalidArgumentError(`an idempotency key's digest must be ${KEY_DIGEST_BYTES} bytes, got ${key.digest.byteLength}`);
+    }
+  }
   if (request.fence !== undefined && (typeof request.fence !== 'bigint' || request.fence < 0n)) {
     throw new InvalidArgumentError(`fence must be a bigint >= 0, got ${String(request.fence)}`);
   }

@@ -22,6 +22,26 @@ export type JournalFenceTables = {
   };
 };
 
+/** The idempotency keys recorded with the appends, as Kysely sees them. */
+export type IdempotencyKeyTables = {
+  cos_idempotency_keys: {
+    entity_id: string;
+    key: string;
+    /** SHA-256 of the command body the key came with */
+    digest: Uint8Array;
+    recorded_at: Date;
+    /** the serialized reply (ProcessCommandResponse) when the command succeeded */
+    reply: Uint8Array | null;
+    /** the error's stable code when it failed */
+    error_kind: string | null;
+    /** the failure as google.rpc.Status bytes */
+    error_status: Uint8Array | null;
+  };
+};
+
+/** Bytes of the command digest at the start of each key's slice of the payload blob. */
+export const KEY_DIGEST_BYTES = 32;
+
 /** SQLSTATE cos_journal_append raises for an append whose lease epoch a fence refuses. */
 export const FENCED_SQLSTATE = 'CF001';
 
@@ -67,9 +87,14 @@ export const JOURNAL_LOCK_CLASS = 0x636f7331;
  * lock, sequence and NOTIFY calls are plain assignments, which PL/pgSQL evaluates without
  * starting a query.
  */
-function appendFunctionSql(lockKey: number, fencing = false): string {
-  // Without fencing, the text is exactly the one of the first version (its migration ran it).
+function appendFunctionSql(lockKey: number, fencing = false, keys = false): string {
+  // Without fencing, the text is exactly the one of the first version (its migration ran it);
+  // without keys, the one of the second.
   const epochsParam = fencing ? '\n  p_fence_shards integer[],\n  p_fence_epochs bigint[],' : '';
+  const keysParam = keys
+    ? '\n  p_key_requests integer[],\n  p_keys text[],\n  p_key_kinds text[],\n  p_key_offsets integer[],\n  p_key_lengths integer[],'
+    : '';
+  const refusedOut = keys ? '\n  OUT refused integer[],' : '';
   const fenceCheck = fencing
     ? `
   IF p_fence_shards IS NOT NULL AND (SELECT true FROM unnest(p_fence_shards, p_fence_epochs) AS t(sh, ep)
@@ -90,8 +115,8 @@ CREATE FUNCTION cos_journal_append(
   p_lengths integer[],
   p_payloads bytea,
   p_strict boolean,
-  p_shard_list text,${epochsParam}
-  OUT accepted integer[],
+  p_shard_list text,${epochsParam}${keysParam}
+  OUT accepted integer[],${refusedOut}
   OUT first_position bigint,
   OUT written_at timestamptz
 ) LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
@@ -154,7 +179,8 @@ BEGIN
                                 WHERE j.position BETWEEN first_position AND first_position + v_events - 1), '{}');
   END IF;
 
-  IF v_written = v_events THEN
+${keys ? keysSql() : ''}
+  IF v_written = v_events${keys ? ' AND v_events > 0' : ''} THEN
     v_void := pg_notify('${JOURNAL_NOTIFY_CHANNEL}', p_shard_list)::text;
   ELSIF v_written > 0 THEN
     -- some requests were refused: name only the shards written
@@ -164,6 +190,52 @@ BEGIN
   END IF;
 END
 $fn$`;
+}
+
+/**
+ * The idempotency keys of the batch (a later version of the append): each key row is written
+ * with its request, in the same transaction, when the request was accepted. A request without
+ * events (its commands persisted nothing: a no-op, a refusal) records only keys; it is judged
+ * here, strictly (its expected revision must be its entity's latest), and `refused` lists the
+ * batch indexes (0-based) of those refused. A key already present (expired, or recorded by an
+ * attempt whose outcome was unknown to its writer) is overwritten: the entity runtime records a
+ * key only after finding it absent or expired.
+ *
+ * `p_key_offsets`/`p_key_lengths` cut each key's slice out of `p_payloads`: the command digest
+ * (KEY_DIGEST_BYTES), then the outcome, a reply when its `p_key_kinds` element is NULL, else
+ * the error's status.
+ */
+function keysSql(): string {
+  return `
+  IF p_counts IS NOT NULL AND 0 = ANY(p_counts) THEN
+    refused := ARRAY(SELECT (t.i - 1)::integer
+                       FROM unnest(p_entity_ids, p_expected, p_counts) WITH ORDINALITY AS t(e, x, c, i)
+                      WHERE t.c = 0 AND NOT CASE
+                        WHEN v_ok IS NOT NULL THEN v_ok[t.i]
+                        ELSE (t.x = 0 OR coalesce((SELECT true FROM cos_journal j WHERE j.entity_id = t.e AND j.revision = t.x), false))
+                             AND (SELECT true FROM cos_journal j WHERE j.entity_id = t.e AND j.revision = t.x + 1) IS NULL
+                      END);
+    IF cardinality(refused) = 0 THEN
+      refused := NULL;
+    END IF;
+  END IF;
+  IF p_key_requests IS NOT NULL THEN
+    INSERT INTO cos_idempotency_keys AS k (entity_id, key, digest, recorded_at, reply, error_kind, error_status)
+    SELECT p_entity_ids[t.r], t.k, substring(p_payloads FROM t.o + 1 FOR ${KEY_DIGEST_BYTES}), written_at,
+           CASE WHEN t.kind IS NULL THEN substring(p_payloads FROM t.o + ${KEY_DIGEST_BYTES + 1} FOR t.l - ${KEY_DIGEST_BYTES}) END,
+           t.kind,
+           CASE WHEN t.kind IS NOT NULL THEN substring(p_payloads FROM t.o + ${KEY_DIGEST_BYTES + 1} FOR t.l - ${KEY_DIGEST_BYTES}) END
+      FROM unnest(p_key_requests, p_keys, p_key_kinds, p_key_offsets, p_key_lengths) AS t(r, k, kind, o, l)
+     WHERE CASE WHEN coalesce(p_counts[t.r], 1) > 0
+                THEN v_written = v_events
+                     OR coalesce((SELECT true FROM cos_journal j
+                                   WHERE j.position = first_position + coalesce(p_starts[t.r], t.r - 1)), false)
+                ELSE refused IS NULL OR NOT (t.r - 1 = ANY(refused))
+           END
+    ON CONFLICT (entity_id, key) DO UPDATE
+       SET digest = excluded.digest, recorded_at = excluded.recorded_at, reply = excluded.reply,
+           error_kind = excluded.error_kind, error_status = excluded.error_status;
+  END IF;`;
 }
 
 /**
@@ -234,6 +306,28 @@ export const journalMigrations: MigrationSet = {
       // release during a rolling upgrade (their appends are not fenced).
       await sql.raw(appendFunctionSql(key, true)).execute(db);
       await sql.raw(fenceFunctionSql(key)).execute(db);
+    },
+  },
+  '2026-12-12-120-idempotency-keys': {
+    async up(db: Kysely<unknown>) {
+      // x-cos-idempotency-key: each key of an entity with its command's digest and outcome,
+      // written by the append that carried the command (see keysSql), removed after the
+      // retention window by the background expiry (its scans use the recorded_at index).
+      await db.schema
+        .createTable('cos_idempotency_keys')
+        .addColumn('entity_id', sql`text COLLATE "C"`, (c) => c.notNull())
+        .addColumn('key', sql`text COLLATE "C"`, (c) => c.notNull())
+        .addColumn('digest', 'bytea', (c) => c.notNull())
+        .addColumn('recorded_at', 'timestamptz', (c) => c.notNull())
+        .addColumn('reply', 'bytea')
+        .addColumn('error_kind', 'text')
+        .addColumn('error_status', 'bytea')
+        .addPrimaryKeyConstraint('cos_idempotency_keys_pkey', ['entity_id', 'key'])
+        .execute();
+      await db.schema.createIndex('cos_idempotency_keys_recorded_at').on('cos_idempotency_keys').column('recorded_at').execute();
+      // Another overload, with the keys: the earlier ones stay for processes of previous releases
+      // during a rolling upgrade (they record no keys).
+      await sql.raw(appendFunctionSql(await journalLockKey(db), true, true)).execute(db);
     },
   },
 };

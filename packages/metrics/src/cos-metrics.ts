@@ -64,6 +64,12 @@ export interface CosMetrics {
    * (RESOURCE_EXHAUSTED, nothing done) or `message_too_large` (its state would not fit in a message)
    */
   observeRefusal(reason: string): void;
+  /**
+   * retry-safe commands (x-cos-idempotency-key): `replayed`, commands answered with the outcome
+   * recorded for their key, without running; `stored`, keys recorded; `reused`, commands refused
+   * for reusing a key with another body; `expired`, keys removed after the retention window
+   */
+  observeIdempotency(event: 'replayed' | 'stored' | 'reused' | 'expired', count: number): void;
   /** the sources sampled at scrape time; settable after creation, for late-built parts */
   setSources(sources: MetricsSources): void;
   /** Prometheus text format */
@@ -149,6 +155,29 @@ export function createMetrics(options: CosMetricsOptions = {}): CosMetrics {
     labelNames: ['reason'] as const,
     registers: [registry],
   });
+  // ---- retry-safe commands ----
+  const idempotency = {
+    replayed: new Counter({
+      name: 'cos_idempotent_replays_total',
+      help: 'commands answered with the outcome recorded for their idempotency key, without running again',
+      registers: [registry],
+    }),
+    stored: new Counter({
+      name: 'cos_idempotency_keys_stored_total',
+      help: 'idempotency keys recorded with their commands\' outcomes',
+      registers: [registry],
+    }),
+    reused: new Counter({
+      name: 'cos_idempotency_key_reuses_total',
+      help: 'commands refused (INVALID_ARGUMENT) for reusing an idempotency key with a different command body',
+      registers: [registry],
+    }),
+    expired: new Counter({
+      name: 'cos_idempotency_keys_expired_total',
+      help: 'idempotency keys removed after the retention window (COS_IDEMPOTENCY_RETENTION)',
+      registers: [registry],
+    }),
+  };
   new Gauge({
     name: 'cos_entity_shards_owned',
     help: 'entity shards this replica owns (keeps in memory and handles for the other replicas)',
@@ -299,6 +328,9 @@ export function createMetrics(options: CosMetricsOptions = {}): CosMetrics {
     },
     observeRefusal(reason) {
       refusals.inc({ reason });
+    },
+    observeIdempotency(event, count) {
+      idempotency[event].inc(count);
     },
     setSources(next) {
       sources = next;

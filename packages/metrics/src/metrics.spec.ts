@@ -101,6 +101,19 @@ describe('metrics', () => {
     expect(sample(text, 'cos_commands_refused_total', { reason: 'message_too_large' })).toBe(1);
   });
 
+  it('counts idempotency keys: replays, keys stored, reuses refused and keys expired', async () => {
+    metrics.observeIdempotency('stored', 3);
+    metrics.observeIdempotency('replayed', 1);
+    metrics.observeIdempotency('replayed', 1);
+    metrics.observeIdempotency('reused', 1);
+    metrics.observeIdempotency('expired', 500);
+    const text = await scrape();
+    expect(sample(text, 'cos_idempotency_keys_stored_total')).toBe(3);
+    expect(sample(text, 'cos_idempotent_replays_total')).toBe(2);
+    expect(sample(text, 'cos_idempotency_key_reuses_total')).toBe(1);
+    expect(sample(text, 'cos_idempotency_keys_expired_total')).toBe(500);
+  });
+
   it('samples entities, read sides and pools at scrape time', async () => {
     let passivated = 5;
     let failures = 3;

@@ -9,3 +9,16 @@ export * from './gen/chief_of_state/v1/persistence_pb.js';
 export * from './gen/grpc/health/v1/health_pb.js';
 export { EMPTY_STATE_TYPE_URL, emptyState, isUnsetAny, typeNameOf, packAny } from './any.js';
 export { FORWARDED_BY_HEADER, FORWARDED_PROOF_HEADER, REFUSED_TRAILER } from './cluster.js';
+export {
+  COS_ERROR_DOMAIN,
+  ERROR_INFO_TYPE_URL,
+  IDEMPOTENCY_KEY_REUSED_REASON,
+  REVISION_MISMATCH_REASON,
+  EXPECTED_REVISION_HEADER,
+  IDEMPOTENCY_KEY_HEADER,
+  MAX_IDEMPOTENCY_KEY_BYTES,
+  decodeErrorInfo,
+  encodeErrorInfo,
+  type ErrorInfo,
+} from './retry-safe.js';
+export { decodeRpcStatus, encodeRpcStatus, type RpcStatus, type RpcStatusDetail } from './rpc-status.js';

@@ -30,6 +30,8 @@ export interface LoadRequest {
   readonly traceparent?: boolean;
   /** call over TLS, trusting this CA (PEM); the server's certificate must name localhost */
   readonly tlsCa?: string;
+  /** send a fresh `x-cos-idempotency-key` with every call (its cost: --idempotency-cost) */
+  readonly idempotencyKeys?: boolean;
 }
 
 export interface LoadResult {
@@ -80,6 +82,14 @@ function tracedMetadata(): grpc.Metadata {
   const n = (++traceCounter).toString(16).padStart(16, '0');
   const metadata = new grpc.Metadata();
   metadata.set('traceparent', `00-${tracePrefix}${n}-${n}-01`);
+  return metadata;
+}
+
+// Keys only need to be unique: a counter after a random prefix.
+const keyPrefix = randomBytes(8).toString('hex');
+let keyCounter = 0;
+function withKey(metadata: grpc.Metadata): grpc.Metadata {
+  metadata.set('x-cos-idempotency-key', `${keyPrefix}-${(++keyCounter).toString(36)}`);
   return metadata;
 }
 
@@ -145,7 +155,8 @@ async function run(request: LoadRequest): Promise<LoadResult> {
       if (timed) index = next++ % request.count;
       else if (next < request.count) index = next++;
       else return;
-      const metadata = request.traceparent ? tracedMetadata() : new grpc.Metadata();
+      let metadata = request.traceparent ? tracedMetadata() : new grpc.Metadata();
+      if (request.idempotencyKeys) metadata = withKey(metadata);
       const outcome = await new Promise<grpc.ServiceError | null>((resolve) => call(requests[index]!, metadata, (error) => resolve(error)));
       const finished = performance.now();
       completed++;

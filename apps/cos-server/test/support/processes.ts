@@ -11,8 +11,8 @@ export function startCosServerProcess(env: Record<string, string>): RunningProce
 }
 
 /** The programmable stock grpc-js write handler, as its own process. */
-export function startTestHandler(port = 0): Promise<RunningProcess & { port: number }> {
-  return startSupportProcess('test-write-handler.ts', { PORT: String(port) });
+export function startTestHandler(port = 0, env: Record<string, string> = {}): Promise<RunningProcess & { port: number }> {
+  return startSupportProcess('test-write-handler.ts', { PORT: String(port), ...env });
 }
 
 /** A write handler that traces with OpenTelemetry and exports to `tracesEndpoint`. */

@@ -59,8 +59,12 @@ interface EventBody {
   responseBytes?: number;
 }
 
+/** LOG_COMMANDS=1: a line per HandleCommand, so tests can count the calls an entity got */
+const logCommands = process.env['LOG_COMMANDS'] === '1';
+
 function handleCommand(request: HandleCommandRequest, call: grpc.ServerUnaryCall<unknown, unknown>) {
   const command = request.command;
+  if (logCommands) process.stdout.write(`HandleCommand ${request.priorEventMeta?.entityId ?? ''} ${verb(command)}\n`);
   let args: Record<string, unknown>;
   try {
     args = parse<Record<string, unknown>>(command);

@@ -1,6 +1,15 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { JournalConflictError } from '@chiefofstate/core';
-import type { JournalAppend, JournalAppendResult, JournalPort, SnapshotPort, SnapshotSave, StoredRevision } from '../ports.js';
+import type {
+  JournalAppend,
+  JournalAppendResult,
+  JournalPort,
+  SnapshotPort,
+  SnapshotSave,
+  StoredKey,
+  StoredKeyDigest,
+  StoredRevision,
+} from '../ports.js';
 
 /**
  * A journal in memory with the real one's contract (revision check, atomic multi-event append,
@@ -11,7 +20,13 @@ export class InMemoryJournal implements JournalPort {
   readonly entities = new Map<string, StoredRevision[]>();
   /** each entity's latest revision, kept when events are deleted (as the real journal does) */
   readonly heads = new Map<string, bigint>();
+  /** idempotency keys by entity, then key (no expiry: tests set `retentionMs` on the runtime) */
+  readonly keys = new Map<string, Map<string, StoredKey>>();
   appendCalls: JournalAppend[] = [];
+  /** reads of keys: `readKeys` and `findKeys` calls */
+  keyReads: Array<{ entityId: string; keys?: readonly string[] }> = [];
+  /** when set, the next append commits and then throws it (an outcome unknown to its writer) */
+  failAfterCommit: Error | undefined;
   latencyMs = 0;
   /** when set, the next append throws it (once) */
   failNextAppend: Error | undefined;
@@ -35,12 +50,35 @@ export class InMemoryJournal implements JournalPort {
     });
     this.entities.set(request.entityId, events);
     this.heads.set(request.entityId, current + BigInt(request.events.length));
+    const writtenAt = new Date();
+    if (request.keys && request.keys.length > 0) {
+      const keys = this.keys.get(request.entityId) ?? new Map<string, StoredKey>();
+      for (const key of request.keys) keys.set(key.key, { ...key, recordedAt: writtenAt });
+      this.keys.set(request.entityId, keys);
+    }
+    if (this.failAfterCommit) {
+      const error = this.failAfterCommit;
+      this.failAfterCommit = undefined;
+      throw error;
+    }
     return {
       firstRevision: request.expectedRevision + 1n,
       lastRevision: request.expectedRevision + BigInt(request.events.length),
       positions,
-      writtenAt: new Date(),
+      writtenAt,
     };
+  }
+
+  readKeys(entityId: string, limit: number): Promise<StoredKeyDigest[]> {
+    this.keyReads.push({ entityId });
+    const keys = [...(this.keys.get(entityId)?.values() ?? [])].slice(0, limit);
+    return Promise.resolve(keys.map(({ key, digest, recordedAt }) => ({ key, digest, recordedAt })));
+  }
+
+  findKeys(entityId: string, keys: readonly string[]): Promise<StoredKey[]> {
+    this.keyReads.push({ entityId, keys });
+    const recorded = this.keys.get(entityId);
+    return Promise.resolve(keys.flatMap((key) => recorded?.get(key) ?? []));
   }
 
   readLatest(entityId: string): Promise<StoredRevision | undefined> {
