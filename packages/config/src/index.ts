@@ -5,6 +5,7 @@ export { DEFAULT_FAILURE_POLICY, DEFAULT_READ_SIDE_ID } from './read-sides.js';
 export { CONFIG_VARIABLES } from './variables.js';
 export type { ConfigVariable } from './variables.js';
 export { DEPLOYMENT_MODES, FAILURE_POLICIES, LOG_LEVELS, LOG_STYLES, OTLP_PROTOCOLS, TRACE_SAMPLERS } from './types.js';
+export { POSTGRES_SSL_MODES } from './types.js';
 export type {
   ClusterConfig,
   CosConfig,
@@ -19,6 +20,8 @@ export type {
   LogStyle,
   OtlpProtocol,
   PostgresStoreConfig,
+  PostgresSslMode,
+  PostgresTlsConfig,
   ReadSideConfig,
   ReadSidesConfig,
   ServerConfig,

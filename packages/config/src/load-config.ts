@@ -2,12 +2,14 @@ import { resolve } from 'node:path';
 import { ConfigError } from '@chiefofstate/core';
 import { deepFreeze } from './deep-freeze.js';
 import { EnvReader, showValue, type Env, type Report } from './env-reader.js';
+import { readPostgresTls, warnUnusedPostgresTls } from './postgres-tls.js';
 import { readReadSides } from './read-sides.js';
 import type {
   ClusterConfig,
   CosConfig,
   OtlpProtocol,
   PostgresStoreConfig,
+  PostgresTlsConfig,
   ReadSidesConfig,
   StoreConfig,
   TelemetryConfig,
@@ -101,8 +103,10 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
     receiveTimeoutMs: reader.readOr(secondsAsMs, 'COS_GRPC_RECEIVE_TIMEOUT', 10_000),
     idleTimeoutMs: reader.readOr(secondsAsMs, 'COS_GRPC_IDLE_TIMEOUT', 300_000),
   };
-  const store = readStore(reader, cwd);
-  const readSideOffsetStore = readOffsetStore(reader, store);
+  const postgresTls = readPostgresTls(reader, cwd);
+  const store = readStore(reader, cwd, postgresTls);
+  const readSideOffsetStore = readOffsetStore(reader, store, postgresTls);
+  warnUnusedPostgresTls(reader, [store, readSideOffsetStore]);
   const brokers = reader.read(kafkaBrokers, 'COS_KAFKA_BROKER');
   const journal = {
     eventsBatchThreshold: reader.readOr(positiveInteger, 'COS_EVENTS_BATCH_THRESHOLD', 100),
@@ -163,7 +167,7 @@ const STORE = {
   schema: ['COS_POSTGRES_SCHEMA', 'COS_DB_SCHEMA'],
 } as const;
 
-function readStore(reader: EnvReader, cwd: string): StoreConfig {
+function readStore(reader: EnvReader, cwd: string, tls: PostgresTlsConfig | undefined): StoreConfig {
   const [hostName, ...hostAliases] = STORE.host;
   // every value is validated even when the embedded store makes it moot: a typo stays a typo
   const storeHost = reader.read(host, hostName, hostAliases);
@@ -188,7 +192,7 @@ function readStore(reader: EnvReader, cwd: string): StoreConfig {
   if (reader.isSet('COS_DATA_DIR')) {
     reader.report.warn('COS_DATA_DIR is ignored: COS_POSTGRES_HOST is set, so the embedded store is not used');
   }
-  return { kind: 'postgres', host: storeHost ?? '', port: storePort, user, password, database, schema, poolMax, ...bounds };
+  return { kind: 'postgres', host: storeHost ?? '', port: storePort, user, password, database, schema, poolMax, ...bounds, ...(tls ? { tls } : {}) };
 }
 
 const STORE_BOUNDS = [
@@ -231,7 +235,7 @@ const OFFSET = {
 } as const;
 
 /** Each unset COS_READ_SIDE_OFFSET_DB* value is the journal store's. */
-function readOffsetStore(reader: EnvReader, store: StoreConfig): StoreConfig {
+function readOffsetStore(reader: EnvReader, store: StoreConfig, tls: PostgresTlsConfig | undefined): StoreConfig {
   if (!Object.values(OFFSET).some((name) => reader.isSet(name))) return store;
   const offsetHost = reader.read(host, OFFSET.host);
   const values = {
@@ -267,6 +271,8 @@ function readOffsetStore(reader: EnvReader, store: StoreConfig): StoreConfig {
       statementTimeoutMs: base.statementTimeoutMs,
       idleInTransactionTimeoutMs: base.idleInTransactionTimeoutMs,
       poolMaxWaiting: base.poolMaxWaiting,
+      // one TLS setting for both stores
+      ...(tls ? { tls } : {}),
     };
   }
   for (const name of [OFFSET.port, OFFSET.user, OFFSET.password, OFFSET.database]) {
