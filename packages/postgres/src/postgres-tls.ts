@@ -106,10 +106,28 @@ export function createPostgresTls(options: PostgresTlsOptions | undefined, event
 export function explainTlsFailure(error: unknown, mode: PostgresSslMode): unknown {
   if (mode === 'disable' || !isTlsFailure(error)) return error;
   const reason = error instanceof Error ? error.message : String(error);
-  return new StoreError(`cannot open a TLS connection to PostgreSQL (COS_POSTGRES_SSL_MODE=${mode}): ${reason}`, { cause: error });
+  const hint = hintOf(error);
+  return new StoreError(
+    `cannot open a TLS connection to PostgreSQL (COS_POSTGRES_SSL_MODE=${mode}): ${reason}${hint ? ` (${hint})` : ''}`,
+    { cause: error },
+  );
 }
 
-function isTlsFailure(error: unknown): boolean {
+/** What the operator most likely has to fix, in COS's terms. */
+function hintOf(error: Error): string | undefined {
+  const code = (error as { code?: unknown }).code;
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return "the server's certificate does not name COS_POSTGRES_HOST";
+  if (typeof code === 'string' && TLS_VERIFY_CODES.has(code)) {
+    return "the server's certificate does not verify against COS_POSTGRES_SSL_ROOT_CERT";
+  }
+  if (/alert (unknown ca|bad certificate|certificate required|certificate unknown)/.test(error.message)) {
+    return 'the server refused the client certificate COS_POSTGRES_SSL_CERT';
+  }
+  if (/does not support SSL/.test(error.message)) return 'the server has TLS off (ssl=off); COS_POSTGRES_SSL_MODE=disable talks to it in plaintext';
+  return undefined;
+}
+
+function isTlsFailure(error: unknown): error is Error {
   if (!(error instanceof Error)) return false;
   const code = (error as { code?: unknown }).code;
   if (typeof code === 'string' && (code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') || TLS_VERIFY_CODES.has(code))) return true;
