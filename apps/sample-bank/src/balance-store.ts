@@ -1,5 +1,13 @@
 import type { Kysely } from 'kysely';
-import { createDatabase, migrateToLatest, type Database, type MigrationSet } from '@chiefofstate/postgres';
+import {
+  createDatabase,
+  migrateToLatest,
+  POSTGRES_SSL_MODES,
+  type Database,
+  type MigrationSet,
+  type PostgresSslMode,
+  type PostgresTlsOptions,
+} from '@chiefofstate/postgres';
 
 /**
  * The read side's own table: one row per account, the balance as of `revision`. It lives in a
@@ -120,7 +128,11 @@ export function createBalanceStore(options: BalanceStoreOptions): BalanceStore {
 }
 
 export interface OpenBalanceStoreOptions {
-  /** `postgres://user:password@host:port/database?schema=name`; unset: the embedded PGlite */
+  /**
+   * `postgres://user:password@host:port/database?schema=name`, with libpq's `sslmode`
+   * (disable, require, verify-ca, verify-full), `sslrootcert`, `sslcert`, `sslkey` for TLS;
+   * unset: the embedded PGlite
+   */
   readonly databaseUrl?: string;
   /** PGlite's directory when no URL is given; unset: in memory */
   readonly dataDir?: string;
@@ -166,5 +178,25 @@ function postgresOptions(databaseUrl: string, defaultSchema: string) {
     schema: url.searchParams.get('schema') || defaultSchema,
     poolMax: 4,
     applicationName: 'sample-bank-read-side',
+    ...urlTls(url.searchParams),
+  };
+}
+
+/** libpq's TLS parameters of a connection URL, as createDatabase's `tls`. */
+function urlTls(params: URLSearchParams): { tls?: PostgresTlsOptions } {
+  const mode = params.get('sslmode') ?? 'disable';
+  if (!(POSTGRES_SSL_MODES as readonly string[]).includes(mode)) {
+    throw new Error(`READ_SIDE_DATABASE_URL: sslmode=${mode} is not supported; use ${POSTGRES_SSL_MODES.join(', ')}`);
+  }
+  if (mode === 'disable') return {};
+  const file = (name: string) => params.get(name) ?? undefined;
+  const [rootCertFile, certFile, keyFile] = [file('sslrootcert'), file('sslcert'), file('sslkey')];
+  return {
+    tls: {
+      mode: mode as PostgresSslMode,
+      ...(rootCertFile ? { rootCertFile } : {}),
+      ...(certFile ? { certFile } : {}),
+      ...(keyFile ? { keyFile } : {}),
+    },
   };
 }

@@ -4,7 +4,16 @@ export { redactConfig, REDACTED } from './redact.js';
 export { DEFAULT_FAILURE_POLICY, DEFAULT_READ_SIDE_ID } from './read-sides.js';
 export { CONFIG_VARIABLES } from './variables.js';
 export type { ConfigVariable } from './variables.js';
-export { CLIENT_AUTH_MODES, DEPLOYMENT_MODES, FAILURE_POLICIES, LOG_LEVELS, LOG_STYLES, OTLP_PROTOCOLS, TRACE_SAMPLERS } from './types.js';
+export {
+  CLIENT_AUTH_MODES,
+  DEPLOYMENT_MODES,
+  FAILURE_POLICIES,
+  LOG_LEVELS,
+  LOG_STYLES,
+  OTLP_PROTOCOLS,
+  POSTGRES_SSL_MODES,
+  TRACE_SAMPLERS,
+} from './types.js';
 export type {
   CallerAuthConfig,
   ClientAuthMode,
@@ -25,6 +34,8 @@ export type {
   LogStyle,
   OtlpProtocol,
   PostgresStoreConfig,
+  PostgresSslMode,
+  PostgresTlsConfig,
   ReadSideConfig,
   ClientTlsConfig,
   ReadSidesConfig,

@@ -165,6 +165,23 @@ const ROWS: readonly [Record<string, string>, (config: CosConfig) => unknown, un
   [{ ...PG, COS_DB_IDLE_IN_TRANSACTION_TIMEOUT: '60' }, (c) => c.store.kind === 'postgres' && c.store.idleInTransactionTimeoutMs, 60_000],
   [{ ...PG }, (c) => c.store.kind === 'postgres' && c.store.poolMaxWaiting, 1000],
   [{ ...PG, COS_DB_POOL_MAX_WAITING: '50' }, (c) => c.store.kind === 'postgres' && c.store.poolMaxWaiting, 50],
+  // store TLS (more in postgres-tls.spec.ts)
+  [{ ...PG, COS_POSTGRES_SSL_MODE: 'require' }, (c) => c.store.kind === 'postgres' && c.store.tls?.mode, 'require'],
+  [
+    { ...PG, COS_POSTGRES_SSL_MODE: 'verify-full', COS_POSTGRES_SSL_ROOT_CERT: '/tls/ca.crt' },
+    (c) => c.store.kind === 'postgres' && c.store.tls?.rootCertFile,
+    '/tls/ca.crt',
+  ],
+  [
+    { ...PG, COS_POSTGRES_SSL_MODE: 'require', COS_POSTGRES_SSL_CERT: 'c.crt', COS_POSTGRES_SSL_KEY: 'c.key' },
+    (c) => c.store.kind === 'postgres' && [c.store.tls?.certFile, c.store.tls?.keyFile],
+    [resolve(CWD, 'c.crt'), resolve(CWD, 'c.key')],
+  ],
+  [
+    { ...PG, COS_POSTGRES_SSL_MODE: 'require', COS_TLS_RELOAD_INTERVAL: '30' },
+    (c) => c.store.kind === 'postgres' && c.store.tls?.reloadIntervalMs,
+    30_000,
+  ],
   [{ COS_DATA_DIR: 'data/cos' }, (c) => c.store.kind === 'embedded' && c.store.dataDir, resolve(CWD, 'data/cos')],
   [{ COS_DATA_DIR: '/var/lib/cos' }, (c) => c.store.kind === 'embedded' && c.store.dataDir, '/var/lib/cos'],
   [{ COS_KAFKA_BROKER: 'k1:9092, k2:9093' }, (c) => c.kafka, { brokers: ['k1:9092', 'k2:9093'] }],

@@ -3,6 +3,7 @@ import { ConfigError } from '@chiefofstate/core';
 import { readPeerTls, readTlsReloadInterval, readWriteSideTls } from './client-tls.js';
 import { deepFreeze } from './deep-freeze.js';
 import { EnvReader, showValue, type Env, type Report } from './env-reader.js';
+import { readPostgresTls, warnUnusedPostgresTls } from './postgres-tls.js';
 import { readReadSides } from './read-sides.js';
 import { readSecurity } from './security.js';
 import type {
@@ -10,6 +11,7 @@ import type {
   CosConfig,
   OtlpProtocol,
   PostgresStoreConfig,
+  PostgresTlsConfig,
   ReadSidesConfig,
   StoreConfig,
   TelemetryConfig,
@@ -103,8 +105,11 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
     receiveTimeoutMs: reader.readOr(secondsAsMs, 'COS_GRPC_RECEIVE_TIMEOUT', 10_000),
     idleTimeoutMs: reader.readOr(secondsAsMs, 'COS_GRPC_IDLE_TIMEOUT', 300_000),
   };
-  const store = readStore(reader, cwd);
-  const readSideOffsetStore = readOffsetStore(reader, store);
+  const tlsReloadIntervalMs = readTlsReloadInterval(reader);
+  const postgresTls = readPostgresTls(reader, cwd, tlsReloadIntervalMs);
+  const store = readStore(reader, cwd, postgresTls);
+  const readSideOffsetStore = readOffsetStore(reader, store, postgresTls);
+  warnUnusedPostgresTls(reader, [store, readSideOffsetStore]);
   const brokers = reader.read(kafkaBrokers, 'COS_KAFKA_BROKER');
   const journal = {
     eventsBatchThreshold: reader.readOr(positiveInteger, 'COS_EVENTS_BATCH_THRESHOLD', 100),
@@ -119,7 +124,6 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
   };
   const numShards = reader.readOr(shardCount, 'COS_NUM_SHARDS', 16);
   // outbound TLS (client-tls): the write handler, the read sides and the peers
-  const tlsReloadIntervalMs = readTlsReloadInterval(reader);
   const writeSide = readWriteSide(reader, cwd, tlsReloadIntervalMs);
   const timeouts = readTimeouts(reader);
   const entities = {
@@ -172,7 +176,7 @@ const STORE = {
   schema: ['COS_POSTGRES_SCHEMA', 'COS_DB_SCHEMA'],
 } as const;
 
-function readStore(reader: EnvReader, cwd: string): StoreConfig {
+function readStore(reader: EnvReader, cwd: string, tls: PostgresTlsConfig | undefined): StoreConfig {
   const [hostName, ...hostAliases] = STORE.host;
   // every value is validated even when the embedded store makes it moot: a typo stays a typo
   const storeHost = reader.read(host, hostName, hostAliases);
@@ -197,7 +201,7 @@ function readStore(reader: EnvReader, cwd: string): StoreConfig {
   if (reader.isSet('COS_DATA_DIR')) {
     reader.report.warn('COS_DATA_DIR is ignored: COS_POSTGRES_HOST is set, so the embedded store is not used');
   }
-  return { kind: 'postgres', host: storeHost ?? '', port: storePort, user, password, database, schema, poolMax, ...bounds };
+  return { kind: 'postgres', host: storeHost ?? '', port: storePort, user, password, database, schema, poolMax, ...bounds, ...(tls ? { tls } : {}) };
 }
 
 const STORE_BOUNDS = [
@@ -240,7 +244,7 @@ const OFFSET = {
 } as const;
 
 /** Each unset COS_READ_SIDE_OFFSET_DB* value is the journal store's. */
-function readOffsetStore(reader: EnvReader, store: StoreConfig): StoreConfig {
+function readOffsetStore(reader: EnvReader, store: StoreConfig, tls: PostgresTlsConfig | undefined): StoreConfig {
   if (!Object.values(OFFSET).some((name) => reader.isSet(name))) return store;
   const offsetHost = reader.read(host, OFFSET.host);
   const values = {
@@ -276,6 +280,8 @@ function readOffsetStore(reader: EnvReader, store: StoreConfig): StoreConfig {
       statementTimeoutMs: base.statementTimeoutMs,
       idleInTransactionTimeoutMs: base.idleInTransactionTimeoutMs,
       poolMaxWaiting: base.poolMaxWaiting,
+      // one TLS setting for both stores
+      ...(tls ? { tls } : {}),
     };
   }
   for (const name of [OFFSET.port, OFFSET.user, OFFSET.password, OFFSET.database]) {

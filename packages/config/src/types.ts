@@ -83,6 +83,25 @@ export interface PostgresStoreConfig {
   readonly idleInTransactionTimeoutMs: number;
   /** COS_DB_POOL_MAX_WAITING: most callers waiting for a pool connection */
   readonly poolMaxWaiting: number;
+  /** COS_POSTGRES_SSL_*: absent when COS_POSTGRES_SSL_MODE is disable (plaintext, as before) */
+  readonly tls?: PostgresTlsConfig;
+}
+
+/** libpq's sslmode values; `allow` and `prefer` parse, then are refused (see docs/configuration.md). */
+export const POSTGRES_SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
+export type PostgresSslMode = (typeof POSTGRES_SSL_MODES)[number];
+
+/** TLS to PostgreSQL (the journal store and the offset store alike). */
+export interface PostgresTlsConfig {
+  /** COS_POSTGRES_SSL_MODE */
+  readonly mode: 'require' | 'verify-ca' | 'verify-full';
+  /** COS_POSTGRES_SSL_ROOT_CERT: an absolute path, or `system` (Node's trusted roots) */
+  readonly rootCertFile?: string;
+  /** COS_POSTGRES_SSL_CERT and COS_POSTGRES_SSL_KEY, absolute paths, both or neither */
+  readonly certFile?: string;
+  readonly keyFile?: string;
+  /** COS_TLS_RELOAD_INTERVAL (seconds) in ms; 0: the files are read once */
+  readonly reloadIntervalMs: number;
 }
 
 export type StoreConfig = EmbeddedStoreConfig | PostgresStoreConfig;

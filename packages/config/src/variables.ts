@@ -138,6 +138,26 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     '1000',
     'most callers waiting for a store pool connection, 1..1000000; beyond, a call fails at once with UNAVAILABLE',
   ),
+  // store TLS (libpq's sslmode meanings; docs/configuration.md "TLS to PostgreSQL")
+  v(
+    'COS_POSTGRES_SSL_MODE',
+    [],
+    'disable',
+    "TLS to the store (and the offset store): disable, require (encrypted, the server's certificate unchecked unless COS_POSTGRES_SSL_ROOT_CERT is set, then as verify-ca), verify-ca (the certificate chains to COS_POSTGRES_SSL_ROOT_CERT) or verify-full (and names COS_POSTGRES_HOST). allow and prefer are refused: their fallback to plaintext can be forced by anyone on the path",
+  ),
+  v(
+    'COS_POSTGRES_SSL_ROOT_CERT',
+    [],
+    'unset',
+    "PEM file of the CA(s) the store's certificate must chain to (needed by verify-ca and verify-full), or `system` for Node's trusted public roots (verify-full only). Re-read every COS_TLS_RELOAD_INTERVAL",
+  ),
+  v(
+    'COS_POSTGRES_SSL_CERT',
+    [],
+    'unset',
+    'PEM file of the client certificate presented to the store (`cert` authentication in pg_hba.conf), with COS_POSTGRES_SSL_KEY. Re-read every COS_TLS_RELOAD_INTERVAL: new connections use a rotated one',
+  ),
+  v('COS_POSTGRES_SSL_KEY', [], 'unset', 'PEM file of the private key of COS_POSTGRES_SSL_CERT (both or neither)'),
   v('COS_DATA_DIR', [], './.cos-data', 'directory of the embedded store, relative to the working directory'),
   v(
     'COS_READ_SIDE_OFFSET_DB_HOST',

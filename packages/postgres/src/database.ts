@@ -5,6 +5,7 @@ import pg from 'pg';
 import { createGuardedPool } from './guarded-pool.js';
 import { createListenConnection, type NotificationListener } from './listen-connection.js';
 import { PGliteDialect } from './pglite-dialect.js';
+import { createPostgresTls, explainTlsFailure, type PostgresTlsOptions } from './postgres-tls.js';
 import { statementDeadlineOf } from './statement-deadline.js';
 import { createStoreAvailability } from './store-availability.js';
 
@@ -36,13 +37,16 @@ export interface PostgresConnectionOptions {
   readonly idleInTransactionTimeoutMs?: number;
   /** most callers waiting for a pool connection; beyond, StoreError at once (COS_DB_POOL_MAX_WAITING). Default 1000 */
   readonly poolMaxWaiting?: number;
-  /** told when the store goes down or comes back, and when the LISTEN connection drops or listens again (logs) */
+  /** TLS (COS_POSTGRES_SSL_*), libpq's sslmode meanings; default disable. Files are re-read for new connections */
+  readonly tls?: PostgresTlsOptions;
+  /** told when the store goes down or comes back, when the LISTEN connection drops or listens again, when TLS files are reloaded (logs) */
   readonly onStatus?: (status: DatabaseStatus) => void;
 }
 
 /** A change the database reports for operators. */
 export interface DatabaseStatus {
-  readonly what: 'store' | 'listen';
+  /** `tls`: rotated TLS files were taken (up) or refused, the previous ones kept (down) */
+  readonly what: 'store' | 'listen' | 'tls';
   readonly up: boolean;
   /** why it went down */
   readonly error?: unknown;
@@ -115,7 +119,11 @@ export async function createDatabase(options: DatabaseOptions): Promise<Database
 async function createPostgresDatabase(options: PostgresConnectionOptions): Promise<Database> {
   const connectTimeoutMs = options.connectTimeoutMs ?? 5000;
   const statementTimeoutMs = options.statementTimeoutMs ?? 5000;
-  const connection: pg.ClientConfig = {
+  const tls = createPostgresTls(options.tls, {
+    onReload: () => options.onStatus?.({ what: 'tls', up: true }),
+    onReloadError: (error) => options.onStatus?.({ what: 'tls', up: false, error }),
+  });
+  const base: pg.ClientConfig = {
     host: options.host,
     port: options.port,
     user: options.user,
@@ -129,6 +137,9 @@ async function createPostgresDatabase(options: PostgresConnectionOptions): Promi
     statement_timeout: statementTimeoutMs,
     idle_in_transaction_session_timeout: options.idleInTransactionTimeoutMs ?? 10_000,
   };
+  // Every connection (pool, LISTEN, probe, schema) takes the TLS files' latest contents when it
+  // is made; `ssl` is always explicit, so pg never falls back to reading PGSSLMODE.
+  const connection = (): pg.ClientConfig => ({ ...base, ssl: tls.connectionOptions() });
   // Per-pool type parsers, so this library never changes pg's process-wide defaults.
   const typeParsers = {
     getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
@@ -136,16 +147,29 @@ async function createPostgresDatabase(options: PostgresConnectionOptions): Promi
         ? (value: string) => BigInt(value)
         : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
   };
-  await ensureSchema(connection, options.schema, statementTimeoutMs + CLIENT_GRACE_MS);
+  try {
+    await ensureSchema(connection(), options.schema, statementTimeoutMs + CLIENT_GRACE_MS);
+  } catch (error) {
+    tls.close();
+    throw explainTlsFailure(error, tls.mode);
+  }
+  // pg-pool builds each client from the options it copied once; this class adds the TLS
+  // settings of the moment instead.
+  class PooledClient extends pg.Client {
+    constructor(config?: pg.ClientConfig) {
+      super({ ...config, ssl: tls.connectionOptions() });
+    }
+  }
   const pool = new pg.Pool({
-    ...connection,
+    ...base,
+    Client: PooledClient,
     max: options.poolMax ?? 5,
     types: typeParsers,
     // Every connection resolves unqualified names in the COS schema first.
     options: `-c search_path=${options.schema}`,
   });
   const availability = createStoreAvailability({
-    probe: () => probe(connection, Math.min(connectTimeoutMs, PROBE_TIMEOUT_MS)),
+    probe: () => probe(connection(), Math.min(connectTimeoutMs, PROBE_TIMEOUT_MS)),
     onChange: (up, error) => options.onStatus?.({ what: 'store', up, ...(error !== undefined ? { error } : {}) }),
   });
   const guarded = createGuardedPool({
@@ -161,7 +185,7 @@ async function createPostgresDatabase(options: PostgresConnectionOptions): Promi
   });
   const kysely = new Kysely<object>({ dialect: new PostgresDialect({ pool: guarded }) });
   const notifications = createListenConnection({
-    newClient: () => new pg.Client({ ...connection, types: typeParsers }),
+    newClient: () => new pg.Client({ ...connection(), types: typeParsers }),
     onStatus: (up, error) => options.onStatus?.({ what: 'listen', up, ...(error !== undefined ? { error } : {}) }),
   });
 
@@ -180,6 +204,7 @@ async function createPostgresDatabase(options: PostgresConnectionOptions): Promi
     }),
     async close() {
       availability.close();
+      tls.close();
       await notifications.close();
       await kysely.destroy();
     },

@@ -74,10 +74,16 @@ export interface DatabaseStatusLogger {
   error(fields: object, message: string): void;
 }
 
-/** An `onStatus` that logs the store going down (error) and coming back (info), per pool. */
+/**
+ * An `onStatus` that logs the store going down (error) and coming back (info), the LISTEN
+ * connection lost and back, and rotated TLS files taken or refused, per pool.
+ */
 export function logDatabaseStatus(logger: DatabaseStatusLogger, pool: string): (status: DatabaseStatus) => void {
   return ({ what, up, error }) => {
-    if (what === 'store') {
+    if (what === 'tls') {
+      if (up) logger.info({ pool }, 'PostgreSQL TLS files changed: new connections use them');
+      else logger.error({ pool, err: error }, 'PostgreSQL TLS files changed but cannot be used: new connections keep the previous ones');
+    } else if (what === 'store') {
       if (up) logger.info({ pool }, 'database reachable again: serving');
       else logger.error({ pool, err: error }, 'database unreachable: calls fail with UNAVAILABLE until it answers');
     } else if (up) {

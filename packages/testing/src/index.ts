@@ -26,6 +26,7 @@ export {
   startOwnPostgres,
   type OwnPostgres,
   type OwnPostgresOptions,
+  type OwnPostgresTls,
   type TerminateFilter,
 } from './own-postgres.js';
 export { pollUntil, timed } from './timing.js';

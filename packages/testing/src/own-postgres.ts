@@ -1,5 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { appendFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,6 +26,22 @@ export interface OwnPostgresOptions {
   readonly settings?: Readonly<Record<string, string | number>>;
   /** bound of each pg_ctl/initdb run, in ms (default 60 s) */
   readonly timeoutMs?: number;
+  /** serve TCP over TLS only (ssl=on, `hostnossl ... reject`); the admin connection uses the Unix socket */
+  readonly tls?: OwnPostgresTls;
+}
+
+/** TLS of the server: its certificate, and how TCP clients authenticate (pg_hba.conf). */
+export interface OwnPostgresTls {
+  /** server certificate and key, PEM files (copied: PostgreSQL wants its own, private key file) */
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** CA that client certificates must chain to (ssl_ca_file); required by `cert` */
+  readonly caFile?: string;
+  /**
+   * `cert`: a client certificate chaining to `caFile` whose CN is the user name (`hostssl ... cert`).
+   * `trust` (default): any TLS client.
+   */
+  readonly clientAuth?: 'cert' | 'trust';
 }
 
 export interface TerminateFilter {
@@ -128,7 +144,9 @@ export async function startOwnPostgres(options: OwnPostgresOptions = {}): Promis
 
   const admin = async <T>(work: (client: pg.Client) => Promise<T>, db = 'postgres'): Promise<T> => {
     const client = new pg.Client({
-      host: '127.0.0.1',
+      // with TLS, TCP demands a certificate the harness does not hold: the Unix socket is trusted
+      host: options.tls ? dir : '127.0.0.1',
+      ssl: false,
       port,
       user,
       database: db,
@@ -147,7 +165,8 @@ export async function startOwnPostgres(options: OwnPostgresOptions = {}): Promis
 
   try {
     await run('initdb', ['-D', data, '-U', user, '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync']);
-    await appendFile(data + '/postgresql.conf', postgresqlConf(port, dir, options.settings ?? {}));
+    const tlsSettings = options.tls ? installTls(options.tls, dir, data, account) : {};
+    await appendFile(data + '/postgresql.conf', postgresqlConf(port, dir, { ...tlsSettings, ...options.settings }));
     writeFileSync(logFile, '');
     if (account) chownSync(logFile, account.uid, account.gid);
     await pgCtl('start', '-l', logFile);
@@ -238,6 +257,33 @@ export async function startOwnPostgres(options: OwnPostgresOptions = {}): Promis
       await disposeServer();
     },
   };
+}
+
+/**
+ * Copies the server's certificate and key where PostgreSQL accepts them (owned by its user, key
+ * mode 0600), and replaces pg_hba.conf: the Unix socket trusted, TCP over TLS only.
+ */
+function installTls(tls: OwnPostgresTls, dir: string, data: string, account: OsAccount | undefined): Record<string, string> {
+  if (tls.clientAuth === 'cert' && tls.caFile === undefined) throw new Error('startOwnPostgres: clientAuth cert needs caFile');
+  const tlsDir = join(dir, 'tls');
+  mkdirSync(tlsDir);
+  const files = { ssl_cert_file: ['server.crt', tls.certFile], ssl_key_file: ['server.key', tls.keyFile], ssl_ca_file: ['ca.crt', tls.caFile] } as const;
+  const settings: Record<string, string> = { ssl: 'on' };
+  for (const [setting, [name, source]] of Object.entries(files)) {
+    if (source === undefined) continue;
+    const target = join(tlsDir, name);
+    copyFileSync(source, target);
+    chmodSync(target, 0o600);
+    if (account) chownSync(target, account.uid, account.gid);
+    settings[setting] = target;
+  }
+  if (account) chownSync(tlsDir, account.uid, account.gid);
+  const method = tls.clientAuth ?? 'trust';
+  writeFileSync(
+    join(data, 'pg_hba.conf'),
+    ['local all all trust', `hostssl all all 127.0.0.0/8 ${method}`, 'hostnossl all all 127.0.0.0/8 reject', ''].join('\n'),
+  );
+  return settings;
 }
 
 /**
