@@ -11,7 +11,6 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   containerEnv,
   isAllowedVariable,
-  isCosVariable,
   looksSecret,
   ofKind,
   parseYamlDocuments,
@@ -31,7 +30,7 @@ import {
   type Secret,
   type Service,
 } from '../src/index.js';
-import { loadCosConfig, PENDING_VARIABLES } from './support/cos-config.js';
+import { loadCosConfig } from './support/cos-config.js';
 import { COS_METRICS_PORT, COS_PORT, IMAGES, imageName, readRepoFile, repoPath } from './support/repo.js';
 import { parseCompose } from '../src/compose.js';
 // eslint-disable-next-line @nx/enforce-module-boundaries -- docker/ is no workspace project
@@ -117,9 +116,7 @@ function cosConfig(deployment: Deployment, container: Container, objects: readon
     for (const [file, content] of Object.entries(files)) writeFileSync(join(dir, file), content);
     for (const [name, value] of env) if (value.startsWith(mount.mountPath)) env.set(name, join(root, value));
   }
-  // names of settings other branches are adding (PENDING_VARIABLES) are left out until they exist
-  const known = Object.fromEntries([...env].filter(([name]) => !PENDING_VARIABLES.has(name) || isCosVariable(name)));
-  return { env, loaded: loadCosConfig(container.image, known, root) };
+  return { env, loaded: loadCosConfig(container.image, Object.fromEntries(env), root) };
 }
 
 function configMapFiles(name: string, objects: readonly K8sObject[]): Record<string, string> {
@@ -379,7 +376,7 @@ describe.each(Object.keys(VARIANTS))('deploy/kubernetes/%s', (variant) => {
       'container %s has only known variables and a writable /tmp',
       (_container, container) => {
         for (const name of cosConfig(deployment, container, all).env.keys()) {
-          expect(isAllowedVariable('cos', name) || PENDING_VARIABLES.has(name), name).toBe(true);
+          expect(isAllowedVariable('cos', name), name).toBe(true);
         }
         const tmp = container.volumeMounts?.find((mount) => mount.mountPath === '/tmp');
         expect(pod.spec.volumes?.find((volume) => volume.name === tmp?.name)?.emptyDir).toBeDefined();

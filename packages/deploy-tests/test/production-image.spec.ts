@@ -23,9 +23,10 @@ import { IMAGES, REPO_ROOT, readRepoFile, type ImageSpec } from './support/repo.
 import { listWorkspaces, productionClosure } from '../../../docker/workspace-tree.mjs';
 
 const temporary: string[] = [];
+// the pruned trees hold whole node_modules: removing them took over the default 60 s on a loaded machine
 afterAll(() => {
   for (const dir of temporary) rmSync(dir, { recursive: true, force: true });
-});
+}, 300_000);
 
 /** Runs a command to completion; resolves with its exit code and output. */
 function execute(command: string, args: readonly string[], options: { cwd: string; env: NodeJS.ProcessEnv }) {

@@ -13,6 +13,8 @@ import {
   PeerUnreachableError,
   ShuttingDownError,
   StoreError,
+  UnauthenticatedError,
+  PermissionDeniedError,
 } from '@chiefofstate/core';
 import { REFUSED_TRAILER } from '@chiefofstate/protocol';
 import { decodeRpcStatus } from '@chiefofstate/testing';
@@ -103,6 +105,16 @@ describe('toConnectError', () => {
       new HandlerFailedError(14, 'handler says unavailable'),
     ];
     for (const other of others) expect(toConnectError(other).metadata.get(REFUSED_TRAILER)).toBeNull();
+  });
+
+  it("marks UNAUTHENTICATED too: a forwarding replica's caller must not be told its credential failed", () => {
+    const refusal = new UnauthenticatedError('unauthenticated: forwarded call from a certificate not in COS_CLUSTER_PEER_NAMES');
+    const error = toConnectError(refusal);
+    expect(error.code).toBe(Code.Unauthenticated);
+    expect(error.metadata.get(REFUSED_TRAILER)).toBe('COS_UNAUTHENTICATED');
+    // a handler's own UNAUTHENTICATED (or PERMISSION_DENIED) reaches the caller as it was
+    expect(toConnectError(new HandlerFailedError(16, 'handler says who are you')).metadata.get(REFUSED_TRAILER)).toBeNull();
+    expect(toConnectError(new PermissionDeniedError('permission denied')).metadata.get(REFUSED_TRAILER)).toBeNull();
   });
 });
 

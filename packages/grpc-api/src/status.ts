@@ -115,13 +115,19 @@ export function failCall(thrown: unknown, report: ((error: unknown) => void) | u
 const DEFAULT_TYPE_URL_PREFIX = 'type.googleapis.com/';
 const STATUS_DETAILS_HEADER = 'grpc-status-details-bin';
 
-/** Marks the refusals that wrote nothing and belong to another replica, for a forwarding one. */
+/**
+ * Marks the refusals that wrote nothing and belong to another replica, for a forwarding one. An
+ * UnauthenticatedError is one too: a forwarded call skips the caller check, so a replica is told
+ * UNAUTHENTICATED only when this one does not trust it (a wrong proof, a certificate not in
+ * COS_CLUSTER_PEER_NAMES); its caller, whose credential was fine, must not be told so.
+ */
 function refusedTrailer(error: CosError): Record<string, string> | undefined {
   const refused =
     error instanceof FencedError ||
     error instanceof ShuttingDownError ||
     error instanceof PeerUnreachableError ||
-    error instanceof PeerRefusedError;
+    error instanceof PeerRefusedError ||
+    error instanceof UnauthenticatedError;
   return refused ? { [REFUSED_TRAILER]: error.code } : undefined;
 }
 

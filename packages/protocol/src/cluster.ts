@@ -16,7 +16,9 @@ export const FORWARDED_PROOF_HEADER = 'x-cos-forwarded-proof';
 /**
  * Trailer of a failed call that COS refused having written nothing, because another replica
  * should take it (the shard changed owner, the replica is stopping, or no owner could be
- * reached); its value is the error's code. A replica that forwarded the call sends it to the
- * shard's next owner instead of passing the failure on.
+ * reached) or because it does not trust the replica that forwarded it (UNAUTHENTICATED: a wrong
+ * proof, a certificate not in COS_CLUSTER_PEER_NAMES); its value is the error's code. A replica
+ * that forwarded the call sends it to the shard's next owner instead of passing the failure on,
+ * and answers its caller UNAVAILABLE if none takes it.
  */
 export const REFUSED_TRAILER = 'x-cos-refused';

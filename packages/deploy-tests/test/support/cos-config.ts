@@ -19,34 +19,3 @@ export function loadCosConfig(image: string, env: Readonly<Record<string, string
   }
   return loadConfig({ env: { ...defaults, ...env }, cwd });
 }
-
-/**
- * Settings of issue 13 (docs/security.md) that other branches are adding to the configuration
- * library while the manifests already use them (deploy/kubernetes/tls). Until a name is in
- * CONFIG_VARIABLES it is allowed in the manifests and left out of what loadConfig is given; once
- * it is, it is checked like any other. Empty this list once every name is known.
- */
-export const PENDING_VARIABLES: ReadonlySet<string> = new Set([
-  'COS_TLS_CERT_FILE',
-  'COS_TLS_KEY_FILE',
-  'COS_TLS_CLIENT_CA_FILE',
-  'COS_TLS_CLIENT_AUTH',
-  'COS_TLS_RELOAD_INTERVAL',
-  'COS_AUTH_TOKENS_FILE',
-  'COS_AUTH_CLIENT_NAMES',
-  'COS_ADMIN_TOKENS_FILE',
-  'COS_ADMIN_CLIENT_NAMES',
-  'COS_CLUSTER_PEER_NAMES',
-  'COS_CLUSTER_TLS_CA_FILE',
-  'COS_CLUSTER_TLS_SERVER_NAME',
-  'COS_METRICS_ADDRESS',
-  'COS_METRICS_TOKEN_FILE',
-  'COS_WRITE_SIDE_TLS_CA_FILE',
-  'COS_WRITE_SIDE_TLS_CERT_FILE',
-  'COS_WRITE_SIDE_TLS_KEY_FILE',
-  'COS_WRITE_SIDE_TLS_SERVER_NAME',
-  'COS_POSTGRES_SSL_MODE',
-  'COS_POSTGRES_SSL_ROOT_CERT',
-  'COS_POSTGRES_SSL_CERT',
-  'COS_POSTGRES_SSL_KEY',
-]);
