@@ -6,6 +6,7 @@ export {
   type Journal,
   type JournalEvent,
   type JournalOptions,
+  type ReadAllOptions,
   type ReadEntityOptions,
   type ReadShardOptions,
 } from './journal.js';
