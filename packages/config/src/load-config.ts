@@ -125,6 +125,10 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
     maxInFlightCommands: reader.readOr(positiveInteger, 'COS_MAX_IN_FLIGHT_COMMANDS', 4096),
   };
   const readSide = readReadSideSection(reader, report, problems, cwd, timeouts.handlerCallMs);
+  const subscriptions = {
+    enabled: reader.readOr(boolean, 'COS_SUBSCRIPTION_ENABLED', false),
+    maxActive: reader.readOr(positiveInteger, 'COS_SUBSCRIPTION_MAX_ACTIVE', 1000),
+  };
   const telemetry = readTelemetry(reader, server.port);
   const cluster = readCluster(reader, store);
   const log = {
@@ -147,6 +151,7 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
     timeouts,
     entities,
     readSide,
+    subscriptions,
     telemetry,
     cluster,
     log,

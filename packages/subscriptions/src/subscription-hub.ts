@@ -25,7 +25,7 @@ export interface SubscriptionHubOptions {
   readonly pageSize?: number;
   /** newest events kept for caught-up subscribers; default 4096 */
   readonly tailCapacity?: number;
-  /** most payload bytes the tail keeps; default 32 MiB */
+  /** most payload bytes the tail keeps; default 16 MiB */
   readonly tailMaxBytes?: number;
   /** reads without a notification this often while subscriptions are open; default 1000 ms */
   readonly pollIntervalMs?: number;
@@ -109,7 +109,7 @@ export function createSubscriptionHub(options: SubscriptionHubOptions): Subscrip
     ...(options.listen ? { listen: options.listen } : {}),
     channel: options.journalChannel,
     capacity: options.tailCapacity ?? 4096,
-    maxBytes: options.tailMaxBytes ?? 32 * 1024 * 1024,
+    maxBytes: options.tailMaxBytes ?? 16 * 1024 * 1024,
     pageSize: 1000,
     pollIntervalMs: options.pollIntervalMs ?? 1000,
     active: () => count > 0,

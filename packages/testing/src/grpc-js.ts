@@ -45,6 +45,16 @@ export interface GrpcJsClient {
     request: MessageShape<M['input']>,
     options?: GrpcJsCallOptions,
   ): Promise<GrpcJsUnaryResult<MessageShape<M['output']>>>;
+  /**
+   * Calls a server-streaming method by its local name (e.g. `subscribeAll`). The stream is
+   * grpc-js's own: read it with 'data' / 'end' / 'error' / 'status', or pause() it to apply
+   * HTTP/2 flow control to the server.
+   */
+  serverStream<M extends DescMethod>(
+    method: M,
+    request: MessageShape<M['input']>,
+    options?: GrpcJsCallOptions,
+  ): grpc.ClientReadableStream<MessageShape<M['output']>>;
   close(): void;
 }
 
@@ -87,6 +97,20 @@ export function createGrpcJsClient(options: GrpcJsClientOptions): GrpcJsClient {
         if (signal?.aborted) call.cancel();
         signal?.addEventListener('abort', () => call.cancel(), { once: true });
       });
+    },
+    serverStream(method, request, callOptions = {}) {
+      const fn = (raw as unknown as Record<string, (...args: unknown[]) => grpc.ClientReadableStream<never>>)[method.localName];
+      if (typeof fn !== 'function') throw new Error(`no method ${method.localName}`);
+      const call = fn.call(
+        raw,
+        request,
+        callOptions.metadata ?? new grpc.Metadata(),
+        callOptions.deadline !== undefined ? { deadline: callOptions.deadline } : {},
+      );
+      const { signal } = callOptions;
+      if (signal?.aborted) call.cancel();
+      signal?.addEventListener('abort', () => call.cancel(), { once: true });
+      return call;
     },
     close: () => raw.close(),
   };
