@@ -347,7 +347,7 @@ describe.each(await testStoreKinds())('journal on %s', (kind) => {
       written.push(...result.positions);
     }
     // other suites may write to this database meanwhile: look at this test's entities only
-    const mine = (events: readonly { entityId: string }[]) => events.filter((e) => ids.includes(e.entityId));
+    const mine = <E extends { entityId: string }>(events: readonly E[]) => events.filter((e) => ids.includes(e.entityId));
     const all = mine(await journal.readAll({ afterPosition: start, limit: 10_000 }));
     expect(all.map((e) => e.position)).toEqual(written);
     const paged = [];
