@@ -143,6 +143,42 @@ describe('subscription RPCs at the edge', () => {
     expect(scripted.unsubscribed).toEqual(['x']);
   });
 
+  it('keeps a quiet subscription open past the idle timeout of its connection (PING, not GOAWAY)', async () => {
+    let release: (() => void) | undefined;
+    const quiet: SubscriptionPort = {
+      ...scripted.port,
+      subscribeAll: () => ({
+        id: 'q',
+        events: (async function* () {
+          await new Promise<void>((resolve) => (release = resolve));
+          yield eventAt(5n, 'late', 1);
+        })(),
+      }),
+    };
+    const server = await startGrpcServer({
+      host: '127.0.0.1',
+      port: 0,
+      maxMessageBytes: 64 * 1024,
+      idleTimeoutMs: 100,
+      routes: (router) => {
+        router.service(ChiefOfStateService, createChiefOfStateService({ processor, headers: { propagated: [], persisted: [] }, commandTimeoutMs: 5000, subscriptions: quiet }));
+      },
+    });
+    const quietClient = createGrpcJsClient({ service: ChiefOfStateService, address: `127.0.0.1:${server.port}` });
+    try {
+      const reading = readAll<SubscribeAllResponse>(quietClient.serverStream(ChiefOfStateService.method.subscribeAll, create(SubscribeAllRequestSchema, {})));
+      // five idle timeouts and their grace periods without a frame of the stream
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      release?.();
+      const { messages, status } = await reading;
+      expect(messages.map((m) => m.offset)).toEqual([5n]);
+      expect(status.code).toBe(grpc.status.OK);
+    } finally {
+      quietClient.close();
+      await server.close(100);
+    }
+  });
+
   it('answers UNIMPLEMENTED when subscriptions are off', async () => {
     const { status } = await readAll(offClient.serverStream(ChiefOfStateService.method.subscribeAll, create(SubscribeAllRequestSchema, {})));
     expect(status.code).toBe(grpc.status.UNIMPLEMENTED);
