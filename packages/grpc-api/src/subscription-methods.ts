@@ -1,4 +1,4 @@
-import type { ServiceImpl } from '@connectrpc/connect';
+import type { HandlerContext, ServiceImpl } from '@connectrpc/connect';
 import type { ChiefOfStateService, EventWrapper } from '@chiefofstate/protocol';
 import { callTraceContext } from './server-tracing.js';
 import { failCall } from './status.js';
@@ -42,48 +42,43 @@ export function createSubscriptionMethods(
   const fail = (method: SubscriptionMethod, error: unknown, traceContext: Context | undefined) =>
     failCall(error, onError && ((failure) => onError(method, failure, traceContext)));
   return {
-    async *subscribe(request, context) {
-      try {
-        const { events } = port.subscribe({
+    subscribe: (request, context) =>
+      stream('Subscribe', context, () =>
+        port.subscribe({
           entityId: request.entityId,
           subscriptionId: request.subscriptionId,
           ...(request.fromRevision !== undefined ? { fromRevision: request.fromRevision } : {}),
           signal: context.signal,
-        });
-        for await (const event of events) yield responseOf(event);
-      } catch (error) {
-        throw fail('Subscribe', error, context.values.get(callTraceContext));
-      }
-    },
-    async *subscribeAll(request, context) {
-      try {
-        const { events } = port.subscribeAll({
+        }),
+      ),
+    subscribeAll: (request, context) =>
+      stream('SubscribeAll', context, () =>
+        port.subscribeAll({
           subscriptionId: request.subscriptionId,
           ...(request.afterOffset !== undefined ? { afterPosition: request.afterOffset } : {}),
           signal: context.signal,
-        });
-        for await (const event of events) yield responseOf(event);
-      } catch (error) {
-        throw fail('SubscribeAll', error, context.values.get(callTraceContext));
-      }
-    },
-    async unsubscribe(request, context) {
-      try {
-        await port.unsubscribe(request.subscriptionId);
-        return { subscriptionId: request.subscriptionId };
-      } catch (error) {
-        throw fail('Unsubscribe', error, context.values.get(callTraceContext));
-      }
-    },
-    async unsubscribeAll(request, context) {
-      try {
-        await port.unsubscribe(request.subscriptionId);
-        return { subscriptionId: request.subscriptionId };
-      } catch (error) {
-        throw fail('UnsubscribeAll', error, context.values.get(callTraceContext));
-      }
-    },
+        }),
+      ),
+    unsubscribe: (request, context) => unsubscribe('Unsubscribe', request.subscriptionId, context),
+    unsubscribeAll: (request, context) => unsubscribe('UnsubscribeAll', request.subscriptionId, context),
   };
+
+  async function* stream(method: SubscriptionMethod, context: HandlerContext, open: () => SubscriptionLike) {
+    try {
+      for await (const event of open().events) yield responseOf(event);
+    } catch (error) {
+      throw fail(method, error, context.values.get(callTraceContext));
+    }
+  }
+
+  async function unsubscribe(method: SubscriptionMethod, subscriptionId: string, context: HandlerContext) {
+    try {
+      await port.unsubscribe(subscriptionId);
+      return { subscriptionId };
+    } catch (error) {
+      throw fail(method, error, context.values.get(callTraceContext));
+    }
+  }
 }
 
 function responseOf(event: SubscribedEventLike) {
