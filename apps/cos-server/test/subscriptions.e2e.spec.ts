@@ -199,6 +199,22 @@ describe.runIf(hasServer)('cos-server subscriptions', () => {
     console.log(`slow subscriber: burst ${(burstBytes / 2 ** 20).toFixed(1)} MiB, heap ${((heapAfter - heapBefore) / 2 ** 20).toFixed(1)} MiB more, ${received} events buffered in the windows`);
   }, 300_000);
 
+  it('ends open streams with UNAVAILABLE and where to resume when the replica stops (SIGTERM)', async () => {
+    const stopping = await startCos(env);
+    others.push(stopping);
+    const all = subscribeAll(stopping, { afterOffset: 0n });
+    const one = subscribe(stopping, 'stop-1', { fromRevision: 1n });
+    await stopping.send('stop-1', command('Emit', { events: ['a', 'b'] }));
+    await pollUntil(() => all.messages.length === 2 && one.messages.length === 2, 10_000, 'both events');
+    const exited = stopping.server.kill('SIGTERM');
+    const [allStatus, oneStatus] = await Promise.all([all.ended, one.ended]);
+    expect(allStatus.code).toBe(grpc.status.UNAVAILABLE);
+    expect(allStatus.details).toContain(`resume with after_offset=${all.messages[1]!.offset}`);
+    expect(oneStatus.code).toBe(grpc.status.UNAVAILABLE);
+    expect(oneStatus.details).toContain('resume with from_revision=3');
+    expect(await exited).toBe(0);
+  });
+
   it('SubscribeAll on one replica sees the events written through another; Unsubscribe through the other ends it', async () => {
     const schema = uniqueSchemaName('subs');
     const a = await startCos(env, schema);
