@@ -34,7 +34,7 @@ function scriptedPort() {
   const seen: unknown[] = [];
   const unsubscribed: string[] = [];
   const port: SubscriptionPort = {
-    subscribe(options) {
+    async subscribe(options) {
       seen.push(options);
       if (options.entityId === '') throw new InvalidArgumentError('entity id must not be empty');
       return {
@@ -46,7 +46,7 @@ function scriptedPort() {
         })(),
       };
     },
-    subscribeAll(options) {
+    async subscribeAll(options) {
       seen.push(options);
       return {
         id: 's-1',
@@ -147,7 +147,7 @@ describe('subscription RPCs at the edge', () => {
     let release: (() => void) | undefined;
     const quiet: SubscriptionPort = {
       ...scripted.port,
-      subscribeAll: () => ({
+      subscribeAll: async () => ({
         id: 'q',
         events: (async function* () {
           await new Promise<void>((resolve) => (release = resolve));

@@ -17,10 +17,13 @@ export interface SubscriptionLike {
   readonly events: AsyncIterable<SubscribedEventLike>;
 }
 
-/** What the subscription RPCs need (satisfied by @chiefofstate/subscriptions' SubscriptionHub). */
+/**
+ * What the subscription RPCs need (satisfied by @chiefofstate/subscriptions' SubscriptionHub).
+ * `subscribe` and `subscribeAll` resolve once the subscription's start is fixed.
+ */
 export interface SubscriptionPort {
-  subscribe(options: { entityId: string; subscriptionId?: string; fromRevision?: bigint; signal: AbortSignal }): SubscriptionLike;
-  subscribeAll(options: { subscriptionId?: string; afterPosition?: bigint; signal: AbortSignal }): SubscriptionLike;
+  subscribe(options: { entityId: string; subscriptionId?: string; fromRevision?: bigint; signal: AbortSignal }): Promise<SubscriptionLike>;
+  subscribeAll(options: { subscriptionId?: string; afterPosition?: bigint; signal: AbortSignal }): Promise<SubscriptionLike>;
   unsubscribe(subscriptionId: string): Promise<void>;
 }
 
@@ -63,9 +66,9 @@ export function createSubscriptionMethods(
     unsubscribeAll: (request, context) => unsubscribe('UnsubscribeAll', request.subscriptionId, context),
   };
 
-  async function* stream(method: SubscriptionMethod, context: HandlerContext, open: () => SubscriptionLike) {
+  async function* stream(method: SubscriptionMethod, context: HandlerContext, open: () => Promise<SubscriptionLike>) {
     try {
-      for await (const event of open().events) yield responseOf(event);
+      for await (const event of (await open()).events) yield responseOf(event);
     } catch (error) {
       throw fail(method, error, context.values.get(callTraceContext));
     }

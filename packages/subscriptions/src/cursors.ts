@@ -29,16 +29,15 @@ export interface CursorEvent {
 const ENTITY_SCAN = 4096;
 
 /**
- * Every event with a position above `afterPosition` (undefined: where the journal ends now), in
- * position order, then every later one as it commits. Pull-based: the next page is read only when the consumer has taken the last one,
+ * Every event with a position above `afterPosition`, in position order, then every later one as
+ * it commits. Pull-based: the next page is read only when the consumer has taken the last one,
  * so a slow consumer holds one page, and once it falls behind the shared tail it reads the
  * journal itself until it catches up. One position cursor for history and live alike: there is
  * no hand-over where an event could be lost or repeated.
  */
-export async function* allEvents(context: CursorContext, afterPosition: bigint | undefined): AsyncGenerator<CursorEvent> {
+export async function* allEvents(context: CursorContext, afterPosition: bigint): AsyncGenerator<CursorEvent> {
   const { tail, journal, pageSize, signal, progress } = context;
-  // the journal's end, not the tail's, which may not have read the latest commits yet
-  let position = afterPosition ?? (await journal.latestPosition());
+  let position = afterPosition;
   progress.last = position;
   while (!signal.aborted) {
     const version = tail.version();
@@ -57,30 +56,41 @@ export async function* allEvents(context: CursorContext, afterPosition: bigint |
   }
 }
 
+/** Where an entity cursor starts: after `revision`, with every event of the entity up to `position` (when known) delivered. */
+export interface EntityStart {
+  readonly revision: bigint;
+  readonly position?: bigint;
+}
+
 /**
- * The entity's events from revision `fromRevision` on, in revision order, then every later one as
- * it commits; `undefined`: only those committed after the call. Behind, it reads the entity's
- * events from the journal by revision (its revisions have no holes); caught up, it follows the
- * shared tail from a global position up to which it has every event of the entity.
+ * The start of an entity cursor: before `fromRevision`, or (undefined) after the entity's latest
+ * event now, so that only events committed after this call are sent.
  */
-export async function* entityEvents(
-  context: CursorContext,
+export async function entityStart(
+  tail: EventTail,
+  journal: SubscriptionJournal,
   entityId: string,
   fromRevision: bigint | undefined,
-): AsyncGenerator<CursorEvent> {
+): Promise<EntityStart> {
+  if (fromRevision !== undefined) return { revision: fromRevision > 0n ? fromRevision - 1n : 0n };
+  // every event up to `seen` is visible, so the latest read now is the latest up to it at least
+  const seen = tail.position();
+  const latest = await journal.readLatest(entityId);
+  return { revision: latest?.revision ?? 0n, position: latest && latest.position > seen ? latest.position : seen };
+}
+
+/**
+ * The entity's events after `start.revision`, in revision order, then every later one as it
+ * commits. Behind, it reads the entity's events from the journal by revision (its revisions have
+ * no holes); caught up, it follows the shared tail from a global position up to which it has
+ * every event of the entity.
+ */
+export async function* entityEvents(context: CursorContext, entityId: string, start: EntityStart): AsyncGenerator<CursorEvent> {
   const { tail, journal, pageSize, signal, progress } = context;
   /** the last revision delivered (or skipped, for a live-only start) */
-  let revision: bigint;
+  let revision = start.revision;
   /** every event of the entity up to this global position was delivered; undefined: unknown */
-  let position: bigint | undefined;
-  if (fromRevision === undefined) {
-    const seen = tail.position();
-    const latest = await journal.readLatest(entityId);
-    revision = latest?.revision ?? 0n;
-    position = latest && latest.position > seen ? latest.position : seen;
-  } else {
-    revision = fromRevision > 0n ? fromRevision - 1n : 0n;
-  }
+  let position = start.position;
   progress.last = revision;
   while (!signal.aborted) {
     const version = tail.version();

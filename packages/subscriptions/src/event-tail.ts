@@ -41,7 +41,12 @@ export interface EventTail {
   after(position: bigint, max: number): readonly JournalEventRecord[] | undefined;
   /** Resolves once the version differs from `since`, or the signal is aborted. */
   changed(since: number, signal: AbortSignal): Promise<void>;
-  /** Reads the journal now (a notification, or a test). */
+  /**
+   * Reads the journal now (a notification, a new subscriber, or a test). While `active()` is
+   * false it only notes that the journal moved: with no subscriber, nothing is read, and the next
+   * read starts from the journal's end then (the window is emptied; cursors behind it read the
+   * journal themselves).
+   */
   poke(): void;
   stats(): { readonly events: number; readonly bytes: number };
   close(): Promise<void>;
@@ -61,6 +66,8 @@ export function createEventTail(options: EventTailOptions): EventTail {
   let waiters = new Set<() => void>();
   let reading = false;
   let again = false;
+  /** commits were notified while nobody subscribed: the window is behind the journal's end */
+  let stale = false;
   let closed = false;
   let timer: NodeJS.Timeout | undefined;
   let unlisten: (() => Promise<void>) | undefined;
@@ -101,8 +108,24 @@ export function createEventTail(options: EventTailOptions): EventTail {
     again = true;
   };
 
+  /** Without subscribers the tail does not read; the first one after that finds it moved to the journal's end. */
+  const skipAhead = async () => {
+    stale = false;
+    const end = await journal.latestPosition();
+    if (end <= to) return;
+    entries = [];
+    head = 0;
+    bytes = 0;
+    from = to = end;
+    wake();
+  };
+
   const poke = () => {
     if (closed) return;
+    if (!options.active()) {
+      stale = true;
+      return;
+    }
     if (reading) {
       again = true;
       return;
@@ -112,6 +135,7 @@ export function createEventTail(options: EventTailOptions): EventTail {
       try {
         do {
           again = false;
+          if (stale) await skipAhead();
           await readRound();
           // yield between rounds, so a long backlog cannot hold the event loop
           if (again) await new Promise((resolve) => setImmediate(resolve));

@@ -94,7 +94,7 @@ describe.each(await testStoreKinds())('subscriptions on %s', (kind) => {
     const ids = [before, newId('all'), newId('all'), newId('all')];
     const start = (await journal.readEntity(before, { fromRevision: 1n, limit: 1 }))[0]!.position - 1n;
     const controller = new AbortController();
-    const { events } = hub.subscribeAll({ afterPosition: start, signal: controller.signal });
+    const { events } = await hub.subscribeAll({ afterPosition: start, signal: controller.signal });
     const iterator = events[Symbol.asyncIterator]();
     // more events while the subscriber catches up: 120 + 3 x 80 + 40
     const writing = Promise.all([
@@ -122,7 +122,7 @@ describe.each(await testStoreKinds())('subscriptions on %s', (kind) => {
     const other = newId('other');
     await appendEvents(journal, id, 300, 0, 10);
     const controller = new AbortController();
-    const { events, id: subscriptionId } = hub.subscribe({ entityId: id, fromRevision: 1n, signal: controller.signal });
+    const { events, id: subscriptionId } = await hub.subscribe({ entityId: id, fromRevision: 1n, signal: controller.signal });
     expect(subscriptionId).toMatch(/^[0-9a-f-]{36}$/);
     const iterator = events[Symbol.asyncIterator]();
     const writing = Promise.all([appendEvents(journal, id, 200, 300, 1), appendEvents(journal, other, 50)]);
@@ -131,7 +131,7 @@ describe.each(await testStoreKinds())('subscriptions on %s', (kind) => {
     expect(received.map((e) => e.revision)).toEqual(run(500));
     expect(received.every((e) => e.entityId === id && e.subscriptionId === subscriptionId)).toBe(true);
     // from a later revision
-    const later = hub.subscribe({ entityId: id, fromRevision: 498n, signal: controller.signal });
+    const later = await hub.subscribe({ entityId: id, fromRevision: 498n, signal: controller.signal });
     const tail = await collect(later.events[Symbol.asyncIterator](), (list) => list.length >= 3);
     expect(tail.map((e) => e.revision)).toEqual([498n, 499n, 500n]);
     controller.abort();
@@ -142,8 +142,8 @@ describe.each(await testStoreKinds())('subscriptions on %s', (kind) => {
     const id = newId('live');
     await appendEvents(journal, id, 5);
     const controller = new AbortController();
-    const one = hub.subscribe({ entityId: id, signal: controller.signal });
-    const all = hub.subscribeAll({ signal: controller.signal });
+    const one = await hub.subscribe({ entityId: id, signal: controller.signal });
+    const all = await hub.subscribeAll({ signal: controller.signal });
     const oneIterator = one.events[Symbol.asyncIterator]();
     const allIterator = all.events[Symbol.asyncIterator]();
     const firstOne = oneIterator.next();
@@ -159,7 +159,7 @@ describe.each(await testStoreKinds())('subscriptions on %s', (kind) => {
     const hub = await newHub({ pollIntervalMs: 600_000 });
     const id = newId('wake');
     const controller = new AbortController();
-    const iterator = hub.subscribe({ entityId: id, signal: controller.signal }).events[Symbol.asyncIterator]();
+    const iterator = (await hub.subscribe({ entityId: id, signal: controller.signal })).events[Symbol.asyncIterator]();
     const first = iterator.next();
     await new Promise((resolve) => setTimeout(resolve, 50)); // the cursor is waiting now
     const started = Date.now();
@@ -175,7 +175,7 @@ describe.each(await testStoreKinds())('subscriptions on %s', (kind) => {
     const hub = await newHub({ tailCapacity: 20, pageSize: 10, onEvent: (_kind, source) => sources.push(source) });
     const id = newId('slow');
     const controller = new AbortController();
-    const iterator = hub.subscribeAll({ signal: controller.signal }).events[Symbol.asyncIterator]();
+    const iterator = (await hub.subscribeAll({ signal: controller.signal })).events[Symbol.asyncIterator]();
     const first = iterator.next();
     // a burst while the subscriber takes nothing after its first event
     await appendEvents(journal, id, 400, 0, 20);
@@ -194,8 +194,8 @@ describe.each(await testStoreKinds())('subscriptions on %s', (kind) => {
     const other = await newHub(); // another replica on the same database
     const id = newId('unsub');
     const controller = new AbortController();
-    const local = hub.subscribe({ entityId: id, subscriptionId: 'sub-local', signal: controller.signal });
-    const remote = other.subscribeAll({ subscriptionId: 'sub-remote', signal: controller.signal });
+    const local = await hub.subscribe({ entityId: id, subscriptionId: 'sub-local', signal: controller.signal });
+    const remote = await other.subscribeAll({ subscriptionId: 'sub-remote', signal: controller.signal });
     expect(hub.stats()).toMatchObject({ entity: 1, all: 0 });
     const localDone = collect(local.events[Symbol.asyncIterator](), () => false);
     const remoteDone = collect(remote.events[Symbol.asyncIterator](), () => false);
@@ -212,8 +212,8 @@ describe.each(await testStoreKinds())('subscriptions on %s', (kind) => {
     const id = newId('close');
     await appendEvents(journal, id, 3);
     const controller = new AbortController();
-    const open = hub.subscribe({ entityId: id, fromRevision: 1n, signal: controller.signal });
-    expect(() => hub.subscribeAll({ signal: controller.signal })).toThrow(OverloadedError);
+    const open = await hub.subscribe({ entityId: id, fromRevision: 1n, signal: controller.signal });
+    await expect(hub.subscribeAll({ signal: controller.signal })).rejects.toThrow(OverloadedError);
     const iterator = open.events[Symbol.asyncIterator]();
     await collect(iterator, (list) => list.length >= 3);
     const ended = iterator.next();

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { fromBinary } from '@bufbuild/protobuf';
 import { OverloadedError, ShuttingDownError, StoreError, assertValidEntityId } from '@chiefofstate/core';
 import { EventWrapperSchema, type EventWrapper } from '@chiefofstate/protocol';
-import { allEvents, entityEvents, type CursorEvent, type CursorProgress, type EventSource } from './cursors.js';
+import { allEvents, entityEvents, entityStart, type CursorEvent, type CursorProgress, type EventSource } from './cursors.js';
 import { createEventTail, type EventTail } from './event-tail.js';
 import type { ListenPort, Logger, NotifyPort, SubscriptionJournal } from './ports.js';
 
@@ -74,8 +74,12 @@ export interface SubscribeAllOptions {
 export interface SubscriptionHub {
   /** Reads where the journal ends and listens; before any subscription. */
   start(): Promise<void>;
-  subscribe(options: SubscribeOptions): Subscription;
-  subscribeAll(options: SubscribeAllOptions): Subscription;
+  /**
+   * Resolves once the start is fixed: a live-only subscription gets every event committed after
+   * that, and none before.
+   */
+  subscribe(options: SubscribeOptions): Promise<Subscription>;
+  subscribeAll(options: SubscribeAllOptions): Promise<Subscription>;
   /** Ends the subscriptions with that id, here and (through NOTIFY) in every other process. */
   unsubscribe(subscriptionId: string): Promise<void>;
   /** open subscriptions by kind, and what the shared tail holds */
@@ -131,6 +135,11 @@ export function createSubscriptionHub(options: SubscriptionHubOptions): Subscrip
     for (const entry of active.get(subscriptionId) ?? []) entry.controller.abort('unsubscribed');
   };
 
+  const refuseWhenFull = () => {
+    if (closing) throw new ShuttingDownError('chief-of-state is stopping; subscribe to another replica');
+    if (count >= maxActive) throw new OverloadedError(`too many subscriptions open on this replica (${maxActive}); retry later`);
+  };
+
   const open = (
     kind: SubscriptionKind,
     requestedId: string | undefined,
@@ -139,8 +148,7 @@ export function createSubscriptionHub(options: SubscriptionHubOptions): Subscrip
     resumeHint: (progress: CursorProgress) => string,
     initial: bigint,
   ): Subscription => {
-    if (closing) throw new ShuttingDownError('chief-of-state is stopping; subscribe to another replica');
-    if (count >= maxActive) throw new OverloadedError(`too many subscriptions open on this replica (${maxActive}); retry later`);
+    refuseWhenFull();
     const id = requestedId === undefined || requestedId === '' ? randomUUID() : requestedId;
     const controller = new AbortController();
     const entry: Active = { kind, controller };
@@ -149,6 +157,8 @@ export function createSubscriptionHub(options: SubscriptionHubOptions): Subscrip
     set.add(entry);
     count++;
     counts[kind]++;
+    // the tail does not read while nobody subscribes: catch it up
+    if (count === 1) tail.poke();
     const onAbort = () => controller.abort('cancelled');
     signal.addEventListener('abort', onAbort, { once: true });
     if (signal.aborted) controller.abort('cancelled');
@@ -190,26 +200,31 @@ export function createSubscriptionHub(options: SubscriptionHubOptions): Subscrip
       if (options.listen) unlistenControl = await options.listen(SUBSCRIPTION_CONTROL_CHANNEL, endLocal);
     },
 
-    subscribe({ entityId, subscriptionId, fromRevision, signal }) {
+    async subscribe({ entityId, subscriptionId, fromRevision, signal }) {
       assertValidEntityId(entityId);
+      refuseWhenFull();
+      const start = await entityStart(tail, journal, entityId, fromRevision);
       return open(
         'entity',
         subscriptionId,
         signal,
-        (cursorSignal, progress) => entityEvents({ tail, journal, pageSize, signal: cursorSignal, progress }, entityId, fromRevision),
+        (cursorSignal, progress) => entityEvents({ tail, journal, pageSize, signal: cursorSignal, progress }, entityId, start),
         (progress) => `resume with from_revision=${progress.last + 1n}`,
-        fromRevision !== undefined && fromRevision > 0n ? fromRevision - 1n : 0n,
+        start.revision,
       );
     },
 
-    subscribeAll({ subscriptionId, afterPosition, signal }) {
+    async subscribeAll({ subscriptionId, afterPosition, signal }) {
+      refuseWhenFull();
+      // live only: after the journal's end now (the tail may not have read the latest commits)
+      const start = afterPosition ?? (await journal.latestPosition());
       return open(
         'all',
         subscriptionId,
         signal,
-        (cursorSignal, progress) => allEvents({ tail, journal, pageSize, signal: cursorSignal, progress }, afterPosition),
+        (cursorSignal, progress) => allEvents({ tail, journal, pageSize, signal: cursorSignal, progress }, start),
         (progress) => `resume with after_offset=${progress.last}`,
-        afterPosition ?? tail.position(),
+        start,
       );
     },
 
