@@ -1,6 +1,6 @@
 import { create, toBinary } from '@bufbuild/protobuf';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { OverloadedError, ShuttingDownError } from '@chiefofstate/core';
+import { InvalidArgumentError, OverloadedError, ShuttingDownError } from '@chiefofstate/core';
 import { createJournal, JOURNAL_NOTIFY_CHANNEL, journalMigrations, type Journal } from '@chiefofstate/journal';
 import { migrateToLatest, notify } from '@chiefofstate/postgres';
 import { openTestDatabase, testStoreKinds, type TestDatabase } from '@chiefofstate/postgres/testing';
@@ -205,6 +205,8 @@ describe.each(await testStoreKinds())('subscriptions on %s', (kind) => {
     expect(await remoteDone).toEqual([]);
     await pollUntil(() => hub.stats().entity === 0 && other.stats().all === 0, 5000, 'released');
     await hub.unsubscribe('never-was'); // unknown ids still answer
+    await expect(hub.unsubscribe('x'.repeat(257))).rejects.toThrow(InvalidArgumentError);
+    await expect(hub.subscribeAll({ subscriptionId: 'x'.repeat(257), signal: controller.signal })).rejects.toThrow(InvalidArgumentError);
   });
 
   it('refuses subscriptions beyond maxActive, and ends open ones with their resume position on close', async () => {

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { fromBinary } from '@bufbuild/protobuf';
-import { OverloadedError, ShuttingDownError, StoreError, assertValidEntityId } from '@chiefofstate/core';
+import { InvalidArgumentError, OverloadedError, ShuttingDownError, StoreError, assertValidEntityId } from '@chiefofstate/core';
 import { EventWrapperSchema, type EventWrapper } from '@chiefofstate/protocol';
 import { allEvents, entityEvents, entityStart, type CursorEvent, type CursorProgress, type EventSource } from './cursors.js';
 import { createEventTail, type EventTail } from './event-tail.js';
@@ -8,6 +8,15 @@ import type { ListenPort, Logger, NotifyPort, SubscriptionJournal } from './port
 
 /** NOTIFY channel of Unsubscribe: every process ends its subscriptions with that id */
 export const SUBSCRIPTION_CONTROL_CHANNEL = 'cos_subscription_control';
+
+/** longest subscription id, in UTF-8 bytes (it travels as a NOTIFY payload, at most 8000 bytes) */
+const MAX_ID_BYTES = 256;
+
+function assertValidSubscriptionId(id: string | undefined): void {
+  if (id !== undefined && Buffer.byteLength(id) > MAX_ID_BYTES) {
+    throw new InvalidArgumentError(`subscription_id is longer than ${MAX_ID_BYTES} bytes`);
+  }
+}
 
 export type SubscriptionKind = 'entity' | 'all';
 
@@ -149,6 +158,7 @@ export function createSubscriptionHub(options: SubscriptionHubOptions): Subscrip
     initial: bigint,
   ): Subscription => {
     refuseWhenFull();
+    assertValidSubscriptionId(requestedId);
     const id = requestedId === undefined || requestedId === '' ? randomUUID() : requestedId;
     const controller = new AbortController();
     const entry: Active = { kind, controller };
@@ -229,6 +239,7 @@ export function createSubscriptionHub(options: SubscriptionHubOptions): Subscrip
     },
 
     async unsubscribe(subscriptionId) {
+      assertValidSubscriptionId(subscriptionId);
       endLocal(subscriptionId);
       await options.notify?.(SUBSCRIPTION_CONTROL_CHANNEL, subscriptionId);
     },
