@@ -16,14 +16,15 @@ import {
   type HealthStatus,
 } from '@chiefofstate/grpc-api';
 import { createPeerClients, createReachabilityProbe, createWriteSideClient, watchClientTlsLogged } from '@chiefofstate/handler-client';
-import { createJournal, startKeyExpiry } from '@chiefofstate/journal';
+import { createJournal, JOURNAL_NOTIFY_CHANNEL, startKeyExpiry } from '@chiefofstate/journal';
 import type { Logger } from '@chiefofstate/logging';
 import { createMetrics, startMetricsServer, type CosMetrics, type MetricsServer } from '@chiefofstate/metrics';
-import type { Database } from '@chiefofstate/postgres';
+import { notify, type Database } from '@chiefofstate/postgres';
 import { ChiefOfStateService, Health, ReadSideManagerService } from '@chiefofstate/protocol';
 import { createDeferredManager, startReadSides } from '@chiefofstate/read-side';
 import { createLeaseCoordinator, loadClusterSecret } from '@chiefofstate/sharding';
 import { createSnapshotStore } from '@chiefofstate/snapshot';
+import { createSubscriptionHub, type SubscriptionHub } from '@chiefofstate/subscriptions';
 import { logDatabaseStatus, openCosStore, openSidePool } from '@chiefofstate/store';
 import { ConfigError, ShuttingDownError } from '@chiefofstate/core';
 import { createStartUpUndo, type StartUpUndo } from './start-up-undo.js';
@@ -92,6 +93,8 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
   const notReady = () => {
     throw new ShuttingDownError('chief-of-state is starting or stopping');
   };
+  // COS_SUBSCRIPTION_ENABLED: built once the store is open; the RPCs refuse until then
+  let subscriptions: SubscriptionHub | undefined;
   const server: GrpcServer = await startGrpcServer({
     host: config.server.address,
     port: config.server.port,
@@ -118,6 +121,15 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
           },
           commandTimeoutMs: config.timeouts.commandMs,
           onError: logCallFailure(logger),
+          ...(config.subscriptions.enabled
+            ? {
+                subscriptions: {
+                  subscribe: (request) => (subscriptions ? subscriptions.subscribe(request) : notReady()),
+                  subscribeAll: (request) => (subscriptions ? subscriptions.subscribeAll(request) : notReady()),
+                  unsubscribe: (id) => (subscriptions ? subscriptions.unsubscribe(id) : notReady()),
+                },
+              }
+            : {}),
         }),
       );
       if (config.readSide.enabled) {
@@ -285,10 +297,24 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
     : undefined;
   undo.push('read sides', () => readSides?.close());
   readSideManager.set(readSides?.manager);
+  const hub = config.subscriptions.enabled
+    ? createSubscriptionHub({
+        journal,
+        listen: (channel, listener) => database.listen(channel, listener),
+        notify: (channel, payload) => notify(database.kysely, channel, payload),
+        journalChannel: JOURNAL_NOTIFY_CHANNEL,
+        maxActive: config.subscriptions.maxActive,
+        onEvent: (kind, source, lagSeconds) => metrics.observeSubscriptionEvent(kind, source, lagSeconds),
+        logger: portLogger,
+      })
+    : undefined;
+  await hub?.start();
+  undo.push('subscriptions', () => hub?.close());
   metrics.setSources({
     ...(readSides ? { readSides: () => readSides.samples() } : {}),
     entities: () => runtime.stats(),
     ...(router ? { entityShards: () => router.ownedShards() } : {}),
+    ...(hub ? { subscriptions: () => hub.stats() } : {}),
     pools: () => {
       const stats = database.poolStats();
       const leases = leaseDatabase?.poolStats();
@@ -299,6 +325,7 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
   const serve = () => {
     if (closing) return;
     ready = router ?? runtime;
+    subscriptions = hub;
     health.setAll(ServingStatus.SERVING);
     logger.info(
       { writeSide: `${config.writeSide.host}:${config.writeSide.port}`, shards: config.numShards },
@@ -327,6 +354,9 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
         // have, or after graceMs); only then does the runtime refuse commands, and the
         // commands still queued finish and their appends commit; then the pools close.
         await coordinator?.close();
+        // open streams end now (UNAVAILABLE, with where to resume), so they do not hold the grace period
+        subscriptions = undefined;
+        await hub?.close();
         await server.close(graceMs);
         await runtime.close();
         ready = undefined;

@@ -44,6 +44,7 @@ describe('defaults', () => {
         maxInFlightCommands: 4096,
       },
       readSide: { enabled: false, readSides: [] },
+      subscriptions: { enabled: false, maxActive: 1000 },
       telemetry: {
         serviceName: 'chiefofstate',
         teamName: undefined,
@@ -269,6 +270,8 @@ const ROWS: readonly [Record<string, string>, (config: CosConfig) => unknown, un
   [{ COS_ENTITY_CACHE_MAX_BYTES: '1048576' }, (c) => c.entities.cacheMaxBytes, 1_048_576],
   [{ COS_ENTITY_MAILBOX_SIZE: '64' }, (c) => c.entities.mailboxSize, 64],
   [{ COS_MAX_IN_FLIGHT_COMMANDS: '100' }, (c) => c.entities.maxInFlightCommands, 100],
+  [{ COS_SUBSCRIPTION_ENABLED: 'true' }, (c) => c.subscriptions.enabled, true],
+  [{ COS_SUBSCRIPTION_MAX_ACTIVE: '20' }, (c) => c.subscriptions.maxActive, 20],
   [{ COS_JOURNAL_MAX_QUEUED_APPENDS: '10' }, (c) => c.journal.maxQueuedAppends, 10],
   // retry-safe commands
   [{ COS_IDEMPOTENCY_RETENTION: '3600.5' }, (c) => c.journal.idempotencyRetentionMs, 3_600_500],
@@ -612,6 +615,7 @@ describe('bad values', () => {
     [{ COS_NUM_SHARDS: '16384' }, 'COS_NUM_SHARDS="16384": expected a power of two from 1 to 10000 (1, 2, 4, ..., 8192)'],
     [{ COS_NUM_SHARDS: '0' }, 'COS_NUM_SHARDS="0": expected a power of two from 1 to 10000 (1, 2, 4, ..., 8192)'],
     [{ COS_SNAPSHOT_FREQUENCY: '0' }, 'COS_SNAPSHOT_FREQUENCY="0": expected an integer >= 1'],
+    [{ COS_SUBSCRIPTION_MAX_ACTIVE: '0' }, 'COS_SUBSCRIPTION_MAX_ACTIVE="0": expected an integer >= 1'],
     [{ COS_ENTITY_MAILBOX_SIZE: '0' }, 'COS_ENTITY_MAILBOX_SIZE="0": expected an integer >= 1'],
     [{ COS_MAX_IN_FLIGHT_COMMANDS: '-1' }, 'COS_MAX_IN_FLIGHT_COMMANDS="-1": expected an integer >= 1'],
     [{ COS_ENTITY_CACHE_MAX_BYTES: '1.5' }, 'COS_ENTITY_CACHE_MAX_BYTES="1.5": expected an integer >= 1'],

@@ -137,6 +137,10 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
   const telemetry = readTelemetry(reader, server);
   const cluster = { ...readCluster(reader, store), peerTls: readPeerTls(reader, cwd, tlsReloadIntervalMs) };
   const security = readSecurity(reader, cwd, readSide.enabled, tlsReloadIntervalMs);
+  const subscriptions = {
+    enabled: reader.readOr(boolean, 'COS_SUBSCRIPTION_ENABLED', false),
+    maxActive: reader.readOr(positiveInteger, 'COS_SUBSCRIPTION_MAX_ACTIVE', 1000),
+  };
   const log = {
     level: reader.readOr(logLevel, 'LOG_LEVEL', 'info'),
     style: reader.readOr(logStyle, 'LOG_STYLE', 'JSON'),
@@ -158,6 +162,7 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
     timeouts,
     entities,
     readSide,
+    subscriptions,
     telemetry,
     cluster,
     security,

@@ -214,6 +214,13 @@ export interface ReadSidesConfig {
   readonly readSides: readonly ReadSideConfig[];
 }
 
+export interface SubscriptionsConfig {
+  /** COS_SUBSCRIPTION_ENABLED */
+  readonly enabled: boolean;
+  /** COS_SUBSCRIPTION_MAX_ACTIVE */
+  readonly maxActive: number;
+}
+
 export interface TraceSamplerConfig {
   /** OTEL_TRACES_SAMPLER */
   readonly name: TraceSamplerName;
@@ -341,6 +348,7 @@ export interface CosConfig {
   readonly timeouts: TimeoutConfig;
   readonly entities: EntityConfig;
   readonly readSide: ReadSidesConfig;
+  readonly subscriptions: SubscriptionsConfig;
   readonly telemetry: TelemetryConfig;
   readonly cluster: ClusterConfig;
   readonly security: SecurityConfig;

@@ -294,6 +294,19 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     '',
     'one read side per id by env vars; SETTING is HOST, PORT, USE_TLS, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, TLS_SERVER_NAME, TIMEOUT, AUTO_START, ENABLED or FAILURE_POLICY',
   ),
+  // subscriptions
+  v(
+    'COS_SUBSCRIPTION_ENABLED',
+    [],
+    'false',
+    'serve Subscribe, SubscribeAll, Unsubscribe and UnsubscribeAll (events streamed to clients, with catch-up from a revision or offset); off: UNIMPLEMENTED',
+  ),
+  v(
+    'COS_SUBSCRIPTION_MAX_ACTIVE',
+    [],
+    '1000',
+    'most subscriptions open at once on one replica, >= 1; beyond, a new one is refused at once (RESOURCE_EXHAUSTED)',
+  ),
   // telemetry
   v('COS_SERVICE_NAME', ['OTEL_SERVICE_NAME'], 'chiefofstate', 'service name in traces, metrics and logs'),
   v('TEAM_NAME', [], 'unset', 'team, added to traces as a resource attribute'),

@@ -7,6 +7,7 @@ import { persistedHeaders, propagatedHeaders, type HeaderRules } from './request
 import { retryHeaders } from './retry-headers.js';
 import { callTraceContext } from './server-tracing.js';
 import { failCall } from './status.js';
+import { createSubscriptionMethods, type SubscriptionMethod, type SubscriptionPort } from './subscription-methods.js';
 
 /** What the service needs of the entity runtime (satisfied by @chiefofstate/entity). */
 export interface CommandProcessor {
@@ -39,15 +40,18 @@ export interface ChiefOfStateServiceOptions {
   /** most time one ProcessCommand may take in all (COS_COMMAND_HANDLER_TIMEOUT), ms */
   readonly commandTimeoutMs: number;
   /** observes each call's outcome (logging, metrics); never throws */
-  readonly onError?: (method: 'ProcessCommand' | 'GetState', error: unknown, traceContext: Context | undefined) => void;
+  readonly onError?: (method: 'ProcessCommand' | 'GetState' | SubscriptionMethod, error: unknown, traceContext: Context | undefined) => void;
+  /** serves Subscribe, SubscribeAll, Unsubscribe, UnsubscribeAll (COS_SUBSCRIPTION_ENABLED); absent: UNIMPLEMENTED */
+  readonly subscriptions?: SubscriptionPort;
 }
 
 /** ChiefOfStateService served over Connect: headers and deadlines in, COS errors out as statuses. */
 export function createChiefOfStateService(
   options: ChiefOfStateServiceOptions,
-): ServiceImpl<typeof ChiefOfStateService> {
+): Partial<ServiceImpl<typeof ChiefOfStateService>> {
   const { processor, headers, commandTimeoutMs, onError } = options;
   return {
+    ...(options.subscriptions ? createSubscriptionMethods(options.subscriptions, onError) : {}),
     async processCommand(request, context) {
       const call = callOf(context, commandTimeoutMs);
       try {

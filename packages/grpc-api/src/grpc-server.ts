@@ -3,6 +3,7 @@ import {
   createServer,
   type Http2SecureServer,
   type Http2Server,
+  type Http2Session,
   type Http2ServerRequest,
   type Http2ServerResponse,
   type IncomingHttpHeaders,
@@ -125,10 +126,22 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   }
   const idleTimeoutMs = options.idleTimeoutMs ?? 300_000;
   const sessions = new Set<ServerHttp2Session>();
+  const openStreams = new WeakMap<Http2Session, number>();
+  server.on('stream', (stream) => {
+    const session = stream.session;
+    if (!session) return;
+    openStreams.set(session, (openStreams.get(session) ?? 0) + 1);
+    stream.once('close', () => openStreams.set(session, (openStreams.get(session) ?? 1) - 1));
+  });
   server.on('session', (session) => {
     sessions.add(session);
     session.once('close', () => sessions.delete(session));
-    session.setTimeout(idleTimeoutMs, () => closeIdle(session, idleTimeoutMs));
+    session.setTimeout(idleTimeoutMs, () => {
+      // a quiet stream (a subscription waiting for events) is not an idle connection: check
+      // that the peer is still there instead (the PING and its ack count as activity)
+      if ((openStreams.get(session) ?? 0) > 0) checkPeer(session, idleTimeoutMs);
+      else closeIdle(session, idleTimeoutMs);
+    });
   });
   // nghttp2 already answered with GOAWAY or RST_STREAM; this only tells the operator
   server.on('sessionError', (error: Error, session: ServerHttp2Session) =>
@@ -211,6 +224,20 @@ function closeIdle(session: ServerHttp2Session, graceMs: number): void {
   const timer = setTimeout(() => session.destroy(), graceMs);
   timer.unref();
   session.once('close', () => clearTimeout(timer));
+}
+
+/** A PING the peer must acknowledge within `graceMs`, or the connection is cut. */
+function checkPeer(session: ServerHttp2Session, graceMs: number): void {
+  const timer = setTimeout(() => session.destroy(), graceMs);
+  timer.unref();
+  const sent = session.ping((error) => {
+    clearTimeout(timer);
+    if (error) session.destroy();
+  });
+  if (!sent) {
+    clearTimeout(timer);
+    session.destroy();
+  }
 }
 
 /** `grpc-timeout` for the longest delay a Node timer can hold (8 digits at most, as the spec says). */

@@ -13,6 +13,13 @@ export {
   type ChiefOfStateServiceOptions,
   type CommandProcessor,
 } from './chief-of-state-service.js';
+export {
+  createSubscriptionMethods,
+  type SubscribedEventLike,
+  type SubscriptionLike,
+  type SubscriptionMethod,
+  type SubscriptionPort,
+} from './subscription-methods.js';
 export { createHealthStatus, ServingStatus, type HealthStatus, type HealthServiceOptions } from './health-service.js';
 export { startGrpcServer, type EdgeLogger, type GrpcServer, type GrpcServerOptions } from './grpc-server.js';
 export {

@@ -9,6 +9,7 @@ export {
   type Journal,
   type JournalEvent,
   type JournalOptions,
+  type ReadAllOptions,
   type ReadEntityOptions,
   type ReadShardOptions,
 } from './journal.js';

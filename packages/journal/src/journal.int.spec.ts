@@ -338,6 +338,40 @@ describe.each(await testStoreKinds())('journal on %s', (kind) => {
     }
   });
 
+  it('reads every shard after a position, in position order, in pages (subscriptions)', async () => {
+    const start = await journal.latestPosition();
+    const ids = Array.from({ length: 12 }, () => newId('all'));
+    const written: bigint[] = [];
+    for (const entityId of ids) {
+      const result = await journal.append({ entityId, expectedRevision: 0n, events: [payload('x'), payload('y')] });
+      written.push(...result.positions);
+    }
+    // other suites may write to this database meanwhile: look at this test's entities only
+    const mine = <E extends { entityId: string }>(events: readonly E[]) => events.filter((e) => ids.includes(e.entityId));
+    const all = mine(await journal.readAll({ afterPosition: start, limit: 10_000 }));
+    expect(all.map((e) => e.position)).toEqual(written);
+    const paged = [];
+    let after = start;
+    for (let pages = 0; pages < 10_000; pages++) {
+      const page = await journal.readAll({ afterPosition: after, limit: 5 });
+      if (page.length === 0) break;
+      expect(page.length).toBeLessThanOrEqual(5);
+      paged.push(...page);
+      after = page.at(-1)!.position;
+    }
+    expect(mine(paged).map((e) => e.position)).toEqual(written);
+  });
+
+  it('reads an entity with its logically deleted events when asked (subscriptions)', async () => {
+    const id = newId();
+    const { positions } = await journal.append({ entityId: id, expectedRevision: 0n, events: ['a', 'b', 'c'].map(payload) });
+    await journal.deleteEventsBefore(id, 3n);
+    expect((await journal.readEntity(id, { fromRevision: 1n })).map((e) => e.revision)).toEqual([3n]);
+    expect((await journal.readEntity(id, { fromRevision: 1n, includeDeleted: true })).map((e) => e.revision)).toEqual([1n, 2n, 3n]);
+    const all = await journal.readAll({ afterPosition: positions[0]! - 1n, limit: 1000 });
+    expect(all.filter((e) => e.entityId === id).map((e) => e.revision)).toEqual([1n, 2n, 3n]);
+  });
+
   it('reports the latest position, overall and per shard', async () => {
     const id = newId();
     const result = await journal.append({ entityId: id, expectedRevision: 0n, events: [payload('a'), payload('b')] });

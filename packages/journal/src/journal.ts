@@ -124,6 +124,13 @@ export interface JournalEvent {
 export interface ReadEntityOptions {
   readonly fromRevision: bigint;
   readonly limit?: number;
+  /** logically deleted events too (subscriptions replay every stored event); default false */
+  readonly includeDeleted?: boolean;
+}
+
+export interface ReadAllOptions {
+  readonly afterPosition: bigint;
+  readonly limit: number;
 }
 
 export interface ReadShardOptions {
@@ -153,6 +160,11 @@ export interface Journal {
    * visible now.
    */
   readShard(options: ReadShardOptions): Promise<JournalEvent[]>;
+  /**
+   * Events of every shard with position > afterPosition, ascending; deleted ones included. Never
+   * skips, like readShard: position order is commit order across the whole journal.
+   */
+  readAll(options: ReadAllOptions): Promise<JournalEvent[]>;
   /** Highest position written (in one shard, or overall), 0n when none. */
   latestPosition(shard?: number): Promise<bigint>;
   /** Marks the entity's events with revision < `revision` deleted; returns how many it marked. */
@@ -257,14 +269,14 @@ export function createJournal(options: JournalOptions): Journal {
       return row && toEvent(row as JournalTables['cos_journal']);
     },
 
-    async readEntity(entityId, { fromRevision, limit }) {
+    async readEntity(entityId, { fromRevision, limit, includeDeleted = false }) {
       let query = db
         .selectFrom('cos_journal')
         .select(columns)
         .where('entity_id', '=', entityId)
         .where('revision', '>=', fromRevision)
-        .where('deleted', '=', false)
         .orderBy('revision');
+      if (!includeDeleted) query = query.where('deleted', '=', false);
       if (limit !== undefined) query = query.limit(limit);
       const rows = await store(() => query.execute());
       return rows.map((row) => toEvent(row as JournalTables['cos_journal']));
@@ -280,6 +292,13 @@ export function createJournal(options: JournalOptions): Journal {
           .orderBy('position')
           .limit(limit)
           .execute(),
+      );
+      return rows.map((row) => toEvent(row as JournalTables['cos_journal']));
+    },
+
+    async readAll({ afterPosition, limit }) {
+      const rows = await store(() =>
+        db.selectFrom('cos_journal').select(columns).where('position', '>', afterPosition).orderBy('position').limit(limit).execute(),
       );
       return rows.map((row) => toEvent(row as JournalTables['cos_journal']));
     },

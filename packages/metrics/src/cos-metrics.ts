@@ -13,6 +13,8 @@ export interface MetricsSources {
   entityShards?: () => number;
   /** database pools by name (store, leases, offsets) */
   pools?: () => ReadonlyArray<PoolSample>;
+  /** open subscriptions by kind (`entity`: Subscribe, `all`: SubscribeAll) */
+  subscriptions?: () => { readonly entity: number; readonly all: number };
 }
 
 export interface PoolSample {
@@ -70,6 +72,13 @@ export interface CosMetrics {
    * for reusing a key with another body; `expired`, keys removed after the retention window
    */
   observeIdempotency(event: 'replayed' | 'stored' | 'reused' | 'expired', count: number): void;
+
+  /**
+   * one event sent to a subscriber: its kind (`entity`, `all`), where it was read (`tail`: the
+   * shared newest events; `journal`: the subscriber's own read, behind or catching up) and the
+   * seconds since the event was written
+   */
+  observeSubscriptionEvent(kind: string, source: string, lagSeconds: number): void;
   /** the sources sampled at scrape time; settable after creation, for late-built parts */
   setSources(sources: MetricsSources): void;
   /** Prometheus text format */
@@ -286,6 +295,31 @@ export function createMetrics(options: CosMetricsOptions = {}): CosMetrics {
     },
   });
 
+  new Gauge({
+    name: 'cos_subscriptions_active',
+    help: 'subscriptions open on this process, by kind (entity: Subscribe, all: SubscribeAll)',
+    labelNames: ['kind'] as const,
+    registers: [registry],
+    collect() {
+      const open = sources.subscriptions?.();
+      this.reset();
+      if (open) for (const kind of ['entity', 'all'] as const) this.set({ kind }, open[kind]);
+    },
+  });
+  const subscriptionEvents = new Counter({
+    name: 'cos_subscription_events_total',
+    help: 'events sent to subscribers, by kind and source (tail: caught up; journal: read on their own, behind)',
+    labelNames: ['kind', 'source'] as const,
+    registers: [registry],
+  });
+  const subscriptionLag = new Histogram({
+    name: 'cos_subscription_lag_seconds',
+    help: 'from an event being written to it being sent to a subscriber (catch-up included)',
+    labelNames: ['kind'] as const,
+    buckets: [...LATENCY_BUCKETS, 30, 60, 300],
+    registers: [registry],
+  });
+
   const serverInterceptor: Interceptor = (next) => async (request) => {
     const labels = { service: request.service.typeName, method: request.method.name };
     const end = serverLatency.startTimer(labels);
@@ -331,6 +365,10 @@ export function createMetrics(options: CosMetricsOptions = {}): CosMetrics {
     },
     observeIdempotency(event, count) {
       idempotency[event].inc(count);
+    },
+    observeSubscriptionEvent(kind, source, lagSeconds) {
+      subscriptionEvents.inc({ kind, source });
+      subscriptionLag.observe({ kind }, lagSeconds);
     },
     setSources(next) {
       sources = next;

@@ -114,6 +114,20 @@ describe('metrics', () => {
     expect(sample(text, 'cos_idempotency_keys_expired_total')).toBe(500);
   });
 
+  it('counts subscription events by kind and source, their lag, and open subscriptions', async () => {
+    metrics.observeSubscriptionEvent('all', 'journal', 2);
+    metrics.observeSubscriptionEvent('all', 'tail', 0.004);
+    metrics.observeSubscriptionEvent('entity', 'tail', 0.001);
+    metrics.setSources({ subscriptions: () => ({ entity: 3, all: 1 }) });
+    const text = await scrape();
+    expect(sample(text, 'cos_subscription_events_total', { kind: 'all', source: 'journal' })).toBe(1);
+    expect(sample(text, 'cos_subscription_events_total', { kind: 'all', source: 'tail' })).toBe(1);
+    expect(sample(text, 'cos_subscription_lag_seconds_bucket', { kind: 'all', le: '0.005' })).toBe(1);
+    expect(sample(text, 'cos_subscription_lag_seconds_count', { kind: 'entity' })).toBe(1);
+    expect(sample(text, 'cos_subscriptions_active', { kind: 'entity' })).toBe(3);
+    expect(sample(text, 'cos_subscriptions_active', { kind: 'all' })).toBe(1);
+  });
+
   it('samples entities, read sides and pools at scrape time', async () => {
     let passivated = 5;
     let failures = 3;

@@ -45,6 +45,16 @@ export interface GrpcJsClient {
     request: MessageShape<M['input']>,
     options?: GrpcJsCallOptions,
   ): Promise<GrpcJsUnaryResult<MessageShape<M['output']>>>;
+  /**
+   * Calls a server-streaming method by its local name (e.g. `subscribeAll`). The stream is
+   * grpc-js's own: read it with 'data' / 'end' / 'error' / 'status', or pause() it to apply
+   * HTTP/2 flow control to the server.
+   */
+  serverStream<M extends DescMethod>(
+    method: M,
+    request: MessageShape<M['input']>,
+    options?: GrpcJsCallOptions,
+  ): grpc.ClientReadableStream<MessageShape<M['output']>>;
   close(): void;
 }
 
@@ -63,31 +73,42 @@ export function createGrpcJsClient(options: GrpcJsClientOptions): GrpcJsClient {
     options.credentials ?? grpc.credentials.createInsecure(),
     options.channelOptions,
   );
+  /** Starts a call of the method (cancelled when the options' signal aborts). */
+  const start = <C extends grpc.ClientUnaryCall | grpc.ClientReadableStream<never>>(
+    method: DescMethod,
+    request: unknown,
+    callOptions: GrpcJsCallOptions,
+    ...callback: unknown[]
+  ): C => {
+    const fn = (raw as unknown as Record<string, (...args: unknown[]) => C>)[method.localName];
+    if (typeof fn !== 'function') throw new Error(`no method ${method.localName}`);
+    const call = fn.call(
+      raw,
+      request,
+      callOptions.metadata ?? new grpc.Metadata(),
+      callOptions.deadline !== undefined ? { deadline: callOptions.deadline } : {},
+      ...callback,
+    );
+    const { signal } = callOptions;
+    if (signal?.aborted) call.cancel();
+    signal?.addEventListener('abort', () => call.cancel(), { once: true });
+    return call;
+  };
   return {
     raw,
     unary(method, request, callOptions = {}) {
       return new Promise((resolve, reject) => {
         let headers = new grpc.Metadata();
-        const fn = (raw as unknown as Record<string, (...args: unknown[]) => grpc.ClientUnaryCall>)[method.localName];
-        if (typeof fn !== 'function') throw new Error(`no method ${method.localName}`);
-        const call = fn.call(
-          raw,
-          request,
-          callOptions.metadata ?? new grpc.Metadata(),
-          callOptions.deadline !== undefined ? { deadline: callOptions.deadline } : {},
-          (error: grpc.ServiceError | null, response: unknown) => {
-            if (error) reject(error);
-            else resolve({ response: response as never, metadata: headers });
-          },
-        );
+        const call = start<grpc.ClientUnaryCall>(method, request, callOptions, (error: grpc.ServiceError | null, response: unknown) => {
+          if (error) reject(error);
+          else resolve({ response: response as never, metadata: headers });
+        });
         call.on('metadata', (m: grpc.Metadata) => {
           headers = m;
         });
-        const { signal } = callOptions;
-        if (signal?.aborted) call.cancel();
-        signal?.addEventListener('abort', () => call.cancel(), { once: true });
       });
     },
+    serverStream: (method, request, callOptions = {}) => start(method, request, callOptions),
     close: () => raw.close(),
   };
 }

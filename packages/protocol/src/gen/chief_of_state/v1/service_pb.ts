@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file chief_of_state/v1/service.proto.
  */
 export const file_chief_of_state_v1_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9jaGllZl9vZl9zdGF0ZS92MS9zZXJ2aWNlLnByb3RvEhFjaGllZl9vZl9zdGF0ZS52MSJRChVQcm9jZXNzQ29tbWFuZFJlcXVlc3QSEQoJZW50aXR5X2lkGAEgASgJEiUKB2NvbW1hbmQYAiABKAsyFC5nb29nbGUucHJvdG9idWYuQW55ImgKFlByb2Nlc3NDb21tYW5kUmVzcG9uc2USIwoFc3RhdGUYASABKAsyFC5nb29nbGUucHJvdG9idWYuQW55EikKBG1ldGEYAiABKAsyGy5jaGllZl9vZl9zdGF0ZS52MS5NZXRhRGF0YSIkCg9HZXRTdGF0ZVJlcXVlc3QSEQoJZW50aXR5X2lkGAEgASgJImIKEEdldFN0YXRlUmVzcG9uc2USIwoFc3RhdGUYASABKAsyFC5nb29nbGUucHJvdG9idWYuQW55EikKBG1ldGEYAiABKAsyGy5jaGllZl9vZl9zdGF0ZS52MS5NZXRhRGF0YTLRAQoTQ2hpZWZPZlN0YXRlU2VydmljZRJlCg5Qcm9jZXNzQ29tbWFuZBIoLmNoaWVmX29mX3N0YXRlLnYxLlByb2Nlc3NDb21tYW5kUmVxdWVzdBopLmNoaWVmX29mX3N0YXRlLnYxLlByb2Nlc3NDb21tYW5kUmVzcG9uc2USUwoIR2V0U3RhdGUSIi5jaGllZl9vZl9zdGF0ZS52MS5HZXRTdGF0ZVJlcXVlc3QaIy5jaGllZl9vZl9zdGF0ZS52MS5HZXRTdGF0ZVJlc3BvbnNlQlsKI2NvbS5naXRodWIuY2hpZWZvZnN0YXRlLnByb3RvYnVmLnYxUAFaIGNoaWVmX29mX3N0YXRlL3YxO2NoaWVmb2ZzdGF0ZXYxqgIPQ2hpZWZPZlN0YXRlLlYxYgZwcm90bzM", [file_chief_of_state_v1_common, file_google_protobuf_any]);
+  fileDesc("Ch9jaGllZl9vZl9zdGF0ZS92MS9zZXJ2aWNlLnByb3RvEhFjaGllZl9vZl9zdGF0ZS52MSJRChVQcm9jZXNzQ29tbWFuZFJlcXVlc3QSEQoJZW50aXR5X2lkGAEgASgJEiUKB2NvbW1hbmQYAiABKAsyFC5nb29nbGUucHJvdG9idWYuQW55ImgKFlByb2Nlc3NDb21tYW5kUmVzcG9uc2USIwoFc3RhdGUYASABKAsyFC5nb29nbGUucHJvdG9idWYuQW55EikKBG1ldGEYAiABKAsyGy5jaGllZl9vZl9zdGF0ZS52MS5NZXRhRGF0YSIkCg9HZXRTdGF0ZVJlcXVlc3QSEQoJZW50aXR5X2lkGAEgASgJImIKEEdldFN0YXRlUmVzcG9uc2USIwoFc3RhdGUYASABKAsyFC5nb29nbGUucHJvdG9idWYuQW55EikKBG1ldGEYAiABKAsyGy5jaGllZl9vZl9zdGF0ZS52MS5NZXRhRGF0YSJsChBTdWJzY3JpYmVSZXF1ZXN0EhEKCWVudGl0eV9pZBgBIAEoCRIXCg9zdWJzY3JpcHRpb25faWQYAiABKAkSGgoNZnJvbV9yZXZpc2lvbhgKIAEoBEgAiAEBQhAKDl9mcm9tX3JldmlzaW9uIrsBChFTdWJzY3JpYmVSZXNwb25zZRIXCg9zdWJzY3JpcHRpb25faWQYASABKAkSIwoFZXZlbnQYAiABKAsyFC5nb29nbGUucHJvdG9idWYuQW55Ei0KD3Jlc3VsdGluZ19zdGF0ZRgDIAEoCzIULmdvb2dsZS5wcm90b2J1Zi5BbnkSKQoEbWV0YRgEIAEoCzIbLmNoaWVmX29mX3N0YXRlLnYxLk1ldGFEYXRhEg4KBm9mZnNldBgKIAEoBCJaChNTdWJzY3JpYmVBbGxSZXF1ZXN0EhcKD3N1YnNjcmlwdGlvbl9pZBgBIAEoCRIZCgxhZnRlcl9vZmZzZXQYCiABKARIAIgBAUIPCg1fYWZ0ZXJfb2Zmc2V0Ir4BChRTdWJzY3JpYmVBbGxSZXNwb25zZRIXCg9zdWJzY3JpcHRpb25faWQYASABKAkSIwoFZXZlbnQYAiABKAsyFC5nb29nbGUucHJvdG9idWYuQW55Ei0KD3Jlc3VsdGluZ19zdGF0ZRgDIAEoCzIULmdvb2dsZS5wcm90b2J1Zi5BbnkSKQoEbWV0YRgEIAEoCzIbLmNoaWVmX29mX3N0YXRlLnYxLk1ldGFEYXRhEg4KBm9mZnNldBgKIAEoBCItChJVbnN1YnNjcmliZVJlcXVlc3QSFwoPc3Vic2NyaXB0aW9uX2lkGAEgASgJIi4KE1Vuc3Vic2NyaWJlUmVzcG9uc2USFwoPc3Vic2NyaXB0aW9uX2lkGAEgASgJIjAKFVVuc3Vic2NyaWJlQWxsUmVxdWVzdBIXCg9zdWJzY3JpcHRpb25faWQYASABKAkiMQoWVW5zdWJzY3JpYmVBbGxSZXNwb25zZRIXCg9zdWJzY3JpcHRpb25faWQYASABKAky0wQKE0NoaWVmT2ZTdGF0ZVNlcnZpY2USZQoOUHJvY2Vzc0NvbW1hbmQSKC5jaGllZl9vZl9zdGF0ZS52MS5Qcm9jZXNzQ29tbWFuZFJlcXVlc3QaKS5jaGllZl9vZl9zdGF0ZS52MS5Qcm9jZXNzQ29tbWFuZFJlc3BvbnNlElMKCEdldFN0YXRlEiIuY2hpZWZfb2Zfc3RhdGUudjEuR2V0U3RhdGVSZXF1ZXN0GiMuY2hpZWZfb2Zfc3RhdGUudjEuR2V0U3RhdGVSZXNwb25zZRJYCglTdWJzY3JpYmUSIy5jaGllZl9vZl9zdGF0ZS52MS5TdWJzY3JpYmVSZXF1ZXN0GiQuY2hpZWZfb2Zfc3RhdGUudjEuU3Vic2NyaWJlUmVzcG9uc2UwARJhCgxTdWJzY3JpYmVBbGwSJi5jaGllZl9vZl9zdGF0ZS52MS5TdWJzY3JpYmVBbGxSZXF1ZXN0GicuY2hpZWZfb2Zfc3RhdGUudjEuU3Vic2NyaWJlQWxsUmVzcG9uc2UwARJcCgtVbnN1YnNjcmliZRIlLmNoaWVmX29mX3N0YXRlLnYxLlVuc3Vic2NyaWJlUmVxdWVzdBomLmNoaWVmX29mX3N0YXRlLnYxLlVuc3Vic2NyaWJlUmVzcG9uc2USZQoOVW5zdWJzY3JpYmVBbGwSKC5jaGllZl9vZl9zdGF0ZS52MS5VbnN1YnNjcmliZUFsbFJlcXVlc3QaKS5jaGllZl9vZl9zdGF0ZS52MS5VbnN1YnNjcmliZUFsbFJlc3BvbnNlQlsKI2NvbS5naXRodWIuY2hpZWZvZnN0YXRlLnByb3RvYnVmLnYxUAFaIGNoaWVmX29mX3N0YXRlL3YxO2NoaWVmb2ZzdGF0ZXYxqgIPQ2hpZWZPZlN0YXRlLlYxYgZwcm90bzM", [file_chief_of_state_v1_common, file_google_protobuf_any]);
 
 /**
  * @generated from message chief_of_state.v1.ProcessCommandRequest
@@ -100,6 +100,212 @@ export const GetStateResponseSchema: GenMessage<GetStateResponse> = /*@__PURE__*
   messageDesc(file_chief_of_state_v1_service, 3);
 
 /**
+ * @generated from message chief_of_state.v1.SubscribeRequest
+ */
+export type SubscribeRequest = Message<"chief_of_state.v1.SubscribeRequest"> & {
+  /**
+   * @generated from field: string entity_id = 1;
+   */
+  entityId: string;
+
+  /**
+   * echoed in every message; empty: COS generates one
+   *
+   * @generated from field: string subscription_id = 2;
+   */
+  subscriptionId: string;
+
+  /**
+   * COS extension (catch-up): stream the entity's events from this revision on (1 or 0: from its
+   * first event), then live, with no gap and no duplicate. Unset: live only.
+   *
+   * @generated from field: optional uint64 from_revision = 10;
+   */
+  fromRevision?: bigint | undefined;
+};
+
+/**
+ * Describes the message chief_of_state.v1.SubscribeRequest.
+ * Use `create(SubscribeRequestSchema)` to create a new message.
+ */
+export const SubscribeRequestSchema: GenMessage<SubscribeRequest> = /*@__PURE__*/
+  messageDesc(file_chief_of_state_v1_service, 4);
+
+/**
+ * @generated from message chief_of_state.v1.SubscribeResponse
+ */
+export type SubscribeResponse = Message<"chief_of_state.v1.SubscribeResponse"> & {
+  /**
+   * @generated from field: string subscription_id = 1;
+   */
+  subscriptionId: string;
+
+  /**
+   * @generated from field: google.protobuf.Any event = 2;
+   */
+  event?: Any | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Any resulting_state = 3;
+   */
+  resultingState?: Any | undefined;
+
+  /**
+   * @generated from field: chief_of_state.v1.MetaData meta = 4;
+   */
+  meta?: MetaData | undefined;
+
+  /**
+   * COS extension: the event's global journal position (the offset SubscribeAll resumes after)
+   *
+   * @generated from field: uint64 offset = 10;
+   */
+  offset: bigint;
+};
+
+/**
+ * Describes the message chief_of_state.v1.SubscribeResponse.
+ * Use `create(SubscribeResponseSchema)` to create a new message.
+ */
+export const SubscribeResponseSchema: GenMessage<SubscribeResponse> = /*@__PURE__*/
+  messageDesc(file_chief_of_state_v1_service, 5);
+
+/**
+ * @generated from message chief_of_state.v1.SubscribeAllRequest
+ */
+export type SubscribeAllRequest = Message<"chief_of_state.v1.SubscribeAllRequest"> & {
+  /**
+   * echoed in every message; empty: COS generates one
+   *
+   * @generated from field: string subscription_id = 1;
+   */
+  subscriptionId: string;
+
+  /**
+   * COS extension (catch-up): stream every event with a global offset above this one (0: from
+   * the start of the journal), then live, with no gap and no duplicate. To resume after a
+   * disconnect, pass the offset of the last message received. Unset: live only.
+   *
+   * @generated from field: optional uint64 after_offset = 10;
+   */
+  afterOffset?: bigint | undefined;
+};
+
+/**
+ * Describes the message chief_of_state.v1.SubscribeAllRequest.
+ * Use `create(SubscribeAllRequestSchema)` to create a new message.
+ */
+export const SubscribeAllRequestSchema: GenMessage<SubscribeAllRequest> = /*@__PURE__*/
+  messageDesc(file_chief_of_state_v1_service, 6);
+
+/**
+ * @generated from message chief_of_state.v1.SubscribeAllResponse
+ */
+export type SubscribeAllResponse = Message<"chief_of_state.v1.SubscribeAllResponse"> & {
+  /**
+   * @generated from field: string subscription_id = 1;
+   */
+  subscriptionId: string;
+
+  /**
+   * @generated from field: google.protobuf.Any event = 2;
+   */
+  event?: Any | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Any resulting_state = 3;
+   */
+  resultingState?: Any | undefined;
+
+  /**
+   * @generated from field: chief_of_state.v1.MetaData meta = 4;
+   */
+  meta?: MetaData | undefined;
+
+  /**
+   * COS extension: the event's global journal position; offsets increase along the stream
+   *
+   * @generated from field: uint64 offset = 10;
+   */
+  offset: bigint;
+};
+
+/**
+ * Describes the message chief_of_state.v1.SubscribeAllResponse.
+ * Use `create(SubscribeAllResponseSchema)` to create a new message.
+ */
+export const SubscribeAllResponseSchema: GenMessage<SubscribeAllResponse> = /*@__PURE__*/
+  messageDesc(file_chief_of_state_v1_service, 7);
+
+/**
+ * @generated from message chief_of_state.v1.UnsubscribeRequest
+ */
+export type UnsubscribeRequest = Message<"chief_of_state.v1.UnsubscribeRequest"> & {
+  /**
+   * @generated from field: string subscription_id = 1;
+   */
+  subscriptionId: string;
+};
+
+/**
+ * Describes the message chief_of_state.v1.UnsubscribeRequest.
+ * Use `create(UnsubscribeRequestSchema)` to create a new message.
+ */
+export const UnsubscribeRequestSchema: GenMessage<UnsubscribeRequest> = /*@__PURE__*/
+  messageDesc(file_chief_of_state_v1_service, 8);
+
+/**
+ * @generated from message chief_of_state.v1.UnsubscribeResponse
+ */
+export type UnsubscribeResponse = Message<"chief_of_state.v1.UnsubscribeResponse"> & {
+  /**
+   * @generated from field: string subscription_id = 1;
+   */
+  subscriptionId: string;
+};
+
+/**
+ * Describes the message chief_of_state.v1.UnsubscribeResponse.
+ * Use `create(UnsubscribeResponseSchema)` to create a new message.
+ */
+export const UnsubscribeResponseSchema: GenMessage<UnsubscribeResponse> = /*@__PURE__*/
+  messageDesc(file_chief_of_state_v1_service, 9);
+
+/**
+ * @generated from message chief_of_state.v1.UnsubscribeAllRequest
+ */
+export type UnsubscribeAllRequest = Message<"chief_of_state.v1.UnsubscribeAllRequest"> & {
+  /**
+   * @generated from field: string subscription_id = 1;
+   */
+  subscriptionId: string;
+};
+
+/**
+ * Describes the message chief_of_state.v1.UnsubscribeAllRequest.
+ * Use `create(UnsubscribeAllRequestSchema)` to create a new message.
+ */
+export const UnsubscribeAllRequestSchema: GenMessage<UnsubscribeAllRequest> = /*@__PURE__*/
+  messageDesc(file_chief_of_state_v1_service, 10);
+
+/**
+ * @generated from message chief_of_state.v1.UnsubscribeAllResponse
+ */
+export type UnsubscribeAllResponse = Message<"chief_of_state.v1.UnsubscribeAllResponse"> & {
+  /**
+   * @generated from field: string subscription_id = 1;
+   */
+  subscriptionId: string;
+};
+
+/**
+ * Describes the message chief_of_state.v1.UnsubscribeAllResponse.
+ * Use `create(UnsubscribeAllResponseSchema)` to create a new message.
+ */
+export const UnsubscribeAllResponseSchema: GenMessage<UnsubscribeAllResponse> = /*@__PURE__*/
+  messageDesc(file_chief_of_state_v1_service, 11);
+
+/**
  * ChiefOfStateService is served by COS to application clients.
  *
  * @generated from service chief_of_state.v1.ChiefOfStateService
@@ -124,6 +330,48 @@ export const ChiefOfStateService: GenService<{
     methodKind: "unary";
     input: typeof GetStateRequestSchema;
     output: typeof GetStateResponseSchema;
+  },
+  /**
+   * Subscribe streams the events of one entity as they are persisted, in revision order
+   * (COS_SUBSCRIPTION_ENABLED). With from_revision, its history first, then live.
+   *
+   * @generated from rpc chief_of_state.v1.ChiefOfStateService.Subscribe
+   */
+  subscribe: {
+    methodKind: "server_streaming";
+    input: typeof SubscribeRequestSchema;
+    output: typeof SubscribeResponseSchema;
+  },
+  /**
+   * SubscribeAll streams the events of every entity in journal order (per-entity order kept).
+   * With after_offset, the journal after that offset first, then live.
+   *
+   * @generated from rpc chief_of_state.v1.ChiefOfStateService.SubscribeAll
+   */
+  subscribeAll: {
+    methodKind: "server_streaming";
+    input: typeof SubscribeAllRequestSchema;
+    output: typeof SubscribeAllResponseSchema;
+  },
+  /**
+   * Unsubscribe ends the subscription with that id (on any replica); unknown ids still answer.
+   *
+   * @generated from rpc chief_of_state.v1.ChiefOfStateService.Unsubscribe
+   */
+  unsubscribe: {
+    methodKind: "unary";
+    input: typeof UnsubscribeRequestSchema;
+    output: typeof UnsubscribeResponseSchema;
+  },
+  /**
+   * UnsubscribeAll ends the SubscribeAll subscription with that id; unknown ids still answer.
+   *
+   * @generated from rpc chief_of_state.v1.ChiefOfStateService.UnsubscribeAll
+   */
+  unsubscribeAll: {
+    methodKind: "unary";
+    input: typeof UnsubscribeAllRequestSchema;
+    output: typeof UnsubscribeAllResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_chief_of_state_v1_service, 0);

@@ -1,0 +1,273 @@
+/**
+ * Subscription fan-out benchmark, on the real PostgreSQL: the built cos-server
+ * (apps/cos-server/dist/main.js, COS_SUBSCRIPTION_ENABLED=true) in a fresh schema; N stock grpc-js
+ * SubscribeAll streams (live only) and a writer appending to the same journal at a steady rate
+ * (one event per append, through the journal's group commit, so every append transaction sends
+ * the NOTIFY cos-server wakes on), both in this process.
+ *
+ * Lag = from the append being issued (before its COMMIT) to a subscriber receiving the event, per
+ * (subscriber, event); p50 / p99 / max over every delivery after a 1 s warm-up. Then catch-up: N
+ * subscribers from offset 0 read the whole journal written so far; events/s delivered in all.
+ *
+ *   npx tsx tools/bench/subscription-bench.ts [--subscribers=1,10,100] [--rate=1000] [--seconds=10] [--no-write]
+ *       [--profile=DIR]
+ *
+ * Build first (`npx nx run @chiefofstate/cos-server:build`). PostgreSQL: COS_BENCH_POSTGRES_URL
+ * (default postgres://postgres@127.0.0.1:5432/postgres). Writes its section of docs/benchmarks.md
+ * between <!-- subscriptions:start --> and <!-- subscriptions:end --> unless --no-write.
+ */
+import { readFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { benchArgs, writeBenchmarkSection } from './bench-support.js';
+import { rerunWithSources } from './with-sources.js';
+
+rerunWithSources(import.meta.url);
+
+const { default: pg } = await import('pg');
+const { create, toBinary } = await import('@bufbuild/protobuf');
+const { timestampNow } = await import('@bufbuild/protobuf/wkt');
+const { createJournal } = await import('@chiefofstate/journal');
+const { createDatabase } = await import('@chiefofstate/postgres');
+const { ChiefOfStateService, EventWrapperSchema, SubscribeAllRequestSchema } = await import('@chiefofstate/protocol');
+const { createGrpcJsClient, freePort, pollUntil, startProcess } = await import('@chiefofstate/testing');
+
+const args = benchArgs();
+const fanOuts = (args.get('subscribers') ?? '1,10,100').split(',').map(Number);
+const rate = Number(args.get('rate') ?? 1000);
+const seconds = Number(args.get('seconds') ?? 10);
+const writeDoc = !args.has('no-write');
+const serverUrl = new URL(process.env['COS_BENCH_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres');
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const COS_MAIN = path.join(ROOT, 'apps/cos-server/dist/main.js');
+const ENTITIES = 1000;
+const STREAMS_PER_CONNECTION = 25;
+/** events each subscriber catches up on (the newest of the journal) */
+const CATCH_UP = 10_000;
+
+const schema = `bench_subs_${process.pid}`;
+const connection = {
+  host: serverUrl.hostname,
+  port: Number(serverUrl.port || 5432),
+  user: decodeURIComponent(serverUrl.username) || 'postgres',
+  password: decodeURIComponent(serverUrl.password) || 'unused',
+  database: serverUrl.pathname.slice(1) || 'postgres',
+};
+
+const port = await freePort();
+const metricsPort = await freePort();
+const cos = startProcess(
+  process.execPath,
+  // --profile=DIR: a V8 CPU profile of cos-server, written when it exits
+  [...(args.has('profile') ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(args.get('profile') ?? '.')}`] : []), COS_MAIN],
+  {
+    COS_ADDRESS: '127.0.0.1',
+    COS_PORT: String(port),
+    COS_METRICS_PORT: String(metricsPort),
+    COS_POSTGRES_HOST: connection.host,
+    COS_POSTGRES_PORT: String(connection.port),
+    COS_POSTGRES_USER: connection.user,
+    COS_POSTGRES_PASSWORD: connection.password,
+    COS_POSTGRES_DB: connection.database,
+    COS_POSTGRES_SCHEMA: schema,
+    COS_SUBSCRIPTION_ENABLED: 'true',
+    // no command goes through it: an address nobody listens on
+    WRITE_SIDE_HANDLER_SERVICE_HOST: '127.0.0.1',
+    WRITE_SIDE_HANDLER_SERVICE_PORT: '9',
+    POD_IP: '127.0.0.1',
+  },
+  { cwd: ROOT },
+);
+
+/** CPU seconds of a process so far (Linux /proc). */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  return sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+type Client = ReturnType<typeof createGrpcJsClient>;
+
+/** cos_subscription_lag_seconds{kind="all"} buckets now: upper bound -> cumulative count */
+async function serverLagBuckets(): Promise<Map<number, number>> {
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const buckets = new Map<number, number>();
+  for (const match of text.matchAll(/^cos_subscription_lag_seconds_bucket\{[^}]*le="([^"]+)"[^}]*kind="all"[^}]*\} (\S+)$|^cos_subscription_lag_seconds_bucket\{[^}]*kind="all"[^}]*le="([^"]+)"[^}]*\} (\S+)$/gm)) {
+    const le = match[1] ?? match[3]!;
+    buckets.set(le === '+Inf' ? Number.POSITIVE_INFINITY : Number(le), Number(match[2] ?? match[4]));
+  }
+  return buckets;
+}
+
+/** The bucket bound under which `p`% of the observations made between two samples fall, in ms. */
+function bucketPercentile(before: Map<number, number>, after: Map<number, number>, p: number): string {
+  const bounds = [...after.keys()].sort((a, b) => a - b);
+  const total = (after.get(Number.POSITIVE_INFINITY) ?? 0) - (before.get(Number.POSITIVE_INFINITY) ?? 0);
+  for (const bound of bounds) {
+    if ((after.get(bound)! - (before.get(bound) ?? 0)) >= (p / 100) * total) return bound === Number.POSITIVE_INFINITY ? '>300000' : `<= ${bound * 1000}`;
+  }
+  return '?';
+}
+
+try {
+  // the server migrates the schema
+  await cos.waitFor(/chief-of-state serving/).catch((error: unknown) => {
+    console.error(cos.output());
+    throw error;
+  });
+  const database = await createDatabase({ kind: 'postgres', ...connection, schema, poolMax: 4, applicationName: 'subscription-bench' });
+  const journal = createJournal({ database, numShards: 16 });
+  const revisions = new Map<string, number>();
+  /** issue time of each event, by `entity:revision` */
+  const issued = new Map<string, number>();
+
+  const append = async (entityId: string): Promise<void> => {
+    const revision = (revisions.get(entityId) ?? 0) + 1;
+    revisions.set(entityId, revision);
+    const payload = toBinary(
+      EventWrapperSchema,
+      create(EventWrapperSchema, {
+        event: { typeUrl: 'type.googleapis.com/bench.v1.Incremented', value: new Uint8Array([1, 2, 3, 4]) },
+        resultingState: { typeUrl: 'type.googleapis.com/bench.v1.Counter', value: new Uint8Array([revision & 255]) },
+        meta: { entityId, revisionNumber: revision, revisionDate: timestampNow() },
+      }),
+    );
+    issued.set(`${entityId}:${revision}`, performance.now());
+    await journal.append({ entityId, expectedRevision: BigInt(revision - 1), events: [payload] });
+  };
+
+  /** Appends at `rate` events/s for `ms`, in 10 ms ticks. */
+  const write = async (ms: number): Promise<number> => {
+    const started = performance.now();
+    let sent = 0;
+    const pending = new Set<Promise<void>>();
+    while (performance.now() - started < ms) {
+      const due = Math.floor(((performance.now() - started) / 1000) * rate);
+      for (; sent < due; sent++) {
+        const promise = append(`bench-${sent % ENTITIES}`).finally(() => pending.delete(promise));
+        pending.add(promise);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await Promise.all(pending);
+    return sent;
+  };
+
+  const clients: Client[] = [];
+  const clientFor = (i: number): Client => {
+    const index = Math.floor(i / STREAMS_PER_CONNECTION);
+    clients[index] ??= createGrpcJsClient({
+      service: ChiefOfStateService,
+      address: `127.0.0.1:${port}`,
+      // one channel (one HTTP/2 connection) per client
+      channelOptions: { 'grpc.channel_id': index } as never,
+    });
+    return clients[index];
+  };
+
+  const rows: string[] = [];
+  const catchUpRows: string[] = [];
+  for (const n of fanOuts) {
+    const lags: number[] = [];
+    let measuring = false;
+    let delivered = 0;
+    const streams = Array.from({ length: n }, (_, i) => {
+      const call = clientFor(i).serverStream(ChiefOfStateService.method.subscribeAll, create(SubscribeAllRequestSchema, {}));
+      call.on('data', (message: { meta?: { entityId: string; revisionNumber: number } }) => {
+        delivered++;
+        if (!measuring) return;
+        const at = issued.get(`${message.meta?.entityId}:${message.meta?.revisionNumber}`);
+        if (at !== undefined) lags.push(performance.now() - at);
+      });
+      call.on('error', () => {});
+      return call;
+    });
+    // the streams are open once an event written now reaches every one of them
+    await pollUntil(async () => {
+      const before = delivered;
+      await append('bench-probe');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      return delivered - before >= n;
+    }, 30_000, `${n} subscriptions open`);
+    await write(1000); // warm-up
+    measuring = true;
+    const cpuBefore = cpuSeconds(cos.child.pid!);
+    const ownCpuBefore = process.cpuUsage();
+    const bucketsBefore = await serverLagBuckets();
+    const deliveredBefore = delivered;
+    const started = performance.now();
+    const written = await write(seconds * 1000);
+    await pollUntil(() => delivered - deliveredBefore >= written * n, 300_000, 'every event delivered');
+    const elapsed = (performance.now() - started) / 1000;
+    const bucketsAfter = await serverLagBuckets();
+    const cpu = (cpuSeconds(cos.child.pid!) - cpuBefore) / elapsed;
+    const ownCpuUsed = process.cpuUsage(ownCpuBefore);
+    const ownCpu = (ownCpuUsed.user + ownCpuUsed.system) / 1e6 / elapsed;
+    measuring = false;
+    for (const call of streams) call.cancel();
+    const sorted = Float64Array.from(lags).sort();
+    const row = `| ${n} | ${Math.round(written / elapsed)} | ${Math.round((written * n) / elapsed)} | ${percentile(sorted, 50).toFixed(1)} | ${percentile(sorted, 99).toFixed(1)} | ${sorted.at(-1)?.toFixed(1)} | ${bucketPercentile(bucketsBefore, bucketsAfter, 50)} | ${bucketPercentile(bucketsBefore, bucketsAfter, 99)} | ${Math.round(cpu * 100)}% | ${Math.round(ownCpu * 100)}% | ${os.loadavg()[0]!.toFixed(1)} |`;
+    console.log(row);
+    rows.push(row);
+
+    // catch-up: n subscribers read the newest CATCH_UP events of the journal at once
+    const total = Number((await journal.latestPosition()).toString());
+    const catchUpFrom = BigInt(Math.max(0, total - CATCH_UP));
+    const received = new Array<number>(n).fill(0);
+    const catchUpStarted = performance.now();
+    const catchUps = Array.from({ length: n }, (_, i) => {
+      const call = clientFor(i).serverStream(ChiefOfStateService.method.subscribeAll, create(SubscribeAllRequestSchema, { afterOffset: catchUpFrom }));
+      call.on('data', (message: { offset: bigint }) => {
+        if (message.offset <= BigInt(total)) received[i]!++;
+      });
+      call.on('error', () => {});
+      return call;
+    });
+    const count = (await journal.readAll({ afterPosition: catchUpFrom, limit: CATCH_UP })).length;
+    await pollUntil(() => received.every((r) => r >= count), 300_000, 'catch-up done', 20);
+    const catchUpSeconds = (performance.now() - catchUpStarted) / 1000;
+    for (const call of catchUps) call.cancel();
+    const catchUpRow = `| ${n} | ${count} | ${catchUpSeconds.toFixed(2)} | ${Math.round((count * n) / catchUpSeconds)} |`;
+    console.log(catchUpRow);
+    catchUpRows.push(catchUpRow);
+  }
+  for (const client of clients) client.close();
+  await journal.close();
+  await database.close();
+
+  const section = [
+    '<!-- subscriptions:start -->',
+    '## Subscriptions (fan-out and lag)',
+    '',
+    `\`npx tsx tools/bench/subscription-bench.ts\` on ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}, ` +
+      `the built cos-server on the local PostgreSQL. A writer appends ${rate} events/s (one event per append, group commit) to the journal; ` +
+      'N stock grpc-js SubscribeAll streams (live, 25 per connection) in the same process as the writer. Lag: from the append being issued ' +
+      `(before its COMMIT) to a subscriber receiving the event, every (subscriber, event) over ${seconds} s after a 1 s warm-up. ` +
+      'Server-side lag: cos_subscription_lag_seconds (from the event\'s written_at, its transaction\'s start, to cos-server handing it to the stream), as histogram bucket bounds. ' +
+      'CPU: cos-server, and this process (the writer and every subscriber) (100% = one core). Load average: the machine\'s 1-minute load when the row was measured (other work shares the cores).',
+    '',
+    '| subscribers | events/s written | events/s delivered | lag p50 ms | lag p99 ms | lag max ms | server-side lag p50 ms | server-side lag p99 ms | cos-server CPU | writer + subscribers CPU | load average |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
+    ...rows,
+    '',
+    `Catch-up: N subscribers at once read the newest ${CATCH_UP} events of the journal (history from the journal, page by page, pulled as the client reads).`,
+    '',
+    '| subscribers | events each | seconds | events/s delivered |',
+    '|---|---|---|---|',
+    ...catchUpRows,
+    '<!-- subscriptions:end -->',
+  ].join('\n');
+  console.log(section);
+  if (writeDoc) writeBenchmarkSection('subscriptions', section);
+} finally {
+  await cos.kill('SIGTERM');
+  const client = new pg.Client(connection);
+  await client.connect();
+  await client.query(`DROP SCHEMA IF EXISTS ${pg.escapeIdentifier(schema)} CASCADE`);
+  await client.end();
+}
