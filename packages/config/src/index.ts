@@ -2,9 +2,10 @@ export { loadConfig, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_POOL_MAX, DEFAULT_TRACE_
 export type { LoadConfigOptions, LoadedConfig } from './load-config.js';
 export { redactConfig, REDACTED } from './redact.js';
 export { DEFAULT_FAILURE_POLICY, DEFAULT_READ_SIDE_ID } from './read-sides.js';
+export { DEFAULT_PUBLISH_TIMEOUT_MS } from './publishers.js';
 export { CONFIG_VARIABLES } from './variables.js';
 export type { ConfigVariable } from './variables.js';
-export { CLIENT_AUTH_MODES, DEPLOYMENT_MODES, FAILURE_POLICIES, LOG_LEVELS, LOG_STYLES, OTLP_PROTOCOLS, TRACE_SAMPLERS } from './types.js';
+export { CLIENT_AUTH_MODES, DEPLOYMENT_MODES, FAILURE_POLICIES, PUBLISHER_SINKS, LOG_LEVELS, LOG_STYLES, OTLP_PROTOCOLS, TRACE_SAMPLERS } from './types.js';
 export type {
   CallerAuthConfig,
   ClientAuthMode,
@@ -23,6 +24,8 @@ export type {
   LogLevel,
   LogStyle,
   OtlpProtocol,
+  PublisherConfig,
+  PublisherSink,
   PostgresStoreConfig,
   ReadSideConfig,
   ClientTlsConfig,

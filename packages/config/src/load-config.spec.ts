@@ -23,6 +23,7 @@ describe('defaults', () => {
       store: { kind: 'embedded', dataDir: resolve(CWD, '.cos-data'), schema: 'public' },
       readSideOffsetStore: { kind: 'embedded', dataDir: resolve(CWD, '.cos-data'), schema: 'public' },
       kafka: undefined,
+      publishers: [],
       journal: { eventsBatchThreshold: 100, logicalDeletion: false, maxQueuedAppends: 8192 },
       snapshots: { enabled: true, frequency: 100, retain: 2 },
       numShards: 16,
