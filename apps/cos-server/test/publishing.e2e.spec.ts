@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
 import { connect as amqpConnect, type Channel, type ChannelModel } from 'amqplib';
+import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodePayload, MESSAGE_HEADERS } from '@chiefofstate/publisher';
 import { pollUntil, startTcpProxy, type TcpProxy } from '@chiefofstate/testing';
@@ -19,7 +20,17 @@ interface Received {
   readonly id: string;
   readonly entityId: string;
   readonly revision: number;
+  readonly traceparent: string;
+  readonly eventType: string;
 }
+
+/** Every command of the tests carries this trace id: each message must carry the command's. */
+const TRACE_ID = randomUUID().replaceAll('-', '');
+const traceMetadata = () => {
+  const metadata = new grpc.Metadata();
+  metadata.set('traceparent', `00-${TRACE_ID}-${randomUUID().replaceAll('-', '').slice(0, 16)}-01`);
+  return metadata;
+};
 
 describe('publishing to NATS JetStream and RabbitMQ', () => {
   const unique = `cos_e2e_${process.pid}_${randomUUID().slice(0, 8)}`;
@@ -51,6 +62,8 @@ describe('publishing to NATS JetStream and RabbitMQ', () => {
         id: String(message.properties.messageId),
         entityId: decodePayload(message.content).meta!.entityId,
         revision: Number(headers[MESSAGE_HEADERS.revision]),
+        traceparent: String(headers['traceparent']),
+        eventType: String(message.properties.type),
       });
       channel!.ack(message);
     });
@@ -94,6 +107,8 @@ describe('publishing to NATS JetStream and RabbitMQ', () => {
         id: message.header.get('Nats-Msg-Id'),
         entityId: decodePayload(message.data).meta!.entityId,
         revision: Number(message.header.get(MESSAGE_HEADERS.revision)),
+        traceparent: message.header.get('traceparent'),
+        eventType: message.header.get(MESSAGE_HEADERS.eventType),
       });
     }
     return out;
@@ -108,7 +123,10 @@ describe('publishing to NATS JetStream and RabbitMQ', () => {
     const worker = async (w: number) => {
       for (let i = 0; !stopped && i < 10_000; i++) {
         try {
-          await fixture().send(entities[(w * 5 + i) % entities.length]!, command('Emit', { events: [`w${w}-${i}`] }), { deadlineMs: 5000 });
+          await fixture().send(entities[(w * 5 + i) % entities.length]!, command('Emit', { events: [`w${w}-${i}`] }), {
+            deadlineMs: 5000,
+            metadata: traceMetadata(),
+          });
           sent++;
         } catch {
           if (stopped) return;
@@ -142,6 +160,8 @@ describe('publishing to NATS JetStream and RabbitMQ', () => {
     let duplicates = 0;
     for (const message of received) {
       expect(message.id).toBe(`${message.entityId}:${message.revision}`);
+      expect(message.traceparent).toMatch(new RegExp(`^00-${TRACE_ID}-[0-9a-f]{16}-01$`));
+      expect(message.eventType).toMatch(/^type\.googleapis\.com\//);
       if (seen.has(message.id)) {
         duplicates++;
         continue;

@@ -135,9 +135,11 @@ function complete(draft: Draft, reader: EnvReader): PublisherConfig | undefined 
     return false;
   };
   if (draft.invalid) return undefined;
-  let ok = need('sink', sinkKind.expected) && need('url', brokerUrl.expected);
-  if (values.sink === 'nats') ok = need('subject', subject.expected) && misplaced('exchange', 'nats') && misplaced('routingKey', 'nats') && ok;
-  if (values.sink === 'rabbitmq') ok = misplaced('subject', 'rabbitmq') && ok;
+  // every check runs, so one start reports every problem
+  const checks = [need('sink', sinkKind.expected), need('url', brokerUrl.expected)];
+  if (values.sink === 'nats') checks.push(need('subject', subject.expected), misplaced('exchange', 'nats'), misplaced('routingKey', 'nats'));
+  if (values.sink === 'rabbitmq') checks.push(misplaced('subject', 'rabbitmq'));
+  const ok = checks.every(Boolean);
   if (!ok || values.sink === undefined || values.url === undefined) return undefined;
   const common = {
     publisherId: draft.id,

@@ -1,5 +1,5 @@
-import { fromBinary, toBinary } from '@bufbuild/protobuf';
-import { EventWrapperSchema, HandleReadSideRequestSchema, type HandleReadSideRequest, type Header } from '@chiefofstate/protocol';
+import { fromBinary } from '@bufbuild/protobuf';
+import { EventWrapperSchema, type EventWrapper, type Header } from '@chiefofstate/protocol';
 import type { BrokerMessage } from './ports.js';
 
 /** Header names every published message carries (see the README for their meaning). */
@@ -8,6 +8,8 @@ export const MESSAGE_HEADERS = {
   entityId: 'cos-entity-id',
   revision: 'cos-revision',
   shard: 'cos-shard',
+  /** the event's journal position (global, increasing in commit order) */
+  position: 'cos-position',
   eventType: 'cos-event-type',
   /** prefix of the event's persisted headers (MetaData.headers) */
   persistedPrefix: 'cos-header-',
@@ -18,30 +20,40 @@ export function messageId(entityId: string, revision: number | bigint): string {
   return `${entityId}:${revision}`;
 }
 
+/** One journal event as the read-side engine reads it. */
+export interface StoredEvent {
+  readonly position: bigint;
+  readonly shard: number;
+  /** the serialized EventWrapper, as stored */
+  readonly payload: Uint8Array;
+}
+
 /**
- * The broker message of one delivery of the read-side engine. The engine hands over the
- * HandleReadSideRequest decoded from the journal payload; without its read_side_id it has the
- * fields, numbers and types of the EventWrapper, so its bytes are the EventWrapper's.
+ * The broker message of one journal event: the stored EventWrapper bytes as the payload, and
+ * headers from the decoded wrapper (id, key, revision, event type, persisted headers, and the
+ * W3C trace context of the command when it had one).
  */
-export function toBrokerMessage(request: HandleReadSideRequest, shard: number): BrokerMessage {
-  const meta = request.meta;
+export function toBrokerMessage(event: StoredEvent, wrapper: EventWrapper = decodePayload(event.payload)): BrokerMessage {
+  const meta = wrapper.meta;
   const entityId = meta?.entityId ?? '';
   const revision = meta?.revisionNumber ?? 0;
-  const payload = toBinary(HandleReadSideRequestSchema, { ...request, readSideId: '' });
   const id = messageId(entityId, revision);
   const headers: Record<string, string> = {
     [MESSAGE_HEADERS.id]: headerValue(id),
     [MESSAGE_HEADERS.entityId]: headerValue(entityId),
     [MESSAGE_HEADERS.revision]: String(revision),
-    [MESSAGE_HEADERS.shard]: String(shard),
-    [MESSAGE_HEADERS.eventType]: headerValue(request.event?.typeUrl ?? ''),
+    [MESSAGE_HEADERS.shard]: String(event.shard),
+    [MESSAGE_HEADERS.position]: String(event.position),
+    [MESSAGE_HEADERS.eventType]: headerValue(wrapper.event?.typeUrl ?? ''),
   };
+  if (wrapper.traceparent !== '') headers['traceparent'] = headerValue(wrapper.traceparent);
+  if (wrapper.tracestate !== '') headers['tracestate'] = headerValue(wrapper.tracestate);
   for (const header of meta?.headers ?? []) addPersisted(headers, header);
-  return { id, key: entityId, headers, payload };
+  return { id, key: entityId, headers, payload: event.payload };
 }
 
 /** The EventWrapper a consumer decodes from a message payload. */
-export function decodePayload(payload: Uint8Array) {
+export function decodePayload(payload: Uint8Array): EventWrapper {
   return fromBinary(EventWrapperSchema, payload);
 }
 

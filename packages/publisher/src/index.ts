@@ -1,4 +1,4 @@
-export { decodePayload, headerValue, MESSAGE_HEADERS, messageId, toBrokerMessage } from './broker-message.js';
+export { decodePayload, headerValue, MESSAGE_HEADERS, messageId, toBrokerMessage, type StoredEvent } from './broker-message.js';
 export { createNatsSink, type NatsSinkOptions } from './nats-sink.js';
 export { publishOrdered, withTimeout } from './ordered.js';
 export {

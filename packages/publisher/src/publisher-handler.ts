@@ -1,6 +1,6 @@
 import { create } from '@bufbuild/protobuf';
 import { HandleReadSideResponseSchema, type HandleReadSideRequest, type HandleReadSideResponse } from '@chiefofstate/protocol';
-import { toBrokerMessage } from './broker-message.js';
+import { toBrokerMessage, type StoredEvent } from './broker-message.js';
 import { createNatsSink } from './nats-sink.js';
 import type { EventSink } from './ports.js';
 import { createRabbitMqSink } from './rabbitmq-sink.js';
@@ -27,7 +27,7 @@ export interface PublisherHandler {
   readonly sink: EventSink;
   handleReadSide(
     request: HandleReadSideRequest,
-    call?: { readonly headers?: Record<string, string>; readonly timeoutMs?: number },
+    call?: { readonly timeoutMs?: number; readonly record?: StoredEvent },
   ): Promise<HandleReadSideResponse>;
   close(): Promise<void>;
 }
@@ -37,9 +37,10 @@ const ACCEPTED = create(HandleReadSideResponseSchema, { successful: true });
 export function createPublisherHandler(sink: EventSink): PublisherHandler {
   return {
     sink,
-    async handleReadSide(request, call) {
-      const shard = Number(call?.headers?.['x-cos-event-tag'] ?? 0);
-      await sink.publish([toBrokerMessage(request, shard)], call?.timeoutMs !== undefined ? { timeoutMs: call.timeoutMs } : undefined);
+    async handleReadSide(_request, call) {
+      // the stored bytes, not the request: the EventWrapper's trace context is not in the request
+      if (!call?.record) throw new Error('a publisher needs the journal event (ReadSideCallOptions.record)');
+      await sink.publish([toBrokerMessage(call.record)], call.timeoutMs !== undefined ? { timeoutMs: call.timeoutMs } : undefined);
       return ACCEPTED;
     },
     close: () => sink.close(),
