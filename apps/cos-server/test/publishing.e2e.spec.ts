@@ -195,6 +195,9 @@ describe('publishing to NATS JetStream and RabbitMQ', () => {
     rabbitProxy!.cut();
     const cutAt = load.sent();
     await pollUntil(() => load.sent() >= cutAt + 200, 60_000, '200 more commands while the brokers are cut off');
+    // cut off: at most what was in flight (one event per stream: 4 shards) arrived meanwhile
+    expect(rabbitReceived.length - publishedBefore).toBeLessThanOrEqual(4);
+    const accepted = { nats: natsProxy!.accepted, rabbit: rabbitProxy!.accepted };
     natsProxy!.restore();
     rabbitProxy!.restore();
     await pollUntil(() => load.sent() >= cutAt + 400, 60_000, '200 more commands after the restore');
@@ -202,6 +205,9 @@ describe('publishing to NATS JetStream and RabbitMQ', () => {
     const expected = await journalIds(fixture);
     await allPublished(expected);
     expect(publishedBefore).toBeGreaterThan(0);
+    // both sinks connected again after the cut
+    expect(natsProxy!.accepted).toBeGreaterThan(accepted.nats);
+    expect(rabbitProxy!.accepted).toBeGreaterThan(accepted.rabbit);
     const natsDuplicates = check('nats', await natsReceived(), expected);
     const rabbitDuplicates = check('rabbitmq', rabbitReceived, expected);
     // JetStream drops a re-publication of an id within its duplicate window
