@@ -43,8 +43,10 @@ export interface RunningCosReadside {
  */
 export async function startCosReadside(options: CosReadsideOptions): Promise<RunningCosReadside> {
   const { config, logger } = options;
-  if (!config.readSide.enabled) {
-    throw new ConfigError(['COS_READ_SIDE_ENABLED=false: cos-readside only runs read sides; unset it or set it to true']);
+  if (!config.readSide.enabled && !config.publishers.some((publisher) => publisher.enabled)) {
+    throw new ConfigError([
+      'COS_READ_SIDE_ENABLED=false and no publisher is configured: cos-readside only runs read sides and publishers; unset it, set it to true or configure COS_PUBLISHER_CONFIG',
+    ]);
   }
   const health = createHealthStatus({ services: [ReadSideManagerService.typeName] });
   const metrics = createMetrics();

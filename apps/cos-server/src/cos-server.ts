@@ -67,7 +67,7 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
   if (config.kafka) {
     // Running without the publication would leave Kafka consumers without a word of warning.
     throw new ConfigError([
-      'COS_KAFKA_BROKER is set, but publishing events to Kafka is not supported by this version of chief-of-state; unset it',
+      'COS_KAFKA_BROKER is set, but this version of chief-of-state has no Kafka sink: unset it, and publish events to NATS JetStream or RabbitMQ with COS_PUBLISHER_CONFIG (sink: nats or rabbitmq)',
     ]);
   }
   // Outbound TLS files (client-tls), read before anything opens: a missing or broken file stops
@@ -82,8 +82,10 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
       ? watchClientTlsLogged({ ...config.cluster.peerTls, what: 'peers', label: 'COS_TLS_CERT_FILE/COS_CLUSTER_TLS_*', logger })
       : undefined;
   undo.push('peer TLS files', () => peerTls?.tls.close());
+  // publishers run on the read-side engine: managed by ReadSideManagerService like read sides
+  const readSideEngineOn = config.readSide.enabled || config.publishers.some((publisher) => publisher.enabled);
   const health = createHealthStatus({
-    services: [ChiefOfStateService.typeName, ...(config.readSide.enabled ? [ReadSideManagerService.typeName] : [])],
+    services: [ChiefOfStateService.typeName, ...(readSideEngineOn ? [ReadSideManagerService.typeName] : [])],
   });
   const readSideManager = createDeferredManager();
   const metrics = createMetrics();
@@ -132,7 +134,7 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
             : {}),
         }),
       );
-      if (config.readSide.enabled) {
+      if (readSideEngineOn) {
         router.service(
           ReadSideManagerService,
           createReadSideManagerService({
@@ -284,7 +286,7 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
     logger.info({ address, shardsOwned: router.ownedShards(), shards: config.numShards }, 'joined the entity shard leases');
   }
   // COS_READ_SIDE_ENABLED: the read sides run here too, sharing the streams with any cos-readside.
-  const readSides = config.readSide.enabled
+  const readSides = readSideEngineOn
     ? await startReadSides({
         config,
         logger,

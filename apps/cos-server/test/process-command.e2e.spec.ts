@@ -331,6 +331,6 @@ describe('settings this version cannot honour', () => {
       COS_KAFKA_BROKER: 'kafka:9092',
     });
     expect(await server.exited).toBe(2);
-    expect(server.output()).toMatch(/COS_KAFKA_BROKER is set, but publishing events to Kafka is not supported/);
+    expect(server.output()).toMatch(/COS_KAFKA_BROKER is set, but this version of chief-of-state has no Kafka sink.*NATS JetStream or RabbitMQ/);
   });
 });

@@ -2,6 +2,7 @@ export { loadConfig, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_POOL_MAX, DEFAULT_TRACE_
 export type { LoadConfigOptions, LoadedConfig } from './load-config.js';
 export { redactConfig, REDACTED } from './redact.js';
 export { DEFAULT_FAILURE_POLICY, DEFAULT_READ_SIDE_ID } from './read-sides.js';
+export { DEFAULT_PUBLISH_TIMEOUT_MS } from './publishers.js';
 export { CONFIG_VARIABLES } from './variables.js';
 export type { ConfigVariable } from './variables.js';
 export {
@@ -12,6 +13,7 @@ export {
   LOG_STYLES,
   OTLP_PROTOCOLS,
   POSTGRES_SSL_MODES,
+  PUBLISHER_SINKS,
   TRACE_SAMPLERS,
 } from './types.js';
 export type {
@@ -33,6 +35,8 @@ export type {
   LogLevel,
   LogStyle,
   OtlpProtocol,
+  PublisherConfig,
+  PublisherSink,
   PostgresStoreConfig,
   PostgresSslMode,
   PostgresTlsConfig,

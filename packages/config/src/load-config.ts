@@ -4,6 +4,7 @@ import { readPeerTls, readTlsReloadInterval, readWriteSideTls } from './client-t
 import { deepFreeze } from './deep-freeze.js';
 import { EnvReader, showValue, type Env, type Report } from './env-reader.js';
 import { readPostgresTls, warnUnusedPostgresTls } from './postgres-tls.js';
+import { readPublishers } from './publishers.js';
 import { readReadSides } from './read-sides.js';
 import { readSecurity } from './security.js';
 import type {
@@ -45,7 +46,7 @@ import {
   text,
   traceSampler,
 } from './values.js';
-import { KNOWN_VARIABLES, READ_SIDE_ENV_PREFIX } from './variables.js';
+import { KNOWN_VARIABLES, PUBLISHER_ENV_PREFIX, READ_SIDE_ENV_PREFIX } from './variables.js';
 
 export interface LoadConfigOptions {
   /** the variables to read, usually `process.env`; the library never reads it by itself */
@@ -134,6 +135,15 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
     maxInFlightCommands: reader.readOr(positiveInteger, 'COS_MAX_IN_FLIGHT_COMMANDS', 4096),
   };
   const readSide = readReadSideSection(reader, report, problems, cwd, timeouts.handlerCallMs, tlsReloadIntervalMs);
+  const publishers = readPublishers({ reader, cwd });
+  // publishers run as read sides of the same engine: one id names one stream set and its offsets
+  for (const publisher of publishers) {
+    if (readSide.readSides.some((side) => side.readSideId === publisher.publisherId)) {
+      report.problem(
+        `publisher ${JSON.stringify(publisher.publisherId)} has the id of a read side: expected ids unique among read sides and publishers (they share offsets and ReadSideManagerService)`,
+      );
+    }
+  }
   const telemetry = readTelemetry(reader, server);
   const cluster = { ...readCluster(reader, store), peerTls: readPeerTls(reader, cwd, tlsReloadIntervalMs) };
   const security = readSecurity(reader, cwd, readSide.enabled, tlsReloadIntervalMs);
@@ -155,6 +165,7 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
     store,
     readSideOffsetStore,
     kafka: brokers !== undefined && brokers.length > 0 ? { brokers } : undefined,
+    publishers,
     journal,
     snapshots,
     numShards,
@@ -498,7 +509,7 @@ const SERVICE_LINK = /^COS_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT_\d+_(TCP|UDP|S
 
 function warnUnknown(reader: EnvReader): void {
   for (const name of reader.names()) {
-    if (!name.startsWith('COS_') || KNOWN_VARIABLES.has(name) || name.startsWith(READ_SIDE_ENV_PREFIX)) continue;
+    if (!name.startsWith('COS_') || KNOWN_VARIABLES.has(name) || name.startsWith(READ_SIDE_ENV_PREFIX) || name.startsWith(PUBLISHER_ENV_PREFIX)) continue;
     if (SERVICE_LINK.test(name)) continue;
     const suggestion = closest(name);
     reader.report.warn(

@@ -18,6 +18,10 @@ export type DeploymentMode = (typeof DEPLOYMENT_MODES)[number];
  * bounded number of times and then stop / skip.
  */
 export const FAILURE_POLICIES = ['STOP', 'SKIP', 'REPLAY_STOP', 'REPLAY_SKIP'] as const;
+
+/** The brokers events can be published to (COS_PUBLISHER_CONFIG). */
+export const PUBLISHER_SINKS = ['nats', 'rabbitmq'] as const;
+export type PublisherSink = (typeof PUBLISHER_SINKS)[number];
 export type FailurePolicy = (typeof FAILURE_POLICIES)[number];
 
 /** OTLP over HTTP, protobuf or JSON; OTLP over gRPC is not supported. */
@@ -207,6 +211,24 @@ export interface ReadSideConfig {
   readonly failurePolicy: FailurePolicy;
 }
 
+interface PublisherCommon {
+  /** also its id in ReadSideManagerService and the read-side metrics; unique among read sides */
+  readonly publisherId: string;
+  /** broker URL (may hold a password: redacted in logs) */
+  readonly url: string;
+  /** the message payload: the serialized EventWrapper */
+  readonly format: 'protobuf';
+  /** wait for the broker's acknowledgement before publishing again */
+  readonly timeoutMs: number;
+  readonly autoStart: boolean;
+  readonly enabled: boolean;
+}
+
+/** One publisher: every persisted event to NATS JetStream, or to a RabbitMQ exchange. */
+export type PublisherConfig =
+  | (PublisherCommon & { readonly sink: 'nats'; readonly subject: string })
+  | (PublisherCommon & { readonly sink: 'rabbitmq'; readonly exchange: string; readonly routingKey: string | undefined });
+
 export interface ReadSidesConfig {
   /** COS_READ_SIDE_ENABLED */
   readonly enabled: boolean;
@@ -340,6 +362,8 @@ export interface CosConfig {
   /** the same object as `store` when no COS_READ_SIDE_OFFSET_DB* variable is set */
   readonly readSideOffsetStore: StoreConfig;
   readonly kafka: KafkaConfig | undefined;
+  /** COS_PUBLISHER_CONFIG: every publisher configured, whatever its own `enabled` */
+  readonly publishers: readonly PublisherConfig[];
   readonly journal: JournalConfig;
   readonly snapshots: SnapshotConfig;
   /** power of two, 1..8192 */

@@ -15,6 +15,7 @@ export interface ConfigVariable {
 }
 
 export const READ_SIDE_ENV_PREFIX = 'COS_READ_SIDE_CONFIG__';
+export const PUBLISHER_ENV_PREFIX = 'COS_PUBLISHER_CONFIG__';
 
 export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
   // server
@@ -174,7 +175,19 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     'COS_KAFKA_BROKER',
     [],
     'unset',
-    'Kafka bootstrap servers, comma separated `host:port`, to publish every persisted event to. Not supported yet: cos-server refuses to start when it is set, rather than leave the events unpublished without a word',
+    'Kafka bootstrap servers, comma separated `host:port`, to publish every persisted event to. No Kafka sink yet: cos-server refuses to start when it is set, rather than leave the events unpublished without a word; publish to NATS JetStream or RabbitMQ with COS_PUBLISHER_CONFIG',
+  ),
+  v(
+    'COS_PUBLISHER_CONFIG',
+    [],
+    'unset',
+    'a YAML file, or a directory of `.yaml` / `.yml` files; each YAML document one publisher of every persisted event to NATS JetStream or RabbitMQ (see below)',
+  ),
+  v(
+    `${PUBLISHER_ENV_PREFIX}<SETTING>__<PUBLISHER_ID>`,
+    [],
+    '',
+    'one publisher per id by env vars; SETTING is SINK, URL, SUBJECT, EXCHANGE, ROUTING_KEY, FORMAT, TIMEOUT, AUTO_START or ENABLED',
   ),
   // journal and snapshots
   v('COS_EVENTS_BATCH_THRESHOLD', [], '100', 'most events written to the journal in one batched transaction, >= 1'),

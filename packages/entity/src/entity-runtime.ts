@@ -1,4 +1,4 @@
-import { context, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
+import { context, propagation, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { timestampFromMs, type Any } from '@bufbuild/protobuf/wkt';
 import {
@@ -219,6 +219,19 @@ function commandTrace(request: ProcessCommandRequest): Command['trace'] {
   if (!trace.getSpan(parent)?.isRecording()) return undefined;
   const span = tracer.startSpan('cos.entity.command', { attributes: { 'cos.entity_id': request.entityId } }, parent);
   return { span, context: trace.setSpan(parent, span) };
+}
+
+/**
+ * The W3C trace context stored with the command's events (for the broker publishers): the
+ * command's span when it is recorded, else the caller's traceparent/tracestate as received.
+ */
+function commandTraceContext(command: Command): { traceparent?: string; tracestate?: string } {
+  const carrier: Record<string, string> = {};
+  if (command.trace) propagation.inject(command.trace.context, carrier);
+  const traceparent = carrier['traceparent'] ?? command.request.propagatedHeaders?.['traceparent'];
+  if (traceparent === undefined) return {};
+  const tracestate = carrier['traceparent'] !== undefined ? carrier['tracestate'] : command.request.propagatedHeaders?.['tracestate'];
+  return tracestate === undefined ? { traceparent } : { traceparent, tracestate };
 }
 
 /** What one command of a batch came to, on top of the commands before it in the batch. */
@@ -729,6 +742,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
 
     const revisionDate = timestampFromMs(clock.now().getTime());
     const headers = request.persistedHeaders ?? [];
+    const traceHeaders = commandTraceContext(command);
     const serialized: Uint8Array[] = [];
     let state = priorState;
     let meta = priorMeta;
@@ -751,7 +765,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
         throw new InvalidArgumentError(`invalid state: ${resultingState.typeUrl}`);
       }
       state = resultingState;
-      const wrapper = toBinary(EventWrapperSchema, create(EventWrapperSchema, { event, resultingState, meta }));
+      const wrapper = toBinary(EventWrapperSchema, create(EventWrapperSchema, { event, resultingState, meta, ...traceHeaders }));
       // HandleReadSideRequest{event, state, meta, read_side_id} is the EventWrapper plus the id
       if (readSideIdBytes !== undefined && wrapper.byteLength + readSideIdBytes > maxMessageBytes) {
         throw tooLarge(entityId, 'a read-side delivery of its event', wrapper.byteLength + readSideIdBytes);

@@ -28,6 +28,19 @@ describe('toReadSideRequest', () => {
     expect(request.state?.typeUrl).toBe('type.googleapis.com/bank.Account');
   });
 
+  it("leaves out the EventWrapper's trace context (fields 10 and 11), which is not the handler's", () => {
+    const event = create(AnySchema, { typeUrl: 'type.googleapis.com/bank.Deposited', value: new Uint8Array([1]) });
+    const meta = create(MetaDataSchema, { entityId: 'a', revisionNumber: 1 });
+    const payload = toBinary(
+      EventWrapperSchema,
+      create(EventWrapperSchema, { event, meta, traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', tracestate: 'k=v' }),
+    );
+    const request = toReadSideRequest(payload, 'rs');
+    expect(toBinary(HandleReadSideRequestSchema, request)).toEqual(
+      toBinary(HandleReadSideRequestSchema, create(HandleReadSideRequestSchema, { event, meta, readSideId: 'rs' })),
+    );
+  });
+
   it('refuses a payload that is not an EventWrapper', () => {
     expect(() => toReadSideRequest(new Uint8Array([0xff, 0xff, 0xff]), 'x')).toThrow();
   });

@@ -8,7 +8,8 @@ import { HandleReadSideRequestSchema, type HandleReadSideRequest } from '@chiefo
  * and types, so the payload decodes straight into the request (no EventWrapper in between).
  */
 export function toReadSideRequest(payload: Uint8Array, readSideId: string): HandleReadSideRequest {
-  const request = fromBinary(HandleReadSideRequestSchema, payload);
+  // the EventWrapper's own extensions (traceparent = 10, tracestate = 11) are not the handler's
+  const request = fromBinary(HandleReadSideRequestSchema, payload, { readUnknownFields: false });
   request.readSideId = readSideId;
   return request;
 }

@@ -30,6 +30,8 @@ export interface ReadSideDefinition {
   readonly failurePolicy: FailurePolicy;
   /** false: its shards start paused (when they have no stored pause flag yet) */
   readonly autoStart: boolean;
+  /** its own retries of REPLAY_STOP / REPLAY_SKIP over the engine's (publishers retry without end) */
+  readonly retry?: Partial<RetryOptions>;
 }
 
 export interface ReadSideEngineOptions {
@@ -215,7 +217,7 @@ export function createReadSideEngine(options: ReadSideEngineOptions): ReadSideEn
           logger,
           batchSize,
           pollIntervalMs,
-          retry,
+          retry: stream.readSide.retry ? { ...retry, ...stream.readSide.retry } : retry,
           commitIntervalMs,
           stats: stream.stats,
           onDelivery: options.onDelivery,

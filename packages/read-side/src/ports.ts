@@ -48,6 +48,8 @@ export interface ReadSideCallOptions {
   timeoutMs?: number;
   /** the delivery's OpenTelemetry context, parent of the call's client span */
   traceContext?: Context;
+  /** the journal event delivered, as stored (a publisher sends its payload as is) */
+  record?: JournalEventRecord;
 }
 
 /** The user's ReadSideHandlerService. Failures are thrown (any error counts as a failure). */

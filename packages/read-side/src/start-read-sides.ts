@@ -7,6 +7,7 @@ import {
   type ReadSideClient,
 } from '@chiefofstate/handler-client';
 import { createJournal, JOURNAL_NOTIFY_CHANNEL } from '@chiefofstate/journal';
+import { createPublisherHandler, createSink, PUBLISHER_RETRY, type PublisherHandler, redactUrl } from '@chiefofstate/publisher';
 import { createOffsetStore, offsetStoreMigrations } from '@chiefofstate/offset-store';
 import { createDatabase, mergeMigrations, migrateToLatest, notify, type Database, type MigrationSet } from '@chiefofstate/postgres';
 import { createLeaseCoordinator, shardingMigrations } from '@chiefofstate/sharding';
@@ -33,7 +34,8 @@ export interface FieldsFirstLogger {
 }
 
 export interface StartReadSidesOptions {
-  readonly config: Pick<CosConfig, 'readSide' | 'numShards' | 'store' | 'readSideOffsetStore' | 'server' | 'telemetry'>;
+  readonly config: Pick<CosConfig, 'readSide' | 'numShards' | 'store' | 'readSideOffsetStore' | 'server' | 'telemetry'> &
+    Partial<Pick<CosConfig, 'publishers'>>;
   readonly logger: FieldsFirstLogger;
   /** the journal's database, opened and migrated by the caller (with readSideMigrations) */
   readonly journalDatabase: Database;
@@ -85,7 +87,9 @@ export interface RunningReadSides {
 export async function startReadSides(options: StartReadSidesOptions): Promise<RunningReadSides> {
   const { config, journalDatabase } = options;
   const logger = adaptLogger(options.logger);
-  const sides = config.readSide.readSides.filter((side) => side.enabled);
+  // read sides only when COS_READ_SIDE_ENABLED; publishers (COS_PUBLISHER_CONFIG) whenever configured
+  const sides = config.readSide.enabled ? config.readSide.readSides.filter((side) => side.enabled) : [];
+  const publishers = (config.publishers ?? []).filter((publisher) => publisher.enabled);
 
   const separate = !sameStore(config.readSideOffsetStore, config.store);
   let offsetsDatabase = journalDatabase;
@@ -121,6 +125,7 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
     if (separate) await offsetsDatabase.close();
     throw error;
   }
+  const publisherHandlers: PublisherHandler[] = publishers.map((publisher) => createPublisherHandler(createSink(publisher)));
   const journal = options.journal ?? createJournal({ database: journalDatabase, numShards: config.numShards });
   const offsets = createOffsetStore({ database: offsetsDatabase });
   const ownership = createLeaseCoordinator({
@@ -147,7 +152,17 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
         failurePolicy: side.failurePolicy,
         autoStart: side.autoStart,
       };
-    }),
+    }).concat(
+      // a publisher is a read side whose handler is a broker: same streams, offsets, leases, management
+      publishers.map((publisher, index) => ({
+        readSideId: publisher.publisherId,
+        handler: publisherHandlers[index]!,
+        timeoutMs: publisher.timeoutMs,
+        failurePolicy: 'REPLAY_STOP' as const,
+        autoStart: publisher.autoStart,
+        retry: PUBLISHER_RETRY,
+      })),
+    ),
     numShards: config.numShards,
     journal,
     offsets,
@@ -160,7 +175,7 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
     ...(options.onDelivery ? { onDelivery: options.onDelivery } : {}),
   });
   const closeOwned = async () => {
-    await Promise.all(clients.map((client) => client.close()));
+    await Promise.all([...clients, ...publisherHandlers].map((client) => client.close()));
     for (const files of tlsFiles) files.close();
     if (separate) await offsetsDatabase.close();
   };
@@ -172,7 +187,7 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
     throw error;
   }
   const manager = createReadSideManager({
-    readSideIds: sides.map((side) => side.readSideId),
+    readSideIds: engine.readSideIds,
     numShards: config.numShards,
     offsets,
     journal,
@@ -182,6 +197,7 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
   });
   logger.info('read sides running', {
     readSides: sides.map((side) => `${side.readSideId}=${side.host}:${side.port} ${side.failurePolicy}${side.autoStart ? '' : ' paused'}`),
+    publishers: publishers.map((p) => `${p.publisherId}=${p.sink} ${redactUrl(p.url)}${p.sink === 'nats' ? ` ${p.subject}` : ` exchange=${JSON.stringify(p.exchange)}`}${p.autoStart ? '' : ' paused'}`),
     offsets: separate ? 'separate database' : 'journal database',
     owner: ownership.ownerId,
   });
@@ -191,14 +207,14 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
     const latest = await Promise.all(Array.from({ length: config.numShards }, (_, shard) => journal.latestPosition(shard)));
     const stopped = new Set(engine.status().filter((s) => s.stopped).map((s) => `${s.readSideId}#${s.shard}`));
     const result: ReadSideSample[] = [];
-    for (const side of sides) {
-      for (const row of await offsets.list(side.readSideId, config.numShards)) {
+    for (const readSideId of engine.readSideIds) {
+      for (const row of await offsets.list(readSideId, config.numShards)) {
         const lag = (latest[row.shard] ?? 0n) - row.position;
         result.push({
-          readSideId: side.readSideId,
+          readSideId,
           shard: row.shard,
           lag: lag > 0n ? Number(lag) : 0,
-          stopped: stopped.has(`${side.readSideId}#${row.shard}`),
+          stopped: stopped.has(`${readSideId}#${row.shard}`),
           paused: row.paused,
         });
       }

@@ -213,6 +213,7 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
             headers,
             timeoutMs: options.timeoutMs,
             traceContext: trace.setSpan(ROOT_CONTEXT, span),
+            record: event,
           });
           span.setAttribute('cos.read_side.successful', response.successful);
           if (!response.successful) span.setStatus({ code: SpanStatusCode.ERROR, message: 'successful=false' });

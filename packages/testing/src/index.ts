@@ -30,4 +30,5 @@ export {
   type TerminateFilter,
 } from './own-postgres.js';
 export { pollUntil, timed } from './timing.js';
+export { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
 export { createTestPki, type IssuedCertificate, type IssueOptions, type TestPki } from './test-pki.js';

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file chief_of_state/v1/persistence.proto.
  */
 export const file_chief_of_state_v1_persistence: GenFile = /*@__PURE__*/
-  fileDesc("CiNjaGllZl9vZl9zdGF0ZS92MS9wZXJzaXN0ZW5jZS5wcm90bxIRY2hpZWZfb2Zfc3RhdGUudjEijQEKDEV2ZW50V3JhcHBlchIjCgVldmVudBgBIAEoCzIULmdvb2dsZS5wcm90b2J1Zi5BbnkSLQoPcmVzdWx0aW5nX3N0YXRlGAIgASgLMhQuZ29vZ2xlLnByb3RvYnVmLkFueRIpCgRtZXRhGAMgASgLMhsuY2hpZWZfb2Zfc3RhdGUudjEuTWV0YURhdGEiZAoMU3RhdGVXcmFwcGVyEiMKBXN0YXRlGAEgASgLMhQuZ29vZ2xlLnByb3RvYnVmLkFueRIpCgRtZXRhGAMgASgLMhsuY2hpZWZfb2Zfc3RhdGUudjEuTWV0YURhdGFKBAgCEANCWwojY29tLmdpdGh1Yi5jaGllZm9mc3RhdGUucHJvdG9idWYudjFQAVogY2hpZWZfb2Zfc3RhdGUvdjE7Y2hpZWZvZnN0YXRldjGqAg9DaGllZk9mU3RhdGUuVjFiBnByb3RvMw", [file_chief_of_state_v1_common, file_google_protobuf_any]);
+  fileDesc("CiNjaGllZl9vZl9zdGF0ZS92MS9wZXJzaXN0ZW5jZS5wcm90bxIRY2hpZWZfb2Zfc3RhdGUudjEitgEKDEV2ZW50V3JhcHBlchIjCgVldmVudBgBIAEoCzIULmdvb2dsZS5wcm90b2J1Zi5BbnkSLQoPcmVzdWx0aW5nX3N0YXRlGAIgASgLMhQuZ29vZ2xlLnByb3RvYnVmLkFueRIpCgRtZXRhGAMgASgLMhsuY2hpZWZfb2Zfc3RhdGUudjEuTWV0YURhdGESEwoLdHJhY2VwYXJlbnQYCiABKAkSEgoKdHJhY2VzdGF0ZRgLIAEoCSJkCgxTdGF0ZVdyYXBwZXISIwoFc3RhdGUYASABKAsyFC5nb29nbGUucHJvdG9idWYuQW55EikKBG1ldGEYAyABKAsyGy5jaGllZl9vZl9zdGF0ZS52MS5NZXRhRGF0YUoECAIQA0JbCiNjb20uZ2l0aHViLmNoaWVmb2ZzdGF0ZS5wcm90b2J1Zi52MVABWiBjaGllZl9vZl9zdGF0ZS92MTtjaGllZm9mc3RhdGV2MaoCD0NoaWVmT2ZTdGF0ZS5WMWIGcHJvdG8z", [file_chief_of_state_v1_common, file_google_protobuf_any]);
 
 /**
  * EventWrapper is what one journal row holds.
@@ -36,6 +36,20 @@ export type EventWrapper = Message<"chief_of_state.v1.EventWrapper"> & {
    * @generated from field: chief_of_state.v1.MetaData meta = 3;
    */
   meta?: MetaData | undefined;
+
+  /**
+   * COS extension: the W3C trace context (traceparent, tracestate) of the command that persisted
+   * the event, for the message headers of the broker publishers; empty when there was none. Not
+   * part of HandleReadSideRequest: the read sides drop it.
+   *
+   * @generated from field: string traceparent = 10;
+   */
+  traceparent: string;
+
+  /**
+   * @generated from field: string tracestate = 11;
+   */
+  tracestate: string;
 };
 
 /**

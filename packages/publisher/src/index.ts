@@ -1,0 +1,12 @@
+export { decodePayload, headerValue, MESSAGE_HEADERS, messageId, toBrokerMessage, type StoredEvent } from './broker-message.js';
+export { createNatsSink, type NatsSinkOptions } from './nats-sink.js';
+export { publishOrdered, withTimeout } from './ordered.js';
+export {
+  createPublisherHandler,
+  createSink,
+  PUBLISHER_RETRY,
+  type PublisherHandler,
+  type PublisherSettings,
+} from './publisher-handler.js';
+export type { BrokerMessage, EventSink } from './ports.js';
+export { createRabbitMqSink, redactUrl, type RabbitMqSinkOptions } from './rabbitmq-sink.js';

@@ -1,0 +1,42 @@
+import { describe, expect, it } from 'vitest';
+import { publishOrdered, withTimeout } from './ordered.js';
+import type { BrokerMessage } from './ports.js';
+
+const message = (key: string, n: number): BrokerMessage => ({ id: `${key}:${n}`, key, headers: {}, payload: new Uint8Array() });
+
+describe('publishOrdered', () => {
+  it('sends a key only after its previous message was acknowledged, keys side by side', async () => {
+    const started: string[] = [];
+    const pending = new Map<string, () => void>();
+    const done = publishOrdered([message('a', 1), message('b', 1), message('a', 2)], (m) => {
+      started.push(m.id);
+      return new Promise<void>((resolve) => pending.set(m.id, resolve));
+    });
+    await Promise.resolve();
+    expect(started).toEqual(['a:1', 'b:1']);
+    pending.get('a:1')!();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(started).toEqual(['a:1', 'b:1', 'a:2']);
+    pending.get('b:1')!();
+    pending.get('a:2')!();
+    await done;
+  });
+
+  it('never sends a later message of a failed key, and rejects once everything settled', async () => {
+    const sent: string[] = [];
+    await expect(
+      publishOrdered([message('a', 1), message('a', 2), message('b', 1)], async (m) => {
+        sent.push(m.id);
+        if (m.id === 'a:1') throw new Error('nack');
+      }),
+    ).rejects.toThrow('nack');
+    expect(sent).toEqual(['a:1', 'b:1']);
+  });
+});
+
+describe('withTimeout', () => {
+  it('rejects a promise that does not settle in time', async () => {
+    await expect(withTimeout(new Promise(() => {}), 10, 'broker')).rejects.toThrow('broker: no acknowledgement within 10 ms');
+    await expect(withTimeout(Promise.resolve(1), 10, 'broker')).resolves.toBe(1);
+  });
+});

@@ -1,0 +1,69 @@
+import { create } from '@bufbuild/protobuf';
+import { HandleReadSideResponseSchema, type HandleReadSideRequest, type HandleReadSideResponse } from '@chiefofstate/protocol';
+import { toBrokerMessage, type StoredEvent } from './broker-message.js';
+import { createNatsSink } from './nats-sink.js';
+import type { EventSink } from './ports.js';
+import { createRabbitMqSink } from './rabbitmq-sink.js';
+
+/** What a publisher needs of its configuration (@chiefofstate/config's PublisherConfig fits). */
+export type PublisherSettings =
+  | { readonly publisherId: string; readonly sink: 'nats'; readonly url: string; readonly subject: string; readonly timeoutMs: number }
+  | {
+      readonly publisherId: string;
+      readonly sink: 'rabbitmq';
+      readonly url: string;
+      readonly exchange: string;
+      readonly routingKey: string | undefined;
+      readonly timeoutMs: number;
+    };
+
+/**
+ * A publisher as the read-side engine runs it: a "read side handler" that publishes each event
+ * to the sink and answers `successful` only once the broker acknowledged it, so the engine
+ * commits the offset after the acknowledgement and re-delivers (same message id) otherwise.
+ * The shape is the engine's ReadSideHandlerPort (structural: adapters do not import it).
+ */
+export interface PublisherHandler {
+  readonly sink: EventSink;
+  handleReadSide(
+    request: HandleReadSideRequest,
+    call?: { readonly timeoutMs?: number; readonly record?: StoredEvent },
+  ): Promise<HandleReadSideResponse>;
+  close(): Promise<void>;
+}
+
+const ACCEPTED = create(HandleReadSideResponseSchema, { successful: true });
+
+export function createPublisherHandler(sink: EventSink): PublisherHandler {
+  return {
+    sink,
+    async handleReadSide(_request, call) {
+      // the stored bytes, not the request: the EventWrapper's trace context is not in the request
+      if (!call?.record) throw new Error('a publisher needs the journal event (ReadSideCallOptions.record)');
+      await sink.publish([toBrokerMessage(call.record)], call.timeoutMs !== undefined ? { timeoutMs: call.timeoutMs } : undefined);
+      return ACCEPTED;
+    },
+    close: () => sink.close(),
+  };
+}
+
+/** The sink of a configured publisher. A Kafka sink would be one more case here. */
+export function createSink(settings: PublisherSettings): EventSink {
+  switch (settings.sink) {
+    case 'nats':
+      return createNatsSink({ url: settings.url, subject: settings.subject, timeoutMs: settings.timeoutMs, name: `chiefofstate-${settings.publisherId}` });
+    case 'rabbitmq':
+      return createRabbitMqSink({
+        url: settings.url,
+        exchange: settings.exchange,
+        timeoutMs: settings.timeoutMs,
+        ...(settings.routingKey !== undefined ? { routingKey: settings.routingKey } : {}),
+      });
+  }
+}
+
+/**
+ * How the engine retries a publisher's event: without end (a broker that is down must not stop
+ * or skip anything), backing off to 5 s; pause, restart and shutdown still interrupt the wait.
+ */
+export const PUBLISHER_RETRY = { maxRetries: Number.POSITIVE_INFINITY, initialBackoffMs: 200, maxBackoffMs: 5_000 } as const;

@@ -1,0 +1,184 @@
+// The sinks against the real brokers of this machine (NATS JetStream on 4222, RabbitMQ on 5672),
+// each test with its own stream or queue, deleted after. A TCP proxy between sink and broker is
+// cut and restored to make the broker "go away" without touching the shared one.
+import { randomUUID } from 'node:crypto';
+import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
+import { connect as amqpConnect, type Channel, type ChannelModel } from 'amqplib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pollUntil, startTcpProxy, type TcpProxy } from '@chiefofstate/testing';
+import { createNatsSink } from './nats-sink.js';
+import type { BrokerMessage, EventSink } from './ports.js';
+import { createRabbitMqSink } from './rabbitmq-sink.js';
+
+const KEYS = 20;
+const messages = (count: number): BrokerMessage[] =>
+  Array.from({ length: count }, (_, i) => {
+    const key = `e-${i % KEYS}`;
+    const revision = Math.floor(i / KEYS) + 1;
+    return { id: `${key}:${revision}`, key, headers: { 'cos-revision': String(revision) }, payload: new TextEncoder().encode(`${key}/${revision}`) };
+  });
+
+/** Publishes in batches of 50, each batch again (same ids) until it is acknowledged, as the engine does. */
+async function publishAll(
+  sink: EventSink,
+  all: readonly BrokerMessage[],
+  onBatch?: (index: number) => void,
+  onFailure?: (failures: number) => void,
+) {
+  let failures = 0;
+  for (let start = 0, index = 0; start < all.length; start += 50, index++) {
+    onBatch?.(index);
+    for (let attempt = 0; ; attempt++) {
+      expect(attempt, 'a batch kept failing').toBeLessThan(400);
+      try {
+        await sink.publish(all.slice(start, start + 50), { timeoutMs: 1000 });
+        break;
+      } catch {
+        failures++;
+        onFailure?.(failures);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+  }
+  return failures;
+}
+
+/** Each id at least once, the first copies in per-key order; returns the duplicates. */
+function checkReceived(received: readonly string[], all: readonly BrokerMessage[]): number {
+  const seen = new Set<string>();
+  const lastRevision = new Map<string, number>();
+  for (const id of received) {
+    if (seen.has(id)) continue;
+    seen.add(id);
+    const [key, revision] = id.split(':') as [string, string];
+    expect(Number(revision), `order of ${key}`).toBe((lastRevision.get(key) ?? 0) + 1);
+    lastRevision.set(key, Number(revision));
+  }
+  expect(seen.size).toBe(all.length);
+  return received.length - seen.size;
+}
+
+describe('NATS JetStream sink', () => {
+  const name = `cos_sink_${process.pid}_${randomUUID().slice(0, 8)}`;
+  let nc: NatsConnection;
+  let jsm: JetStreamManager;
+  let proxy: TcpProxy;
+
+  beforeAll(async () => {
+    nc = await natsConnect({ servers: '127.0.0.1:4222' });
+    jsm = await jetstreamManager(nc);
+    proxy = await startTcpProxy({ host: '127.0.0.1', port: 4222 });
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await nc?.close();
+  });
+
+  const withStream = async (run: (subject: string, stored: () => Promise<string[]>) => Promise<void>) => {
+    const stream = `${name}_${randomUUID().slice(0, 6)}`;
+    const subject = `cos-sink.${stream}`;
+    await jsm.streams.add({ name: stream, subjects: [subject] });
+    const stored = async () => {
+      const info = await jsm.streams.info(stream);
+      const ids: string[] = [];
+      for (let seq = info.state.first_seq; info.state.messages > 0 && seq <= info.state.last_seq; seq++) {
+        ids.push((await jsm.streams.getMessage(stream, { seq }))!.header.get('Nats-Msg-Id'));
+      }
+      return ids;
+    };
+    try {
+      await run(subject, stored);
+    } finally {
+      await jsm.streams.delete(stream);
+    }
+  };
+
+  it('stores every message once, in order per key; a re-publication is dropped by id', async () => {
+    await withStream(async (subject, stored) => {
+      const sink = createNatsSink({ url: 'nats://127.0.0.1:4222', subject });
+      const all = messages(1000);
+      await publishAll(sink, all);
+      await publishAll(sink, all.slice(0, 100)); // again: same ids
+      await sink.close();
+      expect(checkReceived(await stored(), all)).toBe(0);
+    });
+  }, 60_000);
+
+  it('loses nothing when the connection is cut mid-burst and restored', async () => {
+    await withStream(async (subject, stored) => {
+      const sink = createNatsSink({ url: `nats://127.0.0.1:${proxy.port}`, subject });
+      const all = messages(1000);
+      let cut = false;
+      const failures = await publishAll(sink, all, (index) => {
+        if (index === 5) {
+          proxy.cut();
+          cut = true;
+        }
+      }, (count) => count === 3 && proxy.restore()); // restored once publications failed against the cut link
+      await sink.close();
+      expect(cut).toBe(true);
+      expect(failures).toBeGreaterThan(0);
+      expect(checkReceived(await stored(), all)).toBe(0);
+    });
+  }, 90_000);
+});
+
+describe('RabbitMQ sink', () => {
+  let amqp: ChannelModel;
+  let channel: Channel;
+  let proxy: TcpProxy;
+
+  beforeAll(async () => {
+    amqp = await amqpConnect('amqp://guest:guest@127.0.0.1:5672');
+    channel = await amqp.createChannel();
+    proxy = await startTcpProxy({ host: '127.0.0.1', port: 5672 });
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await amqp?.close().catch(() => {});
+  });
+
+  const withQueue = async (run: (queue: string, received: string[]) => Promise<void>) => {
+    const queue = `cos_sink_${process.pid}_${randomUUID().slice(0, 8)}`;
+    await channel.assertQueue(queue, { durable: false });
+    const received: string[] = [];
+    const { consumerTag } = await channel.consume(queue, (message) => {
+      if (!message) return;
+      received.push(String(message.properties.messageId));
+      expect(message.properties.deliveryMode).toBe(2);
+      channel.ack(message);
+    });
+    try {
+      await run(queue, received);
+    } finally {
+      await channel.cancel(consumerTag);
+      await channel.deleteQueue(queue);
+    }
+  };
+
+  it('delivers every message, in order per key, persistent, with its id', async () => {
+    await withQueue(async (queue, received) => {
+      const sink = createRabbitMqSink({ url: 'amqp://guest:guest@127.0.0.1:5672', exchange: '', routingKey: queue });
+      const all = messages(1000);
+      await publishAll(sink, all);
+      await sink.close();
+      await pollUntil(() => received.length >= all.length, 30_000, 'every message consumed');
+      expect(checkReceived(received, all)).toBe(0);
+    });
+  }, 60_000);
+
+  it('loses nothing when the connection is cut mid-burst and restored; a redelivery has the same id', async () => {
+    await withQueue(async (queue, received) => {
+      const sink = createRabbitMqSink({ url: `amqp://guest:guest@127.0.0.1:${proxy.port}`, exchange: '', routingKey: queue });
+      const all = messages(1000);
+      const failures = await publishAll(sink, all, (index) => {
+        if (index === 5) proxy.cut();
+      }, (count) => count === 3 && proxy.restore());
+      await sink.close();
+      expect(failures).toBeGreaterThan(0);
+      await pollUntil(() => new Set(received).size >= all.length, 30_000, 'every message consumed');
+      checkReceived(received, all);
+    });
+  }, 90_000);
+});
