@@ -43,6 +43,34 @@ const FIELDS: Array<readonly [string, string, number, string]> = [
   ['EventWrapper', 'meta', 3, 'chief_of_state.v1.MetaData'],
   ['StateWrapper', 'state', 1, 'google.protobuf.Any'],
   ['StateWrapper', 'meta', 3, 'chief_of_state.v1.MetaData'],
+  // upstream's subscriptions (extensions.md, "Subscriptions")
+  ['SubscribeRequest', 'entity_id', 1, 'string'],
+  ['SubscribeRequest', 'subscription_id', 2, 'string'],
+  ['SubscribeAllRequest', 'subscription_id', 1, 'string'],
+  ['UnsubscribeRequest', 'subscription_id', 1, 'string'],
+  ['UnsubscribeResponse', 'subscription_id', 1, 'string'],
+  ['UnsubscribeAllRequest', 'subscription_id', 1, 'string'],
+  ['UnsubscribeAllResponse', 'subscription_id', 1, 'string'],
+];
+for (const message of ['SubscribeResponse', 'SubscribeAllResponse']) {
+  FIELDS.push([message, 'subscription_id', 1, 'string']);
+  FIELDS.push([message, 'event', 2, 'google.protobuf.Any']);
+  FIELDS.push([message, 'resulting_state', 3, 'google.protobuf.Any']);
+  FIELDS.push([message, 'meta', 4, 'chief_of_state.v1.MetaData']);
+}
+
+/**
+ * COS's own fields beyond the spec's messages: numbers 10 and up (extensions.md: catch-up
+ * subscriptions; the trace context stored with each event), so they can never collide with a
+ * field upstream adds below them.
+ */
+const EXTENSIONS: Array<readonly [string, string, number, string]> = [
+  ['SubscribeRequest', 'from_revision', 10, 'uint64'],
+  ['SubscribeResponse', 'offset', 10, 'uint64'],
+  ['SubscribeAllRequest', 'after_offset', 10, 'uint64'],
+  ['SubscribeAllResponse', 'offset', 10, 'uint64'],
+  ['EventWrapper', 'traceparent', 10, 'string'],
+  ['EventWrapper', 'tracestate', 11, 'string'],
 ];
 
 const MANAGER_RPCS = [
@@ -64,7 +92,7 @@ for (const rpc of MANAGER_RPCS) {
 }
 
 const SERVICES: ReadonlyArray<readonly [DescService, string[]]> = [
-  [protocol.ChiefOfStateService, ['ProcessCommand', 'GetState']],
+  [protocol.ChiefOfStateService, ['ProcessCommand', 'GetState', 'Subscribe', 'SubscribeAll', 'Unsubscribe', 'UnsubscribeAll']],
   [protocol.WriteSideHandlerService, ['HandleCommand', 'HandleEvent']],
   [protocol.ReadSideHandlerService, ['HandleReadSide']],
   [protocol.ReadSideManagerService, MANAGER_RPCS],
@@ -101,9 +129,17 @@ describe('chief_of_state.v1 wire contract', () => {
     expect(typeOf(desc!)).toBe(type);
   });
 
-  it('has no fields beyond the spec', () => {
+  it.each(EXTENSIONS)('extension %s.%s = %i is %s', (message, field, number, type) => {
+    const desc = messageByName(message).fields.find((f) => f.name === field);
+    expect(desc, `${message}.${field} exists`).toBeDefined();
+    expect(desc!.number).toBe(number);
+    expect(number).toBeGreaterThanOrEqual(10);
+    expect(typeOf(desc!)).toBe(type);
+  });
+
+  it('has no fields beyond the spec and the extensions', () => {
     const expected = new Map<string, number>();
-    for (const [message] of FIELDS) expected.set(message, (expected.get(message) ?? 0) + 1);
+    for (const [message] of [...FIELDS, ...EXTENSIONS]) expected.set(message, (expected.get(message) ?? 0) + 1);
     for (const [message, count] of expected) expect(messageByName(message).fields.length, message).toBe(count);
   });
 
@@ -122,7 +158,7 @@ describe('chief_of_state.v1 wire contract', () => {
   it.each(SERVICES)('serves %s with exactly the spec methods', (service, methods) => {
     expect(service.methods.map((m) => m.name)).toEqual(methods);
     for (const method of service.methods) {
-      expect(method.methodKind).toBe('unary');
+      expect(method.methodKind).toBe(method.name === 'Subscribe' || method.name === 'SubscribeAll' ? 'server_streaming' : 'unary');
       expect(method.input.typeName).toBe(`chief_of_state.v1.${method.name}Request`);
       expect(method.output.typeName).toBe(`chief_of_state.v1.${method.name}Response`);
       expect(`/${service.typeName}/${method.name}`).toMatch(/^\/chief_of_state\.v1\.[A-Za-z]+\/[A-Za-z]+$/);
