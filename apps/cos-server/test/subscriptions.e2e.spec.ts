@@ -189,8 +189,10 @@ describe.runIf(hasServer)('cos-server subscriptions', () => {
     expect(received).toBeLessThan(500);
     expect(burstBytes).toBeGreaterThan(40 * 1024 * 1024);
     // the shared tail keeps 16 MiB at most, and nothing is buffered for the subscriber (buffering
-    // the burst would take more than the burst itself: bytes and their decoded messages)
-    expect(heapAfter - heapBefore).toBeLessThan(burstBytes * 0.7);
+    // the burst would take more than the burst itself: bytes and their decoded messages). The heap
+    // is read without a forced collection, so garbage of the burst counts too (a clean-clone run
+    // saw 0.78 of the burst): the bound is the burst itself.
+    expect(heapAfter - heapBefore).toBeLessThan(burstBytes);
     slow.call.resume();
     await pollUntil(() => slow.messages.length >= entities.length + 1, 120_000, 'the whole burst');
     slow.call.cancel();
