@@ -3,6 +3,7 @@ import { join, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { z } from 'zod';
 import { invalidMessage, showValue, type EnvReader } from './env-reader.js';
+import { yamlMapping } from './yaml-mapping.js';
 import { PUBLISHER_SINKS, type PublisherConfig, type PublisherSink } from './types.js';
 import { PUBLISHER_ENV_PREFIX } from './variables.js';
 import { boolean, milliseconds, parseValue, readSideId, type Codec } from './values.js';
@@ -248,26 +249,9 @@ function fromYamlFile(file: string, reader: EnvReader): Draft[] {
 
 function fromYamlDocument(content: unknown, where: string, reader: EnvReader): Draft | undefined {
   const { report } = reader;
-  if (typeof content !== 'object' || Array.isArray(content) || content === null) {
-    report.problem(`${where}: expected a mapping with keys ${YAML_KEYS.join(', ')}`);
-    return undefined;
-  }
-  const record = content as Record<string, unknown>;
-  let invalid = false;
-  for (const key of Object.keys(record)) {
-    if (!YAML_KEYS.includes(key)) {
-      report.problem(`${where}: unknown key ${JSON.stringify(key)}: expected only ${YAML_KEYS.join(', ')}`);
-      invalid = true;
-    }
-  }
-  const scalar = (key: string): string | undefined => {
-    const value = record[key];
-    if (value === undefined || value === null) return undefined;
-    if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') return String(value);
-    report.problem(`${where}: ${key} must be a single value, not a list or mapping`);
-    invalid = true;
-    return undefined;
-  };
+  const mapping = yamlMapping(content, where, YAML_KEYS, report);
+  if (mapping === undefined) return undefined;
+  const { scalar } = mapping;
   const idText = scalar('publisherId');
   const id = idText === undefined ? undefined : parseValue(readSideId, idText);
   if (id === undefined || !id.ok) {
@@ -282,10 +266,10 @@ function fromYamlDocument(content: unknown, where: string, reader: EnvReader): D
     if (parsed.ok) (values as Record<string, unknown>)[setting.field] = parsed.value;
     else {
       report.problem(invalidMessage(`${where}: ${setting.yaml}`, showValue(setting.yaml, raw), setting.codec.expected, parsed.details));
-      invalid = true;
+      mapping.invalid = true;
     }
   }
-  return { id: id.value, source: where, values, invalid, settingName: (setting) => setting.yaml };
+  return { id: id.value, source: where, values, invalid: mapping.invalid, settingName: (setting) => setting.yaml };
 }
 
 function errorText(error: unknown): string {

@@ -2,6 +2,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { invalidMessage, showValue, type EnvReader } from './env-reader.js';
+import { yamlMapping } from './yaml-mapping.js';
 import type { ClientTlsConfig, FailurePolicy, ReadSideConfig } from './types.js';
 import { READ_SIDE_ENV_PREFIX } from './variables.js';
 import {
@@ -307,26 +308,9 @@ function fromYamlFile(file: string, reader: EnvReader): Draft[] {
 
 function fromYamlDocument(content: unknown, where: string, reader: EnvReader): Draft | undefined {
   const { report } = reader;
-  if (typeof content !== 'object' || Array.isArray(content) || content === null) {
-    report.problem(`${where}: expected a mapping with keys ${YAML_KEYS.join(', ')}`);
-    return undefined;
-  }
-  const record = content as Record<string, unknown>;
-  let invalid = false;
-  for (const key of Object.keys(record)) {
-    if (!YAML_KEYS.includes(key)) {
-      report.problem(`${where}: unknown key ${JSON.stringify(key)}: expected only ${YAML_KEYS.join(', ')}`);
-      invalid = true;
-    }
-  }
-  const scalar = (key: string): string | undefined => {
-    const value = record[key];
-    if (value === undefined || value === null) return undefined;
-    if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') return String(value);
-    report.problem(`${where}: ${key} must be a single value, not a list or mapping`);
-    invalid = true;
-    return undefined;
-  };
+  const mapping = yamlMapping(content, where, YAML_KEYS, report);
+  if (mapping === undefined) return undefined;
+  const { record, scalar } = mapping;
 
   const idText = scalar('readSideId');
   if (idText === undefined) {
@@ -352,14 +336,14 @@ function fromYamlDocument(content: unknown, where: string, reader: EnvReader): D
       report.problem(
         invalidMessage(`${where}: ${setting.yaml}`, showValue(setting.yaml, raw), setting.codec.expected, parsed.details),
       );
-      invalid = true;
+      mapping.invalid = true;
     }
   }
   return {
     readSideId: id.value,
     source: where,
     values,
-    invalid,
+    invalid: mapping.invalid,
     missing: (field) =>
       `${where} (read side ${JSON.stringify(id.value)}): ${field} is missing: expected ${field === 'host' ? host.expected : port.expected}`,
     subject: `${where} (read side ${JSON.stringify(id.value)})`,
