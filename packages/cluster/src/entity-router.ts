@@ -240,7 +240,7 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
       const target = route(entityId, forwards);
       if ('here' in target) {
         await target.here.fenced;
-        return local.getState(entityId);
+        return local.getState(entityId, localRead(options));
       }
       return elsewhere(
         'GetState',
@@ -248,7 +248,7 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
         target,
         (address) => peers.getState(address, { entityId }, callOptions(options, proofHeader('GetState', entityId, forwards))),
         // not kept in memory here: the store has every acknowledged write
-        () => local.getState(entityId),
+        () => local.getState(entityId, localRead(options)),
       );
     },
 
@@ -342,4 +342,9 @@ function headerText(header: Header): string {
   const { value } = header;
   if (value.case === 'bytesValue') return Buffer.from(value.value).toString('base64');
   return value.case === 'stringValue' ? value.value : '';
+}
+
+/** What a local GetState needs of the call: its deadline, which bounds the read of the store. */
+function localRead(options: GetStateOptions): { deadline?: number } {
+  return options.deadline === undefined ? {} : { deadline: options.deadline };
 }

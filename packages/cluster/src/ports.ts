@@ -45,7 +45,8 @@ export interface GetStateOptions {
 /** This replica's entities (satisfied by @chiefofstate/entity's runtime, built with `retain`). */
 export interface LocalEntities {
   processCommand(request: CommandRequest): Promise<EntityState>;
-  getState(entityId: string): Promise<EntityState>;
+  /** `deadline` (epoch ms): the store is read until then at most */
+  getState(entityId: string, options?: { readonly deadline?: number }): Promise<EntityState>;
   /** drops the cached state of the entities selected; resolves when none of them is busy */
   evict(matches: (entityId: string) => boolean): Promise<void>;
 }

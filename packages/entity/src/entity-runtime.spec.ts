@@ -254,6 +254,38 @@ describe('commands queued on one entity share one append', () => {
     expect(deadlines[2]).toBeUndefined();
   });
 
+  it('bounds the reads of a load by the latest deadline of the commands waiting for it, and GetState by its own', async () => {
+    const journal = new InMemoryJournal();
+    const snapshots = new InMemorySnapshots();
+    const reads: Array<[string, number | undefined]> = [];
+    const readLatest = journal.readLatest.bind(journal);
+    journal.readLatest = (entityId, options) => {
+      reads.push(['journal', options?.deadline]);
+      return readLatest(entityId, options);
+    };
+    const loadLatest = snapshots.loadLatest.bind(snapshots);
+    snapshots.loadLatest = (entityId, options) => {
+      reads.push(['snapshot', options?.deadline]);
+      return loadLatest(entityId, options);
+    };
+    const { runtime } = setup({ snapshots, retain: () => false }, journal);
+    const now = Date.now();
+    // a new entity: the journal has nothing, so the snapshot is read too; b and c queue behind a
+    // and are loaded for together (not retained here, so every batch loads)
+    const first = send(runtime, 'rd', 'slow:50:a', { deadline: now + 10_000 });
+    const rest = [send(runtime, 'rd', 'emit:b', { deadline: now + 20_000 }), send(runtime, 'rd', 'emit:c', { deadline: now + 15_000 })];
+    await Promise.all([first, ...rest]);
+    await runtime.getState('rd', { deadline: now + 5_000 });
+    await send(runtime, 'rd', 'emit:d');
+    expect(reads).toEqual([
+      ['journal', now + 10_000],
+      ['snapshot', now + 10_000],
+      ['journal', now + 20_000],
+      ['journal', now + 5_000],
+      ['journal', undefined],
+    ]);
+  });
+
   it('on a conflict, reloads and runs every command of the batch again', async () => {
     const journal = new InMemoryJournal();
     const a = setup({}, journal);

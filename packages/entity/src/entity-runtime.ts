@@ -41,6 +41,7 @@ import type {
   JournalPort,
   KeyRecord,
   Logger,
+  ReadOptions,
   SnapshotPort,
   StoredRevision,
   WriteHandlerPort,
@@ -175,8 +176,11 @@ export interface EntityRuntimeStats {
 
 export interface EntityRuntime {
   processCommand(request: ProcessCommandRequest): Promise<EntityState>;
-  /** The latest state; NotFoundError when the entity has no event. Never calls handlers. */
-  getState(entityId: string): Promise<EntityState>;
+  /**
+   * The latest state; NotFoundError when the entity has no event. Never calls handlers.
+   * `deadline` (epoch ms): a read of the store waits until then at most.
+   */
+  getState(entityId: string, options?: { readonly deadline?: number }): Promise<EntityState>;
   stats(): EntityRuntimeStats;
   /**
    * Drops the cached state of the entities `matches` selects (e.g. a shard given up): idle ones
@@ -260,6 +264,14 @@ interface Outcome {
 
 const NO_EVENTS: readonly Uint8Array[] = [];
 const NO_COMMANDS: readonly Command[] = [];
+const NO_DEADLINE: ReadOptions = {};
+
+/** How long a read for `batch` may wait: until the latest deadline of its commands. */
+function readFor(batch: readonly Command[]): ReadOptions {
+  let deadline = 0;
+  for (const command of batch) deadline = Math.max(deadline, command.deadline);
+  return deadline === Infinity ? NO_DEADLINE : { deadline };
+}
 /** handled commands after which a busy mailbox drops their slots */
 const COMPACT_AFTER = 1024;
 
@@ -418,17 +430,17 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
 
   // ---- recovery ----------------------------------------------------------------------------
 
-  async function load(slot: EntitySlot): Promise<void> {
+  async function load(slot: EntitySlot, read: ReadOptions): Promise<void> {
     // what the store holds may have changed (another writer, an append of unknown outcome)
     dropKeys(slot);
-    const latest = await journal.readLatest(slot.entityId);
+    const latest = await journal.readLatest(slot.entityId, read);
     if (latest !== undefined) {
       const wrapper = decode(slot.entityId, latest, 'event', (bytes) => fromBinary(EventWrapperSchema, bytes));
       setLoaded(slot, latest, wrapper.resultingState, wrapper.meta, latest.payload.byteLength - anyFieldBytes(wrapper.event));
       return;
     }
     // No event in the journal (e.g. deleted after a snapshot): the newest snapshot has the state.
-    const snapshot = snapshots && (await snapshots.loadLatest(slot.entityId));
+    const snapshot = snapshots && (await snapshots.loadLatest(slot.entityId, read));
     if (snapshot !== undefined) {
       const wrapper = decode(slot.entityId, snapshot, 'snapshot', (bytes) =>
         fromBinary(StateWrapperSchema, bytes),
@@ -471,8 +483,8 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
   }
 
   /** The entity's keys in the store (at most maxKeysPerEntity; with more, `complete` is false). */
-  async function loadKeys(slot: EntitySlot): Promise<void> {
-    const stored = await journal.readKeys(slot.entityId, maxKeysPerEntity + 1);
+  async function loadKeys(slot: EntitySlot, read: ReadOptions): Promise<void> {
+    const stored = await journal.readKeys(slot.entityId, maxKeysPerEntity + 1, read);
     const keys = new KnownKeys(maxKeysPerEntity, true);
     for (const { key, digest, recordedAt } of stored) keys.add(key, { digest: base64(digest), recordedAt: recordedAt.getTime(), outcome: undefined });
     slot.keys = keys;
@@ -484,7 +496,12 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
    * one read of the store for the keys it may hold that are not here (the entity has more keys
    * than kept in memory) and for the outcomes not kept in memory.
    */
-  async function resolveKeys(slot: EntitySlot, keys: KnownKeys, batch: readonly Command[]): Promise<Map<string, KeyRecord> | undefined> {
+  async function resolveKeys(
+    slot: EntitySlot,
+    keys: KnownKeys,
+    batch: readonly Command[],
+    read: ReadOptions,
+  ): Promise<Map<string, KeyRecord> | undefined> {
     const now = clock.now().getTime();
     let wanted: string[] | undefined;
     for (const { request } of batch) {
@@ -494,7 +511,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
       if (known === undefined ? !keys.complete : known.outcome === undefined) (wanted ??= []).push(key);
     }
     if (wanted === undefined) return undefined;
-    const found = await journal.findKeys(slot.entityId, wanted);
+    const found = await journal.findKeys(slot.entityId, wanted, read);
     // the outcomes for this batch (memory keeps only the newest few)
     const outcomes = new Map<string, KeyRecord>();
     for (const record of found) {
@@ -543,9 +560,9 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
   }
 
   /** Reads the latest state without activating the entity (GetState of a passive entity). */
-  async function readState(entityId: string): Promise<EntityState | undefined> {
+  async function readState(entityId: string, read: ReadOptions): Promise<EntityState | undefined> {
     const probe = { entityId, loaded: false, bytes: 0 } as EntitySlot;
-    await load(probe);
+    await load(probe, read);
     return probe.revision === 0 ? undefined : { state: probe.state!, meta: probe.meta! };
   }
 
@@ -565,11 +582,13 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     let keys: KnownKeys | undefined;
     let outcomes: Map<string, KeyRecord> | undefined;
     try {
-      if (!slot.loaded) await load(slot);
+      // the reads wait for the store as long as one of these commands still has a use for them
+      const read = readFor(batch);
+      if (!slot.loaded) await load(slot, read);
       if (keyed) {
-        if (slot.keys === undefined) await loadKeys(slot);
+        if (slot.keys === undefined) await loadKeys(slot, read);
         keys = slot.keys!;
-        outcomes = await resolveKeys(slot, keys, batch);
+        outcomes = await resolveKeys(slot, keys, batch, read);
       }
     } catch (error) {
       // The store failed this read (down, stalled, timed out): the commands queued with it
@@ -866,7 +885,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
       return reply;
     },
 
-    async getState(entityId) {
+    async getState(entityId, options) {
       assertValidEntityId(entityId);
       if (closing) throw new ShuttingDownError('shutting down');
       const slot = entities.get(entityId);
@@ -874,7 +893,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
       if (slot?.loaded && retains(entityId)) {
         current = slot.revision === 0 ? undefined : { state: slot.state!, meta: slot.meta! };
       } else {
-        current = await readState(entityId);
+        current = await readState(entityId, options?.deadline === undefined ? NO_DEADLINE : { deadline: options.deadline });
       }
       if (current === undefined) throw new NotFoundError(`entity ${JSON.stringify(entityId)} not found`);
       return current;

@@ -75,16 +75,22 @@ export interface JournalPort {
    */
   append(request: JournalAppend): Promise<JournalAppendResult>;
   /** The newest event of the entity, or undefined when it has none. */
-  readLatest(entityId: string): Promise<StoredRevision | undefined>;
+  readLatest(entityId: string, options?: ReadOptions): Promise<StoredRevision | undefined>;
   /** Deletes the entity's events with a revision below `revision`; returns how many. */
   deleteEventsBefore(entityId: string, revision: bigint): Promise<number>;
   /**
    * The entity's idempotency keys recorded within the retention window, without outcomes, at most
    * `limit`: fewer than `limit` means all of them.
    */
-  readKeys(entityId: string, limit: number): Promise<StoredKeyDigest[]>;
+  readKeys(entityId: string, limit: number, options?: ReadOptions): Promise<StoredKeyDigest[]>;
   /** Those of `keys` the entity recorded within the retention window, with their outcomes. */
-  findKeys(entityId: string, keys: readonly string[]): Promise<StoredKey[]>;
+  findKeys(entityId: string, keys: readonly string[], options?: ReadOptions): Promise<StoredKey[]>;
+}
+
+/** A read on behalf of commands or a GetState. */
+export interface ReadOptions {
+  /** epoch ms after which nobody waits for the answer (the latest deadline of its callers) */
+  readonly deadline?: number | undefined;
 }
 
 export interface SnapshotSave {
@@ -97,7 +103,7 @@ export interface SnapshotSave {
 export interface SnapshotPort {
   /** Saves a snapshot; returns the oldest revision still covered by a retained snapshot. */
   save(snapshot: SnapshotSave): Promise<{ oldestRetainedRevision: bigint }>;
-  loadLatest(entityId: string): Promise<StoredRevision | undefined>;
+  loadLatest(entityId: string, options?: ReadOptions): Promise<StoredRevision | undefined>;
 }
 
 /** Call options of a handler call; @chiefofstate/handler-client's HandlerCallOptions is wider. */

@@ -1,5 +1,6 @@
 import type { Context } from '@opentelemetry/api';
-import type { HandlerContext, ServiceImpl } from '@connectrpc/connect';
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from '@connectrpc/connect';
+import { DeadlineExceededError } from '@chiefofstate/core';
 import type { Any } from '@bufbuild/protobuf/wkt';
 import type { ChiefOfStateService} from '@chiefofstate/protocol';
 import { FORWARDED_BY_HEADER, FORWARDED_PROOF_HEADER, type Header, type MetaData } from '@chiefofstate/protocol';
@@ -55,14 +56,18 @@ export function createChiefOfStateService(
     async processCommand(request, context) {
       const call = callOf(context, commandTimeoutMs);
       try {
-        const { state, meta } = await processor.processCommand({
-          entityId: request.entityId,
-          command: request.command,
-          propagatedHeaders: propagatedHeaders(headers, context.requestHeader),
-          persistedHeaders: persistedHeaders(headers, context.requestHeader),
-          ...retryHeaders(context.requestHeader),
-          ...call,
-        });
+        const { state, meta } = await answerInTime(
+          processor.processCommand({
+            entityId: request.entityId,
+            command: request.command,
+            propagatedHeaders: propagatedHeaders(headers, context.requestHeader),
+            persistedHeaders: persistedHeaders(headers, context.requestHeader),
+            ...retryHeaders(context.requestHeader),
+            ...call,
+          }),
+          call.signal,
+          'the deadline passed before the command was answered: it may or may not have been applied',
+        );
         return { state, meta };
       } catch (error) {
         throw failCall(error, onError && ((failure) => onError('ProcessCommand', failure, call.traceContext)));
@@ -71,13 +76,50 @@ export function createChiefOfStateService(
     async getState(request, context) {
       const call = callOf(context, commandTimeoutMs);
       try {
-        const { state, meta } = await processor.getState(request.entityId, call);
+        const { state, meta } = await answerInTime(
+          processor.getState(request.entityId, call),
+          call.signal,
+          'the deadline passed before the state was read',
+        );
         return { state, meta };
       } catch (error) {
         throw failCall(error, onError && ((failure) => onError('GetState', failure, call.traceContext)));
       }
     },
   };
+}
+
+/**
+ * The work's outcome, or the call's end when that comes first: a caller is answered at its
+ * deadline even when COS still waits for something (a stalled store, a full pool), so no answer
+ * comes later than the caller asked. The work goes on; `checkTime` in the entity runtime keeps it
+ * from appending once the deadline has passed, and an append already under way keeps its
+ * outcome, which is why a command's DEADLINE_EXCEEDED says it may have been applied.
+ */
+function answerInTime<T>(work: Promise<T>, signal: AbortSignal, late: string): Promise<T> {
+  if (signal.aborted) {
+    work.catch(() => {});
+    return Promise.reject(callEnded(signal, late));
+  }
+  return new Promise<T>((resolve, reject) => {
+    const ended = () => reject(callEnded(signal, late));
+    signal.addEventListener('abort', ended, { once: true });
+    work.then(
+      (value) => {
+        signal.removeEventListener('abort', ended);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', ended);
+        reject(error);
+      },
+    );
+  });
+}
+
+function callEnded(signal: AbortSignal, late: string): unknown {
+  const reason: unknown = signal.reason;
+  return reason instanceof ConnectError && reason.code === Code.DeadlineExceeded ? new DeadlineExceededError(late, { cause: reason }) : reason;
 }
 
 /**

@@ -416,6 +416,27 @@ describe('unary gRPC path and the Connect adapter side by side', () => {
     expect([Code.DeadlineExceeded, Code.Canceled]).toContain(ConnectError.from(reason).code);
   });
 
+  it('answers DEADLINE_EXCEEDED at the deadline the caller sent when the work never ends, on both paths', async () => {
+    // grpc-timeout sent without a client-side deadline: what is measured is when the server answers
+    scripted.setBehaviour(() => new Promise(() => {}));
+    const metadata = new grpc.Metadata();
+    metadata.set('grpc-timeout', '300m');
+    let started = performance.now();
+    const viaGrpc = await client.unary(ChiefOfStateService.method.processCommand, request('stuck'), { metadata }).catch((e: grpc.ServiceError) => e);
+    const grpcMs = performance.now() - started;
+    expect((viaGrpc as grpc.ServiceError).code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    expect((viaGrpc as grpc.ServiceError).details).toMatch(/may or may not have been applied/);
+
+    const connect = createClient(ChiefOfStateService, createConnectTransport({ baseUrl: `http://127.0.0.1:${server.port}`, httpVersion: '2' }));
+    started = performance.now();
+    const viaConnect = await connect.processCommand({ entityId: 'stuck' }, { headers: { 'connect-timeout-ms': '300' } }).catch((e: unknown) => e);
+    const connectMs = performance.now() - started;
+    expect(ConnectError.from(viaConnect).code).toBe(Code.DeadlineExceeded);
+    // the deadline, not the 5 s command timeout, ended both
+    expect(Math.max(grpcMs, connectMs)).toBeLessThan(3000);
+    expect(Math.min(grpcMs, connectMs)).toBeGreaterThanOrEqual(250);
+  });
+
   it('still serves the Connect protocol, gRPC-Web and compressed gRPC requests (through Connect)', async () => {
     const baseUrl = `http://127.0.0.1:${server.port}`;
     for (const transport of [

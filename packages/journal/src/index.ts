@@ -11,6 +11,7 @@ export {
   type JournalOptions,
   type ReadAllOptions,
   type ReadEntityOptions,
+  type ReadOptions,
   type ReadShardOptions,
 } from './journal.js';
 export {

@@ -13,7 +13,7 @@ import {
   publicMessageOf,
   shardOf,
 } from '@chiefofstate/core';
-import { isOutcomeUnknown, isUniqueViolation, sqlState, withStatementDeadline, type Database } from '@chiefofstate/postgres';
+import { compiledWithDeadline, isOutcomeUnknown, isUniqueViolation, sqlState, withStatementDeadline, type Database } from '@chiefofstate/postgres';
 import { FENCED_SQLSTATE, KEY_DIGEST_BYTES, type IdempotencyKeyTables, type JournalTables } from './schema.js';
 
 export interface JournalOptions {
@@ -121,7 +121,16 @@ export interface JournalEvent {
   readonly payload: Uint8Array;
 }
 
-export interface ReadEntityOptions {
+/** Options of a read made on a caller's behalf. */
+export interface ReadOptions {
+  /**
+   * epoch ms after which the caller has no use for the answer (its command's deadline): the
+   * read waits for the database until then at most, besides the statement timeout
+   */
+  readonly deadline?: number | undefined;
+}
+
+export interface ReadEntityOptions extends ReadOptions {
   readonly fromRevision: bigint;
   readonly limit?: number;
   /** logically deleted events too (subscriptions replay every stored event); default false */
@@ -151,7 +160,7 @@ export interface Journal {
    */
   append(request: AppendRequest): Promise<AppendResult>;
   /** The entity's newest event (deleted or not), undefined when it has none. */
-  readLatest(entityId: string): Promise<JournalEvent | undefined>;
+  readLatest(entityId: string, options?: ReadOptions): Promise<JournalEvent | undefined>;
   /** The entity's events with revision >= fromRevision, ascending, without logically deleted ones. */
   readEntity(entityId: string, options: ReadEntityOptions): Promise<JournalEvent[]>;
   /**
@@ -179,9 +188,9 @@ export interface Journal {
    * The entity's idempotency keys recorded within the retention window, without outcomes, at
    * most `limit` (in no particular order): fewer than `limit` means all of them.
    */
-  readKeys(entityId: string, limit: number): Promise<StoredKeyDigest[]>;
+  readKeys(entityId: string, limit: number, options?: ReadOptions): Promise<StoredKeyDigest[]>;
   /** Those of `keys` the entity has recorded within the retention window, with their outcomes. */
-  findKeys(entityId: string, keys: readonly string[]): Promise<StoredKey[]>;
+  findKeys(entityId: string, keys: readonly string[], options?: ReadOptions): Promise<StoredKey[]>;
   /** Writes what is queued, then refuses new appends (ShuttingDownError). Leaves the database open. */
   close(): Promise<void>;
 }
@@ -256,20 +265,14 @@ export function createJournal(options: JournalOptions): Journal {
   return {
     append,
 
-    async readLatest(entityId) {
-      const row = await store(() =>
-        db
-          .selectFrom('cos_journal')
-          .select(columns)
-          .where('entity_id', '=', entityId)
-          .orderBy('revision', 'desc')
-          .limit(1)
-          .executeTakeFirst(),
-      );
+    async readLatest(entityId, options) {
+      const query = db.selectFrom('cos_journal').select(columns).where('entity_id', '=', entityId).orderBy('revision', 'desc').limit(1);
+      const { rows } = await store(() => db.executeQuery(compiledWithDeadline(query, options?.deadline)));
+      const row = rows[0];
       return row && toEvent(row as JournalTables['cos_journal']);
     },
 
-    async readEntity(entityId, { fromRevision, limit, includeDeleted = false }) {
+    async readEntity(entityId, { fromRevision, limit, includeDeleted = false, deadline }) {
       let query = db
         .selectFrom('cos_journal')
         .select(columns)
@@ -278,7 +281,7 @@ export function createJournal(options: JournalOptions): Journal {
         .orderBy('revision');
       if (!includeDeleted) query = query.where('deleted', '=', false);
       if (limit !== undefined) query = query.limit(limit);
-      const rows = await store(() => query.execute());
+      const { rows } = await store(() => db.executeQuery(compiledWithDeadline(query, deadline)));
       return rows.map((row) => toEvent(row as JournalTables['cos_journal']));
     },
 
@@ -335,30 +338,26 @@ export function createJournal(options: JournalOptions): Journal {
     },
 
     // ---- idempotency keys ----
-    async readKeys(entityId, limit) {
-      const rows = await store(() =>
-        keysDb
-          .selectFrom('cos_idempotency_keys')
-          .select(['key', 'digest', 'recorded_at'])
-          .where('entity_id', '=', entityId)
-          .where('recorded_at', '>', sql<Date>`now() - ${retentionMs} * interval '1 millisecond'`)
-          .limit(limit)
-          .execute(),
-      );
+    async readKeys(entityId, limit, options) {
+      const query = keysDb
+        .selectFrom('cos_idempotency_keys')
+        .select(['key', 'digest', 'recorded_at'])
+        .where('entity_id', '=', entityId)
+        .where('recorded_at', '>', sql<Date>`now() - ${retentionMs} * interval '1 millisecond'`)
+        .limit(limit);
+      const { rows } = await store(() => keysDb.executeQuery(compiledWithDeadline(query, options?.deadline)));
       return rows.map((row) => ({ key: row.key, digest: row.digest, recordedAt: row.recorded_at }));
     },
 
-    async findKeys(entityId, keys) {
+    async findKeys(entityId, keys, options) {
       if (keys.length === 0) return [];
-      const rows = await store(() =>
-        keysDb
-          .selectFrom('cos_idempotency_keys')
-          .selectAll()
-          .where('entity_id', '=', entityId)
-          .where('key', 'in', keys)
-          .where('recorded_at', '>', sql<Date>`now() - ${retentionMs} * interval '1 millisecond'`)
-          .execute(),
-      );
+      const query = keysDb
+        .selectFrom('cos_idempotency_keys')
+        .selectAll()
+        .where('entity_id', '=', entityId)
+        .where('key', 'in', keys)
+        .where('recorded_at', '>', sql<Date>`now() - ${retentionMs} * interval '1 millisecond'`);
+      const { rows } = await store(() => keysDb.executeQuery(compiledWithDeadline(query, options?.deadline)));
       return rows.map((row) => ({
         key: row.key,
         digest: row.digest,

@@ -209,6 +209,19 @@ describe.skipIf(!runnable)('database on a PostgreSQL that fails', () => {
     await holder;
   }, 30_000);
 
+  it('sends nothing for a caller whose deadline passed while it waited for a connection, and keeps the connection', async () => {
+    const database = await open({ poolMax: 1, statementTimeoutMs: 5000, connectTimeoutMs: 3000 });
+    const holder = sql`SELECT pg_sleep(0.6)`.execute(database.kysely);
+    await pollUntil(() => database.poolStats()!.idle === 0 && database.poolStats()!.total === 1, 2000, 'connection busy');
+    const late = await timed(() => sql.raw(withStatementDeadline('SELECT 42 AS late', Date.now() + 200)).execute(database.kysely));
+    await holder;
+    expect(late.error).toBeInstanceOf(StoreError);
+    expect((late.error as Error).message).toMatch(/nothing was sent/);
+    expect(database.poolStats()!.connectionFailures).toBe(0);
+    expect(database.poolStats()!.total).toBe(1);
+    expect(await answers(database)).toBe(true);
+  }, 30_000);
+
   it('destroys a connection that answers read_only_sql_transaction and serves on a fresh one', async () => {
     const database = await open({ poolMax: 1 });
     await sql`CREATE TABLE IF NOT EXISTS faults.items (id int)`.execute(database.kysely);

@@ -84,6 +84,13 @@ export function createGuardedPool(options: GuardedPoolOptions): GuardedPool {
       if (!/timeout exceeded when trying to connect/i.test(describe(error))) availability.suspect(error);
       throw new StoreError(`cannot get a database connection: ${describe(error)}`, { cause: error });
     }
+    // the store was found down while this caller waited: its statement would only wait too
+    if (!availability.available()) {
+      client.release();
+      throw new StoreError(`the database is unreachable: ${describe(availability.lastError())}`, {
+        cause: availability.lastError(),
+      });
+    }
     let entry = guarded.get(client);
     if (!entry) {
       entry = new Guarded(client, availability, (sql) => timeoutFor(queryTimeoutMs, sql), slowStatementMs);
@@ -119,6 +126,11 @@ class Guarded implements PostgresPoolClient {
     if (this.broken !== undefined) {
       // nothing is sent on a connection known to be broken
       throw new StoreError(`the database connection was lost: ${describe(this.broken)}`, { cause: this.broken });
+    }
+    if (timeoutMs <= 0) {
+      // The caller's deadline passed while it waited for the connection: nothing is sent (a
+      // timeout now would only cost a good connection).
+      throw new StoreError('the caller stopped waiting before the statement was sent; nothing was sent');
     }
     const sent = this.client.query(sql, parameters as unknown[]) as unknown as Promise<PostgresQueryResult<R>>;
     let timer: NodeJS.Timeout | undefined;

@@ -22,5 +22,5 @@ export {
   type PostgresSslMode,
   type PostgresTlsOptions,
 } from './postgres-tls.js';
-export { statementDeadlineOf, withStatementDeadline } from './statement-deadline.js';
+export { compiledWithDeadline, statementDeadlineOf, withStatementDeadline } from './statement-deadline.js';
 export { isConnectionFailure, isOutcomeUnknown, isStatementTimeout, isUniqueViolation, sqlState } from './sql-errors.js';

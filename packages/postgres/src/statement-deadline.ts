@@ -1,3 +1,5 @@
+import type { CompiledQuery } from 'kysely';
+
 /**
  * A statement can carry its own client-side deadline as a leading SQL comment, so the bound
  * travels with the statement through Kysely (a transaction's included) to the guarded pool,
@@ -21,4 +23,13 @@ export function statementDeadlineOf(sql: string): number | undefined {
   const end = sql.indexOf(SUFFIX, PREFIX.length);
   const deadline = end < 0 ? Number.NaN : Number(sql.slice(PREFIX.length, end));
   return Number.isFinite(deadline) ? deadline : undefined;
+}
+
+/**
+ * A Kysely query compiled and bounded by `deadline` (see withStatementDeadline), to run with
+ * `kysely.executeQuery`: how a read on a caller's behalf gives up when the caller stops waiting.
+ */
+export function compiledWithDeadline<R>(query: { compile(): CompiledQuery<R> }, deadline: number | undefined): CompiledQuery<R> {
+  const compiled = query.compile();
+  return deadline !== undefined && Number.isFinite(deadline) ? { ...compiled, sql: withStatementDeadline(compiled.sql, deadline) } : compiled;
 }

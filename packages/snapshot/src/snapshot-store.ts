@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { InvalidArgumentError, StoreError } from '@chiefofstate/core';
-import type { Database } from '@chiefofstate/postgres';
+import { compiledWithDeadline, type Database } from '@chiefofstate/postgres';
 import type { SnapshotTables } from './tables.js';
 
 export interface SnapshotStoreOptions {
@@ -31,8 +31,11 @@ export interface SnapshotStore {
    * transaction. Saving the same (entity, revision) again keeps the first payload.
    */
   save(snapshot: { readonly entityId: string; readonly revision: bigint; readonly payload: Uint8Array }): Promise<SaveSnapshotResult>;
-  /** The entity's newest snapshot, if any. */
-  loadLatest(entityId: string): Promise<Snapshot | undefined>;
+  /**
+   * The entity's newest snapshot, if any. `deadline` (epoch ms): the caller's, after which it
+   * has no use for the answer; the read waits for the database until then at most.
+   */
+  loadLatest(entityId: string, options?: { readonly deadline?: number | undefined }): Promise<Snapshot | undefined>;
   /** All snapshots kept for the entity, newest first. */
   list(entityId: string): Promise<Snapshot[]>;
 }
@@ -81,16 +84,12 @@ export function createSnapshotStore(options: SnapshotStoreOptions): SnapshotStor
       );
     },
 
-    async loadLatest(entityId) {
-      const row = await guard(`loading the snapshot of ${JSON.stringify(entityId)}`, () =>
-        db
-          .selectFrom('cos_snapshots')
-          .selectAll()
-          .where('entity_id', '=', entityId)
-          .orderBy('revision', 'desc')
-          .limit(1)
-          .executeTakeFirst(),
+    async loadLatest(entityId, options) {
+      const query = db.selectFrom('cos_snapshots').selectAll().where('entity_id', '=', entityId).orderBy('revision', 'desc').limit(1);
+      const { rows } = await guard(`loading the snapshot of ${JSON.stringify(entityId)}`, () =>
+        db.executeQuery(compiledWithDeadline(query, options?.deadline)),
       );
+      const row = rows[0];
       return row && toSnapshot(row);
     },
 
