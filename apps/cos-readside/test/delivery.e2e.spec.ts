@@ -124,7 +124,7 @@ describe.runIf(hasServer)('cos-readside over real processes', () => {
     await sleep(1_000);
     expect(calls('strict', poison).map((c) => `${c.v}:${c.a}`)).toEqual(['1:ok', '2:error']); // no retry
     expect(calls('strict', behind)).toEqual([]); // held behind the stopped event
-    expect(readside.output()).toMatch(/shard stopped by the failure policy/);
+    await readside.waitFor(/shard stopped by the failure policy/, 10_000);
 
     expect(await manage('SkipOffsetByShard', { readSideId: 'strict', clusterShardNumber: BigInt(shard) })).toMatchObject({ successful: true });
     await until(() => accepted('strict', behind).length === 2, 10_000, 'after the skip');

@@ -317,7 +317,7 @@ describe.runIf(hasServer)('cos-server replicas sharing one PostgreSQL', () => {
     // refused at the edge of each replica, counted, and logged with what was claimed, never a secret
     expect(await metric(a, 'cos_forwarded_calls_total', { outcome: 'unauthenticated' })).toBe(ids.length * attempts.length);
     expect(await metric(b, 'cos_forwarded_calls_total', { outcome: 'unauthenticated' })).toBe(ids.length * attempts.length);
-    expect(a.server.output()).toMatch(/refused a call marked as forwarded by a replica: its proof is not valid/);
+    await a.server.waitFor(/refused a call marked as forwarded by a replica: its proof is not valid/, 10_000);
     const [stored] = await query<{ secret: Buffer }>(a.schema, 'select secret from cos_cluster_secret');
     for (const replica of [a, b]) {
       for (const encoding of ['hex', 'base64', 'base64url'] as const) expect(replica.server.output()).not.toContain(stored!.secret.toString(encoding));
@@ -366,7 +366,7 @@ describe.runIf(hasServer)('cos-server replicas sharing one PostgreSQL', () => {
     // calls for their own shards still work
     for (const id of toA) expect((await a.send(id, command('Emit', { events: ['own'] }))).response.meta?.revisionNumber).toBe(1);
     expect(a.server.output()).not.toContain(secret);
-    expect(b.server.output()).toMatch(/refused a call marked as forwarded by a replica/);
+    await b.server.waitFor(/refused a call marked as forwarded by a replica/, 10_000);
   }, 120_000);
 
   it("fence a stale owner: once a later lease of its shard fenced the journal, the old owner's append fails UNAVAILABLE, nothing written", async () => {
@@ -391,7 +391,7 @@ describe.runIf(hasServer)('cos-server replicas sharing one PostgreSQL', () => {
     expect(grpc.status[viaOther.code]).toBe('UNAVAILABLE');
     expect((await b.journal(id)).map((row) => Number(row.revision))).toEqual([1]);
     // refused by the journal's fence (b's append), not only by routing: b says so and drops the shard
-    expect(b.server.output()).toMatch(/another replica took this shard over and fenced its appends; giving it up/);
+    await b.server.waitFor(/another replica took this shard over and fenced its appends; giving it up/, 10_000);
     // b gives the shard up; reads still answer from the store
     await expect.poll(() => ownedShards(b), { timeout: 10_000, interval: 100 }).toBe(NUM_SHARDS / 2 - 1);
     expect((await b.getState(id)).response.meta?.revisionNumber).toBe(1);

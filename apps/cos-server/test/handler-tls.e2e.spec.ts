@@ -175,8 +175,8 @@ describe.runIf(hasServer)('cos-server to its handlers over TLS', () => {
       'the read side handler saw the new client certificate',
       200,
     );
-    expect(cos.server.output()).toMatch(/write handler: TLS files changed; new connections use them/);
-    expect(cos.server.output()).toMatch(/read side tls_rs: TLS files changed; new connections use them/);
+    await cos.server.waitFor(/write handler: TLS files changed; new connections use them/, 10_000);
+    await cos.server.waitFor(/read side tls_rs: TLS files changed; new connections use them/, 10_000);
     // the old connection is gone: no call with the old certificate after the first with the new one
     const firstNew = writeSeen.findIndex((c) => c.serial === after);
     expect(writeSeen.slice(firstNew).every((c) => c.serial === after)).toBe(true);
