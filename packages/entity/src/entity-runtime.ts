@@ -1,9 +1,7 @@
-import { context, propagation, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
-import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
-import { timestampFromMs, type Any } from '@bufbuild/protobuf/wkt';
+import { SpanStatusCode } from '@opentelemetry/api';
+import type { Any } from '@bufbuild/protobuf/wkt';
 import {
   CommitOutcomeUnknownError,
-  DeadlineExceededError,
   IdempotencyKeyReusedError,
   InternalError,
   InvalidArgumentError,
@@ -13,46 +11,21 @@ import {
   OverloadedError,
   RevisionMismatchError,
   ShuttingDownError,
-  StoreError,
   assertValidEntityId,
   publicMessageOf,
   traceLogFields,
 } from '@chiefofstate/core';
-import {
-  EventWrapperSchema,
-  HandleCommandRequestSchema,
-  HandleEventRequestSchema,
-  MAX_IDEMPOTENCY_KEY_BYTES,
-  MetaDataSchema,
-  StateWrapperSchema,
-  emptyState,
-  isUnsetAny,
-  typeNameOf,
-  type Header,
-  type MetaData,
-} from '@chiefofstate/protocol';
+import { MAX_IDEMPOTENCY_KEY_BYTES, type MetaData } from '@chiefofstate/protocol';
 import { ActiveEntities, isBusy, type EntitySlot as Slot } from './active-entities.js';
+import { checkTime, commandTrace, type Command, type EntityState, type ProcessCommandRequest } from './command.js';
+import { createDecider } from './decide.js';
 import { KnownKeys, base64, commandDigest, errorRecord, replayOf, replyRecord } from './idempotency.js';
-import { anyFieldBytes, readSideIdFieldBytes } from './message-size.js';
+import { readSideIdFieldBytes } from './message-size.js';
+import type { Clock, JournalPort, KeyRecord, Logger, ReadOptions, SnapshotPort, WriteHandlerPort } from './ports.js';
+import { readStoredEntity } from './recovery.js';
 import { createRefusals, type RefusalReason } from './refusals.js';
-import type {
-  Clock,
-  HandlerCallOptions,
-  JournalPort,
-  KeyRecord,
-  Logger,
-  ReadOptions,
-  SnapshotPort,
-  StoredRevision,
-  WriteHandlerPort,
-} from './ports.js';
-
-/** When to snapshot (COS_DISABLE_SNAPSHOT, COS_SNAPSHOT_FREQUENCY); same shape as @chiefofstate/snapshot's. */
-export interface SnapshotPolicy {
-  readonly enabled: boolean;
-  /** snapshot whenever a command's events cross a multiple of this revision count */
-  readonly frequency: number;
-}
+import { checkSnapshotPolicy, type SnapshotPolicy } from './snapshot-policy.js';
+import { createSnapshotter } from './snapshotter.js';
 
 export interface EntityRuntimeOptions {
   journal: JournalPort;
@@ -131,39 +104,10 @@ export interface EntityRuntimeOptions {
   clock?: Clock;
 }
 
+export type { EntityState, ProcessCommandRequest } from './command.js';
+
 /** What happened with idempotency keys (see `onIdempotency`). */
 export type IdempotencyEvent = 'replayed' | 'stored' | 'reused';
-
-export interface ProcessCommandRequest {
-  entityId: string;
-  command: Any | undefined;
-  /** request metadata for the handler: configured propagated headers, traceparent, tracestate */
-  propagatedHeaders?: Record<string, string>;
-  /** stored in each event's MetaData.headers */
-  persistedHeaders?: Header[];
-  /** the caller's cancellation: a command not yet persisted is abandoned */
-  signal?: AbortSignal;
-  /** the caller's deadline, epoch ms: no append once it has passed */
-  deadline?: number;
-  /**
-   * The caller's OpenTelemetry context (the gRPC edge passes its server span's); the command's
-   * span is its child. Default: the active context, which needs a context manager.
-   */
-  traceContext?: Context;
-  /**
-   * x-cos-idempotency-key (at most 128 bytes): the first command with it on the entity runs;
-   * later ones within the retention window get its outcome without running again
-   */
-  idempotencyKey?: string;
-  /** x-cos-expected-revision: run only if the entity is at this revision when the command's turn comes */
-  expectedRevision?: bigint;
-}
-
-/** An entity's state and the meta of its latest event. Shared with the cache: do not mutate. */
-export interface EntityState {
-  state: Any;
-  meta: MetaData;
-}
 
 export interface EntityRuntimeStats {
   /** entities in memory */
@@ -195,49 +139,6 @@ export interface EntityRuntime {
 const noopLogger: Logger = { warn: () => {}, error: () => {}, debug: () => {} };
 const systemClock: Clock = { now: () => new Date() };
 
-/** A queued ProcessCommand. */
-interface Command {
-  readonly request: ProcessCommandRequest;
-  /** epoch ms; Infinity when none */
-  readonly deadline: number;
-  /** appends of its events refused for a conflict so far */
-  conflicts: number;
-  /** with an idempotency key: the digest of its body (computed once, when needed) */
-  digest?: Uint8Array;
-  digestText?: string;
-  resolve(value: EntityState): void;
-  reject(reason: unknown): void;
-  /**
-   * When the caller's trace is recorded: the command's `cos.entity.command` span and its
-   * context, passed explicitly to the handler calls and the journal append. Commands run from
-   * the entity's mailbox loop, whose async context is whichever command started it.
-   */
-  readonly trace?: { readonly span: Span; readonly context: Context };
-}
-
-const tracer = trace.getTracer('chiefofstate');
-
-/** The command's span, only when the caller's trace is recorded (no cost otherwise). */
-function commandTrace(request: ProcessCommandRequest): Command['trace'] {
-  const parent = request.traceContext ?? context.active();
-  if (!trace.getSpan(parent)?.isRecording()) return undefined;
-  const span = tracer.startSpan('cos.entity.command', { attributes: { 'cos.entity_id': request.entityId } }, parent);
-  return { span, context: trace.setSpan(parent, span) };
-}
-
-/**
- * The W3C trace context stored with the command's events (for the broker publishers): the
- * command's span when it is recorded, else the caller's traceparent/tracestate as received.
- */
-function commandTraceContext(command: Command): { traceparent?: string; tracestate?: string } {
-  const carrier: Record<string, string> = {};
-  if (command.trace) propagation.inject(command.trace.context, carrier);
-  const traceparent = carrier['traceparent'] ?? command.request.propagatedHeaders?.['traceparent'];
-  if (traceparent === undefined) return {};
-  const tracestate = carrier['traceparent'] !== undefined ? carrier['tracestate'] : command.request.propagatedHeaders?.['tracestate'];
-  return tracestate === undefined ? { traceparent } : { traceparent, tracestate };
-}
-
 /** What one command of a batch came to, on top of the commands before it in the batch. */
 interface Decision {
   readonly command: Command;
@@ -252,14 +153,6 @@ interface Decision {
   readonly error: unknown;
   /** its idempotency key and outcome, recorded by the append */
   readonly record: KeyRecord | undefined;
-}
-
-/** What a command's events come to: see decide. */
-interface Outcome {
-  readonly events: Uint8Array[];
-  readonly state: Any;
-  readonly meta: MetaData;
-  readonly bytes: number;
 }
 
 const NO_EVENTS: readonly Uint8Array[] = [];
@@ -279,26 +172,25 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
   const { journal, handler, snapshots } = options;
   const logger = options.logger ?? noopLogger;
   const clock = options.clock ?? systemClock;
-  const policy = options.snapshotPolicy ?? { enabled: false, frequency: 0 };
-  if (policy.enabled && (!Number.isSafeInteger(policy.frequency) || policy.frequency < 1)) {
-    throw new InvalidArgumentError(`snapshot frequency must be a positive integer, got ${policy.frequency}`);
-  }
-  const snapshotting = policy.enabled && snapshots !== undefined;
-  const logicalDeletion = options.logicalDeletion ?? false;
-  const allowedStates = options.allowedStateTypes && new Set(options.allowedStateTypes);
-  const allowedEvents = options.allowedEventTypes && new Set(options.allowedEventTypes);
+  const policy = checkSnapshotPolicy(options.snapshotPolicy ?? { enabled: false, frequency: 0 });
   const commandTimeoutMs = options.commandTimeoutMs;
   const passivateAfterMs = options.passivateAfterMs ?? 120_000;
   const maxActive = options.maxActive ?? 100_000;
   const maxAttempts = Math.max(1, options.maxAttempts ?? 5);
-  const maxPendingSnapshots = options.maxPendingSnapshots ?? 256;
   const maxCommandsPerAppend = Math.max(1, options.maxCommandsPerAppend ?? 32);
   const sweepIntervalMs = options.sweepIntervalMs ?? Math.min(passivateAfterMs, 10_000);
   const mailboxSize = options.mailboxSize ?? 256;
   const maxInFlight = options.maxInFlight ?? 4096;
   const cacheMaxBytes = options.cacheMaxBytes ?? 256 * 1024 * 1024;
   const maxMessageBytes = options.maxMessageBytes ?? 4 * 1024 * 1024;
-  const readSideIdBytes = options.readSideIds && options.readSideIds.length > 0 ? readSideIdFieldBytes(options.readSideIds) : undefined;
+  const decide = createDecider({
+    handler,
+    clock,
+    allowedStates: options.allowedStateTypes && new Set(options.allowedStateTypes),
+    allowedEvents: options.allowedEventTypes && new Set(options.allowedEventTypes),
+    maxMessageBytes,
+    readSideIdBytes: options.readSideIds && options.readSideIds.length > 0 ? readSideIdFieldBytes(options.readSideIds) : undefined,
+  });
   const refusals = createRefusals(options.onRefused, logger, clock);
   const retentionMs = options.idempotencyRetentionMs ?? 24 * 60 * 60 * 1000;
   const maxKeysPerEntity = Math.max(1, options.maxKeysPerEntity ?? 256);
@@ -313,7 +205,17 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
   let closed: Promise<void> | undefined;
   let inFlight = 0;
   let idle: (() => void) | undefined;
-  const pendingSnapshots = new Set<Promise<void>>();
+  const snapshotter =
+    policy.enabled && snapshots !== undefined
+      ? createSnapshotter({
+          snapshots,
+          journal,
+          policy,
+          logicalDeletion: options.logicalDeletion ?? false,
+          maxPending: options.maxPendingSnapshots ?? 256,
+          logger,
+        })
+      : undefined;
 
   const sweeper = setInterval(() => {
     const removed = entities.passivateIdle(clock.now().getTime() - passivateAfterMs);
@@ -433,38 +335,10 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
   async function load(slot: EntitySlot, read: ReadOptions): Promise<void> {
     // what the store holds may have changed (another writer, an append of unknown outcome)
     dropKeys(slot);
-    const latest = await journal.readLatest(slot.entityId, read);
-    if (latest !== undefined) {
-      const wrapper = decode(slot.entityId, latest, 'event', (bytes) => fromBinary(EventWrapperSchema, bytes));
-      setLoaded(slot, latest, wrapper.resultingState, wrapper.meta, latest.payload.byteLength - anyFieldBytes(wrapper.event));
-      return;
-    }
-    // No event in the journal (e.g. deleted after a snapshot): the newest snapshot has the state.
-    const snapshot = snapshots && (await snapshots.loadLatest(slot.entityId, read));
-    if (snapshot !== undefined) {
-      const wrapper = decode(slot.entityId, snapshot, 'snapshot', (bytes) =>
-        fromBinary(StateWrapperSchema, bytes),
-      );
-      setLoaded(slot, snapshot, wrapper.state, wrapper.meta, snapshot.payload.byteLength);
-      return;
-    }
-    slot.state = emptyState();
-    slot.meta = create(MetaDataSchema, { entityId: slot.entityId });
-    slot.revision = 0;
-    slot.loaded = true;
-    setStateBytes(slot, 0);
-  }
-
-  function setLoaded(
-    slot: EntitySlot,
-    stored: StoredRevision,
-    state: Any | undefined,
-    meta: MetaData | undefined,
-    bytes: number,
-  ): void {
-    slot.revision = Number(stored.revision);
-    slot.state = state ?? emptyState();
-    slot.meta = meta ?? create(MetaDataSchema, { entityId: slot.entityId, revisionNumber: slot.revision });
+    const { revision, state, meta, bytes } = await readStoredEntity(journal, snapshots, slot.entityId, read);
+    slot.revision = revision;
+    slot.state = state;
+    slot.meta = meta;
     slot.loaded = true;
     setStateBytes(slot, bytes);
   }
@@ -561,9 +435,8 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
 
   /** Reads the latest state without activating the entity (GetState of a passive entity). */
   async function readState(entityId: string, read: ReadOptions): Promise<EntityState | undefined> {
-    const probe = { entityId, loaded: false, bytes: 0 } as EntitySlot;
-    await load(probe, read);
-    return probe.revision === 0 ? undefined : { state: probe.state!, meta: probe.meta! };
+    const { revision, state, meta } = await readStoredEntity(journal, snapshots, entityId, read);
+    return revision === 0 ? undefined : { state, meta };
   }
 
   // ---- a batch of commands ----------------------------------------------------------------
@@ -606,7 +479,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     for (const command of batch) {
       const { idempotencyKey: key, expectedRevision } = command.request;
       try {
-        checkTime(command, 'before the command was handled');
+        checkTime(command, clock.now().getTime(), 'before the command was handled');
         // a retry answers what its key recorded, before anything else
         if (key !== undefined && replayed(keys!, outcomes, command, key)) continue;
         if (expectedRevision !== undefined && expectedRevision !== BigInt(revision)) {
@@ -646,7 +519,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
       const decision = decisions[i]!;
       if (decision.events.length === 0) continue;
       try {
-        checkTime(decision.command, 'before the events were persisted');
+        checkTime(decision.command, clock.now().getTime(), 'before the events were persisted');
       } catch (error) {
         cut = i;
         fail(decision.command, error);
@@ -723,7 +596,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     setStateBytes(slot, last.bytes);
     // this slot is busy (never passivated here); idle ones make room when the cache is over
     if (entities.bytes > cacheMaxBytes) trimCache();
-    if (snapshotting) maybeSnapshot(entityId, expectedRevision, last.state, last.meta);
+    snapshotter?.appended(entityId, expectedRevision, last.state, last.meta);
     for (const decision of kept) {
       if (decision.failed) fail(decision.command, decision.error);
       else succeed(decision.command, { state: decision.state, meta: decision.meta });
@@ -731,136 +604,9 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     return later;
   }
 
-  /** Asks the handler; returns the serialized events with the resulting state, or undefined for none. */
-  async function decide(
-    entityId: string,
-    priorState: Any,
-    priorMeta: MetaData,
-    priorRevision: number,
-    command: Command,
-  ): Promise<Outcome | undefined> {
-    const { request } = command;
-    const response = await handler.handleCommand(
-      create(HandleCommandRequestSchema, {
-        command: request.command,
-        priorState,
-        priorEventMeta: priorMeta,
-      }),
-      callOptions(command),
-    );
-    const events =
-      response.events.length > 0 ? response.events : isUnsetAny(response.event) ? [] : [response.event!];
-    if (events.length === 0) return undefined;
-    if (allowedEvents) {
-      for (const event of events) {
-        if (!allowedEvents.has(typeNameOf(event.typeUrl))) {
-          throw new InvalidArgumentError(`invalid event: ${event.typeUrl}`);
-        }
-      }
-    }
 
-    const revisionDate = timestampFromMs(clock.now().getTime());
-    const headers = request.persistedHeaders ?? [];
-    const traceHeaders = commandTraceContext(command);
-    const serialized: Uint8Array[] = [];
-    let state = priorState;
-    let meta = priorMeta;
-    let revision = priorRevision;
-    for (const event of events) {
-      meta = create(MetaDataSchema, {
-        entityId,
-        revisionNumber: ++revision,
-        revisionDate,
-        headers,
-      });
-      const { resultingState } = await handler.handleEvent(
-        create(HandleEventRequestSchema, { event, priorState: state, eventMeta: meta }),
-        callOptions(command),
-      );
-      if (resultingState === undefined || isUnsetAny(resultingState)) {
-        throw new InvalidArgumentError('event handler replied with empty state');
-      }
-      if (allowedStates && !allowedStates.has(typeNameOf(resultingState.typeUrl))) {
-        throw new InvalidArgumentError(`invalid state: ${resultingState.typeUrl}`);
-      }
-      state = resultingState;
-      const wrapper = toBinary(EventWrapperSchema, create(EventWrapperSchema, { event, resultingState, meta, ...traceHeaders }));
-      // HandleReadSideRequest{event, state, meta, read_side_id} is the EventWrapper plus the id
-      if (readSideIdBytes !== undefined && wrapper.byteLength + readSideIdBytes > maxMessageBytes) {
-        throw tooLarge(entityId, 'a read-side delivery of its event', wrapper.byteLength + readSideIdBytes);
-      }
-      serialized.push(wrapper);
-    }
-    // The reply {state, meta} is the last EventWrapper without its event; the entity's next
-    // HandleCommand request is that plus a command (this one's size stands in for the next).
-    const bytes = serialized[serialized.length - 1]!.byteLength - anyFieldBytes(events[events.length - 1]);
-    const nextRequest = bytes + anyFieldBytes(request.command);
-    if (nextRequest > maxMessageBytes) throw tooLarge(entityId, 'the reply and the next HandleCommand request', nextRequest);
-    return { events: serialized, state, meta, bytes };
-  }
 
-  function tooLarge(entityId: string, what: string, bytes: number): MessageTooLargeError {
-    return new MessageTooLargeError(
-      `the new state of entity ${JSON.stringify(entityId)} makes ${what} ${bytes} bytes, over the ${maxMessageBytes}-byte message limit (COS_GRPC_MAX_MESSAGE_BYTES): nothing was persisted`,
-    );
-  }
 
-  function callOptions(command: Command): HandlerCallOptions | undefined {
-    const { request, deadline, trace: traced } = command;
-    if (
-      request.propagatedHeaders === undefined &&
-      request.signal === undefined &&
-      deadline === Infinity &&
-      traced === undefined
-    ) {
-      return undefined;
-    }
-    return {
-      headers: request.propagatedHeaders,
-      signal: request.signal,
-      timeoutMs: deadline === Infinity ? undefined : deadline - clock.now().getTime(),
-      traceContext: traced?.context,
-    };
-  }
-
-  function checkTime(command: Command, when: string): void {
-    const { signal } = command.request;
-    if (signal?.aborted) throw signal.reason ?? new DeadlineExceededError(`command cancelled ${when}`);
-    if (command.deadline !== Infinity && clock.now().getTime() >= command.deadline) {
-      throw new DeadlineExceededError(`deadline exceeded ${when}`);
-    }
-  }
-
-  // ---- snapshots ---------------------------------------------------------------------------
-
-  function maybeSnapshot(entityId: string, previousRevision: number, state: Any, meta: MetaData): void {
-    const frequency = policy.frequency;
-    if (Math.floor(meta.revisionNumber / frequency) <= Math.floor(previousRevision / frequency)) return;
-    if (pendingSnapshots.size >= maxPendingSnapshots) {
-      logger.warn('snapshot skipped: too many snapshot saves in flight', { entityId, revision: meta.revisionNumber });
-      return;
-    }
-    const task = saveSnapshot(entityId, state, meta).finally(() => pendingSnapshots.delete(task));
-    pendingSnapshots.add(task);
-  }
-
-  async function saveSnapshot(entityId: string, state: Any, meta: MetaData): Promise<void> {
-    const revision = BigInt(meta.revisionNumber);
-    try {
-      const payload = toBinary(StateWrapperSchema, create(StateWrapperSchema, { state, meta }));
-      const { oldestRetainedRevision } = await snapshots!.save({ entityId, revision, payload });
-      if (logicalDeletion && oldestRetainedRevision > 0n) {
-        const deleted = await journal.deleteEventsBefore(entityId, oldestRetainedRevision);
-        logger.debug('deleted events older than the oldest retained snapshot', {
-          entityId,
-          before: oldestRetainedRevision.toString(),
-          deleted,
-        });
-      }
-    } catch (error) {
-      logger.error('snapshot failed', { entityId, revision: revision.toString(), err: error });
-    }
-  }
 
   // ---- API ---------------------------------------------------------------------------------
 
@@ -919,7 +665,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
       closed ??= (async () => {
         clearInterval(sweeper);
         if (inFlight > 0) await new Promise<void>((resolve) => (idle = resolve));
-        while (pendingSnapshots.size > 0) await Promise.allSettled([...pendingSnapshots]);
+        await snapshotter?.settled();
       })();
       return closed;
     },
@@ -954,19 +700,4 @@ function endBeforeRepeatedKey(jobs: readonly (Command | undefined)[], start: num
     seen.add(key);
   }
   return end;
-}
-
-function decode<T>(entityId: string, stored: StoredRevision, what: string, run: (payload: Uint8Array) => T): T {
-  try {
-    // A plain copy: drivers hand out Buffers that may be slices of a larger pooled buffer,
-    // which the cached state's bytes fields would otherwise keep alive.
-    return run(new Uint8Array(stored.payload));
-  } catch (error) {
-    throw new StoreError(
-      `cannot decode the ${what} of ${JSON.stringify(entityId)} at revision ${stored.revision}: ${
-        error instanceof Error ? error.message : String(error)
-      }`,
-      { cause: error },
-    );
-  }
 }

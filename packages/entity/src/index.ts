@@ -6,8 +6,8 @@ export {
   type EntityState,
   type IdempotencyEvent,
   type ProcessCommandRequest,
-  type SnapshotPolicy,
 } from './entity-runtime.js';
+export { shouldSnapshot, type SnapshotPolicy } from './snapshot-policy.js';
 export type { RefusalReason } from './refusals.js';
 export type {
   Clock,
@@ -17,6 +17,7 @@ export type {
   JournalPort,
   KeyRecord,
   Logger,
+  ReadOptions,
   SnapshotPort,
   SnapshotSave,
   StoredKey,

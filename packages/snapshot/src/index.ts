@@ -6,5 +6,4 @@ export {
   type SnapshotStore,
   type SnapshotStoreOptions,
 } from './snapshot-store.js';
-export { shouldSnapshot, type SnapshotPolicy } from './policy.js';
 export type { SnapshotRow, SnapshotTables } from './tables.js';

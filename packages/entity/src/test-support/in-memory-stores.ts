@@ -4,6 +4,7 @@ import type {
   JournalAppend,
   JournalAppendResult,
   JournalPort,
+  ReadOptions,
   SnapshotPort,
   SnapshotSave,
   StoredKey,
@@ -69,19 +70,19 @@ export class InMemoryJournal implements JournalPort {
     };
   }
 
-  readKeys(entityId: string, limit: number): Promise<StoredKeyDigest[]> {
+  readKeys(entityId: string, limit: number, _options?: ReadOptions): Promise<StoredKeyDigest[]> {
     this.keyReads.push({ entityId });
     const keys = [...(this.keys.get(entityId)?.values() ?? [])].slice(0, limit);
     return Promise.resolve(keys.map(({ key, digest, recordedAt }) => ({ key, digest, recordedAt })));
   }
 
-  findKeys(entityId: string, keys: readonly string[]): Promise<StoredKey[]> {
+  findKeys(entityId: string, keys: readonly string[], _options?: ReadOptions): Promise<StoredKey[]> {
     this.keyReads.push({ entityId, keys });
     const recorded = this.keys.get(entityId);
     return Promise.resolve(keys.flatMap((key) => recorded?.get(key) ?? []));
   }
 
-  readLatest(entityId: string): Promise<StoredRevision | undefined> {
+  readLatest(entityId: string, _options?: ReadOptions): Promise<StoredRevision | undefined> {
     const events = this.entities.get(entityId);
     return Promise.resolve(events?.[events.length - 1]);
   }
@@ -115,7 +116,7 @@ export class InMemorySnapshots implements SnapshotPort {
     return Promise.resolve({ oldestRetainedRevision: mine[mine.length - 1]! });
   }
 
-  loadLatest(entityId: string): Promise<StoredRevision | undefined> {
+  loadLatest(entityId: string, _options?: ReadOptions): Promise<StoredRevision | undefined> {
     let latest: SnapshotSave | undefined;
     for (const s of this.saved) if (s.entityId === entityId && (!latest || s.revision > latest.revision)) latest = s;
     return Promise.resolve(latest && { revision: latest.revision, payload: latest.payload });
