@@ -457,7 +457,13 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
     try {
       // the reads wait for the store as long as one of these commands still has a use for them
       const read = readFor(batch);
-      if (!slot.loaded) await load(slot, read);
+      if (!slot.loaded && keyed) {
+        // the state and the keys at once: an entity's first keyed command waits for one round trip
+        // (load, started first, drops the old keys before its first await, so the new ones stay)
+        await Promise.all([load(slot, read), loadKeys(slot, read)]);
+      } else if (!slot.loaded) {
+        await load(slot, read);
+      }
       if (keyed) {
         if (slot.keys === undefined) await loadKeys(slot, read);
         keys = slot.keys!;
