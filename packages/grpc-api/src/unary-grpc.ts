@@ -1,4 +1,4 @@
-import type { Http2ServerRequest, Http2ServerResponse, IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http2';
+import { constants as h2, type Http2ServerRequest, type Http2ServerResponse, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import {
   create,
   fromBinary,
@@ -124,7 +124,9 @@ export function createUnaryGrpc(options: UnaryGrpcOptions): UnaryGrpc {
       if (size > maxMessageBytes + 5) {
         refused = true;
         receiveTimeout?.done(request);
-        writeError(response, undefined, tooLarge(size - 5, 'readMaxBytes'));
+        // the size the message declares, as Connect reports it (not what has arrived so far)
+        const first = chunks[0] ?? chunk;
+        writeError(response, undefined, tooLarge(first.byteLength >= 5 ? first.readUInt32BE(1) : size - 5, 'readMaxBytes'));
         return;
       }
       chunks.push(chunk);
@@ -161,9 +163,9 @@ export function createUnaryGrpc(options: UnaryGrpcOptions): UnaryGrpc {
             () => controller.abort(new ConnectError('the operation timed out', Code.DeadlineExceeded)),
             timerDelay(timeout.timeoutMs),
           );
-    // The caller cancelled or the connection dropped before the answer.
+    // The caller cancelled or the connection dropped before the answer: the reason Connect gives.
     response.once('close', () => {
-      if (!answered) controller.abort(new ConnectError('the call was cancelled', Code.Canceled));
+      if (!answered) controller.abort(resetReason(request.stream.rstCode));
     });
 
     let requestHeader: Headers | undefined;
@@ -197,12 +199,15 @@ export function createUnaryGrpc(options: UnaryGrpcOptions): UnaryGrpc {
     } catch (error) {
       answered = true;
       if (timer !== undefined) clearTimeout(timer);
+      // as Connect does: the signal ends with the call, aborted by what failed it
+      controller.abort(error);
       writeError(response, responseHeader, asConnectError(error), responseTrailer);
       return;
     }
     answered = true;
     if (timer !== undefined) clearTimeout(timer);
     const bytes = toBinary(method.output, output);
+    controller.abort();
     if (bytes.byteLength > maxMessageBytes) {
       writeError(response, responseHeader, tooLarge(bytes.byteLength, 'writeMaxBytes'), responseTrailer);
       return;
@@ -329,6 +334,45 @@ function headersOf(incoming: IncomingHttpHeaders): Headers {
   }
   return headers;
 }
+
+/** Why a call's stream closed before its answer, in Connect's words (connect-node's connectErrorFromH2ResetCode). */
+function resetReason(rstCode: number | undefined): ConnectError | undefined {
+  const code = rstCode === undefined ? undefined : RESET_CODES.get(rstCode);
+  if (code === undefined) return undefined;
+  const name = RESET_NAMES[rstCode!] ?? String(rstCode);
+  return new ConnectError(`http/2 stream closed with error code ${name} (0x${rstCode!.toString(16)})`, code);
+}
+
+const RESET_NAMES: Readonly<Record<number, string>> = {
+  [h2.NGHTTP2_PROTOCOL_ERROR]: 'PROTOCOL_ERROR',
+  [h2.NGHTTP2_INTERNAL_ERROR]: 'INTERNAL_ERROR',
+  [h2.NGHTTP2_FLOW_CONTROL_ERROR]: 'FLOW_CONTROL_ERROR',
+  [h2.NGHTTP2_SETTINGS_TIMEOUT]: 'SETTINGS_TIMEOUT',
+  [h2.NGHTTP2_FRAME_SIZE_ERROR]: 'FRAME_SIZE_ERROR',
+  [h2.NGHTTP2_REFUSED_STREAM]: 'REFUSED_STREAM',
+  [h2.NGHTTP2_CANCEL]: 'CANCEL',
+  [h2.NGHTTP2_COMPRESSION_ERROR]: 'COMPRESSION_ERROR',
+  [h2.NGHTTP2_CONNECT_ERROR]: 'CONNECT_ERROR',
+  [h2.NGHTTP2_ENHANCE_YOUR_CALM]: 'ENHANCE_YOUR_CALM',
+  [h2.NGHTTP2_INADEQUATE_SECURITY]: 'INADEQUATE_SECURITY',
+  [h2.NGHTTP2_HTTP_1_1_REQUIRED]: 'HTTP_1_1_REQUIRED',
+};
+
+/** STREAM_CLOSED and NO_ERROR give none, as in Connect (gRPC's HTTP/2 error mapping). */
+const RESET_CODES = new Map<number, Code>([
+  [h2.NGHTTP2_PROTOCOL_ERROR, Code.Internal],
+  [h2.NGHTTP2_INTERNAL_ERROR, Code.Internal],
+  [h2.NGHTTP2_FLOW_CONTROL_ERROR, Code.Internal],
+  [h2.NGHTTP2_SETTINGS_TIMEOUT, Code.Internal],
+  [h2.NGHTTP2_FRAME_SIZE_ERROR, Code.Internal],
+  [h2.NGHTTP2_COMPRESSION_ERROR, Code.Internal],
+  [h2.NGHTTP2_CONNECT_ERROR, Code.Internal],
+  [h2.NGHTTP2_REFUSED_STREAM, Code.Unavailable],
+  [h2.NGHTTP2_CANCEL, Code.Canceled],
+  [h2.NGHTTP2_ENHANCE_YOUR_CALM, Code.ResourceExhausted],
+  [h2.NGHTTP2_INADEQUATE_SECURITY, Code.PermissionDenied],
+  [h2.NGHTTP2_HTTP_1_1_REQUIRED, Code.PermissionDenied],
+]);
 
 /** As Connect answers: a ConnectError as it is, anything else as INTERNAL without its message. */
 function asConnectError(error: unknown): ConnectError {
