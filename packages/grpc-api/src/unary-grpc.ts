@@ -337,42 +337,30 @@ function headersOf(incoming: IncomingHttpHeaders): Headers {
 
 /** Why a call's stream closed before its answer, in Connect's words (connect-node's connectErrorFromH2ResetCode). */
 function resetReason(rstCode: number | undefined): ConnectError | undefined {
-  const code = rstCode === undefined ? undefined : RESET_CODES.get(rstCode);
-  if (code === undefined) return undefined;
-  const name = RESET_NAMES[rstCode!] ?? String(rstCode);
-  return new ConnectError(`http/2 stream closed with error code ${name} (0x${rstCode!.toString(16)})`, code);
+  const known = rstCode === undefined ? undefined : RESETS.get(rstCode);
+  if (known === undefined) return undefined;
+  return new ConnectError(`http/2 stream closed with error code ${known[0]} (0x${rstCode!.toString(16)})`, known[1]);
 }
 
-const RESET_NAMES: Readonly<Record<number, string>> = {
-  [h2.NGHTTP2_PROTOCOL_ERROR]: 'PROTOCOL_ERROR',
-  [h2.NGHTTP2_INTERNAL_ERROR]: 'INTERNAL_ERROR',
-  [h2.NGHTTP2_FLOW_CONTROL_ERROR]: 'FLOW_CONTROL_ERROR',
-  [h2.NGHTTP2_SETTINGS_TIMEOUT]: 'SETTINGS_TIMEOUT',
-  [h2.NGHTTP2_FRAME_SIZE_ERROR]: 'FRAME_SIZE_ERROR',
-  [h2.NGHTTP2_REFUSED_STREAM]: 'REFUSED_STREAM',
-  [h2.NGHTTP2_CANCEL]: 'CANCEL',
-  [h2.NGHTTP2_COMPRESSION_ERROR]: 'COMPRESSION_ERROR',
-  [h2.NGHTTP2_CONNECT_ERROR]: 'CONNECT_ERROR',
-  [h2.NGHTTP2_ENHANCE_YOUR_CALM]: 'ENHANCE_YOUR_CALM',
-  [h2.NGHTTP2_INADEQUATE_SECURITY]: 'INADEQUATE_SECURITY',
-  [h2.NGHTTP2_HTTP_1_1_REQUIRED]: 'HTTP_1_1_REQUIRED',
-};
-
-/** STREAM_CLOSED and NO_ERROR give none, as in Connect (gRPC's HTTP/2 error mapping). */
-const RESET_CODES = new Map<number, Code>([
-  [h2.NGHTTP2_PROTOCOL_ERROR, Code.Internal],
-  [h2.NGHTTP2_INTERNAL_ERROR, Code.Internal],
-  [h2.NGHTTP2_FLOW_CONTROL_ERROR, Code.Internal],
-  [h2.NGHTTP2_SETTINGS_TIMEOUT, Code.Internal],
-  [h2.NGHTTP2_FRAME_SIZE_ERROR, Code.Internal],
-  [h2.NGHTTP2_COMPRESSION_ERROR, Code.Internal],
-  [h2.NGHTTP2_CONNECT_ERROR, Code.Internal],
-  [h2.NGHTTP2_REFUSED_STREAM, Code.Unavailable],
-  [h2.NGHTTP2_CANCEL, Code.Canceled],
-  [h2.NGHTTP2_ENHANCE_YOUR_CALM, Code.ResourceExhausted],
-  [h2.NGHTTP2_INADEQUATE_SECURITY, Code.PermissionDenied],
-  [h2.NGHTTP2_HTTP_1_1_REQUIRED, Code.PermissionDenied],
-]);
+/** HTTP/2 reset codes by name and the code Connect gives them; STREAM_CLOSED and NO_ERROR give none. */
+const RESETS = new Map<number, readonly [string, Code]>(
+  (
+    [
+      ['PROTOCOL_ERROR', Code.Internal],
+      ['INTERNAL_ERROR', Code.Internal],
+      ['FLOW_CONTROL_ERROR', Code.Internal],
+      ['SETTINGS_TIMEOUT', Code.Internal],
+      ['FRAME_SIZE_ERROR', Code.Internal],
+      ['COMPRESSION_ERROR', Code.Internal],
+      ['CONNECT_ERROR', Code.Internal],
+      ['REFUSED_STREAM', Code.Unavailable],
+      ['CANCEL', Code.Canceled],
+      ['ENHANCE_YOUR_CALM', Code.ResourceExhausted],
+      ['INADEQUATE_SECURITY', Code.PermissionDenied],
+      ['HTTP_1_1_REQUIRED', Code.PermissionDenied],
+    ] as const
+  ).map(([name, code]) => [h2[`NGHTTP2_${name}`], [name, code]] as const),
+);
 
 /** As Connect answers: a ConnectError as it is, anything else as INTERNAL without its message. */
 function asConnectError(error: unknown): ConnectError {
