@@ -16,6 +16,7 @@
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
 
 /**
  * @typedef {object} Workspace
@@ -128,7 +129,8 @@ function readJson(path) {
 
 /** @param {readonly string[]} args */
 function main(args) {
-  const [command, ...rest] = args;
+  // positionals only: an option is a usage error (parseArgs throws, main's caller reports it)
+  const [command, ...rest] = parseArgs({ args: [...args], allowPositionals: true }).positionals;
   if (command === 'manifests' && rest.length === 1) {
     writeManifests(process.cwd(), /** @type {string} */ (rest[0]));
   } else if (command === 'production' && rest.length === 2) {

@@ -3,17 +3,32 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 
-/** `--key=value` and bare `--flag` (value 'true') from the command line. */
+/**
+ * `--key=value` and bare `--flag` (value 'true') from the command line, by node:util parseArgs
+ * (not strict: each script reads the keys it knows; the first '=' ends the key, so a value may
+ * hold more of them, e.g. --traced-env=K=V).
+ */
 export function benchArgs(argv: readonly string[] = process.argv.slice(2)): Map<string, string> {
-  return new Map(
-    argv.map((arg) => {
-      // the first '=' ends the key: a value may hold more of them (--traced-env=K=V)
-      const option = arg.replace(/^--/, '');
-      const at = option.indexOf('=');
-      return at < 0 ? ([option, 'true'] as const) : ([option.slice(0, at), option.slice(at + 1)] as const);
-    }),
-  );
+  const { values } = parseArgs({ args: [...argv], strict: false, allowPositionals: true });
+  return new Map(Object.entries(values).map(([key, value]) => [key, String(value)] as const));
+}
+
+/**
+ * The verdict on a cost measured side by side: met only when throughput falls by less than
+ * `limit` AND CPU per command rises by less than it, since a change can keep the throughput of a
+ * machine with idle cores while costing each command more CPU (a "met" beside "+30% CPU"
+ * misleads). `throughput` and `cpu` are relative changes (-0.05 = 5% less).
+ */
+export function costVerdict(change: { readonly throughput: number; readonly cpu: number }, limit: number, target: string): string {
+  const pct = (v: number) => `${v >= 0 ? '+' : ''}${(100 * v).toFixed(1)}%`;
+  const past: string[] = [];
+  if (!(change.throughput > -limit)) past.push(`throughput ${pct(change.throughput)}`);
+  if (!(change.cpu < limit)) past.push(`CPU per command ${pct(change.cpu)}`);
+  return past.length === 0
+    ? ` — **met** (target: ${target}, in throughput and in CPU per command)`
+    : ` — **missed** (target: ${target}, in throughput and in CPU per command: ${past.join(' and ')})`;
 }
 
 /** The median; the mean of the middle two for an even count, NaN for none. */

@@ -63,7 +63,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { createTestPki, type TestPki } from '@chiefofstate/testing';
-import { benchArgs, median, writeBenchmarkSection } from './bench-support.js';
+import { benchArgs, costVerdict, median, writeBenchmarkSection } from './bench-support.js';
 import type { LoadRequest, LoadResult } from './cos-bench/load.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -773,7 +773,15 @@ function report(cells: Cell[], memory: { idleMiB: number; activeMiB: number; ent
       }
       const check = (ok: boolean, what: string) =>
         verdicts.push(`- ${ok ? 'met' : '**missed**'}: ${label(keys)}, ${callers} caller${callers === 1 ? '' : 's'}, ${what}`);
-      if (callers === 64) check(throughputRatio >= 0.5, `throughput ${(100 * throughputRatio).toFixed(0)}% of the ceiling (target >= 50%)`);
+      // throughput alone hides what each command costs: the CPU of both sides goes beside it
+      // (COS also persists, so its CPU is no target; the table below splits it by process)
+      const cpuOf = (s: typeof c) => s.cpu.client + s.cpu.server + s.cpu.handler + s.cpu.postgres;
+      if (callers === 64) {
+        check(
+          throughputRatio >= 0.5,
+          `throughput ${(100 * throughputRatio).toFixed(0)}% of the ceiling (target >= 50%), at ${(cpuOf(c) / cpuOf(k)).toFixed(2)}x its CPU per command`,
+        );
+      }
       if (callers === 1) check(c.p99 < 10, `p99 ${ms(c.p99)} ms (target < 10 ms)`);
       check(p99Ratio <= 2, `p99 ${p99Ratio.toFixed(2)}x the ceiling's (target <= 2x)`);
     }
@@ -926,14 +934,15 @@ function reportTracing(cells: Cell[], total: SpanCount & { commands: number }) {
       );
     }
     const cost = 1 - pairedRatio(offCells, onCells, (c) => c.result.perSecond);
+    const cpuChange = pairedRatio(offCells, onCells, (c) => c.cpu.server) - 1;
     const runs = (s: { runs: number[] }) => s.runs.map((v) => v.toFixed(0)).join(', ');
     costs.push(
       `- ${callers} caller${callers === 1 ? '' : 's'}: throughput ${pct(-cost)} with tracing on ` +
         `(runs off: ${runs(off)}; on: ${runs(on)}; ratio of the medians ${pct(on.perSecond / off.perSecond - 1)}), ` +
         `p50 ${pct(pairedRatio(offCells, onCells, (c) => c.result.p50Ms) - 1)}, ` +
         `p99 ${pct(pairedRatio(offCells, onCells, (c) => c.result.p99Ms) - 1)}, ` +
-        `cos-server CPU per command ${pct(pairedRatio(offCells, onCells, (c) => c.cpu.server) - 1)}` +
-        (callers >= 16 ? (cost < 0.15 ? ' — **met** (target: cost under 15%)' : ' — **missed** (target: cost under 15%)') : ''),
+        `cos-server CPU per command ${pct(cpuChange)}` +
+        (callers >= 16 ? costVerdict({ throughput: -cost, cpu: cpuChange }, 0.15, 'cost under 15%') : ''),
     );
   }
   const body = [
@@ -1077,11 +1086,12 @@ function reportSideBySide(
     }
     const ratio = (pick: (cell: Cell) => number) => pairedRatio(mine(before), mine(after), pick);
     const throughput = ratio((c) => c.result.perSecond) - 1;
+    const cpu = ratio((c) => c.cpu.server) - 1;
     changes.push(
       `- ${callers} caller${callers === 1 ? '' : 's'}: throughput ${pct(throughput)}, ` +
         `p50 ${pct(ratio((c) => c.result.p50Ms) - 1)}, p99 ${pct(ratio((c) => c.result.p99Ms) - 1)}, ` +
-        `cos-server CPU per command ${pct(ratio((c) => c.cpu.server) - 1)}` +
-        (throughput > -options.limit ? ` — **met** (target: ${options.cost})` : ` — **missed** (target: ${options.cost})`),
+        `cos-server CPU per command ${pct(cpu)}` +
+        costVerdict({ throughput, cpu }, options.limit, options.cost),
     );
   }
   const body = [

@@ -6,6 +6,7 @@
 //   npx tsx tools/scripts/variables-table.ts [--check] FILE...
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { CONFIG_VARIABLES } from '@chiefofstate/config';
 
 const START = '<!-- variables:start -->';
@@ -32,8 +33,8 @@ export function withVariableTable(text: string, file: string): string {
 }
 
 function main(args: readonly string[]): number {
-  const check = args.includes('--check');
-  const files = args.filter((arg) => arg !== '--check');
+  const { values, positionals: files } = parseArgs({ args: [...args], options: { check: { type: 'boolean', default: false } }, allowPositionals: true });
+  const check = values.check;
   const targets = files.length > 0 ? files : [`${ROOT}docs/deployment.md`];
   let stale = 0;
   for (const file of targets) {

@@ -61,6 +61,7 @@ export async function startCosReadside(options: CosReadsideOptions): Promise<Run
     maxHeaderBytes: config.server.maxHeaderBytes,
     receiveTimeoutMs: config.server.receiveTimeoutMs,
     idleTimeoutMs: config.server.idleTimeoutMs,
+    unaryFastPath: config.server.unaryFastPath,
     logger,
     // COS_TLS_*, COS_ADMIN_* (ReadSideManagerService); this process takes no forwarded calls
     ...listenerSecurityOptions(config.security, false),

@@ -105,6 +105,7 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
     maxHeaderBytes: config.server.maxHeaderBytes,
     receiveTimeoutMs: config.server.receiveTimeoutMs,
     idleTimeoutMs: config.server.idleTimeoutMs,
+    unaryFastPath: config.server.unaryFastPath,
     logger,
     // COS_TLS_*, COS_AUTH_*, COS_ADMIN_*, COS_CLUSTER_PEER_NAMES; forwarded calls are checked by the router when clustered
     ...listenerSecurityOptions(config.security, config.store.kind === 'postgres'),
@@ -200,6 +201,7 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
     ...writeSideTls,
     timeoutMs: config.timeouts.handlerCallMs,
     maxMessageBytes: config.server.maxMessageBytes,
+    fastTransport: config.server.clientFastTransport,
     interceptors: [metrics.handlerInterceptor],
   });
   undo.push('write handler client', () => writeSide.close());
@@ -244,6 +246,7 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
         self: address,
         timeoutMs: config.timeouts.commandMs,
         maxMessageBytes: config.server.maxMessageBytes,
+        fastTransport: config.server.clientFastTransport,
         ...(peerTls ? { useTls: true, ...peerTls } : {}),
       })
     : undefined;

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { parseArgs as parseCommandLine } from 'node:util';
 import { create, toJson, type MessageInitShape } from '@bufbuild/protobuf';
 import { anyPack, AnySchema, timestampDate, type Any } from '@bufbuild/protobuf/wkt';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
@@ -66,42 +67,51 @@ interface ParsedArgs {
   rest: string[];
 }
 
+const OPTIONS = {
+  address: { type: 'string' },
+  timeout: { type: 'string' },
+  'idempotency-key': { type: 'string' },
+  retries: { type: 'string' },
+  'expected-revision': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
 function parseArgs(argv: readonly string[], env: CliIo['env']): ParsedArgs | 'help' {
-  let address = env['COS_ADDRESS']?.trim() || DEFAULT_COS_ADDRESS;
-  let timeoutMs = 10_000;
-  let idempotencyKey: string = randomUUID();
-  let retries = 3;
-  let expectedRevision: string | undefined;
+  // not strict: a negative amount (`withdraw acc -5`) is an argument the handler refuses, not an
+  // option; the tokens keep it in its place among the positionals
+  const { tokens } = parseCommandLine({ args: [...argv], options: OPTIONS, strict: false, allowPositionals: true, tokens: true });
+  const values = new Map<string, string>();
   const positional: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] as string;
-    if (arg === '-h' || arg === '--help') return 'help';
-    const [flag, inline] = arg.startsWith('--') ? (arg.split(/=(.*)/s, 2) as [string, string?]) : [arg];
-    if (flag === '--address' || flag === '--timeout' || flag === '--idempotency-key' || flag === '--retries' || flag === '--expected-revision') {
-      const value = inline ?? argv[++i];
-      if (value === undefined || value === '') throw new UsageError(`${flag} needs a value`);
-      if (flag === '--address') address = value;
-      else if (flag === '--idempotency-key') idempotencyKey = value;
-      else if (flag === '--expected-revision') {
-        if (!/^\d+$/.test(value)) throw new UsageError('--expected-revision must be a revision (an integer >= 0)');
-        expectedRevision = value;
-      } else if (flag === '--retries') {
-        retries = Number(value);
-        if (!Number.isInteger(retries) || retries < 0) throw new UsageError('--retries must be an integer >= 0');
-      } else {
-        timeoutMs = Number(value);
-        if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new UsageError('--timeout must be a positive integer');
-      }
-    } else if (arg.startsWith('--')) {
-      throw new UsageError(`unknown option ${arg}`);
-    } else {
-      positional.push(arg);
-    }
+  for (const token of tokens) {
+    if (token.kind === 'positional') positional.push(token.value);
+    else if (token.kind === 'option-terminator') continue;
+    else if (token.name === 'help') return 'help';
+    else if (/^-\d/.test(token.rawName)) positional.push(token.rawName);
+    else if (!(token.name in OPTIONS)) throw new UsageError(`unknown option ${token.rawName}`);
+    else if (token.value === undefined || token.value === '') throw new UsageError(`${token.rawName} needs a value`);
+    else values.set(token.name, token.value);
   }
+  const expectedRevision = values.get('expected-revision');
+  if (expectedRevision !== undefined && !/^\d+$/.test(expectedRevision)) {
+    throw new UsageError('--expected-revision must be a revision (an integer >= 0)');
+  }
+  const retries = Number(values.get('retries') ?? 3);
+  if (!Number.isInteger(retries) || retries < 0) throw new UsageError('--retries must be an integer >= 0');
+  const timeoutMs = Number(values.get('timeout') ?? 10_000);
+  if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new UsageError('--timeout must be a positive integer');
   const [command, accountId, ...rest] = positional;
   if (command === undefined) throw new UsageError('a command is required');
   if (accountId === undefined || accountId === '') throw new UsageError(`${command} needs an ACCOUNT_ID`);
-  return { address, timeoutMs, idempotencyKey, retries, expectedRevision, command, accountId, rest };
+  return {
+    address: values.get('address') ?? (env['COS_ADDRESS']?.trim() || DEFAULT_COS_ADDRESS),
+    timeoutMs,
+    idempotencyKey: values.get('idempotency-key') ?? randomUUID(),
+    retries,
+    expectedRevision,
+    command,
+    accountId,
+    rest,
+  };
 }
 
 function cents(value: string | undefined, name: string): bigint {

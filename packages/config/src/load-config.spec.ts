@@ -19,6 +19,8 @@ describe('defaults', () => {
         maxHeaderBytes: 64 * 1024,
         receiveTimeoutMs: 10_000,
         idleTimeoutMs: 300_000,
+        unaryFastPath: true,
+        clientFastTransport: true,
       },
       store: { kind: 'embedded', dataDir: resolve(CWD, '.cos-data'), schema: 'public' },
       readSideOffsetStore: { kind: 'embedded', dataDir: resolve(CWD, '.cos-data'), schema: 'public' },
@@ -135,6 +137,8 @@ const ROWS: readonly [Record<string, string>, (config: CosConfig) => unknown, un
   [{ COS_GRPC_MAX_HEADER_BYTES: '16384' }, (c) => c.server.maxHeaderBytes, 16_384],
   [{ COS_GRPC_RECEIVE_TIMEOUT: '2.5' }, (c) => c.server.receiveTimeoutMs, 2500],
   [{ COS_GRPC_IDLE_TIMEOUT: '60' }, (c) => c.server.idleTimeoutMs, 60_000],
+  [{ COS_GRPC_SERVER_FAST_PATH: 'false' }, (c) => c.server.unaryFastPath, false],
+  [{ COS_GRPC_CLIENT_FAST_PATH: 'false' }, (c) => c.server.clientFastTransport, false],
   // listener TLS and caller authentication (more in security.spec.ts)
   [{ COS_TLS_CERT_FILE: 'tls/tls.crt', COS_TLS_KEY_FILE: '/tls/tls.key' }, (c) => c.security.tls?.certFile, '/srv/cos/tls/tls.crt'],
   [{ COS_TLS_KEY_FILE: '/tls/tls.key', COS_TLS_CERT_FILE: '/tls/tls.crt' }, (c) => c.security.tls?.keyFile, '/tls/tls.key'],

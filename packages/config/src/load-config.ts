@@ -105,6 +105,8 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
     ),
     receiveTimeoutMs: reader.readOr(secondsAsMs, 'COS_GRPC_RECEIVE_TIMEOUT', 10_000),
     idleTimeoutMs: reader.readOr(secondsAsMs, 'COS_GRPC_IDLE_TIMEOUT', 300_000),
+    unaryFastPath: reader.readOr(boolean, 'COS_GRPC_SERVER_FAST_PATH', true),
+    clientFastTransport: reader.readOr(boolean, 'COS_GRPC_CLIENT_FAST_PATH', true),
   };
   const tlsReloadIntervalMs = readTlsReloadInterval(reader);
   const postgresTls = readPostgresTls(reader, cwd, tlsReloadIntervalMs);

@@ -46,6 +46,18 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     '300',
     'seconds a client connection may pass without a frame before it is closed (GOAWAY, then cut after as long again); also bounds a connection that broke the HTTP/2 protocol',
   ),
+  v(
+    'COS_GRPC_SERVER_FAST_PATH',
+    [],
+    'true',
+    "plain gRPC unary calls (ProcessCommand, GetState) are served by COS's own lean path, a fifth of the CPU; false: every call goes through Connect's stock handler (the same answers, proven by differential tests), should the lean path ever be suspected",
+  ),
+  v(
+    'COS_GRPC_CLIENT_FAST_PATH',
+    [],
+    'true',
+    "calls to the write and read-side handlers and to peer replicas (and the images' health probe) use COS's own lean gRPC transport, a third of the CPU; false: Connect's stock gRPC transport (the same results, proven by differential tests)",
+  ),
   // gRPC listener TLS and caller authentication (docs/security.md)
   v('COS_TLS_CERT_FILE', [], 'unset (cleartext)', "PEM certificate chain the gRPC port serves over TLS (HTTP/2, ALPN h2), needs COS_TLS_KEY_FILE; also this replica's client certificate towards its peers"),
   v('COS_TLS_KEY_FILE', [], 'unset', 'PEM private key of COS_TLS_CERT_FILE'),

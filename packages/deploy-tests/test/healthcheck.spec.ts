@@ -1,37 +1,31 @@
-// docker/healthcheck.mjs, the images' HEALTHCHECK: its hand-made protobuf against protobuf-es,
-// and the probe against real servers (the grpc-api health service, the sample bank handler,
-// servers that refuse, stall or answer garbage), in-process and as the CLI Docker runs.
+// docker/healthcheck.mjs, the images' HEALTHCHECK (checkHealth of @chiefofstate/handler-client
+// behind a parseArgs command line): the probe against real servers (the grpc-api health service,
+// the sample bank handler, servers that refuse, stall or answer garbage), in-process through the
+// fast transport and Connect's stock one alike, and as the CLI Docker runs.
 import { execFile } from 'node:child_process';
 import { createServer, type Http2Server } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { createHealthStatus, ServingStatus as GrpcApiServingStatus, startGrpcServer, type GrpcServer } from '@chiefofstate/grpc-api';
-import { ChiefOfStateService, Health, HealthCheckRequestSchema, HealthCheckResponseSchema } from '@chiefofstate/protocol';
+import { ChiefOfStateService, Health } from '@chiefofstate/protocol';
 import { startBankHandlerServer, type BankHandlerServer } from '@chiefofstate/sample-bank';
 import { freePort } from '@chiefofstate/testing';
 // docker/ is not a workspace project: the script ships in the images as a plain file.
 // eslint-disable-next-line @nx/enforce-module-boundaries
-import {
-  checkHealth,
-  decodeHealthCheckResponse,
-  encodeHealthCheckRequest,
-  parseArguments,
-  ServingStatus,
-} from '../../../docker/healthcheck.mjs';
+import { checkHealth as checkHealthFast, parseArguments, ServingStatus } from '../../../docker/healthcheck.mjs';
+
+/** Every in-process probe runs twice, through the fast transport and through Connect's own, and both must agree. */
+async function checkHealth(options: Parameters<typeof checkHealthFast>[0]): ReturnType<typeof checkHealthFast> {
+  const fast = await checkHealthFast(options);
+  const stock = await checkHealthFast({ ...options, fastTransport: false });
+  expect(stock).toEqual(fast);
+  return fast;
+}
 
 const SCRIPT = fileURLToPath(new URL('../../../docker/healthcheck.mjs', import.meta.url));
 const run = promisify(execFile);
-
-function frame(message: Uint8Array, compressed = false): Uint8Array {
-  const bytes = new Uint8Array(5 + message.length);
-  bytes[0] = compressed ? 1 : 0;
-  new DataView(bytes.buffer).setUint32(1, message.length);
-  bytes.set(message, 5);
-  return bytes;
-}
 
 /** Runs the CLI as Docker does; resolves with its exit code and output. */
 async function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; output: string }> {
@@ -47,38 +41,6 @@ async function runCli(args: string[], env: Record<string, string> = {}): Promise
   }
 }
 
-describe('the hand-encoded messages', () => {
-  it.each(['', 'chief_of_state.v1.ChiefOfStateService', 'x'.repeat(300), 'ünïcødé'])(
-    'encodes HealthCheckRequest{service: %j} exactly as protobuf-es does',
-    (service) => {
-      const expected = frame(toBinary(HealthCheckRequestSchema, create(HealthCheckRequestSchema, { service })));
-      const encoded = encodeHealthCheckRequest(service);
-      expect(Buffer.from(encoded).toString('hex')).toBe(Buffer.from(expected).toString('hex'));
-      // and protobuf-es reads it back
-      expect(fromBinary(HealthCheckRequestSchema, encoded.subarray(5)).service).toBe(service);
-    },
-  );
-
-  it.each([0, 1, 2, 3])('decodes a HealthCheckResponse with status %i written by protobuf-es', (status) => {
-    const bytes = frame(toBinary(HealthCheckResponseSchema, create(HealthCheckResponseSchema, { status })));
-    expect(decodeHealthCheckResponse(bytes)).toBe(status);
-  });
-
-  it('skips unknown fields of every wire type', () => {
-    // field 2 varint 300, field 3 bytes "ab", field 4 fixed64, field 5 fixed32, then status SERVING
-    const message = Uint8Array.from([0x10, 0xac, 0x02, 0x1a, 0x02, 0x61, 0x62, 0x21, 1, 2, 3, 4, 5, 6, 7, 8, 0x2d, 1, 2, 3, 4, 0x08, 0x01]);
-    expect(decodeHealthCheckResponse(frame(message))).toBe(ServingStatus.SERVING);
-  });
-
-  it('refuses compressed, truncated and malformed responses', () => {
-    expect(() => decodeHealthCheckResponse(frame(Uint8Array.from([0x08, 0x01]), true))).toThrow(/compressed/);
-    expect(() => decodeHealthCheckResponse(frame(Uint8Array.from([0x08, 0x01])).subarray(0, 6))).toThrow(/truncated/);
-    expect(() => decodeHealthCheckResponse(Uint8Array.from([0, 0, 0]))).toThrow(/too short/);
-    expect(() => decodeHealthCheckResponse(frame(Uint8Array.from([0x08])))).toThrow(/varint/);
-    expect(() => decodeHealthCheckResponse(frame(Uint8Array.from([0x0b])))).toThrow(/wire type/);
-  });
-});
-
 describe('the arguments', () => {
   it('defaults to COS_PORT, or 9000, on loopback', () => {
     expect(parseArguments([], {})).toMatchObject({ host: '127.0.0.1', port: 9000, service: '' });
@@ -86,6 +48,11 @@ describe('the arguments', () => {
     expect(parseArguments([], { COS_ADDRESS: '0.0.0.0' }).host).toBe('127.0.0.1');
     expect(parseArguments([], { COS_ADDRESS: '::' }).host).toBe('127.0.0.1');
     expect(parseArguments([], { COS_ADDRESS: '10.1.2.3' }).host).toBe('10.1.2.3');
+  });
+
+  it('calls through Connect\'s stock transport with COS_GRPC_CLIENT_FAST_PATH=false', () => {
+    expect(parseArguments([], { COS_GRPC_CLIENT_FAST_PATH: 'false' }).fastTransport).toBe(false);
+    expect(parseArguments([], { COS_GRPC_CLIENT_FAST_PATH: 'true' })).not.toHaveProperty('fastTransport');
   });
 
   it('takes flags over the environment', () => {
@@ -100,8 +67,8 @@ describe('the arguments', () => {
     expect(() => parseArguments(['--port', 'abc'], {})).toThrow(/port/);
     expect(() => parseArguments([], { COS_PORT: '70000' })).toThrow(/port/);
     expect(() => parseArguments(['--timeout-ms', '0'], {})).toThrow(/timeout/);
-    expect(() => parseArguments(['--port'], {})).toThrow(/needs a value/);
-    expect(() => parseArguments(['--verbose', 'x'], {})).toThrow(/unknown argument/);
+    expect(() => parseArguments(['--port'], {})).toThrow(/'--port <value>' argument missing/);
+    expect(() => parseArguments(['--verbose', 'x'], {})).toThrow(/Unknown option '--verbose'/);
   });
 });
 
@@ -225,9 +192,11 @@ describe('when the server cannot answer', () => {
   });
 
   it('is unhealthy on a malformed answer', async () => {
-    const result = await checkHealth({ host: '127.0.0.1', port: port(garbage) });
-    expect(result).toMatchObject({ healthy: false, grpcStatus: 0 });
-    expect(result.detail).toMatch(/bad response: truncated/);
+    // the fast transport and Connect's word it differently (a 9-byte message of which 1 came)
+    const fast = await checkHealthFast({ host: '127.0.0.1', port: port(garbage) });
+    const stock = await checkHealthFast({ host: '127.0.0.1', port: port(garbage), fastTransport: false });
+    for (const result of [fast, stock]) expect(result.healthy).toBe(false);
+    expect(fast.detail).toMatch(/truncated/);
   });
 
   it('maps an HTTP error without grpc-status to UNAVAILABLE, even with --accept-unimplemented', async () => {

@@ -1,4 +1,4 @@
-import type { Http2ServerRequest, Http2ServerResponse, IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http2';
+import { constants as h2, type Http2ServerRequest, type Http2ServerResponse, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import {
   create,
   fromBinary,
@@ -124,7 +124,9 @@ export function createUnaryGrpc(options: UnaryGrpcOptions): UnaryGrpc {
       if (size > maxMessageBytes + 5) {
         refused = true;
         receiveTimeout?.done(request);
-        writeError(response, undefined, tooLarge(size - 5, 'readMaxBytes'));
+        // the size the message declares, as Connect reports it (not what has arrived so far)
+        const first = chunks[0] ?? chunk;
+        writeError(response, undefined, tooLarge(first.byteLength >= 5 ? first.readUInt32BE(1) : size - 5, 'readMaxBytes'));
         return;
       }
       chunks.push(chunk);
@@ -161,9 +163,9 @@ export function createUnaryGrpc(options: UnaryGrpcOptions): UnaryGrpc {
             () => controller.abort(new ConnectError('the operation timed out', Code.DeadlineExceeded)),
             timerDelay(timeout.timeoutMs),
           );
-    // The caller cancelled or the connection dropped before the answer.
+    // The caller cancelled or the connection dropped before the answer: the reason Connect gives.
     response.once('close', () => {
-      if (!answered) controller.abort(new ConnectError('the call was cancelled', Code.Canceled));
+      if (!answered) controller.abort(resetReason(request.stream.rstCode));
     });
 
     let requestHeader: Headers | undefined;
@@ -197,12 +199,15 @@ export function createUnaryGrpc(options: UnaryGrpcOptions): UnaryGrpc {
     } catch (error) {
       answered = true;
       if (timer !== undefined) clearTimeout(timer);
+      // as Connect does: the signal ends with the call, aborted by what failed it
+      controller.abort(error);
       writeError(response, responseHeader, asConnectError(error), responseTrailer);
       return;
     }
     answered = true;
     if (timer !== undefined) clearTimeout(timer);
     const bytes = toBinary(method.output, output);
+    controller.abort();
     if (bytes.byteLength > maxMessageBytes) {
       writeError(response, responseHeader, tooLarge(bytes.byteLength, 'writeMaxBytes'), responseTrailer);
       return;
@@ -329,6 +334,33 @@ function headersOf(incoming: IncomingHttpHeaders): Headers {
   }
   return headers;
 }
+
+/** Why a call's stream closed before its answer, in Connect's words (connect-node's connectErrorFromH2ResetCode). */
+function resetReason(rstCode: number | undefined): ConnectError | undefined {
+  const known = rstCode === undefined ? undefined : RESETS.get(rstCode);
+  if (known === undefined) return undefined;
+  return new ConnectError(`http/2 stream closed with error code ${known[0]} (0x${rstCode!.toString(16)})`, known[1]);
+}
+
+/** HTTP/2 reset codes by name and the code Connect gives them; STREAM_CLOSED and NO_ERROR give none. */
+const RESETS = new Map<number, readonly [string, Code]>(
+  (
+    [
+      ['PROTOCOL_ERROR', Code.Internal],
+      ['INTERNAL_ERROR', Code.Internal],
+      ['FLOW_CONTROL_ERROR', Code.Internal],
+      ['SETTINGS_TIMEOUT', Code.Internal],
+      ['FRAME_SIZE_ERROR', Code.Internal],
+      ['COMPRESSION_ERROR', Code.Internal],
+      ['CONNECT_ERROR', Code.Internal],
+      ['REFUSED_STREAM', Code.Unavailable],
+      ['CANCEL', Code.Canceled],
+      ['ENHANCE_YOUR_CALM', Code.ResourceExhausted],
+      ['INADEQUATE_SECURITY', Code.PermissionDenied],
+      ['HTTP_1_1_REQUIRED', Code.PermissionDenied],
+    ] as const
+  ).map(([name, code]) => [h2[`NGHTTP2_${name}`], [name, code]] as const),
+);
 
 /** As Connect answers: a ConnectError as it is, anything else as INTERNAL without its message. */
 function asConnectError(error: unknown): ConnectError {

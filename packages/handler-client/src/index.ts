@@ -26,3 +26,4 @@ export {
 } from './client-tls.js';
 export type { ClientTlsOptions } from './grpc-transport.js';
 export { isTlsFailure } from './tls-failure.js';
+export { checkHealth, type HealthCheckOptions, type HealthCheckResult } from './health-check.js';

@@ -100,7 +100,7 @@ function percentDecode(value: string): string {
 }
 
 /** The innermost cause's message (e.g. `connect ECONNREFUSED 127.0.0.1:50051`). */
-function rootMessage(error: ConnectError): string {
+export function rootMessage(error: ConnectError): string {
   let reason: unknown = error;
   for (let depth = 0; depth < 8 && reason instanceof Error && reason.cause instanceof Error; depth++) {
     reason = reason.cause;

@@ -142,6 +142,7 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
         ...sideTls[index],
         timeoutMs: side.timeoutMs,
         maxMessageBytes: config.server.maxMessageBytes,
+        fastTransport: config.server.clientFastTransport,
         ...(options.handlerInterceptors ? { interceptors: options.handlerInterceptors } : {}),
       });
       clients.push(client);

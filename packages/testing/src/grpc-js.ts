@@ -8,7 +8,8 @@ import * as grpc from '@grpc/grpc-js';
 
 type MethodOf<S extends DescService> = S['methods'][number];
 
-function definitionOf(service: DescService): grpc.ServiceDefinition {
+/** grpc-js's definition of a protobuf-es service (binary protobuf), for a `grpc.Server` of a test's own. */
+export function grpcJsServiceDefinition(service: DescService): grpc.ServiceDefinition {
   const definition: Record<string, grpc.MethodDefinition<MessageShape<DescMessage>, MessageShape<DescMessage>>> = {};
   for (const method of service.methods) {
     definition[method.localName] = {
@@ -67,7 +68,7 @@ export interface GrpcJsClientOptions {
 }
 
 export function createGrpcJsClient(options: GrpcJsClientOptions): GrpcJsClient {
-  const Constructor = grpc.makeGenericClientConstructor(definitionOf(options.service), options.service.name);
+  const Constructor = grpc.makeGenericClientConstructor(grpcJsServiceDefinition(options.service), options.service.name);
   const raw = new Constructor(
     options.address,
     options.credentials ?? grpc.credentials.createInsecure(),
@@ -168,7 +169,7 @@ export async function startGrpcJsServer(
           );
       };
     }
-    server.addService(definitionOf(service), handlers);
+    server.addService(grpcJsServiceDefinition(service), handlers);
   }
   const boundPort = await new Promise<number>((resolve, reject) =>
     server.bindAsync(`127.0.0.1:${port}`, credentials, (error, p) =>

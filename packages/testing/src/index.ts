@@ -1,5 +1,6 @@
 export {
   createGrpcJsClient,
+  grpcJsServiceDefinition,
   startGrpcJsServer,
   GrpcJsStatusError,
   type GrpcJsCallOptions,
