@@ -49,5 +49,7 @@ describe('readEnvelope', () => {
 
   it('throws on bytes that are not a message', () => {
     expect(() => readEnvelope(new Uint8Array([0x1a, 0x05, 0x01]))).toThrow();
+    // meta of 2 bytes holding a string field of 3: overruns the meta
+    expect(() => readEnvelope(new Uint8Array([0x1a, 0x02, 0x0a, 0x03, 0x61, 0x62, 0x63]))).toThrow();
   });
 });

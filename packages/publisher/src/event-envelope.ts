@@ -31,11 +31,12 @@ const LEN = WireType.LengthDelimited;
  */
 export function readEnvelope(payload: Uint8Array): EventEnvelope {
   const envelope: EventEnvelope = { entityId: '', revision: 0, eventType: '', traceparent: '', tracestate: '', headers: [] };
+  // one reader walks the nested messages too (each up to its end), none allocated per field
   const reader = new BinaryReader(payload);
   while (reader.pos < reader.len) {
     const [field, wireType] = reader.tag();
-    if (field === 1 && wireType === LEN) readAny(reader.bytes(), envelope);
-    else if (field === 3 && wireType === LEN) readMeta(reader.bytes(), envelope);
+    if (field === 1 && wireType === LEN) readAny(reader, envelope);
+    else if (field === 3 && wireType === LEN) readMeta(reader, envelope);
     else if (field === 10 && wireType === LEN) envelope.traceparent = reader.string();
     else if (field === 11 && wireType === LEN) envelope.tracestate = reader.string();
     else reader.skip(wireType, field);
@@ -55,36 +56,46 @@ export function envelopeOf(wrapper: EventWrapper): EventEnvelope {
   };
 }
 
-function readAny(bytes: Uint8Array, envelope: EventEnvelope): void {
-  const reader = new BinaryReader(bytes);
-  while (reader.pos < reader.len) {
+/** The end of the length-delimited message the reader is at (its length read). */
+function endOf(reader: BinaryReader): number {
+  const end = reader.uint32() + reader.pos;
+  if (end > reader.len) throw new RangeError('premature EOF');
+  return end;
+}
+
+function readAny(reader: BinaryReader, envelope: EventEnvelope): void {
+  const end = endOf(reader);
+  while (reader.pos < end) {
     const [field, wireType] = reader.tag();
     if (field === 1 && wireType === LEN) envelope.eventType = reader.string();
     else reader.skip(wireType, field);
   }
+  if (reader.pos !== end) throw new RangeError('a field overruns its message');
 }
 
-function readMeta(bytes: Uint8Array, envelope: EventEnvelope): void {
-  const reader = new BinaryReader(bytes);
-  while (reader.pos < reader.len) {
+function readMeta(reader: BinaryReader, envelope: EventEnvelope): void {
+  const end = endOf(reader);
+  while (reader.pos < end) {
     const [field, wireType] = reader.tag();
     if (field === 1 && wireType === LEN) envelope.entityId = reader.string();
     else if (field === 2 && wireType === WireType.Varint) envelope.revision = reader.uint32();
-    else if (field === 5 && wireType === LEN) envelope.headers.push(readHeader(reader.bytes()));
+    else if (field === 5 && wireType === LEN) envelope.headers.push(readHeader(reader));
     else reader.skip(wireType, field);
   }
+  if (reader.pos !== end) throw new RangeError('a field overruns its message');
 }
 
-function readHeader(bytes: Uint8Array): EnvelopeHeader {
-  const reader = new BinaryReader(bytes);
+function readHeader(reader: BinaryReader): EnvelopeHeader {
+  const end = endOf(reader);
   let key = '';
   let value: EnvelopeHeader['value'] = { case: undefined };
-  while (reader.pos < reader.len) {
+  while (reader.pos < end) {
     const [field, wireType] = reader.tag();
     if (field === 1 && wireType === LEN) key = reader.string();
     else if (field === 2 && wireType === LEN) value = { case: 'stringValue', value: reader.string() };
     else if (field === 3 && wireType === LEN) value = { case: 'bytesValue', value: reader.bytes() };
     else reader.skip(wireType, field);
   }
+  if (reader.pos !== end) throw new RangeError('a field overruns its message');
   return { key, value };
 }
