@@ -12,6 +12,7 @@ import {
   WithdrawSchema,
 } from './gen/bank/v1/bank_pb.js';
 import { grpcCodeName } from './code-name.js';
+import { watchAccount } from './watch.js';
 import { bankRegistry } from './write-handler.js';
 
 /**
@@ -33,6 +34,8 @@ commands:
   withdraw ACCOUNT_ID AMOUNT                take money (never more than the balance)
   close ACCOUNT_ID                          close an account whose balance is 0
   get ACCOUNT_ID                            show the current state (GetState)
+  watch ACCOUNT_ID                          stream the account's changes as they happen (Subscribe),
+                                            one JSON line per event, until Ctrl-C
 
 options:
   --address HOST:PORT   Chief-of-State's gRPC address (env COS_ADDRESS, default ${DEFAULT_COS_ADDRESS};
@@ -43,6 +46,8 @@ options:
   --retries N           attempts after the first on UNAVAILABLE, DEADLINE_EXCEEDED, UNKNOWN, ABORTED
                         or RESOURCE_EXHAUSTED (default 3), with backoff
   --expected-revision N run only if the account is at revision N (0: only if it is new)
+  --from-revision N     watch: first the account's events from revision N on (1: all), then live
+  --count N             watch: stop after N events
   -h, --help            this text
 `;
 
@@ -51,6 +56,8 @@ export interface CliIo {
   env: Readonly<Record<string, string | undefined>>;
   stdout: (text: string) => void;
   stderr: (text: string) => void;
+  /** ends a watch (the process aborts it on SIGINT / SIGTERM) */
+  signal?: AbortSignal;
 }
 
 class UsageError extends Error {}
@@ -61,6 +68,8 @@ interface ParsedArgs {
   idempotencyKey: string;
   retries: number;
   expectedRevision: string | undefined;
+  fromRevision: bigint | undefined;
+  count: number | undefined;
   command: string;
   accountId: string;
   rest: string[];
@@ -72,15 +81,24 @@ function parseArgs(argv: readonly string[], env: CliIo['env']): ParsedArgs | 'he
   let idempotencyKey: string = randomUUID();
   let retries = 3;
   let expectedRevision: string | undefined;
+  let fromRevision: bigint | undefined;
+  let count: number | undefined;
   const positional: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
     if (arg === '-h' || arg === '--help') return 'help';
     const [flag, inline] = arg.startsWith('--') ? (arg.split(/=(.*)/s, 2) as [string, string?]) : [arg];
-    if (flag === '--address' || flag === '--timeout' || flag === '--idempotency-key' || flag === '--retries' || flag === '--expected-revision') {
+    if (VALUE_FLAGS.has(flag)) {
       const value = inline ?? argv[++i];
       if (value === undefined || value === '') throw new UsageError(`${flag} needs a value`);
       if (flag === '--address') address = value;
+      else if (flag === '--from-revision') {
+        if (!/^\d+$/.test(value)) throw new UsageError('--from-revision must be a revision (an integer >= 0)');
+        fromRevision = BigInt(value);
+      } else if (flag === '--count') {
+        count = Number(value);
+        if (!Number.isInteger(count) || count <= 0) throw new UsageError('--count must be a positive integer');
+      }
       else if (flag === '--idempotency-key') idempotencyKey = value;
       else if (flag === '--expected-revision') {
         if (!/^\d+$/.test(value)) throw new UsageError('--expected-revision must be a revision (an integer >= 0)');
@@ -101,8 +119,11 @@ function parseArgs(argv: readonly string[], env: CliIo['env']): ParsedArgs | 'he
   const [command, accountId, ...rest] = positional;
   if (command === undefined) throw new UsageError('a command is required');
   if (accountId === undefined || accountId === '') throw new UsageError(`${command} needs an ACCOUNT_ID`);
-  return { address, timeoutMs, idempotencyKey, retries, expectedRevision, command, accountId, rest };
+  if ((fromRevision !== undefined || count !== undefined) && command !== 'watch') throw new UsageError('--from-revision and --count are options of watch');
+  return { address, timeoutMs, idempotencyKey, retries, expectedRevision, fromRevision, count, command, accountId, rest };
 }
+
+const VALUE_FLAGS: ReadonlySet<string> = new Set(['--address', '--timeout', '--idempotency-key', '--retries', '--expected-revision', '--from-revision', '--count']);
 
 function cents(value: string | undefined, name: string): bigint {
   // Signs are let through on purpose: the handler's validation answers, as it would any client.
@@ -131,6 +152,7 @@ function commandOf(args: ParsedArgs): Any | undefined {
       expect(0);
       return anyPack(CloseAccountSchema, create(CloseAccountSchema));
     case 'get':
+    case 'watch':
       expect(0);
       return undefined;
     default:
@@ -222,6 +244,10 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   const sessionManager = new Http2SessionManager(baseUrl);
   const client = createClient(ChiefOfStateService, createGrpcTransport({ baseUrl, sessionManager }));
   try {
+    if (args.command === 'watch') {
+      const { fromRevision, count, retries } = args;
+      return await watchAccount(client, { accountId: args.accountId, fromRevision, count, retries, signal: io.signal ?? new AbortController().signal }, io);
+    }
     const headers: Record<string, string> = { [IDEMPOTENCY_KEY_HEADER]: args.idempotencyKey };
     if (args.expectedRevision !== undefined) headers[EXPECTED_REVISION_HEADER] = args.expectedRevision;
     const { state, meta } =
