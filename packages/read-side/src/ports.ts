@@ -54,7 +54,7 @@ export interface ReadSideCallOptions {
 
 export interface BatchCallOptions {
   signal?: AbortSignal;
-  /** deadline of the whole batch */
+  /** the read side's timeout; the handler applies it to its steps (a publisher: to each acknowledgement) */
   timeoutMs?: number;
 }
 
