@@ -50,5 +50,6 @@ export {
 } from './balance-store.js';
 export { type Http2Server } from './http2-server.js';
 export { runCli, cosBaseUrl, DEFAULT_COS_ADDRESS, USAGE, type CliIo } from './run-cli.js';
+export { renderChange, watchAccount, type WatchIo, type WatchOptions } from './watch.js';
 export { grpcCodeName } from './code-name.js';
 export * from './gen/bank/v1/bank_pb.js';

@@ -13,6 +13,7 @@ import {
   WithdrawSchema,
 } from './gen/bank/v1/bank_pb.js';
 import { grpcCodeName } from './code-name.js';
+import { watchAccount } from './watch.js';
 import { bankRegistry } from './write-handler.js';
 
 /**
@@ -34,6 +35,8 @@ commands:
   withdraw ACCOUNT_ID AMOUNT                take money (never more than the balance)
   close ACCOUNT_ID                          close an account whose balance is 0
   get ACCOUNT_ID                            show the current state (GetState)
+  watch ACCOUNT_ID                          stream the account's changes as they happen (Subscribe),
+                                            one JSON line per event, until Ctrl-C
 
 options:
   --address HOST:PORT   Chief-of-State's gRPC address (env COS_ADDRESS, default ${DEFAULT_COS_ADDRESS};
@@ -44,6 +47,8 @@ options:
   --retries N           attempts after the first on UNAVAILABLE, DEADLINE_EXCEEDED, UNKNOWN, ABORTED
                         or RESOURCE_EXHAUSTED (default 3), with backoff
   --expected-revision N run only if the account is at revision N (0: only if it is new)
+  --from-revision N     watch: first the account's events from revision N on (1: all), then live
+  --count N             watch: stop after N events
   -h, --help            this text
 `;
 
@@ -52,6 +57,8 @@ export interface CliIo {
   env: Readonly<Record<string, string | undefined>>;
   stdout: (text: string) => void;
   stderr: (text: string) => void;
+  /** ends a watch (the process aborts it on SIGINT / SIGTERM) */
+  signal?: AbortSignal;
 }
 
 class UsageError extends Error {}
@@ -62,6 +69,8 @@ interface ParsedArgs {
   idempotencyKey: string;
   retries: number;
   expectedRevision: string | undefined;
+  fromRevision: bigint | undefined;
+  count: number | undefined;
   command: string;
   accountId: string;
   rest: string[];
@@ -73,6 +82,8 @@ const OPTIONS = {
   'idempotency-key': { type: 'string' },
   retries: { type: 'string' },
   'expected-revision': { type: 'string' },
+  'from-revision': { type: 'string' },
+  count: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -102,12 +113,21 @@ function parseArgs(argv: readonly string[], env: CliIo['env']): ParsedArgs | 'he
   const [command, accountId, ...rest] = positional;
   if (command === undefined) throw new UsageError('a command is required');
   if (accountId === undefined || accountId === '') throw new UsageError(`${command} needs an ACCOUNT_ID`);
+  const fromRevisionText = values.get('from-revision');
+  if (fromRevisionText !== undefined && !/^\d+$/.test(fromRevisionText)) throw new UsageError('--from-revision must be a revision (an integer >= 0)');
+  const countText = values.get('count');
+  const count = countText === undefined ? undefined : Number(countText);
+  if (count !== undefined && (!Number.isInteger(count) || count <= 0)) throw new UsageError('--count must be a positive integer');
+  const fromRevision = fromRevisionText === undefined ? undefined : BigInt(fromRevisionText);
+  if ((fromRevision !== undefined || count !== undefined) && command !== 'watch') throw new UsageError('--from-revision and --count are options of watch');
   return {
     address: values.get('address') ?? (env['COS_ADDRESS']?.trim() || DEFAULT_COS_ADDRESS),
     timeoutMs,
     idempotencyKey: values.get('idempotency-key') ?? randomUUID(),
     retries,
     expectedRevision,
+    fromRevision,
+    count,
     command,
     accountId,
     rest,
@@ -141,6 +161,7 @@ function commandOf(args: ParsedArgs): Any | undefined {
       expect(0);
       return anyPack(CloseAccountSchema, create(CloseAccountSchema));
     case 'get':
+    case 'watch':
       expect(0);
       return undefined;
     default:
@@ -232,6 +253,10 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   const sessionManager = new Http2SessionManager(baseUrl);
   const client = createClient(ChiefOfStateService, createGrpcTransport({ baseUrl, sessionManager }));
   try {
+    if (args.command === 'watch') {
+      const { fromRevision, count, retries } = args;
+      return await watchAccount(client, { accountId: args.accountId, fromRevision, count, retries, signal: io.signal ?? new AbortController().signal }, io);
+    }
     const headers: Record<string, string> = { [IDEMPOTENCY_KEY_HEADER]: args.idempotencyKey };
     if (args.expectedRevision !== undefined) headers[EXPECTED_REVISION_HEADER] = args.expectedRevision;
     const { state, meta } =

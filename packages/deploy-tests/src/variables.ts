@@ -11,20 +11,26 @@ export const SECRET_VARIABLE_NAMES: ReadonlySet<string> = new Set(
 );
 
 const READ_SIDE_SETTING = /^COS_READ_SIDE_CONFIG__(HOST|PORT|USE_TLS|TIMEOUT|AUTO_START|ENABLED|FAILURE_POLICY)__[A-Za-z0-9_-]+$/;
+const PUBLISHER_SETTING = /^COS_PUBLISHER_CONFIG__(SINK|URL|SUBJECT|EXCHANGE|ROUTING_KEY|FORMAT|TIMEOUT|AUTO_START|ENABLED)__[A-Za-z0-9_-]+$/;
 
-/** Whether COS reads this name (including per-read-side COS_READ_SIDE_CONFIG__<SETTING>__<ID>). */
+/**
+ * Whether COS reads this name (including per-read-side COS_READ_SIDE_CONFIG__<SETTING>__<ID> and
+ * per-publisher COS_PUBLISHER_CONFIG__<SETTING>__<ID>).
+ */
 export function isCosVariable(name: string): boolean {
-  return COS_VARIABLE_NAMES.has(name) || READ_SIDE_SETTING.test(name);
+  return COS_VARIABLE_NAMES.has(name) || READ_SIDE_SETTING.test(name) || PUBLISHER_SETTING.test(name);
 }
 
 /** What runs in a container or compose service, told by its image. */
-export type Workload = 'cos' | 'sample-handler' | 'postgres' | 'jaeger';
+export type Workload = 'cos' | 'sample-handler' | 'postgres' | 'jaeger' | 'nats';
 
 const IMAGES: readonly [RegExp, Workload][] = [
   [/^chiefofstate\/cos-(server|readside)(:|$)/, 'cos'],
   [/^chiefofstate\/sample-bank(:|$)/, 'sample-handler'],
   [/^postgres(:|$)/, 'postgres'],
   [/^jaegertracing\/all-in-one(:|$)/, 'jaeger'],
+  // the broker of the sample's publisher, and the nats CLI that creates its stream
+  [/^(nats|natsio\/nats-box)(:|$)/, 'nats'],
 ];
 
 export function workloadOfImage(image: string): Workload | undefined {
@@ -41,6 +47,7 @@ export const OTHER_VARIABLES: Readonly<Record<Workload, readonly string[]>> = {
   'sample-handler': ['PORT', 'HOST', 'LOG_LEVEL', 'READ_SIDE_DATABASE_URL'],
   postgres: ['POSTGRES_USER', 'POSTGRES_PASSWORD', 'POSTGRES_DB'],
   jaeger: ['COLLECTOR_OTLP_ENABLED'],
+  nats: [],
 };
 
 export const COMMON_VARIABLES: readonly string[] = ['NODE_ENV'];

@@ -44,10 +44,10 @@ const handlerServices = services.filter(([, item]) => item.image && workloadOfIm
 const active = (item: ComposeService) => !item.profiles || item.profiles.length === 0;
 
 describe('docker/compose.yaml', () => {
-  it('runs PostgreSQL 15, cos-server, the sample handler and Jaeger by default; the read-side services in a profile', () => {
+  it('runs PostgreSQL 15, cos-server, the sample handler, Jaeger and NATS by default; the read-side services in a profile', () => {
     expect(compose.name).toBe('chief-of-state');
     const byDefault = services.filter(([, item]) => active(item)).map(([name]) => name);
-    expect(byDefault.sort()).toEqual(['cos-server', 'jaeger', 'postgres', 'sample-bank']);
+    expect(byDefault.sort()).toEqual(['cos-server', 'jaeger', 'nats', 'nats-stream', 'postgres', 'sample-bank']);
     expect(service('postgres').image).toBe('postgres:15');
     expect(service('jaeger').image).toMatch(/^jaegertracing\/all-in-one:1\.\d+\.\d+$/);
     expect(service('cos-readside').profiles).toEqual(['readside']);
@@ -153,6 +153,24 @@ describe('docker/compose.yaml', () => {
     expect(Number(environment(service('sample-bank'))['PORT'])).toBe(config.writeSide.port);
     expect(dependencies(service('cos-server')).get('sample-bank')).toEqual({ condition: 'service_healthy', required: true });
     expect(config.cluster).toMatchObject({ mode: 'docker', dockerServiceName: 'cos-server', replicaCount: 1 });
+  });
+
+  it('cos-server publishes every event to NATS JetStream on the subject of the stream nats-stream creates, once it exists', () => {
+    const { config, warnings } = loadCosConfig(service('cos-server').image!, environment(service('cos-server')), cwd);
+    expect(warnings).toEqual([]);
+    expect(config.publishers).toEqual([
+      expect.objectContaining({ publisherId: 'bank-events', sink: 'nats', url: 'nats://nats:4222', subject: 'bank.events', enabled: true, autoStart: true }),
+    ]);
+    expect(config.subscriptions.enabled).toBe(true);
+    const nats = service('nats');
+    expect(nats.command).toEqual(expect.arrayContaining(['--jetstream']));
+    expect(publishedContainerPorts(nats)).toEqual([4222]);
+    const setup = (service('nats-stream').command as string[]).join(' ');
+    expect(setup).toContain('stream add bank-events --subjects bank.events');
+    expect(setup).toContain('--server nats://nats:4222');
+    expect(dependencies(service('nats-stream')).get('nats')).toEqual({ condition: 'service_healthy', required: true });
+    expect(dependencies(service('cos-server')).get('nats-stream')).toEqual({ condition: 'service_completed_successfully', required: true });
+    expect(compose.volumes).toHaveProperty(['nats-data']);
   });
 
   it.each(handlerServices)('%s listens on all interfaces and its healthcheck asks its port', (_name, item) => {

@@ -1,4 +1,4 @@
-import { create } from '@bufbuild/protobuf';
+import { create, toBinary } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InvalidArgumentError, ShuttingDownError } from '@chiefofstate/core';
@@ -6,6 +6,7 @@ import {
   ChiefOfStateService,
   EventWrapperSchema,
   SubscribeAllRequestSchema,
+  SubscribeAllResponseSchema,
   SubscribeRequestSchema,
   UnsubscribeRequestSchema,
   type SubscribeAllResponse,
@@ -25,7 +26,15 @@ function eventAt(position: bigint, entityId: string, revision: number): Subscrib
   return {
     subscriptionId: 's-1',
     position,
-    wrapper: create(EventWrapperSchema, { meta: { entityId, revisionNumber: revision }, event: { typeUrl: 'type.googleapis.com/x.E' } }),
+    payload: toBinary(
+      EventWrapperSchema,
+      create(EventWrapperSchema, {
+        meta: { entityId, revisionNumber: revision },
+        event: { typeUrl: 'type.googleapis.com/x.E' },
+        // the command's trace context stays in the journal: offset is field 10 of the response
+        traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+      }),
+    ),
   };
 }
 
@@ -118,6 +127,54 @@ describe('subscription RPCs at the edge', () => {
     ]);
     expect(status.code).toBe(grpc.status.UNAVAILABLE);
     expect(status.details).toContain('from_revision=3');
+  });
+
+  it('sends the stored event, state and metadata as the response fields, the same bytes to every subscriber', async () => {
+    const wrapper = create(EventWrapperSchema, {
+      event: { typeUrl: 'type.googleapis.com/bank.Deposited', value: new Uint8Array([1, 2, 3]) },
+      resultingState: { typeUrl: 'type.googleapis.com/bank.Account', value: new Uint8Array(70_000).fill(9) },
+      meta: { entityId: 'compte-é', revisionNumber: 300, revisionDate: { seconds: 1_700_000_000n }, headers: [{ key: 'x-tenant', value: { case: 'stringValue', value: 'acme' } }] },
+      traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+      tracestate: 'k=v',
+    });
+    // one payload object for two subscribers, as the shared tail hands it out
+    const payload = toBinary(EventWrapperSchema, wrapper);
+    const shared: SubscriptionPort = {
+      ...scripted.port,
+      subscribeAll: async (options) => ({
+        id: options.subscriptionId ?? '',
+        events: (async function* () {
+          yield { subscriptionId: options.subscriptionId ?? '', position: 2n ** 40n, payload };
+        })(),
+      }),
+    };
+    const server = await startGrpcServer({
+      host: '127.0.0.1',
+      port: 0,
+      maxMessageBytes: 128 * 1024,
+      routes: (router) => {
+        router.service(ChiefOfStateService, createChiefOfStateService({ processor, headers: { propagated: [], persisted: [] }, commandTimeoutMs: 5000, subscriptions: shared }));
+      },
+    });
+    const sharedClient = createGrpcJsClient({ service: ChiefOfStateService, address: `127.0.0.1:${server.port}` });
+    try {
+      for (const subscriptionId of ['first', 'second-subscriber']) {
+        const { messages, status } = await readAll<SubscribeAllResponse>(
+          sharedClient.serverStream(ChiefOfStateService.method.subscribeAll, create(SubscribeAllRequestSchema, { subscriptionId })),
+        );
+        expect(status.code).toBe(grpc.status.OK);
+        // decodes to exactly what encoding the whole response gives
+        expect(messages.map((message) => toBinary(SubscribeAllResponseSchema, message))).toEqual([
+          toBinary(
+            SubscribeAllResponseSchema,
+            create(SubscribeAllResponseSchema, { subscriptionId, event: wrapper.event, resultingState: wrapper.resultingState, meta: wrapper.meta, offset: 2n ** 40n }),
+          ),
+        ]);
+      }
+    } finally {
+      sharedClient.close();
+      await server.close(100);
+    }
   });
 
   it('passes a live-only request without a start, and ends SubscribeAll with OK when the subscription ends', async () => {

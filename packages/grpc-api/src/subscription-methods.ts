@@ -1,5 +1,7 @@
+import { create, type MessageInitShape, type MessageShape, type UnknownField } from '@bufbuild/protobuf';
+import { BinaryReader, BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
 import type { HandlerContext, ServiceImpl } from '@connectrpc/connect';
-import type { ChiefOfStateService, EventWrapper } from '@chiefofstate/protocol';
+import { SubscribeAllResponseSchema, SubscribeResponseSchema, type ChiefOfStateService } from '@chiefofstate/protocol';
 import { callTraceContext } from './server-tracing.js';
 import { failCall } from './status.js';
 import type { Context } from '@opentelemetry/api';
@@ -9,7 +11,11 @@ export interface SubscribedEventLike {
   readonly subscriptionId: string;
   /** the global journal position, sent as `offset` */
   readonly position: bigint;
-  readonly wrapper: EventWrapper;
+  /**
+   * the serialized EventWrapper as stored; the same object for every subscriber an event goes
+   * to (then its response fields are encoded once for all of them)
+   */
+  readonly payload: Uint8Array;
 }
 
 export interface SubscriptionLike {
@@ -46,7 +52,7 @@ export function createSubscriptionMethods(
     failCall(error, onError && ((failure) => onError(method, failure, traceContext)));
   return {
     subscribe: (request, context) =>
-      stream('Subscribe', context, () =>
+      stream('Subscribe', SubscribeResponseSchema, context, () =>
         port.subscribe({
           entityId: request.entityId,
           subscriptionId: request.subscriptionId,
@@ -55,7 +61,7 @@ export function createSubscriptionMethods(
         }),
       ),
     subscribeAll: (request, context) =>
-      stream('SubscribeAll', context, () =>
+      stream('SubscribeAll', SubscribeAllResponseSchema, context, () =>
         port.subscribeAll({
           subscriptionId: request.subscriptionId,
           ...(request.afterOffset !== undefined ? { afterPosition: request.afterOffset } : {}),
@@ -66,9 +72,14 @@ export function createSubscriptionMethods(
     unsubscribeAll: (request, context) => unsubscribe('UnsubscribeAll', request.subscriptionId, context),
   };
 
-  async function* stream(method: SubscriptionMethod, context: HandlerContext, open: () => Promise<SubscriptionLike>) {
+  async function* stream<Schema extends typeof SubscribeResponseSchema | typeof SubscribeAllResponseSchema>(
+    method: SubscriptionMethod,
+    schema: Schema,
+    context: HandlerContext,
+    open: () => Promise<SubscriptionLike>,
+  ): AsyncGenerator<MessageShape<Schema>> {
     try {
-      for await (const event of (await open()).events) yield responseOf(event);
+      for await (const event of (await open()).events) yield responseOf(schema, event);
     } catch (error) {
       throw fail(method, error, context.values.get(callTraceContext));
     }
@@ -84,13 +95,44 @@ export function createSubscriptionMethods(
   }
 }
 
-function responseOf(event: SubscribedEventLike) {
-  const { wrapper } = event;
-  return {
-    subscriptionId: event.subscriptionId,
-    ...(wrapper.event ? { event: wrapper.event } : {}),
-    ...(wrapper.resultingState ? { resultingState: wrapper.resultingState } : {}),
-    ...(wrapper.meta ? { meta: wrapper.meta } : {}),
-    offset: event.position,
-  };
+/**
+ * The response's fields but the subscription id, encoded once per event: {event = 2,
+ * resulting_state = 3, meta = 4} are the wrapper's {event = 1, resulting_state = 2, meta = 3}
+ * bytes under their response numbers (the wrapper's trace context, 10 and 11, is not sent), and
+ * offset = 10. Kept per payload object, which the subscriptions share across their subscribers.
+ */
+const sharedFields = new WeakMap<Uint8Array, UnknownField[]>();
+
+const RESPONSE_NUMBER: Record<number, number | undefined> = { 1: 2, 2: 3, 3: 4 };
+
+function fieldsOf(event: SubscribedEventLike): UnknownField[] {
+  let fields = sharedFields.get(event.payload);
+  if (fields === undefined) {
+    fields = [];
+    const reader = new BinaryReader(event.payload);
+    while (reader.pos < reader.len) {
+      const [field, wireType] = reader.tag();
+      // skip() returns the field's bytes after the tag (a length prefix included), as written
+      const data = reader.skip(wireType, field);
+      const no = RESPONSE_NUMBER[field];
+      if (no !== undefined && wireType === WireType.LengthDelimited) fields.push({ no, wireType, data });
+    }
+    fields.push({ no: 10, wireType: WireType.Varint, data: new BinaryWriter().uint64(event.position).finish() });
+    sharedFields.set(event.payload, fields);
+  }
+  return fields;
+}
+
+/**
+ * One stream message: the subscription id, then the event's fields encoded once for every
+ * subscriber (toBinary writes a message's unknown fields as they are; receivers read them as the
+ * response's own fields), instead of encoding the event, state and metadata for each subscriber.
+ */
+function responseOf<Schema extends typeof SubscribeResponseSchema | typeof SubscribeAllResponseSchema>(
+  schema: Schema,
+  event: SubscribedEventLike,
+): MessageShape<Schema> {
+  const message = create(schema, { subscriptionId: event.subscriptionId } as MessageInitShape<Schema>);
+  message.$unknown = fieldsOf(event);
+  return message;
 }

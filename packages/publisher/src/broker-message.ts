@@ -1,5 +1,6 @@
 import { fromBinary } from '@bufbuild/protobuf';
-import { EventWrapperSchema, type EventWrapper, type Header } from '@chiefofstate/protocol';
+import { EventWrapperSchema, type EventWrapper } from '@chiefofstate/protocol';
+import { readEnvelope, type EnvelopeHeader, type EventEnvelope } from './event-envelope.js';
 import type { BrokerMessage } from './ports.js';
 
 /** Header names every published message carries (see the README for their meaning). */
@@ -30,13 +31,11 @@ export interface StoredEvent {
 
 /**
  * The broker message of one journal event: the stored EventWrapper bytes as the payload, and
- * headers from the decoded wrapper (id, key, revision, event type, persisted headers, and the
- * W3C trace context of the command when it had one).
+ * headers from the wrapper's envelope (id, key, revision, event type, persisted headers, and the
+ * W3C trace context of the command when it had one), read once without decoding the rest.
  */
-export function toBrokerMessage(event: StoredEvent, wrapper: EventWrapper = decodePayload(event.payload)): BrokerMessage {
-  const meta = wrapper.meta;
-  const entityId = meta?.entityId ?? '';
-  const revision = meta?.revisionNumber ?? 0;
+export function toBrokerMessage(event: StoredEvent, envelope: EventEnvelope = readEnvelope(event.payload)): BrokerMessage {
+  const { entityId, revision } = envelope;
   const id = messageId(entityId, revision);
   const headers: Record<string, string> = {
     [MESSAGE_HEADERS.id]: headerValue(id),
@@ -44,11 +43,11 @@ export function toBrokerMessage(event: StoredEvent, wrapper: EventWrapper = deco
     [MESSAGE_HEADERS.revision]: String(revision),
     [MESSAGE_HEADERS.shard]: String(event.shard),
     [MESSAGE_HEADERS.position]: String(event.position),
-    [MESSAGE_HEADERS.eventType]: headerValue(wrapper.event?.typeUrl ?? ''),
+    [MESSAGE_HEADERS.eventType]: headerValue(envelope.eventType),
   };
-  if (wrapper.traceparent !== '') headers['traceparent'] = headerValue(wrapper.traceparent);
-  if (wrapper.tracestate !== '') headers['tracestate'] = headerValue(wrapper.tracestate);
-  for (const header of meta?.headers ?? []) addPersisted(headers, header);
+  if (envelope.traceparent !== '') headers['traceparent'] = headerValue(envelope.traceparent);
+  if (envelope.tracestate !== '') headers['tracestate'] = headerValue(envelope.tracestate);
+  for (const header of envelope.headers) addPersisted(headers, header);
   return { id, key: entityId, headers, payload: event.payload };
 }
 
@@ -57,7 +56,7 @@ export function decodePayload(payload: Uint8Array): EventWrapper {
   return fromBinary(EventWrapperSchema, payload);
 }
 
-function addPersisted(headers: Record<string, string>, header: Header): void {
+function addPersisted(headers: Record<string, string>, header: EnvelopeHeader): void {
   const name = `${MESSAGE_HEADERS.persistedPrefix}${header.key}`;
   const value =
     header.value.case === 'bytesValue'

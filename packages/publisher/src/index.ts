@@ -1,6 +1,7 @@
 export { decodePayload, headerValue, MESSAGE_HEADERS, messageId, toBrokerMessage, type StoredEvent } from './broker-message.js';
+export { envelopeOf, readEnvelope, type EnvelopeHeader, type EventEnvelope } from './event-envelope.js';
 export { createNatsSink, type NatsSinkOptions } from './nats-sink.js';
-export { publishOrdered, withTimeout } from './ordered.js';
+export { publishFailure, publishOrdered, withTimeout, type PublishFailure } from './ordered.js';
 export {
   createPublisherHandler,
   createSink,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { publishOrdered, withTimeout } from './ordered.js';
+import { publishOrdered, withTimeout, type PublishFailure } from './ordered.js';
 import type { BrokerMessage } from './ports.js';
 
 const message = (key: string, n: number): BrokerMessage => ({ id: `${key}:${n}`, key, headers: {}, payload: new Uint8Array() });
@@ -31,6 +31,18 @@ describe('publishOrdered', () => {
       }),
     ).rejects.toThrow('nack');
     expect(sent).toEqual(['a:1', 'b:1']);
+  });
+
+  it('says how many leading messages were acknowledged when a later one failed', async () => {
+    const batch = [message('a', 1), message('b', 1), message('a', 2), message('c', 1), message('b', 2)];
+    const failure = await publishOrdered(batch, async (m) => {
+      if (m.id === 'a:2') throw new Error('nack');
+    }).catch((error: unknown) => error as PublishFailure);
+    expect(failure).toBeInstanceOf(Error);
+    expect(failure?.message).toBe('nack');
+    // a:1 and b:1 were acknowledged; a:2 not (c:1 and b:2 were, but come after it)
+    expect(failure?.accepted).toBe(2);
+    await expect(publishOrdered([message('a', 1)], () => Promise.reject(new Error('down')))).rejects.toMatchObject({ message: 'down', accepted: 0 });
   });
 });
 

@@ -15,8 +15,9 @@ export interface BrokerMessage {
 
 /**
  * Where published events go. `publish` resolves only once the broker has acknowledged every
- * message of the batch (stored it), and rejects otherwise; the caller then publishes the batch
- * again (same ids). Messages of one key are acknowledged in batch order: a sink never sends a
+ * message of the batch (stored it), and rejects otherwise, with a numeric `accepted` on the error
+ * when it knows how many leading messages of the batch were acknowledged (PublishFailure); the
+ * caller then publishes the rest again (same ids). Messages of one key are acknowledged in batch order: a sink never sends a
  * message of a key before the previous message of that key was acknowledged, so a failure
  * cannot leave a later event stored without an earlier one.
  */

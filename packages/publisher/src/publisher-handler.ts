@@ -2,7 +2,8 @@ import { create } from '@bufbuild/protobuf';
 import { HandleReadSideResponseSchema, type HandleReadSideRequest, type HandleReadSideResponse } from '@chiefofstate/protocol';
 import { toBrokerMessage, type StoredEvent } from './broker-message.js';
 import { createNatsSink } from './nats-sink.js';
-import type { EventSink } from './ports.js';
+import { publishFailure } from './ordered.js';
+import type { BrokerMessage, EventSink } from './ports.js';
 import { createRabbitMqSink } from './rabbitmq-sink.js';
 
 /** What a publisher needs of its configuration (@chiefofstate/config's PublisherConfig fits). */
@@ -29,6 +30,12 @@ export interface PublisherHandler {
     request: HandleReadSideRequest,
     call?: { readonly timeoutMs?: number; readonly record?: StoredEvent },
   ): Promise<HandleReadSideResponse>;
+  /**
+   * A read batch of one shard at once: each payload decoded once into its message, the batch
+   * handed to the sink. Rejects with `accepted` = the leading events the broker acknowledged
+   * (the engine goes on after them).
+   */
+  handleBatch(events: readonly StoredEvent[], call: { readonly timeoutMs?: number }): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -42,6 +49,20 @@ export function createPublisherHandler(sink: EventSink): PublisherHandler {
       if (!call?.record) throw new Error('a publisher needs the journal event (ReadSideCallOptions.record)');
       await sink.publish([toBrokerMessage(call.record)], call.timeoutMs !== undefined ? { timeoutMs: call.timeoutMs } : undefined);
       return ACCEPTED;
+    },
+    async handleBatch(events, call) {
+      const messages: BrokerMessage[] = [];
+      let unreadable: unknown;
+      for (const event of events) {
+        try {
+          messages.push(toBrokerMessage(event));
+        } catch (error) {
+          unreadable = new Error(`the journal event at position ${event.position} is not an EventWrapper (${error instanceof Error ? error.message : String(error)})`);
+          break;
+        }
+      }
+      if (messages.length > 0) await sink.publish(messages, call.timeoutMs !== undefined ? { timeoutMs: call.timeoutMs } : undefined);
+      if (unreadable !== undefined) throw publishFailure(unreadable, messages.length);
     },
     close: () => sink.close(),
   };

@@ -97,11 +97,9 @@ export function createRabbitMqSink(options: RabbitMqSinkOptions): EventSink {
       const timeoutMs = publishOptions?.timeoutMs ?? options.timeoutMs ?? 10_000;
       const what = `RabbitMQ ${redactUrl(options.url)}`;
       const current = await withTimeout(open(), timeoutMs, `${what}: connect`);
-      await withTimeout(
-        publishOrdered(batch, (message) => publishOne(current, message)),
-        timeoutMs,
-        `${what}: publish`,
-      );
+      // the wait is per message, not per batch: a long batch (an entity's events go one confirm
+      // apart) is never cut as a whole, and a failure still says which messages were confirmed
+      await publishOrdered(batch, (message) => withTimeout(publishOne(current, message), timeoutMs, `${what}: publish ${message.id}`));
     },
     async close() {
       closed = true;

@@ -7,7 +7,11 @@ import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-
 import { connect as amqpConnect, type Channel, type ChannelModel } from 'amqplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pollUntil, startTcpProxy, type TcpProxy } from '@chiefofstate/testing';
+import { create, toBinary } from '@bufbuild/protobuf';
+import { EventWrapperSchema, MetaDataSchema } from '@chiefofstate/protocol';
 import { createNatsSink } from './nats-sink.js';
+import type { PublishFailure } from './ordered.js';
+import { createPublisherHandler } from './publisher-handler.js';
 import type { BrokerMessage, EventSink } from './ports.js';
 import { createRabbitMqSink } from './rabbitmq-sink.js';
 
@@ -102,6 +106,27 @@ describe('NATS JetStream sink', () => {
       await publishAll(sink, all.slice(0, 100)); // again: same ids
       await sink.close();
       expect(checkReceived(await stored(), all)).toBe(0);
+    });
+  }, 60_000);
+
+  it('the publisher handler publishes a read batch; past an unreadable payload it publishes nothing and says how many went', async () => {
+    await withStream(async (subject, stored) => {
+      const handler = createPublisherHandler(createNatsSink({ url: 'nats://127.0.0.1:4222', subject }));
+      const event = (position: number, entityId: string, revision: number) => ({
+        position: BigInt(position),
+        shard: 0,
+        payload: toBinary(EventWrapperSchema, create(EventWrapperSchema, { meta: create(MetaDataSchema, { entityId, revisionNumber: revision }) })),
+      });
+      await handler.handleBatch([event(1, 'a', 1), event(2, 'b', 1), event(3, 'a', 2)], { timeoutMs: 5000 });
+      const unreadable = { position: 6n, shard: 0, payload: new Uint8Array([0x1a, 0x05, 0x01]) };
+      const failure = await handler.handleBatch([event(4, 'b', 2), event(5, 'c', 1), unreadable, event(7, 'c', 2)], { timeoutMs: 5000 }).then(
+        () => undefined,
+        (error: unknown) => error as PublishFailure,
+      );
+      expect(failure?.accepted).toBe(2);
+      expect(failure?.message).toContain('the journal event at position 6 is not an EventWrapper');
+      await handler.close();
+      expect((await stored()).sort()).toEqual(['a:1', 'a:2', 'b:1', 'b:2', 'c:1']);
     });
   }, 60_000);
 

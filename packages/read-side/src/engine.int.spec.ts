@@ -6,10 +6,11 @@ import { createOffsetStore } from '@chiefofstate/offset-store';
 import { mergeMigrations, migrateToLatest, notify, type Database } from '@chiefofstate/postgres';
 import { openTestDatabase, testStoreKinds, type TestDatabase, type TestStoreKind } from '@chiefofstate/postgres/testing';
 import { createLeaseCoordinator } from '@chiefofstate/sharding';
-import { entityIdHeader } from './delivery-request.js';
+import { entityIdHeader, toReadSideRequest } from './delivery-request.js';
 import { createReadSideEngine, type ReadSideEngine } from './engine.js';
 import type { FailurePolicy } from './failure-policy.js';
 import { createReadSideManager, type ReadSideManager } from './manager.js';
+import type { JournalEventRecord, ReadSideHandlerPort } from './ports.js';
 import { readSideMigrations } from './start-read-sides.js';
 import { eventPayload, revisionsByEntity, startRecordingHandler, until } from './test-support/fixtures.js';
 
@@ -20,6 +21,8 @@ interface SideSpec {
   readonly policy?: FailurePolicy;
   readonly autoStart?: boolean;
   readonly timeoutMs?: number;
+  /** the handler made of the read side's gRPC client (default: the client itself) */
+  readonly handler?: (client: ReadSideClient) => ReadSideHandlerPort;
 }
 
 /** A test world: a database with the journal, a recording handler, and engines on demand. */
@@ -42,7 +45,7 @@ async function createWorld(kind: TestStoreKind) {
 
   const startEngine = async (
     sides: readonly SideSpec[],
-    options: { db?: Database; pollIntervalMs?: number; leaseMs?: number; commitIntervalMs?: number } = {},
+    options: { db?: Database; pollIntervalMs?: number; leaseMs?: number; commitIntervalMs?: number; batchSize?: number } = {},
   ): Promise<{ engine: ReadSideEngine; manager: ReadSideManager }> => {
     const db = options.db ?? database;
     const offsets = createOffsetStore({ database: db });
@@ -51,7 +54,7 @@ async function createWorld(kind: TestStoreKind) {
       clients.push(client);
       return {
         readSideId: side.id,
-        handler: client,
+        handler: side.handler ? side.handler(client) : client,
         timeoutMs: side.timeoutMs ?? 2000,
         failurePolicy: side.policy ?? 'REPLAY_STOP',
         autoStart: side.autoStart ?? true,
@@ -68,6 +71,7 @@ async function createWorld(kind: TestStoreKind) {
       pollIntervalMs: options.pollIntervalMs ?? 200,
       retry: { maxRetries: 2, initialBackoffMs: 20, maxBackoffMs: 100 },
       ...(options.commitIntervalMs !== undefined ? { commitIntervalMs: options.commitIntervalMs } : {}),
+      ...(options.batchSize !== undefined ? { batchSize: options.batchSize } : {}),
     });
     engines.push(engine);
     await engine.start();
@@ -133,6 +137,41 @@ describe.each(await testStoreKinds())('read-side engine on %s', (kind) => {
       const latest = await Promise.all(offsets.map((o) => world.journal.latestPosition(o.shard)));
       return offsets.every((o, i) => o.position === latest[i]);
     }, 5_000, 'offsets at the end of each shard');
+  });
+
+  it('a handler with handleBatch gets each read batch at once; after a failed batch its accepted events count, the first other goes alone, then batches again', async () => {
+    world = await createWorld(kind);
+    const entity = world.entityOnShard(1, 'batch');
+    await world.append(entity, 30);
+    const revisionOf = (event: JournalEventRecord) => toReadSideRequest(event.payload, '').meta!.revisionNumber;
+    const batches: number[][] = [];
+    let failed = false;
+    const { engine, manager } = await world.startEngine(
+      [
+        {
+          id: 'batched',
+          handler: (client) => ({
+            handleReadSide: (request, call) => client.handleReadSide(request, call),
+            async handleBatch(events) {
+              const revisions = events.map(revisionOf);
+              batches.push(revisions);
+              if (!failed && revisions.includes(12)) {
+                failed = true;
+                // the broker took 11, then failed on 12
+                throw Object.assign(new Error('broker unreachable'), { accepted: revisions.indexOf(12) });
+              }
+            },
+          }),
+        },
+      ],
+      { batchSize: 10 },
+    );
+    await until(async () => (await manager.latestOffset('batched', 1)).position === (await world.journal.latestPosition(1)), 10_000, 'offset at the head');
+    const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+    expect(batches).toEqual([range(1, 10), range(11, 20), range(13, 22), range(23, 30)]);
+    // 12 went on its own, through HandleReadSide
+    expect(world.handler.accepted.map((call) => call.revision)).toEqual([12]);
+    expect(engine.status().find((s) => s.shard === 1)).toMatchObject({ delivered: 30, failures: 1, stopped: false, lastError: 'broker unreachable' });
   });
 
   it('wakes on NOTIFY: a new event reaches the handler within a fraction of a second without polling', async () => {

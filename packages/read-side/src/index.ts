@@ -19,6 +19,7 @@ export { createDeferredManager, type ReadSideManagerCalls } from './deferred-man
 export { entityIdHeader, toReadSideRequest } from './delivery-request.js';
 export { createReadSideManager, type ReadSideManager, type ReadSideManagerOptions, type ShardPosition } from './manager.js';
 export type {
+  BatchCallOptions,
   JournalEventRecord,
   JournalReader,
   ListenPort,

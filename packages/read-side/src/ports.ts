@@ -52,9 +52,24 @@ export interface ReadSideCallOptions {
   record?: JournalEventRecord;
 }
 
-/** The user's ReadSideHandlerService. Failures are thrown (any error counts as a failure). */
+export interface BatchCallOptions {
+  signal?: AbortSignal;
+  /** the read side's timeout; the handler applies it to its steps (a publisher: to each acknowledgement) */
+  timeoutMs?: number;
+}
+
+/**
+ * The user's ReadSideHandlerService. Failures are thrown (any error counts as a failure).
+ *
+ * `handleBatch` (optional; publishers have it): takes a batch of one shard's events, in position
+ * order, at once, and resolves once every one was accepted. On failure it throws; an error with a
+ * numeric `accepted` says how many leading events of the batch were accepted all the same (they
+ * count as delivered). The engine then delivers the first event not accepted with
+ * `handleReadSide`, under the failure policy, and goes on in batches after it.
+ */
 export interface ReadSideHandlerPort {
   handleReadSide(request: HandleReadSideRequest, call?: ReadSideCallOptions): Promise<HandleReadSideResponse>;
+  handleBatch?(events: readonly JournalEventRecord[], call: BatchCallOptions): Promise<void>;
 }
 
 /** LISTEN on a channel; resolves once listening, with the unsubscribe function. */

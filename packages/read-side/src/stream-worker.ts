@@ -73,6 +73,7 @@ type Outcome = 'next' | 'stopped' | 'interrupted';
 /**
  * One ordered stream: reads the shard after the committed offset in batches, calls the handler
  * for each event in position order (which is per-entity revision order), and commits offsets.
+ * A handler with handleBatch (a publisher) gets each read batch at once instead.
  *
  * Commits are pipelined: the commit of what was delivered runs while the next events are
  * delivered, one commit in flight at a time, each covering every event delivered so far. They
@@ -270,6 +271,62 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
     }
   };
 
+  /**
+   * A read batch at once (handlers with handleBatch: publishers): how many leading events were
+   * accepted, or 'interrupted' when the stream was lost meanwhile.
+   */
+  const deliverBatch = async (
+    events: readonly JournalEventRecord[],
+    handleBatch: NonNullable<ReadSideHandlerPort['handleBatch']>,
+  ): Promise<number | 'interrupted'> => {
+    const startedAt = performance.now();
+    const span = tracer.startSpan(
+      'cos.read_side.deliver_batch',
+      {
+        attributes: {
+          'cos.read_side_id': readSideId,
+          'cos.shard': shard,
+          'cos.position': Number(events[0]!.position),
+          'cos.events': events.length,
+        },
+      },
+      ROOT_CONTEXT,
+    );
+    let accepted = events.length;
+    let failure: unknown;
+    try {
+      await handleBatch.call(handler, events, { timeoutMs: options.timeoutMs });
+    } catch (error) {
+      failure = error;
+      accepted = acceptedOf(error, events.length);
+      span.setStatus({ code: SpanStatusCode.ERROR, message: publicMessageOf(error) });
+      span.setAttribute('cos.events_accepted', accepted);
+    }
+    span.end();
+    if (stopping === 'lost') return 'interrupted';
+    const seconds = (performance.now() - startedAt) / 1000;
+    // the histogram counts events: each accepted one took the batch's time
+    for (let i = 0; i < accepted; i++) options.onDelivery?.(readSideId, seconds, 'success');
+    stats.delivered += accepted;
+    if (failure !== undefined) {
+      options.onDelivery?.(readSideId, seconds, 'failure');
+      stats.failures++;
+      stats.lastError = failure instanceof Error ? failure.message : String(failure);
+      stats.lastErrorAt = new Date();
+      logger.warn('read side batch failed; its first event not accepted goes on its own, under the failure policy', {
+        ...where,
+        position: String(events[accepted]!.position),
+        accepted,
+        events: events.length,
+        err: failure,
+        ...(span.isRecording() ? traceLogFields(span) : {}),
+      });
+    }
+    return accepted;
+  };
+
+  /** the next page, read while this one is delivered (a full page: more is likely to follow) */
+  let ahead: { readonly after: bigint; readonly page: Promise<readonly JournalEventRecord[]> } | undefined;
   let paused = false;
   let rowReadAt = Number.NEGATIVE_INFINITY;
   const run = async () => {
@@ -309,18 +366,38 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
           continue;
         }
         dirty = false;
-        const events = await journal.readShard({ shard, afterPosition: cursor, limit: options.batchSize });
+        // a page read ahead (after a full one) while the previous was delivered, if it follows on
+        const events = await (ahead?.after === cursor ? ahead.page : journal.readShard({ shard, afterPosition: cursor, limit: options.batchSize }));
+        ahead = undefined;
+        if (events.length === options.batchSize) {
+          const after = events.at(-1)!.position;
+          const page = journal.readShard({ shard, afterPosition: after, limit: options.batchSize });
+          page.catch(() => {}); // awaited, or dropped when the stream goes elsewhere
+          ahead = { after, page };
+        }
         if (events.length === 0) {
           await flush(); // idle: what was delivered is committed now
           await sleep(Math.max(0, rowReadAt + options.pollIntervalMs - performance.now()), () => dirty || recheck || stopping !== undefined);
           continue;
         }
-        for (const event of events) {
+        let from = 0;
+        if (handler.handleBatch) {
+          const accepted = await deliverBatch(events, handler.handleBatch);
+          if (accepted === 'interrupted') continue;
+          if (accepted > 0) {
+            cursor = events[accepted - 1]!.position;
+            scheduleCommit();
+          }
+          from = accepted;
+        }
+        for (const event of events.slice(from)) {
           if (recheck || stopping !== undefined) break;
           const outcome = await deliver(event);
           if (outcome !== 'next') break;
           cursor = event.position;
           scheduleCommit();
+          // after a failed batch only its first event not accepted goes alone; then batches again
+          if (handler.handleBatch) break;
         }
         failedRounds = 0;
       } catch (error) {
@@ -361,4 +438,10 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
       return done;
     },
   };
+}
+
+/** How many leading events of a failed batch were accepted: the error's `accepted`, within 0..size. */
+function acceptedOf(error: unknown, size: number): number {
+  const accepted = (error as { accepted?: unknown } | null | undefined)?.accepted;
+  return typeof accepted === 'number' && Number.isInteger(accepted) ? Math.min(Math.max(accepted, 0), size - 1) : 0;
 }

@@ -1,4 +1,4 @@
-import { create, toBinary } from '@bufbuild/protobuf';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InvalidArgumentError, OverloadedError, ShuttingDownError } from '@chiefofstate/core';
 import { createJournal, JOURNAL_NOTIFY_CHANNEL, journalMigrations, type Journal } from '@chiefofstate/journal';
@@ -113,7 +113,7 @@ describe.each(await testStoreKinds())('subscriptions on %s', (kind) => {
     // what the journal holds, exactly
     const stored = await journal.readAll({ afterPosition: start, limit: 1000 });
     expect(positions).toEqual(stored.map((e) => e.position));
-    expect(received[0]!.wrapper.meta?.entityId).toBe(before);
+    expect(fromBinary(EventWrapperSchema, received[0]!.payload).meta?.entityId).toBe(before);
   });
 
   it('catches up one entity from a revision while commands keep arriving, then follows it live', async () => {

@@ -1,7 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { fromBinary } from '@bufbuild/protobuf';
 import { InvalidArgumentError, OverloadedError, ShuttingDownError, StoreError, assertValidEntityId } from '@chiefofstate/core';
-import { EventWrapperSchema, type EventWrapper } from '@chiefofstate/protocol';
 import { allEvents, entityEvents, entityStart, type CursorEvent, type CursorProgress, type EventSource } from './cursors.js';
 import { createEventTail, type EventTail } from './event-tail.js';
 import type { ListenPort, Logger, NotifyPort, SubscriptionJournal } from './ports.js';
@@ -50,7 +48,11 @@ export interface SubscribedEvent {
   readonly position: bigint;
   readonly entityId: string;
   readonly revision: bigint;
-  readonly wrapper: EventWrapper;
+  /**
+   * the serialized EventWrapper as stored: for an event from the shared tail, the same object for
+   * every subscriber (the edge encodes each event's response once for all of them)
+   */
+  readonly payload: Uint8Array;
 }
 
 export interface Subscription {
@@ -128,18 +130,6 @@ export function createSubscriptionHub(options: SubscriptionHubOptions): Subscrip
     active: () => count > 0,
     ...(options.logger ? { logger: options.logger } : {}),
   });
-  // events kept in the tail are decoded once for all their subscribers
-  const decoded = new WeakMap<object, EventWrapper>();
-  const wrapperOf = (cursorEvent: CursorEvent): EventWrapper => {
-    const { event } = cursorEvent;
-    let wrapper = decoded.get(event);
-    if (wrapper === undefined) {
-      wrapper = fromBinary(EventWrapperSchema, event.payload);
-      if (cursorEvent.source === 'tail') decoded.set(event, wrapper);
-    }
-    return wrapper;
-  };
-
   const endLocal = (subscriptionId: string): void => {
     for (const entry of active.get(subscriptionId) ?? []) entry.controller.abort('unsubscribed');
   };
@@ -187,7 +177,7 @@ export function createSubscriptionHub(options: SubscriptionHubOptions): Subscrip
         for await (const next of cursor(controller.signal, progress)) {
           const { event } = next;
           options.onEvent?.(kind, next.source, Math.max(0, (Date.now() - event.writtenAt.getTime()) / 1000));
-          yield { subscriptionId: id, position: event.position, entityId: event.entityId, revision: event.revision, wrapper: wrapperOf(next) };
+          yield { subscriptionId: id, position: event.position, entityId: event.entityId, revision: event.revision, payload: event.payload };
         }
         if (controller.signal.reason === 'closing') {
           throw new ShuttingDownError(`chief-of-state is stopping; ${resumeHint(progress)}`);
