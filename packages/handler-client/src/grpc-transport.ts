@@ -106,17 +106,24 @@ export function createGrpcTransport(options: GrpcTransportOptions): GrpcTranspor
   keepalive.unref();
 
   function ping(target: ClientHttp2Session): Promise<boolean> {
+    // destroyed by a PING timeout (or the peer) and not yet forgotten: ping() would throw
+    if (target.destroyed || target.closed) return Promise.resolve(false);
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         target.destroy(new ConnectError('PING timed out', Code.Unavailable));
         resolve(false);
       }, pingTimeoutMs);
       timer.unref();
-      const sent = target.ping((error) => {
-        clearTimeout(timer);
-        if (error) target.destroy();
-        resolve(error === null);
-      });
+      let sent = false;
+      try {
+        sent = target.ping((error) => {
+          clearTimeout(timer);
+          if (error) target.destroy();
+          resolve(error === null);
+        });
+      } catch {
+        // the session went away between the check and the ping
+      }
       if (!sent) {
         clearTimeout(timer);
         resolve(false);

@@ -152,3 +152,17 @@ function throttled(report: (error: Error) => void): (error: Error) => void {
     report(failure);
   };
 }
+
+/** COS_GRPC_KEEPALIVE_* as @chiefofstate/config has them. */
+export interface KeepaliveSettings {
+  readonly enabled: boolean;
+  readonly timeMs: number;
+  readonly timeoutMs: number;
+  readonly withoutCalls: boolean;
+}
+
+/** The client's keepalive option for COS_GRPC_KEEPALIVE_*; undefined (the built-in default) when off. */
+export function keepaliveOf(settings: KeepaliveSettings): KeepaliveOptions | undefined {
+  if (!settings.enabled) return undefined;
+  return { pingIntervalMs: settings.timeMs, pingTimeoutMs: settings.timeoutMs, pingWithoutCalls: settings.withoutCalls };
+}
