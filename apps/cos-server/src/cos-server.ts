@@ -15,7 +15,7 @@ import {
   type GrpcServer,
   type HealthStatus,
 } from '@chiefofstate/grpc-api';
-import { createPeerClients, createReachabilityProbe, watchClientTlsLogged } from '@chiefofstate/handler-client';
+import { createPeerClients, createReachabilityProbe, keepaliveOf, watchClientTlsLogged } from '@chiefofstate/handler-client';
 import { createJournal, JOURNAL_NOTIFY_CHANNEL, startKeyExpiry } from '@chiefofstate/journal';
 import type { Logger } from '@chiefofstate/logging';
 import { createMetrics, startMetricsServer, type CosMetrics, type MetricsServer } from '@chiefofstate/metrics';
@@ -247,6 +247,8 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
         timeoutMs: config.timeouts.commandMs,
         maxMessageBytes: config.server.maxMessageBytes,
         ...(peerTls ? { useTls: true, ...peerTls } : {}),
+        // COS_GRPC_KEEPALIVE_*: the peers' connections are outbound gRPC connections too
+        ...(config.keepalive.enabled ? { keepalive: keepaliveOf(config.keepalive)! } : {}),
       })
     : undefined;
   undo.push('peer clients', () => peers?.close());

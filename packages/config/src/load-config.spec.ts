@@ -490,6 +490,16 @@ describe('aliases and precedence', () => {
     ]);
   });
 
+  it('warns about breaker settings without the breaker, and a gRPC pool for an HTTP write handler', () => {
+    expect(load({ COS_WRITE_SIDE_BREAKER_MAX_FAILURES: '3', COS_READ_SIDE_BREAKER_RESET_TIMEOUT: '5s' }).warnings).toEqual([
+      'COS_WRITE_SIDE_BREAKER_MAX_FAILURES is ignored: COS_WRITE_SIDE_BREAKER_ENABLED is not true',
+      'COS_READ_SIDE_BREAKER_RESET_TIMEOUT is ignored: COS_READ_SIDE_BREAKER_ENABLED is not true',
+    ]);
+    expect(load({ COS_WRITE_SIDE_PROTOCOL: 'http', COS_GRPC_CLIENT_POOL_SIZE: '4' }).warnings).toEqual([
+      'COS_GRPC_CLIENT_POOL_SIZE is ignored for the write handler: COS_WRITE_SIDE_PROTOCOL=http (HTTP handlers use a keep-alive pool)',
+    ]);
+  });
+
   it('warns about COS_DATA_DIR with a postgres store', () => {
     expect(load({ ...PG, COS_DATA_DIR: '/data' }).warnings).toEqual([
       'COS_DATA_DIR is ignored: COS_POSTGRES_HOST is set, so the embedded store is not used',

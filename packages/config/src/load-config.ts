@@ -6,7 +6,7 @@ import { EnvReader, showValue, type Env, type Report } from './env-reader.js';
 import { readPostgresTls, warnUnusedPostgresTls } from './postgres-tls.js';
 import { readPublishers } from './publishers.js';
 import { readReadSides } from './read-sides.js';
-import { readBreaker, readKeepalive, readPoolSize, readWriteSideProtocol } from './resilience.js';
+import { readBreaker, readKeepalive, readPoolSize, readWriteSideProtocol, warnGrpcOnly } from './resilience.js';
 import { readSecurity } from './security.js';
 import type {
   ClusterConfig,
@@ -341,10 +341,12 @@ function readWriteSide(reader: EnvReader, cwd: string, tlsReloadIntervalMs: numb
   }
 
   const useTls = reader.readOr(boolean, 'COS_WRITE_SIDE_USE_TLS', false);
+  const protocol = readWriteSideProtocol(reader);
+  warnGrpcOnly(reader, protocol);
   return {
     host: reader.read(host, 'WRITE_SIDE_HANDLER_SERVICE_HOST', ['COS_WRITE_SIDE_HOST']) ?? '',
     port: reader.read(port, 'WRITE_SIDE_HANDLER_SERVICE_PORT', ['COS_WRITE_SIDE_PORT']) ?? 0,
-    protocol: readWriteSideProtocol(reader),
+    protocol,
     poolSize: readPoolSize(reader),
     breaker: readBreaker(reader, 'WRITE_SIDE', 60_000),
     useTls,

@@ -58,3 +58,11 @@ export function readKeepalive(reader: EnvReader): KeepaliveConfig {
     withoutCalls: reader.readOr(boolean, 'COS_GRPC_KEEPALIVE_WITHOUT_CALLS', true),
   };
 }
+
+/** The gRPC-only settings given while the write handler speaks HTTP: a warning each (they do nothing). */
+export function warnGrpcOnly(reader: EnvReader, protocol: HandlerProtocol): void {
+  if (protocol !== 'http') return;
+  for (const name of ['COS_GRPC_CLIENT_POOL_SIZE']) {
+    if (reader.isSet(name)) reader.report.warn(`${name} is ignored for the write handler: COS_WRITE_SIDE_PROTOCOL=http (HTTP handlers use a keep-alive pool)`);
+  }
+}
