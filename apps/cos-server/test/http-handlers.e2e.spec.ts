@@ -3,7 +3,7 @@
 // requires a client certificate of the test's CA), the write handler's circuit breaker opening,
 // answering at once, half-opening and closing (with /readyz and the metrics), and HTTP/2
 // keepalive finding a write handler connection that died silently (a TCP proxy that stops
-// forwarding), over COS_GRPC_CLIENT_POOL_SIZE connections.
+// forwarding, the handler process SIGSTOPped), over COS_GRPC_CLIENT_POOL_SIZE connections.
 import { request as httpsRequest } from 'node:https';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -213,7 +213,7 @@ describe.runIf(hasServer)('cos-server keepalive on write handler connections', (
     await handler?.kill();
   });
 
-  it('uses 3 connections, drops the ones that went silent, replaces them, and fails a call on a silent one long before its deadline', async () => {
+  it('uses 3 connections, drops the ones that went silent, replaces them, and fails a call on a silent one (a stalled proxy, a frozen handler) long before its deadline', async () => {
     for (let i = 0; i < 6; i++) await cos.send(`ka-${i}`, command('Emit'));
     expect(proxy.open).toBe(3);
 
@@ -232,5 +232,16 @@ describe.runIf(hasServer)('cos-server keepalive on write handler connections', (
     expect(stuck.ms).toBeLessThan(5000);
     proxy.restore();
     await pollUntil(async () => (await timed(() => cos.send('ka-after', command('Emit')))).error === undefined, 10_000, 'commands again');
+
+    // the handler process frozen (SIGSTOP): its kernel still takes the bytes, nothing answers
+    handler.child.kill('SIGSTOP');
+    try {
+      const frozen = await timed(() => cos.send('ka-frozen', command('Emit')));
+      expect((frozen.error as grpc.ServiceError).code).toBe(grpc.status.UNAVAILABLE);
+      expect(frozen.ms).toBeLessThan(5000);
+    } finally {
+      handler.child.kill('SIGCONT');
+    }
+    await pollUntil(async () => (await timed(() => cos.send('ka-thawed', command('Emit')))).error === undefined, 10_000, 'commands after SIGCONT');
   });
 });
