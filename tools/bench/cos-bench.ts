@@ -38,6 +38,9 @@
  * handler over TLS (COS_WRITE_SIDE_USE_TLS, COS_WRITE_SIDE_TLS_CA_FILE; the handler process
  * serves both a plaintext and a TLS port). Certificates from a throwaway CA (EC P-256). Same
  * defaults as --tracing-cost. Writes <!-- tls:start --> ... <!-- tls:end -->.
+ * --http-handler: instead of the ceiling, the same cos-server calling the write handler over HTTP/JSON
+ * (COS_WRITE_SIDE_PROTOCOL=http) against over gRPC: one handler process speaking both. Same
+ * defaults as --tracing-cost. Writes <!-- http-handler:start --> ... <!-- http-handler:end -->.
  * --idempotency-cost: instead of the ceiling, what idempotency keys cost: the same cos-server build
  * twice, each on a schema of its own, the load sending a fresh `x-cos-idempotency-key` on every
  * call to the second (`keyed`) and none to the first. Same defaults as --tracing-cost. Writes
@@ -78,10 +81,11 @@ const tracingCost = args.has('tracing-cost');
 const replicas = args.has('replicas');
 const tlsCost = args.has('tls-cost');
 const idempotencyCost = args.has('idempotency-cost');
+const httpHandler = args.has('http-handler');
 /** --baseline: the built cos-server of another checkout, compared with this one */
 const baselineMain = args.has('baseline') ? path.resolve(args.get('baseline') ?? '', 'apps/cos-server/dist/main.js') : undefined;
-if ([tracingCost, replicas, baselineMain !== undefined, tlsCost, idempotencyCost].filter(Boolean).length > 1) {
-  console.error('--tracing-cost, --replicas, --baseline, --tls-cost and --idempotency-cost are separate runs: pass one of them');
+if ([tracingCost, replicas, baselineMain !== undefined, tlsCost, idempotencyCost, httpHandler].filter(Boolean).length > 1) {
+  console.error('--tracing-cost, --replicas, --baseline, --tls-cost, --idempotency-cost and --http-handler are separate runs: pass one of them');
   process.exit(2);
 }
 if (baselineMain !== undefined && !existsSync(baselineMain)) {
@@ -89,7 +93,7 @@ if (baselineMain !== undefined && !existsSync(baselineMain)) {
   process.exit(2);
 }
 /** a second system side by side instead of the ceiling: tracing on, two replicas, or a baseline build */
-const sideBySide = tracingCost || replicas || baselineMain !== undefined || tlsCost || idempotencyCost;
+const sideBySide = tracingCost || replicas || baselineMain !== undefined || tlsCost || idempotencyCost || httpHandler;
 const callerCounts = (args.get('callers') ?? (sideBySide ? '1,16,64' : '1,16,64,256')).split(',').map(Number);
 const entityCount = Number(args.get('entities') ?? 10_000);
 const keySets = (args.get('keys') ?? (sideBySide ? 'spread' : 'spread,hot')).split(',') as Keys[];
@@ -102,7 +106,17 @@ const writeDoc = !args.has('no-write');
  */
 const docSection =
   args.get('doc-section') ??
-  (replicas ? 'replicas' : baselineMain !== undefined ? 'baseline' : tlsCost ? 'tls' : idempotencyCost ? 'idempotency' : 'tracing');
+  (replicas
+    ? 'replicas'
+    : baselineMain !== undefined
+      ? 'baseline'
+      : tlsCost
+        ? 'tls'
+        : idempotencyCost
+          ? 'idempotency'
+          : httpHandler
+            ? 'http-handler'
+            : 'tracing');
 /**
  * --traced-env=K=V,K=V: more environment for the traced cos-server only, to take the cost apart
  * (e.g. OTEL_TRACES_SAMPLER=always_off: the SDK installed, nothing recorded). Use with --no-write.
@@ -120,9 +134,9 @@ const serverUrl = new URL(process.env['COS_BENCH_POSTGRES_URL'] ?? 'postgres://p
  * cos: cos-server (tracing off; `one` under --replicas); ceiling: see above; traced: cos-server
  * exporting every span; two: two cos-server replicas splitting the entity shards; baseline: the
  * cos-server of --baseline's checkout; tls: cos-server with TLS on both hops; keyed: cos-server
- * called with an idempotency key on every call
+ * called with an idempotency key on every call; http: cos-server calling an HTTP write handler
  */
-type System = 'cos' | 'ceiling' | 'traced' | 'two' | 'baseline' | 'tls' | 'keyed';
+type System = 'cos' | 'ceiling' | 'traced' | 'two' | 'baseline' | 'tls' | 'keyed' | 'http';
 const systems: readonly System[] = tracingCost
   ? ['cos', 'traced']
   : replicas
@@ -133,7 +147,9 @@ const systems: readonly System[] = tracingCost
         ? ['cos', 'tls']
         : idempotencyCost
           ? ['cos', 'keyed']
-        : ['cos', 'ceiling'];
+          : httpHandler
+            ? ['cos', 'http']
+            : ['cos', 'ceiling'];
 /** a system's name in the output */
 const shown = (system: System): string => (replicas && system === 'cos' ? 'one' : system);
 /** cos-server's default COS_NUM_SHARDS: the two replicas own half each */
@@ -274,6 +290,10 @@ const tlsServiceName = `${serviceName}-tls`;
 const keyedSchema = `${schema}_keyed`;
 if (idempotencyCost) await admin.query(`create schema ${keyedSchema}`);
 const keyedServiceName = `${serviceName}-keyed`;
+// And the one calling an HTTP write handler.
+const httpSchema = `${schema}_http`;
+if (httpHandler) await admin.query(`create schema ${httpSchema}`);
+const httpServiceName = `${serviceName}-http`;
 
 async function backendPids(system: System): Promise<number[]> {
   const result = await admin.query<{ pid: number }>('select pid from pg_stat_activity where application_name = $1', [
@@ -287,7 +307,9 @@ async function backendPids(system: System): Promise<number[]> {
             ? tlsServiceName
           : system === 'keyed'
             ? keyedServiceName
-            : serviceName,
+            : system === 'http'
+              ? httpServiceName
+              : serviceName,
   ]);
   return result.rows.map((row) => row.pid);
 }
@@ -344,6 +366,9 @@ let tls: Proc | undefined;
 let pki: TestPki | undefined;
 let handlerTlsPort = 0;
 let keyed: Proc | undefined;
+/** --http-handler: the cos-server calling the handler over HTTP, and the handler's HTTP port */
+let http: Proc | undefined;
+let handlerHttpPort = 0;
 let receiver: Proc | undefined;
 let receiverPort = 0;
 let load: Proc | undefined;
@@ -493,10 +518,14 @@ try {
   handler = start(
     'handler',
     [...profile('handler'), ...tsx('handler.ts')],
-    served ? { HANDLER_TLS_CERT_FILE: served.certFile, HANDLER_TLS_KEY_FILE: served.keyFile } : {},
+    {
+      ...(served ? { HANDLER_TLS_CERT_FILE: served.certFile, HANDLER_TLS_KEY_FILE: served.keyFile } : {}),
+      ...(httpHandler ? { HANDLER_HTTP: '1' } : {}),
+    },
   );
-  handlerPort = Number((await handler.waitFor(/listening (\d+)/))[1]);
+  handlerPort = Number((await handler.waitFor(/^listening (\d+)/m))[1]);
   if (served) handlerTlsPort = Number((await handler.waitFor(/tls-listening (\d+)/))[1]);
+  if (httpHandler) handlerHttpPort = Number((await handler.waitFor(/http-listening (\d+)/))[1]);
   const started = await startCos();
   cos = started.proc;
   ports.cos = started.port;
@@ -537,6 +566,14 @@ try {
     );
     tls = on.proc;
     ports.tls = on.port;
+  } else if (httpHandler) {
+    const overHttp = await startCos(
+      { COS_SERVICE_NAME: httpServiceName, WRITE_SIDE_HANDLER_SERVICE_PORT: String(handlerHttpPort), COS_WRITE_SIDE_PROTOCOL: 'http' },
+      'cos-server-http',
+      httpSchema,
+    );
+    http = overHttp.proc;
+    ports.http = overHttp.port;
   } else if (idempotencyCost) {
     const withKeys = await startCos({ COS_SERVICE_NAME: keyedServiceName }, 'cos-server-keyed', keyedSchema);
     keyed = withKeys.proc;
@@ -589,7 +626,9 @@ try {
                     ? [tls!]
                     : system === 'keyed'
                       ? [keyed!]
-                      : system === 'two'
+                      : system === 'http'
+                        ? [http!]
+                        : system === 'two'
                         ? pair.map((r) => r.proc)
                         : [ceiling!];
           const serverTicks = () => servers.reduce((sum, server) => sum + cpuTicks(server.child.pid), 0);
@@ -694,6 +733,8 @@ try {
     reportBaseline(cells);
   } else if (tlsCost) {
     reportTls(cells);
+  } else if (httpHandler) {
+    reportHttpHandler(cells);
   } else if (idempotencyCost) {
     reportIdempotency(cells);
   } else {
@@ -708,6 +749,7 @@ try {
     baseline?.stop(),
     tls?.stop(),
     keyed?.stop(),
+    http?.stop(),
     ...pair.map((replica) => replica.proc.stop()),
     receiver?.stop(),
     handler?.stop(),
@@ -720,6 +762,7 @@ try {
   await admin.query(`drop schema if exists ${tlsSchema} cascade`);
   pki?.remove();
   await admin.query(`drop schema if exists ${keyedSchema} cascade`);
+  await admin.query(`drop schema if exists ${httpSchema} cascade`);
   await admin.end();
 }
 
@@ -1118,23 +1161,31 @@ function reportSideBySide(
   ]);
 }
 
-function reportTls(cells: Cell[]) {
+/**
+ * `after` against cos-server as it is (`cos`), side by side: throughput, latency and the CPU per
+ * command of the client, cos-server and the handler, in a docs section.
+ */
+function reportHops(
+  cells: Cell[],
+  options: { after: System; column: string; names: { cos: string; after: string }; note: string; heading: string; run: string[] },
+) {
+  const { after, names } = options;
   const pct = (v: number) => `${v >= 0 ? '+' : ''}${(100 * v).toFixed(1)}%`;
   const lines = [
-    '| callers | TLS | cmd/s | p50 ms | p99 ms | client CPU ms/cmd | cos-server CPU ms/cmd | handler CPU ms/cmd | errors |',
+    `| callers | ${options.column} | cmd/s | p50 ms | p99 ms | client CPU ms/cmd | cos-server CPU ms/cmd | handler CPU ms/cmd | errors |`,
     '|--:|:--|--:|--:|--:|--:|--:|--:|--:|',
   ];
   const changes: string[] = [];
   for (const callers of callerCounts) {
     const mine = (system: System) => cells.filter((c) => c.system === system && c.callers === callers);
-    for (const system of ['cos', 'tls'] as const) {
+    for (const system of ['cos', after] as const) {
       const s = repeatMedians(mine(system));
       lines.push(
-        `| ${callers} | ${system === 'tls' ? 'both hops' : 'off'} | ${s.perSecond.toFixed(0)} | ${latencyMs(s.p50)} | ${latencyMs(s.p99)} | ` +
+        `| ${callers} | ${system === after ? names.after : names.cos} | ${s.perSecond.toFixed(0)} | ${latencyMs(s.p50)} | ${latencyMs(s.p99)} | ` +
           `${s.client.toFixed(3)} | ${s.server.toFixed(3)} | ${s.handler.toFixed(3)} | ${s.errors} |`,
       );
     }
-    const ratio = (pick: (cell: Cell) => number) => pairedRatio(mine('cos'), mine('tls'), pick);
+    const ratio = (pick: (cell: Cell) => number) => pairedRatio(mine('cos'), mine(after), pick);
     changes.push(
       `- ${callers} caller${callers === 1 ? '' : 's'}: throughput ${pct(ratio((c) => c.result.perSecond) - 1)}, ` +
         `p50 ${pct(ratio((c) => c.result.p50Ms) - 1)}, p99 ${pct(ratio((c) => c.result.p99Ms) - 1)}; CPU per command: ` +
@@ -1147,27 +1198,56 @@ function reportTls(cells: Cell[]) {
     '',
     ...changes,
     '',
-    `Table: medians of ${repeats} runs. Changes (TLS against off): the median over the runs of the ratio within each run ` +
+    `Table: medians of ${repeats} runs. Changes (${names.after} against ${names.cos}): the median over the runs of the ratio within each run ` +
       `(both measured back to back, alternating which goes first). Each cell ${warmupMs / 1000} s warm-up then ` +
-      `${durationMs / 1000} s measured; ${entityCount.toLocaleString('en')} entities, round robin. Connections are ` +
-      'long-lived, so this is the cost of encrypting the bytes, not of handshakes.',
+      `${durationMs / 1000} s measured; ${entityCount.toLocaleString('en')} entities, round robin. ${options.note}`,
   ];
   console.log(body.join('\n'));
   if (!writeDoc) return;
   writeSection(docSection, [
     `<!-- ${docSection}:start -->`,
-    `## Cost of TLS on ProcessCommand, Node ${process.versions.node.split('.')[0]}`,
+    options.heading,
     '',
-    'Run: `npx tsx tools/bench/cos-bench.ts --tls-cost` (options as for `--tracing-cost`). Two cos-servers',
-    'side by side on one handler process, load client and PostgreSQL, each on its own schema: one all',
-    'plaintext; the other serving over TLS (COS_TLS_CERT_FILE, an EC P-256 certificate) and calling the',
-    'handler over TLS (COS_WRITE_SIDE_USE_TLS, COS_WRITE_SIDE_TLS_CA_FILE). PostgreSQL stays plaintext.',
+    ...options.run,
     '',
     `Machine: ${machineDescription()}.`,
     '',
     ...body,
     `<!-- ${docSection}:end -->`,
   ]);
+}
+
+function reportTls(cells: Cell[]) {
+  reportHops(cells, {
+    after: 'tls',
+    column: 'TLS',
+    names: { cos: 'off', after: 'both hops' },
+    note: 'Connections are long-lived, so this is the cost of encrypting the bytes, not of handshakes.',
+    heading: `## Cost of TLS on ProcessCommand, Node ${process.versions.node.split('.')[0]}`,
+    run: [
+      'Run: `npx tsx tools/bench/cos-bench.ts --tls-cost` (options as for `--tracing-cost`). Two cos-servers',
+      'side by side on one handler process, load client and PostgreSQL, each on its own schema: one all',
+      'plaintext; the other serving over TLS (COS_TLS_CERT_FILE, an EC P-256 certificate) and calling the',
+      'handler over TLS (COS_WRITE_SIDE_USE_TLS, COS_WRITE_SIDE_TLS_CA_FILE). PostgreSQL stays plaintext.',
+    ],
+  });
+}
+
+function reportHttpHandler(cells: Cell[]) {
+  reportHops(cells, {
+    after: 'http',
+    column: 'write handler',
+    names: { cos: 'gRPC', after: 'HTTP' },
+    note: 'Handler CPU is the one handler process, which serves both protocols (grpc-js for gRPC, node:http for HTTP).',
+    heading: `## ProcessCommand with an HTTP write handler against a gRPC one, Node ${process.versions.node.split('.')[0]}`,
+    run: [
+      'Run: `npx nx run @chiefofstate/cos-server:build && npx tsx tools/bench/cos-bench.ts --http-handler`',
+      '(options as for `--tracing-cost`). Two cos-servers side by side on one handler process, load client',
+      'and PostgreSQL, each on its own schema: one calling the handler over gRPC (one HTTP/2 connection),',
+      'the other over the HTTP handler protocol (COS_WRITE_SIDE_PROTOCOL=http: JSON with base64 Anys over',
+      'HTTP/1.1 keep-alive connections, one per call in flight). Each command is two handler calls.',
+    ],
+  });
 }
 
 function reportReplicas(cells: Cell[]) {

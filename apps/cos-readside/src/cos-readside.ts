@@ -127,6 +127,7 @@ export async function startCosReadside(options: CosReadsideOptions): Promise<Run
   const leases = leaseDatabase;
   metrics.setSources({
     readSides: () => readSides.samples(),
+    breakers: () => readSides.breakers().map((b) => ({ ...b, handler: `read_side:${b.readSideId}` })),
     pools: () => {
       const stats = store.poolStats();
       const leaseStats = leases?.poolStats();

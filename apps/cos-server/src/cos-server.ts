@@ -15,7 +15,7 @@ import {
   type GrpcServer,
   type HealthStatus,
 } from '@chiefofstate/grpc-api';
-import { createPeerClients, createReachabilityProbe, createWriteSideClient, watchClientTlsLogged } from '@chiefofstate/handler-client';
+import { createPeerClients, createReachabilityProbe, keepaliveOf, watchClientTlsLogged } from '@chiefofstate/handler-client';
 import { createJournal, JOURNAL_NOTIFY_CHANNEL, startKeyExpiry } from '@chiefofstate/journal';
 import type { Logger } from '@chiefofstate/logging';
 import { createMetrics, startMetricsServer, type CosMetrics, type MetricsServer } from '@chiefofstate/metrics';
@@ -29,6 +29,7 @@ import { logDatabaseStatus, openCosStore, openSidePool } from '@chiefofstate/sto
 import { ConfigError, ShuttingDownError } from '@chiefofstate/core';
 import { createStartUpUndo, type StartUpUndo } from './start-up-undo.js';
 import { killAfterCommit } from './test-hooks.js';
+import { createWriteHandler } from './write-handler.js';
 
 export interface CosServerOptions {
   readonly config: CosConfig;
@@ -152,6 +153,8 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
   logger.info({ address: config.server.address, port: server.port }, 'gRPC server listening');
   // not ready while the store (or the leases' connections) is known unreachable
   let storeAvailable = () => true;
+  // nor while the write handler's circuit breaker is open (COS_WRITE_SIDE_BREAKER_ENABLED)
+  let writeBreakerOpen = () => false;
   const metricsServer: MetricsServer = await startMetricsServer({
     host: config.telemetry.metricsAddress,
     port: config.telemetry.metricsPort,
@@ -159,7 +162,10 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
     reloadIntervalMs: config.security.reloadIntervalMs,
     onReloadError: (error) => logger.warn({ err: error }, 'changed metrics token file cannot be used; the previous tokens stay in use'),
     metrics,
-    ready: async () => ready !== undefined && storeAvailable() && (await handlerReachable()),
+    ready: async () => {
+      if (writeBreakerOpen()) return { ready: false, reason: 'write handler circuit breaker open' };
+      return ready !== undefined && storeAvailable() && (await handlerReachable());
+    },
   });
   undo.push('metrics server', () => metricsServer.close());
 
@@ -194,17 +200,13 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
   });
   undo.push('idempotency key expiry', () => keyExpiry.close());
   const snapshots = createSnapshotStore({ database, retain: config.snapshots.retain });
-  const writeSide = createWriteSideClient({
-    host: config.writeSide.host,
-    port: config.writeSide.port,
-    useTls: config.writeSide.useTls,
+  const { client: writeSide, breaker: writeBreaker } = createWriteHandler(config, logger, {
     ...writeSideTls,
-    timeoutMs: config.timeouts.handlerCallMs,
-    maxMessageBytes: config.server.maxMessageBytes,
     fastTransport: config.server.clientFastTransport,
     interceptors: [metrics.handlerInterceptor],
   });
   undo.push('write handler client', () => writeSide.close());
+  if (writeBreaker) writeBreakerOpen = () => writeBreaker.state() === 'open';
   const validation = config.writeSide.validation;
   const address = `${advertisedHost(config.cluster.podIp)}:${server.port}`;
   let router: EntityRouter | undefined;
@@ -248,6 +250,8 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
         maxMessageBytes: config.server.maxMessageBytes,
         fastTransport: config.server.clientFastTransport,
         ...(peerTls ? { useTls: true, ...peerTls } : {}),
+        // COS_GRPC_KEEPALIVE_*: the peers' connections are outbound gRPC connections too
+        ...(config.keepalive.enabled ? { keepalive: keepaliveOf(config.keepalive)! } : {}),
       })
     : undefined;
   undo.push('peer clients', () => peers?.close());
@@ -320,6 +324,10 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
     entities: () => runtime.stats(),
     ...(router ? { entityShards: () => router.ownedShards() } : {}),
     ...(hub ? { subscriptions: () => hub.stats() } : {}),
+    breakers: () => [
+      ...(writeBreaker ? [{ handler: 'write_side', ...writeBreaker.stats() }] : []),
+      ...(readSides?.breakers().map((b) => ({ ...b, handler: `read_side:${b.readSideId}` })) ?? []),
+    ],
     pools: () => {
       const stats = database.poolStats();
       const leases = leaseDatabase?.poolStats();
@@ -333,7 +341,12 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
     subscriptions = hub;
     health.setAll(ServingStatus.SERVING);
     logger.info(
-      { writeSide: `${config.writeSide.host}:${config.writeSide.port}`, shards: config.numShards },
+      {
+        writeSide: `${config.writeSide.protocol}://${config.writeSide.host}:${config.writeSide.port}`,
+        shards: config.numShards,
+        ...(config.writeSide.poolSize > 1 ? { writeSideConnections: config.writeSide.poolSize } : {}),
+        ...(writeBreaker ? { writeSideBreaker: config.writeSide.breaker } : {}),
+      },
       'chief-of-state serving',
     );
   };

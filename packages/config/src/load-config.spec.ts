@@ -32,6 +32,9 @@ describe('defaults', () => {
       writeSide: {
         host: 'handler',
         port: 50051,
+        protocol: 'grpc',
+        poolSize: 1,
+        breaker: undefined,
         useTls: false,
         tls: undefined,
         validation: { enabled: false, stateTypes: [], eventTypes: [] },
@@ -39,6 +42,7 @@ describe('defaults', () => {
         persistedHeaders: [],
       },
       timeouts: { commandMs: 5000, handlerCallMs: 5000 },
+      keepalive: { enabled: false, timeMs: 120_000, timeoutMs: 60_000, withoutCalls: true },
       entities: {
         passivateAfterMs: 120_000,
         maxActive: 100_000,
@@ -46,7 +50,7 @@ describe('defaults', () => {
         mailboxSize: 256,
         maxInFlightCommands: 4096,
       },
-      readSide: { enabled: false, readSides: [] },
+      readSide: { enabled: false, readSides: [], breaker: undefined },
       subscriptions: { enabled: false, maxActive: 1000 },
       telemetry: {
         serviceName: 'chiefofstate',
@@ -292,6 +296,7 @@ const ROWS: readonly [Record<string, string>, (config: CosConfig) => unknown, un
           readSideId: 'default',
           host: 'rs',
           port: 7000,
+          protocol: 'grpc',
           useTls: false,
           timeoutMs: 5000,
           autoStart: true,
@@ -299,7 +304,43 @@ const ROWS: readonly [Record<string, string>, (config: CosConfig) => unknown, un
           failurePolicy: 'REPLAY_STOP',
         },
       ],
+      breaker: undefined,
     },
+  ],
+  // resilience (extensions.md section 1)
+  [{ COS_WRITE_SIDE_PROTOCOL: 'HTTP' }, (c) => c.writeSide.protocol, 'http'],
+  [{ COS_GRPC_CLIENT_POOL_SIZE: '4' }, (c) => c.writeSide.poolSize, 4],
+  [
+    {
+      COS_WRITE_SIDE_BREAKER_ENABLED: 'true',
+      COS_WRITE_SIDE_BREAKER_MAX_FAILURES: '3',
+      COS_WRITE_SIDE_BREAKER_CALL_TIMEOUT: '1m30s',
+      COS_WRITE_SIDE_BREAKER_RESET_TIMEOUT: '2.5',
+    },
+    (c) => c.writeSide.breaker,
+    { maxFailures: 3, callTimeoutMs: 90_000, resetTimeoutMs: 2500 },
+  ],
+  [{ COS_WRITE_SIDE_BREAKER_ENABLED: '1' }, (c) => c.writeSide.breaker, { maxFailures: 5, callTimeoutMs: 60_000, resetTimeoutMs: 60_000 }],
+  [
+    {
+      COS_READ_SIDE_BREAKER_ENABLED: 'true',
+      COS_READ_SIDE_BREAKER_MAX_FAILURES: '100',
+      COS_READ_SIDE_BREAKER_CALL_TIMEOUT: '500ms',
+      COS_READ_SIDE_BREAKER_RESET_TIMEOUT: '1h',
+    },
+    (c) => c.readSide.breaker,
+    { maxFailures: 100, callTimeoutMs: 500, resetTimeoutMs: 3_600_000 },
+  ],
+  [{ COS_READ_SIDE_BREAKER_ENABLED: 'true' }, (c) => c.readSide.breaker, { maxFailures: 5, callTimeoutMs: 10_000, resetTimeoutMs: 60_000 }],
+  [
+    {
+      COS_GRPC_KEEPALIVE_ENABLED: 'true',
+      COS_GRPC_KEEPALIVE_TIME: '20s',
+      COS_GRPC_KEEPALIVE_TIMEOUT: '5',
+      COS_GRPC_KEEPALIVE_WITHOUT_CALLS: 'false',
+    },
+    (c) => c.keepalive,
+    { enabled: true, timeMs: 20_000, timeoutMs: 5000, withoutCalls: false },
   ],
   [{ COS_SERVICE_NAME: 'orders' }, (c) => c.telemetry.serviceName, 'orders'],
   [{ OTEL_SERVICE_NAME: 'orders' }, (c) => c.telemetry.serviceName, 'orders'],
@@ -450,6 +491,16 @@ describe('aliases and precedence', () => {
     expect(warnings).toEqual([
       'COS_POSTGRES_PORT is ignored: COS_POSTGRES_HOST is unset, so the embedded store is used',
       'COS_DB_POOL_MAX_SIZE is ignored: COS_POSTGRES_HOST is unset, so the embedded store is used',
+    ]);
+  });
+
+  it('warns about breaker settings without the breaker, and a gRPC pool for an HTTP write handler', () => {
+    expect(load({ COS_WRITE_SIDE_BREAKER_MAX_FAILURES: '3', COS_READ_SIDE_BREAKER_RESET_TIMEOUT: '5s' }).warnings).toEqual([
+      'COS_WRITE_SIDE_BREAKER_MAX_FAILURES is ignored: COS_WRITE_SIDE_BREAKER_ENABLED is not true',
+      'COS_READ_SIDE_BREAKER_RESET_TIMEOUT is ignored: COS_READ_SIDE_BREAKER_ENABLED is not true',
+    ]);
+    expect(load({ COS_WRITE_SIDE_PROTOCOL: 'http', COS_GRPC_CLIENT_POOL_SIZE: '4' }).warnings).toEqual([
+      'COS_GRPC_CLIENT_POOL_SIZE is ignored for the write handler: COS_WRITE_SIDE_PROTOCOL=http (HTTP handlers use a keep-alive pool)',
     ]);
   });
 
@@ -640,6 +691,25 @@ describe('bad values', () => {
     [{ COS_COMMAND_HANDLER_TIMEOUT: '5s' }, 'COS_COMMAND_HANDLER_TIMEOUT="5s": expected a number of seconds > 0 (at most 2147483)'],
     [{ COS_PASSIVATE_AFTER: '99999999' }, 'COS_PASSIVATE_AFTER="99999999": expected a number of seconds > 0 (at most 2147483)'],
     [{ COS_GRPC_CALLS_TIMEOUT: '0' }, 'COS_GRPC_CALLS_TIMEOUT="0": expected an integer number of milliseconds 1..2147483647'],
+    [
+      { COS_WRITE_SIDE_PROTOCOL: 'both' },
+      'COS_WRITE_SIDE_PROTOCOL="both": expected grpc or http (COS calls the write handler one way; both is only a value of COS_SERVER_PROTOCOL)',
+    ],
+    [{ COS_WRITE_SIDE_PROTOCOL: 'rest' }, 'COS_WRITE_SIDE_PROTOCOL="rest": expected grpc or http'],
+    [{ COS_GRPC_CLIENT_POOL_SIZE: '0' }, 'COS_GRPC_CLIENT_POOL_SIZE="0": expected an integer 1..64'],
+    [{ COS_WRITE_SIDE_BREAKER_MAX_FAILURES: '101' }, 'COS_WRITE_SIDE_BREAKER_MAX_FAILURES="101": expected an integer 1..100'],
+    [
+      { COS_WRITE_SIDE_BREAKER_CALL_TIMEOUT: '6m' },
+      'COS_WRITE_SIDE_BREAKER_CALL_TIMEOUT="6m": expected a duration of at most 5m, such as 30s or 1m (a bare number is seconds)',
+    ],
+    [
+      { COS_READ_SIDE_BREAKER_RESET_TIMEOUT: '500ms' },
+      'COS_READ_SIDE_BREAKER_RESET_TIMEOUT="500ms": expected a duration from 1s to 1h, such as 30s or 1m (a bare number is seconds)',
+    ],
+    [
+      { COS_GRPC_KEEPALIVE_TIME: '2 minutes' },
+      'COS_GRPC_KEEPALIVE_TIME="2 minutes": expected a duration of at least 1s, such as 20s or 2m (a bare number is seconds)',
+    ],
     [{ COS_MAX_ACTIVE_ENTITIES: 'many' }, 'COS_MAX_ACTIVE_ENTITIES="many": expected an integer >= 1'],
     [
       { COS_POSTGRES_SCHEMA: 'my-schema' },

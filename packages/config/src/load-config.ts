@@ -6,6 +6,7 @@ import { EnvReader, showValue, type Env, type Report } from './env-reader.js';
 import { readPostgresTls, warnUnusedPostgresTls } from './postgres-tls.js';
 import { readPublishers } from './publishers.js';
 import { readReadSides } from './read-sides.js';
+import { readBreaker, readKeepalive, readPoolSize, readWriteSideProtocol, warnGrpcOnly } from './resilience.js';
 import { readSecurity } from './security.js';
 import type {
   ClusterConfig,
@@ -129,6 +130,7 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
   // outbound TLS (client-tls): the write handler, the read sides and the peers
   const writeSide = readWriteSide(reader, cwd, tlsReloadIntervalMs);
   const timeouts = readTimeouts(reader);
+  const keepalive = readKeepalive(reader);
   const entities = {
     passivateAfterMs: reader.readOr(secondsAsMs, 'COS_PASSIVATE_AFTER', 120_000),
     maxActive: reader.readOr(positiveInteger, 'COS_MAX_ACTIVE_ENTITIES', 100_000),
@@ -173,6 +175,7 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
     numShards,
     writeSide,
     timeouts,
+    keepalive,
     entities,
     readSide,
     subscriptions,
@@ -340,9 +343,14 @@ function readWriteSide(reader: EnvReader, cwd: string, tlsReloadIntervalMs: numb
   }
 
   const useTls = reader.readOr(boolean, 'COS_WRITE_SIDE_USE_TLS', false);
+  const protocol = readWriteSideProtocol(reader);
+  warnGrpcOnly(reader, protocol);
   return {
     host: reader.read(host, 'WRITE_SIDE_HANDLER_SERVICE_HOST', ['COS_WRITE_SIDE_HOST']) ?? '',
     port: reader.read(port, 'WRITE_SIDE_HANDLER_SERVICE_PORT', ['COS_WRITE_SIDE_PORT']) ?? 0,
+    protocol,
+    poolSize: readPoolSize(reader),
+    breaker: readBreaker(reader, 'WRITE_SIDE', 60_000),
     useTls,
     tls: readWriteSideTls(reader, cwd, useTls, tlsReloadIntervalMs),
     validation: { enabled, stateTypes, eventTypes },
@@ -388,7 +396,7 @@ function readReadSideSection(
   if (enabled && readSides.length > 0 && readSides.every((side) => !side.enabled)) {
     report.warn('COS_READ_SIDE_ENABLED=true but every configured read side has enabled=false');
   }
-  return { enabled, readSides };
+  return { enabled, readSides, breaker: readBreaker(reader, 'READ_SIDE', 10_000) };
 }
 
 function readTelemetry(reader: EnvReader, server: { address: string; port: number }): TelemetryConfig {

@@ -27,6 +27,7 @@ function side(readSideId: string, host: string, port: number, rest: Partial<Read
     readSideId,
     host,
     port,
+    protocol: 'grpc',
     useTls: false,
     tls: undefined,
     timeoutMs: 5000,
@@ -70,6 +71,7 @@ describe('COS_READ_SIDE_CONFIG__<SETTING>__<ID>', () => {
       ...ON,
       COS_READ_SIDE_CONFIG__HOST__Orders_V2: 'orders',
       COS_READ_SIDE_CONFIG__PORT__Orders_V2: '7100',
+      COS_READ_SIDE_CONFIG__PROTOCOL__Orders_V2: 'http',
       COS_READ_SIDE_CONFIG__USE_TLS__Orders_V2: 'true',
       COS_READ_SIDE_CONFIG__TLS_CA_FILE__Orders_V2: '/tls/ca.crt',
       COS_READ_SIDE_CONFIG__TLS_CERT_FILE__Orders_V2: '/tls/tls.crt',
@@ -84,6 +86,7 @@ describe('COS_READ_SIDE_CONFIG__<SETTING>__<ID>', () => {
     });
     expect(config.readSide.readSides).toEqual([
       side('Orders_V2', 'orders', 7100, {
+        protocol: 'http',
         useTls: true,
         tls: { caFile: '/tls/ca.crt', certFile: '/tls/tls.crt', keyFile: '/tls/tls.key', serverName: 'orders.internal', reloadIntervalMs: 10_000 },
         timeoutMs: 250,
@@ -118,7 +121,7 @@ describe('COS_READ_SIDE_CONFIG__<SETTING>__<ID>', () => {
       // variables are taken in name order
       'COS_READ_SIDE_CONFIG__FAILURE_POLICY__z="RETRY": expected one of STOP, SKIP, REPLAY_STOP, REPLAY_SKIP',
       'COS_READ_SIDE_CONFIG__HOST is not a read side setting: expected COS_READ_SIDE_CONFIG__<SETTING>__<READSIDE_ID>',
-      'COS_READ_SIDE_CONFIG__HOTS__x: unknown read side setting "HOTS": expected one of HOST, PORT, USE_TLS, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, TLS_SERVER_NAME, TIMEOUT, AUTO_START, ENABLED, FAILURE_POLICY',
+      'COS_READ_SIDE_CONFIG__HOTS__x: unknown read side setting "HOTS": expected one of HOST, PORT, PROTOCOL, USE_TLS, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, TLS_SERVER_NAME, TIMEOUT, AUTO_START, ENABLED, FAILURE_POLICY',
       'COS_READ_SIDE_CONFIG__PORT__y="abc": expected an integer port 1..65535',
       'COS_READ_SIDE_CONFIG__USE_TLS__z="sure": expected true or false (or 1 / 0)',
       'read side "w" has no port: expected COS_READ_SIDE_CONFIG__PORT__w to be set',
@@ -202,6 +205,12 @@ describe('COS_READ_SIDE_CONFIG YAML', () => {
         'host: 10.0.0.7',
         'port: "7200"',
         '---',
+        'readSideId: search',
+        'host: search',
+        'port: 8080',
+        'protocol: HTTP',
+        'timeout: 2s',
+        '---',
         '# an empty document is skipped',
       ].join('\n'),
     );
@@ -218,6 +227,7 @@ describe('COS_READ_SIDE_CONFIG YAML', () => {
         failurePolicy: 'SKIP',
       }),
       side('audit', '10.0.0.7', 7200),
+      side('search', 'search', 8080, { protocol: 'http', timeoutMs: 2000 }),
     ]);
   });
 
@@ -276,10 +286,10 @@ describe('COS_READ_SIDE_CONFIG YAML', () => {
     );
     expect(problemsOf({ ...ON, COS_READ_SIDE_CONFIG: path })).toEqual([
       `COS_READ_SIDE_CONFIG file ${path} document 1: port="abc": expected an integer port 1..65535`,
-      `COS_READ_SIDE_CONFIG file ${path} document 3: unknown key "retries": expected only readSideId, host, port, useTls, tlsCaFile, tlsCertFile, tlsKeyFile, tlsServerName, timeout, autoStart, enabled, failurePolicy`,
+      `COS_READ_SIDE_CONFIG file ${path} document 3: unknown key "retries": expected only readSideId, host, port, protocol, useTls, tlsCaFile, tlsCertFile, tlsKeyFile, tlsServerName, timeout, autoStart, enabled, failurePolicy`,
       `COS_READ_SIDE_CONFIG file ${path} document 3: failurePolicy="RETRY": expected one of STOP, SKIP, REPLAY_STOP, REPLAY_SKIP`,
       `COS_READ_SIDE_CONFIG file ${path} document 4: readSideId is missing: expected a read side id: 1..255 characters, no spaces or control characters`,
-      `COS_READ_SIDE_CONFIG file ${path} document 5: expected a mapping with keys readSideId, host, port, useTls, tlsCaFile, tlsCertFile, tlsKeyFile, tlsServerName, timeout, autoStart, enabled, failurePolicy`,
+      `COS_READ_SIDE_CONFIG file ${path} document 5: expected a mapping with keys readSideId, host, port, protocol, useTls, tlsCaFile, tlsCertFile, tlsKeyFile, tlsServerName, timeout, autoStart, enabled, failurePolicy`,
       `COS_READ_SIDE_CONFIG file ${path} document 6: host must be a single value, not a list or mapping`,
       `COS_READ_SIDE_CONFIG file ${path} document 2 (read side "b"): host is missing: expected a host name or IP address, without scheme or port`,
     ]);
@@ -331,14 +341,14 @@ describe('with COS_READ_SIDE_ENABLED off', () => {
   it('parses read sides but reports their problems as warnings', () => {
     const path = file('rs.yaml', 'readSideId: ok\nhost: ok\nport: 1\n---\nreadSideId: bad\nhost: b\nport: x\n');
     const { config, warnings } = load({ COS_READ_SIDE_CONFIG: path });
-    expect(config.readSide).toEqual({ enabled: false, readSides: [side('ok', 'ok', 1)] });
+    expect(config.readSide).toEqual({ enabled: false, breaker: undefined, readSides: [side('ok', 'ok', 1)] });
     expect(warnings).toEqual([
       `read sides are off (COS_READ_SIDE_ENABLED=false); ignored: COS_READ_SIDE_CONFIG file ${path} document 2: port="x": expected an integer port 1..65535`,
     ]);
   });
 
   it('needs no read side', () => {
-    expect(load({}).config.readSide).toEqual({ enabled: false, readSides: [] });
+    expect(load({}).config.readSide).toEqual({ enabled: false, readSides: [], breaker: undefined });
   });
 });
 

@@ -3,13 +3,14 @@ import { join, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { invalidMessage, showValue, type EnvReader } from './env-reader.js';
 import { yamlMapping } from './yaml-mapping.js';
-import type { ClientTlsConfig, FailurePolicy, ReadSideConfig } from './types.js';
+import type { ClientTlsConfig, FailurePolicy, HandlerProtocol, ReadSideConfig } from './types.js';
 import { READ_SIDE_ENV_PREFIX } from './variables.js';
 import {
   boolean,
   failurePolicy,
+  handlerProtocol,
   host,
-  milliseconds,
+  millisecondsOrDuration,
   parseValue,
   port,
   readSideId,
@@ -29,6 +30,7 @@ export const DEFAULT_FAILURE_POLICY: FailurePolicy = 'REPLAY_STOP';
 type Settings = {
   host: string;
   port: number;
+  protocol: HandlerProtocol;
   useTls: boolean;
   tlsCaFile: string;
   tlsCertFile: string;
@@ -52,12 +54,13 @@ interface Setting<K extends keyof Settings = keyof Settings> {
 const SETTINGS: readonly Setting[] = [
   { field: 'host', yaml: 'host', env: 'HOST', codec: host },
   { field: 'port', yaml: 'port', env: 'PORT', codec: port },
+  { field: 'protocol', yaml: 'protocol', env: 'PROTOCOL', codec: handlerProtocol },
   { field: 'useTls', yaml: 'useTls', env: 'USE_TLS', codec: boolean },
   { field: 'tlsCaFile', yaml: 'tlsCaFile', env: 'TLS_CA_FILE', codec: text },
   { field: 'tlsCertFile', yaml: 'tlsCertFile', env: 'TLS_CERT_FILE', codec: text },
   { field: 'tlsKeyFile', yaml: 'tlsKeyFile', env: 'TLS_KEY_FILE', codec: text },
   { field: 'tlsServerName', yaml: 'tlsServerName', env: 'TLS_SERVER_NAME', codec: host },
-  { field: 'timeoutMs', yaml: 'timeout', env: 'TIMEOUT', codec: milliseconds },
+  { field: 'timeoutMs', yaml: 'timeout', env: 'TIMEOUT', codec: millisecondsOrDuration },
   { field: 'autoStart', yaml: 'autoStart', env: 'AUTO_START', codec: boolean },
   { field: 'enabled', yaml: 'enabled', env: 'ENABLED', codec: boolean },
   { field: 'failurePolicy', yaml: 'failurePolicy', env: 'FAILURE_POLICY', codec: failurePolicy },
@@ -124,6 +127,7 @@ function complete(draft: Draft, options: ReadSidesOptions): ReadSideConfig | und
     readSideId: draft.readSideId,
     host: values.host,
     port: values.port,
+    protocol: values.protocol ?? 'grpc',
     useTls: values.useTls ?? false,
     tls,
     timeoutMs: values.timeoutMs ?? options.defaultTimeoutMs,

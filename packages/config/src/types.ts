@@ -19,6 +19,10 @@ export type DeploymentMode = (typeof DEPLOYMENT_MODES)[number];
  */
 export const FAILURE_POLICIES = ['STOP', 'SKIP', 'REPLAY_STOP', 'REPLAY_SKIP'] as const;
 
+/** How COS calls a handler: gRPC, or the newest upstream server's HTTP/JSON handler protocol. */
+export const HANDLER_PROTOCOLS = ['grpc', 'http'] as const;
+export type HandlerProtocol = (typeof HANDLER_PROTOCOLS)[number];
+
 /** The brokers events can be published to (COS_PUBLISHER_CONFIG). */
 export const PUBLISHER_SINKS = ['nats', 'rabbitmq'] as const;
 export type PublisherSink = (typeof PUBLISHER_SINKS)[number];
@@ -171,6 +175,12 @@ export interface ClientTlsConfig {
 export interface WriteSideConfig {
   readonly host: string;
   readonly port: number;
+  /** COS_WRITE_SIDE_PROTOCOL: gRPC or HTTP/JSON */
+  readonly protocol: HandlerProtocol;
+  /** COS_GRPC_CLIENT_POOL_SIZE: gRPC connections to the write handler, used round robin */
+  readonly poolSize: number;
+  /** COS_WRITE_SIDE_BREAKER_*: undefined when off */
+  readonly breaker: BreakerConfig | undefined;
   readonly useTls: boolean;
   /** COS_WRITE_SIDE_TLS_*; set exactly when useTls */
   readonly tls: ClientTlsConfig | undefined;
@@ -201,10 +211,34 @@ export interface EntityConfig {
   readonly maxInFlightCommands: number;
 }
 
+/** A circuit breaker around a handler's calls (COS_WRITE_SIDE_BREAKER_*, COS_READ_SIDE_BREAKER_*). */
+export interface BreakerConfig {
+  /** consecutive failures that open it, 1..100 */
+  readonly maxFailures: number;
+  /** a call slower than this fails (and counts), ms */
+  readonly callTimeoutMs: number;
+  /** open -> half-open (one trial call) after this, ms */
+  readonly resetTimeoutMs: number;
+}
+
+/** COS_GRPC_KEEPALIVE_*: HTTP/2 PINGs on the outbound gRPC connections (handlers). */
+export interface KeepaliveConfig {
+  /** COS_GRPC_KEEPALIVE_ENABLED; off: a PING only every 30 s while calls are open, and before reusing an idle connection */
+  readonly enabled: boolean;
+  /** COS_GRPC_KEEPALIVE_TIME: ms between PINGs */
+  readonly timeMs: number;
+  /** COS_GRPC_KEEPALIVE_TIMEOUT: a PING unanswered this long drops the connection, ms */
+  readonly timeoutMs: number;
+  /** COS_GRPC_KEEPALIVE_WITHOUT_CALLS: PING idle connections too */
+  readonly withoutCalls: boolean;
+}
+
 export interface ReadSideConfig {
   readonly readSideId: string;
   readonly host: string;
   readonly port: number;
+  /** `protocol` / __PROTOCOL__<ID>: gRPC or HTTP/JSON */
+  readonly protocol: HandlerProtocol;
   readonly useTls: boolean;
   /** tlsCaFile, tlsCertFile, tlsKeyFile, tlsServerName; set exactly when useTls */
   readonly tls: ClientTlsConfig | undefined;
@@ -238,6 +272,8 @@ export interface ReadSidesConfig {
   readonly enabled: boolean;
   /** every read side configured, whatever its own `enabled`; ids are unique */
   readonly readSides: readonly ReadSideConfig[];
+  /** COS_READ_SIDE_BREAKER_*: one breaker per read side; undefined when off */
+  readonly breaker: BreakerConfig | undefined;
 }
 
 export interface SubscriptionsConfig {
@@ -374,6 +410,8 @@ export interface CosConfig {
   readonly numShards: number;
   readonly writeSide: WriteSideConfig;
   readonly timeouts: TimeoutConfig;
+  /** COS_GRPC_KEEPALIVE_*: outbound gRPC connections */
+  readonly keepalive: KeepaliveConfig;
   readonly entities: EntityConfig;
   readonly readSide: ReadSidesConfig;
   readonly subscriptions: SubscriptionsConfig;

@@ -4,6 +4,7 @@ import {
   CLIENT_AUTH_MODES,
   DEPLOYMENT_MODES,
   FAILURE_POLICIES,
+  HANDLER_PROTOCOLS,
   LOG_LEVELS,
   LOG_STYLES,
   OTLP_PROTOCOLS,
@@ -11,6 +12,7 @@ import {
   type ClientAuthMode,
   type DeploymentMode,
   type FailurePolicy,
+  type HandlerProtocol,
   type LogLevel,
   type LogStyle,
   type OtlpProtocol,
@@ -289,3 +291,60 @@ export const identityNames = listOf(
   (item) => /^[^\s\p{Cc},]{1,1024}$/u.test(item),
   'comma-separated certificate names (a CN, DNS name or URI such as spiffe://...)',
 );
+
+const DURATION_UNITS_MS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const DURATION = /^(\d+(?:\.\d+)?(?:ms|s|m|h))+$/;
+const DURATION_PART = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
+
+/** A Go-style duration (`500ms`, `10s`, `1m30s`, `1h`) in whole ms, or undefined when it is not one. */
+function durationMs(value: string): number | undefined {
+  if (!DURATION.test(value)) return undefined;
+  let total = 0;
+  for (const [, amount, unit] of value.matchAll(DURATION_PART)) total += Number(amount) * DURATION_UNITS_MS[unit!]!;
+  return Math.round(total);
+}
+
+/**
+ * A duration as the newest upstream server writes it (`60s`, `1m`, `1h`, `1m30s`, `500ms`), or a
+ * bare number of seconds as COS's other timeouts (decimals allowed); whole ms from `minMs` to `maxMs`.
+ */
+export function duration(minMs: number, maxMs: number, expected: string): Codec<number> {
+  return {
+    schema: z
+      .string()
+      .trim()
+      .transform((value, context) => {
+        const ms = /^\d+(\.\d+)?$/.test(value) ? Math.round(Number(value) * 1000) : durationMs(value);
+        if (ms === undefined) {
+          context.addIssue({ code: 'custom', message: 'not a duration' });
+          return z.NEVER;
+        }
+        return ms;
+      })
+      .pipe(z.number().int().min(minMs).max(maxMs)),
+    expected,
+  };
+}
+
+/**
+ * A read side's `timeout`: a bare integer is milliseconds (as before); with a unit (`5s`,
+ * `500ms`, `1m`) it is a duration, as the newest upstream server writes it.
+ */
+export const millisecondsOrDuration: Codec<number> = {
+  schema: z
+    .string()
+    .trim()
+    .transform((value, context) => {
+      const ms = /^\d+$/.test(value) ? Number(value) : durationMs(value);
+      if (ms === undefined) {
+        context.addIssue({ code: 'custom', message: 'not a duration' });
+        return z.NEVER;
+      }
+      return ms;
+    })
+    .pipe(z.number().int().min(1).max(MAX_TIMER_MS)),
+  expected: `an integer number of milliseconds 1..${MAX_TIMER_MS}, or a duration such as 5s, 500ms or 1m`,
+};
+
+/** How COS calls a handler: `grpc` or `http` (the newest upstream server's HTTP/JSON handler protocol). */
+export const handlerProtocol: Codec<HandlerProtocol> = oneOf(HANDLER_PROTOCOLS, lower, 'grpc or http');

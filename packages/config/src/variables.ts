@@ -225,6 +225,50 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
   v('WRITE_SIDE_HANDLER_SERVICE_HOST', ['COS_WRITE_SIDE_HOST'], 'required', "host of the user's WriteSideHandlerService"),
   v('WRITE_SIDE_HANDLER_SERVICE_PORT', ['COS_WRITE_SIDE_PORT'], 'required', 'its port'),
   v('COS_WRITE_SIDE_USE_TLS', [], 'false', 'TLS to the write handler'),
+  v(
+    'COS_WRITE_SIDE_PROTOCOL',
+    [],
+    'grpc',
+    'how COS calls the write handler: grpc (WriteSideHandlerService) or http (JSON over HTTP/1.1: POST /v1/writeside/handleCommand and /v1/writeside/handleEvent; https with COS_WRITE_SIDE_USE_TLS); both is refused',
+  ),
+  v(
+    'COS_GRPC_CLIENT_POOL_SIZE',
+    [],
+    '1',
+    'gRPC (HTTP/2) connections to the write handler, 1..64, used round robin (a handler behind a connection-level load balancer sees them all)',
+  ),
+  v(
+    'COS_WRITE_SIDE_BREAKER_ENABLED',
+    [],
+    'false',
+    'a circuit breaker around write-handler calls: after COS_WRITE_SIDE_BREAKER_MAX_FAILURES failures in a row, commands fail at once with UNAVAILABLE until a trial call succeeds; /readyz answers 503 while it is open',
+  ),
+  v('COS_WRITE_SIDE_BREAKER_MAX_FAILURES', [], '5', 'consecutive failed calls (unreachable, timed out, or UNAVAILABLE / INTERNAL / UNKNOWN / DEADLINE_EXCEEDED from the handler) that open the breaker, 1..100'),
+  v(
+    'COS_WRITE_SIDE_BREAKER_CALL_TIMEOUT',
+    [],
+    '60s',
+    'a write-handler call taking longer fails and counts as a failure, at most 5m (a duration: 500ms, 30s, 1m; a bare number is seconds); the command deadline still applies',
+  ),
+  v('COS_WRITE_SIDE_BREAKER_RESET_TIMEOUT', [], '1m', 'an open breaker lets one trial call through after this, 1s..1h; its success closes it, its failure opens it again'),
+  v(
+    'COS_READ_SIDE_BREAKER_ENABLED',
+    [],
+    'false',
+    'a circuit breaker around each read side\'s handler calls; while it is open the shards wait for it (the failure policy\'s retries are not used up)',
+  ),
+  v('COS_READ_SIDE_BREAKER_MAX_FAILURES', [], '5', 'as COS_WRITE_SIDE_BREAKER_MAX_FAILURES, for read-side handler calls'),
+  v('COS_READ_SIDE_BREAKER_CALL_TIMEOUT', [], '10s', 'as COS_WRITE_SIDE_BREAKER_CALL_TIMEOUT, for read-side handler calls (the read side\'s own timeout still applies)'),
+  v('COS_READ_SIDE_BREAKER_RESET_TIMEOUT', [], '1m', 'as COS_WRITE_SIDE_BREAKER_RESET_TIMEOUT, for read-side handler calls'),
+  v(
+    'COS_GRPC_KEEPALIVE_ENABLED',
+    [],
+    'false',
+    'HTTP/2 PING keepalive on the gRPC connections to the handlers, with the timings below; off: a PING every 30 s while calls are open (10 s to answer) and before reusing a connection idle for longer',
+  ),
+  v('COS_GRPC_KEEPALIVE_TIME', [], '120s', 'time between PINGs, at least 1s (a duration, or a bare number of seconds)'),
+  v('COS_GRPC_KEEPALIVE_TIMEOUT', [], '60s', 'a PING not answered within this drops the connection (its calls fail with UNAVAILABLE, the next call opens a new one), at least 1s'),
+  v('COS_GRPC_KEEPALIVE_WITHOUT_CALLS', [], 'true', 'PING connections without open calls too, so a dead connection is found before a command needs it'),
   // write handler TLS (client-tls); every file needs COS_WRITE_SIDE_USE_TLS=true
   v(
     'COS_WRITE_SIDE_TLS_CA_FILE',
@@ -317,7 +361,7 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     `${READ_SIDE_ENV_PREFIX}<SETTING>__<READSIDE_ID>`,
     [],
     '',
-    'one read side per id by env vars; SETTING is HOST, PORT, USE_TLS, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, TLS_SERVER_NAME, TIMEOUT, AUTO_START, ENABLED or FAILURE_POLICY',
+    'one read side per id by env vars; SETTING is HOST, PORT, PROTOCOL, USE_TLS, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, TLS_SERVER_NAME, TIMEOUT, AUTO_START, ENABLED or FAILURE_POLICY',
   ),
   // subscriptions
   v(

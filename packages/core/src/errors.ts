@@ -118,6 +118,24 @@ export class HandlerUnavailableError extends CosError {
 }
 
 /**
+ * A circuit breaker around a handler is open (its recent calls failed in a row), so the call was
+ * refused at once without being sent: nothing was done, retry after `retryAfterMs`.
+ */
+export class CircuitOpenError extends CosError {
+  readonly code = 'COS_CIRCUIT_OPEN';
+  static override readonly publicDefault = 'handler unavailable (circuit breaker open)';
+
+  constructor(
+    message: string,
+    /** when the breaker lets a trial call through, ms from now (0: a trial call is in flight) */
+    readonly retryAfterMs: number,
+    options?: CosErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/**
  * The replica that owns an entity could not be reached, and the request was never sent to it
  * (the connection was refused or could not be opened), so it is safe to handle it elsewhere.
  */

@@ -9,6 +9,7 @@ export {
   CommitOutcomeUnknownError,
   HandlerFailedError,
   HandlerUnavailableError,
+  CircuitOpenError,
   PeerUnreachableError,
   PeerRefusedError,
   UnauthenticatedError,

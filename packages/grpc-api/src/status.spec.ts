@@ -1,5 +1,6 @@
 import { Code } from '@connectrpc/connect';
 import {
+  CircuitOpenError,
   CommitOutcomeUnknownError,
   DeadlineExceededError,
   FencedError,
@@ -103,8 +104,15 @@ describe('toConnectError', () => {
       new CommitOutcomeUnknownError('connection lost after the append was sent'),
       new DeadlineExceededError('deadline exceeded'),
       new HandlerFailedError(14, 'handler says unavailable'),
+      new CircuitOpenError('write handler 10.1.2.3:50051: circuit breaker open', 1000),
     ];
     for (const other of others) expect(toConnectError(other).metadata.get(REFUSED_TRAILER)).toBeNull();
+  });
+
+  it('answers an open circuit breaker with UNAVAILABLE and its public sentence (the address stays in the log)', () => {
+    const error = toConnectError(new CircuitOpenError('write handler 10.1.2.3:50051: circuit breaker open', 1000));
+    expect(error.code).toBe(Code.Unavailable);
+    expect(error.rawMessage).toBe('handler unavailable (circuit breaker open)');
   });
 
   it("marks UNAUTHENTICATED too: a forwarding replica's caller must not be told its credential failed", () => {

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { trace, type Context } from '@opentelemetry/api';
 import { Code, ConnectError, encodeBinaryHeader } from '@connectrpc/connect';
 import {
+  CircuitOpenError,
   CommitOutcomeUnknownError,
   CosError,
   DeadlineExceededError,
@@ -139,6 +140,8 @@ function codeOf(error: CosError): Code {
   if (error instanceof OverloadedError) return Code.ResourceExhausted;
   if (error instanceof DeadlineExceededError) return Code.DeadlineExceeded;
   if (error instanceof HandlerUnavailableError) return Code.Unavailable;
+  // refused at once, nothing sent: retry later
+  if (error instanceof CircuitOpenError) return Code.Unavailable;
   if (error instanceof ShuttingDownError) return Code.Unavailable;
   if (error instanceof PeerUnreachableError) return Code.Unavailable;
   if (error instanceof PeerRefusedError) return Code.Unavailable;

@@ -9,27 +9,10 @@ import {
   type SecureClientSessionOptions,
 } from 'node:http2';
 import { gunzip } from 'node:zlib';
-import {
-  create,
-  fromBinary,
-  isMessage,
-  toBinary,
-  type DescMessage,
-  type DescMethodUnary,
-  type MessageInitShape,
-  type MessageShape,
-} from '@bufbuild/protobuf';
-import {
-  Code,
-  ConnectError,
-  createContextValues,
-  type ContextValues,
-  type Interceptor,
-  type Transport,
-  type UnaryRequest,
-  type UnaryResponse,
-} from '@connectrpc/connect';
+import { fromBinary, toBinary, type DescMessage, type DescMethodUnary, type MessageShape } from '@bufbuild/protobuf';
+import { Code, ConnectError, type Interceptor, type Transport, type UnaryResponse } from '@connectrpc/connect';
 import { MAX_TIMER_MS, timerDelay } from '@chiefofstate/core';
+import { callRefusal, copyHeaders, createUnary, NEVER_ABORTED, type HeaderInput } from './unary-chain.js';
 
 /** HTTP/2 PING settings of a handler connection. */
 export interface KeepaliveOptions {
@@ -37,8 +20,14 @@ export interface KeepaliveOptions {
   pingIntervalMs?: number;
   /** a PING not answered within this closes the connection. Default 10 000 */
   pingTimeoutMs?: number;
-  /** a connection without calls for this long is closed. Default 900 000 */
+  /** a connection without calls for this long is closed (not with pingWithoutCalls). Default 900 000 */
   idleConnectionTimeoutMs?: number;
+  /**
+   * PING every pingIntervalMs even while no call is open (COS_GRPC_KEEPALIVE_WITHOUT_CALLS), so
+   * a connection that died silently is dropped before a call needs it; such a connection is
+   * kept however long it idles. Default false.
+   */
+  pingWithoutCalls?: boolean;
 }
 
 /** What a TLS connection is opened with: PEM material or a prepared secure context, and the name checked. */
@@ -74,11 +63,9 @@ export interface GrpcTransport extends Transport {
 }
 
 type Metadata = IncomingHttpHeaders & IncomingHttpStatusHeader;
-/** what callers pass as request metadata (Connect's HeadersInit) */
-type HeaderInput = Headers | Record<string, string> | ReadonlyArray<readonly [string, string]>;
-type AnyUnary = (request: UnaryRequest) => Promise<UnaryResponse>;
 
-const NEVER_ABORTED = new AbortController().signal;
+/** set by the transport, never copied from a caller's metadata */
+const GRPC_RESERVED: ReadonlySet<string> = new Set(['content-type', 'te', 'grpc-timeout']);
 const USER_AGENT = 'chiefofstate-handler-client';
 
 /**
@@ -98,6 +85,7 @@ export function createGrpcTransport(options: GrpcTransportOptions): GrpcTranspor
   const pingIntervalMs = options.keepalive?.pingIntervalMs ?? 30_000;
   const pingTimeoutMs = options.keepalive?.pingTimeoutMs ?? 10_000;
   const idleTimeoutMs = options.keepalive?.idleConnectionTimeoutMs ?? 900_000;
+  const pingWithoutCalls = options.keepalive?.pingWithoutCalls ?? false;
   const interceptors = options.interceptors ?? [];
   const onTransportError = options.onTransportError;
 
@@ -112,23 +100,30 @@ export function createGrpcTransport(options: GrpcTransportOptions): GrpcTranspor
   const keepalive = setInterval(() => {
     const current = session;
     if (current === undefined) return;
-    if (open > 0) ping(current);
+    if (open > 0 || pingWithoutCalls) void ping(current);
     else if (performance.now() - lastActivity >= idleTimeoutMs) current.close();
   }, pingIntervalMs);
   keepalive.unref();
 
   function ping(target: ClientHttp2Session): Promise<boolean> {
+    // destroyed by a PING timeout (or the peer) and not yet forgotten: ping() would throw
+    if (target.destroyed || target.closed) return Promise.resolve(false);
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         target.destroy(new ConnectError('PING timed out', Code.Unavailable));
         resolve(false);
       }, pingTimeoutMs);
       timer.unref();
-      const sent = target.ping((error) => {
-        clearTimeout(timer);
-        if (error) target.destroy();
-        resolve(error === null);
-      });
+      let sent = false;
+      try {
+        sent = target.ping((error) => {
+          clearTimeout(timer);
+          if (error) target.destroy();
+          resolve(error === null);
+        });
+      } catch {
+        // the session went away between the check and the ping
+      }
       if (!sent) {
         clearTimeout(timer);
         resolve(false);
@@ -171,7 +166,8 @@ export function createGrpcTransport(options: GrpcTransportOptions): GrpcTranspor
   /** The session to use; one idle for longer than the PING interval is checked first. */
   function acquire(): ClientHttp2Session | Promise<ClientHttp2Session> {
     const current = session;
-    if (current !== undefined && open === 0 && performance.now() - lastActivity >= pingIntervalMs) {
+    // with pings while idle, the connection is known alive (or already dropped)
+    if (current !== undefined && open === 0 && !pingWithoutCalls && performance.now() - lastActivity >= pingIntervalMs) {
       if (current.closed || current.destroyed) return currentSession();
       current.ref();
       return ping(current).then(() => currentSession());
@@ -204,8 +200,8 @@ export function createGrpcTransport(options: GrpcTransportOptions): GrpcTranspor
     signal: AbortSignal,
     timeoutMs: number | undefined,
   ): Promise<UnaryResponse> {
-    if (closed) return Promise.reject(new ConnectError('transport closed', Code.Unavailable));
-    if (signal.aborted) return Promise.reject(new ConnectError('call aborted', Code.Canceled, undefined, undefined, signal.reason));
+    const refusal = callRefusal(closed, signal);
+    if (refusal) return Promise.reject(refusal);
     const body = toBinary(method.input, message);
     if (body.byteLength > maxMessageBytes) {
       return Promise.reject(
@@ -219,7 +215,7 @@ export function createGrpcTransport(options: GrpcTransportOptions): GrpcTranspor
 
     const headers: OutgoingHttpHeaders = { ...baseHeaders(method) };
     if (timeoutMs !== undefined) headers['grpc-timeout'] = encodeGrpcTimeout(timeoutMs);
-    if (header !== undefined) copyHeaders(header, headers);
+    if (header !== undefined) copyHeaders(header, headers as Record<string, string>, GRPC_RESERVED);
 
     const target = acquire();
     return target instanceof Promise
@@ -389,35 +385,7 @@ export function createGrpcTransport(options: GrpcTransportOptions): GrpcTranspor
     });
   }
 
-  const unary = async <I extends DescMessage, O extends DescMessage>(
-    method: DescMethodUnary<I, O>,
-    signal: AbortSignal | undefined,
-    timeoutMs: number | undefined,
-    header: Parameters<Transport['unary']>[3],
-    input: MessageInitShape<I>,
-    contextValues?: ContextValues,
-  ): Promise<UnaryResponse<I, O>> => {
-    const message = isMessage(input, method.input) ? input : create(method.input, input);
-    const deadline = timeoutMs === undefined || timeoutMs <= 0 ? undefined : timeoutMs;
-    if (interceptors.length === 0) {
-      return (await send(method, message, header as HeaderInput | undefined, signal ?? NEVER_ABORTED, deadline)) as UnaryResponse<I, O>;
-    }
-    const request: UnaryRequest<I, O> = {
-      stream: false,
-      service: method.parent,
-      method,
-      requestMethod: 'POST',
-      url: `${baseUrl}/${method.parent.typeName}/${method.name}`,
-      signal: signal ?? NEVER_ABORTED,
-      header: new Headers(header as HeaderInput | undefined as never),
-      contextValues: contextValues ?? createContextValues(),
-      message,
-    };
-    const next: AnyUnary = (req) => send(req.method, req.message, req.header, req.signal, deadline);
-    let chain = next;
-    for (let i = interceptors.length - 1; i >= 0; i--) chain = interceptors[i]!(chain as never) as AnyUnary;
-    return (await chain(request as unknown as UnaryRequest)) as unknown as UnaryResponse<I, O>;
-  };
+  const unary = createUnary(baseUrl, interceptors, send);
 
   return {
     unary,
@@ -482,18 +450,6 @@ function metadataOf(headers: IncomingHttpHeaders, trailers: IncomingHttpHeaders 
     }
   }
   return metadata;
-}
-
-function copyHeaders(from: HeaderInput, to: OutgoingHttpHeaders): void {
-  const put = (name: string, value: string) => {
-    const key = name.toLowerCase();
-    if (key.startsWith(':') || key === 'content-type' || key === 'te' || key === 'grpc-timeout') return;
-    const existing = to[key];
-    to[key] = existing === undefined ? value : `${String(existing)}, ${value}`;
-  };
-  if (from instanceof Headers) from.forEach((value, name) => put(name, value));
-  else if (Array.isArray(from)) for (const [name, value] of from as ReadonlyArray<readonly [string, string]>) put(name, value);
-  else for (const name of Object.keys(from)) put(name, (from as Record<string, string>)[name]!);
 }
 
 function decompress(payload: Uint8Array, encoding: string | string[] | undefined, maxBytes: number): Promise<Uint8Array> {

@@ -7,8 +7,11 @@ export { createReadSideClient, type ReadSideClient, type ReadSideClientOptions }
 export {
   DEFAULT_MAX_MESSAGE_BYTES,
   DEFAULT_TIMEOUT_MS,
+  keepaliveOf,
+  type CallBreaker,
   type HandlerCallOptions,
   type HandlerClientOptions,
+  type KeepaliveSettings,
 } from './transport.js';
 export { translateHandlerError, type FailedCall } from './translate-error.js';
 export { decodeRpcStatus, type RawRpcStatus, type RawStatusDetail } from './rpc-status.js';
@@ -24,6 +27,6 @@ export {
   type LoggedClientTlsOptions,
   type WatchClientTlsOptions,
 } from './client-tls.js';
-export type { ClientTlsOptions } from './grpc-transport.js';
+export type { ClientTlsOptions, KeepaliveOptions } from './grpc-transport.js';
 export { isTlsFailure } from './tls-failure.js';
 export { checkHealth, type HealthCheckOptions, type HealthCheckResult } from './health-check.js';

@@ -1,8 +1,13 @@
 import { context, propagation, SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
 import { ConnectError } from '@connectrpc/connect';
-import { DeadlineExceededError, HandlerUnavailableError, publicMessageOf } from '@chiefofstate/core';
+import {
+  DeadlineExceededError,
+  HandlerFailedError,
+  HandlerUnavailableError,
+  publicMessageOf,
+} from '@chiefofstate/core';
 import { ChiefOfStateService, ReadSideHandlerService, WriteSideHandlerService } from '@chiefofstate/protocol';
-import type { HandlerCallOptions } from './transport.js';
+import type { CallBreaker, HandlerCallOptions } from './transport.js';
 import { translateHandlerError } from './translate-error.js';
 
 export interface ConnectCallOptions {
@@ -20,6 +25,7 @@ export interface InvokerOptions {
   readonly service: string;
   readonly defaultTimeoutMs: number;
   readonly isClosed: () => boolean;
+  readonly breaker?: CallBreaker | undefined;
 }
 
 /**
@@ -30,10 +36,10 @@ export interface InvokerOptions {
 export function createInvoker(
   options: InvokerOptions,
 ): <T>(method: string, call: HandlerCallOptions | undefined, run: (options: ConnectCallOptions) => Promise<T>) => Promise<T> {
-  const { target, service, defaultTimeoutMs, isClosed } = options;
+  const { target, service, defaultTimeoutMs, isClosed, breaker } = options;
   const role = roleOf(service);
   return async (method, call, run) => {
-    const timeoutMs =
+    let timeoutMs =
       call?.timeoutMs === undefined ? defaultTimeoutMs : Math.min(defaultTimeoutMs, Math.floor(call.timeoutMs));
     if (isClosed()) throw new HandlerUnavailableError(`${target} ${method}: client closed`, { publicMessage: `${role} unavailable` });
     if (call?.signal?.aborted) throw call.signal.reason;
@@ -42,12 +48,16 @@ export function createInvoker(
         publicMessage: `no time left to call the ${role}`,
       });
     }
+    // refused at once while the breaker is open: nothing is sent, no span
+    const permit = breaker?.acquire(timeoutMs);
+    if (permit) timeoutMs = permit.timeoutMs;
     const traced = clientSpan(service, method, call);
     const span = traced?.span;
     const headers = traced ? withTraceContext(traced.context, call?.headers) : call?.headers;
     const startedAt = performance.now();
     try {
       const response = await run({ headers, signal: call?.signal, timeoutMs });
+      permit?.succeeded();
       span?.setAttribute('rpc.grpc.status_code', 0);
       return response;
     } catch (error) {
@@ -58,6 +68,12 @@ export function createInvoker(
         startedAt,
         signal: call?.signal,
       });
+      if (permit) {
+        const outcome = breakerOutcome(failure, call?.signal);
+        if (outcome === 'failure') permit.failed();
+        else if (outcome === 'success') permit.succeeded();
+        else permit.released();
+      }
       if (span) {
         span.setAttribute('rpc.grpc.status_code', ConnectError.from(error).code);
         // what a caller may be told (a handler's own status message is that): a transport
@@ -69,6 +85,22 @@ export function createInvoker(
       span?.end();
     }
   };
+}
+
+/** gRPC codes of a handler's own answer that say it is not well (as unreachable or too slow is) */
+const UNHEALTHY_CODES: ReadonlySet<number> = new Set([2, 4, 13, 14]); // UNKNOWN, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE
+
+/**
+ * What a failed call tells a circuit breaker: the handler unreachable, too slow, or answering
+ * UNKNOWN / DEADLINE_EXCEEDED / INTERNAL / UNAVAILABLE is a failure; any other answer (a
+ * command refused, INVALID_ARGUMENT, FAILED_PRECONDITION, ...) shows the handler works; a call
+ * its caller gave up, or a message over the size limit, says nothing about it.
+ */
+function breakerOutcome(failure: unknown, signal: AbortSignal | undefined): 'success' | 'failure' | 'none' {
+  if (signal?.aborted) return 'none';
+  if (failure instanceof HandlerFailedError) return UNHEALTHY_CODES.has(failure.statusCode) ? 'failure' : 'success';
+  if (failure instanceof HandlerUnavailableError || failure instanceof DeadlineExceededError) return 'failure';
+  return 'none';
 }
 
 /** How failures name the callee to callers outside (the address stays in the log). */

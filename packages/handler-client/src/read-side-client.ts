@@ -9,7 +9,7 @@ import { createInvoker } from './invoke.js';
 
 export type ReadSideClientOptions = HandlerClientOptions;
 
-/** A user's chief_of_state.v1.ReadSideHandlerService, called over gRPC. */
+/** A user's chief_of_state.v1.ReadSideHandlerService, called over gRPC, or over HTTP/JSON (`protocol: 'http'`). */
 export interface ReadSideClient {
   handleReadSide(request: HandleReadSideRequest, call?: HandlerCallOptions): Promise<HandleReadSideResponse>;
   /** Closes the connection; later calls fail with HandlerUnavailableError. */
@@ -25,6 +25,7 @@ export function createReadSideClient(options: ReadSideClientOptions): ReadSideCl
     service: ReadSideHandlerService.typeName,
     defaultTimeoutMs: handler.timeoutMs,
     isClosed: () => closed,
+    breaker: options.breaker,
   });
   return {
     handleReadSide: (request, call) =>

@@ -3,12 +3,25 @@ import type { Interceptor, Transport } from '@connectrpc/connect';
 import type { ClientTls } from './client-tls.js';
 import { createGrpcTransport, type ClientTlsOptions, type KeepaliveOptions } from './grpc-transport.js';
 import { createConnectTransport } from './connect-transport.js';
+import { createHttpJsonTransport } from './http-transport.js';
 import { tlsFailureOf } from './tls-failure.js';
 
 /** Where a user's handler listens and how to call it; shared by the write and read side clients. */
 export interface HandlerClientOptions {
   host: string;
   port: number;
+  /**
+   * `grpc` (default): the handler's gRPC service over HTTP/2. `http`: the newest upstream
+   * server's HTTP handler protocol, JSON over HTTP/1.1 keep-alive connections (see README).
+   */
+  protocol?: 'grpc' | 'http';
+  /** gRPC connections to open, used round robin (COS_GRPC_CLIENT_POOL_SIZE). Default 1. */
+  connections?: number;
+  /**
+   * A circuit breaker around every call (@chiefofstate/circuit-breaker): refused at once while
+   * open; each call's deadline at most its call timeout. See README for what counts as a failure.
+   */
+  breaker?: CallBreaker;
   /** TLS (https) instead of plaintext HTTP/2 (h2c). Default false. */
   useTls?: boolean;
   /**
@@ -58,6 +71,12 @@ export interface HandlerCallOptions {
   traceContext?: Context | undefined;
 }
 
+/** What a client needs of a circuit breaker (@chiefofstate/circuit-breaker's CircuitBreaker). */
+export interface CallBreaker {
+  /** a permit for one call, or a thrown CircuitOpenError */
+  acquire(timeoutMs?: number): { readonly timeoutMs: number; succeeded(): void; failed(): void; released(): void };
+}
+
 export const DEFAULT_TIMEOUT_MS = 5000;
 export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 
@@ -69,8 +88,9 @@ export interface HandlerTransport {
 }
 
 /**
- * One gRPC transport over ONE HTTP/2 connection: all calls multiplex over it, and it is
- * reopened on the next call after the handler went away.
+ * The handler's transport: gRPC over one HTTP/2 connection (all calls multiplex over it, and it
+ * is reopened on the next call after the handler went away), or `connections` of them used
+ * round robin; or HTTP/JSON over a keep-alive connection pool.
  */
 export function createHandlerTransport(options: HandlerClientOptions): HandlerTransport {
   const useTls = options.useTls ?? false;
@@ -78,26 +98,45 @@ export function createHandlerTransport(options: HandlerClientOptions): HandlerTr
   const source = useTls && options.tls !== undefined && isClientTls(options.tls) ? options.tls : undefined;
   const fixed = useTls && options.tls !== undefined && !isClientTls(options.tls) ? { ...options.tls } : undefined;
   const onTlsFailure = options.onTlsFailure;
-  const create = options.fastTransport === false ? createConnectTransport : createGrpcTransport;
-  const transport = create({
+  // fastTransport false: Connect's own gRPC transport, held to the same results by the differential suite
+  const createGrpc = options.fastTransport === false ? createConnectTransport : createGrpcTransport;
+  const common = {
     baseUrl: `${useTls ? 'https' : 'http'}://${authority}`,
     ...(source ? { tls: () => source.current() } : fixed ? { tls: fixed } : {}),
     ...(useTls && onTlsFailure ? { onTransportError: throttled(onTlsFailure) } : {}),
     maxMessageBytes: options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
-    keepalive: { pingIntervalMs: 30_000, pingTimeoutMs: 10_000, ...options.keepalive },
     ...(options.interceptors ? { interceptors: options.interceptors } : {}),
-  });
+  };
+  const transports =
+    options.protocol === 'http'
+      ? [createHttpJsonTransport(common)]
+      : Array.from({ length: Math.max(1, options.connections ?? 1) }, () =>
+          createGrpc({ ...common, keepalive: { pingIntervalMs: 30_000, pingTimeoutMs: 10_000, ...options.keepalive } }),
+        );
   // New certificates (or a new CA) must not wait for the handler to drop the old connection,
   // which may live for days: the next call connects with the new files.
-  const unsubscribe = source?.subscribe(() => transport.reconnect());
+  const unsubscribe = source?.subscribe(() => {
+    for (const transport of transports) transport.reconnect();
+  });
   return {
-    transport,
+    transport: roundRobin(transports),
     authority,
     timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
     close: () => {
       unsubscribe?.();
-      transport.close();
+      for (const transport of transports) transport.close();
     },
+  };
+}
+
+/** One transport, or each call on the next of several (COS_GRPC_CLIENT_POOL_SIZE). */
+function roundRobin(transports: readonly Transport[]): Transport {
+  if (transports.length === 1) return transports[0]!;
+  let next = 0;
+  const pick = () => transports[next++ % transports.length]!;
+  return {
+    unary: (...args) => pick().unary(...args),
+    stream: (...args) => pick().stream(...args),
   };
 }
 
@@ -121,4 +160,18 @@ function throttled(report: (error: Error) => void): (error: Error) => void {
     last.set(reason, now);
     report(failure);
   };
+}
+
+/** COS_GRPC_KEEPALIVE_* as @chiefofstate/config has them. */
+export interface KeepaliveSettings {
+  readonly enabled: boolean;
+  readonly timeMs: number;
+  readonly timeoutMs: number;
+  readonly withoutCalls: boolean;
+}
+
+/** The client's keepalive option for COS_GRPC_KEEPALIVE_*; undefined (the built-in default) when off. */
+export function keepaliveOf(settings: KeepaliveSettings): KeepaliveOptions | undefined {
+  if (!settings.enabled) return undefined;
+  return { pingIntervalMs: settings.timeMs, pingTimeoutMs: settings.timeoutMs, pingWithoutCalls: settings.withoutCalls };
 }

@@ -11,7 +11,7 @@ import { createInvoker } from './invoke.js';
 
 export type WriteSideClientOptions = HandlerClientOptions;
 
-/** The user's chief_of_state.v1.WriteSideHandlerService, called over gRPC. */
+/** The user's chief_of_state.v1.WriteSideHandlerService, called over gRPC, or over HTTP/JSON (`protocol: 'http'`). */
 export interface WriteSideClient {
   handleCommand(request: HandleCommandRequest, call?: HandlerCallOptions): Promise<HandleCommandResponse>;
   handleEvent(request: HandleEventRequest, call?: HandlerCallOptions): Promise<HandleEventResponse>;
@@ -27,6 +27,7 @@ export function createWriteSideClient(options: WriteSideClientOptions): WriteSid
     service: WriteSideHandlerService.typeName,
     defaultTimeoutMs: handler.timeoutMs,
     isClosed: () => closed,
+    breaker: options.breaker,
   });
   let closed = false;
   return {

@@ -15,7 +15,21 @@ export interface MetricsSources {
   pools?: () => ReadonlyArray<PoolSample>;
   /** open subscriptions by kind (`entity`: Subscribe, `all`: SubscribeAll) */
   subscriptions?: () => { readonly entity: number; readonly all: number };
+  /** the circuit breakers around handler calls (COS_WRITE_SIDE_BREAKER_*, COS_READ_SIDE_BREAKER_*) */
+  breakers?: () => ReadonlyArray<BreakerSample>;
 }
+
+export interface BreakerSample {
+  /** `write_side`, or `read_side:<id>` */
+  readonly handler: string;
+  readonly state: 'closed' | 'open' | 'half_open';
+  /** times opened since start */
+  readonly opened: number;
+  /** calls refused at once since start */
+  readonly rejected: number;
+}
+
+const BREAKER_STATES = ['closed', 'open', 'half_open'] as const;
 
 export interface PoolSample {
   readonly pool: string;
@@ -295,6 +309,38 @@ export function createMetrics(options: CosMetricsOptions = {}): CosMetrics {
     },
   });
 
+  new Gauge({
+    name: 'cos_circuit_breaker_state',
+    help: 'state of each circuit breaker around handler calls: 1 for its current state (closed, open, half_open), 0 for the others',
+    labelNames: ['handler', 'state'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const b of sources.breakers?.() ?? []) {
+        for (const state of BREAKER_STATES) this.set({ handler: b.handler, state }, b.state === state ? 1 : 0);
+      }
+    },
+  });
+  new Counter({
+    name: 'cos_circuit_breaker_opened_total',
+    help: 'times a circuit breaker around handler calls opened',
+    labelNames: ['handler'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const b of sources.breakers?.() ?? []) this.inc({ handler: b.handler }, b.opened);
+    },
+  });
+  new Counter({
+    name: 'cos_circuit_breaker_rejected_total',
+    help: 'handler calls refused at once by an open circuit breaker (UNAVAILABLE, nothing sent)',
+    labelNames: ['handler'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const b of sources.breakers?.() ?? []) this.inc({ handler: b.handler }, b.rejected);
+    },
+  });
   new Gauge({
     name: 'cos_subscriptions_active',
     help: 'subscriptions open on this process, by kind (entity: Subscribe, all: SubscribeAll)',

@@ -53,3 +53,18 @@ describe('the operations port with COS_METRICS_TOKEN_FILE', () => {
     ).rejects.toThrow(/cannot use .*no token/);
   });
 });
+
+describe('/readyz', () => {
+  it('says why it is not ready when told', async () => {
+    let readiness: boolean | { ready: boolean; reason?: string } = { ready: false, reason: 'write handler circuit breaker open' };
+    const server = await startMetricsServer({ host: '127.0.0.1', port: 0, metrics: createMetrics({ defaultMetrics: false }), ready: () => readiness });
+    try {
+      const refused = await fetch(`http://127.0.0.1:${server.port}/readyz`);
+      expect([refused.status, await refused.text()]).toEqual([503, 'not ready: write handler circuit breaker open\n']);
+      readiness = { ready: true };
+      expect((await fetch(`http://127.0.0.1:${server.port}/readyz`)).status).toBe(200);
+    } finally {
+      await server.close();
+    }
+  });
+});

@@ -9,7 +9,7 @@ export interface MetricsServerOptions {
   readonly port: number;
   readonly metrics: CosMetrics;
   /** readiness: the store is migrated and the handlers are reachable */
-  readonly ready: () => boolean | Promise<boolean>;
+  readonly ready: () => Readiness | Promise<Readiness>;
   /**
    * COS_METRICS_TOKEN_FILE: bearer tokens (one per line) /metrics asks for; /healthz and
    * /readyz stay open for the kubelet. Read now (a broken file is a ConfigError) and re-read.
@@ -20,6 +20,9 @@ export interface MetricsServerOptions {
   /** a changed token file that cannot be used (the previous tokens stay) */
   readonly onReloadError?: (error: unknown) => void;
 }
+
+/** Ready or not; when not, optionally why (shown in the /readyz body). */
+export type Readiness = boolean | { readonly ready: boolean; readonly reason?: string };
 
 export interface MetricsServer {
   readonly port: number;
@@ -62,7 +65,11 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
       Promise.resolve()
         .then(options.ready)
         .then(
-          (ready) => answer(ready ? 200 : 503, ready ? 'ready\n' : 'not ready\n'),
+          (readiness) => {
+            const ready = typeof readiness === 'boolean' ? readiness : readiness.ready;
+            const reason = typeof readiness === 'boolean' || readiness.reason === undefined ? '' : `: ${readiness.reason}`;
+            answer(ready ? 200 : 503, ready ? 'ready\n' : `not ready${reason}\n`);
+          },
           () => answer(503, 'not ready\n'),
         );
     } else {

@@ -128,6 +128,22 @@ describe('metrics', () => {
     expect(sample(text, 'cos_subscriptions_active', { kind: 'all' })).toBe(1);
   });
 
+  it('shows each circuit breaker state, how often it opened and the calls it refused', async () => {
+    metrics.setSources({
+      breakers: () => [
+        { handler: 'write_side', state: 'open', opened: 2, rejected: 17 },
+        { handler: 'read_side:orders', state: 'closed', opened: 0, rejected: 0 },
+      ],
+    });
+    const text = await scrape();
+    expect(sample(text, 'cos_circuit_breaker_state', { handler: 'write_side', state: 'open' })).toBe(1);
+    expect(sample(text, 'cos_circuit_breaker_state', { handler: 'write_side', state: 'closed' })).toBe(0);
+    expect(sample(text, 'cos_circuit_breaker_state', { handler: 'read_side:orders', state: 'closed' })).toBe(1);
+    expect(sample(text, 'cos_circuit_breaker_opened_total', { handler: 'write_side' })).toBe(2);
+    expect(sample(text, 'cos_circuit_breaker_rejected_total', { handler: 'write_side' })).toBe(17);
+    metrics.setSources({});
+  });
+
   it('samples entities, read sides and pools at scrape time', async () => {
     let passivated = 5;
     let failures = 3;

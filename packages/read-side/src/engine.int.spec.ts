@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { InvalidArgumentError, NotFoundError, shardOf } from '@chiefofstate/core';
+import { createCircuitBreaker, type CircuitBreaker } from '@chiefofstate/circuit-breaker';
 import { createReadSideClient, type ReadSideClient } from '@chiefofstate/handler-client';
 import { createJournal, JOURNAL_NOTIFY_CHANNEL, journalMigrations, type Journal } from '@chiefofstate/journal';
 import { createOffsetStore } from '@chiefofstate/offset-store';
@@ -23,6 +24,7 @@ interface SideSpec {
   readonly timeoutMs?: number;
   /** the handler made of the read side's gRPC client (default: the client itself) */
   readonly handler?: (client: ReadSideClient) => ReadSideHandlerPort;
+  readonly breaker?: CircuitBreaker;
 }
 
 /** A test world: a database with the journal, a recording handler, and engines on demand. */
@@ -50,7 +52,12 @@ async function createWorld(kind: TestStoreKind) {
     const db = options.db ?? database;
     const offsets = createOffsetStore({ database: db });
     const readSides = sides.map((side) => {
-      const client = createReadSideClient({ host: '127.0.0.1', port: handler.server.port, timeoutMs: side.timeoutMs ?? 2000 });
+      const client = createReadSideClient({
+        host: '127.0.0.1',
+        port: handler.server.port,
+        timeoutMs: side.timeoutMs ?? 2000,
+        ...(side.breaker ? { breaker: side.breaker } : {}),
+      });
       clients.push(client);
       return {
         readSideId: side.id,
@@ -255,6 +262,27 @@ describe.each(await testStoreKinds())('read-side engine on %s', (kind) => {
     world.handler.setReply(() => 'ok');
     await manager.resume('patient', 0);
     await until(() => world.handler.accepted.filter((c) => c.entityId === victim).length >= 3, 5_000, 'resumed');
+  });
+
+  it("waits while the read side's circuit breaker is open: its refusals use none of REPLAY_STOP's retries", async () => {
+    world = await createWorld(kind);
+    const victim = world.entityOnShard(2, 'breaker');
+    let down = true;
+    world.handler.setReply((call) => (down && call.entityId === victim ? 'error' : 'ok'));
+    const breaker = createCircuitBreaker({ name: 'read side guarded', maxFailures: 2, callTimeoutMs: 2000, resetTimeoutMs: 500 });
+    const { engine } = await world.startEngine([{ id: 'guarded', policy: 'REPLAY_STOP', breaker }]);
+    await world.append(victim, 2);
+    // two real failures (the first attempt and one retry of the two allowed) open the breaker
+    await until(() => breaker.state() === 'open', 5_000, 'the breaker open');
+    expect(world.handler.calls.filter((c) => c.entityId === victim)).toHaveLength(2);
+    // while it is open the shard waits: refusals are not attempts, so it does not stop
+    await sleep(300);
+    expect(engine.status().find((s) => s.shard === 2)).toMatchObject({ stopped: false, failures: 2 });
+    down = false;
+    await until(() => world.handler.accepted.filter((c) => c.entityId === victim).length === 2, 5_000, 'delivered after the trial call');
+    expect(world.handler.calls.filter((c) => c.entityId === victim).map((c) => c.revision)).toEqual([1, 1, 1, 2]);
+    expect(breaker.state()).toBe('closed');
+    expect(breaker.stats().rejected).toBeGreaterThan(0);
   });
 
   it('pause holds a read side (all shards or one) and resume releases it; both are stored', async () => {

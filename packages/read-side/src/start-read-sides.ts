@@ -1,6 +1,8 @@
 import type { CosConfig, StoreConfig } from '@chiefofstate/config';
+import { createCircuitBreaker, type BreakerStats, type CircuitBreaker } from '@chiefofstate/circuit-breaker';
 import {
   createReadSideClient,
+  keepaliveOf,
   watchClientTlsLogged,
   type ClientTls,
   type HandlerClientOptions,
@@ -35,7 +37,7 @@ export interface FieldsFirstLogger {
 
 export interface StartReadSidesOptions {
   readonly config: Pick<CosConfig, 'readSide' | 'numShards' | 'store' | 'readSideOffsetStore' | 'server' | 'telemetry'> &
-    Partial<Pick<CosConfig, 'publishers'>>;
+    Partial<Pick<CosConfig, 'publishers' | 'keepalive'>>;
   readonly logger: FieldsFirstLogger;
   /** the journal's database, opened and migrated by the caller (with readSideMigrations) */
   readonly journalDatabase: Database;
@@ -73,12 +75,15 @@ export interface RunningReadSides {
   readonly manager: ReadSideManager;
   /** every (read side, shard), from the database: lag, paused; stopped as this process knows it */
   samples(): Promise<ReadSideSample[]>;
+  /** the circuit breaker of each read side (COS_READ_SIDE_BREAKER_*), empty when off */
+  breakers(): Array<{ readonly readSideId: string } & BreakerStats>;
   /** Stops the streams (each finishes its event and commits), gives up leases, closes what it opened. */
   close(): Promise<void>;
 }
 
 /**
- * Composes the read sides from the configuration: one gRPC client per enabled read side, the
+ * Composes the read sides from the configuration: one client per enabled read side (gRPC or
+ * HTTP, behind its circuit breaker when COS_READ_SIDE_BREAKER_ENABLED), the
  * offset store (in the journal's database, or the separate one of COS_READ_SIDE_OFFSET_DB_*,
  * opened and migrated here), the lease coordinator in the offsets' database, the engine woken by
  * the journal's NOTIFY, and the manager. Used by cos-readside and by cos-server when
@@ -125,6 +130,26 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
     if (separate) await offsetsDatabase.close();
     throw error;
   }
+  const breakers = new Map<string, CircuitBreaker>();
+  const breakerSettings = config.readSide.breaker;
+  if (breakerSettings) {
+    for (const side of sides) {
+      breakers.set(
+        side.readSideId,
+        createCircuitBreaker({
+          name: `read side ${side.readSideId} handler ${side.host}:${side.port}`,
+          publicMessage: 'read-side handler unavailable (circuit breaker open)',
+          ...breakerSettings,
+          onStateChange: (state, previous) =>
+            (state === 'open' ? logger.warn : logger.info)(`read side handler circuit breaker ${state}`, {
+              readSideId: side.readSideId,
+              previous,
+            }),
+        }),
+      );
+    }
+  }
+  const keepalive = config.keepalive ? keepaliveOf(config.keepalive) : undefined;
   const publisherHandlers: PublisherHandler[] = publishers.map((publisher) => createPublisherHandler(createSink(publisher)));
   const journal = options.journal ?? createJournal({ database: journalDatabase, numShards: config.numShards });
   const offsets = createOffsetStore({ database: offsetsDatabase });
@@ -135,9 +160,13 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
   });
   const engine = createReadSideEngine({
     readSides: sides.map((side, index) => {
+      const breaker = breakers.get(side.readSideId);
       const client = createReadSideClient({
         host: side.host,
         port: side.port,
+        protocol: side.protocol,
+        ...(breaker ? { breaker } : {}),
+        ...(keepalive ? { keepalive } : {}),
         useTls: side.useTls,
         ...sideTls[index],
         timeoutMs: side.timeoutMs,
@@ -197,7 +226,9 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
     logger,
   });
   logger.info('read sides running', {
-    readSides: sides.map((side) => `${side.readSideId}=${side.host}:${side.port} ${side.failurePolicy}${side.autoStart ? '' : ' paused'}`),
+    readSides: sides.map(
+      (side) => `${side.readSideId}=${side.protocol === 'http' ? 'http ' : ''}${side.host}:${side.port} ${side.failurePolicy}${side.autoStart ? '' : ' paused'}`,
+    ),
     publishers: publishers.map((p) => `${p.publisherId}=${p.sink} ${redactUrl(p.url)}${p.sink === 'nats' ? ` ${p.subject}` : ` exchange=${JSON.stringify(p.exchange)}`}${p.autoStart ? '' : ' paused'}`),
     offsets: separate ? 'separate database' : 'journal database',
     owner: ownership.ownerId,
@@ -227,6 +258,7 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
     engine,
     manager,
     samples,
+    breakers: () => [...breakers].map(([readSideId, breaker]) => ({ readSideId, ...breaker.stats() })),
     close() {
       closing ??= (async () => {
         await engine.close();

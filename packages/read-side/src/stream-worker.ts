@@ -1,5 +1,5 @@
 import { ROOT_CONTEXT, SpanStatusCode, trace } from '@opentelemetry/api';
-import { publicMessageOf, traceLogFields } from '@chiefofstate/core';
+import { CircuitOpenError, publicMessageOf, traceLogFields } from '@chiefofstate/core';
 import type { HandleReadSideRequest } from '@chiefofstate/protocol';
 import { entityIdHeader, toReadSideRequest } from './delivery-request.js';
 import { backoffMs, decideOnFailure, type FailurePolicy, type RetryOptions } from './failure-policy.js';
@@ -69,6 +69,11 @@ export interface StreamWorker {
 }
 
 type Outcome = 'next' | 'stopped' | 'interrupted';
+
+/** while a breaker's trial call is in flight, how often the other shards ask again */
+const BREAKER_POLL_MS = 100;
+/** the longest wait for an open breaker before asking again */
+const MAX_BREAKER_WAIT_MS = 60_000;
 
 /**
  * One ordered stream: reads the shard after the committed offset in batches, calls the handler
@@ -233,6 +238,15 @@ export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
           if (stopping === 'lost') return 'interrupted';
           failure = error;
         }
+      }
+      if (failure instanceof CircuitOpenError && !recheck && stopping === undefined) {
+        // The read side's breaker is open: the handler is known down and nothing was sent. Wait
+        // for its trial call instead of using up the failure policy's retries on refusals.
+        logger.debug('read side circuit breaker open; waiting', { ...where, retryAfterMs: failure.retryAfterMs });
+        await sleep(Math.min(Math.max(failure.retryAfterMs, BREAKER_POLL_MS), MAX_BREAKER_WAIT_MS), () => recheck || stopping !== undefined);
+        if (recheck || stopping !== undefined) return 'interrupted';
+        attempt--;
+        continue;
       }
       stats.failures++;
       stats.lastError = failure instanceof Error ? failure.message : String(failure);

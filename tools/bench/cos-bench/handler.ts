@@ -1,7 +1,10 @@
 // The benchmark's write handler: a minimal WriteSideHandlerService on a stock @grpc/grpc-js server,
 // run as its own process. HandleCommand answers events = [command]; HandleEvent answers a small
-// state (the event's revision as 4 bytes). Prints `listening <port>` once bound.
+// state (the event's revision as 4 bytes). Prints `listening <port>` once bound. With
+// HANDLER_HTTP=1 the same handler also speaks the HTTP handler protocol (JSON, Any as base64) on
+// a plain node:http server: `http-listening <port>`.
 import { readFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { AnySchema } from '@bufbuild/protobuf/wkt';
 import * as grpc from '@grpc/grpc-js';
@@ -85,6 +88,33 @@ server.bindAsync(`127.0.0.1:${process.env['PORT'] ?? '0'}`, grpc.ServerCredentia
     process.stdout.write(`tls-listening ${tlsPort}\n`);
   });
 });
+/** HTTP: the same answers, as JSON */
+function stateOf(revision: number): string {
+  const value = new Uint8Array(4);
+  new DataView(value.buffer).setUint32(0, revision);
+  return Buffer.from(toBinary(AnySchema, create(AnySchema, { typeUrl: STATE_TYPE_URL, value }))).toString('base64');
+}
+if (process.env['HANDLER_HTTP'] === '1') {
+  const http = createHttpServer((request, response) => {
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => {
+      const body = JSON.parse(Buffer.concat(chunks).toString()) as Record<string, unknown>;
+      const answer =
+        request.url === '/v1/writeside/handleCommand'
+          ? { events: body['command'] === undefined ? [] : [body['command']] }
+          : { resulting_state: stateOf(Number((body['event_meta'] as { revision_number?: number } | undefined)?.revision_number ?? 0)) };
+      const text = JSON.stringify(answer);
+      response.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
+    });
+  });
+  http.keepAliveTimeout = 60_000;
+  http.listen(0, '127.0.0.1', () => {
+    const address = http.address();
+    process.stdout.write(`http-listening ${typeof address === 'object' && address ? address.port : 0}\n`);
+  });
+}
+
 const stop = () => server.tryShutdown(() => process.exit(0));
 process.once('SIGTERM', stop);
 process.once('SIGINT', stop);

@@ -15,6 +15,11 @@ export function startTestHandler(port = 0, env: Record<string, string> = {}): Pr
   return startSupportProcess('test-write-handler.ts', { PORT: String(port), ...env });
 }
 
+/** The write and read-side handler speaking only HTTP/JSON (http-handler.ts); TLS with CERT_FILE/KEY_FILE. */
+export function startHttpHandler(env: Record<string, string> = {}): Promise<RunningProcess & { port: number }> {
+  return startSupportProcess('http-handler.ts', { PORT: '0', ...env });
+}
+
 /** A write handler that traces with OpenTelemetry and exports to `tracesEndpoint`. */
 export function startTracedHandler(tracesEndpoint: string): Promise<RunningProcess & { port: number }> {
   return startSupportProcess('traced-write-handler.ts', { PORT: '0', TRACES_ENDPOINT: tracesEndpoint });
