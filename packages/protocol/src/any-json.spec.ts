@@ -102,6 +102,11 @@ describe('messageToJson / messageFromJson', () => {
     const meta = json['meta'] as JsonObject;
     expect(Object.keys(meta).sort()).toEqual(['data', 'entity_id', 'headers', 'revision_date', 'revision_number']);
     expect(meta['headers']).toEqual([{ key: 'x-user', string_value: 'u' }]);
+    const empty = create(ProcessCommandResponseSchema, { state, meta: create(MetaDataSchema, { entityId: 'e' }) });
+    expect(messageToJson(ProcessCommandResponseSchema, empty, { registry, anyFormat: 'base64', useProtoFieldName: true, alwaysEmitImplicit: true })).toEqual({
+      state: base64Encode(toBinary(AnySchema, state)),
+      meta: { entity_id: 'e', revision_number: 0, data: {}, headers: [] },
+    });
   });
 
   it('reads a command given as JSON of a known type, or as base64, under either field name', () => {

@@ -32,6 +32,8 @@ export interface AnyJsonOptions {
   readonly anyFormat?: AnyJsonFormat;
   /** snake_case field names as in the .proto (upstream's HTTP shape); default lowerCamelCase, proto3 JSON's */
   readonly useProtoFieldName?: boolean;
+  /** write fields at their default (0, "", empty lists and maps) too; default false, proto3 JSON's */
+  readonly alwaysEmitImplicit?: boolean;
 }
 
 /** Input that is not the message as JSON (the caller's mistake). */
@@ -47,7 +49,8 @@ export class JsonInputError extends Error {
 export function messageToJson(desc: DescMessage, message: Message, options: AnyJsonOptions): JsonValue {
   if (desc.typeName === AnySchema.typeName) return anyToJson(message as Any, options);
   const anyFields = anyBearingFields(desc);
-  const jsonOptions = { registry: options.registry, useProtoFieldName: options.useProtoFieldName ?? false };
+  const emitImplicit = options.alwaysEmitImplicit ?? false;
+  const jsonOptions = { registry: options.registry, useProtoFieldName: options.useProtoFieldName ?? false, alwaysEmitImplicit: emitImplicit };
   if (anyFields.length === 0) return toJson(desc, message, jsonOptions);
   // the library writes every other field; the fields leading to an Any are written here
   const rest = clone(desc, message);
@@ -61,10 +64,10 @@ export function messageToJson(desc: DescMessage, message: Message, options: AnyJ
     const element = field.message!;
     if (field.fieldKind === 'list') {
       const list = value as Message[];
-      if (list.length > 0) json[name] = list.map((item) => messageToJson(element, item, options));
+      if (list.length > 0 || emitImplicit) json[name] = list.map((item) => messageToJson(element, item, options));
     } else if (field.fieldKind === 'map') {
       const entries = Object.entries(value as Record<string, Message>);
-      if (entries.length > 0) json[name] = Object.fromEntries(entries.map(([key, item]) => [key, messageToJson(element, item, options)]));
+      if (entries.length > 0 || emitImplicit) json[name] = Object.fromEntries(entries.map(([key, item]) => [key, messageToJson(element, item, options)]));
     } else {
       json[name] = messageToJson(element, value as Message, options);
     }
