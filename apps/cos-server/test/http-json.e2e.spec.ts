@@ -202,6 +202,8 @@ describe.runIf(hasServer)('HTTP and JSON: the user types of COS_PROTO_DESCRIPTOR
   const dir = mkdtempSync(join(tmpdir(), 'cos-http-types-'));
   const pki = createTestPki();
   const serverCert = pki.issue({ name: 'cos-server', dns: ['localhost'], ips: ['127.0.0.1'] });
+  const app = pki.issue({ name: 'app', usage: 'client' });
+  const stranger = pki.issue({ name: 'stranger', usage: 'client' });
   const descriptorSet = buildBankDescriptorSet(dir);
   const registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, readFileSync(descriptorSet)));
   const OpenAccount = registry.getMessage('bank.v1.OpenAccount')!;
@@ -221,7 +223,11 @@ describe.runIf(hasServer)('HTTP and JSON: the user types of COS_PROTO_DESCRIPTOR
       COS_PROTO_DESCRIPTOR_SET: descriptorSet,
       COS_TLS_CERT_FILE: serverCert.certFile,
       COS_TLS_KEY_FILE: serverCert.keyFile,
+      // clients without a certificate come in with a token
+      COS_TLS_CLIENT_CA_FILE: pki.caFile,
+      COS_TLS_CLIENT_AUTH: 'optional',
       COS_AUTH_TOKENS_FILE: join(dir, 'tokens'),
+      COS_AUTH_CLIENT_NAMES: 'app',
     });
   }, 60_000);
 
@@ -285,6 +291,20 @@ describe.runIf(hasServer)('HTTP and JSON: the user types of COS_PROTO_DESCRIPTOR
     expect((await http1Json(`${base}/v1/entities/acc-2/state`, { ca: pki.ca })).status).toBe(401);
   });
 
+  it('takes client certificates on the HTTP front end as on gRPC, over HTTP/1.1 and HTTP/2', async () => {
+    const base = `https://localhost:${httpPort}`;
+    const asApp = await http1Json(`${base}/v1/entities/acc-2/state`, { ca: pki.ca, cert: app.cert, key: app.key });
+    expect(asApp).toMatchObject({ status: 200, json: { meta: { entity_id: 'acc-2' } } });
+    const asStranger = await http1Json(`${base}/v1/entities/acc-2/state`, { ca: pki.ca, cert: stranger.cert, key: stranger.key });
+    expect(asStranger).toMatchObject({ status: 403, json: { status: 'PERMISSION_DENIED' } });
+    const session = h2Session(base, { ca: pki.ca, cert: app.cert, key: app.key });
+    try {
+      expect((await h2Json(session, '/v1/entities/acc-2/state')).status).toBe(200);
+    } finally {
+      session.close();
+    }
+  });
+
   it('answers server reflection to a stock client: the services, and the user types of the set', async () => {
     const definition = loadSync('grpc/reflection/v1/reflection.proto', {
       includeDirs: [fileURLToPath(new URL('../../../proto', import.meta.url))],
@@ -293,6 +313,7 @@ describe.runIf(hasServer)('HTTP and JSON: the user types of COS_PROTO_DESCRIPTOR
     const loaded = grpc.loadPackageDefinition(definition) as unknown as {
       grpc: { reflection: { v1: { ServerReflection: grpc.ServiceClientConstructor } } };
     };
+    // reflection is open like health: no credential needed
     const client = new loaded.grpc.reflection.v1.ServerReflection(`localhost:${cos.port}`, grpc.credentials.createSsl(Buffer.from(pki.ca)));
     try {
       const call = client['serverReflectionInfo']!() as grpc.ClientDuplexStream<object, Record<string, { service?: Array<{ name: string }>; fileDescriptorProto?: Buffer[] }>>;

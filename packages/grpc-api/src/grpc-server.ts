@@ -92,16 +92,14 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   // gRPC and Connect JSON unary calls take the lean paths; the Connect adapter serves everything else.
   const routes = createUnaryRoutes();
   const unary = createUnaryGrpc({ maxMessageBytes: options.maxMessageBytes, receiveTimeout, routes, ...caller });
-  const connectJson = createUnaryConnectJson({
-    maxMessageBytes: options.maxMessageBytes,
-    routes,
-    registry: options.registry ?? createTypeRegistry(),
-    ...caller,
-  });
+  const registry = options.registry ?? createTypeRegistry();
+  const connectJson = createUnaryConnectJson({ maxMessageBytes: options.maxMessageBytes, routes, registry, ...caller });
   const handler = connectNodeAdapter({
     routes: (router) => options.routes(routes.router(router)),
     readMaxBytes: options.maxMessageBytes,
     writeMaxBytes: options.maxMessageBytes,
+    // Connect's own JSON (streams, gRPC-Web JSON) knows the same types; an Any of another type fails there
+    jsonOptions: { registry },
     ...(interceptors.length > 0 ? { interceptors } : {}),
     ...(contextValues ? { contextValues: (request) => contextValues(request as HttpRequest) } : {}),
   });
