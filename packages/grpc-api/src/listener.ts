@@ -151,7 +151,7 @@ export async function startListener(options: ListenerOptions): Promise<Listener>
     // it never listens itself: what 'listening' starts (tracking connections, which the request
     // timeout and closeIdleConnections need) is started here
     http1.emit('listening');
-    net = createNetServer((socket) => route(socket, http2, http1!));
+    net = createNetServer((socket) => route(socket, http2, http1!, options.receiveTimeoutMs));
   }
   const sessions = watchSessions(http2, idleTimeoutMs);
   // nghttp2 already answered with GOAWAY or RST_STREAM; this only tells the operator
@@ -204,9 +204,11 @@ function configureHttp1(server: Http1Server, options: ListenerOptions): void {
 
 /**
  * Reads the first bytes of a cleartext connection and hands it, bytes unread, to the server of
- * its protocol. A connection that closes or says nothing before deciding is dropped.
+ * its protocol. A connection that says too little to decide within `timeoutMs` (nothing at all,
+ * or "P") is cut: no server has it yet, so no other timeout would.
  */
-function route(socket: Socket, http2: Http2Server | Http2SecureServer, http1: Http1Server): void {
+function route(socket: Socket, http2: Http2Server | Http2SecureServer, http1: Http1Server, timeoutMs: number): void {
+  socket.setTimeout(timeoutMs, () => socket.destroy());
   let seen = Buffer.alloc(0);
   const decide = (chunk: Buffer) => {
     seen = Buffer.concat([seen, chunk]);
@@ -215,6 +217,7 @@ function route(socket: Socket, http2: Http2Server | Http2SecureServer, http1: Ht
     // "P" may still be POST, PUT or PATCH: wait for the bytes that tell
     if (isHttp2 && compared < 4) return;
     socket.off('data', decide);
+    socket.setTimeout(0);
     socket.pause();
     socket.unshift(seen);
     if (isHttp2) {
