@@ -135,7 +135,13 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
     logger,
     // COS_TLS_*, COS_AUTH_*, COS_ADMIN_*, COS_CLUSTER_PEER_NAMES; forwarded calls are checked by the router when clustered
     ...listenerSecurityOptions(config.security, config.store.kind === 'postgres'),
-    interceptors: [createServerTracingInterceptor({ ignoreServices: [Health.typeName] }), metrics.serverInterceptor],
+    // probes and tools asking what is served are no traffic worth a trace
+    interceptors: [
+      createServerTracingInterceptor({
+        ignoreServices: [Health.typeName, ReflectionV1.ServerReflection.typeName, ReflectionV1alpha.ServerReflection.typeName],
+      }),
+      metrics.serverInterceptor,
+    ],
     registry,
     corsAllowedOrigins: config.frontEnds.corsAllowedOrigins,
   };
