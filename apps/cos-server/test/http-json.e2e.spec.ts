@@ -24,7 +24,7 @@ import {
   startBankHandler,
   upstreamHttpClient,
 } from './support/json-clients.js';
-import { freePort, startTestHandler, type RunningProcess } from './support/processes.js';
+import { freePort, startCosServerProcess, startTestHandler, type RunningProcess } from './support/processes.js';
 
 const hasServer = (await testStoreKinds()).includes('postgres');
 const TOKEN = 'http-e2e-token-0123456789';
@@ -339,5 +339,33 @@ describe.runIf(hasServer)('HTTP and JSON: the user types of COS_PROTO_DESCRIPTOR
     } finally {
       client.close();
     }
+  });
+});
+
+describe('COS_PROTO_DESCRIPTOR_SET that cannot be used', () => {
+  it.each([
+    ['missing', (dir: string) => join(dir, 'missing.binpb'), /missing\.binpb cannot be read \(ENOENT\)/],
+    [
+      'not a descriptor set',
+      (dir: string) => {
+        writeFileSync(join(dir, 'notes.binpb'), 'not protobuf at all\n');
+        return join(dir, 'notes.binpb');
+      },
+      /notes\.binpb is not a FileDescriptorSet/,
+    ],
+  ])('stops the start when the file is %s (exit 2, the variable and the file named)', async (_what, file, said) => {
+    const dir = mkdtempSync(join(tmpdir(), 'cos-bad-types-'));
+    const server = startCosServerProcess({
+      WRITE_SIDE_HANDLER_SERVICE_HOST: '127.0.0.1',
+      WRITE_SIDE_HANDLER_SERVICE_PORT: '1',
+      COS_ADDRESS: '127.0.0.1',
+      COS_PORT: String(await freePort()),
+      COS_METRICS_PORT: String(await freePort()),
+      COS_DATA_DIR: join(dir, 'data'),
+      COS_PROTO_DESCRIPTOR_SET: file(dir),
+    });
+    expect(await server.exited).toBe(2);
+    expect(server.output()).toMatch(/COS_PROTO_DESCRIPTOR_SET: /);
+    expect(server.output()).toMatch(said);
   });
 });
