@@ -45,6 +45,11 @@
  * twice, each on a schema of its own, the load sending a fresh `x-cos-idempotency-key` on every
  * call to the second (`keyed`) and none to the first. Same defaults as --tracing-cost. Writes
  * <!-- idempotency:start --> ... <!-- idempotency:end -->.
+ * --http-cost: instead of the ceiling, ProcessCommand over the HTTP/JSON front end against gRPC:
+ * the same cos-server build twice, each on a schema of its own, the second with
+ * COS_SERVER_PROTOCOL=both, called over HTTP/1.1 keep-alive connections (one per caller) with
+ * upstream's JSON (`{"command": <base64 Any>}`), the first over gRPC. Same defaults as
+ * --tracing-cost. Writes <!-- http:start --> ... <!-- http:end -->.
  *
  * Build first (the benchmark runs the built server and packages, like production):
  *   npx nx run @chiefofstate/cos-server:build      (or pass --build)
@@ -82,10 +87,11 @@ const replicas = args.has('replicas');
 const tlsCost = args.has('tls-cost');
 const idempotencyCost = args.has('idempotency-cost');
 const httpHandler = args.has('http-handler');
+const httpCost = args.has('http-cost');
 /** --baseline: the built cos-server of another checkout, compared with this one */
 const baselineMain = args.has('baseline') ? path.resolve(args.get('baseline') ?? '', 'apps/cos-server/dist/main.js') : undefined;
-if ([tracingCost, replicas, baselineMain !== undefined, tlsCost, idempotencyCost, httpHandler].filter(Boolean).length > 1) {
-  console.error('--tracing-cost, --replicas, --baseline, --tls-cost, --idempotency-cost and --http-handler are separate runs: pass one of them');
+if ([tracingCost, replicas, baselineMain !== undefined, tlsCost, idempotencyCost, httpHandler, httpCost].filter(Boolean).length > 1) {
+  console.error('--tracing-cost, --replicas, --baseline, --tls-cost, --idempotency-cost, --http-handler and --http-cost are separate runs: pass one of them');
   process.exit(2);
 }
 if (baselineMain !== undefined && !existsSync(baselineMain)) {
@@ -93,7 +99,7 @@ if (baselineMain !== undefined && !existsSync(baselineMain)) {
   process.exit(2);
 }
 /** a second system side by side instead of the ceiling: tracing on, two replicas, or a baseline build */
-const sideBySide = tracingCost || replicas || baselineMain !== undefined || tlsCost || idempotencyCost || httpHandler;
+const sideBySide = tracingCost || replicas || baselineMain !== undefined || tlsCost || idempotencyCost || httpHandler || httpCost;
 const callerCounts = (args.get('callers') ?? (sideBySide ? '1,16,64' : '1,16,64,256')).split(',').map(Number);
 const entityCount = Number(args.get('entities') ?? 10_000);
 const keySets = (args.get('keys') ?? (sideBySide ? 'spread' : 'spread,hot')).split(',') as Keys[];
@@ -116,6 +122,8 @@ const docSection =
           ? 'idempotency'
           : httpHandler
             ? 'http-handler'
+            : httpCost
+              ? 'http'
             : 'tracing');
 /**
  * --traced-env=K=V,K=V: more environment for the traced cos-server only, to take the cost apart
@@ -134,9 +142,10 @@ const serverUrl = new URL(process.env['COS_BENCH_POSTGRES_URL'] ?? 'postgres://p
  * cos: cos-server (tracing off; `one` under --replicas); ceiling: see above; traced: cos-server
  * exporting every span; two: two cos-server replicas splitting the entity shards; baseline: the
  * cos-server of --baseline's checkout; tls: cos-server with TLS on both hops; keyed: cos-server
- * called with an idempotency key on every call; http: cos-server calling an HTTP write handler
+ * called with an idempotency key on every call; httpHandler: cos-server calling an HTTP write
+ * handler; http: cos-server called on its HTTP/JSON front end
  */
-type System = 'cos' | 'ceiling' | 'traced' | 'two' | 'baseline' | 'tls' | 'keyed' | 'http';
+type System = 'cos' | 'ceiling' | 'traced' | 'two' | 'baseline' | 'tls' | 'keyed' | 'http' | 'httpHandler';
 const systems: readonly System[] = tracingCost
   ? ['cos', 'traced']
   : replicas
@@ -148,6 +157,8 @@ const systems: readonly System[] = tracingCost
         : idempotencyCost
           ? ['cos', 'keyed']
           : httpHandler
+            ? ['cos', 'httpHandler']
+            : httpCost
             ? ['cos', 'http']
             : ['cos', 'ceiling'];
 /** a system's name in the output */
@@ -291,8 +302,12 @@ const keyedSchema = `${schema}_keyed`;
 if (idempotencyCost) await admin.query(`create schema ${keyedSchema}`);
 const keyedServiceName = `${serviceName}-keyed`;
 // And the one calling an HTTP write handler.
+const httpHandlerSchema = `${schema}_http_handler`;
+if (httpHandler) await admin.query(`create schema ${httpHandlerSchema}`);
+const httpHandlerServiceName = `${serviceName}-http-handler`;
+// And the one called over HTTP/JSON.
 const httpSchema = `${schema}_http`;
-if (httpHandler) await admin.query(`create schema ${httpSchema}`);
+if (httpCost) await admin.query(`create schema ${httpSchema}`);
 const httpServiceName = `${serviceName}-http`;
 
 async function backendPids(system: System): Promise<number[]> {
@@ -309,7 +324,9 @@ async function backendPids(system: System): Promise<number[]> {
             ? keyedServiceName
             : system === 'http'
               ? httpServiceName
-              : serviceName,
+              : system === 'httpHandler'
+                ? httpHandlerServiceName
+                : serviceName,
   ]);
   return result.rows.map((row) => row.pid);
 }
@@ -367,8 +384,9 @@ let pki: TestPki | undefined;
 let handlerTlsPort = 0;
 let keyed: Proc | undefined;
 /** --http-handler: the cos-server calling the handler over HTTP, and the handler's HTTP port */
-let http: Proc | undefined;
+let httpHandlerCos: Proc | undefined;
 let handlerHttpPort = 0;
+let viaHttp: Proc | undefined;
 let receiver: Proc | undefined;
 let receiverPort = 0;
 let load: Proc | undefined;
@@ -489,7 +507,10 @@ const completedBy = new Map<System, number>();
 let nextRequestId = 1;
 const pending = new Map<number, (result: LoadResult) => void>();
 
-async function drive(system: System, request: Omit<LoadRequest, 'id' | 'target' | 'traceparent' | 'idempotencyKeys'>): Promise<LoadResult> {
+async function drive(
+  system: System,
+  request: Omit<LoadRequest, 'id' | 'target' | 'traceparent' | 'idempotencyKeys' | 'http'>,
+): Promise<LoadResult> {
   const id = nextRequestId++;
   // With --tracing-cost both servers get the same traceparent on every call; only one records spans.
   const full: LoadRequest = {
@@ -498,6 +519,7 @@ async function drive(system: System, request: Omit<LoadRequest, 'id' | 'target' 
     target: target(system),
     traceparent: tracingCost,
     idempotencyKeys: system === 'keyed',
+    http: system === 'http',
     ...(system === 'tls' && pki ? { tlsCa: pki.ca } : {}),
   };
   const result = await new Promise<LoadResult>((resolve, reject) => {
@@ -568,16 +590,26 @@ try {
     ports.tls = on.port;
   } else if (httpHandler) {
     const overHttp = await startCos(
-      { COS_SERVICE_NAME: httpServiceName, WRITE_SIDE_HANDLER_SERVICE_PORT: String(handlerHttpPort), COS_WRITE_SIDE_PROTOCOL: 'http' },
-      'cos-server-http',
-      httpSchema,
+      { COS_SERVICE_NAME: httpHandlerServiceName, WRITE_SIDE_HANDLER_SERVICE_PORT: String(handlerHttpPort), COS_WRITE_SIDE_PROTOCOL: 'http' },
+      'cos-server-http-handler',
+      httpHandlerSchema,
     );
-    http = overHttp.proc;
-    ports.http = overHttp.port;
+    httpHandlerCos = overHttp.proc;
+    ports.httpHandler = overHttp.port;
   } else if (idempotencyCost) {
     const withKeys = await startCos({ COS_SERVICE_NAME: keyedServiceName }, 'cos-server-keyed', keyedSchema);
     keyed = withKeys.proc;
     ports.keyed = withKeys.port;
+  } else if (httpCost) {
+    // the load calls its HTTP/JSON front end: that port is the one it targets
+    const httpPort = await freePort();
+    const both = await startCos(
+      { COS_SERVICE_NAME: httpServiceName, COS_SERVER_PROTOCOL: 'both', COS_HTTP_ADDRESS: '127.0.0.1', COS_HTTP_PORT: String(httpPort) },
+      'cos-server-http',
+      httpSchema,
+    );
+    viaHttp = both.proc;
+    ports.http = httpPort;
   } else {
     ceiling = start('ceiling', [...profile('ceiling'), ...tsx('ceiling.ts')], { HANDLER_PORT: String(handlerPort) });
     ports.ceiling = Number((await ceiling.waitFor(/listening (\d+)/))[1]);
@@ -627,8 +659,10 @@ try {
                     : system === 'keyed'
                       ? [keyed!]
                       : system === 'http'
-                        ? [http!]
-                        : system === 'two'
+                        ? [viaHttp!]
+                        : system === 'httpHandler'
+                          ? [httpHandlerCos!]
+                          : system === 'two'
                         ? pair.map((r) => r.proc)
                         : [ceiling!];
           const serverTicks = () => servers.reduce((sum, server) => sum + cpuTicks(server.child.pid), 0);
@@ -737,6 +771,8 @@ try {
     reportHttpHandler(cells);
   } else if (idempotencyCost) {
     reportIdempotency(cells);
+  } else if (httpCost) {
+    reportHttp(cells);
   } else {
     report(cells, memory);
   }
@@ -749,7 +785,8 @@ try {
     baseline?.stop(),
     tls?.stop(),
     keyed?.stop(),
-    http?.stop(),
+    httpHandlerCos?.stop(),
+    viaHttp?.stop(),
     ...pair.map((replica) => replica.proc.stop()),
     receiver?.stop(),
     handler?.stop(),
@@ -763,6 +800,7 @@ try {
   pki?.remove();
   await admin.query(`drop schema if exists ${keyedSchema} cascade`);
   await admin.query(`drop schema if exists ${httpSchema} cascade`);
+  await admin.query(`drop schema if exists ${httpHandlerSchema} cascade`);
   await admin.end();
 }
 
@@ -1098,6 +1136,24 @@ function reportIdempotency(cells: Cell[]) {
   });
 }
 
+function reportHttp(cells: Cell[]) {
+  reportSideBySide(cells, {
+    before: 'cos',
+    after: 'http',
+    column: 'front end',
+    names: { before: 'gRPC', after: 'HTTP/JSON' },
+    heading: `## ProcessCommand over the HTTP/JSON front end against gRPC, Node ${process.versions.node.split('.')[0]}`,
+    run: [
+      'Run: `npx nx run @chiefofstate/cos-server:build && npx tsx tools/bench/cos-bench.ts --http-cost`',
+      '(options as for `--tracing-cost`). The same cos-server build twice, side by side on one handler, load',
+      'client and PostgreSQL, each on its own schema, cell after cell: one called over gRPC (one HTTP/2',
+      'connection, stock grpc-js), the other on its HTTP/JSON front end (COS_SERVER_PROTOCOL=both) with',
+      "upstream's JSON, `POST /v1/commands/{id}/process` `{\"command\": <base64 Any>}`, over HTTP/1.1",
+      'keep-alive connections, one per caller (node:http).',
+    ],
+  });
+}
+
 /** Two systems side by side, the second's cost against the first, in a docs section. */
 function reportSideBySide(
   cells: Cell[],
@@ -1106,8 +1162,9 @@ function reportSideBySide(
     after: System;
     column: string;
     names: { before: string; after: string };
-    cost: string;
-    limit: number;
+    /** a target the cost is judged against; none: the figures only */
+    cost?: string;
+    limit?: number;
     heading: string;
     run: string[];
   },
@@ -1134,7 +1191,7 @@ function reportSideBySide(
       `- ${callers} caller${callers === 1 ? '' : 's'}: throughput ${pct(throughput)}, ` +
         `p50 ${pct(ratio((c) => c.result.p50Ms) - 1)}, p99 ${pct(ratio((c) => c.result.p99Ms) - 1)}, ` +
         `cos-server CPU per command ${pct(cpu)}` +
-        costVerdict({ throughput, cpu }, options.limit, options.cost),
+        (options.limit === undefined ? '' : costVerdict({ throughput, cpu }, options.limit, options.cost ?? '')),
     );
   }
   const body = [
@@ -1144,7 +1201,9 @@ function reportSideBySide(
     '',
     `Table: medians of ${repeats} runs. Changes: the median over the runs of the ratio within each run ` +
       `(the two sides of a run measured back to back, alternating which goes first). Each cell ` +
-      `${warmupMs / 1000} s warm-up then ${durationMs / 1000} s measured; ${entityCount.toLocaleString('en')} entities, round robin.`,
+      `${warmupMs / 1000} s warm-up then ${durationMs / 1000} s measured; ${entityCount.toLocaleString('en')} entities, round robin. ` +
+      // other work on a shared machine shows here; well above the core count, the absolute figures mean little
+      `Load average when the run ended: ${os.loadavg()[0]!.toFixed(1)} on ${os.cpus().length} cores.`,
   ];
   console.log(body.join('\n'));
   if (!writeDoc) return;
@@ -1235,7 +1294,7 @@ function reportTls(cells: Cell[]) {
 
 function reportHttpHandler(cells: Cell[]) {
   reportHops(cells, {
-    after: 'http',
+    after: 'httpHandler',
     column: 'write handler',
     names: { cos: 'gRPC', after: 'HTTP' },
     note: 'Handler CPU is the one handler process, which serves both protocols (grpc-js for gRPC, node:http for HTTP).',

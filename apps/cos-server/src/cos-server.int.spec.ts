@@ -30,8 +30,9 @@ describe.each(await testStoreKinds())('startCosServer failing after the gRPC ser
     for (const step of cleanup.splice(0).reverse()) await step().catch(() => {});
   });
 
-  it('closes the gRPC server, the metrics server and every pool, then rejects', async () => {
+  it('closes the gRPC server, the HTTP front end, the metrics server and every pool, then rejects', async () => {
     const port = await freePort();
+    const httpPort = await freePort();
     const metricsPort = await freePort();
     const unreachable = await freePort();
     const schema = uniqueSchemaName('startup');
@@ -49,6 +50,8 @@ describe.each(await testStoreKinds())('startCosServer failing after the gRPC ser
         ...storeEnv,
         COS_ADDRESS: '127.0.0.1',
         COS_PORT: String(port),
+        COS_SERVER_PROTOCOL: 'both',
+        COS_HTTP_PORT: String(httpPort),
         COS_METRICS_PORT: String(metricsPort),
         COS_SERVICE_NAME: serviceName,
         WRITE_SIDE_HANDLER_SERVICE_HOST: '127.0.0.1',
@@ -66,6 +69,7 @@ describe.each(await testStoreKinds())('startCosServer failing after the gRPC ser
     await expect(startCosServer({ config, logger })).rejects.toThrow();
 
     expect(await isFree(port)).toBe(true);
+    expect(await isFree(httpPort)).toBe(true);
     expect(await isFree(metricsPort)).toBe(true);
     if (kind === 'postgres') {
       // no connection of the store pool, the lease pool or the LISTEN client is left
@@ -88,5 +92,36 @@ describe.each(await testStoreKinds())('startCosServer failing after the gRPC ser
       for (let i = 0; i < 100 && (await count()) > 0; i++) await new Promise((resolve) => setTimeout(resolve, 50));
       expect(await count()).toBe(0);
     }
+  }, 60_000);
+});
+
+describe('COS_SERVER_PROTOCOL=http on the embedded store', () => {
+  it('opens the HTTP/JSON front end and leaves the gRPC port closed', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'cos-http-only-'));
+    const [port, httpPort, metricsPort] = [await freePort(), await freePort(), await freePort()];
+    const { config } = loadConfig({
+      env: {
+        COS_DATA_DIR: dir,
+        COS_ADDRESS: '127.0.0.1',
+        COS_PORT: String(port),
+        COS_SERVER_PROTOCOL: 'http',
+        COS_HTTP_PORT: String(httpPort),
+        COS_METRICS_PORT: String(metricsPort),
+        WRITE_SIDE_HANDLER_SERVICE_HOST: '127.0.0.1',
+        WRITE_SIDE_HANDLER_SERVICE_PORT: '1',
+      },
+    });
+    const server = await startCosServer({ config, logger: createLogger({ level: 'error', name: 'cos-http-only' }) });
+    try {
+      expect({ port: server.port, httpPort: server.httpPort }).toEqual({ port: 0, httpPort });
+      expect(await isFree(port)).toBe(true);
+      const reply = await fetch(`http://127.0.0.1:${httpPort}/v1/entities/nobody/state`);
+      expect(reply.status).toBe(404);
+      expect(await reply.json()).toMatchObject({ code: 5, status: 'NOT_FOUND' });
+    } finally {
+      await server.close(100);
+      await rm(dir, { recursive: true, force: true });
+    }
+    expect(await isFree(httpPort)).toBe(true);
   }, 60_000);
 });

@@ -1,6 +1,6 @@
 import { networkInterfaces } from 'node:os';
 import { createEntityRouter, createForwardingAuth, entityShardStreams, type EntityRouter } from '@chiefofstate/cluster';
-import type { CosConfig } from '@chiefofstate/config';
+import { readTypeRegistry, type CosConfig } from '@chiefofstate/config';
 import { createEntityRuntime } from '@chiefofstate/entity';
 import {
   createChiefOfStateService,
@@ -9,18 +9,21 @@ import {
   createReadSideManagerService,
   listenerSecurityOptions,
   logCallFailure,
+  registerReflection,
   ServingStatus,
   startGrpcServer,
+  startHttpFrontEnd,
   type CommandProcessor,
   type GrpcServer,
   type HealthStatus,
+  type HttpFrontEnd,
 } from '@chiefofstate/grpc-api';
 import { createPeerClients, createReachabilityProbe, keepaliveOf, watchClientTlsLogged } from '@chiefofstate/handler-client';
 import { createJournal, JOURNAL_NOTIFY_CHANNEL, startKeyExpiry } from '@chiefofstate/journal';
 import type { Logger } from '@chiefofstate/logging';
 import { createMetrics, startMetricsServer, type CosMetrics, type MetricsServer } from '@chiefofstate/metrics';
 import { notify, type Database } from '@chiefofstate/postgres';
-import { ChiefOfStateService, Health, ReadSideManagerService } from '@chiefofstate/protocol';
+import { ChiefOfStateService, Health, ReadSideManagerService, ReflectionV1, ReflectionV1alpha } from '@chiefofstate/protocol';
 import { createDeferredManager, startReadSides } from '@chiefofstate/read-side';
 import { createLeaseCoordinator, loadClusterSecret } from '@chiefofstate/sharding';
 import { createSnapshotStore } from '@chiefofstate/snapshot';
@@ -37,8 +40,10 @@ export interface CosServerOptions {
 }
 
 export interface RunningCosServer {
-  /** the bound gRPC port (COS_PORT, or the one picked for port 0) */
+  /** the bound gRPC port (COS_PORT, or the one picked for port 0); 0 when COS_SERVER_PROTOCOL=http leaves it closed */
   readonly port: number;
+  /** the bound port of the HTTP/JSON front end (COS_HTTP_PORT); undefined when COS_SERVER_PROTOCOL=grpc */
+  readonly httpPort: number | undefined;
   /** the operations HTTP port: /metrics, /healthz, /readyz (COS_METRICS_PORT) */
   readonly metricsPort: number;
   readonly metrics: CosMetrics;
@@ -98,9 +103,31 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
   };
   // COS_SUBSCRIPTION_ENABLED: built once the store is open; the RPCs refuse until then
   let subscriptions: SubscriptionHub | undefined;
-  const server: GrpcServer = await startGrpcServer({
-    host: config.server.address,
-    port: config.server.port,
+  const cosService = createChiefOfStateService({
+    processor: {
+      processCommand: (request) => (ready ? ready.processCommand(request) : notReady()),
+      getState: (entityId, call) => (ready ? ready.getState(entityId, call) : notReady()),
+    },
+    headers: {
+      propagated: config.writeSide.propagatedHeaders,
+      persisted: config.writeSide.persistedHeaders,
+    },
+    commandTimeoutMs: config.timeouts.commandMs,
+    onError: logCallFailure(logger),
+    ...(config.subscriptions.enabled
+      ? {
+          subscriptions: {
+            subscribe: (request) => (subscriptions ? subscriptions.subscribe(request) : notReady()),
+            subscribeAll: (request) => (subscriptions ? subscriptions.subscribeAll(request) : notReady()),
+            unsubscribe: (id) => (subscriptions ? subscriptions.unsubscribe(id) : notReady()),
+          },
+        }
+      : {}),
+  });
+  // COS_PROTO_DESCRIPTOR_SET: the user's types, for JSON and reflection (checked when the config loaded)
+  const registry = readTypeRegistry(config.frontEnds.descriptorSetFiles);
+  // what both front ends share: limits, interceptors, TLS and caller authentication, types, CORS
+  const edge = {
     maxMessageBytes: config.server.maxMessageBytes,
     maxConcurrentStreams: config.server.maxConcurrentStreams,
     maxHeaderBytes: config.server.maxHeaderBytes,
@@ -110,47 +137,54 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
     logger,
     // COS_TLS_*, COS_AUTH_*, COS_ADMIN_*, COS_CLUSTER_PEER_NAMES; forwarded calls are checked by the router when clustered
     ...listenerSecurityOptions(config.security, config.store.kind === 'postgres'),
-    interceptors: [createServerTracingInterceptor({ ignoreServices: [Health.typeName] }), metrics.serverInterceptor],
-    routes: (router) => {
-      router.service(
-        ChiefOfStateService,
-        createChiefOfStateService({
-          processor: {
-            processCommand: (request) => (ready ? ready.processCommand(request) : notReady()),
-            getState: (entityId, call) => (ready ? ready.getState(entityId, call) : notReady()),
-          },
-          headers: {
-            propagated: config.writeSide.propagatedHeaders,
-            persisted: config.writeSide.persistedHeaders,
-          },
-          commandTimeoutMs: config.timeouts.commandMs,
-          onError: logCallFailure(logger),
-          ...(config.subscriptions.enabled
-            ? {
-                subscriptions: {
-                  subscribe: (request) => (subscriptions ? subscriptions.subscribe(request) : notReady()),
-                  subscribeAll: (request) => (subscriptions ? subscriptions.subscribeAll(request) : notReady()),
-                  unsubscribe: (id) => (subscriptions ? subscriptions.unsubscribe(id) : notReady()),
-                },
-              }
-            : {}),
-        }),
-      );
-      if (readSideEngineOn) {
-        router.service(
-          ReadSideManagerService,
-          createReadSideManagerService({
-            manager: readSideManager.manager,
-            // a fault of COS at error, with the errorId its caller was told
-            onError: logCallFailure(logger),
-          }),
-        );
-      }
-      router.service(Health, health.service);
-    },
-  });
-  undo.push('gRPC server', () => server.close(0));
-  logger.info({ address: config.server.address, port: server.port }, 'gRPC server listening');
+    // probes and tools asking what is served are no traffic worth a trace
+    interceptors: [
+      createServerTracingInterceptor({
+        ignoreServices: [Health.typeName, ReflectionV1.ServerReflection.typeName, ReflectionV1alpha.ServerReflection.typeName],
+      }),
+      metrics.serverInterceptor,
+    ],
+    registry,
+    corsAllowedOrigins: config.frontEnds.corsAllowedOrigins,
+  };
+  const served = [
+    ChiefOfStateService.typeName,
+    ...(readSideEngineOn ? [ReadSideManagerService.typeName] : []),
+    Health.typeName,
+    ReflectionV1.ServerReflection.typeName,
+    ReflectionV1alpha.ServerReflection.typeName,
+  ];
+  // replicas sharing PostgreSQL forward calls to each other over gRPC: its port opens for them even with COS_SERVER_PROTOCOL=http
+  const grpcOn = config.frontEnds.protocol !== 'http' || config.store.kind === 'postgres';
+  const server: GrpcServer | undefined = grpcOn
+    ? await startGrpcServer({
+        host: config.server.address,
+        port: config.server.port,
+        ...edge,
+        routes: (router) => {
+          router.service(ChiefOfStateService, cosService);
+          if (readSideEngineOn) {
+            router.service(
+              ReadSideManagerService,
+              createReadSideManagerService({
+                manager: readSideManager.manager,
+                // a fault of COS at error, with the errorId its caller was told
+                onError: logCallFailure(logger),
+              }),
+            );
+          }
+          router.service(Health, health.service);
+          registerReflection(router, { registry, services: () => served });
+        },
+      })
+    : undefined;
+  undo.push('gRPC server', () => server?.close(0));
+  if (server) logger.info({ address: config.server.address, port: server.port }, 'gRPC server listening');
+  const httpFrontEnd: HttpFrontEnd | undefined = config.frontEnds.http
+    ? await startHttpFrontEnd({ host: config.frontEnds.http.address, port: config.frontEnds.http.port, ...edge, service: cosService })
+    : undefined;
+  undo.push('HTTP front end', () => httpFrontEnd?.close(0));
+  if (httpFrontEnd) logger.info({ address: config.frontEnds.http!.address, port: httpFrontEnd.port }, 'HTTP/JSON front end listening');
   // not ready while the store (or the leases' connections) is known unreachable
   let storeAvailable = () => true;
   // nor while the write handler's circuit breaker is open (COS_WRITE_SIDE_BREAKER_ENABLED)
@@ -208,7 +242,7 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
   undo.push('write handler client', () => writeSide.close());
   if (writeBreaker) writeBreakerOpen = () => writeBreaker.state() === 'open';
   const validation = config.writeSide.validation;
-  const address = `${advertisedHost(config.cluster.podIp)}:${server.port}`;
+  const address = `${advertisedHost(config.cluster.podIp)}:${server?.port ?? 0}`;
   let router: EntityRouter | undefined;
   // the (message, fields) logger the entity runtime and the router declare
   const portLogger = {
@@ -359,7 +393,8 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
   }
 
   return {
-    port: server.port,
+    port: server?.port ?? 0,
+    httpPort: httpFrontEnd?.port,
     metricsPort: metricsServer.port,
     metrics,
     health,
@@ -375,7 +410,7 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
         // open streams end now (UNAVAILABLE, with where to resume), so they do not hold the grace period
         subscriptions = undefined;
         await hub?.close();
-        await server.close(graceMs);
+        await Promise.all([server?.close(graceMs), httpFrontEnd?.close(graceMs)]);
         await runtime.close();
         ready = undefined;
         readSideManager.set(undefined);

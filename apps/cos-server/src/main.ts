@@ -9,7 +9,7 @@ runCosProcess({
   cwd: process.cwd(),
   async start({ config, logger }) {
     const server = await startCosServer({ config, logger });
-    logger.info({ port: server.port, metricsPort: server.metricsPort }, 'operations endpoints ready');
+    logger.info({ port: server.port, httpPort: server.httpPort, metricsPort: server.metricsPort }, 'operations endpoints ready');
     return server;
   },
 });

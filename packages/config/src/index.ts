@@ -4,6 +4,7 @@ export { redactConfig, REDACTED } from './redact.js';
 export { DEFAULT_FAILURE_POLICY, DEFAULT_READ_SIDE_ID } from './read-sides.js';
 export { DEFAULT_PUBLISH_TIMEOUT_MS } from './publishers.js';
 export { CONFIG_VARIABLES } from './variables.js';
+export { readTypeRegistry, DESCRIPTOR_SET_VARIABLE } from './front-ends.js';
 export type { ConfigVariable } from './variables.js';
 export {
   CLIENT_AUTH_MODES,
@@ -14,6 +15,7 @@ export {
   OTLP_PROTOCOLS,
   POSTGRES_SSL_MODES,
   PUBLISHER_SINKS,
+  SERVER_PROTOCOLS,
   TRACE_SAMPLERS,
 } from './types.js';
 export type {
@@ -27,6 +29,8 @@ export type {
   DeploymentMode,
   EmbeddedStoreConfig,
   EntityConfig,
+  FrontEndsConfig,
+  ServerProtocol,
   FailurePolicy,
   JournalConfig,
   TestHooksConfig,

@@ -52,6 +52,7 @@ describe('defaults', () => {
       },
       readSide: { enabled: false, readSides: [], breaker: undefined },
       subscriptions: { enabled: false, maxActive: 1000 },
+      frontEnds: { protocol: 'grpc', http: undefined, corsAllowedOrigins: [], descriptorSetFiles: [] },
       telemetry: {
         serviceName: 'chiefofstate',
         teamName: undefined,
@@ -281,6 +282,11 @@ const ROWS: readonly [Record<string, string>, (config: CosConfig) => unknown, un
   [{ COS_MAX_IN_FLIGHT_COMMANDS: '100' }, (c) => c.entities.maxInFlightCommands, 100],
   [{ COS_SUBSCRIPTION_ENABLED: 'true' }, (c) => c.subscriptions.enabled, true],
   [{ COS_SUBSCRIPTION_MAX_ACTIVE: '20' }, (c) => c.subscriptions.maxActive, 20],
+  // front ends (COS_PROTO_DESCRIPTOR_SET needs files: front-ends.spec.ts)
+  [{ COS_SERVER_PROTOCOL: 'both' }, (c) => c.frontEnds.protocol, 'both'],
+  [{ COS_SERVER_PROTOCOL: 'http', COS_HTTP_ADDRESS: '127.0.0.2' }, (c) => c.frontEnds.http?.address, '127.0.0.2'],
+  [{ COS_SERVER_PROTOCOL: 'http', COS_HTTP_PORT: '8080' }, (c) => c.frontEnds.http?.port, 8080],
+  [{ COS_CORS_ALLOWED_ORIGINS: '*' }, (c) => c.frontEnds.corsAllowedOrigins, ['*']],
   [{ COS_JOURNAL_MAX_QUEUED_APPENDS: '10' }, (c) => c.journal.maxQueuedAppends, 10],
   // retry-safe commands
   [{ COS_IDEMPOTENCY_RETENTION: '3600.5' }, (c) => c.journal.idempotencyRetentionMs, 3_600_500],
@@ -439,9 +445,11 @@ describe('every variable', () => {
 
   it('has a row for every documented name and every alias', () => {
     const covered = new Set(ROWS.flatMap(([env]) => Object.keys(env)));
-    // COS_READ_SIDE_CONFIG, COS_PUBLISHER_CONFIG (YAML) and their __<SETTING>__<ID> forms have their own specs
+    // COS_READ_SIDE_CONFIG, COS_PUBLISHER_CONFIG (YAML) and their __<SETTING>__<ID> forms, and
+    // COS_PROTO_DESCRIPTOR_SET (files) have their own specs
+    const ownSpecs = new Set(['COS_READ_SIDE_CONFIG', 'COS_PUBLISHER_CONFIG', 'COS_PROTO_DESCRIPTOR_SET']);
     const names = CONFIG_VARIABLES.flatMap((variable) => [variable.name, ...variable.aliases]).filter(
-      (name) => !name.includes('<') && name !== 'COS_READ_SIDE_CONFIG' && name !== 'COS_PUBLISHER_CONFIG',
+      (name) => !name.includes('<') && !ownSpecs.has(name),
     );
     expect(names.filter((name) => !covered.has(name))).toEqual([]);
   });

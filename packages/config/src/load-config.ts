@@ -4,6 +4,7 @@ import { readPeerTls, readTlsReloadInterval, readWriteSideTls } from './client-t
 import { deepFreeze } from './deep-freeze.js';
 import { EnvReader, showValue, type Env, type Report } from './env-reader.js';
 import { readPostgresTls, warnUnusedPostgresTls } from './postgres-tls.js';
+import { readFrontEnds } from './front-ends.js';
 import { readPublishers } from './publishers.js';
 import { readReadSides } from './read-sides.js';
 import { readBreaker, readKeepalive, readPoolSize, readWriteSideProtocol, warnGrpcOnly } from './resilience.js';
@@ -155,6 +156,7 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
     enabled: reader.readOr(boolean, 'COS_SUBSCRIPTION_ENABLED', false),
     maxActive: reader.readOr(positiveInteger, 'COS_SUBSCRIPTION_MAX_ACTIVE', 1000),
   };
+  const frontEnds = readFrontEnds(reader, cwd, server, store.kind === 'postgres');
   const log = {
     level: reader.readOr(logLevel, 'LOG_LEVEL', 'info'),
     style: reader.readOr(logStyle, 'LOG_STYLE', 'JSON'),
@@ -179,6 +181,7 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
     entities,
     readSide,
     subscriptions,
+    frontEnds,
     telemetry,
     cluster,
     security,

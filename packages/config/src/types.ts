@@ -276,6 +276,22 @@ export interface ReadSidesConfig {
   readonly breaker: BreakerConfig | undefined;
 }
 
+/** COS_SERVER_PROTOCOL: which client front ends run. */
+export const SERVER_PROTOCOLS = ['grpc', 'http', 'both'] as const;
+export type ServerProtocol = (typeof SERVER_PROTOCOLS)[number];
+
+/** The client-facing surfaces beside gRPC, and the types they render. */
+export interface FrontEndsConfig {
+  /** COS_SERVER_PROTOCOL: grpc (gRPC, gRPC-Web and Connect on COS_PORT), http (the HTTP/JSON front end), or both */
+  readonly protocol: ServerProtocol;
+  /** COS_HTTP_ADDRESS / COS_HTTP_PORT of the upstream-shaped HTTP/JSON front end; undefined when it is off */
+  readonly http: { readonly address: string; readonly port: number } | undefined;
+  /** COS_CORS_ALLOWED_ORIGINS: origins browsers may call from (`*`: any); empty: no CORS headers */
+  readonly corsAllowedOrigins: readonly string[];
+  /** COS_PROTO_DESCRIPTOR_SET: absolute paths of the user's descriptor sets (checked to parse at load) */
+  readonly descriptorSetFiles: readonly string[];
+}
+
 export interface SubscriptionsConfig {
   /** COS_SUBSCRIPTION_ENABLED */
   readonly enabled: boolean;
@@ -415,6 +431,7 @@ export interface CosConfig {
   readonly entities: EntityConfig;
   readonly readSide: ReadSidesConfig;
   readonly subscriptions: SubscriptionsConfig;
+  readonly frontEnds: FrontEndsConfig;
   readonly telemetry: TelemetryConfig;
   readonly cluster: ClusterConfig;
   readonly security: SecurityConfig;

@@ -182,6 +182,11 @@ function oneOf<const T extends readonly string[]>(
 }
 
 const lower = (value: string) => value.toLowerCase();
+
+/** One of `values`, case-insensitive. */
+export function oneOfLower<const T extends readonly string[]>(values: T, expected: string): Codec<T[number]> {
+  return oneOf(values, lower, expected);
+}
 const upper = (value: string) => value.toUpperCase();
 
 export const clientAuthMode: Codec<ClientAuthMode> = oneOf(CLIENT_AUTH_MODES, lower, 'required or optional');
@@ -348,3 +353,14 @@ export const millisecondsOrDuration: Codec<number> = {
 
 /** How COS calls a handler: `grpc` or `http` (the newest upstream server's HTTP/JSON handler protocol). */
 export const handlerProtocol: Codec<HandlerProtocol> = oneOf(HANDLER_PROTOCOLS, lower, 'grpc or http');
+
+/** Browser origins (scheme://host[:port]) allowed to call COS across origins, or `*` for any. */
+export const corsOrigins = listOf((item) => {
+  if (item === '*') return true;
+  try {
+    const url = new URL(item);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.origin === item;
+  } catch {
+    return false;
+  }
+}, 'comma-separated origins like https://app.example.com (scheme, host and port only), or *');

@@ -363,6 +363,27 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     '',
     'one read side per id by env vars; SETTING is HOST, PORT, PROTOCOL, USE_TLS, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, TLS_SERVER_NAME, TIMEOUT, AUTO_START, ENABLED or FAILURE_POLICY',
   ),
+  // front ends and types (docs/http-json.md)
+  v(
+    'COS_SERVER_PROTOCOL',
+    [],
+    'grpc',
+    'which client front ends run: grpc (gRPC, gRPC-Web and Connect on COS_PORT, over HTTP/2 and HTTP/1.1), http (the upstream-shaped HTTP/JSON front end on COS_HTTP_PORT) or both',
+  ),
+  v('COS_HTTP_ADDRESS', [], 'COS_ADDRESS', 'address the HTTP/JSON front end binds (COS_SERVER_PROTOCOL http or both)'),
+  v('COS_HTTP_PORT', [], '9001', 'port of the HTTP/JSON front end (HTTP/1.1 and HTTP/2, with the TLS and caller authentication of the gRPC port)'),
+  v(
+    'COS_PROTO_DESCRIPTOR_SET',
+    [],
+    'unset',
+    'comma-separated descriptor set files of your types (buf build -o types.binpb): JSON shows Any fields of these types as proto3 JSON with @type (others as base64 of the serialized Any), and server reflection describes them; a missing or broken file stops the start',
+  ),
+  v(
+    'COS_CORS_ALLOWED_ORIGINS',
+    [],
+    'unset (no CORS)',
+    'comma-separated browser origins (https://app.example.com) allowed to call the gRPC port (Connect, gRPC-Web) and the HTTP/JSON front end from another origin, or *',
+  ),
   // subscriptions
   v(
     'COS_SUBSCRIPTION_ENABLED',

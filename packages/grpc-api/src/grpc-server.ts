@@ -1,22 +1,18 @@
-import {
-  createSecureServer,
-  createServer,
-  type Http2SecureServer,
-  type Http2Server,
-  type Http2Session,
-  type Http2ServerRequest,
-  type Http2ServerResponse,
-  type IncomingHttpHeaders,
-  type ServerHttp2Session,
-} from 'node:http2';
-import type { AddressInfo } from 'node:net';
-import { createContextValues, type ConnectRouter, type ContextValues, type Interceptor } from '@connectrpc/connect';
+import type { Http2ServerRequest, Http2ServerResponse, IncomingHttpHeaders } from 'node:http2';
+import type { Registry } from '@bufbuild/protobuf';
+import type { ConnectRouter, Interceptor } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { MAX_TIMER_MS } from '@chiefofstate/core';
-import { callPeer, createCallerAuth, type CallerAuth, type CallerAuthOptions } from './caller-auth.js';
-import { createListenerTls, peerOf, type ListenerTls, type ListenerTlsOptions } from './listener-tls.js';
+import { createTypeRegistry } from '@chiefofstate/protocol';
+import type { CallerAuthOptions } from './caller-auth.js';
+import { createCors } from './cors.js';
 import { normaliseGrpcMessage } from './grpc-message.js';
+import { startEdgeListener } from './listener.js';
+import { openSecurity } from './listener-security.js';
+import type { ListenerTlsOptions } from './listener-tls.js';
 import { createReceiveTimeout } from './receive-timeout.js';
+import { createUnaryRoutes, type HttpRequest, type HttpResponse } from './unary-call.js';
+import { createUnaryConnectJson } from './unary-connect-json.js';
 import { createUnaryGrpc } from './unary-grpc.js';
 
 export interface GrpcServerOptions {
@@ -47,10 +43,16 @@ export interface GrpcServerOptions {
   readonly callerAuth?: CallerAuthOptions;
   /**
    * true (default): plain gRPC unary calls take the hand-written path (createUnaryGrpc, a fifth
-   * of the CPU); false: every call goes through Connect's node adapter, the fallback should the
-   * fast path ever misbehave (COS_GRPC_SERVER_FAST_PATH). Both answer alike (differential tests).
+   * of the CPU); false: they go through Connect's node adapter, the fallback should the fast
+   * path ever misbehave (COS_GRPC_SERVER_FAST_PATH). Both answer alike (differential tests).
+   * Connect JSON unary calls keep their own path either way: Connect's would fail on Anys of
+   * types it does not know.
    */
   readonly unaryFastPath?: boolean;
+  /** the types JSON renders Anys with (COS_PROTO_DESCRIPTOR_SET); default: the well-known types and COS's */
+  readonly registry?: Registry;
+  /** browser origins allowed to call across origins (COS_CORS_ALLOWED_ORIGINS); unset or empty: no CORS */
+  readonly corsAllowedOrigins?: readonly string[];
 }
 
 /** What the server reports about input it refused below the services. */
@@ -69,8 +71,11 @@ export interface GrpcServer {
 }
 
 /**
- * Serves gRPC (HTTP/2, `application/grpc`), gRPC-Web and Connect on one cleartext HTTP/2 port.
- * Unary gRPC calls are served by createUnaryGrpc, the rest by Connect's node adapter.
+ * Serves gRPC (HTTP/2, `application/grpc`), gRPC-Web and Connect on one port, over HTTP/2 and
+ * HTTP/1.1 (listener.ts): unary gRPC calls by createUnaryGrpc, unary Connect JSON calls by
+ * createUnaryConnectJson (Anys of unknown types as base64), the rest by Connect's node adapter.
+ * gRPC itself needs HTTP/2; gRPC-Web and Connect work over either, so browsers and a plain
+ * `curl` get answers.
  *
  * HTTP/2 bounds: streams per connection and header list size are advertised in SETTINGS and
  * enforced by nghttp2 (a stream over them is reset with REFUSED_STREAM / ENHANCE_YOUR_CALM,
@@ -80,171 +85,45 @@ export interface GrpcServer {
  */
 export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer> {
   const logger = options.logger;
+  const receiveTimeoutMs = options.receiveTimeoutMs ?? 10_000;
   const receiveTimeout = createReceiveTimeout(
-    options.receiveTimeoutMs ?? 10_000,
+    receiveTimeoutMs,
     logger && ((request) => logger.debug({ path: request.url, remoteAddress: request.socket.remoteAddress }, 'request not received in time')),
   );
-  const { tls, auth } = openSecurity(options);
+  const security = openSecurity(options, logger);
+  const { auth, contextValues } = security;
   const interceptors = [...(options.interceptors ?? []), ...(auth ? [auth.interceptor] : [])];
-  // the connection's verified names, for the caller check; nothing is added when it is off
-  const contextValues = auth ? withPeer : undefined;
-  // gRPC unary calls take the lean path; the Connect adapter serves everything else.
-  const unary = createUnaryGrpc({
-    maxMessageBytes: options.maxMessageBytes,
-    receiveTimeout,
+  const caller = {
     ...(interceptors.length > 0 ? { interceptors } : {}),
     ...(contextValues ? { contextValues } : {}),
-  });
+  };
+  // gRPC and Connect JSON unary calls take the lean paths; the Connect adapter serves everything else.
   const fastPath = options.unaryFastPath ?? true;
+  const routes = createUnaryRoutes();
+  const unary = createUnaryGrpc({ maxMessageBytes: options.maxMessageBytes, receiveTimeout, routes, ...caller });
+  const registry = options.registry ?? createTypeRegistry();
+  const connectJson = createUnaryConnectJson({ maxMessageBytes: options.maxMessageBytes, routes, registry, ...caller });
   const handler = connectNodeAdapter({
-    routes: (router) => options.routes(fastPath ? unary.router(router) : router),
+    routes: (router) => options.routes(routes.router(router)),
     readMaxBytes: options.maxMessageBytes,
     writeMaxBytes: options.maxMessageBytes,
+    // Connect's own JSON (streams, gRPC-Web JSON) knows the same types; an Any of another type fails there
+    jsonOptions: { registry },
     ...(interceptors.length > 0 ? { interceptors } : {}),
-    ...(contextValues ? { contextValues: (request) => contextValues(request as Http2ServerRequest) } : {}),
+    ...(contextValues ? { contextValues: (request) => contextValues(request as HttpRequest) } : {}),
   });
-  const serverOptions = {
-    settings: {
-      maxConcurrentStreams: options.maxConcurrentStreams ?? 256,
-      maxHeaderListSize: options.maxHeaderBytes ?? 64 * 1024,
-    },
-    maxHeaderListPairs: 128,
-    // MB of HPACK state and queued frames per session before new streams are refused (Node's default, made explicit)
-    maxSessionMemory: 10,
-  };
-  const onRequest = (request: Http2ServerRequest, response: Http2ServerResponse) => {
-    if (fastPath && unary.handle(request, response)) return;
-    receiveTimeout.watch(request);
+  const cors = createCors(options.corsAllowedOrigins ?? []);
+  const onRequest = (request: HttpRequest, response: HttpResponse) => {
+    if (cors?.(request, response)) return;
+    const http2 = request.httpVersionMajor === 2;
+    if (http2 && fastPath && unary.handle(request as Http2ServerRequest, response as Http2ServerResponse)) return;
+    if (http2) receiveTimeout.watch(request as Http2ServerRequest);
+    if (connectJson.handle(request, response)) return;
     capTimeoutHeaders(request.headers);
-    normaliseGrpcMessage(response);
+    if (http2) normaliseGrpcMessage(response as Http2ServerResponse);
     handler(request, response);
   };
-  let server: Http2Server | Http2SecureServer;
-  if (tls) {
-    const secure = createSecureServer({ ...serverOptions, ...tls.serverOptions }, onRequest);
-    tls.attach(secure, (remoteAddress, reason) => logger?.warn({ remoteAddress, reason }, 'TLS connection refused'));
-    // a failed handshake (no or a wrong client certificate, a client not trusting ours)
-    secure.on('tlsClientError', (error: Error, socket: { remoteAddress?: string }) =>
-      logger?.debug({ err: error, remoteAddress: socket.remoteAddress }, 'TLS handshake failed'),
-    );
-    server = secure;
-  } else {
-    server = createServer(serverOptions, onRequest);
-  }
-  const idleTimeoutMs = options.idleTimeoutMs ?? 300_000;
-  const sessions = new Set<ServerHttp2Session>();
-  const openStreams = new WeakMap<Http2Session, number>();
-  server.on('stream', (stream) => {
-    const session = stream.session;
-    if (!session) return;
-    openStreams.set(session, (openStreams.get(session) ?? 0) + 1);
-    stream.once('close', () => openStreams.set(session, (openStreams.get(session) ?? 1) - 1));
-  });
-  server.on('session', (session) => {
-    sessions.add(session);
-    session.once('close', () => sessions.delete(session));
-    session.setTimeout(idleTimeoutMs, () => {
-      // a quiet stream (a subscription waiting for events) is not an idle connection: check
-      // that the peer is still there instead (the PING and its ack count as activity)
-      if ((openStreams.get(session) ?? 0) > 0) checkPeer(session, idleTimeoutMs);
-      else closeIdle(session, idleTimeoutMs);
-    });
-  });
-  // nghttp2 already answered with GOAWAY or RST_STREAM; this only tells the operator
-  server.on('sessionError', (error: Error, session: ServerHttp2Session) =>
-    logger?.warn({ err: error, remoteAddress: session.socket?.remoteAddress }, 'HTTP/2 connection error'),
-  );
-  await new Promise<void>((resolve, reject) => {
-    const failed = (error: Error) => {
-      tls?.close();
-      auth?.close();
-      reject(error);
-    };
-    server.once('error', failed);
-    server.listen(options.port, options.host, () => {
-      server.off('error', failed);
-      resolve();
-    });
-  });
-  const port = (server.address() as AddressInfo).port;
-
-  let closing: Promise<void> | undefined;
-  return {
-    port,
-    close(graceMs = 10_000) {
-      closing ??= new Promise<void>((resolve) => {
-        server.close(() => {
-          receiveTimeout.close();
-          tls?.close();
-          auth?.close();
-          resolve();
-        });
-        // GOAWAY: clients stop sending new calls on these sessions; open streams complete.
-        for (const session of sessions) session.close();
-        const timer = setTimeout(() => {
-          for (const session of sessions) session.destroy();
-        }, graceMs);
-        timer.unref();
-      });
-      return closing;
-    },
-  };
-}
-
-/** The listener's TLS files and the callers' token files, read now (a broken one is a ConfigError). */
-function openSecurity(options: GrpcServerOptions): { tls?: ListenerTls; auth?: CallerAuth } {
-  const logger = options.logger;
-  const tls =
-    options.tls &&
-    createListenerTls({
-      onReloadError: (error) => logger?.warn({ err: error }, 'changed TLS files cannot be used; the previous ones stay in use'),
-      onReload: () => logger?.debug({}, 'TLS files re-read; new connections get them'),
-      ...options.tls,
-    });
-  try {
-    const auth =
-      options.callerAuth &&
-      createCallerAuth({
-        onRefused: (refusal) => logger?.warn({ ...refusal }, 'call refused'),
-        onReloadError: (error, file) => logger?.warn({ err: error, file }, 'changed token file cannot be used; the previous tokens stay in use'),
-        ...options.callerAuth,
-      });
-    return { ...(tls ? { tls } : {}), ...(auth ? { auth } : {}) };
-  } catch (error) {
-    tls?.close();
-    throw error;
-  }
-}
-
-function withPeer(request: Http2ServerRequest): ContextValues {
-  return createContextValues().set(callPeer, peerOf(request));
-}
-
-/**
- * Closes a connection that went quiet: GOAWAY lets a well-behaved client finish what is open and
- * reconnect; one that is still open after as long again is dead (or broke the protocol, which
- * nghttp2 then ignores while Node keeps the socket) and is cut.
- */
-function closeIdle(session: ServerHttp2Session, graceMs: number): void {
-  session.close();
-  if (session.destroyed) return;
-  const timer = setTimeout(() => session.destroy(), graceMs);
-  timer.unref();
-  session.once('close', () => clearTimeout(timer));
-}
-
-/** A PING the peer must acknowledge within `graceMs`, or the connection is cut. */
-function checkPeer(session: ServerHttp2Session, graceMs: number): void {
-  const timer = setTimeout(() => session.destroy(), graceMs);
-  timer.unref();
-  const sent = session.ping((error) => {
-    clearTimeout(timer);
-    if (error) session.destroy();
-  });
-  if (!sent) {
-    clearTimeout(timer);
-    session.destroy();
-  }
+  return startEdgeListener(options, { security, receiveTimeout, receiveTimeoutMs, onRequest });
 }
 
 /** `grpc-timeout` for the longest delay a Node timer can hold (8 digits at most, as the spec says). */

@@ -48,3 +48,7 @@ export {
 } from './caller-auth.js';
 export { createListenerTls, peerOf, type ListenerTls, type ListenerTlsOptions } from './listener-tls.js';
 export { listenerSecurityOptions, type ListenerSecuritySettings } from './listener-security.js';
+export { startHttpFrontEnd, type HttpFrontEnd, type HttpFrontEndOptions } from './http-front-end.js';
+export { httpOpenApiDocument } from './openapi.js';
+export { httpStatusOf } from './status.js';
+export { createReflectionService, registerReflection, type ReflectionOptions } from './reflection-service.js';

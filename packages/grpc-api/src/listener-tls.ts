@@ -1,7 +1,8 @@
-import type { Http2SecureServer, Http2ServerRequest, Http2Session } from 'node:http2';
+import type { Http2SecureServer, Http2Session } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import { certificateIdentities, watchTlsFiles, type TlsMaterial, type WatchedFiles } from '@chiefofstate/tls';
 import type { CallPeer } from './caller-auth.js';
+import type { HttpRequest } from './unary-call.js';
 
 /** The gRPC listener's TLS (COS_TLS_*). */
 export interface ListenerTlsOptions {
@@ -83,8 +84,9 @@ const peers = new WeakMap<Http2Session, CallPeer>();
  * The connection of a request: its remote address and the names of its verified client
  * certificate, worked out once per connection.
  */
-export function peerOf(request: Http2ServerRequest): CallPeer {
-  const session = request.stream.session;
+export function peerOf(request: HttpRequest): CallPeer {
+  // HTTP/1.1 requests have no session: their socket is the connection
+  const session = 'stream' in request ? request.stream.session : undefined;
   const known = session && peers.get(session);
   if (known) return known;
   const socket = (session?.socket ?? request.socket) as Partial<TLSSocket>;

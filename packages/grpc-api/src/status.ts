@@ -193,3 +193,32 @@ export function logCallFailure(
     else logger.error(fields, 'call failed');
   };
 }
+
+/**
+ * The HTTP status of a gRPC code on the HTTP/JSON front end (the usual mapping, as grpc-gateway
+ * and Google's APIs use it; FAILED_PRECONDITION is 412 as the upstream spec asks). Upstream
+ * answered every failure 500; the code, message and details stay in the body either way.
+ * (The Connect protocol keeps Connect's own table, which its clients expect.)
+ */
+export function httpStatusOf(code: Code): number {
+  return HTTP_STATUS[code] ?? 500;
+}
+
+const HTTP_STATUS: Partial<Record<Code, number>> = {
+  [Code.Canceled]: 499,
+  [Code.Unknown]: 500,
+  [Code.InvalidArgument]: 400,
+  [Code.DeadlineExceeded]: 504,
+  [Code.NotFound]: 404,
+  [Code.AlreadyExists]: 409,
+  [Code.PermissionDenied]: 403,
+  [Code.ResourceExhausted]: 429,
+  [Code.FailedPrecondition]: 412,
+  [Code.Aborted]: 409,
+  [Code.OutOfRange]: 400,
+  [Code.Unimplemented]: 501,
+  [Code.Internal]: 500,
+  [Code.Unavailable]: 503,
+  [Code.DataLoss]: 500,
+  [Code.Unauthenticated]: 401,
+};

@@ -22,3 +22,7 @@ export {
   type ErrorInfo,
 } from './retry-safe.js';
 export { decodeRpcStatus, encodeRpcStatus, type RpcStatus, type RpcStatusDetail } from './rpc-status.js';
+export * as ReflectionV1 from './gen/grpc/reflection/v1/reflection_pb.js';
+export * as ReflectionV1alpha from './gen/grpc/reflection/v1alpha/reflection_pb.js';
+export { createTypeRegistry, type DescriptorSetInput } from './type-registry.js';
+export { messageFromJson, messageToJson, JsonInputError, type AnyJsonFormat, type AnyJsonOptions } from './any-json.js';

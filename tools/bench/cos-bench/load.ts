@@ -3,6 +3,7 @@
 // previous one answered. Requests are encoded once up front so the client spends its CPU on gRPC,
 // not on protobuf, and answers are not decoded (only their status counts).
 import { randomBytes } from 'node:crypto';
+import { Agent, request as httpRequest } from 'node:http';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { AnySchema } from '@bufbuild/protobuf/wkt';
 import * as grpc from '@grpc/grpc-js';
@@ -32,6 +33,11 @@ export interface LoadRequest {
   readonly tlsCa?: string;
   /** send a fresh `x-cos-idempotency-key` with every call (its cost: --idempotency-cost) */
   readonly idempotencyKeys?: boolean;
+  /**
+   * call the HTTP/JSON front end at `target` instead (--http-cost): POST
+   * /v1/commands/{id}/process with the command as base64, over HTTP/1.1 keep-alive connections
+   */
+  readonly http?: boolean;
 }
 
 export interface LoadResult {
@@ -125,14 +131,50 @@ function requestsFor(prefix: string, count: number): Buffer[] {
   return requests;
 }
 
+/** HTTP/JSON: the path and the body of each entity's command, encoded once. */
+const httpEncoded = new Map<string, Array<{ path: string; body: Buffer }>>();
+function httpRequestsFor(prefix: string, count: number): Array<{ path: string; body: Buffer }> {
+  const key = `${prefix}\u0000${count}`;
+  let requests = httpEncoded.get(key);
+  if (requests === undefined) {
+    const body = Buffer.from(JSON.stringify({ command: Buffer.from(toBinary(AnySchema, COMMAND)).toString('base64') }));
+    requests = Array.from({ length: count }, (_, i) => ({ path: `/v1/commands/${encodeURIComponent(`${prefix}${i}`)}/process`, body }));
+    httpEncoded.set(key, requests);
+  }
+  return requests;
+}
+
+/** one keep-alive connection per caller at most; the answer's body is read, not decoded */
+const agent = new Agent({ keepAlive: true });
+function httpCall(target: string): (request: { path: string; body: Buffer }) => Promise<string | undefined> {
+  const colon = target.lastIndexOf(':');
+  const host = target.slice(0, colon);
+  const port = Number(target.slice(colon + 1));
+  return ({ path, body }) =>
+    new Promise((resolve) => {
+      const sent = httpRequest(
+        { host, port, path, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': body.byteLength } },
+        (response) => {
+          response.resume();
+          response.once('end', () => resolve(response.statusCode === 200 ? undefined : `HTTP ${response.statusCode}`));
+        },
+      );
+      sent.once('error', (error) => resolve(String(error)));
+      sent.end(body);
+    });
+}
+
 function percentile(sorted: Float64Array, p: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
 async function run(request: LoadRequest): Promise<LoadResult> {
-  const calls = (typeof request.target === 'string' ? [request.target] : request.target).map((target) => clientFor(target, request.tlsCa));
-  const requests = requestsFor(request.prefix, request.count);
+  const targets = typeof request.target === 'string' ? [request.target] : request.target;
+  const calls = targets.map((target) => clientFor(target, request.tlsCa));
+  const httpCalls = request.http ? targets.map(httpCall) : [];
+  const requests = request.http ? [] : requestsFor(request.prefix, request.count);
+  const httpRequests = request.http ? httpRequestsFor(request.prefix, request.count) : [];
   const timed = request.mode === 'timed';
   const latencies: number[] = [];
   let ok = 0;
@@ -148,6 +190,7 @@ async function run(request: LoadRequest): Promise<LoadResult> {
 
   const caller = async (_: unknown, c: number) => {
     const call = calls[c % calls.length]!;
+    const viaHttp = httpCalls[c % Math.max(1, httpCalls.length)];
     for (;;) {
       const started = performance.now();
       if (started >= windowEnd) return;
@@ -155,15 +198,21 @@ async function run(request: LoadRequest): Promise<LoadResult> {
       if (timed) index = next++ % request.count;
       else if (next < request.count) index = next++;
       else return;
-      let metadata = request.traceparent ? tracedMetadata() : new grpc.Metadata();
-      if (request.idempotencyKeys) metadata = withKey(metadata);
-      const outcome = await new Promise<grpc.ServiceError | null>((resolve) => call(requests[index]!, metadata, (error) => resolve(error)));
+      let failed: string | undefined;
+      if (viaHttp) {
+        failed = await viaHttp(httpRequests[index]!);
+      } else {
+        let metadata = request.traceparent ? tracedMetadata() : new grpc.Metadata();
+        if (request.idempotencyKeys) metadata = withKey(metadata);
+        const outcome = await new Promise<grpc.ServiceError | null>((resolve) => call(requests[index]!, metadata, (error) => resolve(error)));
+        failed = outcome ? `${grpc.status[outcome.code]}: ${outcome.details}` : undefined;
+      }
       const finished = performance.now();
       completed++;
       if (finished < windowStart || finished > windowEnd) continue;
-      if (outcome) {
+      if (failed !== undefined) {
         errors++;
-        firstError ??= `${grpc.status[outcome.code]}: ${outcome.details}`;
+        firstError ??= failed;
       } else {
         ok++;
         latencies.push(finished - started);
