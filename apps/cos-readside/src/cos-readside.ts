@@ -1,4 +1,4 @@
-import type { CosConfig } from '@chiefofstate/config';
+import { readTypeRegistry, type CosConfig } from '@chiefofstate/config';
 import { ConfigError } from '@chiefofstate/core';
 import {
   createHealthStatus,
@@ -113,6 +113,8 @@ export async function startCosReadside(options: CosReadsideOptions): Promise<Run
       ...(leaseDatabase ? { leaseDatabase } : {}),
       handlerInterceptors: [metrics.handlerInterceptor],
       onDelivery: (readSideId, seconds, outcome) => metrics.observeReadSideDelivery(readSideId, seconds, outcome),
+      // publishers with the JSON payload format render the user's types (COS_PROTO_DESCRIPTOR_SET)
+      typeRegistry: readTypeRegistry(config.frontEnds.descriptorSetFiles),
     });
   } catch (error) {
     await server.close(0);

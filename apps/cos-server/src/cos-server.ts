@@ -336,6 +336,7 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
         journal,
         handlerInterceptors: [metrics.handlerInterceptor],
         onDelivery: (readSideId, seconds, outcome) => metrics.observeReadSideDelivery(readSideId, seconds, outcome),
+        typeRegistry: registry,
       })
     : undefined;
   undo.push('read sides', () => readSides?.close());

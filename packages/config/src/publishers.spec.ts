@@ -50,7 +50,7 @@ describe('COS_PUBLISHER_CONFIG (YAML)', () => {
     expect(JSON.stringify(redactConfig(config))).not.toContain('secret');
   });
 
-  it('reports unknown keys, a missing subject, settings of the other sink, and JSON format', () => {
+  it('reports unknown keys, a missing subject, settings of the other sink, and an unknown format', () => {
     const path = join(dir, 'bad.yaml');
     writeFileSync(
       path,
@@ -68,7 +68,7 @@ describe('COS_PUBLISHER_CONFIG (YAML)', () => {
         'publisherId: c',
         'sink: rabbitmq',
         'url: amqp://rabbit',
-        'format: json',
+        'format: avro',
       ].join('\n'),
     );
     const problems = problemsOf({ COS_PUBLISHER_CONFIG: path });
@@ -77,7 +77,7 @@ describe('COS_PUBLISHER_CONFIG (YAML)', () => {
         expect.stringMatching(/document 1: unknown key "topic"/),
         expect.stringMatching(/publisher "b" .*subject is missing/),
         expect.stringMatching(/publisher "b" .*exchange does not apply to sink nats/),
-        expect.stringMatching(/document 3: format="json": expected protobuf/),
+        expect.stringMatching(/document 3: format="avro": expected protobuf .* or json/),
       ]),
     );
   });

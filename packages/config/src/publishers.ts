@@ -41,9 +41,9 @@ const subject: Codec<string> = {
 /** Exchanges and routing keys: at most 255 characters (AMQP short strings); '' is the default exchange. */
 const amqpName: Codec<string> = { schema: z.string().trim().max(255), expected: 'at most 255 characters' };
 
-const format: Codec<'protobuf'> = {
-  schema: z.string().trim().toLowerCase().pipe(z.enum(['protobuf'])),
-  expected: 'protobuf (the serialized EventWrapper; JSON is not supported yet)',
+const format: Codec<'protobuf' | 'json'> = {
+  schema: z.string().trim().toLowerCase().pipe(z.enum(['protobuf', 'json'])),
+  expected: 'protobuf (the serialized EventWrapper) or json (its proto3 JSON; Anys of the COS_PROTO_DESCRIPTOR_SET types as JSON)',
 };
 
 type Settings = {
@@ -52,7 +52,7 @@ type Settings = {
   subject: string;
   exchange: string;
   routingKey: string;
-  format: 'protobuf';
+  format: 'protobuf' | 'json';
   timeoutMs: number;
   autoStart: boolean;
   enabled: boolean;

@@ -254,8 +254,8 @@ interface PublisherCommon {
   readonly publisherId: string;
   /** broker URL (may hold a password: redacted in logs) */
   readonly url: string;
-  /** the message payload: the serialized EventWrapper */
-  readonly format: 'protobuf';
+  /** the message payload: the serialized EventWrapper, or its proto3 JSON */
+  readonly format: 'protobuf' | 'json';
   /** wait for the broker's acknowledgement before publishing again */
   readonly timeoutMs: number;
   readonly autoStart: boolean;

@@ -14,6 +14,8 @@ export const MESSAGE_HEADERS = {
   eventType: 'cos-event-type',
   /** prefix of the event's persisted headers (MetaData.headers) */
   persistedPrefix: 'cos-header-',
+  /** `application/json` with the JSON payload format; absent: the serialized EventWrapper */
+  contentType: 'content-type',
 } as const;
 
 /** The id a consumer deduplicates by: the same for each publication of one event. */

@@ -1,6 +1,13 @@
-import { create } from '@bufbuild/protobuf';
-import { HandleReadSideResponseSchema, type HandleReadSideRequest, type HandleReadSideResponse } from '@chiefofstate/protocol';
-import { toBrokerMessage, type StoredEvent } from './broker-message.js';
+import { create, fromBinary, type Registry } from '@bufbuild/protobuf';
+import {
+  EventWrapperSchema,
+  HandleReadSideResponseSchema,
+  createTypeRegistry,
+  messageToJson,
+  type HandleReadSideRequest,
+  type HandleReadSideResponse,
+} from '@chiefofstate/protocol';
+import { MESSAGE_HEADERS, toBrokerMessage, type StoredEvent } from './broker-message.js';
 import { createNatsSink } from './nats-sink.js';
 import { publishFailure } from './ordered.js';
 import type { BrokerMessage, EventSink } from './ports.js';
@@ -41,13 +48,28 @@ export interface PublisherHandler {
 
 const ACCEPTED = create(HandleReadSideResponseSchema, { successful: true });
 
-export function createPublisherHandler(sink: EventSink): PublisherHandler {
+/** How a publisher writes each event's payload (COS_PUBLISHER_CONFIG `format`). */
+export interface PayloadOptions {
+  /**
+   * `protobuf` (default): the serialized EventWrapper as stored. `json`: the EventWrapper in
+   * proto3 JSON (lowerCamelCase), its Anys as JSON with `@type` when `registry` knows their type
+   * (COS_PROTO_DESCRIPTOR_SET), else as the base64 of the serialized Any; the message then carries
+   * `content-type: application/json`.
+   */
+  readonly format?: 'protobuf' | 'json';
+  readonly registry?: Registry;
+}
+
+const encoder = new TextEncoder();
+
+export function createPublisherHandler(sink: EventSink, options: PayloadOptions = {}): PublisherHandler {
+  const toMessage = messageMaker(options);
   return {
     sink,
     async handleReadSide(_request, call) {
       // the stored bytes, not the request: the EventWrapper's trace context is not in the request
       if (!call?.record) throw new Error('a publisher needs the journal event (ReadSideCallOptions.record)');
-      await sink.publish([toBrokerMessage(call.record)], call.timeoutMs !== undefined ? { timeoutMs: call.timeoutMs } : undefined);
+      await sink.publish([toMessage(call.record)], call.timeoutMs !== undefined ? { timeoutMs: call.timeoutMs } : undefined);
       return ACCEPTED;
     },
     async handleBatch(events, call) {
@@ -55,7 +77,7 @@ export function createPublisherHandler(sink: EventSink): PublisherHandler {
       let unreadable: unknown;
       for (const event of events) {
         try {
-          messages.push(toBrokerMessage(event));
+          messages.push(toMessage(event));
         } catch (error) {
           unreadable = new Error(`the journal event at position ${event.position} is not an EventWrapper (${error instanceof Error ? error.message : String(error)})`);
           break;
@@ -65,6 +87,21 @@ export function createPublisherHandler(sink: EventSink): PublisherHandler {
       if (unreadable !== undefined) throw publishFailure(unreadable, messages.length);
     },
     close: () => sink.close(),
+  };
+}
+
+/** The broker message of an event in the configured payload format. */
+function messageMaker(options: PayloadOptions): (event: StoredEvent) => BrokerMessage {
+  if (options.format !== 'json') return (event) => toBrokerMessage(event);
+  const registry = options.registry ?? createTypeRegistry();
+  return (event) => {
+    const message = toBrokerMessage(event);
+    const json = messageToJson(EventWrapperSchema, fromBinary(EventWrapperSchema, event.payload), { registry });
+    return {
+      ...message,
+      headers: { ...message.headers, [MESSAGE_HEADERS.contentType]: 'application/json' },
+      payload: encoder.encode(JSON.stringify(json)),
+    };
   };
 }
 

@@ -8,6 +8,7 @@ import { connect as amqpConnect, type Channel, type ChannelModel } from 'amqplib
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pollUntil, startTcpProxy, type TcpProxy } from '@chiefofstate/testing';
 import { create, toBinary } from '@bufbuild/protobuf';
+import { AnySchema, StringValueSchema, anyPack } from '@bufbuild/protobuf/wkt';
 import { EventWrapperSchema, MetaDataSchema } from '@chiefofstate/protocol';
 import { createNatsSink } from './nats-sink.js';
 import type { PublishFailure } from './ordered.js';
@@ -127,6 +128,34 @@ describe('NATS JetStream sink', () => {
       expect(failure?.message).toContain('the journal event at position 6 is not an EventWrapper');
       await handler.close();
       expect((await stored()).sort()).toEqual(['a:1', 'a:2', 'b:1', 'b:2', 'c:1']);
+    });
+  }, 60_000);
+
+  it('publishes the JSON payload format: the EventWrapper in proto3 JSON, known Anys with @type, others as base64', async () => {
+    await withStream(async (subject) => {
+      const handler = createPublisherHandler(createNatsSink({ url: 'nats://127.0.0.1:4222', subject }), { format: 'json' });
+      // a type COS knows (well-known types are always in the registry) and one it does not
+      const account = create(AnySchema, { typeUrl: 'type.googleapis.com/bank.v1.Account', value: new Uint8Array([8, 5]) });
+      const payload = toBinary(
+        EventWrapperSchema,
+        create(EventWrapperSchema, {
+          event: anyPack(StringValueSchema, create(StringValueSchema, { value: 'deposited 5' })),
+          resultingState: account,
+          meta: create(MetaDataSchema, { entityId: 'acc-json', revisionNumber: 3 }),
+        }),
+      );
+      await handler.handleBatch([{ position: 9n, shard: 1, payload }], { timeoutMs: 5000 });
+      await handler.close();
+      const stream = (await jsm.streams.find(subject))!;
+      const message = (await jsm.streams.getMessage(stream, { seq: 1 }))!;
+      expect(message.header.get('Nats-Msg-Id')).toBe('acc-json:3');
+      expect(message.header.get('content-type')).toBe('application/json');
+      expect(message.header.get('cos-revision')).toBe('3');
+      expect(JSON.parse(new TextDecoder().decode(message.data))).toEqual({
+        event: { '@type': 'type.googleapis.com/google.protobuf.StringValue', value: 'deposited 5' },
+        resultingState: Buffer.from(toBinary(AnySchema, account)).toString('base64'),
+        meta: { entityId: 'acc-json', revisionNumber: 3 },
+      });
     });
   }, 60_000);
 

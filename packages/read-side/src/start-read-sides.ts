@@ -1,3 +1,4 @@
+import type { Registry } from '@bufbuild/protobuf';
 import type { CosConfig, StoreConfig } from '@chiefofstate/config';
 import { createCircuitBreaker, type BreakerStats, type CircuitBreaker } from '@chiefofstate/circuit-breaker';
 import {
@@ -56,6 +57,8 @@ export interface StartReadSidesOptions {
   readonly leaseMs?: number;
   readonly pollIntervalMs?: number;
   readonly retry?: Partial<RetryOptions>;
+  /** the types publishers with the JSON payload format render Anys with (COS_PROTO_DESCRIPTOR_SET) */
+  readonly typeRegistry?: Registry;
 }
 
 /** One (read side, shard) for metrics: how far behind it is, and its state. */
@@ -150,7 +153,12 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
     }
   }
   const keepalive = config.keepalive ? keepaliveOf(config.keepalive) : undefined;
-  const publisherHandlers: PublisherHandler[] = publishers.map((publisher) => createPublisherHandler(createSink(publisher)));
+  const publisherHandlers: PublisherHandler[] = publishers.map((publisher) =>
+    createPublisherHandler(createSink(publisher), {
+      format: publisher.format,
+      ...(options.typeRegistry ? { registry: options.typeRegistry } : {}),
+    }),
+  );
   const journal = options.journal ?? createJournal({ database: journalDatabase, numShards: config.numShards });
   const offsets = createOffsetStore({ database: offsetsDatabase });
   const ownership = createLeaseCoordinator({
