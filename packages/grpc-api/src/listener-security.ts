@@ -1,6 +1,7 @@
 import { createContextValues, type ContextValues } from '@connectrpc/connect';
 import { callPeer, createCallerAuth, type CallerAuth, type CallerAuthOptions, type ServiceCredentials } from './caller-auth.js';
 import { createListenerTls, peerOf, type ListenerTls, type ListenerTlsOptions } from './listener-tls.js';
+import { createRefusalLog } from './refusal-log.js';
 import type { HttpRequest } from './unary-call.js';
 
 /** The settings both binaries read (the `security` section of @chiefofstate/config fits). */
@@ -55,7 +56,8 @@ export function openSecurity(
     const auth =
       options.callerAuth &&
       createCallerAuth({
-        onRefused: (refusal) => logger?.warn({ ...refusal }, 'call refused'),
+        // at most a line a minute per kind: a caller retrying with a wrong token must not flood the log
+        onRefused: createRefusalLog((refusal) => logger?.warn({ ...refusal }, 'call refused')),
         onReloadError: (error, file) => logger?.warn({ err: error, file }, 'changed token file cannot be used; the previous tokens stay in use'),
         ...options.callerAuth,
       });
