@@ -1,9 +1,6 @@
-import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { parseAllDocuments } from 'yaml';
 import { z } from 'zod';
 import { invalidMessage, showValue, type EnvReader } from './env-reader.js';
-import { yamlMapping } from './yaml-mapping.js';
+import { readYamlDocuments, yamlMapping } from './yaml-mapping.js';
 import { PUBLISHER_SINKS, type PublisherConfig, type PublisherSink } from './types.js';
 import { PUBLISHER_ENV_PREFIX } from './variables.js';
 import { boolean, milliseconds, parseValue, readSideId, type Codec } from './values.js';
@@ -200,50 +197,11 @@ function fromSettingVariables(reader: EnvReader): Draft[] {
 }
 
 function fromYaml(options: PublishersOptions): Draft[] {
-  const { reader } = options;
-  const found = reader.lookup('COS_PUBLISHER_CONFIG');
-  if (found === undefined) return [];
-  const path = resolve(options.cwd, found.value.trim());
-  let files: string[];
-  try {
-    files = statSync(path).isDirectory()
-      ? readdirSync(path)
-          .filter((entry) => /\.ya?ml$/i.test(entry))
-          .sort()
-          .map((entry) => join(path, entry))
-          .filter((file) => statSync(file).isFile())
-      : [path];
-    if (files.length === 0) reader.report.warn(`COS_PUBLISHER_CONFIG: directory ${path} holds no .yaml or .yml file`);
-  } catch (error) {
-    reader.report.problem(
-      `COS_PUBLISHER_CONFIG=${showValue(found.name, found.value)}: expected a readable YAML file or directory (${errorText(error)})`,
-    );
-    return [];
-  }
-  return files.flatMap((file) => fromYamlFile(file, reader));
-}
-
-function fromYamlFile(file: string, reader: EnvReader): Draft[] {
-  let content: string;
-  try {
-    content = readFileSync(file, 'utf8');
-  } catch (error) {
-    reader.report.problem(`COS_PUBLISHER_CONFIG file ${file}: expected a readable YAML file (${errorText(error)})`);
-    return [];
-  }
   const drafts: Draft[] = [];
-  parseAllDocuments(content).forEach((document, index) => {
-    const where = `COS_PUBLISHER_CONFIG file ${file} document ${index + 1}`;
-    const [error] = document.errors;
-    if (error !== undefined) {
-      reader.report.problem(`${where}: expected valid YAML (${error.message.split('\n')[0]})`);
-      return;
-    }
-    const value: unknown = document.toJS();
-    if (value === null || value === undefined) return;
-    const draft = fromYamlDocument(value, where, reader);
+  for (const { content, where } of readYamlDocuments(options.reader, 'COS_PUBLISHER_CONFIG', options.cwd)) {
+    const draft = fromYamlDocument(content, where, options.reader);
     if (draft !== undefined) drafts.push(draft);
-  });
+  }
   return drafts;
 }
 
@@ -272,6 +230,3 @@ function fromYamlDocument(content: unknown, where: string, reader: EnvReader): D
   return { id: id.value, source: where, values, invalid: mapping.invalid, settingName: (setting) => setting.yaml };
 }
 
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}

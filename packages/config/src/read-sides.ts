@@ -1,8 +1,6 @@
-import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { parseAllDocuments } from 'yaml';
+import { resolve } from 'node:path';
 import { invalidMessage, showValue, type EnvReader } from './env-reader.js';
-import { yamlMapping } from './yaml-mapping.js';
+import { readYamlDocuments, yamlMapping } from './yaml-mapping.js';
 import type { ClientTlsConfig, FailurePolicy, HandlerProtocol, ReadSideConfig } from './types.js';
 import { READ_SIDE_ENV_PREFIX } from './variables.js';
 import {
@@ -255,58 +253,11 @@ function fromSettingVariables(reader: EnvReader): Draft[] {
 }
 
 function fromYaml(options: ReadSidesOptions): Draft[] {
-  const { reader } = options;
-  const found = reader.lookup('COS_READ_SIDE_CONFIG');
-  if (found === undefined) return [];
-  const path = resolve(options.cwd, found.value.trim());
-  let files: string[];
-  try {
-    if (statSync(path).isDirectory()) {
-      files = readdirSync(path)
-        .filter((entry) => /\.ya?ml$/i.test(entry))
-        .sort()
-        .map((entry) => join(path, entry))
-        .filter((file) => statSync(file).isFile());
-      if (files.length === 0) reader.report.warn(`COS_READ_SIDE_CONFIG: directory ${path} holds no .yaml or .yml file`);
-    } else {
-      files = [path];
-    }
-  } catch (error) {
-    reader.report.problem(
-      `COS_READ_SIDE_CONFIG=${showValue(found.name, found.value)}: expected a readable YAML file or directory (${errorText(error)})`,
-    );
-    return [];
-  }
-  return files.flatMap((file) => fromYamlFile(file, reader));
-}
-
-function fromYamlFile(file: string, reader: EnvReader): Draft[] {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (error) {
-    reader.report.problem(`COS_READ_SIDE_CONFIG file ${file}: expected a readable YAML file (${errorText(error)})`);
-    return [];
-  }
   const drafts: Draft[] = [];
-  const documents = parseAllDocuments(text);
-  if (!Array.isArray(documents) || documents.length === 0) {
-    reader.report.warn(`COS_READ_SIDE_CONFIG file ${file} holds no read side`);
-    return [];
-  }
-  documents.forEach((document, index) => {
-    const where = `COS_READ_SIDE_CONFIG file ${file} document ${index + 1}`;
-    const [error] = document.errors;
-    if (error !== undefined) {
-      reader.report.problem(`${where}: expected valid YAML (${error.message.split('\n')[0]})`);
-      return;
-    }
-    const content: unknown = document.toJS();
-    // an empty document, e.g. after a trailing `---`
-    if (content === null || content === undefined) return;
-    const draft = fromYamlDocument(content, where, reader);
+  for (const { content, where } of readYamlDocuments(options.reader, 'COS_READ_SIDE_CONFIG', options.cwd, 'holds no read side')) {
+    const draft = fromYamlDocument(content, where, options.reader);
     if (draft !== undefined) drafts.push(draft);
-  });
+  }
   return drafts;
 }
 
@@ -355,6 +306,3 @@ function fromYamlDocument(content: unknown, where: string, reader: EnvReader): D
   };
 }
 
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}

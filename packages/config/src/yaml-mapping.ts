@@ -1,4 +1,7 @@
-import type { EnvReader } from './env-reader.js';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import { showValue, type EnvReader } from './env-reader.js';
 
 /** One YAML document of a read side or publisher: its keys, read as single values. */
 export interface YamlMapping {
@@ -38,4 +41,75 @@ export function yamlMapping(content: unknown, where: string, keys: readonly stri
     }
   }
   return mapping;
+}
+
+/** One non-empty YAML document of a configuration file, with where it is for messages. */
+export interface YamlDocument {
+  readonly content: unknown;
+  /** `<variable> file <file> document <n>` */
+  readonly where: string;
+}
+
+/**
+ * The documents of the YAML file, or the .yaml/.yml files of the directory (sorted by name), that
+ * `variable` names (relative to `cwd`). Unreadable paths, files and documents are reported (a
+ * problem each) and skipped; so are empty documents (a trailing `---`). `emptyFile`, when given,
+ * is the warning for a file without any document (`... file <file> <emptyFile>`).
+ */
+export function readYamlDocuments(
+  reader: EnvReader,
+  variable: string,
+  cwd: string,
+  emptyFile?: string,
+): YamlDocument[] {
+  const found = reader.lookup(variable);
+  if (found === undefined) return [];
+  const path = resolve(cwd, found.value.trim());
+  let files: string[];
+  try {
+    files = statSync(path).isDirectory()
+      ? readdirSync(path)
+          .filter((entry) => /\.ya?ml$/i.test(entry))
+          .sort()
+          .map((entry) => join(path, entry))
+          .filter((file) => statSync(file).isFile())
+      : [path];
+    if (files.length === 0) reader.report.warn(`${variable}: directory ${path} holds no .yaml or .yml file`);
+  } catch (error) {
+    reader.report.problem(`${variable}=${showValue(found.name, found.value)}: expected a readable YAML file or directory (${errorText(error)})`);
+    return [];
+  }
+  return files.flatMap((file) => documentsOf(file, variable, reader, emptyFile));
+}
+
+function documentsOf(file: string, variable: string, reader: EnvReader, emptyFile: string | undefined): YamlDocument[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    reader.report.problem(`${variable} file ${file}: expected a readable YAML file (${errorText(error)})`);
+    return [];
+  }
+  const documents = parseAllDocuments(text);
+  if (!Array.isArray(documents) || documents.length === 0) {
+    if (emptyFile !== undefined) reader.report.warn(`${variable} file ${file} ${emptyFile}`);
+    return [];
+  }
+  const found: YamlDocument[] = [];
+  documents.forEach((document, index) => {
+    const where = `${variable} file ${file} document ${index + 1}`;
+    const [error] = document.errors;
+    if (error !== undefined) {
+      reader.report.problem(`${where}: expected valid YAML (${error.message.split('\n')[0]})`);
+      return;
+    }
+    const content: unknown = document.toJS();
+    // an empty document, e.g. after a trailing `---`
+    if (content !== null && content !== undefined) found.push({ content, where });
+  });
+  return found;
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
