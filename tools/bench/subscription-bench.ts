@@ -10,7 +10,11 @@
  * subscribers from offset 0 read the whole journal written so far; events/s delivered in all.
  *
  *   npx tsx tools/bench/subscription-bench.ts [--subscribers=1,10,100] [--rate=1000] [--seconds=10] [--no-write]
- *       [--profile=DIR]
+ *       [--paths=fast,connect] [--profile=DIR]
+ *
+ * Paths: each fan-out is measured on two cos-server processes side by side, one with the gRPC
+ * fast path for the streams (the default) and one with COS_GRPC_SERVER_FAST_PATH=false (Connect's
+ * adapter serves them).
  *
  * Build first (`npx nx run @chiefofstate/cos-server:build`). PostgreSQL: COS_BENCH_POSTGRES_URL
  * (default postgres://postgres@127.0.0.1:5432/postgres). Writes its section of docs/benchmarks.md
@@ -40,6 +44,7 @@ const fanOuts = (args.get('subscribers') ?? '1,10,100').split(',').map(Number);
 const rate = Number(args.get('rate') ?? 1000);
 const seconds = Number(args.get('seconds') ?? 10);
 const writeDoc = !args.has('no-write');
+const paths = (args.get('paths') ?? 'fast,connect').split(',') as ('fast' | 'connect')[];
 const serverUrl = new URL(process.env['COS_BENCH_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres');
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const COS_MAIN = path.join(ROOT, 'apps/cos-server/dist/main.js');
@@ -57,30 +62,46 @@ const connection = {
   database: serverUrl.pathname.slice(1) || 'postgres',
 };
 
-const port = await freePort();
-const metricsPort = await freePort();
-const cos = startProcess(
-  process.execPath,
-  // --profile=DIR: a V8 CPU profile of cos-server, written when it exits
-  [...(args.has('profile') ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(args.get('profile') ?? '.')}`] : []), COS_MAIN],
-  {
-    COS_ADDRESS: '127.0.0.1',
-    COS_PORT: String(port),
-    COS_METRICS_PORT: String(metricsPort),
-    COS_POSTGRES_HOST: connection.host,
-    COS_POSTGRES_PORT: String(connection.port),
-    COS_POSTGRES_USER: connection.user,
-    COS_POSTGRES_PASSWORD: connection.password,
-    COS_POSTGRES_DB: connection.database,
-    COS_POSTGRES_SCHEMA: schema,
-    COS_SUBSCRIPTION_ENABLED: 'true',
-    // no command goes through it: an address nobody listens on
-    WRITE_SIDE_HANDLER_SERVICE_HOST: '127.0.0.1',
-    WRITE_SIDE_HANDLER_SERVICE_PORT: '9',
-    POD_IP: '127.0.0.1',
-  },
-  { cwd: ROOT },
-);
+interface Server {
+  readonly path: 'fast' | 'connect';
+  readonly port: number;
+  readonly metricsPort: number;
+  readonly process: ReturnType<typeof startProcess>;
+}
+
+async function startServer(serverPath: 'fast' | 'connect'): Promise<Server> {
+  const port = await freePort();
+  const metricsPort = await freePort();
+  const process_ = startProcess(
+    process.execPath,
+    // --profile=DIR: a V8 CPU profile of cos-server, written when it exits
+    [...(args.has('profile') ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(args.get('profile') ?? '.')}`] : []), COS_MAIN],
+    {
+      COS_ADDRESS: '127.0.0.1',
+      COS_PORT: String(port),
+      COS_METRICS_PORT: String(metricsPort),
+      COS_POSTGRES_HOST: connection.host,
+      COS_POSTGRES_PORT: String(connection.port),
+      COS_POSTGRES_USER: connection.user,
+      COS_POSTGRES_PASSWORD: connection.password,
+      COS_POSTGRES_DB: connection.database,
+      COS_POSTGRES_SCHEMA: schema,
+      COS_SUBSCRIPTION_ENABLED: 'true',
+      COS_GRPC_SERVER_FAST_PATH: String(serverPath === 'fast'),
+      // no command goes through it: an address nobody listens on
+      WRITE_SIDE_HANDLER_SERVICE_HOST: '127.0.0.1',
+      WRITE_SIDE_HANDLER_SERVICE_PORT: '9',
+      POD_IP: '127.0.0.1',
+    },
+    { cwd: ROOT },
+  );
+  // the server migrates the schema
+  await process_.waitFor(/chief-of-state serving/).catch((error: unknown) => {
+    console.error(process_.output());
+    throw error;
+  });
+  return { path: serverPath, port, metricsPort, process: process_ };
+}
 
 /** CPU seconds of a process so far (Linux /proc). */
 function cpuSeconds(pid: number): number {
@@ -120,7 +141,7 @@ function subscribeAll(client: Client, afterOffset?: bigint) {
 }
 
 /** cos_subscription_lag_seconds{kind="all"} buckets now: upper bound -> cumulative count */
-async function serverLagBuckets(): Promise<Map<number, number>> {
+async function serverLagBuckets(metricsPort: number): Promise<Map<number, number>> {
   const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
   const buckets = new Map<number, number>();
   for (const match of text.matchAll(/^cos_subscription_lag_seconds_bucket\{[^}]*le="([^"]+)"[^}]*kind="all"[^}]*\} (\S+)$|^cos_subscription_lag_seconds_bucket\{[^}]*kind="all"[^}]*le="([^"]+)"[^}]*\} (\S+)$/gm)) {
@@ -140,12 +161,10 @@ function bucketPercentile(before: Map<number, number>, after: Map<number, number
   return '?';
 }
 
+const servers: Server[] = [];
 try {
-  // the server migrates the schema
-  await cos.waitFor(/chief-of-state serving/).catch((error: unknown) => {
-    console.error(cos.output());
-    throw error;
-  });
+  // one at a time: the first migrates the schema
+  for (const serverPath of paths) servers.push(await startServer(serverPath));
   const database = await createDatabase({ kind: 'postgres', ...connection, schema, poolMax: 4, applicationName: 'subscription-bench' });
   const journal = createJournal({ database, numShards: 16 });
   const revisions = new Map<string, number>();
@@ -186,11 +205,12 @@ try {
   };
 
   const clients: Client[] = [];
-  const clientFor = (i: number): Client => {
-    const index = Math.floor(i / STREAMS_PER_CONNECTION);
+  /** the client of the i-th stream to `server`: 25 streams per connection */
+  const clientFor = (server: Server, i: number): Client => {
+    const index = Math.floor(i / STREAMS_PER_CONNECTION) * servers.length + servers.indexOf(server);
     clients[index] ??= createGrpcJsClient({
       service: ChiefOfStateService,
-      address: `127.0.0.1:${port}`,
+      address: `127.0.0.1:${server.port}`,
       // one channel (one HTTP/2 connection) per client
       channelOptions: { 'grpc.channel_id': index } as never,
     });
@@ -201,13 +221,14 @@ try {
   /** lag p99 (ms) and the load average, per fan-out */
   const verdicts: string[] = [];
   const catchUpRows: string[] = [];
-  for (const n of fanOuts) {
+  for (const n of fanOuts) for (const server of servers) {
+    const cos = server.process;
     /** (offset, arrival time) of every delivery while measuring; joined with `issued` after */
     const arrivals: { offset: bigint; at: number }[] = [];
     let measuring = false;
     let delivered = 0;
     const streams = Array.from({ length: n }, (_, i) => {
-      const call = subscribeAll(clientFor(i));
+      const call = subscribeAll(clientFor(server, i));
       call.on('data', (offset: bigint) => {
         delivered++;
         if (measuring) arrivals.push({ offset, at: performance.now() });
@@ -226,13 +247,13 @@ try {
     measuring = true;
     const cpuBefore = cpuSeconds(cos.child.pid!);
     const ownCpuBefore = process.cpuUsage();
-    const bucketsBefore = await serverLagBuckets();
+    const bucketsBefore = await serverLagBuckets(server.metricsPort);
     const deliveredBefore = delivered;
     const started = performance.now();
     const written = await write(seconds * 1000);
     await pollUntil(() => delivered - deliveredBefore >= written * n, 300_000, 'every event delivered');
     const elapsed = (performance.now() - started) / 1000;
-    const bucketsAfter = await serverLagBuckets();
+    const bucketsAfter = await serverLagBuckets(server.metricsPort);
     const cpu = (cpuSeconds(cos.child.pid!) - cpuBefore) / elapsed;
     const ownCpuUsed = process.cpuUsage(ownCpuBefore);
     const ownCpu = (ownCpuUsed.user + ownCpuUsed.system) / 1e6 / elapsed;
@@ -244,11 +265,11 @@ try {
       if (sent !== undefined) lags.push(at - sent);
     }
     const sorted = Float64Array.from(lags).sort();
-    const row = `| ${n} | ${Math.round(written / elapsed)} | ${Math.round((written * n) / elapsed)} | ${percentile(sorted, 50).toFixed(1)} | ${percentile(sorted, 99).toFixed(1)} | ${sorted.at(-1)?.toFixed(1)} | ${bucketPercentile(bucketsBefore, bucketsAfter, 50)} | ${bucketPercentile(bucketsBefore, bucketsAfter, 99)} | ${Math.round(cpu * 100)}% | ${Math.round((cpu * elapsed * 1e6) / (written * n))} | ${Math.round(ownCpu * 100)}% | ${os.loadavg()[0]!.toFixed(1)} |`;
+    const row = `| ${n} | ${server.path} | ${Math.round(written / elapsed)} | ${Math.round((written * n) / elapsed)} | ${percentile(sorted, 50).toFixed(1)} | ${percentile(sorted, 99).toFixed(1)} | ${sorted.at(-1)?.toFixed(1)} | ${bucketPercentile(bucketsBefore, bucketsAfter, 50)} | ${bucketPercentile(bucketsBefore, bucketsAfter, 99)} | ${Math.round(cpu * 100)}% | ${Math.round((cpu * elapsed * 1e6) / (written * n))} | ${Math.round(ownCpu * 100)}% | ${os.loadavg()[0]!.toFixed(1)} |`;
     console.log(row);
     rows.push(row);
     const p99 = percentile(sorted, 99);
-    verdicts.push(`${n} subscriber(s): ${p99 < 50 ? 'met' : 'not met'} (${p99.toFixed(0)} ms, load ${os.loadavg()[0]!.toFixed(1)})`);
+    verdicts.push(`${n} subscriber(s) (${server.path}): ${p99 < 50 ? 'met' : 'not met'} (${p99.toFixed(0)} ms, load ${os.loadavg()[0]!.toFixed(1)})`);
 
     // catch-up: n subscribers read the newest CATCH_UP events of the journal at once
     const total = Number((await journal.latestPosition()).toString());
@@ -256,7 +277,7 @@ try {
     const received = new Array<number>(n).fill(0);
     const catchUpStarted = performance.now();
     const catchUps = Array.from({ length: n }, (_, i) => {
-      const call = subscribeAll(clientFor(i), catchUpFrom);
+      const call = subscribeAll(clientFor(server, i), catchUpFrom);
       call.on('data', (offset: bigint) => {
         if (offset <= BigInt(total)) received[i]!++;
       });
@@ -267,7 +288,7 @@ try {
     await pollUntil(() => received.every((r) => r >= count), 300_000, 'catch-up done', 20);
     const catchUpSeconds = (performance.now() - catchUpStarted) / 1000;
     for (const call of catchUps) call.cancel();
-    const catchUpRow = `| ${n} | ${count} | ${catchUpSeconds.toFixed(2)} | ${Math.round((count * n) / catchUpSeconds)} |`;
+    const catchUpRow = `| ${n} | ${server.path} | ${count} | ${catchUpSeconds.toFixed(2)} | ${Math.round((count * n) / catchUpSeconds)} |`;
     console.log(catchUpRow);
     catchUpRows.push(catchUpRow);
   }
@@ -286,14 +307,14 @@ try {
       'Server-side lag: cos_subscription_lag_seconds (from the event\'s written_at, its transaction\'s start, to cos-server handing it to the stream), as histogram bucket bounds. ' +
       'CPU: cos-server, and this process (the writer and every subscriber) (100% = one core). Load average: the machine\'s 1-minute load when the row was measured (other work shares the cores).',
     '',
-    '| subscribers | events/s written | events/s delivered | lag p50 ms | lag p99 ms | lag max ms | server-side lag p50 ms | server-side lag p99 ms | cos-server CPU | cos-server CPU per delivery (µs) | writer + subscribers CPU | load average |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| subscribers | server path | events/s written | events/s delivered | lag p50 ms | lag p99 ms | lag max ms | server-side lag p50 ms | server-side lag p99 ms | cos-server CPU | cos-server CPU per delivery (µs) | writer + subscribers CPU | load average |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...rows,
     '',
     `Catch-up: N subscribers at once read the newest ${CATCH_UP} events of the journal (history from the journal, page by page, pulled as the client reads).`,
     '',
-    '| subscribers | events each | seconds | events/s delivered |',
-    '|---|---|---|---|',
+    '| subscribers | server path | events each | seconds | events/s delivered |',
+    '|---|---|---|---|---|',
     ...catchUpRows,
     '',
     `The target, a lag p99 under 50 ms at ${rate} events/s: ${verdicts.join('; ')}. On a machine this loaded every`,
@@ -318,7 +339,7 @@ try {
   console.log(section);
   if (writeDoc) writeBenchmarkSection('subscriptions', section);
 } finally {
-  await cos.kill('SIGTERM');
+  for (const server of servers) await server.process.kill('SIGTERM');
   const client = new pg.Client(connection);
   await client.connect();
   await client.query(`DROP SCHEMA IF EXISTS ${pg.escapeIdentifier(schema)} CASCADE`);

@@ -11,6 +11,7 @@ import { startEdgeListener } from './listener.js';
 import { openSecurity } from './listener-security.js';
 import type { ListenerTlsOptions } from './listener-tls.js';
 import { createReceiveTimeout } from './receive-timeout.js';
+import { createServerStreamGrpc } from './server-stream-grpc.js';
 import { createUnaryRoutes, type HttpRequest, type HttpResponse } from './unary-call.js';
 import { createUnaryConnectJson } from './unary-connect-json.js';
 import { createUnaryGrpc } from './unary-grpc.js';
@@ -43,7 +44,8 @@ export interface GrpcServerOptions {
   readonly callerAuth?: CallerAuthOptions;
   /**
    * true (default): plain gRPC unary calls take the hand-written path (createUnaryGrpc, a fifth
-   * of the CPU); false: they go through Connect's node adapter, the fallback should the fast
+   * of the CPU), and so do Subscribe and SubscribeAll (createServerStreamGrpc: ready frames, a
+   * page per write); false: they go through Connect's node adapter, the fallback should the fast
    * path ever misbehave (COS_GRPC_SERVER_FAST_PATH). Both answer alike (differential tests).
    * Connect JSON unary calls keep their own path either way: Connect's would fail on Anys of
    * types it does not know.
@@ -101,6 +103,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   const fastPath = options.unaryFastPath ?? true;
   const routes = createUnaryRoutes();
   const unary = createUnaryGrpc({ maxMessageBytes: options.maxMessageBytes, receiveTimeout, routes, ...caller });
+  const streams = createServerStreamGrpc({ maxMessageBytes: options.maxMessageBytes, receiveTimeout, routes, ...caller });
   const registry = options.registry ?? createTypeRegistry();
   const connectJson = createUnaryConnectJson({ maxMessageBytes: options.maxMessageBytes, routes, registry, ...caller });
   const handler = connectNodeAdapter({
@@ -116,7 +119,9 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   const onRequest = (request: HttpRequest, response: HttpResponse) => {
     if (cors?.(request, response)) return;
     const http2 = request.httpVersionMajor === 2;
-    if (http2 && fastPath && unary.handle(request as Http2ServerRequest, response as Http2ServerResponse)) return;
+    if (http2 && fastPath && (unary.handle(request as Http2ServerRequest, response as Http2ServerResponse) || streams.handle(request as Http2ServerRequest, response as Http2ServerResponse))) {
+      return;
+    }
     if (http2) receiveTimeout.watch(request as Http2ServerRequest);
     if (connectJson.handle(request, response)) return;
     capTimeoutHeaders(request.headers);

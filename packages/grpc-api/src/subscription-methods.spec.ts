@@ -24,7 +24,6 @@ const processor = {
 
 function eventAt(position: bigint, entityId: string, revision: number): SubscribedEventLike {
   return {
-    subscriptionId: 's-1',
     position,
     payload: toBinary(
       EventWrapperSchema,
@@ -48,9 +47,9 @@ function scriptedPort() {
       if (options.entityId === '') throw new InvalidArgumentError('entity id must not be empty');
       return {
         id: 's-1',
-        events: (async function* () {
-          yield eventAt(11n, options.entityId, 1);
-          yield eventAt(15n, options.entityId, 2);
+        batches: (async function* () {
+          yield [eventAt(11n, options.entityId, 1)];
+          yield [eventAt(15n, options.entityId, 2)];
           throw new ShuttingDownError('chief-of-state is stopping; resume with from_revision=3');
         })(),
       };
@@ -59,8 +58,8 @@ function scriptedPort() {
       seen.push(options);
       return {
         id: 's-1',
-        events: (async function* () {
-          yield eventAt(21n, 'a', 7);
+        batches: (async function* () {
+          yield [eventAt(21n, 'a', 7)];
         })(),
       };
     },
@@ -78,7 +77,10 @@ function readAll<T>(call: grpc.ClientReadableStream<T>): Promise<{ messages: T[]
   return new Promise((resolve) => call.on('status', (status) => resolve({ messages, status })));
 }
 
-describe('subscription RPCs at the edge', () => {
+describe.each([
+  ['the gRPC fast path', true],
+  ["Connect's adapter", false],
+])('subscription RPCs at the edge, through %s', (_, unaryFastPath) => {
   const scripted = scriptedPort();
   let on: GrpcServer;
   let off: GrpcServer;
@@ -91,6 +93,7 @@ describe('subscription RPCs at the edge', () => {
         host: '127.0.0.1',
         port: 0,
         maxMessageBytes: 64 * 1024,
+        unaryFastPath,
         routes: (router) => {
           router.service(
             ChiefOfStateService,
@@ -143,8 +146,8 @@ describe('subscription RPCs at the edge', () => {
       ...scripted.port,
       subscribeAll: async (options) => ({
         id: options.subscriptionId ?? '',
-        events: (async function* () {
-          yield { subscriptionId: options.subscriptionId ?? '', position: 2n ** 40n, payload };
+        batches: (async function* () {
+          yield [{ position: 2n ** 40n, payload }];
         })(),
       }),
     };
@@ -152,6 +155,7 @@ describe('subscription RPCs at the edge', () => {
       host: '127.0.0.1',
       port: 0,
       maxMessageBytes: 128 * 1024,
+      unaryFastPath,
       routes: (router) => {
         router.service(ChiefOfStateService, createChiefOfStateService({ processor, headers: { propagated: [], persisted: [] }, commandTimeoutMs: 5000, subscriptions: shared }));
       },
@@ -206,9 +210,9 @@ describe('subscription RPCs at the edge', () => {
       ...scripted.port,
       subscribeAll: async () => ({
         id: 'q',
-        events: (async function* () {
+        batches: (async function* () {
           await new Promise<void>((resolve) => (release = resolve));
-          yield eventAt(5n, 'late', 1);
+          yield [eventAt(5n, 'late', 1)];
         })(),
       }),
     };
@@ -217,6 +221,7 @@ describe('subscription RPCs at the edge', () => {
       port: 0,
       maxMessageBytes: 64 * 1024,
       idleTimeoutMs: 100,
+      unaryFastPath,
       routes: (router) => {
         router.service(ChiefOfStateService, createChiefOfStateService({ processor, headers: { propagated: [], persisted: [] }, commandTimeoutMs: 5000, subscriptions: quiet }));
       },

@@ -1,14 +1,21 @@
 import { create, type MessageInitShape, type MessageShape, type UnknownField } from '@bufbuild/protobuf';
 import { BinaryReader, BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
 import type { HandlerContext, ServiceImpl } from '@connectrpc/connect';
-import { SubscribeAllResponseSchema, SubscribeResponseSchema, type ChiefOfStateService } from '@chiefofstate/protocol';
+import {
+  SubscribeAllResponseSchema,
+  SubscribeResponseSchema,
+  type ChiefOfStateService,
+  type SubscribeAllRequest,
+  type SubscribeRequest,
+} from '@chiefofstate/protocol';
+import { tooLarge } from './grpc-frames.js';
 import { callTraceContext } from './server-tracing.js';
 import { failCall } from './status.js';
+import { withEncodedStream } from './unary-call.js';
 import type { Context } from '@opentelemetry/api';
 
 /** One event as a subscription yields it (satisfied by @chiefofstate/subscriptions). */
 export interface SubscribedEventLike {
-  readonly subscriptionId: string;
   /** the global journal position, sent as `offset` */
   readonly position: bigint;
   /**
@@ -20,7 +27,8 @@ export interface SubscribedEventLike {
 
 export interface SubscriptionLike {
   readonly id: string;
-  readonly events: AsyncIterable<SubscribedEventLike>;
+  /** the events a page at a time, in order; ends on Unsubscribe, throws what ended it otherwise */
+  readonly batches: AsyncIterable<readonly SubscribedEventLike[]>;
 }
 
 /**
@@ -50,28 +58,35 @@ export function createSubscriptionMethods(
 ): SubscriptionImpl {
   const fail = (method: SubscriptionMethod, error: unknown, traceContext: Context | undefined) =>
     failCall(error, onError && ((failure) => onError(method, failure, traceContext)));
+  const subscribeRequest = (request: SubscribeRequest, signal: AbortSignal) => ({
+    entityId: request.entityId,
+    subscriptionId: request.subscriptionId,
+    ...(request.fromRevision !== undefined ? { fromRevision: request.fromRevision } : {}),
+    signal,
+  });
+  const subscribeAllRequest = (request: SubscribeAllRequest, signal: AbortSignal) => ({
+    subscriptionId: request.subscriptionId,
+    ...(request.afterOffset !== undefined ? { afterPosition: request.afterOffset } : {}),
+    signal,
+  });
   return {
-    subscribe: (request, context) =>
-      stream('Subscribe', SubscribeResponseSchema, context, () =>
-        port.subscribe({
-          entityId: request.entityId,
-          subscriptionId: request.subscriptionId,
-          ...(request.fromRevision !== undefined ? { fromRevision: request.fromRevision } : {}),
-          signal: context.signal,
-        }),
-      ),
-    subscribeAll: (request, context) =>
-      stream('SubscribeAll', SubscribeAllResponseSchema, context, () =>
-        port.subscribeAll({
-          subscriptionId: request.subscriptionId,
-          ...(request.afterOffset !== undefined ? { afterPosition: request.afterOffset } : {}),
-          signal: context.signal,
-        }),
-      ),
+    subscribe: withEncodedStream(
+      (request: SubscribeRequest, context: HandlerContext) =>
+        stream('Subscribe', SubscribeResponseSchema, context, () => port.subscribe(subscribeRequest(request, context.signal))),
+      (input, context, limits) =>
+        encoded('Subscribe', context, limits, () => port.subscribe(subscribeRequest(input as SubscribeRequest, context.signal))),
+    ),
+    subscribeAll: withEncodedStream(
+      (request: SubscribeAllRequest, context: HandlerContext) =>
+        stream('SubscribeAll', SubscribeAllResponseSchema, context, () => port.subscribeAll(subscribeAllRequest(request, context.signal))),
+      (input, context, limits) =>
+        encoded('SubscribeAll', context, limits, () => port.subscribeAll(subscribeAllRequest(input as SubscribeAllRequest, context.signal))),
+    ),
     unsubscribe: (request, context) => unsubscribe('Unsubscribe', request.subscriptionId, context),
     unsubscribeAll: (request, context) => unsubscribe('UnsubscribeAll', request.subscriptionId, context),
   };
 
+  /** Connect's form: a message per event. */
   async function* stream<Schema extends typeof SubscribeResponseSchema | typeof SubscribeAllResponseSchema>(
     method: SubscriptionMethod,
     schema: Schema,
@@ -79,10 +94,36 @@ export function createSubscriptionMethods(
     open: () => Promise<SubscriptionLike>,
   ): AsyncGenerator<MessageShape<Schema>> {
     try {
-      for await (const event of (await open()).events) yield responseOf(schema, event);
+      const subscription = await open();
+      for await (const batch of subscription.batches) {
+        for (const event of batch) yield responseOf(schema, subscription.id, event);
+      }
     } catch (error) {
       throw fail(method, error, context.values.get(callTraceContext));
     }
+  }
+
+  /** The gRPC fast path's form: each page as ready frames, opened before the response headers go out. */
+  async function encoded(
+    method: SubscriptionMethod,
+    context: HandlerContext,
+    limits: { readonly maxMessageBytes: number },
+    open: () => Promise<SubscriptionLike>,
+  ): Promise<AsyncIterable<Uint8Array>> {
+    let subscription: SubscriptionLike;
+    try {
+      subscription = await open();
+    } catch (error) {
+      throw fail(method, error, context.values.get(callTraceContext));
+    }
+    const frames = createFrameWriter(subscription.id, limits.maxMessageBytes);
+    return (async function* () {
+      try {
+        for await (const batch of subscription.batches) yield frames(batch);
+      } catch (error) {
+        throw fail(method, error, context.values.get(callTraceContext));
+      }
+    })();
   }
 
   async function unsubscribe(method: SubscriptionMethod, subscriptionId: string, context: HandlerContext) {
@@ -130,9 +171,54 @@ function fieldsOf(event: SubscribedEventLike): UnknownField[] {
  */
 function responseOf<Schema extends typeof SubscribeResponseSchema | typeof SubscribeAllResponseSchema>(
   schema: Schema,
+  subscriptionId: string,
   event: SubscribedEventLike,
 ): MessageShape<Schema> {
-  const message = create(schema, { subscriptionId: event.subscriptionId } as MessageInitShape<Schema>);
+  const message = create(schema, { subscriptionId } as MessageInitShape<Schema>);
   message.$unknown = fieldsOf(event);
   return message;
+}
+
+/** The same fields as `fieldsOf`, as the bytes of one buffer: what follows the id in every frame. */
+const sharedBytes = new WeakMap<Uint8Array, Uint8Array>();
+
+function bytesOf(event: SubscribedEventLike): Uint8Array {
+  let bytes = sharedBytes.get(event.payload);
+  if (bytes === undefined) {
+    const writer = new BinaryWriter();
+    for (const field of fieldsOf(event)) writer.tag(field.no, field.wireType).raw(field.data);
+    sharedBytes.set(event.payload, (bytes = writer.finish()));
+  }
+  return bytes;
+}
+
+/**
+ * Frames for one subscription: per event, the gRPC prefix, the subscription id field (encoded
+ * once) and the event's shared bytes, a page in one buffer. The bytes are those toBinary writes
+ * for `responseOf`'s message (field order: the id, then the unknown fields).
+ */
+function createFrameWriter(subscriptionId: string, maxMessageBytes: number): (batch: readonly SubscribedEventLike[]) => Buffer {
+  const idField = subscriptionId === '' ? new Uint8Array(0) : new BinaryWriter().string(subscriptionId).finish();
+  const idTag = idField.byteLength === 0 ? new Uint8Array(0) : new BinaryWriter().tag(1, WireType.LengthDelimited).finish();
+  const head = Buffer.concat([idTag, idField]);
+  return (batch) => {
+    let total = 0;
+    for (const event of batch) {
+      const size = head.byteLength + bytesOf(event).byteLength;
+      if (size > maxMessageBytes) throw tooLarge(size, 'writeMaxBytes', maxMessageBytes);
+      total += 5 + size;
+    }
+    const out = Buffer.allocUnsafe(total);
+    let at = 0;
+    for (const event of batch) {
+      const bytes = bytesOf(event);
+      const size = head.byteLength + bytes.byteLength;
+      out[at] = 0;
+      out.writeUInt32BE(size, at + 1);
+      out.set(head, at + 5);
+      out.set(bytes, at + 5 + head.byteLength);
+      at += 5 + size;
+    }
+    return out;
+  };
 }

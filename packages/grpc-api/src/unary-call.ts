@@ -1,6 +1,15 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { constants as h2, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
-import { create, isMessage, type DescMessage, type DescMethod, type DescMethodUnary, type DescService, type MessageShape } from '@bufbuild/protobuf';
+import {
+  create,
+  isMessage,
+  type DescMessage,
+  type DescMethod,
+  type DescMethodServerStreaming,
+  type DescMethodUnary,
+  type DescService,
+  type MessageShape,
+} from '@bufbuild/protobuf';
 import {
   Code,
   ConnectError,
@@ -26,21 +35,55 @@ export interface UnaryRoute {
   readonly impl: UnaryImpl;
 }
 
-/** The unary methods registered on the Connect router, by path (`/package.Service/Method`). */
+/**
+ * A server-streaming method whose messages can also be had already encoded (withEncodedStream):
+ * the gRPC fast path writes those bytes straight to the stream.
+ */
+export interface StreamRoute {
+  readonly method: DescMethodServerStreaming;
+  readonly impl: StreamImpl;
+  readonly open: OpenEncodedStream;
+}
+
+type StreamImpl = (request: MessageShape<DescMessage>, context: HandlerContext) => AsyncIterable<MessageShape<DescMessage>>;
+
+/**
+ * Opens a server stream whose messages come encoded, a batch at a time: each chunk holds whole
+ * gRPC frames (the 5-byte prefix, uncompressed, and the message). Resolves once the stream is
+ * established (then its response headers go out); rejects with what refused it. The chunks end
+ * when the stream does and throw what failed it, as the method's own implementation would.
+ */
+export type OpenEncodedStream = (
+  input: MessageShape<DescMessage>,
+  context: HandlerContext,
+  limits: { readonly maxMessageBytes: number },
+) => Promise<AsyncIterable<Uint8Array>>;
+
+const ENCODED_STREAM = Symbol('chiefofstate.encodedStream');
+
+/** Gives a server-streaming implementation its encoded form, for the gRPC fast path. */
+export function withEncodedStream<Impl extends object>(impl: Impl, open: OpenEncodedStream): Impl {
+  return Object.assign(impl, { [ENCODED_STREAM]: open });
+}
+
+/** The unary and encoded-stream methods registered on the Connect router, by path (`/package.Service/Method`). */
 export interface UnaryRoutes {
   /** Wraps the Connect router: unary methods registered through it are recorded here too. */
   router(router: ConnectRouter): ConnectRouter;
   get(path: string): UnaryRoute | undefined;
+  stream(path: string): StreamRoute | undefined;
 }
 
 export function createUnaryRoutes(): UnaryRoutes {
   const routes = new Map<string, UnaryRoute>();
+  const streams = new Map<string, StreamRoute>();
   const add = (method: DescMethod, impl: unknown, bindTo?: object) => {
-    if (method.methodKind !== 'unary' || typeof impl !== 'function') return;
-    routes.set(`/${method.parent.typeName}/${method.name}`, {
-      method: method as DescMethodUnary,
-      impl: (bindTo ? impl.bind(bindTo) : impl) as UnaryImpl,
-    });
+    if (typeof impl !== 'function') return;
+    const path = `/${method.parent.typeName}/${method.name}`;
+    const bound = (bindTo ? impl.bind(bindTo) : impl) as UnaryImpl & StreamImpl;
+    if (method.methodKind === 'unary') routes.set(path, { method: method as DescMethodUnary, impl: bound });
+    const open = (impl as { [ENCODED_STREAM]?: OpenEncodedStream })[ENCODED_STREAM];
+    if (method.methodKind === 'server_streaming' && open !== undefined) streams.set(path, { method: method as DescMethodServerStreaming, impl: bound, open });
   };
   function router(inner: ConnectRouter): ConnectRouter {
     const proxy = {
@@ -63,7 +106,7 @@ export function createUnaryRoutes(): UnaryRoutes {
     };
     return proxy as unknown as ConnectRouter;
   }
-  return { router, get: (path) => routes.get(path) };
+  return { router, get: (path) => routes.get(path), stream: (path) => streams.get(path) };
 }
 
 export interface UnaryCallerOptions {
@@ -102,58 +145,96 @@ export interface UnaryOutcome {
  */
 export function createUnaryCaller(options: UnaryCallerOptions): (call: UnaryCall) => Promise<UnaryOutcome> {
   const interceptors = options.interceptors ?? [];
-  const { contextValues } = options;
   return async (call) => {
-    const { route, request, response, timeoutMs } = call;
-    const controller = new AbortController();
-    let answered = false;
-    const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
-    const timer =
-      timeoutMs === undefined
-        ? undefined
-        : setTimeout(() => controller.abort(new ConnectError('the operation timed out', Code.DeadlineExceeded)), timerDelay(timeoutMs));
-    // The caller cancelled or the connection dropped before the answer: the reason Connect gives.
-    response.once('close', () => {
-      if (!answered) controller.abort(closedReason(request));
-    });
-
-    let requestHeader: Headers | undefined;
-    let responseHeader: Headers | undefined;
-    let responseTrailer: Headers | undefined;
-    const incoming = request.headers;
-    const context: HandlerContext = {
-      method: route.method,
-      service: route.method.parent,
-      requestMethod: request.method ?? 'POST',
-      protocolName: call.protocolName,
-      url: `http://${incoming[':authority'] ?? incoming.host ?? 'localhost'}${request.url ?? ''}`,
-      signal: controller.signal,
-      timeoutMs: () => (deadline === undefined ? undefined : deadline - Date.now()),
-      get requestHeader() {
-        return (requestHeader ??= headersOf(incoming));
-      },
-      get responseHeader() {
-        return (responseHeader ??= new Headers());
-      },
-      get responseTrailer() {
-        return (responseTrailer ??= new Headers());
-      },
-      values: contextValues ? contextValues(request) : createContextValues(),
-    };
+    const handle = openCallContext(options, call.route.method, call);
+    const { context } = handle;
     try {
-      const output = await invoke(route, context, call.input, interceptors);
-      answered = true;
-      // as Connect does: the signal ends with the call (no reason when it succeeded)
-      controller.abort();
-      return { output, header: responseHeader, trailer: responseTrailer };
+      const output = await invoke(call.route, context, call.input, interceptors);
+      handle.end();
+      return { output, header: handle.header(), trailer: handle.trailer() };
     } catch (error) {
-      answered = true;
-      // ... and is aborted by what failed it
-      controller.abort(error);
-      return { error: asConnectError(error), header: responseHeader, trailer: responseTrailer };
-    } finally {
-      if (timer !== undefined) clearTimeout(timer);
+      handle.end(error);
+      return { error: asConnectError(error), header: handle.header(), trailer: handle.trailer() };
     }
+  };
+}
+
+/** What a call of any kind needs to build its HandlerContext, besides its method. */
+export interface CallStart {
+  readonly request: HttpRequest;
+  readonly response: HttpResponse;
+  /** `grpc`, `connect` or `http`, as the implementation and interceptors see it */
+  readonly protocolName: string;
+  /** the caller's deadline, ms from now; undefined: none */
+  readonly timeoutMs: number | undefined;
+}
+
+/** A call's HandlerContext, and how the call ends. */
+export interface OpenCall {
+  readonly context: HandlerContext;
+  /**
+   * The call is over: its signal is aborted, with `error` as the reason when it failed and none
+   * when it succeeded (as Connect does), and its deadline timer stopped.
+   */
+  end(error?: unknown): void;
+  /** the response headers and trailers the implementation or an interceptor set, if any */
+  header(): Headers | undefined;
+  trailer(): Headers | undefined;
+}
+
+/**
+ * The HandlerContext of a call, as Connect makes it: the request headers, the remaining time, a
+ * signal aborted when the caller goes away (with the reason Connect gives) or the deadline
+ * passes, response headers and trailers it may set. Header objects are made only when read.
+ */
+export function openCallContext(options: UnaryCallerOptions, method: DescMethod, call: CallStart): OpenCall {
+  const { request, response, timeoutMs } = call;
+  const { contextValues } = options;
+  const controller = new AbortController();
+  let ended = false;
+  const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+  const timer =
+    timeoutMs === undefined
+      ? undefined
+      : setTimeout(() => controller.abort(new ConnectError('the operation timed out', Code.DeadlineExceeded)), timerDelay(timeoutMs));
+  // The caller cancelled or the connection dropped before the answer: the reason Connect gives.
+  response.once('close', () => {
+    if (!ended) controller.abort(closedReason(request));
+  });
+
+  let requestHeader: Headers | undefined;
+  let responseHeader: Headers | undefined;
+  let responseTrailer: Headers | undefined;
+  const incoming = request.headers;
+  const context: HandlerContext = {
+    method,
+    service: method.parent,
+    requestMethod: request.method ?? 'POST',
+    protocolName: call.protocolName,
+    url: `http://${incoming[':authority'] ?? incoming.host ?? 'localhost'}${request.url ?? ''}`,
+    signal: controller.signal,
+    timeoutMs: () => (deadline === undefined ? undefined : deadline - Date.now()),
+    get requestHeader() {
+      return (requestHeader ??= headersOf(incoming));
+    },
+    get responseHeader() {
+      return (responseHeader ??= new Headers());
+    },
+    get responseTrailer() {
+      return (responseTrailer ??= new Headers());
+    },
+    values: contextValues ? contextValues(request) : createContextValues(),
+  };
+  return {
+    context,
+    end(error) {
+      if (ended) return;
+      ended = true;
+      if (timer !== undefined) clearTimeout(timer);
+      controller.abort(error);
+    },
+    header: () => responseHeader,
+    trailer: () => responseTrailer,
   };
 }
 
@@ -183,18 +264,21 @@ function invoke(
   };
   let chain: AnyUnary = next as AnyUnary;
   for (let i = interceptors.length - 1; i >= 0; i--) chain = interceptors[i]!(chain as never) as AnyUnary;
-  const request: UnaryRequest = {
-    stream: false,
-    service: method.parent,
-    method,
+  const request: UnaryRequest = { ...interceptedRequest(context), stream: false, method, message: input };
+  return chain(request).then((response) => response.message as MessageShape<DescMessage>);
+}
+
+/** What a request passed to the interceptors says of its call, whatever its kind. */
+export function interceptedRequest(context: HandlerContext) {
+  return {
+    service: context.service,
+    method: context.method,
     requestMethod: context.requestMethod,
     url: context.url,
     signal: context.signal,
     header: context.requestHeader,
     contextValues: context.values,
-    message: input,
   };
-  return chain(request).then((response) => response.message as MessageShape<DescMessage>);
 }
 
 /** The request headers as a Headers object (HTTP/2 pseudo-headers left out). */

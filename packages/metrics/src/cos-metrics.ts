@@ -366,6 +366,9 @@ export function createMetrics(options: CosMetricsOptions = {}): CosMetrics {
     registers: [registry],
   });
 
+  const subscriptionEventChildren = new Map<string, ReturnType<typeof subscriptionEvents.labels>>();
+  const subscriptionLagChildren = new Map<string, ReturnType<typeof subscriptionLag.labels>>();
+
   const serverInterceptor: Interceptor = (next) => async (request) => {
     const labels = { service: request.service.typeName, method: request.method.name };
     const end = serverLatency.startTimer(labels);
@@ -413,8 +416,14 @@ export function createMetrics(options: CosMetricsOptions = {}): CosMetrics {
       idempotency[event].inc(count);
     },
     observeSubscriptionEvent(kind, source, lagSeconds) {
-      subscriptionEvents.inc({ kind, source });
-      subscriptionLag.observe({ kind }, lagSeconds);
+      // once per delivery, 100,000 times a second with 100 subscribers: the labelled children are
+      // looked up once, not hashed from the labels each time
+      let events = subscriptionEventChildren.get(`${kind}/${source}`);
+      if (events === undefined) subscriptionEventChildren.set(`${kind}/${source}`, (events = subscriptionEvents.labels({ kind, source })));
+      let lag = subscriptionLagChildren.get(kind);
+      if (lag === undefined) subscriptionLagChildren.set(kind, (lag = subscriptionLag.labels({ kind })));
+      events.inc();
+      lag.observe(lagSeconds);
     },
     setSources(next) {
       sources = next;

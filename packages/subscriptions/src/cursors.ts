@@ -8,20 +8,14 @@ export interface CursorContext {
   readonly pageSize: number;
   /** ends the cursor (it returns) */
   readonly signal: AbortSignal;
-  /** kept up to date by the cursor: where a new subscription would resume */
-  readonly progress: CursorProgress;
-}
-
-export interface CursorProgress {
-  /** all: the last position delivered (or the start); entity: the last revision delivered (or skipped) */
-  last: bigint;
 }
 
 /** Where an event came from: the shared tail (caught up) or a journal read of its own (behind). */
 export type EventSource = 'tail' | 'journal';
 
-export interface CursorEvent {
-  readonly event: JournalEventRecord;
+/** Events a cursor hands over at once: in order, never empty. */
+export interface CursorPage {
+  readonly events: readonly JournalEventRecord[];
   readonly source: EventSource;
 }
 
@@ -30,29 +24,26 @@ const ENTITY_SCAN = 4096;
 
 /**
  * Every event with a position above `afterPosition`, in position order, then every later one as
- * it commits. Pull-based: the next page is read only when the consumer has taken the last one,
- * so a slow consumer holds one page, and once it falls behind the shared tail it reads the
- * journal itself until it catches up. One position cursor for history and live alike: there is
- * no hand-over where an event could be lost or repeated.
+ * it commits, a page at a time. Pull-based: the next page is read only when the consumer has
+ * taken the last one, so a slow consumer holds one page, and once it falls behind the shared
+ * tail it reads the journal itself until it catches up. One position cursor for history and live
+ * alike: there is no hand-over where an event could be lost or repeated.
  */
-export async function* allEvents(context: CursorContext, afterPosition: bigint): AsyncGenerator<CursorEvent> {
-  const { tail, journal, pageSize, signal, progress } = context;
+export async function* allEvents(context: CursorContext, afterPosition: bigint): AsyncGenerator<CursorPage> {
+  const { tail, journal, pageSize, signal } = context;
   let position = afterPosition;
-  progress.last = position;
   while (!signal.aborted) {
     const version = tail.version();
     const kept = tail.after(position, pageSize);
     const source: EventSource = kept ? 'tail' : 'journal';
-    const page = kept ?? (await journal.readAll({ afterPosition: position, limit: pageSize }));
-    if (page.length === 0) {
+    const events = kept ?? (await journal.readAll({ afterPosition: position, limit: pageSize }));
+    if (events.length === 0) {
       await tail.changed(version, signal);
       continue;
     }
-    for (const event of page) {
-      if (signal.aborted) return;
-      yield { event, source };
-      progress.last = position = event.position;
-    }
+    if (signal.aborted) return;
+    yield { events, source };
+    position = events.at(-1)!.position;
   }
 }
 
@@ -81,17 +72,16 @@ export async function entityStart(
 
 /**
  * The entity's events after `start.revision`, in revision order, then every later one as it
- * commits. Behind, it reads the entity's events from the journal by revision (its revisions have
- * no holes); caught up, it follows the shared tail from a global position up to which it has
- * every event of the entity.
+ * commits, a page at a time. Behind, it reads the entity's events from the journal by revision
+ * (its revisions have no holes); caught up, it follows the shared tail from a global position up
+ * to which it has every event of the entity.
  */
-export async function* entityEvents(context: CursorContext, entityId: string, start: EntityStart): AsyncGenerator<CursorEvent> {
-  const { tail, journal, pageSize, signal, progress } = context;
+export async function* entityEvents(context: CursorContext, entityId: string, start: EntityStart): AsyncGenerator<CursorPage> {
+  const { tail, journal, pageSize, signal } = context;
   /** the last revision delivered (or skipped, for a live-only start) */
   let revision = start.revision;
   /** every event of the entity up to this global position was delivered; undefined: unknown */
   let position = start.position;
-  progress.last = revision;
   while (!signal.aborted) {
     const version = tail.version();
     const kept = position === undefined ? undefined : tail.after(position, ENTITY_SCAN);
@@ -100,25 +90,35 @@ export async function* entityEvents(context: CursorContext, entityId: string, st
         await tail.changed(version, signal);
         continue;
       }
-      for (const event of kept) {
+      const events = ofEntity(kept, entityId, revision);
+      if (events.length > 0) {
         if (signal.aborted) return;
-        if (event.entityId === entityId && event.revision > revision) {
-          yield { event, source: 'tail' };
-          progress.last = revision = event.revision;
-        }
-        position = event.position;
+        yield { events, source: 'tail' };
+        revision = events.at(-1)!.revision;
       }
+      position = kept.at(-1)!.position;
       continue;
     }
     // everything up to `seen` is visible, so a short read means the entity has nothing more up to it
     const seen = tail.position();
-    const page = await journal.readEntity(entityId, { fromRevision: revision + 1n, limit: pageSize, includeDeleted: true });
-    for (const event of page) {
+    const events = await journal.readEntity(entityId, { fromRevision: revision + 1n, limit: pageSize, includeDeleted: true });
+    if (events.length > 0) {
       if (signal.aborted) return;
-      yield { event, source: 'journal' };
-      progress.last = revision = event.revision;
+      yield { events, source: 'journal' };
+      revision = events.at(-1)!.revision;
     }
-    const last = page.at(-1)?.position;
-    position = page.length < pageSize ? (last !== undefined && last > seen ? last : seen) : undefined;
+    const last = events.at(-1)?.position;
+    position = events.length < pageSize ? (last !== undefined && last > seen ? last : seen) : undefined;
   }
+}
+
+const NONE: readonly JournalEventRecord[] = [];
+
+/** The kept events of the entity after `revision` (most scans find none: no array made then). */
+function ofEntity(kept: readonly JournalEventRecord[], entityId: string, revision: bigint): readonly JournalEventRecord[] {
+  let found: JournalEventRecord[] | undefined;
+  for (const event of kept) {
+    if (event.entityId === entityId && event.revision > revision) (found ??= []).push(event);
+  }
+  return found ?? NONE;
 }

@@ -10,5 +10,5 @@ export {
   type SubscriptionKind,
 } from './subscription-hub.js';
 export { createEventTail, type EventTail, type EventTailOptions } from './event-tail.js';
-export { allEvents, entityEvents, entityStart, type EntityStart, type CursorContext, type CursorEvent, type CursorProgress, type EventSource } from './cursors.js';
+export { allEvents, entityEvents, entityStart, type EntityStart, type CursorContext, type CursorPage, type EventSource } from './cursors.js';
 export type { JournalEventRecord, ListenPort, Logger, NotifyPort, SubscriptionJournal } from './ports.js';

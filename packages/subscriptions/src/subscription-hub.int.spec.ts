@@ -209,6 +209,35 @@ describe.each(await testStoreKinds())('subscriptions on %s', (kind) => {
     await expect(hub.subscribeAll({ subscriptionId: 'x'.repeat(257), signal: controller.signal })).rejects.toThrow(InvalidArgumentError);
   });
 
+  it('hands out pages: every event once, in order; a subscriber that took part of a page resumes after what it took', async () => {
+    const hub = await newHub({ pageSize: 10 });
+    const id = newId('pages');
+    await appendEvents(journal, id, 35, 0, 35);
+    const controller = new AbortController();
+    const paged = await hub.subscribe({ entityId: id, fromRevision: 1n, signal: controller.signal });
+    const sizes: number[] = [];
+    const revisions: bigint[] = [];
+    for await (const page of paged.batches) {
+      expect(page.length).toBeGreaterThan(0);
+      sizes.push(page.length);
+      revisions.push(...page.map((event) => event.revision));
+      if (revisions.length >= 35) break;
+    }
+    expect(revisions).toEqual(run(35));
+    // read from the journal a page at a time (its page size), not one event at a time
+    expect(sizes).toEqual([10, 10, 10, 5]);
+    expect(() => paged.events).toThrow(/read once/);
+
+    // one by one: three events of a ten-event page taken when the process stops
+    const partial = await hub.subscribe({ entityId: id, fromRevision: 1n, signal: controller.signal });
+    const iterator = partial.events[Symbol.asyncIterator]();
+    await collect(iterator, (list) => list.length >= 3);
+    await hub.close();
+    const error = await iterator.next().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ShuttingDownError);
+    expect((error as ShuttingDownError).publicMessage).toContain('from_revision=4');
+  });
+
   it('refuses subscriptions beyond maxActive, and ends open ones with their resume position on close', async () => {
     const hub = await newHub({ maxActive: 1 });
     const id = newId('close');

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { InvalidArgumentError, OverloadedError, ShuttingDownError, StoreError, assertValidEntityId } from '@chiefofstate/core';
-import { allEvents, entityEvents, entityStart, type CursorEvent, type CursorProgress, type EventSource } from './cursors.js';
+import { allEvents, entityEvents, entityStart, type CursorPage, type EventSource } from './cursors.js';
 import { createEventTail, type EventTail } from './event-tail.js';
-import type { ListenPort, Logger, NotifyPort, SubscriptionJournal } from './ports.js';
+import type { JournalEventRecord, ListenPort, Logger, NotifyPort, SubscriptionJournal } from './ports.js';
 
 /** NOTIFY channel of Unsubscribe: every process ends its subscriptions with that id */
 export const SUBSCRIPTION_CONTROL_CHANNEL = 'cos_subscription_control';
@@ -58,10 +58,13 @@ export interface SubscribedEvent {
 export interface Subscription {
   readonly id: string;
   /**
-   * The events. Ends normally on Unsubscribe (or the caller's signal); throws ShuttingDownError
-   * when the process stops and StoreError when the journal cannot be read, both naming where to
-   * resume.
+   * The events, a page at a time (in order, never empty; the tail's pages are shared by every
+   * subscriber that reads them). Take either `batches` or `events`, not both. Ends normally on
+   * Unsubscribe (or the caller's signal); throws ShuttingDownError when the process stops and
+   * StoreError when the journal cannot be read, both naming where to resume.
    */
+  readonly batches: AsyncIterable<readonly JournalEventRecord[]>;
+  /** The same events one by one, with the subscription id. */
   readonly events: AsyncIterable<SubscribedEvent>;
 }
 
@@ -143,8 +146,8 @@ export function createSubscriptionHub(options: SubscriptionHubOptions): Subscrip
     kind: SubscriptionKind,
     requestedId: string | undefined,
     signal: AbortSignal,
-    cursor: (signal: AbortSignal, progress: CursorProgress) => AsyncGenerator<CursorEvent>,
-    resumeHint: (progress: CursorProgress) => string,
+    cursor: (signal: AbortSignal) => AsyncGenerator<CursorPage>,
+    resumeHint: (last: bigint) => string,
     initial: bigint,
   ): Subscription => {
     refuseWhenFull();
@@ -170,28 +173,60 @@ export function createSubscriptionHub(options: SubscriptionHubOptions): Subscrip
       }
       if (set.size === 0 && active.get(id) === set) active.delete(id);
     };
+    /** all: the last position taken (or the start); entity: the last revision taken (or skipped) */
+    let last = initial;
+    const mark = kind === 'all' ? (event: JournalEventRecord) => event.position : (event: JournalEventRecord) => event.revision;
 
-    async function* events(): AsyncGenerator<SubscribedEvent> {
-      const progress: CursorProgress = { last: initial };
+    /** `byPage`: a page is taken once the next one is asked for; else the events reader marks each one */
+    async function* batches(byPage: boolean): AsyncGenerator<readonly JournalEventRecord[]> {
       try {
-        for await (const next of cursor(controller.signal, progress)) {
-          const { event } = next;
-          options.onEvent?.(kind, next.source, Math.max(0, (Date.now() - event.writtenAt.getTime()) / 1000));
-          yield { subscriptionId: id, position: event.position, entityId: event.entityId, revision: event.revision, payload: event.payload };
+        for await (const page of cursor(controller.signal)) {
+          if (options.onEvent) {
+            const now = Date.now();
+            for (const event of page.events) options.onEvent(kind, page.source, Math.max(0, (now - event.writtenAt.getTime()) / 1000));
+          }
+          yield page.events;
+          if (byPage) last = mark(page.events.at(-1)!);
         }
         if (controller.signal.reason === 'closing') {
-          throw new ShuttingDownError(`chief-of-state is stopping; ${resumeHint(progress)}`);
+          throw new ShuttingDownError(`chief-of-state is stopping; ${resumeHint(last)}`);
         }
       } catch (error) {
         if (error instanceof StoreError) {
-          throw new StoreError(error.message, { cause: error, publicMessage: `the event store is unavailable; ${resumeHint(progress)}` });
+          throw new StoreError(error.message, { cause: error, publicMessage: `the event store is unavailable; ${resumeHint(last)}` });
         }
         throw error;
       } finally {
         release();
       }
     }
-    return { id, events: events() };
+
+    // One by one: a page taken part way resumes after the last event taken, and an Unsubscribe
+    // ends the stream before the rest of its page.
+    async function* events(pages: AsyncGenerator<readonly JournalEventRecord[]>): AsyncGenerator<SubscribedEvent> {
+      for await (const page of pages) {
+        for (const event of page) {
+          if (controller.signal.aborted) break;
+          yield { subscriptionId: id, position: event.position, entityId: event.entityId, revision: event.revision, payload: event.payload };
+          last = mark(event);
+        }
+      }
+    }
+
+    let taken: AsyncGenerator<readonly JournalEventRecord[]> | undefined;
+    const take = (byPage: boolean) => {
+      if (taken) throw new Error('a subscription is read once: take its batches or its events');
+      return (taken = batches(byPage));
+    };
+    return {
+      id,
+      get batches() {
+        return take(true);
+      },
+      get events() {
+        return events(take(false));
+      },
+    };
   };
 
   return {
@@ -208,8 +243,8 @@ export function createSubscriptionHub(options: SubscriptionHubOptions): Subscrip
         'entity',
         subscriptionId,
         signal,
-        (cursorSignal, progress) => entityEvents({ tail, journal, pageSize, signal: cursorSignal, progress }, entityId, start),
-        (progress) => `resume with from_revision=${progress.last + 1n}`,
+        (cursorSignal) => entityEvents({ tail, journal, pageSize, signal: cursorSignal }, entityId, start),
+        (last) => `resume with from_revision=${last + 1n}`,
         start.revision,
       );
     },
@@ -222,8 +257,8 @@ export function createSubscriptionHub(options: SubscriptionHubOptions): Subscrip
         'all',
         subscriptionId,
         signal,
-        (cursorSignal, progress) => allEvents({ tail, journal, pageSize, signal: cursorSignal, progress }, start),
-        (progress) => `resume with after_offset=${progress.last}`,
+        (cursorSignal) => allEvents({ tail, journal, pageSize, signal: cursorSignal }, start),
+        (last) => `resume with after_offset=${last}`,
         start,
       );
     },
