@@ -62,15 +62,17 @@ export function createRabbitMqSink(options: RabbitMqSinkOptions): EventSink {
     });
     return opened;
   };
-  const publishOne = (current: Link, message: BrokerMessage) =>
+  const publishOne = (current: Link, message: BrokerMessage, confirms: ConfirmWatch) =>
     new Promise<void>((resolve, reject) => {
       const settle = (error: Error | null | undefined) => {
         current.pending.delete(fail);
+        confirms.settled(fail);
         if (error) reject(error);
         else resolve();
       };
       const fail = (error: Error) => settle(error);
       current.pending.add(fail);
+      confirms.waiting(fail, message.id);
       try {
         current.channel.publish(
           options.exchange,
@@ -97,15 +99,66 @@ export function createRabbitMqSink(options: RabbitMqSinkOptions): EventSink {
       const timeoutMs = publishOptions?.timeoutMs ?? options.timeoutMs ?? 10_000;
       const what = `RabbitMQ ${redactUrl(options.url)}`;
       const current = await withTimeout(open(), timeoutMs, `${what}: connect`);
-      // the wait is per message, not per batch: a long batch (an entity's events go one confirm
-      // apart) is never cut as a whole, and a failure still says which messages were confirmed
-      await publishOrdered(batch, (message) => withTimeout(publishOne(current, message), timeoutMs, `${what}: publish ${message.id}`));
+      // the wait is for the broker's progress, not for the batch: a long batch (an entity's events
+      // go one confirm apart) is never cut as a whole, and a failure still says which messages
+      // were confirmed
+      const confirms = watchConfirms(timeoutMs, what);
+      try {
+        await publishOrdered(batch, (message) => publishOne(current, message, confirms));
+      } finally {
+        confirms.stop();
+      }
     },
     async close() {
       closed = true;
       const current = link;
       link = undefined;
       if (current) await current.then(({ model }) => model.close()).catch(() => {});
+    },
+  };
+}
+
+/** The unconfirmed publications of one batch, failed when the broker confirms nothing for `timeoutMs`. */
+interface ConfirmWatch {
+  waiting(fail: (error: Error) => void, id: string): void;
+  settled(fail: (error: Error) => void): void;
+  stop(): void;
+}
+
+/**
+ * One timer per batch instead of one per message (a timer, a race and their promises cost about
+ * as much CPU as the publication itself): it fires `timeoutMs` after the last confirm, or after the
+ * first publication when none came, and fails what is still waiting then.
+ */
+function watchConfirms(timeoutMs: number, what: string): ConfirmWatch {
+  const waiting = new Map<(error: Error) => void, string>();
+  let progressAt = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const check = () => {
+    timer = undefined;
+    const idle = Date.now() - progressAt;
+    if (idle < timeoutMs) {
+      timer = setTimeout(check, timeoutMs - idle);
+      return;
+    }
+    const stalled = [...waiting];
+    waiting.clear();
+    for (const [fail, id] of stalled) fail(new Error(`${what}: publish ${id}: no acknowledgement within ${timeoutMs} ms`));
+  };
+  return {
+    waiting(fail, id) {
+      waiting.set(fail, id);
+      if (timer === undefined && Number.isFinite(timeoutMs)) {
+        progressAt = Date.now();
+        timer = setTimeout(check, timeoutMs);
+      }
+    },
+    settled(fail) {
+      if (waiting.delete(fail)) progressAt = Date.now();
+    },
+    stop() {
+      clearTimeout(timer);
+      timer = undefined;
     },
   };
 }

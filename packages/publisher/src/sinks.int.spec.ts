@@ -235,4 +235,27 @@ describe('RabbitMQ sink', () => {
       checkReceived(received, all);
     });
   }, 90_000);
+
+  it('a broker that stops confirming fails the batch once no confirm came for the timeout, naming a message, counting the confirmed ones', async () => {
+    await withQueue(async (queue) => {
+      const sink = createRabbitMqSink({ url: `amqp://guest:guest@127.0.0.1:${proxy.port}`, exchange: '', routingKey: queue });
+      try {
+        await sink.publish(messages(40), { timeoutMs: 5000 });
+        proxy.stall();
+        const started = Date.now();
+        const failure = (await sink.publish(messages(40).slice(0, 20), { timeoutMs: 300 }).then(
+          () => undefined,
+          (error: unknown) => error,
+        )) as PublishFailure | undefined;
+        const waited = Date.now() - started;
+        expect(failure?.message).toMatch(/: publish e-\d+:1: no acknowledgement within 300 ms/);
+        expect(failure?.accepted).toBe(0);
+        expect(waited).toBeGreaterThanOrEqual(290);
+        expect(waited).toBeLessThan(5000);
+      } finally {
+        proxy.restore();
+        await sink.close();
+      }
+    });
+  }, 60_000);
 });
