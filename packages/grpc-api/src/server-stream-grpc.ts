@@ -1,9 +1,10 @@
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { toBinary, type DescMessage, type MessageShape } from '@bufbuild/protobuf';
-import { ConnectError, type HandlerContext, type StreamRequest, type StreamResponse } from '@connectrpc/connect';
+import type { HandlerContext } from '@connectrpc/connect';
 import { frameMessage, grpcCallInput, isPlainGrpc, receiveGrpcRequest, responseHeadersOf, tooLarge, writeGrpcStatus } from './grpc-frames.js';
 import type { ReceiveTimeout } from './receive-timeout.js';
-import { asConnectError, interceptedRequest, openCallContext, type StreamRoute, type UnaryCallerOptions, type UnaryRoutes } from './unary-call.js';
+import { interceptStream, streamOutcome, writeChunks } from './server-stream.js';
+import { asConnectError, openCallContext, type StreamRoute, type UnaryCallerOptions, type UnaryRoutes } from './unary-call.js';
 
 export interface ServerStreamGrpcOptions extends UnaryCallerOptions {
   /** largest request or response message; larger ones fail with RESOURCE_EXHAUSTED */
@@ -55,49 +56,20 @@ export function createServerStreamGrpc(options: ServerStreamGrpcOptions): Server
       const chunks = await open(route, input, context);
       if (response.stream.destroyed || response.writableEnded) return;
       response.writeHead(200, responseHeadersOf(call.header()));
-      for await (const chunk of chunks) {
-        if (response.stream.destroyed) break;
-        if (!response.write(chunk)) await drained(response);
-      }
+      await writeChunks(response, chunks);
     } catch (error) {
       failure = error;
     }
     // the deadline (or another abort with a ConnectError) ends the stream with that status
-    const reason: unknown = context.signal.reason;
-    if (failure === undefined && context.signal.aborted && reason instanceof ConnectError) failure = reason;
+    failure = streamOutcome(failure, context);
     call.end(failure);
     writeGrpcStatus(response, call.header(), failure === undefined ? undefined : asConnectError(failure), call.trailer());
   }
 
   /** Runs the interceptors around the call; the encoded stream unless one of them replaced the messages. */
   async function open(route: StreamRoute, input: MessageShape<DescMessage>, context: HandlerContext): Promise<AsyncIterable<Uint8Array>> {
-    const { method } = route;
-    const own: AsyncIterable<MessageShape<DescMessage>> = { [Symbol.asyncIterator]: () => route.impl(input, context)[Symbol.asyncIterator]() };
-    if (interceptors.length === 0) return route.open(input, context, limits);
-    const next = async (): Promise<StreamResponse> => ({
-      stream: true,
-      service: method.parent,
-      method,
-      get header() {
-        return context.responseHeader;
-      },
-      get trailer() {
-        return context.responseTrailer;
-      },
-      message: own,
-    });
-    let chain = next as (request: StreamRequest) => Promise<StreamResponse>;
-    for (let i = interceptors.length - 1; i >= 0; i--) chain = interceptors[i]!(chain as never) as typeof chain;
-    const response = await chain({
-      ...interceptedRequest(context),
-      stream: true,
-      method,
-      message: (async function* () {
-        yield input;
-      })(),
-    });
-    if (response.message === own) return route.open(input, context, limits);
-    return encodeEach(response.message, route, maxMessageBytes);
+    const replaced = await interceptStream(interceptors, route, input, context);
+    return replaced === undefined ? route.open(input, context, limits) : encodeEach(replaced, route, maxMessageBytes);
   }
 
   return { handle };
@@ -109,17 +81,4 @@ async function* encodeEach(messages: AsyncIterable<unknown>, route: StreamRoute,
     if (bytes.byteLength > maxMessageBytes) throw tooLarge(bytes.byteLength, 'writeMaxBytes', maxMessageBytes);
     yield frameMessage(bytes);
   }
-}
-
-/** Resolves when the stream can take more, or is gone. */
-function drained(response: Http2ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      response.off('drain', done);
-      response.off('close', done);
-      resolve();
-    };
-    response.on('drain', done);
-    response.on('close', done);
-  });
 }

@@ -324,4 +324,32 @@ describe("the server-streaming fast path against Connect's adapter, seen by a st
       expect(offsets, path).toEqual(Array.from({ length: total }, (_, i) => BigInt(i + 1)));
     }
   });
+
+  it('a caller that goes away while its stream is full: the subscription ends on both paths', async () => {
+    const ended: Path[] = [];
+    let pulled = 0;
+    for (const path of PATHS) {
+      pulled = 0;
+      scripts.set(`full-${path}`, async () => ({
+        id: 's',
+        batches: (async function* () {
+          try {
+            for (let i = 1; i <= 100_000; i++) {
+              pulled++;
+              yield [eventAt(BigInt(i), 'a', i, 16 * 1024)];
+            }
+          } finally {
+            ended.push(path);
+          }
+        })(),
+      }));
+      const call = clients[path].serverStream(ChiefOfStateService.method.subscribeAll, create(SubscribeAllRequestSchema, { subscriptionId: `full-${path}` }));
+      call.on('error', () => {});
+      call.pause();
+      await pollUntil(() => pulled > 10, 10_000, 'the stream filled');
+      call.cancel();
+      await pollUntil(() => ended.includes(path), 10_000, `the ${path} subscription ended`);
+    }
+    expect(pulled).toBeLessThan(100_000);
+  });
 });
