@@ -107,11 +107,16 @@ export function tooLarge(size: number, limit: 'readMaxBytes' | 'writeMaxBytes', 
 
 /** One uncompressed frame: the flag byte, the length, the message. */
 export function frameMessage(bytes: Uint8Array): Buffer {
-  const frame = Buffer.allocUnsafe(5 + bytes.byteLength);
-  frame[0] = 0;
-  frame.writeUInt32BE(bytes.byteLength, 1);
-  frame.set(bytes, 5);
-  return frame;
+  return envelope(0, bytes);
+}
+
+/** An envelope of gRPC and Connect streams: the flags byte, the length (4 bytes, big-endian), the data. */
+export function envelope(flags: number, data: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(5 + data.byteLength);
+  out[0] = flags;
+  out.writeUInt32BE(data.byteLength, 1);
+  out.set(data, 5);
+  return out;
 }
 
 /**

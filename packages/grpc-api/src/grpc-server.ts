@@ -11,6 +11,7 @@ import { startEdgeListener } from './listener.js';
 import { openSecurity } from './listener-security.js';
 import type { ListenerTlsOptions } from './listener-tls.js';
 import { createReceiveTimeout } from './receive-timeout.js';
+import { createServerStreamConnect } from './server-stream-connect.js';
 import { createServerStreamGrpc } from './server-stream-grpc.js';
 import { createUnaryRoutes, type HttpRequest, type HttpResponse } from './unary-call.js';
 import { createUnaryConnectJson } from './unary-connect-json.js';
@@ -47,8 +48,8 @@ export interface GrpcServerOptions {
    * of the CPU), and so do Subscribe and SubscribeAll (createServerStreamGrpc: ready frames, a
    * page per write); false: they go through Connect's node adapter, the fallback should the fast
    * path ever misbehave (COS_GRPC_SERVER_FAST_PATH). Both answer alike (differential tests).
-   * Connect JSON unary calls keep their own path either way: Connect's would fail on Anys of
-   * types it does not know.
+   * Connect JSON calls (unary, and Subscribe / SubscribeAll streams) keep their own path either
+   * way: Connect's would fail on Anys of types it does not know.
    */
   readonly unaryFastPath?: boolean;
   /** the types JSON renders Anys with (COS_PROTO_DESCRIPTOR_SET); default: the well-known types and COS's */
@@ -106,6 +107,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   const streams = createServerStreamGrpc({ maxMessageBytes: options.maxMessageBytes, receiveTimeout, routes, ...caller });
   const registry = options.registry ?? createTypeRegistry();
   const connectJson = createUnaryConnectJson({ maxMessageBytes: options.maxMessageBytes, routes, registry, ...caller });
+  const connectJsonStreams = createServerStreamConnect({ maxMessageBytes: options.maxMessageBytes, routes, registry, ...caller });
   const handler = connectNodeAdapter({
     routes: (router) => options.routes(routes.router(router)),
     readMaxBytes: options.maxMessageBytes,
@@ -123,7 +125,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
       return;
     }
     if (http2) receiveTimeout.watch(request as Http2ServerRequest);
-    if (connectJson.handle(request, response)) return;
+    if (connectJson.handle(request, response) || connectJsonStreams.handle(request, response)) return;
     capTimeoutHeaders(request.headers);
     if (http2) normaliseGrpcMessage(response as Http2ServerResponse);
     handler(request, response);

@@ -1,4 +1,4 @@
-import { create, type MessageInitShape, type MessageShape, type UnknownField } from '@bufbuild/protobuf';
+import { create, fromBinary, type MessageInitShape, type MessageShape, type UnknownField } from '@bufbuild/protobuf';
 import { BinaryReader, BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
 import type { HandlerContext, ServiceImpl } from '@connectrpc/connect';
 import {
@@ -93,10 +93,12 @@ export function createSubscriptionMethods(
     context: HandlerContext,
     open: () => Promise<SubscriptionLike>,
   ): AsyncGenerator<MessageShape<Schema>> {
+    // JSON writes a message's fields, never its unknown ones: the shared bytes are decoded for it
+    const json = /json/i.test(context.requestHeader.get('content-type') ?? '');
     try {
       const subscription = await open();
       for await (const batch of subscription.batches) {
-        for (const event of batch) yield responseOf(schema, subscription.id, event);
+        for (const event of batch) yield json ? decodedResponseOf(schema, subscription.id, event) : responseOf(schema, subscription.id, event);
       }
     } catch (error) {
       throw fail(method, error, context.values.get(callTraceContext));
@@ -176,6 +178,17 @@ function responseOf<Schema extends typeof SubscribeResponseSchema | typeof Subsc
 ): MessageShape<Schema> {
   const message = create(schema, { subscriptionId } as MessageInitShape<Schema>);
   message.$unknown = fieldsOf(event);
+  return message;
+}
+
+/** The response with its fields decoded from the shared bytes: for JSON, which leaves unknown fields out. */
+function decodedResponseOf<Schema extends typeof SubscribeResponseSchema | typeof SubscribeAllResponseSchema>(
+  schema: Schema,
+  subscriptionId: string,
+  event: SubscribedEventLike,
+): MessageShape<Schema> {
+  const message = fromBinary(schema, bytesOf(event)) as MessageShape<Schema>;
+  message.subscriptionId = subscriptionId;
   return message;
 }
 
