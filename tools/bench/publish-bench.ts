@@ -36,7 +36,7 @@ const { createDatabase, mergeMigrations, migrateToLatest } = await import('@chie
 const { EventWrapperSchema, MetaDataSchema } = await import('@chiefofstate/protocol');
 const { createNatsSink, createPublisherHandler, createRabbitMqSink, PUBLISHER_RETRY, toBrokerMessage } = await import('@chiefofstate/publisher');
 const { createReadSideEngine, readSideMigrations } = await import('@chiefofstate/read-side');
-const { createLeaseCoordinator } = await import('@chiefofstate/sharding');
+const { createLeaseCoordinator } = await import('@chiefofstate/leases');
 
 const args = benchArgs();
 const totalEvents = Number(args.get('events') ?? 20_000);

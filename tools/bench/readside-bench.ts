@@ -39,7 +39,7 @@ const { createOffsetStore } = await import('@chiefofstate/offset-store');
 const { createDatabase, mergeMigrations, migrateToLatest } = await import('@chiefofstate/postgres');
 const { EventWrapperSchema, MetaDataSchema } = await import('@chiefofstate/protocol');
 const { createReadSideEngine, entityIdHeader, readSideMigrations, toReadSideRequest } = await import('@chiefofstate/read-side');
-const { createLeaseCoordinator } = await import('@chiefofstate/sharding');
+const { createLeaseCoordinator } = await import('@chiefofstate/leases');
 
 
 const args = benchArgs();

@@ -20,12 +20,12 @@ import {
 } from '@chiefofstate/grpc-api';
 import { createPeerClients, createReachabilityProbe, keepaliveOf, watchClientTlsLogged } from '@chiefofstate/handler-client';
 import { createJournal, JOURNAL_NOTIFY_CHANNEL, startKeyExpiry } from '@chiefofstate/journal';
+import { createLeaseCoordinator, loadClusterSecret } from '@chiefofstate/leases';
 import type { Logger } from '@chiefofstate/logging';
 import { createMetrics, startMetricsServer, type CosMetrics, type MetricsServer } from '@chiefofstate/metrics';
 import { notify, type Database } from '@chiefofstate/postgres';
 import { ChiefOfStateService, Health, ReadSideManagerService, ReflectionV1, ReflectionV1alpha } from '@chiefofstate/protocol';
 import { createDeferredManager, startReadSides } from '@chiefofstate/read-side';
-import { createLeaseCoordinator, loadClusterSecret } from '@chiefofstate/sharding';
 import { createSnapshotStore } from '@chiefofstate/snapshot';
 import { createSubscriptionHub, type SubscriptionHub } from '@chiefofstate/subscriptions';
 import { logDatabaseStatus, openCosStore, openSidePool } from '@chiefofstate/store';

@@ -3,10 +3,10 @@ import { InvalidArgumentError, NotFoundError, shardOf } from '@chiefofstate/core
 import { createCircuitBreaker, type CircuitBreaker } from '@chiefofstate/circuit-breaker';
 import { createReadSideClient, type ReadSideClient } from '@chiefofstate/handler-client';
 import { createJournal, JOURNAL_NOTIFY_CHANNEL, journalMigrations, type Journal } from '@chiefofstate/journal';
+import { createLeaseCoordinator } from '@chiefofstate/leases';
 import { createOffsetStore } from '@chiefofstate/offset-store';
 import { mergeMigrations, migrateToLatest, notify, type Database } from '@chiefofstate/postgres';
 import { openTestDatabase, testStoreKinds, type TestDatabase, type TestStoreKind } from '@chiefofstate/postgres/testing';
-import { createLeaseCoordinator } from '@chiefofstate/sharding';
 import { entityIdHeader, toReadSideRequest } from './delivery-request.js';
 import { createReadSideEngine, type ReadSideEngine } from './engine.js';
 import type { FailurePolicy } from './failure-policy.js';

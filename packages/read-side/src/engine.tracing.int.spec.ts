@@ -1,10 +1,10 @@
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { createReadSideClient } from '@chiefofstate/handler-client';
 import { createJournal, JOURNAL_NOTIFY_CHANNEL, journalMigrations } from '@chiefofstate/journal';
+import { createLeaseCoordinator } from '@chiefofstate/leases';
 import { createOffsetStore } from '@chiefofstate/offset-store';
 import { mergeMigrations, migrateToLatest } from '@chiefofstate/postgres';
 import { openTestDatabase } from '@chiefofstate/postgres/testing';
-import { createLeaseCoordinator } from '@chiefofstate/sharding';
 import { createTracing } from '@chiefofstate/tracing';
 import { describe, expect, it } from 'vitest';
 import { createReadSideEngine } from './engine.js';
