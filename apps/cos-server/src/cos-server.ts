@@ -1,5 +1,6 @@
 import { networkInterfaces } from 'node:os';
 import { createEntityRouter, createForwardingAuth, entityShardStreams, type EntityRouter } from '@chiefofstate/cluster';
+import { logDatabaseStatus, openCosStore, openSidePool, startReadSides } from '@chiefofstate/composition';
 import { readTypeRegistry, type CosConfig } from '@chiefofstate/config';
 import { createEntityRuntime } from '@chiefofstate/entity';
 import {
@@ -25,10 +26,9 @@ import type { Logger } from '@chiefofstate/logging';
 import { createMetrics, startMetricsServer, type CosMetrics, type MetricsServer } from '@chiefofstate/metrics';
 import { notify, type Database } from '@chiefofstate/postgres';
 import { ChiefOfStateService, Health, ReadSideManagerService, ReflectionV1, ReflectionV1alpha } from '@chiefofstate/protocol';
-import { createDeferredManager, startReadSides } from '@chiefofstate/read-side';
+import { createDeferredManager } from '@chiefofstate/read-side';
 import { createSnapshotStore } from '@chiefofstate/snapshot';
 import { createSubscriptionHub, type SubscriptionHub } from '@chiefofstate/subscriptions';
-import { logDatabaseStatus, openCosStore, openSidePool } from '@chiefofstate/store';
 import { ConfigError, ShuttingDownError } from '@chiefofstate/core';
 import { createStartUpUndo, type StartUpUndo } from './start-up-undo.js';
 import { killAfterCommit } from './test-hooks.js';

@@ -14,11 +14,16 @@ import { createPublisherHandler, createSink, PUBLISHER_RETRY, type PublisherHand
 import { createOffsetStore, offsetStoreMigrations } from '@chiefofstate/offset-store';
 import { createDatabase, mergeMigrations, migrateToLatest, notify, type Database, type MigrationSet } from '@chiefofstate/postgres';
 import { createLeaseCoordinator, leaseMigrations } from '@chiefofstate/leases';
-import { createReadSideEngine, type ReadSideEngine } from './engine.js';
-import type { RetryOptions } from './failure-policy.js';
-import { createReadSideManager, type ReadSideManager } from './manager.js';
-import type { JournalReader, Logger } from './ports.js';
-import type { DeliveryOutcome } from './stream-worker.js';
+import {
+  createReadSideEngine,
+  createReadSideManager,
+  type DeliveryOutcome,
+  type JournalReader,
+  type Logger,
+  type ReadSideEngine,
+  type ReadSideManager,
+  type RetryOptions,
+} from '@chiefofstate/read-side';
 
 /**
  * The tables of the read sides (offsets and stream leases), in the database that holds the
