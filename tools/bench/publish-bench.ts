@@ -35,8 +35,9 @@ const { createOffsetStore } = await import('@chiefofstate/offset-store');
 const { createDatabase, mergeMigrations, migrateToLatest } = await import('@chiefofstate/postgres');
 const { EventWrapperSchema, MetaDataSchema } = await import('@chiefofstate/protocol');
 const { createNatsSink, createPublisherHandler, createRabbitMqSink, PUBLISHER_RETRY, toBrokerMessage } = await import('@chiefofstate/publisher');
-const { createReadSideEngine, readSideMigrations } = await import('@chiefofstate/read-side');
-const { createLeaseCoordinator } = await import('@chiefofstate/sharding');
+const { createReadSideEngine } = await import('@chiefofstate/read-side');
+const { readSideMigrations } = await import('@chiefofstate/composition');
+const { createLeaseCoordinator } = await import('@chiefofstate/leases');
 
 const args = benchArgs();
 const totalEvents = Number(args.get('events') ?? 20_000);

@@ -38,8 +38,9 @@ const { createJournal, JOURNAL_NOTIFY_CHANNEL, journalMigrations } = await impor
 const { createOffsetStore } = await import('@chiefofstate/offset-store');
 const { createDatabase, mergeMigrations, migrateToLatest } = await import('@chiefofstate/postgres');
 const { EventWrapperSchema, MetaDataSchema } = await import('@chiefofstate/protocol');
-const { createReadSideEngine, entityIdHeader, readSideMigrations, toReadSideRequest } = await import('@chiefofstate/read-side');
-const { createLeaseCoordinator } = await import('@chiefofstate/sharding');
+const { createReadSideEngine, entityIdHeader, toReadSideRequest } = await import('@chiefofstate/read-side');
+const { readSideMigrations } = await import('@chiefofstate/composition');
+const { createLeaseCoordinator } = await import('@chiefofstate/leases');
 
 
 const args = benchArgs();

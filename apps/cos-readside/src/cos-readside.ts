@@ -1,3 +1,4 @@
+import { logDatabaseStatus, openCosStore, openSidePool, startReadSides, type RunningReadSides } from '@chiefofstate/composition';
 import { readTypeRegistry, type CosConfig } from '@chiefofstate/config';
 import { ConfigError } from '@chiefofstate/core';
 import {
@@ -15,8 +16,7 @@ import type { Logger } from '@chiefofstate/logging';
 import { createMetrics, startMetricsServer, type CosMetrics, type MetricsServer } from '@chiefofstate/metrics';
 import type { Database } from '@chiefofstate/postgres';
 import { Health, ReadSideManagerService } from '@chiefofstate/protocol';
-import { createDeferredManager, startReadSides, type RunningReadSides } from '@chiefofstate/read-side';
-import { logDatabaseStatus, openCosStore, openSidePool } from '@chiefofstate/store';
+import { createDeferredManager } from '@chiefofstate/read-side';
 
 export interface CosReadsideOptions {
   readonly config: CosConfig;

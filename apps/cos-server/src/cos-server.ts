@@ -1,5 +1,6 @@
 import { networkInterfaces } from 'node:os';
 import { createEntityRouter, createForwardingAuth, entityShardStreams, type EntityRouter } from '@chiefofstate/cluster';
+import { logDatabaseStatus, openCosStore, openSidePool, startReadSides } from '@chiefofstate/composition';
 import { readTypeRegistry, type CosConfig } from '@chiefofstate/config';
 import { createEntityRuntime } from '@chiefofstate/entity';
 import {
@@ -20,15 +21,14 @@ import {
 } from '@chiefofstate/grpc-api';
 import { createPeerClients, createReachabilityProbe, keepaliveOf, watchClientTlsLogged } from '@chiefofstate/handler-client';
 import { createJournal, JOURNAL_NOTIFY_CHANNEL, startKeyExpiry } from '@chiefofstate/journal';
+import { createLeaseCoordinator, loadClusterSecret } from '@chiefofstate/leases';
 import type { Logger } from '@chiefofstate/logging';
 import { createMetrics, startMetricsServer, type CosMetrics, type MetricsServer } from '@chiefofstate/metrics';
 import { notify, type Database } from '@chiefofstate/postgres';
 import { ChiefOfStateService, Health, ReadSideManagerService, ReflectionV1, ReflectionV1alpha } from '@chiefofstate/protocol';
-import { createDeferredManager, startReadSides } from '@chiefofstate/read-side';
-import { createLeaseCoordinator, loadClusterSecret } from '@chiefofstate/sharding';
+import { createDeferredManager } from '@chiefofstate/read-side';
 import { createSnapshotStore } from '@chiefofstate/snapshot';
 import { createSubscriptionHub, type SubscriptionHub } from '@chiefofstate/subscriptions';
-import { logDatabaseStatus, openCosStore, openSidePool } from '@chiefofstate/store';
 import { ConfigError, ShuttingDownError } from '@chiefofstate/core';
 import { createStartUpUndo, type StartUpUndo } from './start-up-undo.js';
 import { killAfterCommit } from './test-hooks.js';

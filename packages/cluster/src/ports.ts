@@ -51,7 +51,7 @@ export interface LocalEntities {
   evict(matches: (entityId: string) => boolean): Promise<void>;
 }
 
-/** Who holds a shard's stream now (satisfied by @chiefofstate/sharding's lease coordinator). */
+/** Who holds a shard's stream now (satisfied by @chiefofstate/leases' lease coordinator). */
 export interface ShardOwners {
   /** not `self` for a lease of this process whose renewal is overdue (it may be another's now) */
   ownerOf(stream: string): { readonly address: string | undefined; readonly self: boolean } | undefined;

@@ -2,18 +2,17 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { InvalidArgumentError, NotFoundError, shardOf } from '@chiefofstate/core';
 import { createCircuitBreaker, type CircuitBreaker } from '@chiefofstate/circuit-breaker';
 import { createReadSideClient, type ReadSideClient } from '@chiefofstate/handler-client';
-import { createJournal, JOURNAL_NOTIFY_CHANNEL, journalMigrations, type Journal } from '@chiefofstate/journal';
+import { createJournal, JOURNAL_NOTIFY_CHANNEL, type Journal } from '@chiefofstate/journal';
+import { createLeaseCoordinator } from '@chiefofstate/leases';
 import { createOffsetStore } from '@chiefofstate/offset-store';
-import { mergeMigrations, migrateToLatest, notify, type Database } from '@chiefofstate/postgres';
+import { migrateToLatest, notify, type Database } from '@chiefofstate/postgres';
 import { openTestDatabase, testStoreKinds, type TestDatabase, type TestStoreKind } from '@chiefofstate/postgres/testing';
-import { createLeaseCoordinator } from '@chiefofstate/sharding';
 import { entityIdHeader, toReadSideRequest } from './delivery-request.js';
 import { createReadSideEngine, type ReadSideEngine } from './engine.js';
 import type { FailurePolicy } from './failure-policy.js';
 import { createReadSideManager, type ReadSideManager } from './manager.js';
 import type { JournalEventRecord, ReadSideHandlerPort } from './ports.js';
-import { readSideMigrations } from './start-read-sides.js';
-import { eventPayload, revisionsByEntity, startRecordingHandler, until } from './test-support/fixtures.js';
+import { engineTestMigrations, eventPayload, revisionsByEntity, startRecordingHandler, until } from './test-support/fixtures.js';
 
 const NUM_SHARDS = 4;
 
@@ -30,7 +29,7 @@ interface SideSpec {
 /** A test world: a database with the journal, a recording handler, and engines on demand. */
 async function createWorld(kind: TestStoreKind) {
   const database: TestDatabase = await openTestDatabase(kind);
-  await migrateToLatest({ database, migrations: mergeMigrations(journalMigrations, readSideMigrations) });
+  await migrateToLatest({ database, migrations: engineTestMigrations });
   const journal: Journal = createJournal({ database, numShards: NUM_SHARDS });
   const handler = await startRecordingHandler();
   const clients: ReadSideClient[] = [];

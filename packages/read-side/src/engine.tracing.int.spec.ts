@@ -1,15 +1,14 @@
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { createReadSideClient } from '@chiefofstate/handler-client';
-import { createJournal, JOURNAL_NOTIFY_CHANNEL, journalMigrations } from '@chiefofstate/journal';
+import { createJournal, JOURNAL_NOTIFY_CHANNEL } from '@chiefofstate/journal';
+import { createLeaseCoordinator } from '@chiefofstate/leases';
 import { createOffsetStore } from '@chiefofstate/offset-store';
-import { mergeMigrations, migrateToLatest } from '@chiefofstate/postgres';
+import { migrateToLatest } from '@chiefofstate/postgres';
 import { openTestDatabase } from '@chiefofstate/postgres/testing';
-import { createLeaseCoordinator } from '@chiefofstate/sharding';
 import { createTracing } from '@chiefofstate/tracing';
 import { describe, expect, it } from 'vitest';
 import { createReadSideEngine } from './engine.js';
-import { readSideMigrations } from './start-read-sides.js';
-import { eventPayload, startRecordingHandler, until } from './test-support/fixtures.js';
+import { engineTestMigrations, eventPayload, startRecordingHandler, until } from './test-support/fixtures.js';
 
 describe('read-side tracing', () => {
   it('traces each delivery, with the handler call under it', async () => {
@@ -19,7 +18,7 @@ describe('read-side tracing', () => {
     const handler = await startRecordingHandler();
     const client = createReadSideClient({ host: '127.0.0.1', port: handler.server.port });
     try {
-      await migrateToLatest({ database, migrations: mergeMigrations(journalMigrations, readSideMigrations) });
+      await migrateToLatest({ database, migrations: engineTestMigrations });
       const journal = createJournal({ database, numShards: 2 });
       await journal.append({ entityId: 'acc-1', expectedRevision: 0n, events: [eventPayload('acc-1', 1)] });
       await journal.append({ entityId: 'acc-1', expectedRevision: 1n, events: [eventPayload('acc-1', 2)] });

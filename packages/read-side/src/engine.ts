@@ -40,7 +40,7 @@ export interface ReadSideEngineOptions {
   readonly numShards: number;
   readonly journal: JournalReader;
   readonly offsets: OffsetPort;
-  /** who runs which (read side, shard) stream; @chiefofstate/sharding's lease coordinator */
+  /** who runs which (read side, shard) stream; @chiefofstate/leases' lease coordinator */
   readonly ownership: OwnershipPort;
   /** LISTEN for the journal's NOTIFY (payload: comma-separated shards); polling alone without it */
   readonly journalNotifications?: { readonly listen: ListenPort; readonly channel: string };

@@ -33,11 +33,3 @@ export type {
   StreamHostPort,
 } from './ports.js';
 export type { ControlAction, DeliveryOutcome, StreamStats } from './stream-worker.js';
-export {
-  readSideMigrations,
-  startReadSides,
-  type FieldsFirstLogger,
-  type ReadSideSample,
-  type RunningReadSides,
-  type StartReadSidesOptions,
-} from './start-read-sides.js';

@@ -4,7 +4,7 @@ import type { HandleReadSideRequest, HandleReadSideResponse } from '@chiefofstat
 /*
  * The narrow interfaces the read-side engine needs. The real packages satisfy them
  * structurally: @chiefofstate/journal's Journal, @chiefofstate/offset-store's OffsetStore,
- * @chiefofstate/handler-client's ReadSideClient, @chiefofstate/sharding's LeaseCoordinator and
+ * @chiefofstate/handler-client's ReadSideClient, @chiefofstate/leases' LeaseCoordinator and
  * @chiefofstate/postgres's Database (for LISTEN).
  */
 

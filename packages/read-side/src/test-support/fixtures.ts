@@ -5,9 +5,16 @@ import {
   ReadSideHandlerService,
   type HandleReadSideRequest,
 } from '@chiefofstate/protocol';
+import { journalMigrations } from '@chiefofstate/journal';
+import { leaseMigrations } from '@chiefofstate/leases';
+import { offsetStoreMigrations } from '@chiefofstate/offset-store';
+import { mergeMigrations, type MigrationSet } from '@chiefofstate/postgres';
 import { GrpcJsStatusError, startGrpcJsServer, type GrpcJsServer } from '@chiefofstate/testing';
 
 export { eventPayload } from '@chiefofstate/testing';
+
+/** The engine's tables: the journal, offsets and stream leases (readSideMigrations of @chiefofstate/composition, plus the journal). */
+export const engineTestMigrations: MigrationSet = mergeMigrations(journalMigrations, offsetStoreMigrations, leaseMigrations);
 
 const untext = new TextDecoder();
 

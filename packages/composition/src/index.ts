@@ -7,3 +7,11 @@ export {
   type OpenCosStoreOptions,
   type OpenSidePoolOptions,
 } from './open-cos-store.js';
+export {
+  readSideMigrations,
+  startReadSides,
+  type FieldsFirstLogger,
+  type ReadSideSample,
+  type RunningReadSides,
+  type StartReadSidesOptions,
+} from './start-read-sides.js';

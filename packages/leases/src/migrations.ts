@@ -6,7 +6,7 @@ import type { MigrationSet } from '@chiefofstate/postgres';
  * (`-100-`), the snapshots' (`-200-`) and the read-side offsets' (`-300-`) when the sets are
  * merged. Migrations are frozen once released: later changes are new entries, never edits.
  */
-export const shardingMigrations: MigrationSet = {
+export const leaseMigrations: MigrationSet = {
   '2026-11-26-400-stream-leases': {
     async up(db: Kysely<unknown>) {
       // One row per stream that has ever been owned; the owner holds it while expires_at is ahead.

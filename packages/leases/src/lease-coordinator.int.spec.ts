@@ -4,7 +4,7 @@ import { migrateToLatest, type Database } from '@chiefofstate/postgres';
 import { openTestDatabase, testStoreKinds, type TestDatabase } from '@chiefofstate/postgres/testing';
 import { createLeaseCoordinator, type LeaseCoordinator, type ReleaseReason, type StreamHost } from './lease-coordinator.js';
 import { loadClusterSecret } from './cluster-secret.js';
-import { shardingMigrations } from './migrations.js';
+import { leaseMigrations } from './migrations.js';
 
 const streams = (n: number, prefix = 's') => Array.from({ length: n }, (_, i) => `${prefix}:${String(i).padStart(2, '0')}`);
 
@@ -52,7 +52,7 @@ describe.each(await testStoreKinds())('lease coordinator on %s', (kind) => {
 
   beforeAll(async () => {
     database = await openTestDatabase(kind);
-    await migrateToLatest({ database, migrations: shardingMigrations });
+    await migrateToLatest({ database, migrations: leaseMigrations });
   });
   afterAll(async () => {
     await Promise.all(coordinators.map((c) => c.close()));
@@ -112,7 +112,7 @@ describe.each(await testStoreKinds())('lease coordinator on %s', (kind) => {
     expect(Buffer.from(await loadClusterSecret(database)).equals(Buffer.from(first))).toBe(true);
     const other = await openTestDatabase(kind);
     try {
-      await migrateToLatest({ database: other, migrations: shardingMigrations });
+      await migrateToLatest({ database: other, migrations: leaseMigrations });
       expect(Buffer.from(await loadClusterSecret(other)).equals(Buffer.from(first))).toBe(false);
     } finally {
       await other.dispose();
@@ -220,7 +220,7 @@ describe.runIf(hasServer)('lease coordinator takeover on PostgreSQL', () => {
   it('takes over the streams of a process whose database connection died, after its leases expired, never running one twice', async () => {
     const world = createWorld();
     const first = await openTestDatabase('postgres');
-    await migrateToLatest({ database: first, migrations: shardingMigrations });
+    await migrateToLatest({ database: first, migrations: leaseMigrations });
     // the second process: its own pool on the same schema
     const second = await openTestDatabase('postgres', first.schema);
     const all = streams(16, 'takeover');

@@ -7,6 +7,6 @@ export {
   type StreamHost,
   type StreamOwner,
 } from './lease-coordinator.js';
-export { shardingMigrations } from './migrations.js';
-export type { ClusterSecretRow, ShardingTables, StreamLeaseRow, StreamMemberRow, StreamSetRow } from './tables.js';
+export { leaseMigrations } from './migrations.js';
+export type { ClusterSecretRow, LeaseTables, StreamLeaseRow, StreamMemberRow, StreamSetRow } from './tables.js';
 export { loadClusterSecret } from './cluster-secret.js';

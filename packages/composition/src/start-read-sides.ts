@@ -13,12 +13,17 @@ import { createJournal, JOURNAL_NOTIFY_CHANNEL } from '@chiefofstate/journal';
 import { createPublisherHandler, createSink, PUBLISHER_RETRY, type PublisherHandler, redactUrl } from '@chiefofstate/publisher';
 import { createOffsetStore, offsetStoreMigrations } from '@chiefofstate/offset-store';
 import { createDatabase, mergeMigrations, migrateToLatest, notify, type Database, type MigrationSet } from '@chiefofstate/postgres';
-import { createLeaseCoordinator, shardingMigrations } from '@chiefofstate/sharding';
-import { createReadSideEngine, type ReadSideEngine } from './engine.js';
-import type { RetryOptions } from './failure-policy.js';
-import { createReadSideManager, type ReadSideManager } from './manager.js';
-import type { JournalReader, Logger } from './ports.js';
-import type { DeliveryOutcome } from './stream-worker.js';
+import { createLeaseCoordinator, leaseMigrations } from '@chiefofstate/leases';
+import {
+  createReadSideEngine,
+  createReadSideManager,
+  type DeliveryOutcome,
+  type JournalReader,
+  type Logger,
+  type ReadSideEngine,
+  type ReadSideManager,
+  type RetryOptions,
+} from '@chiefofstate/read-side';
 
 /**
  * The tables of the read sides (offsets and stream leases), in the database that holds the
@@ -26,7 +31,7 @@ import type { DeliveryOutcome } from './stream-worker.js';
  * be the same for every process using that database (Kysely refuses a database that ran
  * migrations its set does not know): journal + snapshots + these.
  */
-export const readSideMigrations: MigrationSet = mergeMigrations(offsetStoreMigrations, shardingMigrations);
+export const readSideMigrations: MigrationSet = mergeMigrations(offsetStoreMigrations, leaseMigrations);
 
 /** A pino-style logger: `logger.info(fields, message)`. */
 export interface FieldsFirstLogger {

@@ -8,8 +8,8 @@ import {
   type DatabaseStatus,
   type MigrationSet,
 } from '@chiefofstate/postgres';
-import { readSideMigrations } from '@chiefofstate/read-side';
 import { snapshotMigrations } from '@chiefofstate/snapshot';
+import { readSideMigrations } from './start-read-sides.js';
 
 /**
  * Every migration of every COS table. Kysely's Migrator refuses a database that ran migrations

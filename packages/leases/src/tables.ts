@@ -29,7 +29,7 @@ export type ClusterSecretRow = {
   created_at: ColumnType<Date, Date | undefined, Date>;
 };
 
-export type ShardingTables = {
+export type LeaseTables = {
   cos_cluster_secret: ClusterSecretRow;
   cos_stream_leases: StreamLeaseRow;
   cos_stream_members: StreamMemberRow;
