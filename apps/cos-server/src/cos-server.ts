@@ -1,38 +1,18 @@
 import { networkInterfaces } from 'node:os';
-import { createEntityRouter, createForwardingAuth, entityShardStreams, type EntityRouter } from '@chiefofstate/cluster';
-import { logDatabaseStatus, openCosStore, openSidePool, startReadSides } from '@chiefofstate/composition';
-import { readTypeRegistry, type CosConfig } from '@chiefofstate/config';
-import { createEntityRuntime } from '@chiefofstate/entity';
-import {
-  createChiefOfStateService,
-  createHealthStatus,
-  createServerTracingInterceptor,
-  createReadSideManagerService,
-  listenerSecurityOptions,
-  logCallFailure,
-  registerReflection,
-  ServingStatus,
-  startGrpcServer,
-  startHttpFrontEnd,
-  type CommandProcessor,
-  type GrpcServer,
-  type HealthStatus,
-  type HttpFrontEnd,
-} from '@chiefofstate/grpc-api';
-import { createPeerClients, createReachabilityProbe, keepaliveOf, watchClientTlsLogged } from '@chiefofstate/handler-client';
-import { createJournal, JOURNAL_NOTIFY_CHANNEL, startKeyExpiry } from '@chiefofstate/journal';
-import { createLeaseCoordinator, loadClusterSecret } from '@chiefofstate/leases';
+import { logDatabaseStatus, openCosStore, startReadSides } from '@chiefofstate/composition';
+import type { CosConfig } from '@chiefofstate/config';
+import { ServingStatus, type HealthStatus } from '@chiefofstate/grpc-api';
+import { watchClientTlsLogged } from '@chiefofstate/handler-client';
 import type { Logger } from '@chiefofstate/logging';
-import { createMetrics, startMetricsServer, type CosMetrics, type MetricsServer } from '@chiefofstate/metrics';
+import type { CosMetrics } from '@chiefofstate/metrics';
 import { notify, type Database } from '@chiefofstate/postgres';
-import { ChiefOfStateService, Health, ReadSideManagerService, ReflectionV1, ReflectionV1alpha } from '@chiefofstate/protocol';
-import { createDeferredManager } from '@chiefofstate/read-side';
-import { createSnapshotStore } from '@chiefofstate/snapshot';
+import { JOURNAL_NOTIFY_CHANNEL } from '@chiefofstate/journal';
 import { createSubscriptionHub, type SubscriptionHub } from '@chiefofstate/subscriptions';
-import { ConfigError, ShuttingDownError } from '@chiefofstate/core';
+import { ConfigError } from '@chiefofstate/core';
+import { joinCluster, noCluster, type Cluster } from './cluster.js';
+import { startEdge, type Edge } from './edge.js';
+import { composeEntities, type Entities } from './entities.js';
 import { createStartUpUndo, type StartUpUndo } from './start-up-undo.js';
-import { killAfterCommit } from './test-hooks.js';
-import { createWriteHandler } from './write-handler.js';
 
 export interface CosServerOptions {
   readonly config: CosConfig;
@@ -88,120 +68,8 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
       ? watchClientTlsLogged({ ...config.cluster.peerTls, what: 'peers', label: 'COS_TLS_CERT_FILE/COS_CLUSTER_TLS_*', logger })
       : undefined;
   undo.push('peer TLS files', () => peerTls?.tls.close());
-  // publishers run on the read-side engine: managed by ReadSideManagerService like read sides
-  const readSideEngineOn = config.readSide.enabled || config.publishers.some((publisher) => publisher.enabled);
-  const health = createHealthStatus({
-    services: [ChiefOfStateService.typeName, ...(readSideEngineOn ? [ReadSideManagerService.typeName] : [])],
-  });
-  const readSideManager = createDeferredManager();
-  const metrics = createMetrics();
-  const handlerReachable = createReachabilityProbe({ host: config.writeSide.host, port: config.writeSide.port });
-
-  let ready: CommandProcessor | undefined;
-  const notReady = () => {
-    throw new ShuttingDownError('chief-of-state is starting or stopping');
-  };
-  // COS_SUBSCRIPTION_ENABLED: built once the store is open; the RPCs refuse until then
-  let subscriptions: SubscriptionHub | undefined;
-  const cosService = createChiefOfStateService({
-    processor: {
-      processCommand: (request) => (ready ? ready.processCommand(request) : notReady()),
-      getState: (entityId, call) => (ready ? ready.getState(entityId, call) : notReady()),
-    },
-    headers: {
-      propagated: config.writeSide.propagatedHeaders,
-      persisted: config.writeSide.persistedHeaders,
-    },
-    commandTimeoutMs: config.timeouts.commandMs,
-    onError: logCallFailure(logger),
-    ...(config.subscriptions.enabled
-      ? {
-          subscriptions: {
-            subscribe: (request) => (subscriptions ? subscriptions.subscribe(request) : notReady()),
-            subscribeAll: (request) => (subscriptions ? subscriptions.subscribeAll(request) : notReady()),
-            unsubscribe: (id) => (subscriptions ? subscriptions.unsubscribe(id) : notReady()),
-          },
-        }
-      : {}),
-  });
-  // COS_PROTO_DESCRIPTOR_SET: the user's types, for JSON and reflection (checked when the config loaded)
-  const registry = readTypeRegistry(config.frontEnds.descriptorSetFiles);
-  // what both front ends share: limits, interceptors, TLS and caller authentication, types, CORS
-  const edge = {
-    maxMessageBytes: config.server.maxMessageBytes,
-    maxConcurrentStreams: config.server.maxConcurrentStreams,
-    maxHeaderBytes: config.server.maxHeaderBytes,
-    receiveTimeoutMs: config.server.receiveTimeoutMs,
-    idleTimeoutMs: config.server.idleTimeoutMs,
-    unaryFastPath: config.server.unaryFastPath,
-    logger,
-    // COS_TLS_*, COS_AUTH_*, COS_ADMIN_*, COS_CLUSTER_PEER_NAMES; forwarded calls are checked by the router when clustered
-    ...listenerSecurityOptions(config.security, config.store.kind === 'postgres'),
-    // probes and tools asking what is served are no traffic worth a trace
-    interceptors: [
-      createServerTracingInterceptor({
-        ignoreServices: [Health.typeName, ReflectionV1.ServerReflection.typeName, ReflectionV1alpha.ServerReflection.typeName],
-      }),
-      metrics.serverInterceptor,
-    ],
-    registry,
-    corsAllowedOrigins: config.frontEnds.corsAllowedOrigins,
-  };
-  const served = [
-    ChiefOfStateService.typeName,
-    ...(readSideEngineOn ? [ReadSideManagerService.typeName] : []),
-    Health.typeName,
-    ReflectionV1.ServerReflection.typeName,
-    ReflectionV1alpha.ServerReflection.typeName,
-  ];
-  // replicas sharing PostgreSQL forward calls to each other over gRPC: its port opens for them even with COS_SERVER_PROTOCOL=http
-  const grpcOn = config.frontEnds.protocol !== 'http' || config.store.kind === 'postgres';
-  const server: GrpcServer | undefined = grpcOn
-    ? await startGrpcServer({
-        host: config.server.address,
-        port: config.server.port,
-        ...edge,
-        routes: (router) => {
-          router.service(ChiefOfStateService, cosService);
-          if (readSideEngineOn) {
-            router.service(
-              ReadSideManagerService,
-              createReadSideManagerService({
-                manager: readSideManager.manager,
-                // a fault of COS at error, with the errorId its caller was told
-                onError: logCallFailure(logger),
-              }),
-            );
-          }
-          router.service(Health, health.service);
-          registerReflection(router, { registry, services: () => served });
-        },
-      })
-    : undefined;
-  undo.push('gRPC server', () => server?.close(0));
-  if (server) logger.info({ address: config.server.address, port: server.port }, 'gRPC server listening');
-  const httpFrontEnd: HttpFrontEnd | undefined = config.frontEnds.http
-    ? await startHttpFrontEnd({ host: config.frontEnds.http.address, port: config.frontEnds.http.port, ...edge, service: cosService })
-    : undefined;
-  undo.push('HTTP front end', () => httpFrontEnd?.close(0));
-  if (httpFrontEnd) logger.info({ address: config.frontEnds.http!.address, port: httpFrontEnd.port }, 'HTTP/JSON front end listening');
-  // not ready while the store (or the leases' connections) is known unreachable
-  let storeAvailable = () => true;
-  // nor while the write handler's circuit breaker is open (COS_WRITE_SIDE_BREAKER_ENABLED)
-  let writeBreakerOpen = () => false;
-  const metricsServer: MetricsServer = await startMetricsServer({
-    host: config.telemetry.metricsAddress,
-    port: config.telemetry.metricsPort,
-    tokenFile: config.security.metricsTokenFile,
-    reloadIntervalMs: config.security.reloadIntervalMs,
-    onReloadError: (error) => logger.warn({ err: error }, 'changed metrics token file cannot be used; the previous tokens stay in use'),
-    metrics,
-    ready: async () => {
-      if (writeBreakerOpen()) return { ready: false, reason: 'write handler circuit breaker open' };
-      return ready !== undefined && storeAvailable() && (await handlerReachable());
-    },
-  });
-  undo.push('metrics server', () => metricsServer.close());
+  const edge = await startEdge(config, logger, undo);
+  const { gate, metrics, server } = edge;
 
   const database: Database = await openCosStore({
     store: config.store,
@@ -215,119 +83,22 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
   // keeps only its own shards' entities in memory and forwards calls for the others' (see
   // @chiefofstate/cluster). The embedded store has one process, which handles everything.
   const clustered = config.store.kind === 'postgres';
-  const journal = createJournal({
-    database,
-    numShards: config.numShards,
-    fencing: clustered,
-    batchThreshold: config.journal.eventsBatchThreshold,
-    maxQueuedAppends: config.journal.maxQueuedAppends,
-    onBatch: (batch) => metrics.observeJournalBatch(batch.events, batch.seconds),
-    idempotencyRetentionMs: config.journal.idempotencyRetentionMs,
-  });
-  undo.push('journal', () => journal.close());
-  // retry-safe commands: idempotency keys past COS_IDEMPOTENCY_RETENTION leave in the background
-  const keyExpiry = startKeyExpiry({
-    database,
-    retentionMs: config.journal.idempotencyRetentionMs,
-    onExpired: (count) => metrics.observeIdempotency('expired', count),
-    onError: (error) => logger.warn({ err: error }, 'idempotency key expiry: round failed, the next one tries again'),
-  });
-  undo.push('idempotency key expiry', () => keyExpiry.close());
-  const snapshots = createSnapshotStore({ database, retain: config.snapshots.retain });
-  const { client: writeSide, breaker: writeBreaker } = createWriteHandler(config, logger, {
-    ...writeSideTls,
-    fastTransport: config.server.clientFastTransport,
-    interceptors: [metrics.handlerInterceptor],
-  });
-  undo.push('write handler client', () => writeSide.close());
-  if (writeBreaker) writeBreakerOpen = () => writeBreaker.state() === 'open';
-  const validation = config.writeSide.validation;
+  const cluster = noCluster();
   const address = `${advertisedHost(config.cluster.podIp)}:${server?.port ?? 0}`;
-  let router: EntityRouter | undefined;
   // the (message, fields) logger the entity runtime and the router declare
   const portLogger = {
     debug: (message: string, fields?: Record<string, unknown>) => logger.debug(fields ?? {}, message),
     warn: (message: string, fields?: Record<string, unknown>) => logger.warn(fields ?? {}, message),
     error: (message: string, fields?: Record<string, unknown>) => logger.error(fields ?? {}, message),
   };
-  const runtime = createEntityRuntime({
-    journal: killAfterCommit(journal, config.testHooks?.killAfterCommitOf, (message) => logger.warn(message)),
-    snapshots,
-    handler: writeSide,
-    snapshotPolicy: { enabled: config.snapshots.enabled, frequency: config.snapshots.frequency },
-    logicalDeletion: config.journal.logicalDeletion,
-    ...(validation.enabled
-      ? { allowedStateTypes: validation.stateTypes, allowedEventTypes: validation.eventTypes }
-      : {}),
-    commandTimeoutMs: config.timeouts.commandMs,
-    passivateAfterMs: config.entities.passivateAfterMs,
-    maxActive: config.entities.maxActive,
-    cacheMaxBytes: config.entities.cacheMaxBytes,
-    mailboxSize: config.entities.mailboxSize,
-    maxInFlight: config.entities.maxInFlightCommands,
-    maxMessageBytes: config.server.maxMessageBytes,
-    // every configured read side, enabled or not: a cos-readside process may deliver to it
-    readSideIds: config.readSide.readSides.map((readSide) => readSide.readSideId),
-    onRefused: (reason) => metrics.observeRefusal(reason),
-    idempotencyRetentionMs: config.journal.idempotencyRetentionMs,
-    onIdempotency: (event, count) => metrics.observeIdempotency(event, count),
-    ...(clustered
-      ? { retain: (entityId: string) => router?.retains(entityId) ?? false, fenceOf: (entityId: string) => router?.fenceOf(entityId) }
-      : {}),
-    logger: portLogger,
-  });
-  undo.push('entity runtime', () => runtime.close());
-  const peers = clustered
-    ? createPeerClients({
-        self: address,
-        timeoutMs: config.timeouts.commandMs,
-        maxMessageBytes: config.server.maxMessageBytes,
-        fastTransport: config.server.clientFastTransport,
-        ...(peerTls ? { useTls: true, ...peerTls } : {}),
-        // COS_GRPC_KEEPALIVE_*: the peers' connections are outbound gRPC connections too
-        ...(config.keepalive.enabled ? { keepalive: keepaliveOf(config.keepalive)! } : {}),
-      })
-    : undefined;
-  undo.push('peer clients', () => peers?.close());
-  // the leases renew on connections of their own: load on the store's pool must not make this
-  // replica miss a renewal and drop its shards
-  const leaseDatabase = clustered
-    ? await openSidePool({
-        store: config.store,
-        applicationName: config.telemetry.serviceName,
-        purpose: 'leases',
-        onStatus: logDatabaseStatus(logger, 'leases'),
-      })
-    : undefined;
-  undo.push('lease pool', () => leaseDatabase?.close());
-  storeAvailable = () => database.available() && (leaseDatabase?.available() ?? true);
-  const coordinator = clustered
-    ? createLeaseCoordinator({
-        database: leaseDatabase ?? database,
-        address,
-        onError: (error) => logger.warn({ err: error }, 'entity shard leases: round failed'),
-      })
-    : undefined;
-  if (peers && coordinator) {
-    // COS_CLUSTER_SECRET, else the one the replicas share through the database
-    const secret = config.cluster.secret ?? (await loadClusterSecret(database));
-    router = createEntityRouter({
-      local: runtime,
-      peers,
-      owners: coordinator,
-      fences: journal,
-      auth: createForwardingAuth({ secret, maxSkewMs: config.cluster.maxClockSkewMs }),
-      address,
-      numShards: config.numShards,
-      onRoute: (method, outcome) => metrics.observeRoute(method, outcome),
-      logger: portLogger,
-    });
-    undo.push('entity shard leases', () => coordinator.close());
-    await coordinator.start(entityShardStreams(config.numShards), router);
-    logger.info({ address, shardsOwned: router.ownedShards(), shards: config.numShards }, 'joined the entity shard leases');
-  }
+  const entities = composeEntities({ config, logger, undo, database, metrics, writeSideTls, portLogger, clustered, router: () => cluster.router });
+  const { journal, writeBreaker, runtime } = entities;
+  if (writeBreaker) gate.writeBreakerOpen = () => writeBreaker.state() === 'open';
+  await joinCluster(cluster, { config, logger, undo, clustered, database, journal, runtime, metrics, address, peerTls, portLogger });
+  const { leaseDatabase } = cluster;
+  gate.storeAvailable = () => database.available() && (leaseDatabase?.available() ?? true);
   // COS_READ_SIDE_ENABLED: the read sides run here too, sharing the streams with any cos-readside.
-  const readSides = readSideEngineOn
+  const readSides = edge.readSideEngineOn
     ? await startReadSides({
         config,
         logger,
@@ -336,11 +107,11 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
         journal,
         handlerInterceptors: [metrics.handlerInterceptor],
         onDelivery: (readSideId, seconds, outcome) => metrics.observeReadSideDelivery(readSideId, seconds, outcome),
-        typeRegistry: registry,
+        typeRegistry: edge.registry,
       })
     : undefined;
   undo.push('read sides', () => readSides?.close());
-  readSideManager.set(readSides?.manager);
+  edge.readSideManager.set(readSides?.manager);
   const hub = config.subscriptions.enabled
     ? createSubscriptionHub({
         journal,
@@ -354,6 +125,32 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
     : undefined;
   await hub?.start();
   undo.push('subscriptions', () => hub?.close());
+  const parts: Parts = { config, logger, writeSideTls, peerTls, edge, database, entities, cluster, readSides, hub };
+  setMetricSources(metrics, parts);
+  return running(parts);
+}
+
+type ReadSides = Awaited<ReturnType<typeof startReadSides>>;
+type WatchedTls = ReturnType<typeof watchClientTlsLogged>;
+
+/** What a started COS is made of, for its metrics, its serving and its close. */
+interface Parts {
+  readonly config: CosConfig;
+  readonly logger: Logger;
+  readonly writeSideTls: WatchedTls | undefined;
+  readonly peerTls: WatchedTls | undefined;
+  readonly edge: Edge;
+  readonly database: Database;
+  readonly entities: Entities;
+  readonly cluster: Cluster;
+  readonly readSides: ReadSides | undefined;
+  readonly hub: SubscriptionHub | undefined;
+}
+
+function setMetricSources(metrics: CosMetrics, parts: Parts): void {
+  const { database, readSides, hub } = parts;
+  const { runtime, writeBreaker } = parts.entities;
+  const { router, leaseDatabase } = parts.cluster;
   metrics.setSources({
     ...(readSides ? { readSides: () => readSides.samples() } : {}),
     entities: () => runtime.stats(),
@@ -369,11 +166,19 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
       return [...(stats ? [{ pool: 'store', ...stats }] : []), ...(leases ? [{ pool: 'leases', ...leases }] : [])];
     },
   });
+}
+
+/** Serves once ready (see replicasLive), and closes in order. */
+function running(parts: Parts): RunningCosServer {
+  const { config, logger, edge, hub } = parts;
+  const { gate, health, server, httpFrontEnd, metricsServer } = edge;
+  const { runtime, writeBreaker } = parts.entities;
+  const { coordinator, router } = parts.cluster;
   let closing: Promise<void> | undefined;
   const serve = () => {
     if (closing) return;
-    ready = router ?? runtime;
-    subscriptions = hub;
+    gate.processor = router ?? runtime;
+    gate.subscriptions = hub;
     health.setAll(ServingStatus.SERVING);
     logger.info(
       {
@@ -397,39 +202,45 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
     port: server?.port ?? 0,
     httpPort: httpFrontEnd?.port,
     metricsPort: metricsServer.port,
-    metrics,
+    metrics: edge.metrics,
     health,
     close(graceMs = 10_000) {
-      closing ??= (async () => {
-        health.setAll(ServingStatus.NOT_SERVING);
-        // Order matters. The entity shards go first: the other replicas take them over (and
-        // stop forwarding here) while this one still answers the calls already on their way.
-        // Then no new calls, while the calls in flight finish (the server resolves once they
-        // have, or after graceMs); only then does the runtime refuse commands, and the
-        // commands still queued finish and their appends commit; then the pools close.
-        await coordinator?.close();
-        // open streams end now (UNAVAILABLE, with where to resume), so they do not hold the grace period
-        subscriptions = undefined;
-        await hub?.close();
-        await Promise.all([server?.close(graceMs), httpFrontEnd?.close(graceMs)]);
-        await runtime.close();
-        ready = undefined;
-        readSideManager.set(undefined);
-        await readSides?.close();
-        await keyExpiry.close();
-        await journal.close();
-        await writeSide.close();
-        await peers?.close();
-        writeSideTls?.tls.close();
-        peerTls?.tls.close();
-        await leaseDatabase?.close();
-        await database.close();
-        await metricsServer.close();
-        logger.info('chief-of-state stopped');
-      })();
+      closing ??= closeInOrder(parts, graceMs);
       return closing;
     },
   };
+}
+
+async function closeInOrder(parts: Parts, graceMs: number): Promise<void> {
+  const { logger, edge, database, readSides, hub } = parts;
+  const { gate, server, httpFrontEnd } = edge;
+  const { runtime, keyExpiry, journal, writeSide } = parts.entities;
+  const { coordinator, peers, leaseDatabase } = parts.cluster;
+  edge.health.setAll(ServingStatus.NOT_SERVING);
+  // Order matters. The entity shards go first: the other replicas take them over (and
+  // stop forwarding here) while this one still answers the calls already on their way.
+  // Then no new calls, while the calls in flight finish (the server resolves once they
+  // have, or after graceMs); only then does the runtime refuse commands, and the
+  // commands still queued finish and their appends commit; then the pools close.
+  await coordinator?.close();
+  // open streams end now (UNAVAILABLE, with where to resume), so they do not hold the grace period
+  gate.subscriptions = undefined;
+  await hub?.close();
+  await Promise.all([server?.close(graceMs), httpFrontEnd?.close(graceMs)]);
+  await runtime.close();
+  gate.processor = undefined;
+  edge.readSideManager.set(undefined);
+  await readSides?.close();
+  await keyExpiry.close();
+  await journal.close();
+  await writeSide.close();
+  await peers?.close();
+  parts.writeSideTls?.tls.close();
+  parts.peerTls?.tls.close();
+  await leaseDatabase?.close();
+  await database.close();
+  await edge.metricsServer.close();
+  logger.info('chief-of-state stopped');
 }
 
 /**
