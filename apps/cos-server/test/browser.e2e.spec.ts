@@ -2,7 +2,8 @@
 // server of the test's own, on another origin than COS, whose script is Connect-Web bundled by
 // esbuild. It opens an account through the Connect protocol (JSON) and reads it back through
 // gRPC-Web over the gRPC port (HTTP/1.1, as a browser speaks to a cleartext origin), with CORS
-// from COS_CORS_ALLOWED_ORIGINS and a bearer token; the page shows the new state.
+// from COS_CORS_ALLOWED_ORIGINS and a bearer token, and watches it with Subscribe (streaming
+// JSON); the page shows the new state and the events it watched.
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -67,6 +68,7 @@ describe.runIf(hasServer && hasBrowser)('a browser calling COS with Connect-Web'
         COS_PROTO_DESCRIPTOR_SET: descriptorSet,
         COS_CORS_ALLOWED_ORIGINS: pageOrigin,
         COS_AUTH_TOKENS_FILE: join(dir, 'tokens'),
+        COS_SUBSCRIPTION_ENABLED: 'true',
       },
       uniqueSchemaName('browser'),
     );
@@ -93,7 +95,7 @@ describe.runIf(hasServer && hasBrowser)('a browser calling COS with Connect-Web'
     await bank?.kill();
   });
 
-  it('runs ProcessCommand from the page and shows the new state', async () => {
+  it('runs ProcessCommand from the page, shows the new state and the events a subscription streamed', async () => {
     const page = await browser.newPage();
     const failures: string[] = [];
     page.on('pageerror', (error) => failures.push(error.message));
@@ -102,7 +104,10 @@ describe.runIf(hasServer && hasBrowser)('a browser calling COS with Connect-Web'
     await expect.poll(() => state.textContent(), { timeout: 20_000 }).not.toBe('pending');
     const shown = (await state.textContent()) ?? '';
     expect(failures).toEqual([]);
-    expect(shown.startsWith('error') ? shown : JSON.parse(shown)).toEqual({
+    const result = shown.startsWith('error') ? shown : (JSON.parse(shown) as Record<string, unknown>);
+    expect(result).toMatchObject({ watched: [{ revision: 1 }, { revision: 2, balanceCents: '4200' }] });
+    expect(result).toEqual({
+      watched: expect.any(Array),
       owner: 'browser',
       balanceCents: '4200',
       revision: 2,
