@@ -62,7 +62,7 @@ export interface ServerConfig {
   readonly receiveTimeoutMs: number;
   /** COS_GRPC_IDLE_TIMEOUT: a client connection without a frame for this long is closed, ms. */
   readonly idleTimeoutMs: number;
-  /** COS_GRPC_SERVER_FAST_PATH: plain gRPC unary calls take the hand-written path (else all go through Connect). */
+  /** COS_GRPC_SERVER_FAST_PATH: plain gRPC unary calls and subscription streams take the hand-written paths (else all go through Connect). */
   readonly unaryFastPath: boolean;
   /** COS_GRPC_CLIENT_FAST_PATH: calls to the handlers and peers take the hand-written transport (else Connect's). */
   readonly clientFastTransport: boolean;
