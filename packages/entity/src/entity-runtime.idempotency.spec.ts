@@ -8,24 +8,16 @@ import {
   RevisionMismatchError,
 } from '@chiefofstate/core';
 import { ProcessCommandResponseSchema } from '@chiefofstate/protocol';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { createEntityRuntime, type EntityRuntime, type EntityRuntimeOptions, type EntityState, type IdempotencyEvent } from './entity-runtime.js';
 import { InMemoryJournal } from './test-support/in-memory-stores.js';
-import { FAILURE_DETAIL, startTestHandler, str, textOf, type TestHandler } from './test-support/test-handler.js';
+import { FAILURE_DETAIL, str, textOf, useTestHandler } from './test-support/test-handler.js';
 
-let handler: TestHandler;
+const handler = useTestHandler();
 const runtimes: EntityRuntime[] = [];
-
-beforeAll(async () => {
-  handler = await startTestHandler();
-});
-afterAll(async () => {
-  await handler.stop();
-});
 afterEach(async () => {
   await Promise.all(runtimes.splice(0).map((r) => r.close()));
-  handler.commands.length = 0;
-  handler.events.length = 0;
+  handler.reset();
 });
 
 function setup(options: Partial<EntityRuntimeOptions> = {}, journal = new InMemoryJournal()) {

@@ -9,7 +9,7 @@ import { createSnapshotStore, snapshotMigrations, type SnapshotStore } from '@ch
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createEntityRuntime, type EntityRuntime, type EntityRuntimeOptions } from './entity-runtime.js';
 import type { JournalPort, SnapshotPort } from './ports.js';
-import { startTestHandler, str, textOf, type TestHandler } from './test-support/test-handler.js';
+import { str, textOf, useTestHandler } from './test-support/test-handler.js';
 
 /*
  * The runtime on the real stores: @chiefofstate/journal and @chiefofstate/snapshot over the
@@ -20,13 +20,7 @@ import { startTestHandler, str, textOf, type TestHandler } from './test-support/
 let counter = 0;
 const newId = (prefix = 'e') => `${prefix}-${++counter}-${randomBytes(3).toString('hex')}`;
 
-let handler: TestHandler;
-beforeAll(async () => {
-  handler = await startTestHandler();
-});
-afterAll(async () => {
-  await handler.stop();
-});
+const handler = useTestHandler();
 
 describe.each(await testStoreKinds())('entity runtime on the %s store', (kind) => {
   let database: TestDatabase;

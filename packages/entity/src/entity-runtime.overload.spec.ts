@@ -9,29 +9,21 @@ import {
   HandleReadSideRequestSchema,
   ProcessCommandResponseSchema,
 } from '@chiefofstate/protocol';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { createEntityRuntime, type EntityRuntime, type EntityRuntimeOptions } from './entity-runtime.js';
 import type { JournalAppend, JournalAppendResult } from './ports.js';
 import type { RefusalReason } from './refusals.js';
 import { InMemoryJournal, countingReads } from './test-support/in-memory-stores.js';
-import { startTestHandler, str, textOf, type TestHandler } from './test-support/test-handler.js';
+import { str, textOf, useTestHandler } from './test-support/test-handler.js';
 
-let handler: TestHandler;
+const handler = useTestHandler();
 const runtimes: EntityRuntime[] = [];
 const gates: GatedJournal[] = [];
-
-beforeAll(async () => {
-  handler = await startTestHandler();
-});
-afterAll(async () => {
-  await handler.stop();
-});
 afterEach(async () => {
   // a failed test may leave appends held: close waits for them
   for (const journal of gates.splice(0)) journal.open();
   await Promise.all(runtimes.splice(0).map((r) => r.close()));
-  handler.commands.length = 0;
-  handler.events.length = 0;
+  handler.reset();
 });
 
 /** An in-memory journal whose appends wait until `open()` (then pass through for good). */

@@ -14,27 +14,17 @@ import {
   CommitOutcomeUnknownError,
 } from '@chiefofstate/core';
 import { EventWrapperSchema, HeaderSchema, StateWrapperSchema } from '@chiefofstate/protocol';
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createEntityRuntime, type EntityRuntime, type EntityRuntimeOptions } from './entity-runtime.js';
 import type { Logger } from './ports.js';
 import { InMemoryJournal, InMemorySnapshots, countingReads } from './test-support/in-memory-stores.js';
-import { FAILURE_DETAIL, startTestHandler, str, textOf, type TestHandler } from './test-support/test-handler.js';
+import { FAILURE_DETAIL, str, textOf, useTestHandler } from './test-support/test-handler.js';
 
-let handler: TestHandler;
+const handler = useTestHandler();
 const runtimes: EntityRuntime[] = [];
-
-beforeAll(async () => {
-  handler = await startTestHandler();
-});
-afterAll(async () => {
-  await handler.stop();
-});
 afterEach(async () => {
   await Promise.all(runtimes.splice(0).map((r) => r.close()));
-  handler.commands.length = 0;
-  handler.events.length = 0;
-  handler.concurrency.max = 0;
-  handler.concurrency.perEntityMax.clear();
+  handler.reset();
 });
 
 interface Setup {

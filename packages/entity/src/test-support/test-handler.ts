@@ -10,6 +10,7 @@ import {
   type HandleEventRequest,
 } from '@chiefofstate/protocol';
 import { startTestGrpcServer, type TestGrpcServer } from '@chiefofstate/testing';
+import { afterAll, beforeAll } from 'vitest';
 
 /**
  * A real WriteSideHandlerService on loopback HTTP/2 for the runtime's tests. Commands and events
@@ -107,6 +108,53 @@ export async function startTestHandler(): Promise<TestHandler> {
     async stop() {
       await Promise.all(clients.map((c) => c.close()));
       await server.stop();
+    },
+  };
+}
+
+/** The test handler of a spec file, with what it recorded; see useTestHandler. */
+export interface UsedTestHandler extends Omit<TestHandler, 'stop'> {
+  /** forgets the calls and the concurrency peaks recorded so far (between tests) */
+  reset(): void;
+}
+
+/**
+ * Starts a test handler before the tests of the enclosing suite (the file, at top level) and
+ * stops it after them. The accessors read the running handler, so they are valid within tests
+ * and hooks only.
+ */
+export function useTestHandler(): UsedTestHandler {
+  let started: TestHandler | undefined;
+  beforeAll(async () => {
+    started = await startTestHandler();
+  });
+  afterAll(async () => {
+    await started?.stop();
+  });
+  const current = (): TestHandler => {
+    if (!started) throw new Error('the test handler runs only within the tests and their hooks');
+    return started;
+  };
+  return {
+    get server() {
+      return current().server;
+    },
+    get commands() {
+      return current().commands;
+    },
+    get events() {
+      return current().events;
+    },
+    get concurrency() {
+      return current().concurrency;
+    },
+    client: (options) => current().client(options),
+    reset() {
+      const handler = current();
+      handler.commands.length = 0;
+      handler.events.length = 0;
+      handler.concurrency.max = 0;
+      handler.concurrency.perEntityMax.clear();
     },
   };
 }
