@@ -4,12 +4,12 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  createTestPki,
   findPostgresBinDir,
   pollUntil,
-  startOwnPostgres,
+  startOwnTlsPostgres,
   type IssuedCertificate,
   type OwnPostgres,
+  type OwnTlsPostgres,
   type TestPki,
 } from '@chiefofstate/testing';
 import { command, startCos, type CosFixture, type CosTestStore } from './support/cos-fixture.js';
@@ -29,6 +29,7 @@ interface ConnectionSsl {
 }
 
 describe.skipIf(!available)('cos-server on PostgreSQL over TLS with a client certificate', () => {
+  let own: OwnTlsPostgres;
   let pki: TestPki;
   let stranger: TestPki;
   let client: IssuedCertificate;
@@ -37,23 +38,15 @@ describe.skipIf(!available)('cos-server on PostgreSQL over TLS with a client cer
   const started: CosFixture[] = [];
 
   beforeAll(async () => {
-    pki = createTestPki('cos-e2e-pg-tls-');
-    stranger = pki.stranger();
-    const serverCert = pki.issue({ name: 'db-server', dns: ['db.cos.test'], ips: ['127.0.0.1'], usage: 'server' });
-    client = pki.issue({ name: 'postgres', dns: [], ips: [], usage: 'client' });
-    postgres = await startOwnPostgres({
-      database: 'cos_tls',
-      tls: { certFile: serverCert.certFile, keyFile: serverCert.keyFile, caFile: pki.caFile, clientAuth: 'cert' },
-    });
+    own = await startOwnTlsPostgres({ pkiPrefix: 'cos-e2e-pg-tls-', database: 'cos_tls' });
+    ({ pki, stranger, client, server: postgres } = own);
     handler = await startTestHandler();
   }, 120_000);
 
   afterAll(async () => {
     for (const cos of started) await cos.dispose().catch(() => {});
     await handler?.kill('SIGKILL');
-    await postgres?.dispose();
-    pki?.remove();
-    stranger?.remove();
+    await own?.dispose();
   });
 
   const tlsEnv = (overrides: Record<string, string> = {}): Record<string, string> => ({

@@ -4,12 +4,12 @@ import { sql } from 'kysely';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { StoreError } from '@chiefofstate/core';
 import {
-  createTestPki,
   findPostgresBinDir,
   pollUntil,
-  startOwnPostgres,
+  startOwnTlsPostgres,
   type IssuedCertificate,
   type OwnPostgres,
+  type OwnTlsPostgres,
   type TestPki,
 } from '@chiefofstate/testing';
 import { createDatabase, type Database, type DatabaseStatus, type PostgresConnectionOptions } from './database.js';
@@ -30,6 +30,7 @@ interface SslRow {
 }
 
 describe.skipIf(!runnable)('database over TLS', () => {
+  let own: OwnTlsPostgres;
   let pki: TestPki;
   let stranger: TestPki;
   let client: IssuedCertificate;
@@ -40,22 +41,13 @@ describe.skipIf(!runnable)('database over TLS', () => {
   const onUncaught = (error: unknown) => uncaught.push(error);
 
   beforeAll(async () => {
-    pki = createTestPki('cos-pg-tls-');
-    stranger = pki.stranger();
-    const serverCert = pki.issue({ name: 'db-server', dns: ['db.cos.test'], ips: ['127.0.0.1'], usage: 'server' });
-    client = pki.issue({ name: 'postgres', dns: [], ips: [], usage: 'client' });
-    server = await startOwnPostgres({
-      database: 'tls',
-      settings: { listen_addresses: '127.0.0.1,127.0.0.2' },
-      tls: { certFile: serverCert.certFile, keyFile: serverCert.keyFile, caFile: pki.caFile, clientAuth: 'cert' },
-    });
+    own = await startOwnTlsPostgres({ pkiPrefix: 'cos-pg-tls-', database: 'tls', settings: { listen_addresses: '127.0.0.1,127.0.0.2' } });
+    ({ pki, stranger, client, server } = own);
     process.on('uncaughtException', onUncaught);
   }, 120_000);
   afterAll(async () => {
     process.off('uncaughtException', onUncaught);
-    await server?.dispose();
-    pki?.remove();
-    stranger?.remove();
+    await own?.dispose();
   });
   afterEach(async () => {
     for (const database of opened.splice(0)) await database.close().catch(() => {});

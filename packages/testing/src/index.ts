@@ -30,6 +30,7 @@ export {
   type OwnPostgresTls,
   type TerminateFilter,
 } from './own-postgres.js';
+export { startOwnTlsPostgres, type OwnTlsPostgres, type OwnTlsPostgresOptions } from './own-tls-postgres.js';
 export { pollUntil, timed } from './timing.js';
 export { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
 export { createTestPki, type IssuedCertificate, type IssueOptions, type TestPki } from './test-pki.js';
