@@ -121,7 +121,9 @@ describe.skipIf(!available)('cos-server on PostgreSQL over TLS with a client cer
     const oldSerial = before[0]!.client_serial;
 
     pki.issue({ name: 'postgres', dns: [], ips: [], usage: 'client' });
-    await cos.server.waitFor(/PostgreSQL TLS files changed: new connections use them/, 10_000);
+    // each pool takes the new files on its own watch: wait for both, or one reconnects with the old
+    await cos.server.waitFor(/"pool":"store"[^\n]*PostgreSQL TLS files changed: new connections use them/, 10_000);
+    await cos.server.waitFor(/"pool":"leases"[^\n]*PostgreSQL TLS files changed: new connections use them/, 10_000);
     // connections made before the rotation keep their handshake: cut them, COS connects again
     await postgres.terminateBackends();
     await pollUntil(
