@@ -15,9 +15,10 @@ export function killAfterCommit<J extends JournalPort>(journal: J, entityId: str
       if (request.entityId === entityId) process.kill(process.pid, 'SIGKILL');
       return result;
     },
-    readLatest: (id) => journal.readLatest(id),
+    readLatest: (id, options) => journal.readLatest(id, options),
     deleteEventsBefore: (id, revision) => journal.deleteEventsBefore(id, revision),
-    readKeys: (id, limit) => journal.readKeys(id, limit),
-    findKeys: (id, keys) => journal.findKeys(id, keys),
+    readKeys: (id, limit, options) => journal.readKeys(id, limit, options),
+    readLatestWithKeys: (id, keyLimit, options) => journal.readLatestWithKeys(id, keyLimit, options),
+    findKeys: (id, keys, options) => journal.findKeys(id, keys, options),
   };
 }

@@ -9,10 +9,10 @@ import {
 } from '@chiefofstate/core';
 import type { MetaData } from '@chiefofstate/protocol';
 import { checkTime, type Command } from './command.js';
-import { dropKeys, loadKeys, recordOf, rememberRecorded, replayed, resolveKeys } from './entity-keys.js';
+import { dropKeys, keepKeys, loadKeys, recordOf, rememberRecorded, replayed, resolveKeys } from './entity-keys.js';
 import type { KnownKeys } from './idempotency.js';
 import type { JournalAppend, KeyRecord, ReadOptions } from './ports.js';
-import { readStoredEntity } from './recovery.js';
+import { readStoredEntity, storedEntityOf, type StoredEntity } from './recovery.js';
 import { fail, setStateBytes, succeed, trimCache, type EntitySlot, type RuntimeContext } from './runtime-context.js';
 
 /*
@@ -64,9 +64,8 @@ export async function runBatch(ctx: RuntimeContext, slot: EntitySlot, batch: Com
     // the reads wait for the store as long as one of these commands still has a use for them
     const read = readFor(batch);
     if (!slot.loaded && keyed) {
-      // the state and the keys at once: an entity's first keyed command waits for one round trip
-      // (load, started first, drops the old keys before its first await, so the new ones stay)
-      await Promise.all([load(ctx, slot, read), loadKeys(ctx, slot, read)]);
+      // the state and the keys in one statement: an entity's first keyed command waits for one round trip
+      await loadWithKeys(ctx, slot, read);
     } else if (!slot.loaded) {
       await load(ctx, slot, read);
     }
@@ -139,7 +138,17 @@ export async function runBatch(ctx: RuntimeContext, slot: EntitySlot, batch: Com
 async function load(ctx: RuntimeContext, slot: EntitySlot, read: ReadOptions): Promise<void> {
   // what the store holds may have changed (another writer, an append of unknown outcome)
   dropKeys(ctx, slot);
-  const { revision, state, meta, bytes } = await readStoredEntity(ctx.journal, ctx.snapshots, slot.entityId, read);
+  loaded(ctx, slot, await readStoredEntity(ctx.journal, ctx.snapshots, slot.entityId, read));
+}
+
+async function loadWithKeys(ctx: RuntimeContext, slot: EntitySlot, read: ReadOptions): Promise<void> {
+  dropKeys(ctx, slot);
+  const { latest, keys } = await ctx.journal.readLatestWithKeys(slot.entityId, ctx.maxKeysPerEntity + 1, read);
+  loaded(ctx, slot, await storedEntityOf(ctx.snapshots, slot.entityId, latest, read));
+  keepKeys(ctx, slot, keys);
+}
+
+function loaded(ctx: RuntimeContext, slot: EntitySlot, { revision, state, meta, bytes }: StoredEntity): void {
   slot.revision = revision;
   slot.state = state;
   slot.meta = meta;

@@ -3,7 +3,7 @@ import { IdempotencyKeyReusedError, InternalError } from '@chiefofstate/core';
 import type { MetaData } from '@chiefofstate/protocol';
 import type { Command } from './command.js';
 import { KnownKeys, base64, commandDigest, errorRecord, replayOf, replyRecord } from './idempotency.js';
-import type { KeyRecord, ReadOptions } from './ports.js';
+import type { KeyRecord, ReadOptions, StoredKeyDigest } from './ports.js';
 import { fail, setStateBytes, succeed, type EntitySlot, type RuntimeContext } from './runtime-context.js';
 
 /*
@@ -19,8 +19,12 @@ export function dropKeys(ctx: RuntimeContext, slot: EntitySlot): void {
 
 /** The entity's keys in the store (at most maxKeysPerEntity; with more, `complete` is false). */
 export async function loadKeys(ctx: RuntimeContext, slot: EntitySlot, read: ReadOptions): Promise<void> {
+  keepKeys(ctx, slot, await ctx.journal.readKeys(slot.entityId, ctx.maxKeysPerEntity + 1, read));
+}
+
+/** The keys read from the store (maxKeysPerEntity + 1 asked for) as the entity's known keys. */
+export function keepKeys(ctx: RuntimeContext, slot: EntitySlot, stored: readonly StoredKeyDigest[]): void {
   const { maxKeysPerEntity } = ctx;
-  const stored = await ctx.journal.readKeys(slot.entityId, maxKeysPerEntity + 1, read);
   const keys = new KnownKeys(maxKeysPerEntity, true);
   for (const { key, digest, recordedAt } of stored) keys.add(key, { digest: base64(digest), recordedAt: recordedAt.getTime(), outcome: undefined });
   slot.keys = keys;

@@ -16,6 +16,7 @@ export type {
   JournalAppendResult,
   JournalPort,
   KeyRecord,
+  LatestWithKeys,
   Logger,
   ReadOptions,
   SnapshotPort,

@@ -83,8 +83,18 @@ export interface JournalPort {
    * `limit`: fewer than `limit` means all of them.
    */
   readKeys(entityId: string, limit: number, options?: ReadOptions): Promise<StoredKeyDigest[]>;
+  /**
+   * `readLatest` and `readKeys` in one round trip: what an entity's first keyed command needs
+   * before it can run.
+   */
+  readLatestWithKeys(entityId: string, keyLimit: number, options?: ReadOptions): Promise<LatestWithKeys>;
   /** Those of `keys` the entity recorded within the retention window, with their outcomes. */
   findKeys(entityId: string, keys: readonly string[], options?: ReadOptions): Promise<StoredKey[]>;
+}
+
+export interface LatestWithKeys {
+  readonly latest: StoredRevision | undefined;
+  readonly keys: StoredKeyDigest[];
 }
 
 /** A read on behalf of commands or a GetState. */

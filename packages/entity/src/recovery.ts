@@ -25,7 +25,16 @@ export async function readStoredEntity(
   entityId: string,
   read: ReadOptions,
 ): Promise<StoredEntity> {
-  const latest = await journal.readLatest(entityId, read);
+  return storedEntityOf(snapshots, entityId, await journal.readLatest(entityId, read), read);
+}
+
+/** The entity from its newest event, read already (undefined: none; then the newest snapshot). */
+export async function storedEntityOf(
+  snapshots: SnapshotPort | undefined,
+  entityId: string,
+  latest: StoredRevision | undefined,
+  read: ReadOptions,
+): Promise<StoredEntity> {
   if (latest !== undefined) {
     const wrapper = decode(entityId, latest, 'event', (bytes) => fromBinary(EventWrapperSchema, bytes));
     return stored(entityId, latest, wrapper.resultingState, wrapper.meta, latest.payload.byteLength - anyFieldBytes(wrapper.event));

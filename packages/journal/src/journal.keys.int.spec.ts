@@ -71,6 +71,28 @@ describe.each(await testStoreKinds())('journal idempotency keys on %s', (kind) =
     expect(await journal.readKeys(id, 1)).toHaveLength(1);
   });
 
+  it('reads the newest event and the keys in one statement, as readLatest and readKeys do apart', async () => {
+    const id = newId();
+    expect(await journal.readLatestWithKeys(id, 10)).toEqual({ latest: undefined, keys: [] });
+    await journal.append({ entityId: id, expectedRevision: 0n, events: [], keys: [reply('before-any-event')] });
+    const keysOnly = await journal.readLatestWithKeys(id, 10);
+    expect(keysOnly.latest).toBeUndefined();
+    expect(keysOnly.keys).toEqual(await journal.readKeys(id, 10));
+    await journal.append({ entityId: id, expectedRevision: 0n, events: [bytes('e1'), bytes('e2')], keys: [reply('k-1'), reply('k-2')] });
+    const both = await journal.readLatestWithKeys(id, 10);
+    expect(both.latest).toEqual(await journal.readLatest(id));
+    expect(both.latest?.revision).toBe(2n);
+    expect(both.keys.map((k) => k.key).sort()).toEqual(['before-any-event', 'k-1', 'k-2']);
+    expect([...both.keys].sort((a, b) => a.key.localeCompare(b.key))).toEqual([...(await journal.readKeys(id, 10))].sort((a, b) => a.key.localeCompare(b.key)));
+    expect(both.keys[0]!.recordedAt).toBeInstanceOf(Date);
+    // the limit applies to the keys only
+    const limited = await journal.readLatestWithKeys(id, 2);
+    expect(limited.keys).toHaveLength(2);
+    expect(limited.latest?.revision).toBe(2n);
+    // another entity's rows are not read
+    expect((await journal.readLatestWithKeys(newId(), 10)).keys).toEqual([]);
+  });
+
   it('records keys without events when the expected revision is the latest, and refuses them otherwise', async () => {
     const id = newId();
     await journal.append({ entityId: id, expectedRevision: 0n, events: [], keys: [reply('noop-at-0')] });

@@ -189,6 +189,8 @@ export interface Journal {
    * most `limit` (in no particular order): fewer than `limit` means all of them.
    */
   readKeys(entityId: string, limit: number, options?: ReadOptions): Promise<StoredKeyDigest[]>;
+  /** readLatest and readKeys in one statement (one round trip): an entity's first keyed command needs both. */
+  readLatestWithKeys(entityId: string, keyLimit: number, options?: ReadOptions): Promise<{ latest: JournalEvent | undefined; keys: StoredKeyDigest[] }>;
   /** Those of `keys` the entity has recorded within the retention window, with their outcomes. */
   findKeys(entityId: string, keys: readonly string[], options?: ReadOptions): Promise<StoredKey[]>;
   /** Writes what is queued, then refuses new appends (ShuttingDownError). Leaves the database open. */
@@ -204,6 +206,19 @@ interface Pending {
 }
 
 const tracer = trace.getTracer('chiefofstate');
+
+/** A row of readLatestWithKeys: an event ('e') or a key ('k'), the other's columns null. */
+interface LatestOrKeyRow {
+  kind: 'e' | 'k';
+  position: bigint | null;
+  revision: bigint | null;
+  shard: number | null;
+  written_at: Date | null;
+  payload: Uint8Array | null;
+  key: string | null;
+  digest: Uint8Array | null;
+  recorded_at: Date | null;
+}
 
 interface AppendRow {
   /** batch indexes of the events written; null when all were */
@@ -347,6 +362,28 @@ export function createJournal(options: JournalOptions): Journal {
         .limit(limit);
       const { rows } = await store(() => keysDb.executeQuery(compiledWithDeadline(query, options?.deadline)));
       return rows.map((row) => ({ key: row.key, digest: row.digest, recordedAt: row.recorded_at }));
+    },
+
+    async readLatestWithKeys(entityId, keyLimit, options) {
+      // one statement, rows of two shapes: the newest event ('e'), then the keys ('k')
+      const query = sql<LatestOrKeyRow>`(SELECT 'e' AS kind, position, revision, shard, written_at, payload,
+          NULL::text AS key, NULL::bytea AS digest, NULL::timestamptz AS recorded_at
+        FROM cos_journal WHERE entity_id = ${entityId} ORDER BY revision DESC LIMIT 1)
+        UNION ALL
+        (SELECT 'k', NULL::bigint, NULL::bigint, NULL::integer, NULL::timestamptz, NULL::bytea, key, digest, recorded_at
+        FROM cos_idempotency_keys
+        WHERE entity_id = ${entityId} AND recorded_at > now() - ${retentionMs} * interval '1 millisecond' LIMIT ${keyLimit})`;
+      const { rows } = await store(() => db.executeQuery(compiledWithDeadline({ compile: () => query.compile(db) }, options?.deadline)));
+      let latest: JournalEvent | undefined;
+      const keys: StoredKeyDigest[] = [];
+      for (const row of rows) {
+        if (row.kind === 'e') {
+          latest = { position: row.position!, entityId, revision: row.revision!, shard: row.shard!, writtenAt: row.written_at!, payload: row.payload! };
+        } else {
+          keys.push({ key: row.key!, digest: row.digest!, recordedAt: row.recorded_at! });
+        }
+      }
+      return { latest, keys };
     },
 
     async findKeys(entityId, keys, options) {

@@ -4,6 +4,7 @@ import type {
   JournalAppend,
   JournalAppendResult,
   JournalPort,
+  LatestWithKeys,
   ReadOptions,
   SnapshotPort,
   SnapshotSave,
@@ -74,6 +75,10 @@ export class InMemoryJournal implements JournalPort {
     this.keyReads.push({ entityId });
     const keys = [...(this.keys.get(entityId)?.values() ?? [])].slice(0, limit);
     return Promise.resolve(keys.map(({ key, digest, recordedAt }) => ({ key, digest, recordedAt })));
+  }
+
+  async readLatestWithKeys(entityId: string, keyLimit: number, options?: ReadOptions): Promise<LatestWithKeys> {
+    return { latest: await this.readLatest(entityId, options), keys: await this.readKeys(entityId, keyLimit, options) };
   }
 
   findKeys(entityId: string, keys: readonly string[], _options?: ReadOptions): Promise<StoredKey[]> {
