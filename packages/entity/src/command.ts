@@ -1,6 +1,6 @@
 import { context, propagation, trace, type Context, type Span } from '@opentelemetry/api';
 import type { Any } from '@bufbuild/protobuf/wkt';
-import { DeadlineExceededError } from '@chiefofstate/core';
+import { DeadlineExceededError, TRACER_NAME } from '@chiefofstate/core';
 import type { Header, MetaData } from '@chiefofstate/protocol';
 import type { HandlerCallOptions } from './ports.js';
 
@@ -55,7 +55,7 @@ export interface Command {
   readonly trace?: { readonly span: Span; readonly context: Context };
 }
 
-const tracer = trace.getTracer('chiefofstate');
+const tracer = trace.getTracer(TRACER_NAME);
 
 /** The command's span, only when the caller's trace is recorded (no cost otherwise). */
 export function commandTrace(request: ProcessCommandRequest): Command['trace'] {

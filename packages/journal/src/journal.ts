@@ -9,6 +9,7 @@ import {
   OverloadedError,
   ShuttingDownError,
   StoreError,
+  TRACER_NAME,
   assertValidEntityId,
   publicMessageOf,
   shardOf,
@@ -203,7 +204,7 @@ interface Pending {
   readonly span?: Span;
 }
 
-const tracer = trace.getTracer('chiefofstate');
+const tracer = trace.getTracer(TRACER_NAME);
 
 interface AppendRow {
   /** batch indexes of the events written; null when all were */

@@ -1,5 +1,5 @@
 import { ROOT_CONTEXT, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
-import { CircuitOpenError, publicMessageOf, traceLogFields } from '@chiefofstate/core';
+import { CircuitOpenError, TRACER_NAME, publicMessageOf, traceLogFields } from '@chiefofstate/core';
 import type { HandleReadSideRequest } from '@chiefofstate/protocol';
 import { entityIdHeader, toReadSideRequest } from './delivery-request.js';
 import { backoffMs, decideOnFailure } from './failure-policy.js';
@@ -12,7 +12,7 @@ import type { StreamStats } from './stream-worker.js';
  * a read batch at once to handleBatch (publishers).
  */
 
-const tracer = trace.getTracer('chiefofstate');
+const tracer = trace.getTracer(TRACER_NAME);
 
 /** while a breaker's trial call is in flight, how often the other shards ask again */
 const BREAKER_POLL_MS = 100;
