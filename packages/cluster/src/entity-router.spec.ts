@@ -15,6 +15,7 @@ import {
   StoreError,
   UnauthenticatedError,
   shardOf,
+  silentLogger,
 } from '@chiefofstate/core';
 import { FORWARDED_PROOF_HEADER, HeaderSchema, MetaDataSchema, packAny, type MetaData } from '@chiefofstate/protocol';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -152,7 +153,7 @@ function setup(options: Partial<EntityRouterOptions> = {}) {
     address: SELF,
     numShards: NUM_SHARDS,
     onRoute: (method, outcome) => routes.push([method, outcome]),
-    logger: { debug: () => {}, warn: (message, fields) => warnings.push([message, fields]) },
+    logger: { ...silentLogger, warn: (fields, message) => warnings.push([message ?? '', fields as Record<string, unknown>]) },
     ...options,
   });
   /** what the lease coordinator does on acquiring: it holds the lease, then tells the router */

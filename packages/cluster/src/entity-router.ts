@@ -7,6 +7,8 @@ import {
   UnauthenticatedError,
   assertValidEntityId,
   shardOf,
+  type Logger,
+  silentLogger,
 } from '@chiefofstate/core';
 import { EXPECTED_REVISION_HEADER, FORWARDED_PROOF_HEADER, IDEMPOTENCY_KEY_HEADER, type Header } from '@chiefofstate/protocol';
 import { MAX_FORWARDS, type ForwardingAuth } from './forwarding-auth.js';
@@ -16,7 +18,6 @@ import type {
   EntityState,
   GetStateOptions,
   LocalEntities,
-  Logger,
   PeerCall,
   PeerPort,
   ShardFences,
@@ -91,7 +92,6 @@ export interface EntityRouter {
   released(stream: string, reason: ShardReleaseReason): Promise<void>;
 }
 
-const noopLogger: Logger = { debug: () => {}, warn: () => {} };
 
 /** How often a command waiting for its shard's next owner looks again (bounded by its deadline). */
 const REROUTE_MS = 100;
@@ -108,7 +108,7 @@ const REROUTE_MS = 100;
  */
 export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
   const { local, peers, owners, auth, address: self, numShards, onRoute } = options;
-  const logger = options.logger ?? noopLogger;
+  const logger = options.logger ?? silentLogger;
   const leases = createShardLeases({
     local,
     owners,
@@ -126,12 +126,10 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
     if (verdict.ok) return verdict.hops;
     onRoute?.(method, 'unauthenticated');
     // what the caller claimed, never the proof
-    logger.warn('refused a call marked as forwarded by a replica: its proof is not valid', {
-      method,
-      entityId,
-      forwardedBy: call.forwardedBy,
-      reason: verdict.reason,
-    });
+    logger.warn(
+      { method, entityId, forwardedBy: call.forwardedBy, reason: verdict.reason },
+      'refused a call marked as forwarded by a replica: its proof is not valid',
+    );
     throw new UnauthenticatedError(`${method} marked as forwarded by a replica without a valid proof (${verdict.reason})`);
   };
 
@@ -172,7 +170,7 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
       const outcome = error instanceof PeerUnreachableError ? 'owner_unreachable' : error instanceof PeerRefusedError ? 'owner_refused' : undefined;
       onRoute?.(method, outcome ?? 'forwarded');
       if (outcome === undefined) throw error;
-      logger.debug('the shard owner did not take the call', { entityId, owner: target.address, err: error });
+      logger.debug({ entityId, owner: target.address, err: error }, 'the shard owner did not take the call');
       return fallback(outcome, error);
     }
     onRoute?.(method, 'forwarded');

@@ -20,7 +20,6 @@ export type {
   EntityState,
   GetStateOptions,
   LocalEntities,
-  Logger,
   PeerCall,
   PeerPort,
   ShardFences,

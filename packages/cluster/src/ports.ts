@@ -91,8 +91,3 @@ export interface PeerPort {
     call: PeerCall,
   ): Promise<{ state?: Any | undefined; meta?: MetaData | undefined }>;
 }
-
-export interface Logger {
-  debug(message: string, fields?: Record<string, unknown>): void;
-  warn(message: string, fields?: Record<string, unknown>): void;
-}

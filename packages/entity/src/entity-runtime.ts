@@ -1,10 +1,10 @@
-import { InvalidArgumentError, NotFoundError, ShuttingDownError, assertValidEntityId } from '@chiefofstate/core';
+import { InvalidArgumentError, NotFoundError, ShuttingDownError, assertValidEntityId, type Logger } from '@chiefofstate/core';
 import { MAX_IDEMPOTENCY_KEY_BYTES } from '@chiefofstate/protocol';
 import { isBusy } from './active-entities.js';
 import { NO_DEADLINE } from './batch.js';
 import type { EntityState, ProcessCommandRequest } from './command.js';
 import { admit, enqueue, slotFor } from './mailbox.js';
-import type { Clock, JournalPort, Logger, ReadOptions, SnapshotPort, WriteHandlerPort } from './ports.js';
+import type { Clock, JournalPort, ReadOptions, SnapshotPort, WriteHandlerPort } from './ports.js';
 import { readStoredEntity } from './recovery.js';
 import type { RefusalReason } from './refusals.js';
 import { createRuntimeContext, trimCache, type EntitySlot } from './runtime-context.js';
@@ -134,7 +134,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
 
   const sweeper = setInterval(() => {
     const removed = entities.passivateIdle(clock.now().getTime() - passivateAfterMs);
-    if (removed > 0) logger.debug('passivated idle entities', { count: removed, active: entities.size });
+    if (removed > 0) logger.debug({ count: removed, active: entities.size }, 'passivated idle entities');
   }, sweepIntervalMs);
   sweeper.unref();
 

@@ -16,7 +16,6 @@ export type {
   JournalAppendResult,
   JournalPort,
   KeyRecord,
-  Logger,
   ReadOptions,
   SnapshotPort,
   SnapshotSave,

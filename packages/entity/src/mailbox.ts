@@ -60,7 +60,7 @@ async function drain(ctx: RuntimeContext, slot: EntitySlot): Promise<void> {
       retry = await runBatch(ctx, slot, batch);
     } catch (error) {
       // not expected: runBatch settles what it can; whatever is left fails rather than hangs
-      ctx.logger.error('command batch failed unexpectedly', { entityId: slot.entityId, err: error, ...traceLogFields(batch[0]?.trace?.span) });
+      ctx.logger.error({ entityId: slot.entityId, err: error, ...traceLogFields(batch[0]?.trace?.span) }, 'command batch failed unexpectedly');
       slot.loaded = false;
       retry = NO_COMMANDS;
     }
