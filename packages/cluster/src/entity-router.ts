@@ -7,22 +7,19 @@ import {
   UnauthenticatedError,
   assertValidEntityId,
   shardOf,
-  type Logger,
   silentLogger,
+  type CallScope,
+  type CommandRequest,
+  type EntityState,
+  type ForwardingMark,
+  type GetStateOptions,
+  type IncomingCommandRequest,
+  type Logger,
 } from '@chiefofstate/core';
 import { EXPECTED_REVISION_HEADER, FORWARDED_PROOF_HEADER, IDEMPOTENCY_KEY_HEADER, type Header } from '@chiefofstate/protocol';
 import { MAX_FORWARDS, type ForwardingAuth } from './forwarding-auth.js';
 import { createShardLeases, type ShardLease, type ShardLeases } from './shard-leases.js';
-import type {
-  CommandRequest,
-  EntityState,
-  GetStateOptions,
-  LocalEntities,
-  PeerCall,
-  PeerPort,
-  ShardFences,
-  ShardOwners,
-} from './ports.js';
+import type { LocalEntities, PeerCall, PeerPort, ShardFences, ShardOwners } from './ports.js';
 
 const SHARD_STREAM_PREFIX = 'entity-shard/';
 
@@ -79,7 +76,7 @@ export interface EntityRouterOptions {
 
 export interface EntityRouter {
   /** handles the command here when this replica owns the shard, else forwards it to the owner */
-  processCommand(request: CommandRequest): Promise<EntityState>;
+  processCommand(request: IncomingCommandRequest): Promise<EntityState>;
   getState(entityId: string, options?: GetStateOptions): Promise<EntityState>;
   /** whether this replica owns the entity's shard, fenced, so may keep its state in memory (`retain`) */
   retains(entityId: string): boolean;
@@ -120,7 +117,7 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
   });
 
   /** The forwards a received call has had: 0 for a caller's own, else its verified proof's. */
-  const forwardsOf = (method: Method, entityId: string, call: { forwardedBy?: string; forwardProof?: string }): number => {
+  const forwardsOf = (method: Method, entityId: string, call: ForwardingMark): number => {
     if (call.forwardedBy === undefined) return 0;
     const verdict = auth.verify({ by: call.forwardedBy, method, entityId }, call.forwardProof);
     if (verdict.ok) return verdict.hops;
@@ -155,7 +152,7 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
     method: Method,
     entityId: string,
     target: { address: string } | { refused: RouteOutcome },
-    forward: (address: string) => Promise<PeerReply>,
+    forward: (address: string) => Promise<Partial<EntityState>>,
     fallback: (outcome: RouteOutcome, cause: unknown) => Promise<EntityState>,
   ): Promise<EntityState> => {
     if ('refused' in target) {
@@ -288,12 +285,7 @@ function shardOfStream(stream: string, numShards: number): number | undefined {
   return valid ? shard : undefined;
 }
 
-type PeerReply = { state?: EntityState['state'] | undefined; meta?: EntityState['meta'] | undefined };
-
-function callOptions(
-  call: { signal?: AbortSignal; deadline?: number; traceContext?: CommandRequest['traceContext'] },
-  headers: Record<string, string>,
-): PeerCall {
+function callOptions(call: CallScope, headers: Record<string, string>): PeerCall {
   return {
     headers,
     ...(call.signal ? { signal: call.signal } : {}),
@@ -306,7 +298,7 @@ function callOptions(
  * Waits REROUTE_MS unless the call is cancelled or too close to its deadline: the refusal must
  * reach the caller before the deadline does (a margin of REROUTE_MS). Whether it waited.
  */
-async function waitToReroute(call: { signal?: AbortSignal; deadline?: number }): Promise<boolean> {
+async function waitToReroute(call: CallScope): Promise<boolean> {
   if (call.signal?.aborted || call.deadline === undefined || Date.now() + 2 * REROUTE_MS >= call.deadline) return false;
   await new Promise<void>((resolve) => {
     const timer = setTimeout(done, REROUTE_MS);

@@ -16,9 +16,6 @@ export {
   type ProofVerdict,
 } from './forwarding-auth.js';
 export type {
-  CommandRequest,
-  EntityState,
-  GetStateOptions,
   LocalEntities,
   PeerCall,
   PeerPort,

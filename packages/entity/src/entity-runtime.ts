@@ -1,8 +1,15 @@
-import { InvalidArgumentError, NotFoundError, ShuttingDownError, assertValidEntityId, type Logger } from '@chiefofstate/core';
+import {
+  InvalidArgumentError,
+  NotFoundError,
+  ShuttingDownError,
+  assertValidEntityId,
+  type CommandRequest,
+  type EntityState,
+  type Logger,
+} from '@chiefofstate/core';
 import { MAX_IDEMPOTENCY_KEY_BYTES } from '@chiefofstate/protocol';
 import { isBusy } from './active-entities.js';
 import { NO_DEADLINE } from './batch.js';
-import type { EntityState, ProcessCommandRequest } from './command.js';
 import { admit, enqueue, slotFor } from './mailbox.js';
 import type { Clock, JournalPort, ReadOptions, SnapshotPort, WriteHandlerPort } from './ports.js';
 import { readStoredEntity } from './recovery.js';
@@ -87,8 +94,6 @@ export interface EntityRuntimeOptions {
   clock?: Clock;
 }
 
-export type { EntityState, ProcessCommandRequest } from './command.js';
-
 /** What happened with idempotency keys (see `onIdempotency`). */
 export type IdempotencyEvent = 'replayed' | 'stored' | 'reused';
 
@@ -102,7 +107,7 @@ export interface EntityRuntimeStats {
 }
 
 export interface EntityRuntime {
-  processCommand(request: ProcessCommandRequest): Promise<EntityState>;
+  processCommand(request: CommandRequest): Promise<EntityState>;
   /**
    * The latest state; NotFoundError when the entity has no event. Never calls handlers.
    * `deadline` (epoch ms): a read of the store waits until then at most.
@@ -207,7 +212,7 @@ async function readState(journal: JournalPort, snapshots: SnapshotPort | undefin
 }
 
 /** The idempotency key and expected revision, as the edge should have checked them already. */
-function assertValidRetryHeaders(request: ProcessCommandRequest): void {
+function assertValidRetryHeaders(request: CommandRequest): void {
   const { idempotencyKey: key, expectedRevision } = request;
   if (key !== undefined && (key === '' || Buffer.byteLength(key) > MAX_IDEMPOTENCY_KEY_BYTES)) {
     throw new InvalidArgumentError(`an idempotency key must be 1 to ${MAX_IDEMPOTENCY_KEY_BYTES} bytes long`);

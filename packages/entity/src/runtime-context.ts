@@ -1,7 +1,7 @@
 import { SpanStatusCode } from '@opentelemetry/api';
-import { publicMessageOf, silentLogger, type Logger } from '@chiefofstate/core';
+import { publicMessageOf, silentLogger, type EntityState, type Logger } from '@chiefofstate/core';
 import { ActiveEntities, type EntitySlot as Slot } from './active-entities.js';
-import type { Command, EntityState } from './command.js';
+import type { Command } from './command.js';
 import { createDecider, type Decide } from './decide.js';
 import type { EntityRuntimeOptions, IdempotencyEvent } from './entity-runtime.js';
 import { readSideIdFieldBytes } from './message-size.js';
