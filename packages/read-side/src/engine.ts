@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { InvalidArgumentError, type Logger, silentLogger } from '@chiefofstate/core';
+import { InvalidArgumentError, silentLogger, type Logger } from '@chiefofstate/core';
 import { DEFAULT_RETRY, type FailurePolicy, type RetryOptions } from './failure-policy.js';
 import type {
   JournalReader,
