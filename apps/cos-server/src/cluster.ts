@@ -37,8 +37,6 @@ export interface JoinClusterOptions {
   readonly address: string;
   /** COS_CLUSTER_TLS_*, watched: peers over TLS when this replica serves TLS */
   readonly peerTls: ReturnType<typeof watchClientTlsLogged> | undefined;
-  /** the (message, fields) logger the router declares */
-  readonly portLogger: Parameters<typeof createEntityRouter>[0]['logger'];
 }
 
 export function noCluster(): Cluster {
@@ -96,7 +94,7 @@ export async function joinCluster(cluster: Cluster, options: JoinClusterOptions)
       address,
       numShards: config.numShards,
       onRoute: (method, outcome) => options.metrics.observeRoute(method, outcome),
-      logger: options.portLogger,
+      logger: options.logger,
     });
     cluster.router = router;
     undo.push('entity shard leases', () => coordinator.close());

@@ -85,16 +85,10 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
   const clustered = config.store.kind === 'postgres';
   const cluster = noCluster();
   const address = `${advertisedHost(config.cluster.podIp)}:${server?.port ?? 0}`;
-  // the (message, fields) logger the entity runtime and the router declare
-  const portLogger = {
-    debug: (message: string, fields?: Record<string, unknown>) => logger.debug(fields ?? {}, message),
-    warn: (message: string, fields?: Record<string, unknown>) => logger.warn(fields ?? {}, message),
-    error: (message: string, fields?: Record<string, unknown>) => logger.error(fields ?? {}, message),
-  };
-  const entities = composeEntities({ config, logger, undo, database, metrics, writeSideTls, portLogger, clustered, router: () => cluster.router });
+  const entities = composeEntities({ config, logger, undo, database, metrics, writeSideTls, clustered, router: () => cluster.router });
   const { journal, writeBreaker, runtime } = entities;
   if (writeBreaker) gate.writeBreakerOpen = () => writeBreaker.state() === 'open';
-  await joinCluster(cluster, { config, logger, undo, clustered, database, journal, runtime, metrics, address, peerTls, portLogger });
+  await joinCluster(cluster, { config, logger, undo, clustered, database, journal, runtime, metrics, address, peerTls });
   const { leaseDatabase } = cluster;
   gate.storeAvailable = () => database.available() && (leaseDatabase?.available() ?? true);
   // COS_READ_SIDE_ENABLED: the read sides run here too, sharing the streams with any cos-readside.
@@ -120,7 +114,7 @@ async function composeCosServer(options: CosServerOptions, undo: StartUpUndo): P
         journalChannel: JOURNAL_NOTIFY_CHANNEL,
         maxActive: config.subscriptions.maxActive,
         onEvent: (kind, source, lagSeconds) => metrics.observeSubscriptionEvent(kind, source, lagSeconds),
-        logger: portLogger,
+        logger,
       })
     : undefined;
   await hub?.start();

@@ -1,7 +1,7 @@
 import type { CircuitBreaker } from '@chiefofstate/circuit-breaker';
 import type { EntityRouter } from '@chiefofstate/cluster';
 import type { CosConfig } from '@chiefofstate/config';
-import { createEntityRuntime, type EntityRuntime, type EntityRuntimeOptions } from '@chiefofstate/entity';
+import { createEntityRuntime, type EntityRuntime } from '@chiefofstate/entity';
 import type { watchClientTlsLogged, WriteSideClient } from '@chiefofstate/handler-client';
 import { createJournal, startKeyExpiry } from '@chiefofstate/journal';
 import type { Logger } from '@chiefofstate/logging';
@@ -20,8 +20,6 @@ export interface EntitiesOptions {
   readonly metrics: CosMetrics;
   /** COS_WRITE_SIDE_TLS_*, watched */
   readonly writeSideTls: ReturnType<typeof watchClientTlsLogged> | undefined;
-  /** the (message, fields) logger the entity runtime declares */
-  readonly portLogger: NonNullable<EntityRuntimeOptions['logger']>;
   /** On PostgreSQL, the replicas split the entity shards: the router (set later) says which entities stay here */
   readonly clustered: boolean;
   readonly router: () => EntityRouter | undefined;
@@ -42,7 +40,7 @@ export interface Entities {
  * `undo` as it opens.
  */
 export function composeEntities(options: EntitiesOptions): Entities {
-  const { config, logger, undo, database, metrics, writeSideTls, portLogger, clustered, router } = options;
+  const { config, logger, undo, database, metrics, writeSideTls, clustered, router } = options;
   const journal = createJournal({
     database,
     numShards: config.numShards,
@@ -93,7 +91,7 @@ export function composeEntities(options: EntitiesOptions): Entities {
     ...(clustered
       ? { retain: (entityId: string) => router()?.retains(entityId) ?? false, fenceOf: (entityId: string) => router()?.fenceOf(entityId) }
       : {}),
-    logger: portLogger,
+    logger,
   });
   undo.push('entity runtime', () => runtime.close());
   return { journal, keyExpiry, writeSide, writeBreaker, runtime };

@@ -1,7 +1,4 @@
-/** The logger an undo step's failure is reported to (pino's shape). */
-export interface UndoLogger {
-  warn(fields: object, message: string): void;
-}
+import type { Logger } from '@chiefofstate/core';
 
 /**
  * What start-up has opened so far, to close again, newest first, when a later step fails: a
@@ -14,7 +11,7 @@ export interface StartUpUndo {
   unwind(): Promise<void>;
 }
 
-export function createStartUpUndo(logger: UndoLogger): StartUpUndo {
+export function createStartUpUndo(logger: Logger): StartUpUndo {
   const steps: { name: string; close: () => Promise<unknown> | unknown }[] = [];
   return {
     push(name, close) {

@@ -13,7 +13,6 @@ export {
 export {
   createBankWriteHandler,
   bankRegistry,
-  type BankHandlerLogger,
   type BankWriteHandlerOptions,
 } from './write-handler.js';
 export {
@@ -29,7 +28,7 @@ export {
   type BankHandlerConfig,
   type BankReadSideConfig,
 } from './config.js';
-export { createBankReadSideHandler, type BankReadSideHandlerOptions, type BankReadSideLogger } from './read-side.js';
+export { createBankReadSideHandler, type BankReadSideHandlerOptions } from './read-side.js';
 export {
   startBankReadSideServer,
   DEFAULT_READ_SIDE_PORT,

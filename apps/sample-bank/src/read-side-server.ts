@@ -1,7 +1,8 @@
 import { ReadSideHandlerService } from '@chiefofstate/protocol';
+import type { Logger } from '@chiefofstate/core';
 import { openBalanceStore, type AccountBalance, type BalanceStore } from './balance-store.js';
 import { serveHttp2, type Http2Server } from './http2-server.js';
-import { createBankReadSideHandler, type BankReadSideLogger } from './read-side.js';
+import { createBankReadSideHandler } from './read-side.js';
 import { DEFAULT_HOST } from './server.js';
 
 export const DEFAULT_READ_SIDE_PORT = 50052;
@@ -17,7 +18,7 @@ export interface BankReadSideServerOptions {
   readonly databaseUrl?: string;
   /** PGlite directory when no URL is given (READ_SIDE_DATA_DIR); unset: in memory */
   readonly dataDir?: string;
-  readonly logger?: BankReadSideLogger;
+  readonly logger?: Logger;
 }
 
 export interface BankReadSideServer extends Http2Server {

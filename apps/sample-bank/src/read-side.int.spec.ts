@@ -34,7 +34,7 @@ describe.each(await testStoreKinds())('bank read side (%s)', (kind) => {
       host: '127.0.0.1',
       port: 0,
       store: createBalanceStore({ database, ownsDatabase: false }),
-      logger: { debug: record, info: record, warn: record },
+      logger: { debug: record, info: record, warn: record, error: record },
     });
     client = createGrpcJsClient({ service: ReadSideHandlerService, address: `127.0.0.1:${server.port}` });
   });

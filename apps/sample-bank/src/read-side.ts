@@ -1,6 +1,7 @@
 import { anyUnpack, timestampDate } from '@bufbuild/protobuf/wkt';
 import type { HandlerContext, ServiceImpl } from '@connectrpc/connect';
 import type { HandleReadSideRequest, ReadSideHandlerService } from '@chiefofstate/protocol';
+import type { Logger } from '@chiefofstate/core';
 import type { BalanceStore } from './balance-store.js';
 import { AccountStatus, BankAccountSchema } from './gen/bank/v1/bank_pb.js';
 
@@ -10,16 +11,10 @@ import { AccountStatus, BankAccountSchema } from './gen/bank/v1/bank_pb.js';
  * needs no folding: upsert the state, guarded by the revision so re-deliveries change nothing.
  */
 
-/** The logging the read side does; a pino logger fits. */
-export interface BankReadSideLogger {
-  debug(fields: object, message: string): void;
-  info(fields: object, message: string): void;
-  warn(fields: object, message: string): void;
-}
-
 export interface BankReadSideHandlerOptions {
   readonly store: BalanceStore;
-  readonly logger?: BankReadSideLogger;
+  /** a pino logger fits */
+  readonly logger?: Logger;
 }
 
 /** The ReadSideHandlerService implementation, ready for `router.service(ReadSideHandlerService, ...)`. */

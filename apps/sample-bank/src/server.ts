@@ -1,13 +1,14 @@
 import { WriteSideHandlerService } from '@chiefofstate/protocol';
+import type { Logger } from '@chiefofstate/core';
 import { serveHttp2, type Http2Server } from './http2-server.js';
-import { createBankWriteHandler, type BankHandlerLogger } from './write-handler.js';
+import { createBankWriteHandler } from './write-handler.js';
 
 export interface BankHandlerServerOptions {
   /** interface to listen on; default 0.0.0.0 */
   host?: string;
   /** port to listen on; 0 picks a free one; default 50051 */
   port?: number;
-  logger?: BankHandlerLogger;
+  logger?: Logger;
 }
 
 export type BankHandlerServer = Http2Server;

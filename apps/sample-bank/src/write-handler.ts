@@ -2,6 +2,7 @@ import { createRegistry, type DescMessage, type Message } from '@bufbuild/protob
 import { anyPack, anyUnpack, EmptySchema, type Any } from '@bufbuild/protobuf/wkt';
 import { Code, ConnectError, type ServiceImpl } from '@connectrpc/connect';
 import type { WriteSideHandlerService, HandleCommandRequest, HandleEventRequest } from '@chiefofstate/protocol';
+import type { Logger } from '@chiefofstate/core';
 import {
   CommandRejectedError,
   InsufficientFundsError,
@@ -37,14 +38,9 @@ const EVENTS: ReadonlySet<string> = new Set([
   'bank.v1.AccountClosed',
 ]);
 
-/** The logging the handler does; a pino logger fits. */
-export interface BankHandlerLogger {
-  debug(fields: object, message: string): void;
-  info(fields: object, message: string): void;
-}
-
 export interface BankWriteHandlerOptions {
-  logger?: BankHandlerLogger;
+  /** a pino logger fits */
+  logger?: Logger;
 }
 
 /** The WriteSideHandlerService implementation, ready for `router.service(WriteSideHandlerService, ...)`. */

@@ -15,6 +15,9 @@ import {
   StoreError,
   UnauthenticatedError,
   shardOf,
+  silentLogger,
+  type EntityState,
+  type IncomingCommandRequest,
 } from '@chiefofstate/core';
 import { FORWARDED_PROOF_HEADER, HeaderSchema, MetaDataSchema, packAny, type MetaData } from '@chiefofstate/protocol';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -26,7 +29,7 @@ import {
   type RouteOutcome,
 } from './entity-router.js';
 import { createForwardingAuth } from './forwarding-auth.js';
-import type { CommandRequest, EntityState, LocalEntities, PeerCall, PeerPort, ShardFences, ShardOwners } from './ports.js';
+import type { LocalEntities, PeerCall, PeerPort, ShardFences, ShardOwners } from './ports.js';
 
 const NUM_SHARDS = 4;
 const SECRET = 'the cluster secret, shared';
@@ -60,13 +63,13 @@ function idInShard(shard: number): string {
 
 /** This replica's entities: records what reached it and answers `local:<id>`. */
 class FakeLocal implements LocalEntities {
-  readonly commands: CommandRequest[] = [];
+  readonly commands: IncomingCommandRequest[] = [];
   readonly reads: string[] = [];
   readonly evictions: ((entityId: string) => boolean)[] = [];
   /** what evict returns; default: resolves at once */
   evictResult: () => Promise<void> = () => Promise.resolve();
 
-  processCommand(request: CommandRequest): Promise<EntityState> {
+  processCommand(request: IncomingCommandRequest): Promise<EntityState> {
     this.commands.push(request);
     return Promise.resolve({ state: str(`local:${request.entityId}`), meta: meta(request.entityId, 1) });
   }
@@ -152,7 +155,7 @@ function setup(options: Partial<EntityRouterOptions> = {}) {
     address: SELF,
     numShards: NUM_SHARDS,
     onRoute: (method, outcome) => routes.push([method, outcome]),
-    logger: { debug: () => {}, warn: (message, fields) => warnings.push([message, fields]) },
+    logger: { ...silentLogger, warn: (fields, message) => warnings.push([message ?? '', fields as Record<string, unknown>]) },
     ...options,
   });
   /** what the lease coordinator does on acquiring: it holds the lease, then tells the router */
@@ -189,7 +192,7 @@ describe('routing ProcessCommand', () => {
     // the coordinator may still name the previous owner; what this replica acquired wins
     owners.set(1, { address: '10.0.0.2:9000', self: false });
     router.acquired(entityShardStream(1), 1n);
-    const request: CommandRequest = { entityId: id, command: str('open') };
+    const request: IncomingCommandRequest = { entityId: id, command: str('open') };
     const reply = await router.processCommand(request);
     expect(reply.state).toEqual(str(`local:${id}`));
     expect(local.commands).toEqual([request]);
@@ -265,7 +268,7 @@ describe('routing ProcessCommand', () => {
     const { router, local, peers, routes, own } = setup();
     const id = idInShard(3);
     await own(3);
-    const request: CommandRequest = {
+    const request: IncomingCommandRequest = {
       entityId: id,
       command: str('open'),
       forwardedBy: 'peer-a:9000',
@@ -307,7 +310,7 @@ describe('routing ProcessCommand', () => {
     const forged = createForwardingAuth({ secret: 'another secret, not ours', maxSkewMs: 30_000 });
     const old = proof(by, 'ProcessCommand', id);
     vi.setSystemTime(10_030_001);
-    const cases: [string, CommandRequest][] = [
+    const cases: [string, IncomingCommandRequest][] = [
       ['no proof', { entityId: id, command: str('x'), forwardedBy: by }],
       ['malformed proof', { entityId: id, command: str('x'), forwardedBy: by, forwardProof: 'v1.1.1.abc' }],
       ['wrong proof', { entityId: id, command: str('x'), forwardedBy: by, forwardProof: forged.prove({ by, method: 'ProcessCommand', entityId: id, hops: 1 }) }],
@@ -381,7 +384,7 @@ describe('routing ProcessCommand', () => {
     owners.set(1, { address: 'peer-b:9000', self: false });
     const unreachable = new PeerUnreachableError('peer peer-b:9000 ProcessCommand: connect ECONNREFUSED');
     peers.reply = () => Promise.reject(unreachable);
-    const request: CommandRequest = { entityId: id, command: str('open'), propagatedHeaders: { 'x-tenant': 'acme' } };
+    const request: IncomingCommandRequest = { entityId: id, command: str('open'), propagatedHeaders: { 'x-tenant': 'acme' } };
     expect(await router.processCommand(request).catch((e: unknown) => e)).toBe(unreachable);
     expect(peers.calls).toHaveLength(1);
     expect(local.commands).toEqual([]);

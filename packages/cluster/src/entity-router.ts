@@ -7,21 +7,19 @@ import {
   UnauthenticatedError,
   assertValidEntityId,
   shardOf,
+  silentLogger,
+  type CallScope,
+  type CommandRequest,
+  type EntityState,
+  type ForwardingMark,
+  type GetStateOptions,
+  type IncomingCommandRequest,
+  type Logger,
 } from '@chiefofstate/core';
 import { EXPECTED_REVISION_HEADER, FORWARDED_PROOF_HEADER, IDEMPOTENCY_KEY_HEADER, type Header } from '@chiefofstate/protocol';
 import { MAX_FORWARDS, type ForwardingAuth } from './forwarding-auth.js';
 import { createShardLeases, type ShardLease, type ShardLeases } from './shard-leases.js';
-import type {
-  CommandRequest,
-  EntityState,
-  GetStateOptions,
-  LocalEntities,
-  Logger,
-  PeerCall,
-  PeerPort,
-  ShardFences,
-  ShardOwners,
-} from './ports.js';
+import type { LocalEntities, PeerCall, PeerPort, ShardFences, ShardOwners } from './ports.js';
 
 const SHARD_STREAM_PREFIX = 'entity-shard/';
 
@@ -78,7 +76,7 @@ export interface EntityRouterOptions {
 
 export interface EntityRouter {
   /** handles the command here when this replica owns the shard, else forwards it to the owner */
-  processCommand(request: CommandRequest): Promise<EntityState>;
+  processCommand(request: IncomingCommandRequest): Promise<EntityState>;
   getState(entityId: string, options?: GetStateOptions): Promise<EntityState>;
   /** whether this replica owns the entity's shard, fenced, so may keep its state in memory (`retain`) */
   retains(entityId: string): boolean;
@@ -91,7 +89,6 @@ export interface EntityRouter {
   released(stream: string, reason: ShardReleaseReason): Promise<void>;
 }
 
-const noopLogger: Logger = { debug: () => {}, warn: () => {} };
 
 /** How often a command waiting for its shard's next owner looks again (bounded by its deadline). */
 const REROUTE_MS = 100;
@@ -108,7 +105,7 @@ const REROUTE_MS = 100;
  */
 export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
   const { local, peers, owners, auth, address: self, numShards, onRoute } = options;
-  const logger = options.logger ?? noopLogger;
+  const logger = options.logger ?? silentLogger;
   const leases = createShardLeases({
     local,
     owners,
@@ -120,18 +117,16 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
   });
 
   /** The forwards a received call has had: 0 for a caller's own, else its verified proof's. */
-  const forwardsOf = (method: Method, entityId: string, call: { forwardedBy?: string; forwardProof?: string }): number => {
+  const forwardsOf = (method: Method, entityId: string, call: ForwardingMark): number => {
     if (call.forwardedBy === undefined) return 0;
     const verdict = auth.verify({ by: call.forwardedBy, method, entityId }, call.forwardProof);
     if (verdict.ok) return verdict.hops;
     onRoute?.(method, 'unauthenticated');
     // what the caller claimed, never the proof
-    logger.warn('refused a call marked as forwarded by a replica: its proof is not valid', {
-      method,
-      entityId,
-      forwardedBy: call.forwardedBy,
-      reason: verdict.reason,
-    });
+    logger.warn(
+      { method, entityId, forwardedBy: call.forwardedBy, reason: verdict.reason },
+      'refused a call marked as forwarded by a replica: its proof is not valid',
+    );
     throw new UnauthenticatedError(`${method} marked as forwarded by a replica without a valid proof (${verdict.reason})`);
   };
 
@@ -157,7 +152,7 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
     method: Method,
     entityId: string,
     target: { address: string } | { refused: RouteOutcome },
-    forward: (address: string) => Promise<PeerReply>,
+    forward: (address: string) => Promise<Partial<EntityState>>,
     fallback: (outcome: RouteOutcome, cause: unknown) => Promise<EntityState>,
   ): Promise<EntityState> => {
     if ('refused' in target) {
@@ -172,7 +167,7 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
       const outcome = error instanceof PeerUnreachableError ? 'owner_unreachable' : error instanceof PeerRefusedError ? 'owner_refused' : undefined;
       onRoute?.(method, outcome ?? 'forwarded');
       if (outcome === undefined) throw error;
-      logger.debug('the shard owner did not take the call', { entityId, owner: target.address, err: error });
+      logger.debug({ entityId, owner: target.address, err: error }, 'the shard owner did not take the call');
       return fallback(outcome, error);
     }
     onRoute?.(method, 'forwarded');
@@ -290,12 +285,7 @@ function shardOfStream(stream: string, numShards: number): number | undefined {
   return valid ? shard : undefined;
 }
 
-type PeerReply = { state?: EntityState['state'] | undefined; meta?: EntityState['meta'] | undefined };
-
-function callOptions(
-  call: { signal?: AbortSignal; deadline?: number; traceContext?: CommandRequest['traceContext'] },
-  headers: Record<string, string>,
-): PeerCall {
+function callOptions(call: CallScope, headers: Record<string, string>): PeerCall {
   return {
     headers,
     ...(call.signal ? { signal: call.signal } : {}),
@@ -308,7 +298,7 @@ function callOptions(
  * Waits REROUTE_MS unless the call is cancelled or too close to its deadline: the refusal must
  * reach the caller before the deadline does (a margin of REROUTE_MS). Whether it waited.
  */
-async function waitToReroute(call: { signal?: AbortSignal; deadline?: number }): Promise<boolean> {
+async function waitToReroute(call: CallScope): Promise<boolean> {
   if (call.signal?.aborted || call.deadline === undefined || Date.now() + 2 * REROUTE_MS >= call.deadline) return false;
   await new Promise<void>((resolve) => {
     const timer = setTimeout(done, REROUTE_MS);

@@ -16,11 +16,7 @@ export {
   type ProofVerdict,
 } from './forwarding-auth.js';
 export type {
-  CommandRequest,
-  EntityState,
-  GetStateOptions,
   LocalEntities,
-  Logger,
   PeerCall,
   PeerPort,
   ShardFences,

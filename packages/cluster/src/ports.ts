@@ -1,46 +1,6 @@
 import type { Context } from '@opentelemetry/api';
 import type { Any } from '@bufbuild/protobuf/wkt';
-import type { Header, MetaData } from '@chiefofstate/protocol';
-
-/** An entity's state and the meta of its latest event. */
-export interface EntityState {
-  readonly state: Any;
-  readonly meta: MetaData;
-}
-
-/** A ProcessCommand as the gRPC edge hands it over (the entity runtime's request). */
-export interface CommandRequest {
-  entityId: string;
-  command: Any | undefined;
-  /** request metadata for the handler: configured propagated headers, traceparent, tracestate */
-  propagatedHeaders?: Record<string, string>;
-  /** stored in each event's MetaData.headers */
-  persistedHeaders?: Header[];
-  signal?: AbortSignal;
-  /** epoch ms */
-  deadline?: number;
-  traceContext?: Context;
-  /** the address of the replica that forwarded this call (x-cos-forwarded-by), as claimed */
-  forwardedBy?: string;
-  /** the forwarding mark's proof (x-cos-forwarded-proof): without a valid one the call is refused */
-  forwardProof?: string;
-  /** x-cos-idempotency-key: forwarded to the owner, which records and answers it */
-  idempotencyKey?: string;
-  /** x-cos-expected-revision: forwarded to the owner, which checks it */
-  expectedRevision?: bigint;
-}
-
-/** Options of a GetState as the edge hands it over. */
-export interface GetStateOptions {
-  signal?: AbortSignal;
-  /** epoch ms */
-  deadline?: number;
-  traceContext?: Context;
-  /** the address of the replica that forwarded this call (x-cos-forwarded-by), as claimed */
-  forwardedBy?: string;
-  /** the forwarding mark's proof (x-cos-forwarded-proof): without a valid one the call is refused */
-  forwardProof?: string;
-}
+import type { CommandRequest, EntityState } from '@chiefofstate/core';
 
 /** This replica's entities (satisfied by @chiefofstate/entity's runtime, built with `retain`). */
 export interface LocalEntities {
@@ -84,15 +44,6 @@ export interface PeerPort {
     address: string,
     request: { entityId: string; command?: Any | undefined },
     call: PeerCall,
-  ): Promise<{ state?: Any | undefined; meta?: MetaData | undefined }>;
-  getState(
-    address: string,
-    request: { entityId: string },
-    call: PeerCall,
-  ): Promise<{ state?: Any | undefined; meta?: MetaData | undefined }>;
-}
-
-export interface Logger {
-  debug(message: string, fields?: Record<string, unknown>): void;
-  warn(message: string, fields?: Record<string, unknown>): void;
+  ): Promise<Partial<EntityState>>;
+  getState(address: string, request: { entityId: string }, call: PeerCall): Promise<Partial<EntityState>>;
 }

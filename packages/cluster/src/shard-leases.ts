@@ -1,5 +1,5 @@
-import { FencedError, shardOf } from '@chiefofstate/core';
-import type { LocalEntities, Logger, ShardFences, ShardOwners } from './ports.js';
+import { FencedError, shardOf, type Logger } from '@chiefofstate/core';
+import type { LocalEntities, ShardFences, ShardOwners } from './ports.js';
 
 /** A shard lease of this replica: its epoch, and whether the journal's fence holds it yet. */
 export interface ShardLease {
@@ -56,7 +56,7 @@ export function createShardLeases(options: ShardLeasesOptions): ShardLeases {
   const superseded = (shard: number, lease: ShardLease) => {
     if (owned.get(shard) !== lease) return;
     owned.delete(shard);
-    logger.warn('another replica took this shard over and fenced its appends; giving it up', { shard, epoch: String(lease.epoch) });
+    logger.warn({ shard, epoch: String(lease.epoch) }, 'another replica took this shard over and fenced its appends; giving it up');
     evict(shard).catch(() => {});
   };
 
@@ -70,7 +70,7 @@ export function createShardLeases(options: ShardLeasesOptions): ShardLeases {
       (error: unknown) => {
         lease.fencing = undefined;
         if (error instanceof FencedError) superseded(shard, lease);
-        else logger.warn('could not fence the previous owner of an acquired shard; the next call tries again', { shard, err: error });
+        else logger.warn({ shard, err: error }, 'could not fence the previous owner of an acquired shard; the next call tries again');
         throw error;
       },
     );

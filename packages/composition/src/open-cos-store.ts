@@ -1,3 +1,4 @@
+import type { Logger } from '@chiefofstate/core';
 import { journalMigrations } from '@chiefofstate/journal';
 import {
   createDatabase,
@@ -68,17 +69,11 @@ export async function openSidePool(options: OpenSidePoolOptions): Promise<Databa
   });
 }
 
-/** The logger logDatabaseStatus writes to (pino's shape). */
-export interface DatabaseStatusLogger {
-  info(fields: object, message: string): void;
-  error(fields: object, message: string): void;
-}
-
 /**
  * An `onStatus` that logs the store going down (error) and coming back (info), the LISTEN
  * connection lost and back, and rotated TLS files taken or refused, per pool.
  */
-export function logDatabaseStatus(logger: DatabaseStatusLogger, pool: string): (status: DatabaseStatus) => void {
+export function logDatabaseStatus(logger: Logger, pool: string): (status: DatabaseStatus) => void {
   return ({ what, up, error }) => {
     if (what === 'tls') {
       if (up) logger.info({ pool }, 'PostgreSQL TLS files changed: new connections use them');

@@ -12,6 +12,7 @@ import {
 import { createJournal, JOURNAL_NOTIFY_CHANNEL } from '@chiefofstate/journal';
 import { createPublisherHandler, createSink, PUBLISHER_RETRY, type PublisherHandler, redactUrl } from '@chiefofstate/publisher';
 import { createOffsetStore, offsetStoreMigrations } from '@chiefofstate/offset-store';
+import type { Logger } from '@chiefofstate/core';
 import { createDatabase, mergeMigrations, migrateToLatest, notify, type Database, type MigrationSet } from '@chiefofstate/postgres';
 import { createLeaseCoordinator, leaseMigrations } from '@chiefofstate/leases';
 import {
@@ -19,7 +20,6 @@ import {
   createReadSideManager,
   type DeliveryOutcome,
   type JournalReader,
-  type Logger,
   type ReadSideEngine,
   type ReadSideManager,
   type RetryOptions,
@@ -33,18 +33,10 @@ import {
  */
 export const readSideMigrations: MigrationSet = mergeMigrations(offsetStoreMigrations, leaseMigrations);
 
-/** A pino-style logger: `logger.info(fields, message)`. */
-export interface FieldsFirstLogger {
-  debug(fields: object, message: string): void;
-  info(fields: object, message: string): void;
-  warn(fields: object, message: string): void;
-  error(fields: object, message: string): void;
-}
-
 export interface StartReadSidesOptions {
   readonly config: Pick<CosConfig, 'readSide' | 'numShards' | 'store' | 'readSideOffsetStore' | 'server' | 'telemetry'> &
     Partial<Pick<CosConfig, 'publishers' | 'keepalive'>>;
-  readonly logger: FieldsFirstLogger;
+  readonly logger: Logger;
   /** the journal's database, opened and migrated by the caller (with readSideMigrations) */
   readonly journalDatabase: Database;
   /**
@@ -98,8 +90,7 @@ export interface RunningReadSides {
  * COS_READ_SIDE_ENABLED=true.
  */
 export async function startReadSides(options: StartReadSidesOptions): Promise<RunningReadSides> {
-  const { config, journalDatabase } = options;
-  const logger = adaptLogger(options.logger);
+  const { config, journalDatabase, logger } = options;
   // read sides only when COS_READ_SIDE_ENABLED; publishers (COS_PUBLISHER_CONFIG) whenever configured
   const sides = config.readSide.enabled ? config.readSide.readSides.filter((side) => side.enabled) : [];
   const publishers = (config.publishers ?? []).filter((publisher) => publisher.enabled);
@@ -148,11 +139,9 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
           name: `read side ${side.readSideId} handler ${side.host}:${side.port}`,
           publicMessage: 'read-side handler unavailable (circuit breaker open)',
           ...breakerSettings,
+          // called on the logger: pino's methods need their `this`
           onStateChange: (state, previous) =>
-            (state === 'open' ? logger.warn : logger.info)(`read side handler circuit breaker ${state}`, {
-              readSideId: side.readSideId,
-              previous,
-            }),
+            logger[state === 'open' ? 'warn' : 'info']({ readSideId: side.readSideId, previous }, `read side handler circuit breaker ${state}`),
         }),
       );
     }
@@ -169,7 +158,7 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
   const ownership = createLeaseCoordinator({
     database: separate || !options.leaseDatabase ? offsetsDatabase : options.leaseDatabase,
     ...(options.leaseMs !== undefined ? { leaseMs: options.leaseMs } : {}),
-    onError: (error) => logger.warn('read side leases: round failed', { err: error }),
+    onError: (error) => logger.warn({ err: error }, 'read side leases: round failed'),
   });
   const engine = createReadSideEngine({
     readSides: sides.map((side, index) => {
@@ -238,14 +227,17 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
     notify: (channel, payload) => notify(offsetsDatabase.kysely, channel, payload),
     logger,
   });
-  logger.info('read sides running', {
-    readSides: sides.map(
-      (side) => `${side.readSideId}=${side.protocol === 'http' ? 'http ' : ''}${side.host}:${side.port} ${side.failurePolicy}${side.autoStart ? '' : ' paused'}`,
-    ),
-    publishers: publishers.map((p) => `${p.publisherId}=${p.sink} ${redactUrl(p.url)}${p.sink === 'nats' ? ` ${p.subject}` : ` exchange=${JSON.stringify(p.exchange)}`}${p.autoStart ? '' : ' paused'}`),
-    offsets: separate ? 'separate database' : 'journal database',
-    owner: ownership.ownerId,
-  });
+  logger.info(
+    {
+      readSides: sides.map(
+        (side) => `${side.readSideId}=${side.protocol === 'http' ? 'http ' : ''}${side.host}:${side.port} ${side.failurePolicy}${side.autoStart ? '' : ' paused'}`,
+      ),
+      publishers: publishers.map((p) => `${p.publisherId}=${p.sink} ${redactUrl(p.url)}${p.sink === 'nats' ? ` ${p.subject}` : ` exchange=${JSON.stringify(p.exchange)}`}${p.autoStart ? '' : ' paused'}`),
+      offsets: separate ? 'separate database' : 'journal database',
+      owner: ownership.ownerId,
+    },
+    'read sides running',
+  );
 
   let closing: Promise<void> | undefined;
   const samples = async (): Promise<ReadSideSample[]> => {
@@ -290,13 +282,4 @@ function sameStore(a: StoreConfig, b: StoreConfig): boolean {
     return a.host === b.host && a.port === b.port && a.database === b.database && a.schema === b.schema;
   }
   return false;
-}
-
-function adaptLogger(logger: FieldsFirstLogger): Logger {
-  return {
-    debug: (message, fields) => logger.debug(fields ?? {}, message),
-    info: (message, fields) => logger.info(fields ?? {}, message),
-    warn: (message, fields) => logger.warn(fields ?? {}, message),
-    error: (message, fields) => logger.error(fields ?? {}, message),
-  };
 }

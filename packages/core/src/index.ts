@@ -29,3 +29,13 @@ export { javaStringHashCode, shardOf } from './shard.js';
 export { MAX_ENTITY_ID_LENGTH, assertValidEntityId } from './entity-id.js';
 export { traceLogFields, type SpanIds } from './trace-log-fields.js';
 export { MAX_TIMER_MS, timerDelay } from './timer-delay.js';
+export { silentLogger, type Logger } from './logger.js';
+export { TRACER_NAME } from './tracer-name.js';
+export type {
+  CallScope,
+  CommandRequest,
+  EntityState,
+  ForwardingMark,
+  GetStateOptions,
+  IncomingCommandRequest,
+} from './command-request.js';

@@ -161,11 +161,10 @@ function refused(ctx: RuntimeContext, decisions: Decision[], command: Command, e
   if (error instanceof MessageTooLargeError) {
     ctx.refusals.note('message_too_large');
     // the handler's doing, and rare: worth a line naming the entity
-    ctx.logger.warn('command refused: its state is too large for a message', {
-      entityId: command.request.entityId,
-      err: error,
-      ...traceLogFields(command.trace?.span),
-    });
+    ctx.logger.warn(
+      { entityId: command.request.entityId, err: error, ...traceLogFields(command.trace?.span) },
+      'command refused: its state is too large for a message',
+    );
   }
   // a refusal a retry would meet again is recorded with its key before it is answered
   const record = recordOf(command, { error });
@@ -222,20 +221,16 @@ function afterFailedAppend(ctx: RuntimeContext, slot: EntitySlot, expectedRevisi
   slot.loaded = false;
   const conflict = error instanceof JournalConflictError;
   if (conflict) {
-    ctx.logger.debug('journal conflict, reloading and retrying the commands', {
-      entityId,
-      expectedRevision,
-      commands: kept.length,
-      ...traceLogFields(kept[0]!.command.trace?.span),
-    });
+    ctx.logger.debug(
+      { entityId, expectedRevision, commands: kept.length, ...traceLogFields(kept[0]!.command.trace?.span) },
+      'journal conflict, reloading and retrying the commands',
+    );
   } else if (error instanceof CommitOutcomeUnknownError) {
     // never retried: the events may be persisted; the next command reloads what is
-    ctx.logger.warn('commit outcome unknown: the commands fail, the entity is reloaded from the store', {
-      entityId,
-      expectedRevision,
-      commands: kept.length,
-      ...traceLogFields(kept[0]!.command.trace?.span),
-    });
+    ctx.logger.warn(
+      { entityId, expectedRevision, commands: kept.length, ...traceLogFields(kept[0]!.command.trace?.span) },
+      'commit outcome unknown: the commands fail, the entity is reloaded from the store',
+    );
   }
   const retry: Command[] = [];
   for (const decision of kept) {

@@ -1,43 +1,10 @@
 import { context, propagation, trace, type Context, type Span } from '@opentelemetry/api';
-import type { Any } from '@bufbuild/protobuf/wkt';
-import { DeadlineExceededError } from '@chiefofstate/core';
-import type { Header, MetaData } from '@chiefofstate/protocol';
+import { DeadlineExceededError, TRACER_NAME, type CommandRequest, type EntityState } from '@chiefofstate/core';
 import type { HandlerCallOptions } from './ports.js';
-
-export interface ProcessCommandRequest {
-  entityId: string;
-  command: Any | undefined;
-  /** request metadata for the handler: configured propagated headers, traceparent, tracestate */
-  propagatedHeaders?: Record<string, string>;
-  /** stored in each event's MetaData.headers */
-  persistedHeaders?: Header[];
-  /** the caller's cancellation: a command not yet persisted is abandoned */
-  signal?: AbortSignal;
-  /** the caller's deadline, epoch ms: no append once it has passed */
-  deadline?: number;
-  /**
-   * The caller's OpenTelemetry context (the gRPC edge passes its server span's); the command's
-   * span is its child. Default: the active context, which needs a context manager.
-   */
-  traceContext?: Context;
-  /**
-   * x-cos-idempotency-key (at most 128 bytes): the first command with it on the entity runs;
-   * later ones within the retention window get its outcome without running again
-   */
-  idempotencyKey?: string;
-  /** x-cos-expected-revision: run only if the entity is at this revision when the command's turn comes */
-  expectedRevision?: bigint;
-}
-
-/** An entity's state and the meta of its latest event. Shared with the cache: do not mutate. */
-export interface EntityState {
-  state: Any;
-  meta: MetaData;
-}
 
 /** A queued ProcessCommand. */
 export interface Command {
-  readonly request: ProcessCommandRequest;
+  readonly request: CommandRequest;
   /** epoch ms; Infinity when none */
   readonly deadline: number;
   /** appends of its events refused for a conflict so far */
@@ -55,10 +22,10 @@ export interface Command {
   readonly trace?: { readonly span: Span; readonly context: Context };
 }
 
-const tracer = trace.getTracer('chiefofstate');
+const tracer = trace.getTracer(TRACER_NAME);
 
 /** The command's span, only when the caller's trace is recorded (no cost otherwise). */
-export function commandTrace(request: ProcessCommandRequest): Command['trace'] {
+export function commandTrace(request: CommandRequest): Command['trace'] {
   const parent = request.traceContext ?? context.active();
   if (!trace.getSpan(parent)?.isRecording()) return undefined;
   const span = tracer.startSpan('cos.entity.command', { attributes: { 'cos.entity_id': request.entityId } }, parent);

@@ -1,6 +1,4 @@
-import type { Any } from '@bufbuild/protobuf/wkt';
-import { IdempotencyKeyReusedError, InternalError } from '@chiefofstate/core';
-import type { MetaData } from '@chiefofstate/protocol';
+import { IdempotencyKeyReusedError, InternalError, type EntityState } from '@chiefofstate/core';
 import type { Command } from './command.js';
 import { KnownKeys, base64, commandDigest, errorRecord, replayOf, replyRecord } from './idempotency.js';
 import type { KeyRecord, ReadOptions, StoredKeyDigest } from './ports.js';
@@ -100,7 +98,7 @@ export function replayed(
 }
 
 /** What the append records with the command's key, if it has one and its outcome is final. */
-export function recordOf(command: Command, failure: { error: unknown } | { state: Any; meta: MetaData }): KeyRecord | undefined {
+export function recordOf(command: Command, failure: { error: unknown } | EntityState): KeyRecord | undefined {
   const key = command.request.idempotencyKey;
   if (key === undefined) return undefined;
   digestOf(command);

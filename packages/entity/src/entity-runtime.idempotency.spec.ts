@@ -6,10 +6,11 @@ import {
   IdempotencyKeyReusedError,
   InvalidArgumentError,
   RevisionMismatchError,
+  type EntityState,
 } from '@chiefofstate/core';
 import { ProcessCommandResponseSchema } from '@chiefofstate/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createEntityRuntime, type EntityRuntime, type EntityRuntimeOptions, type EntityState, type IdempotencyEvent } from './entity-runtime.js';
+import { createEntityRuntime, type EntityRuntime, type EntityRuntimeOptions, type IdempotencyEvent } from './entity-runtime.js';
 import { InMemoryJournal } from './test-support/in-memory-stores.js';
 import { FAILURE_DETAIL, str, textOf, useTestHandler } from './test-support/test-handler.js';
 

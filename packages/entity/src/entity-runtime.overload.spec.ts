@@ -2,7 +2,7 @@
 // messages too large to reply or deliver. Ports are in memory; appends are held back by a gate
 // so queues fill deterministically, without timing.
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
-import { MessageTooLargeError, OverloadedError } from '@chiefofstate/core';
+import { MessageTooLargeError, OverloadedError, silentLogger } from '@chiefofstate/core';
 import {
   EventWrapperSchema,
   HandleCommandRequestSchema,
@@ -204,7 +204,7 @@ describe('messages too large (refused before the commit)', () => {
 
   it('fails a command whose state is just under 4 MiB, persists nothing and keeps the entity usable', async () => {
     const warnings: string[] = [];
-    const logger = { warn: (message: string) => warnings.push(message), error: () => {}, debug: () => {} };
+    const logger = { ...silentLogger, warn: (_fields: object | string, message?: string) => warnings.push(message ?? '') };
     const { runtime, journal, refused } = setup({ logger });
     await send(runtime, 'big', 'emit:a');
     const error = await runtime.processCommand({ entityId: 'big', command: str(`big:${BIG}`) }).catch((e: unknown) => e);

@@ -12,11 +12,11 @@ import {
   ShuttingDownError,
   StoreError,
   CommitOutcomeUnknownError,
+  type Logger,
 } from '@chiefofstate/core';
 import { EventWrapperSchema, HeaderSchema, StateWrapperSchema } from '@chiefofstate/protocol';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createEntityRuntime, type EntityRuntime, type EntityRuntimeOptions } from './entity-runtime.js';
-import type { Logger } from './ports.js';
 import { InMemoryJournal, InMemorySnapshots, countingReads } from './test-support/in-memory-stores.js';
 import { FAILURE_DETAIL, str, textOf, useTestHandler } from './test-support/test-handler.js';
 
@@ -37,11 +37,9 @@ interface Setup {
 function setup(options: Partial<EntityRuntimeOptions> = {}, journal = new InMemoryJournal()): Setup {
   const snapshots = (options.snapshots as InMemorySnapshots | undefined) ?? new InMemorySnapshots();
   const logs: Setup['logs'] = [];
-  const logger: Logger = {
-    warn: (message, fields) => logs.push({ level: 'warn', message, fields }),
-    error: (message, fields) => logs.push({ level: 'error', message, fields }),
-    debug: (message, fields) => logs.push({ level: 'debug', message, fields }),
-  };
+  const at = (level: string) => (fields: object | string, message?: string) =>
+    logs.push({ level, message: message ?? '', fields: fields as Record<string, unknown> });
+  const logger: Logger = { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
   const runtime = createEntityRuntime({ journal, snapshots, handler: handler.client(), logger, ...options });
   runtimes.push(runtime);
   return { runtime, journal, snapshots, logs };

@@ -1,10 +1,17 @@
-import { InvalidArgumentError, NotFoundError, ShuttingDownError, assertValidEntityId } from '@chiefofstate/core';
+import {
+  InvalidArgumentError,
+  NotFoundError,
+  ShuttingDownError,
+  assertValidEntityId,
+  type CommandRequest,
+  type EntityState,
+  type Logger,
+} from '@chiefofstate/core';
 import { MAX_IDEMPOTENCY_KEY_BYTES } from '@chiefofstate/protocol';
 import { isBusy } from './active-entities.js';
 import { NO_DEADLINE } from './batch.js';
-import type { EntityState, ProcessCommandRequest } from './command.js';
 import { admit, enqueue, slotFor } from './mailbox.js';
-import type { Clock, JournalPort, Logger, ReadOptions, SnapshotPort, WriteHandlerPort } from './ports.js';
+import type { Clock, JournalPort, ReadOptions, SnapshotPort, WriteHandlerPort } from './ports.js';
 import { readStoredEntity } from './recovery.js';
 import type { RefusalReason } from './refusals.js';
 import { createRuntimeContext, trimCache, type EntitySlot } from './runtime-context.js';
@@ -87,8 +94,6 @@ export interface EntityRuntimeOptions {
   clock?: Clock;
 }
 
-export type { EntityState, ProcessCommandRequest } from './command.js';
-
 /** What happened with idempotency keys (see `onIdempotency`). */
 export type IdempotencyEvent = 'replayed' | 'stored' | 'reused';
 
@@ -102,7 +107,7 @@ export interface EntityRuntimeStats {
 }
 
 export interface EntityRuntime {
-  processCommand(request: ProcessCommandRequest): Promise<EntityState>;
+  processCommand(request: CommandRequest): Promise<EntityState>;
   /**
    * The latest state; NotFoundError when the entity has no event. Never calls handlers.
    * `deadline` (epoch ms): a read of the store waits until then at most.
@@ -134,7 +139,7 @@ export function createEntityRuntime(options: EntityRuntimeOptions): EntityRuntim
 
   const sweeper = setInterval(() => {
     const removed = entities.passivateIdle(clock.now().getTime() - passivateAfterMs);
-    if (removed > 0) logger.debug('passivated idle entities', { count: removed, active: entities.size });
+    if (removed > 0) logger.debug({ count: removed, active: entities.size }, 'passivated idle entities');
   }, sweepIntervalMs);
   sweeper.unref();
 
@@ -207,7 +212,7 @@ async function readState(journal: JournalPort, snapshots: SnapshotPort | undefin
 }
 
 /** The idempotency key and expected revision, as the edge should have checked them already. */
-function assertValidRetryHeaders(request: ProcessCommandRequest): void {
+function assertValidRetryHeaders(request: CommandRequest): void {
   const { idempotencyKey: key, expectedRevision } = request;
   if (key !== undefined && (key === '' || Buffer.byteLength(key) > MAX_IDEMPOTENCY_KEY_BYTES)) {
     throw new InvalidArgumentError(`an idempotency key must be 1 to ${MAX_IDEMPOTENCY_KEY_BYTES} bytes long`);

@@ -6,6 +6,7 @@ import {
   InternalError,
   InvalidArgumentError,
   RevisionMismatchError,
+  type EntityState,
 } from '@chiefofstate/core';
 import {
   COS_ERROR_DOMAIN,
@@ -151,7 +152,7 @@ export function errorRecord(key: string, digest: Uint8Array, error: unknown): Ke
 }
 
 /** What a recorded outcome answers: the reply, or the error to throw. */
-export function replayOf(record: KeyRecord): { state: Any; meta: MetaData } | { error: Error } {
+export function replayOf(record: KeyRecord): EntityState | { error: Error } {
   if (record.errorKind === undefined) {
     const reply = fromBinary(ProcessCommandResponseSchema, record.outcome);
     if (reply.state === undefined || reply.meta === undefined) return { error: new InternalError('a recorded reply has no state or meta') };

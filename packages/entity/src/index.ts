@@ -3,9 +3,7 @@ export {
   type EntityRuntime,
   type EntityRuntimeOptions,
   type EntityRuntimeStats,
-  type EntityState,
   type IdempotencyEvent,
-  type ProcessCommandRequest,
 } from './entity-runtime.js';
 export { shouldSnapshot, type SnapshotPolicy } from './snapshot-policy.js';
 export type { RefusalReason } from './refusals.js';
@@ -17,7 +15,6 @@ export type {
   JournalPort,
   KeyRecord,
   LatestWithKeys,
-  Logger,
   ReadOptions,
   SnapshotPort,
   SnapshotSave,

@@ -1,6 +1,6 @@
-import { OverloadedError, traceLogFields } from '@chiefofstate/core';
+import { OverloadedError, traceLogFields, type CommandRequest, type EntityState } from '@chiefofstate/core';
 import { NO_COMMANDS, runBatch } from './batch.js';
-import { commandTrace, type Command, type EntityState, type ProcessCommandRequest } from './command.js';
+import { commandTrace, type Command } from './command.js';
 import { trimCache, type EntitySlot, type RuntimeContext } from './runtime-context.js';
 
 /*
@@ -33,7 +33,7 @@ export function slotFor(ctx: RuntimeContext, entityId: string, slot: EntitySlot 
   return slot;
 }
 
-export function enqueue(ctx: RuntimeContext, slot: EntitySlot, request: ProcessCommandRequest, deadline: number): Promise<EntityState> {
+export function enqueue(ctx: RuntimeContext, slot: EntitySlot, request: CommandRequest, deadline: number): Promise<EntityState> {
   return new Promise<EntityState>((resolve, reject) => {
     const traced = commandTrace(request);
     slot.jobs.push({ request, deadline, conflicts: 0, resolve, reject, ...(traced ? { trace: traced } : {}) });
@@ -60,7 +60,7 @@ async function drain(ctx: RuntimeContext, slot: EntitySlot): Promise<void> {
       retry = await runBatch(ctx, slot, batch);
     } catch (error) {
       // not expected: runBatch settles what it can; whatever is left fails rather than hangs
-      ctx.logger.error('command batch failed unexpectedly', { entityId: slot.entityId, err: error, ...traceLogFields(batch[0]?.trace?.span) });
+      ctx.logger.error({ entityId: slot.entityId, err: error, ...traceLogFields(batch[0]?.trace?.span) }, 'command batch failed unexpectedly');
       slot.loaded = false;
       retry = NO_COMMANDS;
     }

@@ -133,12 +133,6 @@ export interface WriteHandlerPort {
   handleEvent(request: HandleEventRequest, call?: HandlerCallOptions): Promise<HandleEventResponse>;
 }
 
-export interface Logger {
-  warn(message: string, fields?: Record<string, unknown>): void;
-  error(message: string, fields?: Record<string, unknown>): void;
-  debug(message: string, fields?: Record<string, unknown>): void;
-}
-
 export interface Clock {
   now(): Date;
 }

@@ -1,3 +1,4 @@
+import { silentLogger } from '@chiefofstate/core';
 import { describe, expect, it } from 'vitest';
 import { createRefusals, type RefusalReason } from './refusals.js';
 
@@ -6,7 +7,7 @@ describe('refusals', () => {
     let now = 0;
     const told: RefusalReason[] = [];
     const lines: unknown[] = [];
-    const logger = { warn: (_message: string, fields?: Record<string, unknown>) => lines.push(fields?.['refused']), error: () => {}, debug: () => {} };
+    const logger = { ...silentLogger, warn: (fields: object | string) => lines.push((fields as Record<string, unknown>)['refused']) };
     const refusals = createRefusals((reason) => told.push(reason), logger, { now: () => new Date(now) });
     refusals.note('entity_mailbox');
     refusals.note('entity_mailbox');

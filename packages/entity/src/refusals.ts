@@ -1,4 +1,5 @@
-import type { Clock, Logger } from './ports.js';
+import type { Logger } from '@chiefofstate/core';
+import type { Clock } from './ports.js';
 
 /** Which bound refused a command. */
 export type RefusalReason = 'entity_mailbox' | 'in_flight_commands' | 'journal_queue' | 'message_too_large';
@@ -25,7 +26,7 @@ export function createRefusals(onRefused: ((reason: RefusalReason) => void) | un
       counts[reason] = (counts[reason] ?? 0) + count;
       const now = clock.now().getTime();
       if (now - lastLog < LOG_INTERVAL_MS) return;
-      logger.warn('commands refused by a bound (counts since the previous such line)', { refused: counts });
+      logger.warn({ refused: counts }, 'commands refused by a bound (counts since the previous such line)');
       counts = {};
       lastLog = now;
     },

@@ -1,11 +1,11 @@
 import { SpanStatusCode } from '@opentelemetry/api';
-import { publicMessageOf } from '@chiefofstate/core';
+import { publicMessageOf, silentLogger, type EntityState, type Logger } from '@chiefofstate/core';
 import { ActiveEntities, type EntitySlot as Slot } from './active-entities.js';
-import type { Command, EntityState } from './command.js';
+import type { Command } from './command.js';
 import { createDecider, type Decide } from './decide.js';
 import type { EntityRuntimeOptions, IdempotencyEvent } from './entity-runtime.js';
 import { readSideIdFieldBytes } from './message-size.js';
-import type { Clock, JournalPort, Logger, SnapshotPort } from './ports.js';
+import type { Clock, JournalPort, SnapshotPort } from './ports.js';
 import { createRefusals, type Refusals } from './refusals.js';
 import { checkSnapshotPolicy } from './snapshot-policy.js';
 import { createSnapshotter, type Snapshotter } from './snapshotter.js';
@@ -52,13 +52,12 @@ export interface RuntimeContext {
   idle: (() => void) | undefined;
 }
 
-const noopLogger: Logger = { warn: () => {}, error: () => {}, debug: () => {} };
 const systemClock: Clock = { now: () => new Date() };
 
 /** The runtime's options with their defaults applied. */
 export function createRuntimeContext(options: EntityRuntimeOptions): RuntimeContext {
   const { journal, handler, snapshots } = options;
-  const logger = options.logger ?? noopLogger;
+  const logger = options.logger ?? silentLogger;
   const clock = options.clock ?? systemClock;
   const policy = checkSnapshotPolicy(options.snapshotPolicy ?? { enabled: false, frequency: 0 });
   const maxMessageBytes = options.maxMessageBytes ?? 4 * 1024 * 1024;

@@ -1,7 +1,8 @@
 import { create, toBinary } from '@bufbuild/protobuf';
 import type { Any } from '@bufbuild/protobuf/wkt';
 import { StateWrapperSchema, type MetaData } from '@chiefofstate/protocol';
-import type { JournalPort, Logger, SnapshotPort } from './ports.js';
+import type { Logger } from '@chiefofstate/core';
+import type { JournalPort, SnapshotPort } from './ports.js';
 import { shouldSnapshot, type SnapshotPolicy } from './snapshot-policy.js';
 
 export interface SnapshotterOptions {
@@ -38,14 +39,10 @@ export function createSnapshotter(options: SnapshotterOptions): Snapshotter {
       const { oldestRetainedRevision } = await snapshots.save({ entityId, revision, payload });
       if (logicalDeletion && oldestRetainedRevision > 0n) {
         const deleted = await journal.deleteEventsBefore(entityId, oldestRetainedRevision);
-        logger.debug('deleted events older than the oldest retained snapshot', {
-          entityId,
-          before: oldestRetainedRevision.toString(),
-          deleted,
-        });
+        logger.debug({ entityId, before: oldestRetainedRevision.toString(), deleted }, 'deleted events older than the oldest retained snapshot');
       }
     } catch (error) {
-      logger.error('snapshot failed', { entityId, revision: revision.toString(), err: error });
+      logger.error({ entityId, revision: revision.toString(), err: error }, 'snapshot failed');
     }
   }
 
@@ -53,7 +50,7 @@ export function createSnapshotter(options: SnapshotterOptions): Snapshotter {
     appended(entityId, previousRevision, state, meta) {
       if (!shouldSnapshot(policy, previousRevision, meta.revisionNumber)) return;
       if (pending.size >= maxPending) {
-        logger.warn('snapshot skipped: too many snapshot saves in flight', { entityId, revision: meta.revisionNumber });
+        logger.warn({ entityId, revision: meta.revisionNumber }, 'snapshot skipped: too many snapshot saves in flight');
         return;
       }
       const task = save(entityId, state, meta).finally(() => pending.delete(task));

@@ -1,9 +1,8 @@
 import type { Context } from '@opentelemetry/api';
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from '@connectrpc/connect';
-import { DeadlineExceededError } from '@chiefofstate/core';
-import type { Any } from '@bufbuild/protobuf/wkt';
+import { DeadlineExceededError, type EntityState, type GetStateOptions, type IncomingCommandRequest } from '@chiefofstate/core';
 import type { ChiefOfStateService} from '@chiefofstate/protocol';
-import { FORWARDED_BY_HEADER, FORWARDED_PROOF_HEADER, type Header, type MetaData } from '@chiefofstate/protocol';
+import { FORWARDED_BY_HEADER, FORWARDED_PROOF_HEADER } from '@chiefofstate/protocol';
 import { persistedHeaders, propagatedHeaders, type HeaderRules } from './request-headers.js';
 import { retryHeaders } from './retry-headers.js';
 import { callTraceContext } from './server-tracing.js';
@@ -12,27 +11,9 @@ import { createSubscriptionMethods, type SubscriptionMethod, type SubscriptionPo
 
 /** What the service needs of the entity runtime (satisfied by @chiefofstate/entity). */
 export interface CommandProcessor {
-  processCommand(request: {
-    entityId: string;
-    command: Any | undefined;
-    propagatedHeaders?: Record<string, string>;
-    persistedHeaders?: Header[];
-    signal?: AbortSignal;
-    deadline?: number;
-    traceContext?: Context;
-    /** the forwarding mark (x-cos-forwarded-by), as the caller claims it */
-    forwardedBy?: string;
-    /** its proof (x-cos-forwarded-proof), for the processor to check */
-    forwardProof?: string;
-    /** x-cos-idempotency-key, checked */
-    idempotencyKey?: string;
-    /** x-cos-expected-revision, checked */
-    expectedRevision?: bigint;
-  }): Promise<{ state: Any; meta: MetaData }>;
-  getState(
-    entityId: string,
-    options?: { signal?: AbortSignal; deadline?: number; traceContext?: Context; forwardedBy?: string; forwardProof?: string },
-  ): Promise<{ state: Any; meta: MetaData }>;
+  /** the forwarding mark, as the caller claims it, and the retry headers are for the processor to check */
+  processCommand(request: IncomingCommandRequest): Promise<EntityState>;
+  getState(entityId: string, options?: GetStateOptions): Promise<EntityState>;
 }
 
 export interface ChiefOfStateServiceOptions {
@@ -127,10 +108,7 @@ function callEnded(signal: AbortSignal, late: string): unknown {
  * by COS_COMMAND_HANDLER_TIMEOUT), its trace context and the forwarding mark with its proof, if
  * any (checked by the processor, which knows the cluster secret).
  */
-function callOf(
-  context: HandlerContext,
-  commandTimeoutMs: number,
-): { signal: AbortSignal; deadline: number; traceContext?: Context; forwardedBy?: string; forwardProof?: string } {
+function callOf(context: HandlerContext, commandTimeoutMs: number): GetStateOptions & { signal: AbortSignal; deadline: number } {
   const callerMs = context.timeoutMs();
   const traceContext = context.values.get(callTraceContext);
   const forwardedBy = context.requestHeader.get(FORWARDED_BY_HEADER);

@@ -2,7 +2,7 @@ import type { Http2ServerRequest, Http2ServerResponse, IncomingHttpHeaders } fro
 import type { Registry } from '@bufbuild/protobuf';
 import type { ConnectRouter, Interceptor } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
-import { MAX_TIMER_MS } from '@chiefofstate/core';
+import { MAX_TIMER_MS, type Logger } from '@chiefofstate/core';
 import { createTypeRegistry } from '@chiefofstate/protocol';
 import type { CallerAuthOptions } from './caller-auth.js';
 import { createCors } from './cors.js';
@@ -38,7 +38,7 @@ export interface GrpcServerOptions {
   readonly idleTimeoutMs?: number;
   readonly interceptors?: Interceptor[];
   /** told about calls and connections the server cut short (a pino logger fits) */
-  readonly logger?: EdgeLogger;
+  readonly logger?: Logger;
   /** serve over TLS (h2), optionally verifying client certificates; unset: cleartext HTTP/2 */
   readonly tls?: ListenerTlsOptions;
   /** refuse calls without the credentials of their service (run after `interceptors`); unset: open */
@@ -56,12 +56,6 @@ export interface GrpcServerOptions {
   readonly registry?: Registry;
   /** browser origins allowed to call across origins (COS_CORS_ALLOWED_ORIGINS); unset or empty: no CORS */
   readonly corsAllowedOrigins?: readonly string[];
-}
-
-/** What the server reports about input it refused below the services. */
-export interface EdgeLogger {
-  debug(fields: object, message: string): void;
-  warn(fields: object, message: string): void;
 }
 
 export interface GrpcServer {

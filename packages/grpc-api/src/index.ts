@@ -5,7 +5,6 @@ export {
   errorIdOf,
   failCall,
   internalErrorMessage,
-  type CallFailureLogger,
 } from './status.js';
 export { propagatedHeaders, persistedHeaders, type HeaderRules } from './request-headers.js';
 export {
@@ -21,7 +20,7 @@ export {
   type SubscriptionPort,
 } from './subscription-methods.js';
 export { createHealthStatus, ServingStatus, type HealthStatus, type HealthServiceOptions } from './health-service.js';
-export { startGrpcServer, type EdgeLogger, type GrpcServer, type GrpcServerOptions } from './grpc-server.js';
+export { startGrpcServer, type GrpcServer, type GrpcServerOptions } from './grpc-server.js';
 export {
   createReadSideManagerService,
   type ReadSideManagerPort,

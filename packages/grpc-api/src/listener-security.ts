@@ -1,4 +1,5 @@
 import { createContextValues, type ContextValues } from '@connectrpc/connect';
+import type { Logger } from '@chiefofstate/core';
 import { callPeer, createCallerAuth, type CallerAuth, type CallerAuthOptions, type ServiceCredentials } from './caller-auth.js';
 import { createListenerTls, peerOf, type ListenerTls, type ListenerTlsOptions } from './listener-tls.js';
 import { createRefusalLog } from './refusal-log.js';
@@ -43,7 +44,7 @@ export interface OpenedSecurity {
 /** The listener's TLS files and the callers' token files, read now (a broken one is a ConfigError). */
 export function openSecurity(
   options: { tls?: ListenerTlsOptions | undefined; callerAuth?: CallerAuthOptions | undefined },
-  logger: { debug(fields: object, message: string): void; warn(fields: object, message: string): void } | undefined,
+  logger: Logger | undefined,
 ): OpenedSecurity {
   const tls =
     options.tls &&

@@ -10,6 +10,7 @@ import {
   type ServerOptions,
 } from 'node:http2';
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
+import type { Logger } from '@chiefofstate/core';
 import type { OpenedSecurity } from './listener-security.js';
 import type { ListenerTls } from './listener-tls.js';
 import type { ReceiveTimeout } from './receive-timeout.js';
@@ -29,10 +30,7 @@ export interface ListenerOptions {
   readonly idleTimeoutMs: number;
   readonly tls?: ListenerTls | undefined;
   readonly onRequest: (request: HttpRequest, response: HttpResponse) => void;
-  readonly logger?: {
-    debug(fields: object, message: string): void;
-    warn(fields: object, message: string): void;
-  };
+  readonly logger?: Logger;
 }
 
 export interface Listener {
@@ -51,7 +49,7 @@ export interface EdgeListenerSettings {
   readonly maxConcurrentStreams?: number | undefined;
   readonly maxHeaderBytes?: number | undefined;
   readonly idleTimeoutMs?: number | undefined;
-  readonly logger?: ListenerOptions['logger'];
+  readonly logger?: Logger;
 }
 
 /**

@@ -3,6 +3,7 @@ import { create, toBinary } from '@bufbuild/protobuf';
 import { AnySchema } from '@bufbuild/protobuf/wkt';
 import { ChiefOfStateService, GetStateRequestSchema, MetaDataSchema } from '@chiefofstate/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { silentLogger } from '@chiefofstate/core';
 import { createChiefOfStateService } from './chief-of-state-service.js';
 import { startGrpcServer, type GrpcServer } from './grpc-server.js';
 
@@ -50,8 +51,9 @@ describe('COS_GRPC_RECEIVE_TIMEOUT', () => {
       maxMessageBytes: 64 * 1024,
       receiveTimeoutMs: RECEIVE_TIMEOUT_MS,
       logger: {
+        ...silentLogger,
         debug: (fields, message) => logged.push(`${message} ${(fields as { path: string }).path}`),
-        warn: (_fields, message) => logged.push(message),
+        warn: (_fields, message) => logged.push(message ?? ''),
       },
       routes: (router) =>
         router.service(

@@ -1,5 +1,5 @@
 import { Code } from '@connectrpc/connect';
-import { IdempotencyKeyReusedError, InvalidArgumentError, RevisionMismatchError } from '@chiefofstate/core';
+import { IdempotencyKeyReusedError, InvalidArgumentError, RevisionMismatchError, silentLogger } from '@chiefofstate/core';
 import { decodeErrorInfo } from '@chiefofstate/protocol';
 import { describe, expect, it } from 'vitest';
 import { retryHeaders } from './retry-headers.js';
@@ -66,7 +66,7 @@ describe('toConnectError for retry-safety failures', () => {
 
   it('logs both at debug: the caller asked for them', () => {
     const lines: string[] = [];
-    const log = logCallFailure({ debug: () => lines.push('debug'), error: () => lines.push('error') });
+    const log = logCallFailure({ ...silentLogger, debug: () => lines.push('debug'), error: () => lines.push('error') });
     log('ProcessCommand', new RevisionMismatchError(0n, 1n));
     log('ProcessCommand', new IdempotencyKeyReusedError('reused'));
     expect(lines).toEqual(['debug', 'debug']);

@@ -3,7 +3,7 @@ import { AnySchema } from '@bufbuild/protobuf/wkt';
 import * as grpc from '@grpc/grpc-js';
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { trace, type Context } from '@opentelemetry/api';
-import { InvalidArgumentError } from '@chiefofstate/core';
+import { InvalidArgumentError, silentLogger } from '@chiefofstate/core';
 import {
   ChiefOfStateService,
   Health,
@@ -41,7 +41,7 @@ describe('server tracing', () => {
   beforeAll(async () => {
     // no context manager (the default): the trace context must travel in the call's values
     tracing = createTracing({ serviceName: 'edge-test', spanProcessors: [new SimpleSpanProcessor(exporter)] });
-    const logger = { debug: (fields: object) => logged.push({ ...fields }), error: (fields: object) => logged.push({ ...fields }) };
+    const logger = { ...silentLogger, debug: (fields: object) => logged.push({ ...fields }), error: (fields: object) => logged.push({ ...fields }) };
     server = await startGrpcServer({
       host: '127.0.0.1',
       port: 0,

@@ -10,6 +10,7 @@ import {
   type TextMapGetter,
 } from '@opentelemetry/api';
 import { ConnectError, createContextKey, type Interceptor } from '@connectrpc/connect';
+import { TRACER_NAME } from '@chiefofstate/core';
 
 /**
  * The OpenTelemetry context of a call, with its server span: set by the server tracing
@@ -25,7 +26,7 @@ const getter: TextMapGetter<Headers> = {
   get: (carrier, key) => carrier.get(key) ?? undefined,
 };
 
-const tracer = trace.getTracer('chiefofstate');
+const tracer = trace.getTracer(TRACER_NAME);
 
 function recordOutcome(span: Span, error: unknown): void {
   if (error === undefined) {

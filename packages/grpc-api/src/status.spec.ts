@@ -16,6 +16,7 @@ import {
   StoreError,
   UnauthenticatedError,
   PermissionDeniedError,
+  silentLogger,
 } from '@chiefofstate/core';
 import { REFUSED_TRAILER } from '@chiefofstate/protocol';
 import { decodeRpcStatus } from '@chiefofstate/testing';
@@ -26,6 +27,7 @@ describe('logCallFailure', () => {
   it("logs the caller's, the handler's and the surroundings' failures at debug, COS faults at error", () => {
     const lines: Array<[string, string]> = [];
     const log = logCallFailure({
+      ...silentLogger,
       debug: (fields, message) => lines.push(['debug', `${message} ${(fields as { method: string }).method}`]),
       error: (fields, message) => lines.push(['error', `${message} ${(fields as { method: string }).method}`]),
     });
@@ -81,7 +83,7 @@ describe('toConnectError', () => {
     expect(toConnectError(new OverloadedError('entity mailbox full')).code).toBe(Code.ResourceExhausted);
     expect(toConnectError(new MessageTooLargeError('state too large')).code).toBe(Code.ResourceExhausted);
     const lines: string[] = [];
-    const log = logCallFailure({ debug: () => lines.push('debug'), error: () => lines.push('error') });
+    const log = logCallFailure({ ...silentLogger, debug: () => lines.push('debug'), error: () => lines.push('error') });
     log('ProcessCommand', new OverloadedError('entity mailbox full'));
     expect(lines).toEqual(['debug']);
   });
@@ -131,6 +133,7 @@ describe('a fault of COS', () => {
   const capture = () => {
     const lines: Array<{ level: string; fields: Record<string, unknown>; message: string }> = [];
     const logger = {
+      ...silentLogger,
       debug: (fields: object, message: string) => lines.push({ level: 'debug', fields: fields as Record<string, unknown>, message }),
       error: (fields: object, message: string) => lines.push({ level: 'error', fields: fields as Record<string, unknown>, message }),
     };

@@ -22,6 +22,7 @@ import {
   UnauthenticatedError,
   PermissionDeniedError,
   traceLogFields,
+  type Logger,
 } from '@chiefofstate/core';
 import { REFUSED_TRAILER, encodeRpcStatus } from '@chiefofstate/protocol';
 import { retrySafetyCode, retrySafetyErrorInfo } from './retry-errors.js';
@@ -168,19 +169,13 @@ export function isExpectedFailure(error: unknown): boolean {
   return error instanceof CosError && !(error instanceof InternalError);
 }
 
-/** The logger `logCallFailure` needs (pino's shape). */
-export interface CallFailureLogger {
-  debug(fields: object, message: string): void;
-  error(fields: object, message: string): void;
-}
-
 /**
  * An `onError` for the services: failures that are the caller's or the handler's doing are
  * logged at debug, anything else (a COS fault) at error. A fault of COS carries `errorId`, the id
  * its caller was told to look up.
  */
 export function logCallFailure(
-  logger: CallFailureLogger,
+  logger: Logger,
 ): (method: string, error: unknown, traceContext?: Context | undefined) => void {
   return (method, error, traceContext) => {
     const fields = {

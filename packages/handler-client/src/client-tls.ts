@@ -1,7 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { checkServerIdentity, createSecureContext, type PeerCertificate } from 'node:tls';
-import { ConfigError } from '@chiefofstate/core';
+import { ConfigError, type Logger } from '@chiefofstate/core';
 import { watchTlsFiles, type TlsMaterial } from '@chiefofstate/tls';
 import type { ClientTlsOptions } from './grpc-transport.js';
 
@@ -114,19 +114,13 @@ function summarize(material: TlsMaterial): ClientTlsSummary {
   }
 }
 
-/** A pino-style logger: `logger.info(fields, message)`. */
-export interface ClientTlsLogger {
-  info(fields: object, message: string): void;
-  warn(fields: object, message: string): void;
-}
-
 export interface LoggedClientTlsOptions extends ClientTlsFiles {
   readonly reloadIntervalMs?: number;
   /** what the connection goes to, for log lines: `write handler`, `read side orders`, `peers` */
   readonly what: string;
   /** names the settings in a start-up ConfigError */
   readonly label: string;
-  readonly logger: ClientTlsLogger;
+  readonly logger: Logger;
 }
 
 /**

@@ -22,7 +22,6 @@ export {
   watchClientTlsLogged,
   type ClientTls,
   type ClientTlsFiles,
-  type ClientTlsLogger,
   type ClientTlsSummary,
   type LoggedClientTlsOptions,
   type WatchClientTlsOptions,

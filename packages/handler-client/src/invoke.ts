@@ -4,6 +4,7 @@ import {
   DeadlineExceededError,
   HandlerFailedError,
   HandlerUnavailableError,
+  TRACER_NAME,
   publicMessageOf,
 } from '@chiefofstate/core';
 import { ChiefOfStateService, ReadSideHandlerService, WriteSideHandlerService } from '@chiefofstate/protocol';
@@ -16,7 +17,7 @@ export interface ConnectCallOptions {
   timeoutMs: number;
 }
 
-const tracer = trace.getTracer('chiefofstate');
+const tracer = trace.getTracer(TRACER_NAME);
 
 export interface InvokerOptions {
   /** how failures name the handler, e.g. `write handler host:port` */

@@ -9,6 +9,7 @@ import {
   OverloadedError,
   ShuttingDownError,
   StoreError,
+  TRACER_NAME,
   assertValidEntityId,
   publicMessageOf,
   shardOf,
@@ -205,7 +206,7 @@ interface Pending {
   readonly span?: Span;
 }
 
-const tracer = trace.getTracer('chiefofstate');
+const tracer = trace.getTracer(TRACER_NAME);
 
 /** A row of readLatestWithKeys: an event ('e') or a key ('k'), the other's columns null. */
 interface LatestOrKeyRow {

@@ -1,4 +1,5 @@
 import { Writable } from 'node:stream';
+import type { Logger } from '@chiefofstate/core';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from './logger.js';
 
@@ -30,5 +31,16 @@ describe('createLogger', () => {
     const line = JSON.parse(lines[0]!);
     expect(line.err.message).toBe('boom');
     expect(line.err.stack).toContain('Error: boom');
+  });
+
+  it("is @chiefofstate/core's Logger as it is: fields first, or a message alone", () => {
+    const { lines, destination } = capture();
+    const logger: Logger = createLogger({ level: 'info', name: 'x', destination });
+    logger.warn({ entityId: 'a' }, 'fields first');
+    logger.info('message alone');
+    expect(lines.map((line) => JSON.parse(line))).toMatchObject([
+      { level: 'warn', msg: 'fields first', entityId: 'a' },
+      { level: 'info', msg: 'message alone' },
+    ]);
   });
 });

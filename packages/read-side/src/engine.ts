@@ -1,10 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { InvalidArgumentError } from '@chiefofstate/core';
+import { InvalidArgumentError, silentLogger, type Logger } from '@chiefofstate/core';
 import { DEFAULT_RETRY, type FailurePolicy, type RetryOptions } from './failure-policy.js';
 import type {
   JournalReader,
   ListenPort,
-  Logger,
   OffsetPort,
   OwnershipPort,
   ReadSideHandlerPort,
@@ -102,7 +101,6 @@ export interface ReadSideEngine {
 
 const noop = () => {};
 const CONTROL_ACTIONS: readonly ControlAction[] = ['pause', 'resume', 'restart', 'skip'];
-const silentLogger: Logger = { debug: noop, info: noop, warn: noop, error: noop };
 
 interface Stream {
   readonly key: string;
@@ -222,7 +220,7 @@ export function createReadSideEngine(options: ReadSideEngineOptions): ReadSideEn
           stats: stream.stats,
           onDelivery: options.onDelivery,
         });
-        logger.debug('read side stream started', { readSideId: stream.readSide.readSideId, shard: stream.shard });
+        logger.debug({ readSideId: stream.readSide.readSideId, shard: stream.shard }, 'read side stream started');
       };
       // re-acquired while the previous run still winds down: start after it
       if (stream.stopping) void stream.stopping.then(() => stream.stats.owned && !stream.worker && start());
@@ -238,7 +236,7 @@ export function createReadSideEngine(options: ReadSideEngineOptions): ReadSideEn
       stream.stopping = stopping;
       await stopping;
       if (stream.stopping === stopping) stream.stopping = undefined;
-      logger.debug('read side stream released', { readSideId: stream.readSide.readSideId, shard: stream.shard, reason });
+      logger.debug({ readSideId: stream.readSide.readSideId, shard: stream.shard, reason }, 'read side stream released');
     },
   };
 
@@ -260,7 +258,7 @@ export function createReadSideEngine(options: ReadSideEngineOptions): ReadSideEn
         unsubscribes.push(await listen(channel, onControl));
       }
       await ownership.start([...streams.keys()], host);
-      logger.info('read sides started', { readSides: ids, shards: numShards });
+      logger.info({ readSides: ids, shards: numShards }, 'read sides started');
     },
 
     status() {

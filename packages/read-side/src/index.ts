@@ -23,7 +23,6 @@ export type {
   JournalEventRecord,
   JournalReader,
   ListenPort,
-  Logger,
   OffsetPort,
   OwnershipPort,
   ReadSideCallOptions,

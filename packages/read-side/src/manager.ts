@@ -1,6 +1,6 @@
-import { InvalidArgumentError, NotFoundError } from '@chiefofstate/core';
+import { InvalidArgumentError, NotFoundError, type Logger } from '@chiefofstate/core';
 import { controlPayload, READ_SIDE_CONTROL_CHANNEL } from './engine.js';
-import type { JournalReader, Logger, OffsetPort } from './ports.js';
+import type { JournalReader, OffsetPort } from './ports.js';
 import type { ControlAction } from './stream-worker.js';
 
 export interface ReadSideManagerOptions {
@@ -74,7 +74,7 @@ export function createReadSideManager(options: ReadSideManagerOptions): ReadSide
       await options.notify?.(READ_SIDE_CONTROL_CHANNEL, controlPayload(readSideId, shard, action, options.engine?.instanceId));
     } catch (error) {
       // the change is stored; other processes see offsets and pause flags on their next poll
-      options.logger?.warn('read side control signal not sent', { readSideId, shard, err: error });
+      options.logger?.warn({ readSideId, shard, err: error }, 'read side control signal not sent');
     }
   };
 

@@ -88,10 +88,3 @@ export interface OwnershipPort {
   close(): Promise<void>;
 }
 
-/** Structured logging, as the composition root provides it. */
-export interface Logger {
-  debug(message: string, fields?: Record<string, unknown>): void;
-  info(message: string, fields?: Record<string, unknown>): void;
-  warn(message: string, fields?: Record<string, unknown>): void;
-  error(message: string, fields?: Record<string, unknown>): void;
-}

@@ -61,7 +61,7 @@ async function commitLoop(s: StreamState): Promise<void> {
         s.committed = target;
         stats.position = target;
       } else {
-        logger.info('read side offset moved elsewhere; continuing from the stored one', { ...s.where, expected: String(s.committed) });
+        logger.info({ ...s.where, expected: String(s.committed) }, 'read side offset moved elsewhere; continuing from the stored one');
         s.moved = true;
         s.recheck = true;
       }

@@ -1,5 +1,5 @@
 import { ROOT_CONTEXT, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
-import { CircuitOpenError, publicMessageOf, traceLogFields } from '@chiefofstate/core';
+import { CircuitOpenError, TRACER_NAME, publicMessageOf, traceLogFields } from '@chiefofstate/core';
 import type { HandleReadSideRequest } from '@chiefofstate/protocol';
 import { entityIdHeader, toReadSideRequest } from './delivery-request.js';
 import { backoffMs, decideOnFailure } from './failure-policy.js';
@@ -12,7 +12,7 @@ import type { StreamStats } from './stream-worker.js';
  * a read batch at once to handleBatch (publishers).
  */
 
-const tracer = trace.getTracer('chiefofstate');
+const tracer = trace.getTracer(TRACER_NAME);
 
 /** while a breaker's trial call is in flight, how often the other shards ask again */
 const BREAKER_POLL_MS = 100;
@@ -67,7 +67,7 @@ export async function deliver(s: StreamState, event: JournalEventRecord): Promis
     if (failure instanceof CircuitOpenError && !s.recheck && s.stopping === undefined) {
       // The read side's breaker is open: the handler is known down and nothing was sent. Wait
       // for its trial call instead of using up the failure policy's retries on refusals.
-      logger.debug('read side circuit breaker open; waiting', { ...s.where, retryAfterMs: failure.retryAfterMs });
+      logger.debug({ ...s.where, retryAfterMs: failure.retryAfterMs }, 'read side circuit breaker open; waiting');
       await sleep(s, Math.min(Math.max(failure.retryAfterMs, BREAKER_POLL_MS), MAX_BREAKER_WAIT_MS), () => interrupted(s));
       if (interrupted(s)) return 'interrupted';
       attempt--;
@@ -130,16 +130,16 @@ function afterFailure(
   };
   if (decision === 'skip') {
     stats.skipped++;
-    logger.warn('read side handler failed; event skipped by the failure policy', fields);
+    logger.warn(fields, 'read side handler failed; event skipped by the failure policy');
     return 'next';
   }
   if (decision === 'stop') {
     stats.stopped = true;
     stats.stops++;
-    logger.error('read side handler failed; shard stopped by the failure policy until resumed or restarted', fields);
+    logger.error(fields, 'read side handler failed; shard stopped by the failure policy until resumed or restarted');
     return 'stopped';
   }
-  logger.warn('read side handler failed; retrying', fields);
+  logger.warn(fields, 'read side handler failed; retrying');
   return 'retry';
 }
 
@@ -185,14 +185,17 @@ export async function deliverBatch(
   if (failure !== undefined) {
     onDelivery?.(readSideId, seconds, 'failure');
     noteFailure(stats, failure);
-    logger.warn('read side batch failed; its first event not accepted goes on its own, under the failure policy', {
-      ...s.where,
-      position: String(events[accepted]!.position),
-      accepted,
-      events: events.length,
-      err: failure,
-      ...(span.isRecording() ? traceLogFields(span) : {}),
-    });
+    logger.warn(
+      {
+        ...s.where,
+        position: String(events[accepted]!.position),
+        accepted,
+        events: events.length,
+        err: failure,
+        ...(span.isRecording() ? traceLogFields(span) : {}),
+      },
+      'read side batch failed; its first event not accepted goes on its own, under the failure policy',
+    );
   }
   return accepted;
 }

@@ -1,5 +1,6 @@
+import type { Logger } from '@chiefofstate/core';
 import { backoffMs, type FailurePolicy, type RetryOptions } from './failure-policy.js';
-import type { JournalEventRecord, JournalReader, Logger, OffsetPort, ReadSideHandlerPort, ReleaseReason } from './ports.js';
+import type { JournalEventRecord, JournalReader, OffsetPort, ReadSideHandlerPort, ReleaseReason } from './ports.js';
 import { flush, scheduleCommit } from './stream-commits.js';
 import { deliver, deliverBatch } from './stream-delivery.js';
 import { createStreamState, interrupted, poke, sleep, type StreamState } from './stream-state.js';
@@ -83,7 +84,7 @@ export interface StreamWorker {
 export function startStreamWorker(options: StreamWorkerOptions): StreamWorker {
   const s = createStreamState(options);
   const { stats, logger } = options;
-  const done = run(s).catch((error: unknown) => logger.error('read side stream crashed', { ...s.where, err: error }));
+  const done = run(s).catch((error: unknown) => logger.error({ ...s.where, err: error }, 'read side stream crashed'));
 
   return {
     wake() {
@@ -142,13 +143,13 @@ async function run(s: StreamState): Promise<void> {
       // the database failed (reading or committing): retry the round with backoff
       failedRounds++;
       s.recheck = true;
-      options.logger.warn('read side stream failed to read or commit; retrying', { ...s.where, err: error });
+      options.logger.warn({ ...s.where, err: error }, 'read side stream failed to read or commit; retrying');
       await sleep(s, backoffMs(failedRounds - 1, { initialBackoffMs: 200, maxBackoffMs: 5_000 }), () => s.stopping !== undefined);
     }
   }
   if (s.stopping !== 'lost') {
     await flush(s).catch((error: unknown) =>
-      options.logger.warn('read side offset not committed at stop; the next owner re-delivers', { ...s.where, err: error }),
+      options.logger.warn({ ...s.where, err: error }, 'read side offset not committed at stop; the next owner re-delivers'),
     );
   }
 }

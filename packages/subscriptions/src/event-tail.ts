@@ -1,4 +1,5 @@
-import type { JournalEventRecord, ListenPort, Logger, SubscriptionJournal } from './ports.js';
+import type { Logger } from '@chiefofstate/core';
+import type { JournalEventRecord, ListenPort, SubscriptionJournal } from './ports.js';
 
 export interface EventTailOptions {
   readonly journal: Pick<SubscriptionJournal, 'readAll' | 'latestPosition'>;
@@ -142,7 +143,7 @@ export function createEventTail(options: EventTailOptions): EventTail {
         } while (again && !closed);
       } catch (error) {
         // the next notification or poll tries again; subscribers wait meanwhile
-        options.logger?.warn('subscriptions: reading the journal failed', { err: error });
+        options.logger?.warn({ err: error }, 'subscriptions: reading the journal failed');
       } finally {
         reading = false;
       }

@@ -11,4 +11,4 @@ export {
 } from './subscription-hub.js';
 export { createEventTail, type EventTail, type EventTailOptions } from './event-tail.js';
 export { allEvents, entityEvents, entityStart, type EntityStart, type CursorContext, type CursorPage, type EventSource } from './cursors.js';
-export type { JournalEventRecord, ListenPort, Logger, NotifyPort, SubscriptionJournal } from './ports.js';
+export type { JournalEventRecord, ListenPort, NotifyPort, SubscriptionJournal } from './ports.js';

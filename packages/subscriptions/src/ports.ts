@@ -36,9 +36,3 @@ export type ListenPort = (channel: string, listener: (payload: string) => void) 
 
 /** NOTIFY on a channel (every process on the database hears it). */
 export type NotifyPort = (channel: string, payload: string) => Promise<void>;
-
-/** Structured logging, as the composition root provides it. */
-export interface Logger {
-  debug(message: string, fields?: Record<string, unknown>): void;
-  warn(message: string, fields?: Record<string, unknown>): void;
-}

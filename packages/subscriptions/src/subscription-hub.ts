@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { InvalidArgumentError, OverloadedError, ShuttingDownError, StoreError, assertValidEntityId } from '@chiefofstate/core';
+import { InvalidArgumentError, OverloadedError, ShuttingDownError, StoreError, assertValidEntityId, type Logger } from '@chiefofstate/core';
 import { allEvents, entityEvents, entityStart, type CursorPage, type EventSource } from './cursors.js';
 import { createEventTail, type EventTail } from './event-tail.js';
-import type { JournalEventRecord, ListenPort, Logger, NotifyPort, SubscriptionJournal } from './ports.js';
+import type { JournalEventRecord, ListenPort, NotifyPort, SubscriptionJournal } from './ports.js';
 
 /** NOTIFY channel of Unsubscribe: every process ends its subscriptions with that id */
 export const SUBSCRIPTION_CONTROL_CHANNEL = 'cos_subscription_control';

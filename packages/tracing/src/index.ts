@@ -1,6 +1,5 @@
 export {
   createTracing,
-  TRACER_NAME,
   type Tracing,
   type TracingBatch,
   type TracingOptions,

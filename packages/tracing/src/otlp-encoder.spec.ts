@@ -2,6 +2,7 @@
 // byte for byte what @opentelemetry/otlp-transformer's ProtobufTraceSerializer produces.
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, TraceFlags, trace, type Context } from '@opentelemetry/api';
 import { TraceState } from '@opentelemetry/core';
+import { TRACER_NAME } from '@chiefofstate/core';
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BasicTracerProvider, type ReadableSpan, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
@@ -45,7 +46,7 @@ function expectSameBytes(spans: readonly ReadableSpan[]): Uint8Array {
 describe('createSpanBatch', () => {
   it("encodes COS's spans as the stock serializer does: kinds, parents, links both ways, status", () => {
     const { provider, spans } = collecting({ 'service.name': 'chief-of-state', 'team.name': 'payments' });
-    const tracer = provider.getTracer('chiefofstate');
+    const tracer = provider.getTracer(TRACER_NAME);
     const server = tracer.startSpan(
       'chief_of_state.v1.ChiefOfStateService/ProcessCommand',
       {
@@ -134,7 +135,7 @@ describe('createSpanBatch', () => {
 
   it('encodes 512 spans (a full export) the same, and the same again from reused buffers', () => {
     const { provider, spans } = collecting({ 'service.name': 'svc' });
-    const tracer = provider.getTracer('chiefofstate');
+    const tracer = provider.getTracer(TRACER_NAME);
     for (let i = 0; i < 512; i++) {
       tracer.startSpan('cos.entity.command', { attributes: { 'cos.entity_id': `entity-${i}` } }, remoteParent()).end();
     }

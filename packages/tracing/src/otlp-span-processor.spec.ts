@@ -6,6 +6,7 @@ import { ROOT_CONTEXT, TraceFlags, trace } from '@opentelemetry/api';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
 import { startOtlpReceiver, type OtlpReceiver } from '@chiefofstate/testing';
+import { TRACER_NAME } from '@chiefofstate/core';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   createOtlpSpanProcessor,
@@ -28,7 +29,7 @@ describe('createOtlpSpanProcessor', () => {
       spanProcessors: [processor],
     });
     cleanups.push(() => provider.shutdown());
-    return { tracer: provider.getTracer('chiefofstate'), processor };
+    return { tracer: provider.getTracer(TRACER_NAME), processor };
   }
 
   async function receiver(): Promise<OtlpReceiver> {

@@ -1,6 +1,6 @@
 import { context, propagation, trace, type Tracer } from '@opentelemetry/api';
 import { ExportResultCode, W3CTraceContextPropagator } from '@opentelemetry/core';
-import { traceLogFields } from '@chiefofstate/core';
+import { TRACER_NAME, traceLogFields } from '@chiefofstate/core';
 import { OTLPTraceExporter as OtlpJsonTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import {
@@ -17,9 +17,6 @@ import {
 import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
 import { createOtlpSpanProcessor, type OtlpExportFailure } from './otlp-span-processor.js';
-
-/** The tracer name COS's own spans are created under. */
-export const TRACER_NAME = 'chiefofstate';
 
 /** The OTLP/HTTP encodings (OTEL_EXPORTER_OTLP_PROTOCOL); OTLP over gRPC is not offered. */
 export type TracingProtocol = 'http/protobuf' | 'http/json';
