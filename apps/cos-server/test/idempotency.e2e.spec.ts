@@ -51,6 +51,20 @@ function sendRaw(cos: Pick<CosFixture, 'client'>, entityId: string, cmd: Any, he
 
 const key = (value: string) => ({ 'x-cos-idempotency-key': value });
 
+/**
+ * Sends again while the answer is UNAVAILABLE (nothing was written), as a client retries: a
+ * replica started after another died waits for the dead one's leases to expire before it takes
+ * their shards, which can outlast one command's deadline. At most `ms`.
+ */
+async function sendUntilAvailable(send: () => Promise<Wire>, ms = 30_000): Promise<Wire> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const wire = await send();
+    if (wire.ok || wire.code !== grpc.status.UNAVAILABLE || Date.now() > until) return wire;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
 describe.runIf(hasServer)('retry-safe commands end to end', () => {
   let handler: (RunningProcess & { port: number }) | undefined;
   let env: Record<string, string>;
@@ -155,7 +169,7 @@ describe.runIf(hasServer)('retry-safe commands end to end', () => {
     expect(await doomed.journal('crash-1')).toHaveLength(1);
     const survivor = await startCos(env, schema);
     fixtures.push(survivor);
-    expect((await sendRaw(survivor, 'crash-1', command('Emit', { events: ['deposit-10'] }))).ok).toBe(true);
+    expect((await sendUntilAvailable(() => sendRaw(survivor, 'crash-1', command('Emit', { events: ['deposit-10'] })))).ok).toBe(true);
     // the double deposit the key prevents (next test)
     expect(await survivor.journal('crash-1')).toHaveLength(2);
   }, 60_000);
@@ -172,7 +186,7 @@ describe.runIf(hasServer)('retry-safe commands end to end', () => {
 
     const survivor = await startCos(env, schema);
     fixtures.push(survivor);
-    const retry = await sendRaw(survivor, 'crash-2', command('Emit', { events: ['deposit-10'] }), key('dep-crash'));
+    const retry = await sendUntilAvailable(() => sendRaw(survivor, 'crash-2', command('Emit', { events: ['deposit-10'] }), key('dep-crash')));
     // the reply the first call would have had: the committed event's state and meta
     const original = Buffer.from(
       toBinary(ProcessCommandResponseSchema, create(ProcessCommandResponseSchema, { state: row!.wrapper.resultingState!, meta: row!.wrapper.meta! })),
