@@ -211,20 +211,19 @@ function bytesOf(event: SubscribedEventLike): Uint8Array {
  * for `responseOf`'s message (field order: the id, then the unknown fields).
  */
 function createFrameWriter(subscriptionId: string, maxMessageBytes: number): (batch: readonly SubscribedEventLike[]) => Buffer {
-  const idField = subscriptionId === '' ? new Uint8Array(0) : new BinaryWriter().string(subscriptionId).finish();
-  const idTag = idField.byteLength === 0 ? new Uint8Array(0) : new BinaryWriter().tag(1, WireType.LengthDelimited).finish();
-  const head = Buffer.concat([idTag, idField]);
+  // proto3 leaves an empty string out, as toBinary does
+  const head = subscriptionId === '' ? new Uint8Array(0) : new BinaryWriter().tag(1, WireType.LengthDelimited).string(subscriptionId).finish();
   return (batch) => {
+    const shared = batch.map(bytesOf);
     let total = 0;
-    for (const event of batch) {
-      const size = head.byteLength + bytesOf(event).byteLength;
+    for (const bytes of shared) {
+      const size = head.byteLength + bytes.byteLength;
       if (size > maxMessageBytes) throw tooLarge(size, 'writeMaxBytes', maxMessageBytes);
       total += 5 + size;
     }
     const out = Buffer.allocUnsafe(total);
     let at = 0;
-    for (const event of batch) {
-      const bytes = bytesOf(event);
+    for (const bytes of shared) {
       const size = head.byteLength + bytes.byteLength;
       out[at] = 0;
       out.writeUInt32BE(size, at + 1);

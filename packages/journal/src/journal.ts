@@ -208,10 +208,14 @@ interface Pending {
 
 const tracer = trace.getTracer(TRACER_NAME);
 
+/** The columns an event is read with. */
+type EventRow = Pick<JournalTables['cos_journal'], 'position' | 'entity_id' | 'revision' | 'shard' | 'written_at' | 'payload'>;
+
 /** A row of readLatestWithKeys: an event ('e') or a key ('k'), the other's columns null. */
 interface LatestOrKeyRow {
   kind: 'e' | 'k';
   position: bigint | null;
+  entity_id: string | null;
   revision: bigint | null;
   shard: number | null;
   written_at: Date | null;
@@ -261,6 +265,8 @@ export function createJournal(options: JournalOptions): Journal {
   const retentionMs = options.idempotencyRetentionMs ?? DEFAULT_KEY_RETENTION_MS;
   if (!(retentionMs > 0)) throw new InvalidArgumentError(`idempotencyRetentionMs must be positive, got ${retentionMs}`);
   const keysDb = database.kysely.withTables<IdempotencyKeyTables>();
+  /** keys recorded after this are within the retention window */
+  const retainedSince = sql<Date>`now() - ${retentionMs} * interval '1 millisecond'`;
   const writer = createGroupCommitWriter(database, numShards, batchThreshold, maxQueued, options.onBatch, options.fencing ?? false);
   const append = (request: AppendRequest): Promise<AppendResult> =>
     // known down: fail now rather than queue behind a batch that waits for its timeout
@@ -268,7 +274,7 @@ export function createJournal(options: JournalOptions): Journal {
       ? writer.append(request)
       : Promise.reject(new StoreError('journal: the database is unreachable, nothing was written'));
 
-  const toEvent = (row: JournalTables['cos_journal']): JournalEvent => ({
+  const toEvent = (row: EventRow): JournalEvent => ({
     position: row.position,
     entityId: row.entity_id,
     revision: row.revision,
@@ -359,7 +365,7 @@ export function createJournal(options: JournalOptions): Journal {
         .selectFrom('cos_idempotency_keys')
         .select(['key', 'digest', 'recorded_at'])
         .where('entity_id', '=', entityId)
-        .where('recorded_at', '>', sql<Date>`now() - ${retentionMs} * interval '1 millisecond'`)
+        .where('recorded_at', '>', retainedSince)
         .limit(limit);
       const { rows } = await store(() => keysDb.executeQuery(compiledWithDeadline(query, options?.deadline)));
       return rows.map((row) => ({ key: row.key, digest: row.digest, recordedAt: row.recorded_at }));
@@ -367,19 +373,19 @@ export function createJournal(options: JournalOptions): Journal {
 
     async readLatestWithKeys(entityId, keyLimit, options) {
       // one statement, rows of two shapes: the newest event ('e'), then the keys ('k')
-      const query = sql<LatestOrKeyRow>`(SELECT 'e' AS kind, position, revision, shard, written_at, payload,
+      const query = sql<LatestOrKeyRow>`(SELECT 'e' AS kind, position, entity_id, revision, shard, written_at, payload,
           NULL::text AS key, NULL::bytea AS digest, NULL::timestamptz AS recorded_at
         FROM cos_journal WHERE entity_id = ${entityId} ORDER BY revision DESC LIMIT 1)
         UNION ALL
-        (SELECT 'k', NULL::bigint, NULL::bigint, NULL::integer, NULL::timestamptz, NULL::bytea, key, digest, recorded_at
+        (SELECT 'k', NULL::bigint, NULL::text, NULL::bigint, NULL::integer, NULL::timestamptz, NULL::bytea, key, digest, recorded_at
         FROM cos_idempotency_keys
-        WHERE entity_id = ${entityId} AND recorded_at > now() - ${retentionMs} * interval '1 millisecond' LIMIT ${keyLimit})`;
+        WHERE entity_id = ${entityId} AND recorded_at > ${retainedSince} LIMIT ${keyLimit})`;
       const { rows } = await store(() => db.executeQuery(compiledWithDeadline({ compile: () => query.compile(db) }, options?.deadline)));
       let latest: JournalEvent | undefined;
       const keys: StoredKeyDigest[] = [];
       for (const row of rows) {
         if (row.kind === 'e') {
-          latest = { position: row.position!, entityId, revision: row.revision!, shard: row.shard!, writtenAt: row.written_at!, payload: row.payload! };
+          latest = toEvent(row as EventRow);
         } else {
           keys.push({ key: row.key!, digest: row.digest!, recordedAt: row.recorded_at! });
         }
@@ -394,7 +400,7 @@ export function createJournal(options: JournalOptions): Journal {
         .selectAll()
         .where('entity_id', '=', entityId)
         .where('key', 'in', keys)
-        .where('recorded_at', '>', sql<Date>`now() - ${retentionMs} * interval '1 millisecond'`);
+        .where('recorded_at', '>', retainedSince);
       const { rows } = await store(() => keysDb.executeQuery(compiledWithDeadline(query, options?.deadline)));
       return rows.map((row) => ({
         key: row.key,

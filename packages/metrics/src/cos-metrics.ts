@@ -366,8 +366,11 @@ export function createMetrics(options: CosMetricsOptions = {}): CosMetrics {
     registers: [registry],
   });
 
-  const subscriptionEventChildren = new Map<string, ReturnType<typeof subscriptionEvents.labels>>();
-  const subscriptionLagChildren = new Map<string, ReturnType<typeof subscriptionLag.labels>>();
+  /** by kind: its lag child and its events children by source */
+  const subscriptionChildren = new Map<
+    string,
+    { readonly lag: ReturnType<typeof subscriptionLag.labels>; readonly events: Map<string, ReturnType<typeof subscriptionEvents.labels>> }
+  >();
 
   const serverInterceptor: Interceptor = (next) => async (request) => {
     const labels = { service: request.service.typeName, method: request.method.name };
@@ -418,12 +421,12 @@ export function createMetrics(options: CosMetricsOptions = {}): CosMetrics {
     observeSubscriptionEvent(kind, source, lagSeconds) {
       // once per delivery, 100,000 times a second with 100 subscribers: the labelled children are
       // looked up once, not hashed from the labels each time
-      let events = subscriptionEventChildren.get(`${kind}/${source}`);
-      if (events === undefined) subscriptionEventChildren.set(`${kind}/${source}`, (events = subscriptionEvents.labels({ kind, source })));
-      let lag = subscriptionLagChildren.get(kind);
-      if (lag === undefined) subscriptionLagChildren.set(kind, (lag = subscriptionLag.labels({ kind })));
+      let children = subscriptionChildren.get(kind);
+      if (children === undefined) subscriptionChildren.set(kind, (children = { lag: subscriptionLag.labels({ kind }), events: new Map() }));
+      let events = children.events.get(source);
+      if (events === undefined) children.events.set(source, (events = subscriptionEvents.labels({ kind, source })));
       events.inc();
-      lag.observe(lagSeconds);
+      children.lag.observe(lagSeconds);
     },
     setSources(next) {
       sources = next;
