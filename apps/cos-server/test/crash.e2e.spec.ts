@@ -2,6 +2,7 @@
 // server is killed with SIGKILL in the middle of a load.
 import { afterAll, describe, expect, it } from 'vitest';
 import { command, startCos, stateOf, type CosFixture } from './support/cos-fixture.js';
+import { whileUnavailable } from './support/retry.js';
 import { startTestHandler, type RunningProcess } from './support/processes.js';
 
 describe('cos-server killed with SIGKILL under load', () => {
@@ -57,7 +58,7 @@ describe('cos-server killed with SIGKILL under load', () => {
     expect(errors).toBeGreaterThan(0);
 
     // a new process on the same store
-    second = await startCos(env, first.schema);
+    const restarted = (second = await startCos(env, first.schema));
     let total = 0;
     for (const entityId of entities) {
       const rows = await second.journal(entityId);
@@ -74,7 +75,8 @@ describe('cos-server killed with SIGKILL under load', () => {
       const names = rows.map((r) => stateOf(r.wrapper.resultingState).events.at(-1));
       expect(new Set(names).size).toBe(names.length);
       // the entity carries on from its last persisted revision
-      const { response } = await second.send(entityId, command('Emit', { events: ['after-restart'] }));
+      // the killed process's shards are taken once their leases expire: send again meanwhile
+      const { response } = await whileUnavailable(() => restarted.send(entityId, command('Emit', { events: ['after-restart'] })));
       expect(response.meta!.revisionNumber).toBe(revisions.length + 1);
     }
     expect(total).toBe([...acked.values()].reduce((n, l) => n + l.length, 0));

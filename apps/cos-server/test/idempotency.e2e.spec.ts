@@ -18,6 +18,7 @@ import {
 } from '@chiefofstate/protocol';
 import { createGrpcJsClient, pollUntil } from '@chiefofstate/testing';
 import { command, startCos, stateOf, type CosFixture } from './support/cos-fixture.js';
+import { whileUnavailable } from './support/retry.js';
 import { freePort, startTestHandler, type RunningProcess } from './support/processes.js';
 
 const hasServer = (await testStoreKinds()).includes('postgres');
@@ -51,19 +52,8 @@ function sendRaw(cos: Pick<CosFixture, 'client'>, entityId: string, cmd: Any, he
 
 const key = (value: string) => ({ 'x-cos-idempotency-key': value });
 
-/**
- * Sends again while the answer is UNAVAILABLE (nothing was written), as a client retries: a
- * replica started after another died waits for the dead one's leases to expire before it takes
- * their shards, which can outlast one command's deadline. At most `ms`.
- */
-async function sendUntilAvailable(send: () => Promise<Wire>, ms = 30_000): Promise<Wire> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const wire = await send();
-    if (wire.ok || wire.code !== grpc.status.UNAVAILABLE || Date.now() > until) return wire;
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-}
+/** An answer of UNAVAILABLE: nothing was written, the caller may send again. */
+const unavailable = (wire: Wire) => !wire.ok && wire.code === grpc.status.UNAVAILABLE;
 
 describe.runIf(hasServer)('retry-safe commands end to end', () => {
   let handler: (RunningProcess & { port: number }) | undefined;
@@ -169,7 +159,7 @@ describe.runIf(hasServer)('retry-safe commands end to end', () => {
     expect(await doomed.journal('crash-1')).toHaveLength(1);
     const survivor = await startCos(env, schema);
     fixtures.push(survivor);
-    expect((await sendUntilAvailable(() => sendRaw(survivor, 'crash-1', command('Emit', { events: ['deposit-10'] })))).ok).toBe(true);
+    expect((await whileUnavailable(() => sendRaw(survivor, 'crash-1', command('Emit', { events: ['deposit-10'] })), unavailable)).ok).toBe(true);
     // the double deposit the key prevents (next test)
     expect(await survivor.journal('crash-1')).toHaveLength(2);
   }, 60_000);
@@ -186,7 +176,7 @@ describe.runIf(hasServer)('retry-safe commands end to end', () => {
 
     const survivor = await startCos(env, schema);
     fixtures.push(survivor);
-    const retry = await sendUntilAvailable(() => sendRaw(survivor, 'crash-2', command('Emit', { events: ['deposit-10'] }), key('dep-crash')));
+    const retry = await whileUnavailable(() => sendRaw(survivor, 'crash-2', command('Emit', { events: ['deposit-10'] }), key('dep-crash')), unavailable);
     // the reply the first call would have had: the committed event's state and meta
     const original = Buffer.from(
       toBinary(ProcessCommandResponseSchema, create(ProcessCommandResponseSchema, { state: row!.wrapper.resultingState!, meta: row!.wrapper.meta! })),
