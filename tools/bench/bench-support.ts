@@ -59,3 +59,19 @@ export function writeBenchmarkSection(name: string, section: string): void {
   writeFileSync(DOC_PATH, doc);
   console.error(`wrote ${path.relative(process.cwd(), DOC_PATH)}`);
 }
+
+/** The benchmarks' PostgreSQL (COS_BENCH_POSTGRES_URL, default the local server's `postgres` database). */
+export function benchPostgresUrl(): URL {
+  return new URL(process.env['COS_BENCH_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres');
+}
+
+/** The connection settings in a postgres:// URL, as pg.Client and createDatabase take them. */
+export function connectionOf(url: URL): { host: string; port: number; user: string; password: string; database: string } {
+  return {
+    host: url.hostname,
+    port: Number(url.port || 5432),
+    user: decodeURIComponent(url.username || 'postgres'),
+    password: decodeURIComponent(url.password),
+    database: url.pathname.slice(1) || 'postgres',
+  };
+}

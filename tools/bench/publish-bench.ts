@@ -4,25 +4,37 @@
  *
  *   1. bare client: the messages of a journal of N events (default 20,000), built in memory, sent
  *      by the broker's own client (@nats-io/jetstream `js.publish`, amqplib confirm channel), 16
- *      shards side by side, in three ways (BARE_MODES), nothing read or committed;
+ *      shards side by side, in three ways (BARE_MODES), nothing read or committed, in this process;
  *   2. COS: the read-side engine with the publisher sink (@chiefofstate/publisher) publishing the
- *      same journal from offset 0: journal reads, messages built, acknowledgements, offsets
- *      committed.
+ *      same journal from offset 0 (journal reads, messages built, acknowledgements, offsets
+ *      committed), in a process of its own (publish-bench/cos-publisher.ts) on the built packages.
  *
- * Each cell: messages per second and the CPU time of this process per message.
+ * Each cell: messages per second and the CPU time of the publishing process per message. A
+ * warm-up round (every column, not counted) comes first, so no measured run is a cold one.
  *
- *   npx tsx tools/bench/publish-bench.ts [--events=20000] [--repeats=1] [--brokers=nats,rabbitmq] [--no-write]
+ *   npx tsx tools/bench/publish-bench.ts [--events=20000] [--repeats=1] [--warmup=1] [--brokers=nats,rabbitmq] [--no-write]
+ *       [--profile=DIR]   (a CPU profile of each COS run: DIR/<publisher id>.cpuprofile)
+ *       [--node-options="--trace-gc ..."]   (node flags of the COS process)
  *
- * Writes its section of docs/benchmarks.md between <!-- publish:start --> and <!-- publish:end -->
- * unless --no-write.
+ * Build first (`npx nx run-many -t build`): the benchmark runs the built packages, like
+ * production. Writes its section of docs/benchmarks.md between <!-- publish:start --> and
+ * <!-- publish:end --> unless --no-write.
  */
+import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { benchArgs, median, writeBenchmarkSection } from './bench-support.js';
-import { rerunWithSources } from './with-sources.js';
+import { fileURLToPath } from 'node:url';
+import { benchArgs, benchPostgresUrl, connectionOf, median, writeBenchmarkSection } from './bench-support.js';
+import type { ChildRequest, ChildResult } from './publish-bench/cos-publisher.js';
 
-rerunWithSources(import.meta.url);
+const BUILT = fileURLToPath(new URL('../../packages/read-side/dist/index.js', import.meta.url));
+if (!existsSync(BUILT)) {
+  console.error(`${BUILT} is missing: run \`npx nx run-many -t build\` first`);
+  process.exit(2);
+}
 
 const { default: pg } = await import('pg');
 const { create, toBinary } = await import('@bufbuild/protobuf');
@@ -30,21 +42,19 @@ const { AnySchema, timestampNow } = await import('@bufbuild/protobuf/wkt');
 const { jetstream, jetstreamManager } = await import('@nats-io/jetstream');
 const { connect: natsConnect, headers: natsHeaders } = await import('@nats-io/transport-node');
 const amqplib = await import('amqplib');
-const { createJournal, JOURNAL_NOTIFY_CHANNEL, journalMigrations } = await import('@chiefofstate/journal');
-const { createOffsetStore } = await import('@chiefofstate/offset-store');
+const { createJournal, journalMigrations } = await import('@chiefofstate/journal');
 const { createDatabase, mergeMigrations, migrateToLatest } = await import('@chiefofstate/postgres');
 const { EventWrapperSchema, MetaDataSchema } = await import('@chiefofstate/protocol');
-const { createNatsSink, createPublisherHandler, createRabbitMqSink, PUBLISHER_RETRY, toBrokerMessage } = await import('@chiefofstate/publisher');
-const { createReadSideEngine } = await import('@chiefofstate/read-side');
+const { toBrokerMessage } = await import('@chiefofstate/publisher');
 const { readSideMigrations } = await import('@chiefofstate/composition');
-const { createLeaseCoordinator } = await import('@chiefofstate/leases');
 
 const args = benchArgs();
 const totalEvents = Number(args.get('events') ?? 20_000);
 const repeats = Number(args.get('repeats') ?? 1);
+const warmups = Number(args.get('warmup') ?? 1);
 const writeDoc = !args.has('no-write');
 const brokers = (args.get('brokers') ?? 'nats,rabbitmq').split(',') as ('nats' | 'rabbitmq')[];
-const serverUrl = new URL(process.env['COS_BENCH_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres');
+const serverUrl = benchPostgresUrl();
 const NATS_URL = 'nats://127.0.0.1:4222';
 const AMQP_URL = 'amqp://guest:guest@127.0.0.1:5672';
 const NUM_SHARDS = 16;
@@ -53,22 +63,12 @@ const num = (n: number) => Math.round(n).toLocaleString('en-US');
 
 const tag = randomBytes(4).toString('hex');
 const schema = `bench_pub_${tag}`;
-const admin = new pg.Client({
-  host: serverUrl.hostname,
-  port: Number(serverUrl.port || 5432),
-  user: decodeURIComponent(serverUrl.username || 'postgres'),
-  password: decodeURIComponent(serverUrl.password),
-  database: serverUrl.pathname.slice(1) || 'postgres',
-});
+const admin = new pg.Client(connectionOf(serverUrl));
 await admin.connect();
 await admin.query(`CREATE SCHEMA ${schema}`);
 const database = await createDatabase({
   kind: 'postgres',
-  host: serverUrl.hostname,
-  port: Number(serverUrl.port || 5432),
-  user: decodeURIComponent(serverUrl.username || 'postgres'),
-  password: decodeURIComponent(serverUrl.password),
-  database: serverUrl.pathname.slice(1) || 'postgres',
+  ...connectionOf(serverUrl),
   schema,
   poolMax: 5,
   applicationName: 'publish-bench',
@@ -99,6 +99,7 @@ const BARE_MODES = ['ordered', 'pipelined', 'sequential'] as const;
 type BareMode = (typeof BARE_MODES)[number];
 /** events per journal read of a publisher stream (the engine's batchSize) and per bare batch */
 const BATCH = 500;
+let closeChild = () => {};
 const rows: { broker: Broker; sequential: Rate; ordered: Rate; pipelined: Rate; cos: Rate; vsOrdered: number; vsPipelined: number }[] = [];
 try {
   const entities = Math.ceil(totalEvents / EVENTS_PER_ENTITY);
@@ -151,7 +152,7 @@ try {
       await jsm.streams.add({ name: stream, subjects: [subject] });
       const js = jetstream(bareNc);
       return {
-        sink: () => createNatsSink({ url: NATS_URL, subject }),
+        sink: { kind: 'nats', url: NATS_URL, subject } as const,
         bare: async (message: BareMessage) => {
           const h = natsHeaders();
           for (const [k, v] of Object.entries(message.headers)) h.set(k, v);
@@ -165,7 +166,7 @@ try {
     await amqpAdmin.assertQueue(queue, { durable: false });
     const channel = await amqp.createConfirmChannel();
     return {
-      sink: () => createRabbitMqSink({ url: AMQP_URL, exchange: '', routingKey: queue }),
+      sink: { kind: 'rabbitmq', url: AMQP_URL, queue } as const,
       bare: (message: BareMessage) =>
         new Promise<void>((resolve, reject) =>
           channel.publish('', queue, Buffer.from(message.payload), { messageId: message.id, persistent: true, headers: message.headers }, (error: unknown) =>
@@ -212,51 +213,63 @@ try {
     return { rate: written / seconds, cpuUs: (used.user + used.system) / written };
   };
 
+  // the COS publisher's process, up for every run (see publish-bench/cos-publisher.ts)
+  const child = fork(fileURLToPath(new URL('./publish-bench/cos-publisher.ts', import.meta.url)), [], {
+    execArgv: ['--import', 'tsx', ...(args.get('node-options')?.split(' ').filter(Boolean) ?? [])],
+    env: {
+      ...process.env,
+      PUBLISH_BENCH_POSTGRES_URL: serverUrl.toString(),
+      PUBLISH_BENCH_SCHEMA: schema,
+      PUBLISH_BENCH_SHARDS: String(NUM_SHARDS),
+      PUBLISH_BENCH_BATCH: String(BATCH),
+      PUBLISH_BENCH_EVENTS: String(written),
+      ...(args.has('profile') ? { PUBLISH_BENCH_PROFILE: path.resolve(args.get('profile') ?? '.') } : {}),
+    },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  closeChild = () => child.send({ type: 'exit' } satisfies ChildRequest);
+  const answer = () =>
+    new Promise<ChildResult | { type: 'ready' }>((resolve, reject) => {
+      const exited = (code: number | null) => reject(new Error(`the COS publisher process exited (${code})`));
+      child.once('exit', exited);
+      child.once('message', (message: ChildResult | { type: 'ready' }) => {
+        child.off('exit', exited);
+        resolve(message);
+      });
+    });
+  await answer();
+  /** events/s and the child's CPU per event (µs) of one COS run. */
+  const cosRun = async (request: ChildRequest): Promise<Rate> => {
+    const reply = answer();
+    child.send(request);
+    const result = await reply;
+    if (result.type !== 'result') throw new Error(`COS publisher: ${result.type === 'error' ? result.message : 'no result'}`);
+    return { rate: written / result.seconds, cpuUs: result.cpuMicros / written };
+  };
+
   for (const broker of brokers) {
     const results = new Map<string, { rate: number; cpuUs: number }[]>();
     const record = (what: string, result: { rate: number; cpuUs: number }) => results.set(what, [...(results.get(what) ?? []), result]);
-    for (let r = 0; r < repeats; r++) {
+    for (let r = -warmups; r < repeats; r++) {
+      const round = r < 0 ? `w${-r}` : String(r);
+      const measured = new Map<string, Rate>();
       for (const mode of BARE_MODES) {
-        const bareTarget = await destination(broker, `${mode}${r}`);
-        record(mode, await timed(() => Promise.all(messagesPerShard.map((messages) => sendShard(messages, mode, bareTarget.bare))).then(() => {})));
+        const bareTarget = await destination(broker, `${mode}${round}`);
+        measured.set(mode, await timed(() => Promise.all(messagesPerShard.map((messages) => sendShard(messages, mode, bareTarget.bare))).then(() => {})));
         if ((await bareTarget.count()) !== written) throw new Error(`${broker} bare ${mode}: message count differs from ${written}`);
         await bareTarget.close();
       }
 
-      // COS: the engine and the publisher sink from offset 0
-      const target = await destination(broker, `cos${r}`);
-      const publisherId = `bench-${broker}-${r}`;
-      const offsets = createOffsetStore({ database });
-      const handler = createPublisherHandler(target.sink());
-      const engine = createReadSideEngine({
-        readSides: [{ readSideId: publisherId, handler, timeoutMs: 10_000, failurePolicy: 'REPLAY_STOP', autoStart: true, retry: PUBLISHER_RETRY }],
-        numShards: NUM_SHARDS,
-        batchSize: BATCH,
-        journal,
-        offsets,
-        ownership: createLeaseCoordinator({ database }),
-        journalNotifications: { listen: (channel, listener) => database.listen(channel, listener), channel: JOURNAL_NOTIFY_CHANNEL },
-      });
-      record(
-        'cos',
-        await timed(async () => {
-          await engine.start();
-          for (let i = 0; i < 100_000; i++) {
-            const stored = await offsets.list(publisherId, NUM_SHARDS);
-            if (stored.every((o, shard) => o.position >= heads[shard]!)) break;
-            await new Promise((resolve) => setTimeout(resolve, 20));
-          }
-        }),
-      );
-      await engine.close();
-      await handler.close();
+      // COS: the engine and the publisher sink from offset 0, in its own process
+      const target = await destination(broker, `cos${round}`);
+      measured.set('cos', await cosRun({ type: 'run', publisherId: `bench-${broker}-${round}`, sink: target.sink, heads: heads.map(String) }));
       const count = await target.count();
       if (count < written) throw new Error(`${broker} COS: ${count} messages, expected ${written}`);
       await target.close();
-      const last = (what: string) => results.get(what)!.at(-1)!;
       console.error(
-        `${broker}: ${[...BARE_MODES, 'cos' as const].map((what) => `${what} ${num(last(what).rate)}/s ${last(what).cpuUs.toFixed(0)} µs`).join(', ')}`,
+        `${broker}${r < 0 ? ' (warm-up, not counted)' : ''}: ${[...measured].map(([what, x]) => `${what} ${num(x.rate)}/s ${x.cpuUs.toFixed(0)} µs`).join(', ')}`,
       );
+      if (r >= 0) for (const [what, x] of measured) record(what, x);
     }
     const med = (what: string) => ({
       rate: median(results.get(what)!.map((x) => x.rate)),
@@ -333,6 +346,7 @@ try {
     );
   }
 } finally {
+  closeChild();
   await nc.close();
   await bareNc.close();
   await amqp.close().catch(() => {});

@@ -65,6 +65,28 @@ describe.each(await testStoreKinds())('journal on %s', (kind) => {
     expect(await journal.readLatest(newId('never'))).toBeUndefined();
   });
 
+  it('every read gives written_at as the driver parses the timestamptz: milliseconds, truncated', async () => {
+    const id = newId();
+    const result = await journal.append({ entityId: id, expectedRevision: 0n, events: [payload('a'), payload('b'), payload('c')] });
+    // the first as written; then the last microsecond of a millisecond and one before the epoch
+    await sql`UPDATE cos_journal SET written_at = CASE revision WHEN 2 THEN '2026-12-06 01:02:03.999999+00'::timestamptz
+        ELSE '1969-12-31 23:59:59.5005+00'::timestamptz END WHERE entity_id = ${id} AND revision > 1`.execute(database.kysely);
+    const { rows } = await sql<{ written_at: Date }>`SELECT written_at FROM cos_journal WHERE entity_id = ${id} ORDER BY revision`.execute(
+      database.kysely,
+    );
+    const expected = rows.map((row) => row.written_at.getTime());
+    expect(expected).toEqual([result.writtenAt.getTime(), Date.parse('2026-12-06T01:02:03.999Z'), Date.parse('1969-12-31T23:59:59.500Z')]);
+    const shard = shardOf(id, NUM_SHARDS);
+    const reads = {
+      readEntity: await journal.readEntity(id, { fromRevision: 1n }),
+      readShard: (await journal.readShard({ shard, afterPosition: result.positions[0]! - 1n, limit: 1000 })).filter((e) => e.entityId === id),
+      readAll: (await journal.readAll({ afterPosition: result.positions[0]! - 1n, limit: 1000 })).filter((e) => e.entityId === id),
+    };
+    for (const events of Object.values(reads)) expect(events.map((e) => e.writtenAt.getTime())).toEqual(expected);
+    expect((await journal.readLatest(id))!.writtenAt.getTime()).toBe(expected[2]);
+    expect((await journal.readLatestWithKeys(id, 10)).latest!.writtenAt.getTime()).toBe(expected[2]);
+  });
+
   it('keeps payload bytes exactly, including empty and binary payloads', async () => {
     const id = newId();
     const binary = new Uint8Array(256).map((_, i) => i);

@@ -1,5 +1,5 @@
 import { connect, type ChannelModel, type ConfirmChannel } from 'amqplib';
-import { publishOrdered, withTimeout } from './ordered.js';
+import { publishOrderedWith, withTimeout } from './ordered.js';
 import type { BrokerMessage, EventSink } from './ports.js';
 
 export interface RabbitMqSinkOptions {
@@ -19,7 +19,7 @@ const MAX_ROUTING_KEY_BYTES = 255;
 interface Link {
   readonly model: ChannelModel;
   readonly channel: ConfirmChannel;
-  /** the publications waiting for a confirm, failed at once when the channel goes */
+  /** each batch's publications waiting for a confirm, failed at once when the channel goes */
   readonly pending: Set<(error: Error) => void>;
 }
 
@@ -62,36 +62,26 @@ export function createRabbitMqSink(options: RabbitMqSinkOptions): EventSink {
     });
     return opened;
   };
-  const publishOne = (current: Link, message: BrokerMessage, confirms: ConfirmWatch) =>
-    new Promise<void>((resolve, reject) => {
-      const settle = (error: Error | null | undefined) => {
-        current.pending.delete(fail);
-        confirms.settled(fail);
-        if (error) reject(error);
-        else resolve();
-      };
-      const fail = (error: Error) => settle(error);
-      current.pending.add(fail);
-      confirms.waiting(fail, message.id);
-      try {
-        current.channel.publish(
-          options.exchange,
-          options.routingKey ?? routingKeyOf(message.key),
-          Buffer.from(message.payload.buffer, message.payload.byteOffset, message.payload.byteLength),
-          {
-            messageId: message.id,
-            persistent: true,
-            contentType: 'application/x-protobuf',
-            type: message.headers['cos-event-type'],
-            headers: message.headers,
-          },
-          (error: unknown) =>
-            settle(error ? new Error(`RabbitMQ refused ${message.id} (${describe(error)})`) : undefined),
-        );
-      } catch (error) {
-        settle(error instanceof Error ? error : new Error(String(error)));
-      }
-    });
+  const send = (current: Link, message: BrokerMessage, confirms: ConfirmWatch, done: (error?: Error) => void) => {
+    const settle = confirms.waiting(message.id, done);
+    try {
+      current.channel.publish(
+        options.exchange,
+        options.routingKey ?? routingKeyOf(message.key),
+        Buffer.from(message.payload.buffer, message.payload.byteOffset, message.payload.byteLength),
+        {
+          messageId: message.id,
+          persistent: true,
+          contentType: 'application/x-protobuf',
+          type: message.headers['cos-event-type'],
+          headers: message.headers,
+        },
+        (error: unknown) => settle(error ? new Error(`RabbitMQ refused ${message.id} (${describe(error)})`) : undefined),
+      );
+    } catch (error) {
+      settle(error instanceof Error ? error : new Error(String(error)));
+    }
+  };
   return {
     kind: 'rabbitmq',
     async publish(batch, publishOptions) {
@@ -103,9 +93,11 @@ export function createRabbitMqSink(options: RabbitMqSinkOptions): EventSink {
       // go one confirm apart) is never cut as a whole, and a failure still says which messages
       // were confirmed
       const confirms = watchConfirms(timeoutMs, what);
+      current.pending.add(confirms.lost);
       try {
-        await publishOrdered(batch, (message) => publishOne(current, message, confirms));
+        await publishOrderedWith(batch, (message, done) => send(current, message, confirms, done));
       } finally {
+        current.pending.delete(confirms.lost);
         confirms.stop();
       }
     },
@@ -120,8 +112,10 @@ export function createRabbitMqSink(options: RabbitMqSinkOptions): EventSink {
 
 /** The unconfirmed publications of one batch, failed when the broker confirms nothing for `timeoutMs`. */
 interface ConfirmWatch {
-  waiting(fail: (error: Error) => void, id: string): void;
-  settled(fail: (error: Error) => void): void;
+  /** one more publication waiting; returns what settles it (once: later calls do nothing) */
+  waiting(id: string, done: (error?: Error) => void): (error?: Error) => void;
+  /** fails every publication still waiting (the connection was lost) */
+  lost(reason: Error): void;
   stop(): void;
 }
 
@@ -131,9 +125,14 @@ interface ConfirmWatch {
  * first publication when none came, and fails what is still waiting then.
  */
 function watchConfirms(timeoutMs: number, what: string): ConfirmWatch {
-  const waiting = new Map<(error: Error) => void, string>();
+  const waiting = new Map<(error?: Error) => void, string>();
   let progressAt = 0;
   let timer: NodeJS.Timeout | undefined;
+  const failAll = (reasonOf: (id: string) => Error) => {
+    const stalled = [...waiting];
+    waiting.clear();
+    for (const [settle, id] of stalled) settle(reasonOf(id));
+  };
   const check = () => {
     timer = undefined;
     const idle = Date.now() - progressAt;
@@ -141,21 +140,25 @@ function watchConfirms(timeoutMs: number, what: string): ConfirmWatch {
       timer = setTimeout(check, timeoutMs - idle);
       return;
     }
-    const stalled = [...waiting];
-    waiting.clear();
-    for (const [fail, id] of stalled) fail(new Error(`${what}: publish ${id}: no acknowledgement within ${timeoutMs} ms`));
+    failAll((id) => new Error(`${what}: publish ${id}: no acknowledgement within ${timeoutMs} ms`));
   };
   return {
-    waiting(fail, id) {
-      waiting.set(fail, id);
+    waiting(id, done) {
+      let open = true;
+      const settle = (error?: Error) => {
+        if (!open) return;
+        open = false;
+        if (waiting.delete(settle)) progressAt = Date.now();
+        done(error);
+      };
+      waiting.set(settle, id);
       if (timer === undefined && Number.isFinite(timeoutMs)) {
         progressAt = Date.now();
         timer = setTimeout(check, timeoutMs);
       }
+      return settle;
     },
-    settled(fail) {
-      if (waiting.delete(fail)) progressAt = Date.now();
-    },
+    lost: (reason) => failAll(() => reason),
     stop() {
       clearTimeout(timer);
       timer = undefined;
