@@ -2,7 +2,7 @@ import { create, toBinary } from '@bufbuild/protobuf';
 import { AnySchema, timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { describe, expect, it } from 'vitest';
 import { EventWrapperSchema, HeaderSchema, MetaDataSchema } from '@chiefofstate/protocol';
-import { decodePayload, headerValue, MESSAGE_HEADERS, toBrokerMessage } from './broker-message.js';
+import { decodePayload, headerValue, MESSAGE_HEADERS, passesAsIs, toBrokerMessage } from './broker-message.js';
 
 const wrapperBytes = (entityId: string, revision: number, extra: { traceparent?: string; tracestate?: string } = {}) =>
   toBinary(
@@ -67,5 +67,21 @@ describe('headerValue', () => {
     expect(headerValue('50%')).toBe('50%25');
     expect(headerValue(' x ')).toBe('%20x%20');
     expect(headerValue('a\nb')).toBe('a%0Ab');
+  });
+});
+
+describe('passesAsIs', () => {
+  it('agrees with the regular expression, includes and trim it replaced, on edge cases and random strings', () => {
+    const reference = (value: string) => /^[\x20-\x7e]*$/.test(value) && !value.includes('%') && value.trim() === value;
+    const alphabet = ['a', 'Z', '0', ' ', '%', '~', '\x1f', '\x7f', '\t', '\n', '\u00a0', '\u2028', '\ufeff', 'é', '😀', ':', '/'];
+    const cases = ['', ' ', 'a', ' a', 'a ', 'a b', '%', 'a%b', '\u00a0a', 'a\u00a0', 'type.googleapis.com/bank.Deposited', 'account-1:42'];
+    // a fixed linear congruential sequence: the same strings every run
+    let seed = 12345;
+    const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    for (let n = 0; n < 5000; n++) {
+      const length = Math.floor(next() * 6);
+      cases.push(Array.from({ length }, () => alphabet[Math.floor(next() * alphabet.length)]).join(''));
+    }
+    for (const value of cases) expect(passesAsIs(value), JSON.stringify(value)).toBe(reference(value));
   });
 });
