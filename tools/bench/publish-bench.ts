@@ -45,7 +45,7 @@ const amqplib = await import('amqplib');
 const { createJournal, journalMigrations } = await import('@chiefofstate/journal');
 const { createDatabase, mergeMigrations, migrateToLatest } = await import('@chiefofstate/postgres');
 const { EventWrapperSchema, MetaDataSchema } = await import('@chiefofstate/protocol');
-const { toBrokerMessage } = await import('@chiefofstate/publisher');
+const { rabbitMqProperties, toBrokerMessage } = await import('@chiefofstate/publisher');
 const { readSideMigrations } = await import('@chiefofstate/composition');
 
 const args = benchArgs();
@@ -169,7 +169,8 @@ try {
       sink: { kind: 'rabbitmq', url: AMQP_URL, queue } as const,
       bare: (message: BareMessage) =>
         new Promise<void>((resolve, reject) =>
-          channel.publish('', queue, Buffer.from(message.payload), { messageId: message.id, persistent: true, headers: message.headers }, (error: unknown) =>
+          // the properties the sink sends (message id, persistent, type, content type, headers)
+          channel.publish('', queue, Buffer.from(message.payload), rabbitMqProperties(message), (error: unknown) =>
             error ? reject(error as Error) : resolve(),
           ),
         ),
@@ -314,7 +315,7 @@ try {
         `other work (1-minute load average ${os.loadavg()[0]!.toFixed(1)} at the end of the run).`,
         '',
         `- Journal: ${num(written)} events (~300-byte EventWrappers, ${EVENTS_PER_ENTITY} per entity), ${NUM_SHARDS} shards.`,
-        `- Bare client: the same messages (ids, headers, payload), built beforehand, from the broker's own client`,
+        `- Bare client: the same messages (ids, headers, AMQP properties, payload), built beforehand, from the broker's own client`,
         `  (\`@nats-io/jetstream\` \`js.publish\`, an amqplib confirm channel), ${NUM_SHARDS} shards side by side, nothing read`,
         `  or committed. *Ordered*: batches of ${BATCH} in journal order, the messages of one key one after the other`,
         '  (each once the previous was acknowledged), keys side by side: the guarantee COS gives, so the yardstick',

@@ -10,4 +10,4 @@ export {
   type PublisherSettings,
 } from './publisher-handler.js';
 export type { BrokerMessage, EventSink } from './ports.js';
-export { createRabbitMqSink, redactUrl, type RabbitMqSinkOptions } from './rabbitmq-sink.js';
+export { createRabbitMqSink, rabbitMqProperties, redactUrl, type RabbitMqSinkOptions } from './rabbitmq-sink.js';

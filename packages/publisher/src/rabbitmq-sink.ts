@@ -1,4 +1,5 @@
-import { connect, type ChannelModel, type ConfirmChannel } from 'amqplib';
+import { connect, type ChannelModel, type ConfirmChannel, type Options } from 'amqplib';
+import { MESSAGE_HEADERS } from './broker-message.js';
 import { publishOrderedWith, withTimeout } from './ordered.js';
 import type { BrokerMessage, EventSink } from './ports.js';
 
@@ -69,13 +70,7 @@ export function createRabbitMqSink(options: RabbitMqSinkOptions): EventSink {
         options.exchange,
         options.routingKey ?? routingKeyOf(message.key),
         Buffer.from(message.payload.buffer, message.payload.byteOffset, message.payload.byteLength),
-        {
-          messageId: message.id,
-          persistent: true,
-          contentType: 'application/x-protobuf',
-          type: message.headers['cos-event-type'],
-          headers: message.headers,
-        },
+        rabbitMqProperties(message),
         (error: unknown) => settle(error ? new Error(`RabbitMQ refused ${message.id} (${describe(error)})`) : undefined),
       );
     } catch (error) {
@@ -165,6 +160,22 @@ function watchConfirms(timeoutMs: number, what: string): ConfirmWatch {
     },
   };
 }
+
+/**
+ * The AMQP properties a message is published with: persistent, `message_id` = the message id,
+ * `type` = the event type URL, `content_type` = the payload's format, the headers as AMQP headers.
+ */
+export function rabbitMqProperties(message: BrokerMessage): Options.Publish {
+  return {
+    messageId: message.id,
+    persistent: true,
+    contentType: message.headers[MESSAGE_HEADERS.contentType] ?? PROTOBUF_CONTENT_TYPE,
+    type: message.headers[MESSAGE_HEADERS.eventType],
+    headers: message.headers,
+  };
+}
+
+const PROTOBUF_CONTENT_TYPE = 'application/x-protobuf';
 
 function routingKeyOf(key: string): string {
   const bytes = Buffer.from(key, 'utf8');

@@ -222,6 +222,31 @@ describe('RabbitMQ sink', () => {
     });
   }, 60_000);
 
+  it('sets message_id, type (the event type URL) and content_type (the payload format) on each message', async () => {
+    const queue = `cos_sink_${process.pid}_${randomUUID().slice(0, 8)}`;
+    await channel.assertQueue(queue, { durable: false });
+    try {
+      const payload = toBinary(
+        EventWrapperSchema,
+        create(EventWrapperSchema, {
+          event: anyPack(StringValueSchema, create(StringValueSchema, { value: 'deposited 5' })),
+          meta: create(MetaDataSchema, { entityId: 'acc-amqp', revisionNumber: 4 }),
+        }),
+      );
+      for (const format of ['protobuf', 'json'] as const) {
+        const handler = createPublisherHandler(createRabbitMqSink({ url: 'amqp://guest:guest@127.0.0.1:5672', exchange: '', routingKey: queue }), { format });
+        await handler.handleBatch([{ position: 1n, shard: 0, payload }], { timeoutMs: 5000 });
+        await handler.close();
+      }
+      const got = [await channel.get(queue, { noAck: true }), await channel.get(queue, { noAck: true })];
+      expect(got.map((message) => message && message.properties.messageId)).toEqual(['acc-amqp:4', 'acc-amqp:4']);
+      expect(got.map((message) => message && message.properties.type)).toEqual(Array(2).fill('type.googleapis.com/google.protobuf.StringValue'));
+      expect(got.map((message) => message && message.properties.contentType)).toEqual(['application/x-protobuf', 'application/json']);
+    } finally {
+      await channel.deleteQueue(queue);
+    }
+  }, 60_000);
+
   it('loses nothing when the connection is cut mid-burst and restored; a redelivery has the same id', async () => {
     await withQueue(async (queue, received) => {
       const sink = createRabbitMqSink({ url: `amqp://guest:guest@127.0.0.1:${proxy.port}`, exchange: '', routingKey: queue });
