@@ -100,7 +100,7 @@ type BareMode = (typeof BARE_MODES)[number];
 /** events per journal read of a publisher stream (the engine's batchSize) and per bare batch */
 const BATCH = 500;
 let closeChild = () => {};
-const rows: { broker: Broker; sequential: Rate; ordered: Rate; pipelined: Rate; cos: Rate; vsOrdered: number; vsPipelined: number }[] = [];
+const rows: { broker: Broker; sequential: Rate; ordered: Rate; pipelined: Rate; cos: Rate; vsOrdered: number; vsPipelined: number; runs: number[] }[] = [];
 try {
   const entities = Math.ceil(totalEvents / EVENTS_PER_ENTITY);
   let next = 0;
@@ -286,6 +286,7 @@ try {
       cos: med('cos'),
       vsOrdered: ratio('ordered'),
       vsPipelined: ratio('pipelined'),
+      runs: results.get('cos')!.map((cos, r) => cos.rate / results.get('ordered')![r]!.rate),
     });
   }
 
@@ -299,6 +300,12 @@ try {
         `| ${row.broker === 'nats' ? 'NATS JetStream' : 'RabbitMQ (confirms)'} | ${cell(row.ordered)} | ${cell(row.pipelined)} | ${cell(row.sequential)} | ${cell(row.cos)} | ${pct(row.vsOrdered)} | ${pct(row.vsPipelined)} |`,
     ),
   ];
+  const spread = rows.map(
+    (row) =>
+      `- ${row.broker === 'nats' ? 'NATS' : 'RabbitMQ'}, COS / bare ordered in each run: ${row.runs.map(pct).join(', ')} ` +
+      `(${row.runs.filter((x) => x >= 0.7).length} of ${row.runs.length} at 70% or more).`,
+  );
+  lines.push('', ...spread);
   console.log(lines.join('\n'));
   if (writeDoc) {
     writeBenchmarkSection(

@@ -1,6 +1,6 @@
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import { connect, headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
-import { publishOrdered, withTimeout } from './ordered.js';
+import { createKeyOrder, publishOrdered, withTimeout } from './ordered.js';
 import type { BrokerMessage, EventSink } from './ports.js';
 
 export interface NatsSinkOptions {
@@ -25,6 +25,8 @@ export interface NatsSinkOptions {
 export function createNatsSink(options: NatsSinkOptions): EventSink {
   let connection: Promise<{ nc: NatsConnection; js: JetStreamClient }> | undefined;
   let closed = false;
+  // batches may be published side by side: each key keeps its order across them
+  const order = createKeyOrder();
   const open = () => {
     connection ??= connect({
       servers: options.url.split(',').map((server) => server.trim()),
@@ -60,8 +62,18 @@ export function createNatsSink(options: NatsSinkOptions): EventSink {
     async publish(batch, publishOptions) {
       if (closed) throw new Error('the NATS sink is closed');
       const timeoutMs = publishOptions?.timeoutMs ?? options.timeoutMs ?? 10_000;
-      const { js } = await withTimeout(open(), timeoutMs, `NATS ${options.url}: connect`);
-      await publishOrdered(batch, (message) => publishOne(js, message, timeoutMs));
+      let js: JetStreamClient | undefined;
+      const ready = withTimeout(open(), timeoutMs, `NATS ${options.url}: connect`).then((opened) => {
+        js = opened.js;
+      });
+      ready.catch(() => {}); // reported by each message waiting for it
+      // handed over before the connection is there, so the batch takes its place in each key's
+      // order now, behind the batches published before it (see KeyOrder)
+      await publishOrdered(
+        batch,
+        (message) => (js ? publishOne(js, message, timeoutMs) : ready.then(() => publishOne(js!, message, timeoutMs))),
+        order,
+      );
     },
     async close() {
       closed = true;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { publishOrdered, publishOrderedWith, withTimeout, type PublishFailure } from './ordered.js';
+import { createKeyOrder, publishOrdered, publishOrderedWith, withTimeout, type PublishFailure } from './ordered.js';
 import type { BrokerMessage } from './ports.js';
 
 const message = (key: string, n: number): BrokerMessage => ({ id: `${key}:${n}`, key, headers: {}, payload: new Uint8Array() });
@@ -81,6 +81,63 @@ describe('publishOrderedWith', () => {
   it('resolves an empty batch and reads a rejection without a reason as a failure', async () => {
     await expect(publishOrderedWith([], () => {})).resolves.toBeUndefined();
     await expect(publishOrdered([message('a', 1)], () => Promise.reject(undefined))).rejects.toMatchObject({ accepted: 0 });
+  });
+});
+
+describe('KeyOrder: batches published side by side', () => {
+  /** a send that acknowledges only when told to, recording what was sent */
+  const controlled = () => {
+    const sent: string[] = [];
+    const pending = new Map<string, (error?: unknown) => void>();
+    return {
+      sent,
+      send: (m: BrokerMessage, done: (error?: unknown) => void) => {
+        sent.push(m.id);
+        pending.set(m.id, done);
+      },
+      answer: (id: string, error?: unknown) => pending.get(id)!(error),
+    };
+  };
+
+  it("starts a key's messages of the next batch once its messages of the previous one were acknowledged; other keys at once", async () => {
+    const order = createKeyOrder();
+    const client = controlled();
+    const first = publishOrderedWith([message('a', 1), message('a', 2), message('b', 1)], client.send, order);
+    const second = publishOrderedWith([message('a', 3), message('c', 1)], client.send, order);
+    expect(client.sent).toEqual(['a:1', 'b:1', 'c:1']);
+    client.answer('a:1');
+    expect(client.sent).toEqual(['a:1', 'b:1', 'c:1', 'a:2']);
+    client.answer('c:1');
+    client.answer('a:2');
+    // a's chain in the first batch ended: the second batch's a goes now
+    expect(client.sent).toEqual(['a:1', 'b:1', 'c:1', 'a:2', 'a:3']);
+    client.answer('b:1');
+    await first;
+    client.answer('a:3');
+    await second;
+    expect(order.chains.size).toBe(0);
+  });
+
+  it("never sends a key's later batch after its earlier one failed; the later batch fails, its other keys still go", async () => {
+    const order = createKeyOrder();
+    const client = controlled();
+    const first = publishOrderedWith([message('a', 1), message('b', 1)], client.send, order).catch((error: unknown) => error as PublishFailure);
+    const second = publishOrderedWith([message('c', 1), message('a', 2), message('a', 3)], client.send, order).catch(
+      (error: unknown) => error as PublishFailure,
+    );
+    client.answer('a:1', new Error('nack'));
+    client.answer('b:1');
+    client.answer('c:1');
+    expect((await first)?.accepted).toBe(0);
+    const failure = await second;
+    expect(failure?.message).toBe('nack');
+    expect(failure?.accepted).toBe(1);
+    expect(client.sent).toEqual(['a:1', 'b:1', 'c:1']);
+    expect(order.chains.size).toBe(0);
+    // a key whose chains all ended starts afresh
+    const third = publishOrderedWith([message('a', 2)], client.send, order);
+    client.answer('a:2');
+    await third;
   });
 });
 

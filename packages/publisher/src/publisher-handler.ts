@@ -43,6 +43,8 @@ export interface PublisherHandler {
    * (the engine goes on after them).
    */
   handleBatch(events: readonly StoredEvent[], call: { readonly timeoutMs?: number }): Promise<void>;
+  /** a shard's next batch may come before the previous one settled: the sink keeps each key's order across them */
+  readonly overlapBatches: true;
   close(): Promise<void>;
 }
 
@@ -64,6 +66,8 @@ const encoder = new TextEncoder();
 
 export function createPublisherHandler(sink: EventSink, options: PayloadOptions = {}): PublisherHandler {
   const toMessage = messageMaker(options);
+  /** shards with a batch in flight that holds an unreadable event, and how many such batches */
+  const unreadableInFlight = new Map<number, number>();
   return {
     sink,
     async handleReadSide(_request, call) {
@@ -73,6 +77,10 @@ export function createPublisherHandler(sink: EventSink, options: PayloadOptions 
       return ACCEPTED;
     },
     async handleBatch(events, call) {
+      // a batch handed over while an earlier one holds an event that is no EventWrapper: its
+      // entity's later events must not go before it, and which entity that is cannot be read
+      const shard = events[0]?.shard ?? 0;
+      if (unreadableInFlight.has(shard)) throw publishFailure(new Error('an earlier batch of this shard holds an event that is not an EventWrapper'), 0);
       const messages: BrokerMessage[] = [];
       let unreadable: unknown;
       for (const event of events) {
@@ -83,9 +91,19 @@ export function createPublisherHandler(sink: EventSink, options: PayloadOptions 
           break;
         }
       }
-      if (messages.length > 0) await sink.publish(messages, call.timeoutMs !== undefined ? { timeoutMs: call.timeoutMs } : undefined);
+      if (unreadable !== undefined) unreadableInFlight.set(shard, (unreadableInFlight.get(shard) ?? 0) + 1);
+      try {
+        if (messages.length > 0) await sink.publish(messages, call.timeoutMs !== undefined ? { timeoutMs: call.timeoutMs } : undefined);
+      } finally {
+        if (unreadable !== undefined) {
+          const left = unreadableInFlight.get(shard)! - 1;
+          if (left > 0) unreadableInFlight.set(shard, left);
+          else unreadableInFlight.delete(shard);
+        }
+      }
       if (unreadable !== undefined) throw publishFailure(unreadable, messages.length);
     },
+    overlapBatches: true,
     close: () => sink.close(),
   };
 }

@@ -1,6 +1,6 @@
 import { connect, type ChannelModel, type ConfirmChannel, type Options } from 'amqplib';
 import { MESSAGE_HEADERS } from './broker-message.js';
-import { publishOrderedWith, withTimeout } from './ordered.js';
+import { createKeyOrder, publishOrderedWith, withTimeout } from './ordered.js';
 import type { BrokerMessage, EventSink } from './ports.js';
 
 export interface RabbitMqSinkOptions {
@@ -34,6 +34,8 @@ interface Link {
 export function createRabbitMqSink(options: RabbitMqSinkOptions): EventSink {
   let link: Promise<Link> | undefined;
   let closed = false;
+  // batches may be published side by side: each key keeps its order across them
+  const order = createKeyOrder();
   const open = () => {
     link ??= (async () => {
       const model = await connect(options.url);
@@ -83,16 +85,29 @@ export function createRabbitMqSink(options: RabbitMqSinkOptions): EventSink {
       if (closed) throw new Error('the RabbitMQ sink is closed');
       const timeoutMs = publishOptions?.timeoutMs ?? options.timeoutMs ?? 10_000;
       const what = `RabbitMQ ${redactUrl(options.url)}`;
-      const current = await withTimeout(open(), timeoutMs, `${what}: connect`);
       // the wait is for the broker's progress, not for the batch: a long batch (an entity's events
       // go one confirm apart) is never cut as a whole, and a failure still says which messages
       // were confirmed
       const confirms = watchConfirms(timeoutMs, what);
-      current.pending.add(confirms.lost);
+      let current: Link | undefined;
+      const ready = withTimeout(open(), timeoutMs, `${what}: connect`).then((opened) => {
+        current = opened;
+        opened.pending.add(confirms.lost);
+      });
+      ready.catch(() => {}); // reported by each message waiting for it
       try {
-        await publishOrderedWith(batch, (message, done) => send(current, message, confirms, done));
+        // handed over before the connection is there, so the batch takes its place in each key's
+        // order now, behind the batches published before it (see KeyOrder)
+        await publishOrderedWith(
+          batch,
+          (message, done) => {
+            if (current) send(current, message, confirms, done);
+            else ready.then(() => send(current!, message, confirms, done), done);
+          },
+          order,
+        );
       } finally {
-        current.pending.delete(confirms.lost);
+        current?.pending.delete(confirms.lost);
         confirms.stop();
       }
     },

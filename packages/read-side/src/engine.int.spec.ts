@@ -180,6 +180,98 @@ describe.each(await testStoreKinds())('read-side engine on %s', (kind) => {
     expect(engine.status().find((s) => s.shard === 1)).toMatchObject({ delivered: 30, failures: 1, stopped: false, lastError: 'broker unreachable' });
   });
 
+  it('a handler that overlaps batches gets the next one before the previous settled, two at most; the offset moves over whole batches in order', async () => {
+    world = await createWorld(kind);
+    const entity = world.entityOnShard(2, 'overlap');
+    await world.append(entity, 40);
+    const revisionOf = (event: JournalEventRecord) => toReadSideRequest(event.payload, '').meta!.revisionNumber;
+    const calls: { first: number; settle: () => void }[] = [];
+    let inHandler = 0;
+    let most = 0;
+    const { manager } = await world.startEngine(
+      [
+        {
+          id: 'overlapping',
+          handler: (client) => ({
+            handleReadSide: (request, call) => client.handleReadSide(request, call),
+            overlapBatches: true,
+            handleBatch(events) {
+              inHandler++;
+              most = Math.max(most, inHandler);
+              return new Promise<void>((resolve) =>
+                calls.push({
+                  first: revisionOf(events[0]!),
+                  settle: () => {
+                    inHandler--;
+                    resolve();
+                  },
+                }),
+              );
+            },
+          }),
+        },
+      ],
+      { batchSize: 10 },
+    );
+    const offset = async () => (await manager.latestOffset('overlapping', 2)).position;
+    const positions = (await world.journal.readShard({ shard: 2, afterPosition: 0n, limit: 100 })).map((e) => e.position);
+    await until(() => calls.length === 2, 5_000, 'the second batch handed over while the first is in the handler');
+    expect(calls.map((c) => c.first)).toEqual([1, 11]);
+    // the later batch settles first: nothing counts until the earlier one has
+    calls[1]!.settle();
+    await sleep(100);
+    expect(await offset()).toBe(0n);
+    expect(calls).toHaveLength(2);
+    calls[0]!.settle();
+    await until(async () => (await offset()) === positions[19], 5_000, 'offset after both batches');
+    await until(() => calls.length === 4, 5_000, 'the next two batches');
+    calls[2]!.settle();
+    calls[3]!.settle();
+    await until(async () => (await offset()) === positions[39], 5_000, 'offset at the head');
+    expect(calls.map((c) => c.first)).toEqual([1, 11, 21, 31]);
+    expect(most).toBe(2);
+  });
+
+  it('when the earlier of two overlapping batches fails, the later counts for nothing: delivery goes on after the accepted events, nothing skipped', async () => {
+    world = await createWorld(kind);
+    const entity = world.entityOnShard(3, 'overlap-fail');
+    await world.append(entity, 30);
+    const revisionOf = (event: JournalEventRecord) => toReadSideRequest(event.payload, '').meta!.revisionNumber;
+    const batches: number[][] = [];
+    let release: () => void = () => {};
+    const secondHandedOver = new Promise<void>((resolve) => (release = resolve));
+    let failed = false;
+    const { manager } = await world.startEngine(
+      [
+        {
+          id: 'overlap-fails',
+          handler: (client) => ({
+            handleReadSide: (request, call) => client.handleReadSide(request, call),
+            overlapBatches: true,
+            async handleBatch(events) {
+              const revisions = events.map(revisionOf);
+              batches.push(revisions);
+              if (revisions[0] === 11) release();
+              if (!failed && revisions[0] === 1) {
+                // fails (5 taken) only once the next batch is in the handler too
+                await secondHandedOver;
+                failed = true;
+                throw Object.assign(new Error('broker unreachable'), { accepted: 5 });
+              }
+            },
+          }),
+        },
+      ],
+      { batchSize: 10 },
+    );
+    await until(async () => (await manager.latestOffset('overlap-fails', 3)).position === (await world.journal.latestPosition(3)), 10_000, 'offset at the head');
+    const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+    // 1-10 failed after 5; 11-20 was in the handler meanwhile; 6 alone, then batches again from 7
+    expect(batches.slice(0, 2)).toEqual([range(1, 10), range(11, 20)]);
+    expect(world.handler.accepted.map((call) => call.revision)).toEqual([6]);
+    expect(batches.slice(2)).toEqual([range(7, 16), range(17, 26), range(27, 30)]);
+  });
+
   it('wakes on NOTIFY: a new event reaches the handler within a fraction of a second without polling', async () => {
     world = await createWorld(kind);
     await world.startEngine([{ id: 'live' }], { pollIntervalMs: 60_000 });

@@ -66,10 +66,17 @@ export interface BatchCallOptions {
  * numeric `accepted` says how many leading events of the batch were accepted all the same (they
  * count as delivered). The engine then delivers the first event not accepted with
  * `handleReadSide`, under the failure policy, and goes on in batches after it.
+ *
+ * `overlapBatches` (publishers): handleBatch may be called with a shard's next batch before the
+ * previous call settled (two at most), so the next batch's entities need not wait for the
+ * slowest entity of the previous one. The handler then keeps each entity's order across the two
+ * and fails the later call's events of an entity whose events failed in the earlier one. Offsets
+ * still move in order: the later batch counts only after the earlier one was wholly accepted.
  */
 export interface ReadSideHandlerPort {
   handleReadSide(request: HandleReadSideRequest, call?: ReadSideCallOptions): Promise<HandleReadSideResponse>;
   handleBatch?(events: readonly JournalEventRecord[], call: BatchCallOptions): Promise<void>;
+  readonly overlapBatches?: boolean;
 }
 
 /** LISTEN on a channel; resolves once listening, with the unsubscribe function. */

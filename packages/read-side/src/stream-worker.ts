@@ -183,27 +183,29 @@ async function nextPage(s: StreamState): Promise<readonly JournalEventRecord[]> 
   // a page read ahead (after a full one) while the previous was delivered, if it follows on
   const events = await (s.ahead?.after === s.cursor ? s.ahead.page : journal.readShard({ shard, afterPosition: s.cursor, limit: batchSize }));
   s.ahead = undefined;
-  if (events.length === batchSize) {
-    const after = events.at(-1)!.position;
-    const page = journal.readShard({ shard, afterPosition: after, limit: batchSize });
-    page.catch(() => {}); // awaited, or dropped when the stream goes elsewhere
-    s.ahead = { after, page };
-  }
+  readAheadAfter(s, events);
   return events;
 }
 
+/** After a full page, more is likely to follow: starts reading it. */
+function readAheadAfter(s: StreamState, events: readonly JournalEventRecord[]): void {
+  const { journal, shard, batchSize } = s.options;
+  if (events.length < batchSize) return;
+  const after = events.at(-1)!.position;
+  const page = journal.readShard({ shard, afterPosition: after, limit: batchSize });
+  page.catch(() => {}); // awaited, or dropped when the stream goes elsewhere
+  s.ahead = { after, page };
+}
+
 /** Delivers a page (as a batch first, with handleBatch), moving the cursor and committing as it goes. */
-async function deliverPage(s: StreamState, events: readonly JournalEventRecord[]): Promise<void> {
+async function deliverPage(s: StreamState, page: readonly JournalEventRecord[]): Promise<void> {
   const { handler } = s.options;
+  let events = page;
   let from = 0;
   if (handler.handleBatch) {
-    const accepted = await deliverBatch(s, events, handler.handleBatch);
-    if (accepted === 'interrupted') return;
-    if (accepted > 0) {
-      s.cursor = events[accepted - 1]!.position;
-      scheduleCommit(s);
-    }
-    from = accepted;
+    const outcome = await deliverBatches(s, page, handler.handleBatch);
+    if (outcome === 'interrupted') return;
+    ({ events, accepted: from } = outcome);
   }
   for (const event of events.slice(from)) {
     if (interrupted(s)) break;
@@ -214,4 +216,63 @@ async function deliverPage(s: StreamState, events: readonly JournalEventRecord[]
     // after a failed batch only its first event not accepted goes alone; then batches again
     if (handler.handleBatch) break;
   }
+}
+
+type BatchInHandler = { readonly events: readonly JournalEventRecord[]; readonly accepted: Promise<number | 'interrupted'> };
+
+/**
+ * A page as one batch; with a handler that overlaps batches, the pages read ahead follow, each
+ * handed over while the one before it is still in the handler (two at most), so an entity with
+ * many events in one batch does not hold up the next. The cursor moves over each batch in order,
+ * a later one only after the earlier was wholly accepted. Returns the batch that was not (or the
+ * last) with how many of its leading events were.
+ */
+async function deliverBatches(
+  s: StreamState,
+  page: readonly JournalEventRecord[],
+  handleBatch: NonNullable<ReadSideHandlerPort['handleBatch']>,
+): Promise<'interrupted' | { events: readonly JournalEventRecord[]; accepted: number }> {
+  let current: BatchInHandler = { events: page, accepted: deliverBatch(s, page, handleBatch) };
+  for (;;) {
+    const next = s.options.handler.overlapBatches ? await handOverAhead(s, current.events, handleBatch) : undefined;
+    const accepted = await current.accepted;
+    if (accepted === 'interrupted') {
+      await next?.accepted;
+      return 'interrupted';
+    }
+    if (accepted > 0) {
+      s.cursor = current.events[accepted - 1]!.position;
+      scheduleCommit(s);
+    }
+    if (accepted < current.events.length || next === undefined) {
+      if (next) {
+        // handed over too soon: what it published counts for nothing (the same ids go again)
+        await next.accepted;
+        s.ahead = undefined;
+      }
+      return { events: current.events, accepted };
+    }
+    current = next;
+  }
+}
+
+/** The page read ahead after `events`, handed to the handler; none when the stream is to re-check, pause or stop. */
+async function handOverAhead(
+  s: StreamState,
+  events: readonly JournalEventRecord[],
+  handleBatch: NonNullable<ReadSideHandlerPort['handleBatch']>,
+): Promise<BatchInHandler | undefined> {
+  const ahead = s.ahead;
+  if (ahead === undefined || ahead.after !== events.at(-1)!.position || interrupted(s) || s.paused) return undefined;
+  let page: readonly JournalEventRecord[];
+  try {
+    page = await ahead.page;
+  } catch {
+    s.ahead = undefined; // the round reads it again after the cursor
+    return undefined;
+  }
+  if (page.length === 0 || interrupted(s) || s.ahead !== ahead) return undefined;
+  s.ahead = undefined;
+  readAheadAfter(s, page);
+  return { events: page, accepted: deliverBatch(s, page, handleBatch) };
 }
