@@ -1,10 +1,11 @@
 import type { OutgoingHttpHeaders } from 'node:http';
-import type { DescMessage, JsonValue, MessageShape, Registry } from '@bufbuild/protobuf';
+import type { DescMessage, MessageShape, Registry } from '@bufbuild/protobuf';
 import { Code, ConnectError } from '@connectrpc/connect';
 import { createEndStreamSerialization, endStreamFlag, parseTimeout } from '@connectrpc/connect/protocol-connect';
 import { JsonInputError, messageFromJson, messageToJson } from '@chiefofstate/protocol';
 import { envelope, singleHeader, tooLarge } from './grpc-frames.js';
 import { interceptStream, isGone, streamOutcome, writeChunks } from './server-stream.js';
+import { parseJsonRequest } from './unary-connect-json.js';
 import { asConnectError, openCallContext, readBody, type HttpRequest, type HttpResponse, type StreamRoute, type UnaryCallerOptions, type UnaryRoutes } from './unary-call.js';
 
 export interface ServerStreamConnectOptions extends UnaryCallerOptions {
@@ -91,7 +92,7 @@ export function createServerStreamConnect(options: ServerStreamConnectOptions): 
     if (body.byteLength > 5 + length) {
       throw new ConnectError('protocol error: received extra input message for server-streaming method', Code.Unimplemented);
     }
-    return messageFromJson(route.method.input, parse(body.subarray(5)), jsonOptions);
+    return messageFromJson(route.method.input, parseJsonRequest(body.subarray(5), 'the request message'), jsonOptions);
   }
 
   async function* envelopes(route: StreamRoute, messages: AsyncIterable<unknown>): AsyncGenerator<Uint8Array> {
@@ -120,10 +121,3 @@ function responseHeaders(header: Headers | undefined): OutgoingHttpHeaders {
   return out;
 }
 
-function parse(bytes: Buffer): JsonValue {
-  try {
-    return JSON.parse(bytes.toString('utf8')) as JsonValue;
-  } catch (error) {
-    throw new JsonInputError(`the request message is not JSON: ${error instanceof Error ? error.message : String(error)}`);
-  }
-}

@@ -59,7 +59,7 @@ export function createUnaryConnectJson(options: UnaryConnectJsonOptions): UnaryC
       let input;
       try {
         if (timeout.error) throw timeout.error;
-        input = messageFromJson(route!.method.input, parse(body), jsonOptions);
+        input = messageFromJson(route!.method.input, parseJsonRequest(body), jsonOptions);
       } catch (error) {
         writeError(response, error instanceof JsonInputError ? new ConnectError(error.message, Code.InvalidArgument) : asConnectError(error));
         return;
@@ -92,11 +92,12 @@ export function createUnaryConnectJson(options: UnaryConnectJsonOptions): UnaryC
   return { handle };
 }
 
-function parse(body: Buffer): JsonValue {
+/** A request's JSON (`what`: the body, or a stream's message), a JsonInputError when it is none. */
+export function parseJsonRequest(bytes: Buffer, what = 'the request body'): JsonValue {
   try {
-    return JSON.parse(body.toString('utf8')) as JsonValue;
+    return JSON.parse(bytes.toString('utf8')) as JsonValue;
   } catch (error) {
-    throw new JsonInputError(`the request body is not JSON: ${error instanceof Error ? error.message : String(error)}`);
+    throw new JsonInputError(`${what} is not JSON: ${error instanceof Error ? error.message : String(error)}`);
   }
 }
 
