@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { base64Encode } from '@bufbuild/protobuf/wire';
 import { AnySchema, StringValueSchema, anyPack } from '@bufbuild/protobuf/wkt';
-import { Code, ConnectError, createClient, type Client, type Interceptor } from '@connectrpc/connect';
+import { Code, ConnectError, createClient, type Client } from '@connectrpc/connect';
 import { connectNodeAdapter, createConnectTransport } from '@connectrpc/connect-node';
 import { InvalidArgumentError, ShuttingDownError } from '@chiefofstate/core';
 import { ChiefOfStateService, EventWrapperSchema, createTypeRegistry } from '@chiefofstate/protocol';
@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createChiefOfStateService } from './chief-of-state-service.js';
 import { startGrpcServer, type GrpcServer } from './grpc-server.js';
 import type { SubscribedEventLike, SubscriptionLike, SubscriptionPort } from './subscription-methods.js';
+import { edgeInterceptor } from './test-support/edge-interceptor.js';
 
 const registry = createTypeRegistry();
 
@@ -45,13 +46,7 @@ const port: SubscriptionPort = {
   unsubscribe: async () => {},
 };
 
-const interceptor: Interceptor = (next) => async (request) => {
-  if (request.header.get('x-refuse') !== null) throw new ConnectError('not you', Code.PermissionDenied);
-  const response = await next(request);
-  response.header.set('x-served-by', 'edge');
-  response.trailer.set('x-trailer', 'done');
-  return response;
-};
+const interceptor = edgeInterceptor;
 
 const service = () =>
   createChiefOfStateService({

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createChiefOfStateService } from './chief-of-state-service.js';
 import { startGrpcServer, type GrpcServer } from './grpc-server.js';
 import type { SubscribedEventLike, SubscriptionLike, SubscriptionPort } from './subscription-methods.js';
+import { edgeInterceptor } from './test-support/edge-interceptor.js';
 
 type Path = 'fast' | 'connect';
 const PATHS: readonly Path[] = ['fast', 'connect'];
@@ -92,14 +93,7 @@ describe("the server-streaming fast path against Connect's adapter, seen by a st
     unsubscribe: async () => {},
   });
 
-  // sets a header and a trailer on every call, and refuses callers that ask to be refused
-  const interceptor: Interceptor = (next) => async (request) => {
-    if (request.header.get('x-refuse') !== null) throw new ConnectError('not you', Code.PermissionDenied);
-    const response = await next(request);
-    response.header.set('x-served-by', 'edge');
-    response.trailer.set('x-trailer', 'done');
-    return response;
-  };
+  const interceptor = edgeInterceptor;
 
   // replaces the stream of messages (drops every other one) when the caller asks for it: the fast
   // path then encodes the interceptor's messages one by one instead of its own frames
