@@ -1,6 +1,5 @@
-import type { Context } from '@opentelemetry/api';
 import type { Any } from '@bufbuild/protobuf/wkt';
-import type { CommandRequest, EntityState } from '@chiefofstate/core';
+import type { CommandRequest, EntityState, OutgoingCallOptions } from '@chiefofstate/core';
 
 /** This replica's entities (satisfied by @chiefofstate/entity's runtime, built with `retain`). */
 export interface LocalEntities {
@@ -26,13 +25,8 @@ export interface ShardFences {
   fenceShard(shard: number, epoch: bigint): Promise<void>;
 }
 
-/** Options of a call to a peer (the shape of @chiefofstate/handler-client's call options). */
-export interface PeerCall {
-  headers?: Record<string, string>;
-  signal?: AbortSignal;
-  timeoutMs?: number;
-  traceContext?: Context | undefined;
-}
+/** Options of a call to a peer (@chiefofstate/handler-client's call options are wider). */
+export type PeerCall = OutgoingCallOptions;
 
 /**
  * The other replicas' ChiefOfStateService, by address (satisfied by @chiefofstate/handler-client's

@@ -15,6 +15,20 @@ export interface CallScope {
 }
 
 /**
+ * What a call COS makes (to a write or read side handler, to another replica) carries of the
+ * work it serves: request metadata, cancellation, the time left, and the trace it belongs to.
+ */
+export interface OutgoingCallOptions {
+  /** request metadata: propagated headers, traceparent / tracestate */
+  headers?: Record<string, string>;
+  signal?: AbortSignal;
+  /** the caller's remaining time in ms */
+  timeoutMs?: number;
+  /** the OpenTelemetry context the call's client span is a child of */
+  traceContext?: Context | undefined;
+}
+
+/**
  * A ProcessCommand to run, as the entity runtime takes it. A command not yet persisted is
  * abandoned when its caller cancels, and none of its events is appended once its deadline has
  * passed.

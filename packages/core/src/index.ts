@@ -38,4 +38,5 @@ export type {
   ForwardingMark,
   GetStateOptions,
   IncomingCommandRequest,
+  OutgoingCallOptions,
 } from './command-request.js';

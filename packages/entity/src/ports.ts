@@ -1,4 +1,5 @@
 import type { Context } from '@opentelemetry/api';
+import type { OutgoingCallOptions } from '@chiefofstate/core';
 import type {
   HandleCommandRequest,
   HandleCommandResponse,
@@ -116,16 +117,8 @@ export interface SnapshotPort {
   loadLatest(entityId: string, options?: ReadOptions): Promise<StoredRevision | undefined>;
 }
 
-/** Call options of a handler call; @chiefofstate/handler-client's HandlerCallOptions is wider. */
-export interface HandlerCallOptions {
-  /** request metadata: propagated headers, traceparent/tracestate */
-  headers?: Record<string, string>;
-  signal?: AbortSignal;
-  /** the command's remaining time in ms */
-  timeoutMs?: number;
-  /** the OpenTelemetry context the call's client span is a child of (its command's) */
-  traceContext?: Context | undefined;
-}
+/** Call options of a handler call (the command's); @chiefofstate/handler-client's HandlerCallOptions is wider. */
+export type HandlerCallOptions = OutgoingCallOptions;
 
 /** The user's WriteSideHandlerService. Errors it throws reach the caller unchanged. */
 export interface WriteHandlerPort {

@@ -1,6 +1,6 @@
-import type { Context } from '@opentelemetry/api';
 import type { Interceptor, Transport } from '@connectrpc/connect';
 import type { ClientTls } from './client-tls.js';
+import type { OutgoingCallOptions } from '@chiefofstate/core';
 import { createGrpcTransport, type ClientTlsOptions, type KeepaliveOptions } from './grpc-transport.js';
 import { createConnectTransport } from './connect-transport.js';
 import { createHttpJsonTransport } from './http-transport.js';
@@ -57,18 +57,15 @@ export interface HandlerClientOptions {
 }
 
 /** Call-level options of every handler call. */
-export interface HandlerCallOptions {
+/**
+ * core's OutgoingCallOptions, with headers as a Headers too. `signal`: when it aborts, the call
+ * fails with its reason; `timeoutMs`: the call gets min(this, the per-call timeout);
+ * `traceContext` (default: the active context): when the call's client span is recorded, its
+ * `traceparent` replaces the one in `headers`.
+ */
+export interface HandlerCallOptions extends Omit<OutgoingCallOptions, 'headers'> {
   /** request metadata, e.g. propagated headers and `traceparent` */
   headers?: Headers | Record<string, string>;
-  /** the caller's cancellation; when it aborts, the call fails with its reason */
-  signal?: AbortSignal;
-  /** the caller's remaining time in ms; the call gets min(this, the per-call timeout) */
-  timeoutMs?: number;
-  /**
-   * The OpenTelemetry context the call's client span is a child of. Default: the active context.
-   * When that span is recorded, its `traceparent` replaces the one in `headers`.
-   */
-  traceContext?: Context | undefined;
 }
 
 /** What a client needs of a circuit breaker (@chiefofstate/circuit-breaker's CircuitBreaker). */

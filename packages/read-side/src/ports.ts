@@ -1,5 +1,5 @@
-import type { Context } from '@opentelemetry/api';
 import type { HandleReadSideRequest, HandleReadSideResponse } from '@chiefofstate/protocol';
+import type { OutgoingCallOptions } from '@chiefofstate/core';
 
 /*
  * The narrow interfaces the read-side engine needs. The real packages satisfy them
@@ -42,12 +42,8 @@ export interface OffsetPort {
   setPaused(readSideId: string, paused: boolean, shard?: number): Promise<void>;
 }
 
-export interface ReadSideCallOptions {
-  headers?: Record<string, string>;
-  signal?: AbortSignal;
-  timeoutMs?: number;
-  /** the delivery's OpenTelemetry context, parent of the call's client span */
-  traceContext?: Context;
+/** A delivery's call (its traceContext: the delivery's, parent of the call's client span). */
+export interface ReadSideCallOptions extends OutgoingCallOptions {
   /** the journal event delivered, as stored (a publisher sends its payload as is) */
   record?: JournalEventRecord;
 }
