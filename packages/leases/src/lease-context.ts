@@ -2,8 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { sql, type Kysely } from 'kysely';
 import { InvalidArgumentError } from '@chiefofstate/core';
+import type { DatabaseSession } from '@chiefofstate/postgres';
 import type { StreamGroup } from './fair-share.js';
 import type { LeaseCoordinatorOptions, StreamHost, StreamOwner } from './lease-coordinator.js';
+import type { SessionLock } from './lease-session.js';
 
 /** A lease this process holds. */
 export interface Lease {
@@ -43,6 +45,14 @@ export interface LeaseContext {
   round: Promise<void> | undefined;
   /** the grouping only changes with the membership, so it is kept until that changes (lease-share.ts) */
   groupsCache: { signature: string; groups: StreamGroup[] } | undefined;
+  // ---- session lock, for fast takeover (lease-session.ts) ----
+  /** off by option, or found unsupported (the embedded store) */
+  fastTakeover: boolean;
+  readonly openSession: () => Promise<DatabaseSession | undefined>;
+  /** held now; published with the heartbeat */
+  lock: SessionLock | undefined;
+  /** the session being opened and locked */
+  locking: Promise<void> | undefined;
   // ---- timers (lease-timers.ts) ----
   timer: NodeJS.Timeout | undefined;
   watchdog: NodeJS.Timeout | undefined;
@@ -79,6 +89,10 @@ export function createLeaseContext(options: LeaseCoordinatorOptions): LeaseConte
     rounds: 0,
     round: undefined,
     groupsCache: undefined,
+    fastTakeover: options.fastTakeover ?? true,
+    openSession: () => options.database.openSession(),
+    lock: undefined,
+    locking: undefined,
     timer: undefined,
     watchdog: undefined,
   };
