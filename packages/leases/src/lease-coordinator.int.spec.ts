@@ -333,6 +333,7 @@ describe.runIf(hasServer)('fast takeover on PostgreSQL: a process whose session 
       }
       // its heartbeat was expired with its leases: it no longer counts
       expect(a.members()).toBe(1);
+      await a.close();
     } finally {
       child.kill('SIGKILL');
     }
@@ -383,6 +384,37 @@ describe.runIf(hasServer)('fast takeover on PostgreSQL: a process whose session 
       if (row.owner === 'alive-b') expect(after.get(stream)!.epoch).toBeGreaterThan(row.epoch);
     }
     await b.close();
+    await a.close();
+  });
+
+  it('turns fast takeover off for a process whose session is answered by another server process than its lock (a pooler in transaction mode)', async () => {
+    // a session as such a pooler makes it look: each statement may reach another backend
+    let pid = 100;
+    let closed = false;
+    const pooled: Database = {
+      ...first,
+      openSession: () =>
+        Promise.resolve({
+          query: <R>(text: string) => Promise.resolve([(text.includes('pg_try_advisory_lock') ? { locked: true, pid: pid++ } : { pid: pid++ }) as R]),
+          ended: new Promise<unknown>(() => {}),
+          close: () => Promise.resolve(void (closed = true)),
+        }),
+    };
+    const errors: unknown[] = [];
+    const world = createWorld();
+    const all = streams(4, 'pooled');
+    // (nobody else runs here: another process would take its leases while its key is published)
+    const a = createLeaseCoordinator({ database: pooled, ownerId: 'pooled-a', leaseMs, renewIntervalMs: 100, onError: (e) => errors.push(e) });
+    coordinators.push(a);
+    await a.start(all, world.host('pooled-a'));
+    const published = async () =>
+      (await sql<{ key: number | null }>`SELECT session_lock AS key FROM cos_stream_members WHERE owner = 'pooled-a'`.execute(first.kysely)).rows[0]?.key;
+    expect(await published()).not.toBeNull();
+    await until(async () => closed && (await published()) === null, 5_000, 'the key withdrawn');
+    expect(String(errors[0])).toMatch(/another server process.*Fast takeover is off/);
+    // it keeps its leases, now on expiry alone
+    expect(a.held()).toEqual(all);
+    expect(world.log.filter((e) => e.event !== 'acquired')).toEqual([]);
     await a.close();
   });
 });

@@ -9,22 +9,24 @@ import { lose } from './lease-handover.js';
  * Fast takeover of a dead process's leases. Each process holds a session-level advisory lock on
  * a connection of its own for its whole life, and publishes the lock's key with its heartbeat.
  * A process killed (SIGKILL, OOM, a crash) has its connections closed by the kernel, so
- * PostgreSQL ends its session at once and the lock is free: the others, probing the published
- * keys each round, then expire its heartbeat and leases instead of waiting out the lease (they
- * take them with the usual conditional upsert and epoch bump, so fencing is unchanged). While
+ * PostgreSQL ends its session at once and the lock is gone: the others, looking the published
+ * keys up each round, then expire its heartbeat and leases instead of waiting out the lease
+ * (they take them with the usual conditional upsert and epoch bump, so fencing is unchanged). While
  * the session is still there (a frozen process, a host or network failure) nothing changes: the
  * leases expire as before.
  */
 
 /** First key of the session locks (the two-int4 advisory lock space, apart from bigint keys): 'COSL'. */
 const SESSION_LOCK_CLASS = 0x434f534c;
-/** Attempts at a free random second key (a taken one is another live session's, or being probed). */
+/** Attempts at a free random second key (a taken one is another live session's). */
 const LOCK_ATTEMPTS = 3;
 
 /** This process's session and the key of the lock it holds on it. */
 export interface SessionLock {
   readonly session: DatabaseSession;
   readonly key: number;
+  /** the server process of the session, which holds the lock */
+  readonly pid: number;
   /** a liveness check of the session is under way */
   checking: boolean;
 }
@@ -52,14 +54,15 @@ async function lockSession(c: LeaseContext): Promise<void> {
     return;
   }
   let key: number | undefined;
+  let pid = 0;
   try {
     for (let attempt = 0; attempt < LOCK_ATTEMPTS && key === undefined; attempt++) {
       const candidate = randomInt(-(2 ** 31), 2 ** 31);
-      const [row] = await session.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1::int, $2::int) AS locked', [
-        SESSION_LOCK_CLASS,
-        candidate,
-      ]);
-      if (row?.locked === true) key = candidate;
+      const [row] = await session.query<{ locked: boolean; pid: number }>(
+        'SELECT pg_try_advisory_lock($1::int, $2::int) AS locked, pg_backend_pid() AS pid',
+        [SESSION_LOCK_CLASS, candidate],
+      );
+      if (row?.locked === true) [key, pid] = [candidate, row.pid];
     }
   } catch (error) {
     await session.close();
@@ -70,7 +73,7 @@ async function lockSession(c: LeaseContext): Promise<void> {
     if (key === undefined) throw new Error(`no free session lock key in ${LOCK_ATTEMPTS} attempts`);
     return;
   }
-  const lock: SessionLock = { session, key, checking: false };
+  const lock: SessionLock = { session, key, pid, checking: false };
   c.lock = lock;
   void session.ended.then((reason) => sessionEnded(c, lock, reason));
 }
@@ -94,14 +97,27 @@ function sessionEnded(c: LeaseContext, lock: SessionLock, reason: unknown): void
     .catch(c.report); // else they simply expire
 }
 
-/** Runs a statement on the session, so a session that died silently is found out (one at a time). */
+/**
+ * Runs a statement on the session (one at a time), so a session that died silently is found
+ * out. It must answer from the server process that took the lock: through a pooler that hands
+ * each transaction to any server connection (PgBouncer in transaction mode) the lock is not this
+ * process's to keep, so the others could not tell its death from its life: fast takeover is
+ * turned off for it (it publishes no key; its leases expire as before).
+ */
 export function checkSession(c: LeaseContext): void {
   const lock = c.lock;
   if (lock === undefined || lock.checking) return;
   lock.checking = true;
   // a failure ends the session: sessionEnded follows
-  lock.session.query('SELECT 1').then(
-    () => (lock.checking = false),
+  lock.session.query<{ pid: number }>('SELECT pg_backend_pid() AS pid').then(
+    ([row]) => {
+      lock.checking = false;
+      if (row?.pid === lock.pid || c.lock !== lock) return;
+      c.lock = undefined;
+      c.fastTakeover = false;
+      c.report(new Error(`the lease session moved to another server process (${lock.pid} → ${row?.pid}): a pooler that does not keep sessions? Fast takeover is off`));
+      void lock.session.close();
+    },
     () => {},
   );
 }
@@ -115,19 +131,24 @@ export async function closeSession(c: LeaseContext): Promise<void> {
 }
 
 /**
- * Probes the session locks of the other members; those free belong to sessions that ended:
- * their heartbeats and leases are expired now (only while the member still publishes that key,
- * so a process that reconnected with a new session is left alone). Returns the members still
- * alive. Each probe holds a free lock for the time of one function call.
+ * Looks up the session locks of the other members; those nobody holds belong to sessions that
+ * ended: their heartbeats and leases are expired now (only while the member still publishes
+ * that key, so a process that reconnected with a new session is left alone). Returns the
+ * members still alive. The lookup reads pg_locks (once) rather than trying the locks: it takes
+ * nothing, so it cannot mistake a lock its own connection holds for a free one, nor keep one.
  */
 export async function reapGone<M extends MemberWithLock>(c: LeaseContext, members: readonly M[]): Promise<M[]> {
   const probed = members.filter((member) => member.owner !== c.ownerId && member.session_lock !== null);
   if (probed.length === 0) return [...members];
   const { rows } = await sql<{ owner: string }>`
-    WITH gone AS (
+    WITH held AS MATERIALIZED (
+      SELECT objid FROM pg_locks
+      WHERE locktype = 'advisory' AND classid = ${SESSION_LOCK_CLASS}::bigint::oid AND objsubid = 2
+        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    ), gone AS (
       SELECT p.owner, p.key FROM unnest(${probed.map((m) => m.owner)}::text[], ${probed.map((m) => m.session_lock)}::int[]) AS p(owner, key)
-      WHERE CASE WHEN pg_try_advisory_lock(${SESSION_LOCK_CLASS}::int, p.key)
-                 THEN pg_advisory_unlock(${SESSION_LOCK_CLASS}::int, p.key) ELSE false END
+      -- objid is the key's 32 bits, unsigned
+      WHERE NOT EXISTS (SELECT 1 FROM held WHERE held.objid = (p.key::bigint & 4294967295)::oid)
     ), expired AS (
       UPDATE cos_stream_members m SET expires_at = now() FROM gone
       WHERE m.owner = gone.owner AND m.session_lock = gone.key AND m.expires_at > now()
