@@ -5,7 +5,7 @@ import { InvalidArgumentError } from '@chiefofstate/core';
 import type { DatabaseSession } from '@chiefofstate/postgres';
 import type { StreamGroup } from './fair-share.js';
 import type { LeaseCoordinatorOptions, StreamHost, StreamOwner } from './lease-coordinator.js';
-import type { SessionLock } from './lease-session.js';
+import type { MemberWithLock, SessionLock } from './lease-session.js';
 
 /** A lease this process holds. */
 export interface Lease {
@@ -43,6 +43,8 @@ export interface LeaseContext {
   rounds: number;
   /** the round in progress */
   round: Promise<void> | undefined;
+  /** another round is wanted as soon as this one ends (lease-timers.ts roundSoon) */
+  roundAgain: boolean;
   /** the grouping only changes with the membership, so it is kept until that changes (lease-share.ts) */
   groupsCache: { signature: string; groups: StreamGroup[] } | undefined;
   // ---- session lock, for fast takeover (lease-session.ts) ----
@@ -53,6 +55,11 @@ export interface LeaseContext {
   lock: SessionLock | undefined;
   /** the session being opened and locked */
   locking: Promise<void> | undefined;
+  /** the other members and their keys, as of the latest heartbeat */
+  lastMembers: readonly MemberWithLock[];
+  /** performance.now() of the latest look-up of an unreachable owner's session (checkGone); one at a time */
+  goneCheckAt: number;
+  checkingGone: boolean;
   // ---- timers (lease-timers.ts) ----
   timer: NodeJS.Timeout | undefined;
   watchdog: NodeJS.Timeout | undefined;
@@ -88,11 +95,15 @@ export function createLeaseContext(options: LeaseCoordinatorOptions): LeaseConte
     state: 'new',
     rounds: 0,
     round: undefined,
+    roundAgain: false,
     groupsCache: undefined,
     fastTakeover: options.fastTakeover ?? true,
     openSession: () => options.database.openSession(),
     lock: undefined,
     locking: undefined,
+    lastMembers: [],
+    goneCheckAt: -Infinity,
+    checkingGone: false,
     timer: undefined,
     watchdog: undefined,
   };

@@ -297,11 +297,11 @@ describe.runIf(hasServer)('fast takeover on PostgreSQL: a process whose session 
     await first?.dispose();
   });
 
-  it('takes over the leases of a process killed with SIGKILL within a round or two, with higher epochs, long before they expire', async () => {
-    const all = streams(16, 'killed');
+  /** A process holding leases on `all` (test/lease-holder.ts), started. */
+  async function startHolder(owner: string, all: string[]) {
     const child = spawn(process.execPath, ['--conditions=@chiefofstate/source', '--import', 'tsx', 'test/lease-holder.ts'], {
       cwd: packageDir,
-      env: { ...process.env, COS_TEST_SCHEMA: first.schema, COS_TEST_OWNER: 'killed-child', COS_TEST_LEASE_MS: String(leaseMs), COS_TEST_STREAMS: all.join(',') },
+      env: { ...process.env, COS_TEST_SCHEMA: first.schema, COS_TEST_OWNER: owner, COS_TEST_LEASE_MS: String(leaseMs), COS_TEST_STREAMS: all.join(',') },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';
@@ -311,6 +311,22 @@ describe.runIf(hasServer)('fast takeover on PostgreSQL: a process whose session 
     try {
       await until(() => output.includes('ready\n') || child.exitCode !== null, 30_000, 'the child to start');
       expect(output).toBe('ready\n');
+    } catch (error) {
+      child.kill('SIGKILL');
+      throw error;
+    }
+    return {
+      async kill() {
+        child.kill('SIGKILL');
+        await exited;
+      },
+    };
+  }
+
+  it('takes over the leases of a process killed with SIGKILL within a round or two, with higher epochs, long before they expire', async () => {
+    const all = streams(16, 'killed');
+    const child = await startHolder('killed-child', all);
+    try {
       const world = createWorld();
       const a = await start(first, 'killed-a', all, world.host('killed-a'));
       const childHolds = async () => [...(await leaseRows(first, all)).values()].filter((row) => row.owner === 'killed-child').length;
@@ -318,8 +334,7 @@ describe.runIf(hasServer)('fast takeover on PostgreSQL: a process whose session 
       expect(await sessionBackend(first, 'killed-child')).toBeDefined();
       const before = await leaseRows(first, all);
 
-      child.kill('SIGKILL');
-      await exited;
+      await child.kill();
       const killedAt = Date.now();
       await until(() => a.held().length === 16, 10_000, 'the takeover');
       const tookMs = Date.now() - killedAt;
@@ -335,7 +350,38 @@ describe.runIf(hasServer)('fast takeover on PostgreSQL: a process whose session 
       expect(a.members()).toBe(1);
       await a.close();
     } finally {
-      child.kill('SIGKILL');
+      await child.kill();
+    }
+  });
+
+  it('looks the holder of a stream up at once when told it is unreachable, and takes its leases before the next round', async () => {
+    const all = streams(8, 'unreachable');
+    const child = await startHolder('unreachable-child', all);
+    try {
+      const world = createWorld();
+      // rounds far apart: a takeover within a fraction of one was not a round's doing
+      const renewIntervalMs = 2000;
+      const a = createLeaseCoordinator({ database: first, ownerId: 'unreachable-a', address: '10.0.0.1:9000', leaseMs, renewIntervalMs, onError: () => {} });
+      coordinators.push(a);
+      await a.start(all, world.host('unreachable-a'));
+      await until(() => a.held().length === 4 && all.some((stream) => a.ownerOf(stream)?.ownerId === 'unreachable-child'), 10_000, '4/4 known');
+      const theirs = all.find((stream) => a.ownerOf(stream)?.ownerId === 'unreachable-child')!;
+      // told while the child lives: nothing moves
+      a.ownerUnreachable(theirs);
+      await new Promise((resolve) => setTimeout(resolve, renewIntervalMs / 2));
+      expect(a.held()).toHaveLength(4);
+
+      await child.kill();
+      const killedAt = Date.now();
+      a.ownerUnreachable(theirs);
+      await until(() => a.held().length === 8, 10_000, 'the takeover');
+      const tookMs = Date.now() - killedAt;
+      console.info(`told its holder is unreachable, a process took a SIGKILLed one's 4 leases over after ${tookMs} ms (rounds every ${renewIntervalMs} ms)`);
+      expect(tookMs).toBeLessThan(renewIntervalMs / 2);
+      expect(world.overlaps).toEqual([]);
+      await a.close();
+    } finally {
+      await child.kill();
     }
   });
 

@@ -4,7 +4,7 @@ import { InvalidArgumentError } from '@chiefofstate/core';
 import type { Database } from '@chiefofstate/postgres';
 import { createLeaseContext } from './lease-context.js';
 import { release } from './lease-handover.js';
-import { closeSession, ensureSessionLock } from './lease-session.js';
+import { checkGone, closeSession, ensureSessionLock } from './lease-session.js';
 import { roundNow, startTimers, stopTimers } from './lease-timers.js';
 
 /** Why a stream is taken away from the host. */
@@ -82,6 +82,12 @@ export interface LeaseCoordinator {
   ownerOf(stream: string): StreamOwner | undefined;
   /** Live processes sharing this process's set of streams, itself included, as of the latest round. */
   members(): number;
+  /**
+   * A caller could not reach the holder of `stream` (its connection was refused): with fast
+   * takeover, whether its session ended is looked up now, and if so its leases are taken in a
+   * round run at once instead of at the next round's time. Cheap to call for every failure.
+   */
+  ownerUnreachable(stream: string): void;
   /** Releases every stream ('closing'), gives up the leases and leaves. Idempotent. */
   close(): Promise<void>;
 }
@@ -127,6 +133,11 @@ export function createLeaseCoordinator(options: LeaseCoordinatorOptions): LeaseC
     held: () => [...leases.keys()].sort(),
 
     members: () => c.liveMembers,
+
+    ownerUnreachable: (stream) => {
+      const owner = c.others.get(stream);
+      if (owner !== undefined) checkGone(c, owner.ownerId);
+    },
 
     ownerOf: (stream) => {
       const lease = leases.get(stream);

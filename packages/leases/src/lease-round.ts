@@ -18,6 +18,7 @@ export async function runRound(c: LeaseContext): Promise<void> {
   checkSession(c);
   void ensureSessionLock(c);
   const members = await reapGone(c, await heartbeat(c));
+  c.lastMembers = members;
   c.liveMembers = members.filter((member) => member.fingerprint === c.myFingerprint).length;
   await renew(c, startedAt);
   if (c.state !== 'running') return;

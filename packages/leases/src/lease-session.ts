@@ -4,6 +4,7 @@ import type { DatabaseSession } from '@chiefofstate/postgres';
 import type { LiveMember } from './fair-share.js';
 import type { LeaseContext } from './lease-context.js';
 import { lose } from './lease-handover.js';
+import { roundSoon } from './lease-timers.js';
 
 /*
  * Fast takeover of a dead process's leases. Each process holds a session-level advisory lock on
@@ -128,6 +129,27 @@ export async function closeSession(c: LeaseContext): Promise<void> {
   const lock = c.lock;
   c.lock = undefined;
   await lock?.session.close().catch(c.report);
+}
+
+/**
+ * A peer could not reach `ownerId` (its connection refused): if its session ended, its leases
+ * are expired and a round taken at once, rather than at the next round's time. One look-up at a
+ * time, and not again within a quarter of the renewal interval (an owner alive but unreachable
+ * from here would have every call for its streams ask).
+ */
+export function checkGone(c: LeaseContext, ownerId: string): void {
+  const now = performance.now();
+  if (c.state !== 'running' || c.checkingGone || now - c.goneCheckAt < c.renewIntervalMs / 4) return;
+  const member = c.lastMembers.find((m) => m.owner === ownerId && m.session_lock !== null);
+  if (member === undefined) return;
+  c.checkingGone = true;
+  c.goneCheckAt = now;
+  reapGone(c, [member])
+    .then((alive) => {
+      if (alive.length === 0) roundSoon(c);
+    })
+    .catch(c.report)
+    .finally(() => (c.checkingGone = false));
 }
 
 /**
