@@ -55,6 +55,9 @@ export interface LeaseContext {
   lock: SessionLock | undefined;
   /** the session being opened and locked */
   locking: Promise<void> | undefined;
+  /** failed attempts at a session in a row, and performance.now() before which none is made */
+  lockFailures: number;
+  lockRetryAt: number;
   /** the other members and their keys, as of the latest heartbeat */
   lastMembers: readonly MemberWithLock[];
   /** performance.now() of the latest look-up of an unreachable owner's session (checkGone); one at a time */
@@ -101,6 +104,8 @@ export function createLeaseContext(options: LeaseCoordinatorOptions): LeaseConte
     openSession: () => options.database.openSession(),
     lock: undefined,
     locking: undefined,
+    lockFailures: 0,
+    lockRetryAt: -Infinity,
     lastMembers: [],
     goneCheckAt: -Infinity,
     checkingGone: false,

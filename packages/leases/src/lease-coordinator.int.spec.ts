@@ -366,9 +366,12 @@ describe.runIf(hasServer)('fast takeover on PostgreSQL: a process whose session 
       await a.start(all, world.host('unreachable-a'));
       await until(() => a.held().length === 4 && all.some((stream) => a.ownerOf(stream)?.ownerId === 'unreachable-child'), 10_000, '4/4 known');
       const theirs = all.find((stream) => a.ownerOf(stream)?.ownerId === 'unreachable-child')!;
-      // told while the child lives: nothing moves
+      // told while the child lives: nothing moves (up to and through a's next round)
+      const heartbeatOfA = async () =>
+        (await sql<{ at: Date }>`SELECT expires_at AS at FROM cos_stream_members WHERE owner = 'unreachable-a'`.execute(first.kysely)).rows[0]!.at.getTime();
+      const beat = await heartbeatOfA();
       a.ownerUnreachable(theirs);
-      await new Promise((resolve) => setTimeout(resolve, renewIntervalMs / 2));
+      await until(async () => (await heartbeatOfA()) !== beat, 10_000, "a's next round");
       expect(a.held()).toHaveLength(4);
 
       await child.kill();
@@ -461,6 +464,34 @@ describe.runIf(hasServer)('fast takeover on PostgreSQL: a process whose session 
     // it keeps its leases, now on expiry alone
     expect(a.held()).toEqual(all);
     expect(world.log.filter((e) => e.event !== 'acquired')).toEqual([]);
+    await a.close();
+  });
+
+  it('runs on lease expiry alone while it cannot open its session, trying again less and less often', async () => {
+    let attempts = 0;
+    const refusing: Database = {
+      ...first,
+      openSession: () => {
+        attempts++;
+        return Promise.reject(new Error('sorry, too many clients already'));
+      },
+    };
+    const errors: unknown[] = [];
+    const world = createWorld();
+    const all = streams(4, 'refused');
+    const a = createLeaseCoordinator({ database: refusing, ownerId: 'refused-a', leaseMs, renewIntervalMs: 100, onError: (e) => errors.push(e) });
+    coordinators.push(a);
+    await a.start(all, world.host('refused-a'));
+    expect(a.held()).toEqual(all);
+    const startedAt = Date.now();
+    // attempts at 0, then after 0.1, 0.2, 0.4 s more (rounds every 0.1 s): the fourth at 0.7 s
+    await until(() => attempts >= 4, 10_000, 'four attempts');
+    expect(Date.now() - startedAt).toBeGreaterThanOrEqual(600);
+    await until(() => errors.length >= 4, 5_000, 'four reports');
+    expect(String(errors[0])).toMatch(/too many clients/);
+    const { rows } = await sql<{ key: number | null }>`SELECT session_lock AS key FROM cos_stream_members WHERE owner = 'refused-a'`.execute(first.kysely);
+    expect(rows[0]?.key).toBeNull();
+    expect(a.held()).toEqual(all);
     await a.close();
   });
 });

@@ -35,17 +35,28 @@ export interface SessionLock {
 /** A live member as the heartbeat reads it, with its published session lock key. */
 export type MemberWithLock = LiveMember & { readonly session_lock: number | null };
 
+/** Longest wait before another attempt at a session after failures (the first waits a round). */
+const MAX_LOCK_BACKOFF_MS = 30_000;
+
 /**
  * Opens this process's session and takes a lock on it, unless held already, turned off or not
- * supported (the embedded store). Once at a time; a failure is reported and retried by the
- * next round (the process runs on lease expiry alone meanwhile, publishing no key).
+ * supported (the embedded store). Once at a time; a failure is reported and retried by a later
+ * round, backing off up to 30 s (the process runs on lease expiry alone meanwhile, publishing
+ * no key).
  */
 export function ensureSessionLock(c: LeaseContext): Promise<void> {
-  if (!c.fastTakeover || c.lock !== undefined || c.state === 'closing') return Promise.resolve();
+  if (!c.fastTakeover || c.lock !== undefined || c.state === 'closing' || performance.now() < c.lockRetryAt) return Promise.resolve();
   c.locking ??= lockSession(c)
-    .catch(c.report)
+    .then(
+      () => void (c.lockFailures = 0),
+      (error: unknown) => {
+        c.lockFailures++;
+        c.lockRetryAt = performance.now() + Math.min(MAX_LOCK_BACKOFF_MS, c.renewIntervalMs * 2 ** (c.lockFailures - 1));
+        c.report(error);
+      },
+    )
     .finally(() => (c.locking = undefined));
-  return c.locking;
+  return c.locking ?? Promise.resolve(); // (undefined: it ended at once)
 }
 
 async function lockSession(c: LeaseContext): Promise<void> {
