@@ -279,12 +279,15 @@ describe.runIf(hasServer)('fast takeover on PostgreSQL: a process whose session 
   let first: TestDatabase;
   let second: TestDatabase;
   const coordinators: LeaseCoordinator[] = [];
-  const start = async (database: Database, ownerId: string, all: string[], host: StreamHost) => {
-    const created = createLeaseCoordinator({ database, ownerId, leaseMs, renewIntervalMs: 100, onError: () => {} });
+  const start = async (database: Database, ownerId: string, all: string[], host: StreamHost, onError: (error: unknown) => void = () => {}) => {
+    const created = createLeaseCoordinator({ database, ownerId, leaseMs, renewIntervalMs: 100, onError });
     coordinators.push(created);
     await created.start(all, host);
     return created;
   };
+  /** The session lock key `owner` publishes with its heartbeat. */
+  const publishedKey = async (owner: string) =>
+    (await sql<{ key: number | null }>`SELECT session_lock AS key FROM cos_stream_members WHERE owner = ${owner}`.execute(first.kysely)).rows[0]?.key;
 
   beforeAll(async () => {
     first = await openTestDatabase('postgres');
@@ -453,13 +456,9 @@ describe.runIf(hasServer)('fast takeover on PostgreSQL: a process whose session 
     const world = createWorld();
     const all = streams(4, 'pooled');
     // (nobody else runs here: another process would take its leases while its key is published)
-    const a = createLeaseCoordinator({ database: pooled, ownerId: 'pooled-a', leaseMs, renewIntervalMs: 100, onError: (e) => errors.push(e) });
-    coordinators.push(a);
-    await a.start(all, world.host('pooled-a'));
-    const published = async () =>
-      (await sql<{ key: number | null }>`SELECT session_lock AS key FROM cos_stream_members WHERE owner = 'pooled-a'`.execute(first.kysely)).rows[0]?.key;
-    expect(await published()).not.toBeNull();
-    await until(async () => closed && (await published()) === null, 5_000, 'the key withdrawn');
+    const a = await start(pooled, 'pooled-a', all, world.host('pooled-a'), (e) => errors.push(e));
+    expect(await publishedKey('pooled-a')).not.toBeNull();
+    await until(async () => closed && (await publishedKey('pooled-a')) === null, 5_000, 'the key withdrawn');
     expect(String(errors[0])).toMatch(/another server process.*Fast takeover is off/);
     // it keeps its leases, now on expiry alone
     expect(a.held()).toEqual(all);
@@ -479,9 +478,7 @@ describe.runIf(hasServer)('fast takeover on PostgreSQL: a process whose session 
     const errors: unknown[] = [];
     const world = createWorld();
     const all = streams(4, 'refused');
-    const a = createLeaseCoordinator({ database: refusing, ownerId: 'refused-a', leaseMs, renewIntervalMs: 100, onError: (e) => errors.push(e) });
-    coordinators.push(a);
-    await a.start(all, world.host('refused-a'));
+    const a = await start(refusing, 'refused-a', all, world.host('refused-a'), (e) => errors.push(e));
     expect(a.held()).toEqual(all);
     const startedAt = Date.now();
     // attempts at 0, then after 0.1, 0.2, 0.4 s more (rounds every 0.1 s): the fourth at 0.7 s
@@ -489,8 +486,7 @@ describe.runIf(hasServer)('fast takeover on PostgreSQL: a process whose session 
     expect(Date.now() - startedAt).toBeGreaterThanOrEqual(600);
     await until(() => errors.length >= 4, 5_000, 'four reports');
     expect(String(errors[0])).toMatch(/too many clients/);
-    const { rows } = await sql<{ key: number | null }>`SELECT session_lock AS key FROM cos_stream_members WHERE owner = 'refused-a'`.execute(first.kysely);
-    expect(rows[0]?.key).toBeNull();
+    expect(await publishedKey('refused-a')).toBeNull();
     expect(a.held()).toEqual(all);
     await a.close();
   });
