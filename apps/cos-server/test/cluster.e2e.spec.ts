@@ -223,8 +223,9 @@ describe.runIf(hasServer)('cos-server replicas sharing one PostgreSQL', () => {
     );
     expect(takeoverMs).toBeLessThan(3000);
     // Calls for the victim's shards before the takeover find its owner unreachable and wait for
-    // the next one (only a shard's lease holder writes it), then succeed...
-    expect(unreachable).toBeGreaterThan(0);
+    // the next one (only a shard's lease holder writes it), then succeed (the first such call has
+    // the survivor look the victim's session up at once, so there are few of them, none if the
+    // survivor's lease round came first)...
     expect(afterKill.filter((o) => o.code === 'OK' && victims(o)).length).toBeGreaterThan(0);
     // ...and only those already on their way to the victim when it died may fail, at once:
     // UNAVAILABLE when it had not taken them, UNKNOWN when it had (it may have persisted them)
