@@ -117,9 +117,14 @@ class FakePeers implements PeerPort {
 class FakeOwners implements ShardOwners {
   readonly owners = new Map<string, { address: string | undefined; self: boolean }>();
   readonly asked: string[] = [];
+  readonly unreachable: string[] = [];
   ownerOf(stream: string) {
     this.asked.push(stream);
     return this.owners.get(stream);
+  }
+
+  ownerUnreachable(stream: string): void {
+    this.unreachable.push(stream);
   }
 
   set(shard: number, owner: { address: string | undefined; self: boolean } | undefined): void {
@@ -389,6 +394,8 @@ describe('routing ProcessCommand', () => {
     expect(peers.calls).toHaveLength(1);
     expect(local.commands).toEqual([]);
     expect(routes).toEqual([['ProcessCommand', 'owner_unreachable']]);
+    // the leases are told, to look up at once whether the owner is gone
+    expect(owners.unreachable).toEqual([entityShardStream(1)]);
   });
 
   it('sends a command the owner refused having written nothing (it gave the shard up, is stopping) to the next owner, within the deadline', async () => {

@@ -167,6 +167,8 @@ export function createEntityRouter(options: EntityRouterOptions): EntityRouter {
       const outcome = error instanceof PeerUnreachableError ? 'owner_unreachable' : error instanceof PeerRefusedError ? 'owner_refused' : undefined;
       onRoute?.(method, outcome ?? 'forwarded');
       if (outcome === undefined) throw error;
+      // it may be dead: the leases find out at once, rather than at their next round
+      if (outcome === 'owner_unreachable') owners.ownerUnreachable?.(entityShardStream(shardOf(entityId, numShards)));
       logger.debug({ entityId, owner: target.address, err: error }, 'the shard owner did not take the call');
       return fallback(outcome, error);
     }

@@ -14,6 +14,8 @@ export interface LocalEntities {
 export interface ShardOwners {
   /** not `self` for a lease of this process whose renewal is overdue (it may be another's now) */
   ownerOf(stream: string): { readonly address: string | undefined; readonly self: boolean } | undefined;
+  /** Told that the owner of `stream` refused the connection: it may be gone, worth checking before the next round. */
+  ownerUnreachable?(stream: string): void;
 }
 
 /** The journal's shard fences (satisfied by @chiefofstate/journal's journal). */

@@ -2,8 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { sql, type Kysely } from 'kysely';
 import { InvalidArgumentError } from '@chiefofstate/core';
+import type { DatabaseSession } from '@chiefofstate/postgres';
 import type { StreamGroup } from './fair-share.js';
 import type { LeaseCoordinatorOptions, StreamHost, StreamOwner } from './lease-coordinator.js';
+import type { MemberWithLock, SessionLock } from './lease-session.js';
 
 /** A lease this process holds. */
 export interface Lease {
@@ -41,8 +43,26 @@ export interface LeaseContext {
   rounds: number;
   /** the round in progress */
   round: Promise<void> | undefined;
+  /** another round is wanted as soon as this one ends (lease-timers.ts roundSoon) */
+  roundAgain: boolean;
   /** the grouping only changes with the membership, so it is kept until that changes (lease-share.ts) */
   groupsCache: { signature: string; groups: StreamGroup[] } | undefined;
+  // ---- session lock, for fast takeover (lease-session.ts) ----
+  /** off by option, or found unsupported (the embedded store) */
+  fastTakeover: boolean;
+  readonly openSession: () => Promise<DatabaseSession | undefined>;
+  /** held now; published with the heartbeat */
+  lock: SessionLock | undefined;
+  /** the session being opened and locked */
+  locking: Promise<void> | undefined;
+  /** failed attempts at a session in a row, and performance.now() before which none is made */
+  lockFailures: number;
+  lockRetryAt: number;
+  /** the other members and their keys, as of the latest heartbeat */
+  lastMembers: readonly MemberWithLock[];
+  /** performance.now() of the latest look-up of an unreachable owner's session (checkGone); one at a time */
+  goneCheckAt: number;
+  checkingGone: boolean;
   // ---- timers (lease-timers.ts) ----
   timer: NodeJS.Timeout | undefined;
   watchdog: NodeJS.Timeout | undefined;
@@ -78,7 +98,17 @@ export function createLeaseContext(options: LeaseCoordinatorOptions): LeaseConte
     state: 'new',
     rounds: 0,
     round: undefined,
+    roundAgain: false,
     groupsCache: undefined,
+    fastTakeover: options.fastTakeover ?? true,
+    openSession: () => options.database.openSession(),
+    lock: undefined,
+    locking: undefined,
+    lockFailures: 0,
+    lockRetryAt: -Infinity,
+    lastMembers: [],
+    goneCheckAt: -Infinity,
+    checkingGone: false,
     timer: undefined,
     watchdog: undefined,
   };

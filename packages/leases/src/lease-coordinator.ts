@@ -4,6 +4,7 @@ import { InvalidArgumentError } from '@chiefofstate/core';
 import type { Database } from '@chiefofstate/postgres';
 import { createLeaseContext } from './lease-context.js';
 import { release } from './lease-handover.js';
+import { checkGone, closeSession, ensureSessionLock } from './lease-session.js';
 import { roundNow, startTimers, stopTimers } from './lease-timers.js';
 
 /** Why a stream is taken away from the host. */
@@ -45,6 +46,13 @@ export interface LeaseCoordinatorOptions {
    * every stream of its set and where (`ownerOf`).
    */
   readonly address?: string;
+  /**
+   * Take the leases of a process whose database session ended (it was killed, or crashed) at
+   * once, instead of after they expire: each process holds an advisory lock on a session of its
+   * own, which the others probe each round. Default true; no effect on the embedded store. Turn
+   * it off behind a pooler that does not keep sessions (PgBouncer in transaction mode).
+   */
+  readonly fastTakeover?: boolean;
 }
 
 /** Who holds a stream, as of the coordinator's latest round. */
@@ -74,6 +82,12 @@ export interface LeaseCoordinator {
   ownerOf(stream: string): StreamOwner | undefined;
   /** Live processes sharing this process's set of streams, itself included, as of the latest round. */
   members(): number;
+  /**
+   * A caller could not reach the holder of `stream` (its connection was refused): with fast
+   * takeover, whether its session ended is looked up now, and if so its leases are taken in a
+   * round run at once instead of at the next round's time. Cheap to call for every failure.
+   */
+  ownerUnreachable(stream: string): void;
   /** Releases every stream ('closing'), gives up the leases and leaves. Idempotent. */
   close(): Promise<void>;
 }
@@ -107,6 +121,9 @@ export function createLeaseCoordinator(options: LeaseCoordinatorOptions): LeaseC
       c.myStreams = sorted;
       c.myFingerprint = fingerprint;
       c.knownSets.set(fingerprint, new Set(sorted));
+      // the lock before the first lease, so that a process killed at any time after is seen dead
+      await ensureSessionLock(c);
+      if (c.state !== 'running') return; // closed meanwhile
       // A failed first round is retried by the next ones, like any other.
       await roundNow(c);
       if (c.state !== 'running') return; // closed during the first round
@@ -116,6 +133,11 @@ export function createLeaseCoordinator(options: LeaseCoordinatorOptions): LeaseC
     held: () => [...leases.keys()].sort(),
 
     members: () => c.liveMembers,
+
+    ownerUnreachable: (stream) => {
+      const owner = c.others.get(stream);
+      if (owner !== undefined) checkGone(c, owner.ownerId);
+    },
 
     ownerOf: (stream) => {
       const lease = leases.get(stream);
@@ -133,7 +155,7 @@ export function createLeaseCoordinator(options: LeaseCoordinatorOptions): LeaseC
         await c.round?.catch(() => {});
         await Promise.all([...leases.keys()].map((stream) => release(c, stream, 'closing')));
         await sql`DELETE FROM cos_stream_members WHERE owner = ${ownerId}`.execute(c.kysely).catch(report);
-      })();
+      })().finally(() => closeSession(c));
       return closing;
     },
   };

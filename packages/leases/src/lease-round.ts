@@ -1,8 +1,8 @@
 import { sql } from 'kysely';
-import type { LiveMember } from './fair-share.js';
 import { interval, type LeaseContext } from './lease-context.js';
 import type { StreamOwner } from './lease-coordinator.js';
 import { lose } from './lease-handover.js';
+import { checkSession, ensureSessionLock, reapGone, type MemberWithLock } from './lease-session.js';
 import { rebalance } from './lease-share.js';
 
 /** Rounds between cleanups of long-dead member rows. */
@@ -14,7 +14,11 @@ const CLEANUP_EVERY = 60;
  */
 export async function runRound(c: LeaseContext): Promise<void> {
   const startedAt = performance.now();
-  const members = await heartbeat(c);
+  // in the background: neither may hold up the renewals
+  checkSession(c);
+  void ensureSessionLock(c);
+  const members = await reapGone(c, await heartbeat(c));
+  c.lastMembers = members;
   c.liveMembers = members.filter((member) => member.fingerprint === c.myFingerprint).length;
   await renew(c, startedAt);
   if (c.state !== 'running') return;
@@ -25,19 +29,22 @@ export async function runRound(c: LeaseContext): Promise<void> {
   }
 }
 
-/** Renews this process's membership; the live members, and the stream sets of those not known yet. */
-async function heartbeat(c: LeaseContext): Promise<LiveMember[]> {
-  const { rows } = await sql<LiveMember>`
+/**
+ * Renews this process's membership (with the key of its session lock, if it holds one); the live
+ * members, and the stream sets of those not known yet.
+ */
+async function heartbeat(c: LeaseContext): Promise<MemberWithLock[]> {
+  const { rows } = await sql<MemberWithLock>`
     WITH me AS (
-      INSERT INTO cos_stream_members (owner, fingerprint, expires_at, address)
-      VALUES (${c.ownerId}, ${c.myFingerprint}, now() + ${interval(c.leaseMs)}, ${c.address})
+      INSERT INTO cos_stream_members (owner, fingerprint, expires_at, address, session_lock)
+      VALUES (${c.ownerId}, ${c.myFingerprint}, now() + ${interval(c.leaseMs)}, ${c.address}, ${c.lock?.key ?? null}::int)
       ON CONFLICT (owner) DO UPDATE SET fingerprint = excluded.fingerprint, expires_at = excluded.expires_at,
-        address = excluded.address
-      RETURNING owner, fingerprint
+        address = excluded.address, session_lock = excluded.session_lock
+      RETURNING owner, fingerprint, session_lock
     )
-    SELECT owner, fingerprint FROM me
+    SELECT owner, fingerprint, session_lock FROM me
     UNION ALL
-    SELECT owner, fingerprint FROM cos_stream_members WHERE expires_at > now() AND owner <> ${c.ownerId}`.execute(c.kysely);
+    SELECT owner, fingerprint, session_lock FROM cos_stream_members WHERE expires_at > now() AND owner <> ${c.ownerId}`.execute(c.kysely);
   const unknown = [...new Set(rows.map((row) => row.fingerprint))].filter((f) => !c.knownSets.has(f));
   if (unknown.length > 0) {
     const sets = await sql<{ fingerprint: string; streams: string[] }>`
@@ -50,9 +57,11 @@ async function heartbeat(c: LeaseContext): Promise<LiveMember[]> {
 async function renew(c: LeaseContext, startedAt: number): Promise<void> {
   const streams = [...c.leases.keys()];
   if (streams.length === 0) return;
+  // An expired lease is not renewed: it may be taken any moment (or was expired by a process
+  // that found this one's session ended).
   const { rows } = await sql<{ stream: string }>`
     UPDATE cos_stream_leases SET expires_at = now() + ${interval(c.leaseMs)}
-    WHERE owner = ${c.ownerId} AND stream = ANY(${streams}::text[])
+    WHERE owner = ${c.ownerId} AND stream = ANY(${streams}::text[]) AND expires_at > now()
     RETURNING stream`.execute(c.kysely);
   const renewed = new Set(rows.map((row) => row.stream));
   for (const stream of streams) {

@@ -30,15 +30,29 @@ export function stopTimers(c: LeaseContext): void {
   clearInterval(c.watchdog);
 }
 
-function schedule(c: LeaseContext): void {
+/**
+ * Runs the next round now rather than at its time, or right after the one under way: the holder
+ * of some leases was found gone, whose streams are to be taken.
+ */
+export function roundSoon(c: LeaseContext): void {
+  // (before the timers start the first round is under way, and takes them)
+  if (c.state !== 'running' || c.timer === undefined) return;
+  if (c.round !== undefined) c.roundAgain = true;
+  else schedule(c, 0);
+}
+
+function schedule(c: LeaseContext, delayMs = c.renewIntervalMs): void {
   if (c.state !== 'running') return;
+  clearTimeout(c.timer);
   c.timer = setTimeout(() => {
     c.round = runRound(c)
       .catch(c.report)
       .finally(() => {
         c.round = undefined;
-        schedule(c);
+        const again = c.roundAgain;
+        c.roundAgain = false;
+        schedule(c, again ? 0 : c.renewIntervalMs);
       });
-  }, c.renewIntervalMs);
+  }, delayMs);
   c.timer.unref();
 }

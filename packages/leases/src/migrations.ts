@@ -63,4 +63,12 @@ export const leaseMigrations: MigrationSet = {
         .execute();
     },
   },
+  '2026-12-12-420-stream-member-session-lock': {
+    async up(db: Kysely<unknown>) {
+      // The key of the advisory lock a member holds on a session of its own (null: none, e.g. the
+      // embedded store or a release without it): when that lock is free, the member's session
+      // ended, i.e. its process died, and the others take its leases without waiting for expiry.
+      await db.schema.alterTable('cos_stream_members').addColumn('session_lock', 'integer').execute();
+    },
+  },
 };

@@ -15,6 +15,8 @@ export type StreamMemberRow = {
   fingerprint: string;
   expires_at: Date;
   address: string | null;
+  /** key of the member's session advisory lock (fast takeover); null without one */
+  session_lock: number | null;
   started_at: ColumnType<Date, Date | undefined, Date>;
 };
 

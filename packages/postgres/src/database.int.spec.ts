@@ -110,6 +110,24 @@ describe.each(await testStoreKinds())('database on %s', (kind) => {
     else expect(stats).toMatchObject({ total: 1, idle: 1, waiting: 0 });
   });
 
+  it('opens a session of its own outside the pool, whose end (a terminated backend) it reports (none embedded)', async () => {
+    const database = await open();
+    const session = await database.openSession();
+    if (kind === 'embedded') {
+      expect(session).toBeUndefined();
+      return;
+    }
+    const [row] = await session!.query<{ pid: number; schema: string }>('SELECT pg_backend_pid() AS pid, current_schema() AS schema');
+    expect(row!.schema).toBe(database.schema);
+    // not a pool connection: the pool's statements run elsewhere
+    const { rows } = await sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`.execute(database.kysely);
+    expect(rows[0]!.pid).not.toBe(row!.pid);
+    await sql`SELECT pg_terminate_backend(${row!.pid}::int)`.execute(database.kysely);
+    expect(await session!.ended).toBeInstanceOf(Error);
+    await expect(session!.query('SELECT 1')).rejects.toThrow();
+    await session!.close();
+  });
+
   it('delivers NOTIFY to listeners', async () => {
     const database = await open();
     const received: string[] = [];

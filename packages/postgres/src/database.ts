@@ -2,7 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { PGlite, types as pgliteTypes } from '@electric-sql/pglite';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
-import { createGuardedPool } from './guarded-pool.js';
+import { ClientTimeoutError, createGuardedPool } from './guarded-pool.js';
 import { createListenConnection, type NotificationListener } from './listen-connection.js';
 import { PGliteDialect } from './pglite-dialect.js';
 import { createPostgresTls, explainTlsFailure, type PostgresTlsOptions } from './postgres-tls.js';
@@ -80,7 +80,21 @@ export interface Database {
   available(): boolean;
   /** Connections of the pg pool; undefined for the embedded store, which has one. */
   poolStats(): PoolStats | undefined;
+  /**
+   * A connection of its own, outside the pool, kept until closed or lost: for session state such
+   * as advisory locks. Undefined on the embedded store (one process, one session for everything).
+   */
+  openSession(): Promise<DatabaseSession | undefined>;
   /** Closes the pool (or the embedded database). */
+  close(): Promise<void>;
+}
+
+/** One connection kept open (see Database.openSession); lost for good once it fails. */
+export interface DatabaseSession {
+  /** Runs a statement on this connection; bounded like the pool's. A failure ends the session. */
+  query<R>(text: string, values?: readonly unknown[]): Promise<R[]>;
+  /** Resolves once the connection is gone (closed, or lost: the reason), its session state with it. */
+  readonly ended: Promise<unknown>;
   close(): Promise<void>;
 }
 
@@ -195,6 +209,7 @@ async function createPostgresDatabase(options: PostgresConnectionOptions): Promi
     kysely,
     listen: (channel, listener) => notifications.listen(channel, listener),
     available: () => availability.available(),
+    openSession: () => openSession({ ...connection(), types: typeParsers, options: `-c search_path=${options.schema}` }, statementTimeoutMs + CLIENT_GRACE_MS),
     poolStats: () => ({
       total: pool.totalCount,
       idle: pool.idleCount,
@@ -207,6 +222,50 @@ async function createPostgresDatabase(options: PostgresConnectionOptions): Promi
       tls.close();
       await notifications.close();
       await kysely.destroy();
+    },
+  };
+}
+
+async function openSession(connection: pg.ClientConfig, timeoutMs: number): Promise<DatabaseSession> {
+  const client = new pg.Client(connection);
+  let end!: (reason: unknown) => void;
+  const ended = new Promise<unknown>((resolve) => (end = resolve));
+  // Closes the socket at once: a stalled server would never answer the polite goodbye, and the
+  // server must see the session end (its locks released) as soon as this process gives it up.
+  const destroy = (reason: unknown) => {
+    end(reason);
+    (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+    client.end().catch(() => {});
+  };
+  client.on('error', destroy);
+  client.on('end', () => end(new Error('the session connection ended')));
+  try {
+    await client.connect();
+  } catch (error) {
+    destroy(error);
+    throw error;
+  }
+  return {
+    ended,
+    async query<R>(text: string, values: readonly unknown[] = []) {
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new ClientTimeoutError(timeoutMs)), timeoutMs);
+      });
+      const sent = client.query(text, values as unknown[]);
+      sent.catch(() => {});
+      try {
+        return (await Promise.race([sent, timedOut])).rows as R[];
+      } catch (error) {
+        destroy(error);
+        throw error;
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    async close() {
+      end(new Error('the session was closed'));
+      await client.end().catch(() => {});
     },
   };
 }
@@ -271,6 +330,7 @@ async function createEmbeddedDatabase(options: EmbeddedConnectionOptions): Promi
     kysely,
     available: () => true,
     poolStats: () => undefined,
+    openSession: () => Promise.resolve(undefined),
     async listen(channel, listener) {
       return pglite.listen(channel, listener);
     },

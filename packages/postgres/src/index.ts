@@ -3,6 +3,7 @@ export {
   notify,
   type Database,
   type DatabaseOptions,
+  type DatabaseSession,
   type DatabaseStatus,
   type EmbeddedConnectionOptions,
   type NotificationListener,
