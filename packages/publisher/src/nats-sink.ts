@@ -1,6 +1,7 @@
-import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
-import { connect, headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
-import { createKeyOrder, publishOrdered, withTimeout } from './ordered.js';
+import { jetstream } from '@nats-io/jetstream';
+import { connect, createInbox, headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
+import { watchConfirms } from './confirm-watch.js';
+import { createKeyOrder, publishOrderedWith, withTimeout } from './ordered.js';
 import type { BrokerMessage, EventSink } from './ports.js';
 
 export interface NatsSinkOptions {
@@ -12,6 +13,11 @@ export interface NatsSinkOptions {
   readonly name?: string;
   /** default time to wait for an acknowledgement, when publish() is given none */
   readonly timeoutMs?: number;
+  /**
+   * Publish through the client's js.publish, one request per message, instead of acknowledgements
+   * on the sink's own inbox (the default; see openLink): the reference the default is tested against.
+   */
+  readonly requests?: boolean;
 }
 
 /**
@@ -23,7 +29,7 @@ export interface NatsSinkOptions {
  * the next publish, so a broker down at start-up only delays publication.
  */
 export function createNatsSink(options: NatsSinkOptions): EventSink {
-  let connection: Promise<{ nc: NatsConnection; js: JetStreamClient }> | undefined;
+  let connection: Promise<Link> | undefined;
   let closed = false;
   // batches may be published side by side: each key keeps its order across them
   const order = createKeyOrder();
@@ -34,16 +40,18 @@ export function createNatsSink(options: NatsSinkOptions): EventSink {
       maxReconnectAttempts: -1,
       reconnectTimeWait: 500,
       timeout: options.timeoutMs ?? 10_000,
-      // otherwise every publish allocates two Errors with stack traces up front (for the async
+      // otherwise every request allocates two Errors with stack traces up front (for the async
       // context of a failure): measured as the largest CPU cost of a publication
       noAsyncTraces: true,
     }).then(
       (nc) => {
+        const link = openLink(nc);
         // a connection closed for good (not a reconnect) is opened afresh next time
         void nc.closed().then(() => {
+          link.lost(new Error(`NATS ${options.url}: the connection closed`));
           if (!closed) connection = undefined;
         });
-        return { nc, js: jetstream(nc) };
+        return link;
       },
       (error: unknown) => {
         connection = undefined;
@@ -52,28 +60,32 @@ export function createNatsSink(options: NatsSinkOptions): EventSink {
     );
     return connection;
   };
-  const publishOne = async (js: JetStreamClient, message: BrokerMessage, timeoutMs: number) => {
-    const headers = natsHeaders();
-    for (const [name, value] of Object.entries(message.headers)) headers.set(name, value);
-    await js.publish(options.subject, message.payload, { msgID: message.id, headers, timeout: timeoutMs });
-  };
   return {
     kind: 'nats',
     async publish(batch, publishOptions) {
       if (closed) throw new Error('the NATS sink is closed');
       const timeoutMs = publishOptions?.timeoutMs ?? options.timeoutMs ?? 10_000;
-      let js: JetStreamClient | undefined;
-      const ready = withTimeout(open(), timeoutMs, `NATS ${options.url}: connect`).then((opened) => {
-        js = opened.js;
+      const what = `NATS ${options.url}`;
+      const confirms = watchConfirms(timeoutMs, what);
+      let link: Link | undefined;
+      const ready = withTimeout(open(), timeoutMs, `${what}: connect`).then((opened) => {
+        link = opened;
       });
       ready.catch(() => {}); // reported by each message waiting for it
-      // handed over before the connection is there, so the batch takes its place in each key's
-      // order now, behind the batches published before it (see KeyOrder)
-      await publishOrdered(
-        batch,
-        (message) => (js ? publishOne(js, message, timeoutMs) : ready.then(() => publishOne(js!, message, timeoutMs))),
-        order,
-      );
+      const send = (message: BrokerMessage, done: (error?: unknown) => void) => {
+        if (options.requests) link!.request(message, timeoutMs).then(() => done(), done);
+        else {
+          const token = link!.token();
+          link!.send(message, token, confirms.waiting(message.id, (error) => (link!.forget(token), done(error))));
+        }
+      };
+      try {
+        // handed over before the connection is there, so the batch takes its place in each key's
+        // order now, behind the batches published before it (see KeyOrder)
+        await publishOrderedWith(batch, (message, done) => (link ? send(message, done) : ready.then(() => send(message, done), done)), order);
+      } finally {
+        confirms.stop();
+      }
     },
     async close() {
       closed = true;
@@ -82,4 +94,95 @@ export function createNatsSink(options: NatsSinkOptions): EventSink {
       if (current) await current.then(({ nc }) => nc.drain()).catch(() => {});
     },
   };
+
+  /**
+   * One connection's publishing. Acknowledgements come back on one inbox subscription of the
+   * sink's own, each publication's reply subject a token under it (what JetStream clients call
+   * async publishing): the client's request() makes a promise, a timer and an Error with a stack
+   * per message, which cost more CPU than the publication itself. `request` is the client's own
+   * js.publish, kept as the reference the inbox is tested against.
+   */
+  function openLink(nc: NatsConnection): Link {
+    const js = jetstream(nc);
+    const inbox = createInbox();
+    const waiting = new Map<string, (error?: Error) => void>();
+    let next = 0;
+    nc.subscribe(`${inbox}.*`, {
+      callback: (error, msg) => {
+        if (error) return; // the subscription closes with the connection: lost() fails what waits
+        const token = msg.subject.slice(inbox.length + 1);
+        const settle = waiting.get(token);
+        if (settle === undefined) return; // failed meanwhile (timeout, connection lost)
+        waiting.delete(token);
+        settle(ackError(msg));
+      },
+    });
+    return {
+      nc,
+      token: () => (next++).toString(36),
+      send(message, token, settle) {
+        waiting.set(token, settle);
+        try {
+          nc.publish(options.subject, message.payload, { reply: `${inbox}.${token}`, headers: natsHeadersOf(message) });
+        } catch (error) {
+          waiting.delete(token);
+          settle(error instanceof Error ? error : new Error(String(error)));
+        }
+      },
+      forget: (token) => void waiting.delete(token),
+      async request(message, timeoutMs) {
+        await js.publish(options.subject, message.payload, { msgID: message.id, headers: natsHeadersOf(message, false), timeout: timeoutMs });
+      },
+      lost(reason) {
+        const all = [...waiting.values()];
+        waiting.clear();
+        for (const settle of all) settle(reason);
+      },
+    };
+  }
+}
+
+interface Link {
+  readonly nc: NatsConnection;
+  /** a fresh reply token */
+  token(): string;
+  /** publishes with its acknowledgement to `token` on the sink's inbox; `settle` gets it (or the failure) */
+  send(message: BrokerMessage, token: string, settle: (error?: Error) => void): void;
+  /** stops waiting for `token` (its publication failed otherwise: a timeout) */
+  forget(token: string): void;
+  /** publishes through the client's js.publish */
+  request(message: BrokerMessage, timeoutMs: number): Promise<void>;
+  /** fails every publication waiting for its acknowledgement */
+  lost(reason: Error): void;
+}
+
+/** The message's headers, and its id as `Nats-Msg-Id` (what js.publish sets from `msgID`). */
+function natsHeadersOf(message: BrokerMessage, withId = true): MsgHdrs {
+  const headers = natsHeaders();
+  for (const name in message.headers) headers.set(name, message.headers[name]!);
+  if (withId) headers.set(MSG_ID_HEADER, message.id);
+  return headers;
+}
+
+const MSG_ID_HEADER = 'Nats-Msg-Id';
+const decoder = new TextDecoder();
+
+/**
+ * What a reply to a JetStream publication says: undefined for a PubAck, else why it failed (a
+ * status such as 503 when no stream takes the subject, or a JetStream API error), as js.publish
+ * reads it.
+ */
+export function ackError(msg: Msg): Error | undefined {
+  if (msg.headers?.hasError) {
+    return new Error(msg.headers.code === 503 ? 'no JetStream stream takes the subject (503 no responders)' : `${msg.headers.code} ${msg.headers.description}`);
+  }
+  let ack: { stream?: string; error?: { code?: number; err_code?: number; description?: string } };
+  try {
+    ack = JSON.parse(decoder.decode(msg.data)) as typeof ack;
+  } catch {
+    return new Error('not a JetStream acknowledgement');
+  }
+  if (ack.error) return new Error(`JetStream: ${ack.error.description ?? 'error'} (${ack.error.code ?? '?'}, ${ack.error.err_code ?? '?'})`);
+  if (!ack.stream) return new Error('invalid ack response');
+  return undefined;
 }

@@ -131,6 +131,54 @@ describe('NATS JetStream sink', () => {
     });
   }, 60_000);
 
+  it("acknowledged on the sink's inbox, the messages are stored as through js.publish: same subject, headers, data, ids, duplicates dropped", async () => {
+    const storedMessages = async (stream: string) => {
+      const info = await jsm.streams.info(stream);
+      const out: { subject: string; headers: [string, string[]][]; data: string }[] = [];
+      for (let seq = info.state.first_seq; info.state.messages > 0 && seq <= info.state.last_seq; seq++) {
+        const stored = (await jsm.streams.getMessage(stream, { seq }))!;
+        const headers = [...stored.header.keys()].sort().map((key) => [key, stored.header.values(key)] as [string, string[]]);
+        out.push({ subject: stored.subject.split('.')[0]!, headers, data: new TextDecoder().decode(stored.data) });
+      }
+      return out;
+    };
+    const results: Awaited<ReturnType<typeof storedMessages>>[] = [];
+    for (const requests of [true, false]) {
+      await withStream(async (subject) => {
+        const sink = createNatsSink({ url: 'nats://127.0.0.1:4222', subject, requests });
+        const all = messages(200).map((message) => ({ ...message, headers: { ...message.headers, 'cos-entity-id': message.key, 'cos-x': 'a, b' } }));
+        await publishAll(sink, all);
+        await publishAll(sink, all.slice(0, 50)); // again: same ids, dropped by the stream
+        await sink.close();
+        results.push(await storedMessages(subject.slice('cos-sink.'.length)));
+      });
+    }
+    expect(results[0]).toHaveLength(200);
+    expect(results[1]).toEqual(results[0]);
+  }, 60_000);
+
+  it('fails a publication no stream takes, through the inbox as through js.publish, and goes on once one does', async () => {
+    for (const requests of [true, false]) {
+      const subject = `cos-sink.nostream_${randomUUID().slice(0, 8)}`;
+      const sink = createNatsSink({ url: 'nats://127.0.0.1:4222', subject, requests });
+      const failure = await sink.publish(messages(3), { timeoutMs: 2000 }).then(
+        () => undefined,
+        (error: unknown) => error as PublishFailure,
+      );
+      expect(failure?.accepted, `requests: ${requests}`).toBe(0);
+      expect(failure?.message, `requests: ${requests}`).toMatch(requests ? /no responders|jetstream is not enabled/i : /no JetStream stream takes the subject/);
+      const stream = subject.slice('cos-sink.'.length);
+      await jsm.streams.add({ name: stream, subjects: [subject] });
+      try {
+        await sink.publish(messages(3), { timeoutMs: 2000 });
+        expect((await jsm.streams.info(stream)).state.messages).toBe(3);
+      } finally {
+        await sink.close();
+        await jsm.streams.delete(stream);
+      }
+    }
+  }, 60_000);
+
   it('publishes the JSON payload format: the EventWrapper in proto3 JSON, known Anys with @type, others as base64', async () => {
     await withStream(async (subject) => {
       const handler = createPublisherHandler(createNatsSink({ url: 'nats://127.0.0.1:4222', subject }), { format: 'json' });
