@@ -78,7 +78,9 @@ export async function joinCluster(cluster: Cluster, options: JoinClusterOptions)
     ? createLeaseCoordinator({
         database: leaseDatabase ?? database,
         address,
+        fastTakeover: config.cluster.fastTakeover,
         onError: (error) => logger.warn({ err: error }, 'entity shard leases: round failed'),
+        onTakeover: (ownerId) => logger.warn({ owner: ownerId }, "entity shard leases: a replica's database session ended (killed or crashed); its shards are taken over now"),
       })
     : undefined;
   cluster.coordinator = coordinator;

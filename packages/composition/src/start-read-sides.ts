@@ -35,7 +35,7 @@ export const readSideMigrations: MigrationSet = mergeMigrations(offsetStoreMigra
 
 export interface StartReadSidesOptions {
   readonly config: Pick<CosConfig, 'readSide' | 'numShards' | 'store' | 'readSideOffsetStore' | 'server' | 'telemetry'> &
-    Partial<Pick<CosConfig, 'publishers' | 'keepalive'>>;
+    Partial<Pick<CosConfig, 'publishers' | 'keepalive' | 'cluster'>>;
   readonly logger: Logger;
   /** the journal's database, opened and migrated by the caller (with readSideMigrations) */
   readonly journalDatabase: Database;
@@ -158,7 +158,9 @@ export async function startReadSides(options: StartReadSidesOptions): Promise<Ru
   const ownership = createLeaseCoordinator({
     database: separate || !options.leaseDatabase ? offsetsDatabase : options.leaseDatabase,
     ...(options.leaseMs !== undefined ? { leaseMs: options.leaseMs } : {}),
+    ...(config.cluster ? { fastTakeover: config.cluster.fastTakeover } : {}),
     onError: (error) => logger.warn({ err: error }, 'read side leases: round failed'),
+    onTakeover: (ownerId) => logger.warn({ owner: ownerId }, "read side leases: a process's database session ended (killed or crashed); its streams are taken over now"),
   });
   const engine = createReadSideEngine({
     readSides: sides.map((side, index) => {

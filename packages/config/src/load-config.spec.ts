@@ -76,6 +76,7 @@ describe('defaults', () => {
         secret: undefined,
         peerTls: undefined,
         maxClockSkewMs: 30_000,
+        fastTakeover: true,
       },
       security: {
         reloadIntervalMs: 10_000,
@@ -397,6 +398,7 @@ const ROWS: readonly [Record<string, string>, (config: CosConfig) => unknown, un
   [{ COS_KUBERNETES_APP_LABEL: 'chiefofstate' }, (c) => c.cluster.kubernetesAppLabel, 'chiefofstate'],
   [{ COS_CLUSTER_SECRET: ' sixteen chars+ ' }, (c) => c.cluster.secret, ' sixteen chars+ '],
   [{ COS_CLUSTER_MAX_CLOCK_SKEW: '2.5' }, (c) => c.cluster.maxClockSkewMs, 2500],
+  [{ COS_CLUSTER_FAST_TAKEOVER: 'false' }, (c) => c.cluster.fastTakeover, false],
   [{ LOG_LEVEL: 'DEBUG' }, (c) => c.log.level, 'debug'],
   [{ LOG_LEVEL: 'Trace' }, (c) => c.log.level, 'trace'],
   [{ LOG_STYLE: 'simple' }, (c) => c.log.style, 'SIMPLE'],

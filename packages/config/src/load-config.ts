@@ -514,6 +514,7 @@ function readCluster(reader: EnvReader, store: StoreConfig): Omit<ClusterConfig,
     kubernetesAppLabel: reader.read(text, 'COS_KUBERNETES_APP_LABEL'),
     secret: reader.read(clusterSecret, 'COS_CLUSTER_SECRET'),
     maxClockSkewMs: reader.readOr(secondsAsMs, 'COS_CLUSTER_MAX_CLOCK_SKEW', 30_000),
+    fastTakeover: reader.readOr(boolean, 'COS_CLUSTER_FAST_TAKEOVER', true),
   };
 }
 

@@ -355,6 +355,11 @@ export interface ClusterConfig {
   /** COS_CLUSTER_MAX_CLOCK_SKEW (seconds) in ms */
   readonly maxClockSkewMs: number;
   /**
+   * COS_CLUSTER_FAST_TAKEOVER: take the shards and read-side streams of a process whose database
+   * session ended (killed, crashed) at once rather than when its leases expire (@chiefofstate/leases)
+   */
+  readonly fastTakeover: boolean;
+  /**
    * How peers are dialled: over TLS when the listener has TLS (COS_TLS_CERT_FILE/KEY, also the
    * client certificate), with COS_CLUSTER_TLS_CA_FILE (else COS_TLS_CLIENT_CA_FILE) and
    * COS_CLUSTER_TLS_SERVER_NAME; undefined: plaintext.

@@ -486,6 +486,12 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     '30',
     "seconds a forwarded call's proof may be off this replica's clock (decimals allowed)",
   ),
+  v(
+    'COS_CLUSTER_FAST_TAKEOVER',
+    [],
+    'true',
+    "take the shards and read-side streams of a process whose database session ended (killed, crashed) at once (each process holds a lock on a PostgreSQL connection of its own); false: when its leases expire (COS_CLUSTER_FAST_TAKEOVER=false behind a pooler that does not keep sessions, e.g. PgBouncer in transaction mode)",
+  ),
   // peer TLS (client-tls): peers are dialled over TLS when COS_TLS_CERT_FILE is set
   v(
     'COS_CLUSTER_TLS_CA_FILE',

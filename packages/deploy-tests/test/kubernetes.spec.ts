@@ -337,6 +337,8 @@ describe.each(Object.keys(VARIANTS))('deploy/kubernetes/%s', (variant) => {
           // no COS_CLUSTER_SECRET in the manifests: the replicas share one through the database
           secret: undefined,
           maxClockSkewMs: 30_000,
+          // a killed replica's shards taken over as soon as PostgreSQL ends its session
+          fastTakeover: true,
           // with a TLS listener, peers are dialled over TLS with its certificate
           peerTls: env.has('COS_TLS_CERT_FILE')
             ? expect.objectContaining({ certFile: expect.any(String), keyFile: expect.any(String), caFile: expect.any(String) })

@@ -269,7 +269,9 @@ describe("the server-streaming fast path against Connect's adapter, seen by a st
     expect(observed.fast.messages).toEqual(observed.connect.messages);
     expect(observed.connect.code).toBe(grpc.status.DEADLINE_EXCEEDED);
     await pollUntil(() => aborts.length === 2, 5000, 'both sources ended');
-    expect(aborts).toEqual(['DeadlineExceeded', 'DeadlineExceeded']);
+    // the server's deadline timer and the client's cancellation at its own deadline race: on a
+    // busy machine the cancellation arrives first, and the source ends for that reason
+    for (const reason of aborts) expect(['DeadlineExceeded', 'Canceled']).toContain(reason);
   });
 
   it('the caller cancelling ends the subscription on both paths', async () => {

@@ -29,6 +29,8 @@ export interface LeaseContext {
   /** what ownerOf answers for the streams this process holds */
   readonly self: StreamOwner;
   readonly report: (error: unknown) => void;
+  /** this process expired a dead owner's leases (fast takeover) */
+  readonly tookOver: (ownerId: string) => void;
   readonly leases: Map<string, Lease>;
   /** stream sets by fingerprint, this process's and those of the live members read so far */
   readonly knownSets: Map<string, ReadonlySet<string>>;
@@ -88,6 +90,7 @@ export function createLeaseContext(options: LeaseCoordinatorOptions): LeaseConte
     address,
     self: { ownerId, address: address ?? undefined, self: true },
     report: (error) => options.onError?.(error),
+    tookOver: (ownerId) => options.onTakeover?.(ownerId),
     leases: new Map(),
     knownSets: new Map(),
     others: new Map(),

@@ -279,8 +279,11 @@ describe.runIf(hasServer)('fast takeover on PostgreSQL: a process whose session 
   let first: TestDatabase;
   let second: TestDatabase;
   const coordinators: LeaseCoordinator[] = [];
+  /** the owners each coordinator reported taking over, by its own owner id */
+  const takeovers = new Map<string, string[]>();
   const start = async (database: Database, ownerId: string, all: string[], host: StreamHost, onError: (error: unknown) => void = () => {}) => {
-    const created = createLeaseCoordinator({ database, ownerId, leaseMs, renewIntervalMs: 100, onError });
+    const onTakeover = (dead: string) => takeovers.set(ownerId, [...(takeovers.get(ownerId) ?? []), dead]);
+    const created = createLeaseCoordinator({ database, ownerId, leaseMs, renewIntervalMs: 100, onError, onTakeover });
     coordinators.push(created);
     await created.start(all, host);
     return created;
@@ -351,6 +354,7 @@ describe.runIf(hasServer)('fast takeover on PostgreSQL: a process whose session 
       }
       // its heartbeat was expired with its leases: it no longer counts
       expect(a.members()).toBe(1);
+      expect(takeovers.get('killed-a')).toEqual(['killed-child']);
       await a.close();
     } finally {
       await child.kill();

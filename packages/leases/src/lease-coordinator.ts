@@ -53,6 +53,8 @@ export interface LeaseCoordinatorOptions {
    * it off behind a pooler that does not keep sessions (PgBouncer in transaction mode).
    */
   readonly fastTakeover?: boolean;
+  /** this process found `ownerId`'s session ended and expired its leases (fast takeover): for the log */
+  readonly onTakeover?: (ownerId: string) => void;
 }
 
 /** Who holds a stream, as of the coordinator's latest round. */

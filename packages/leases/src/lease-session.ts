@@ -173,7 +173,7 @@ export function checkGone(c: LeaseContext, ownerId: string): void {
 export async function reapGone<M extends MemberWithLock>(c: LeaseContext, members: readonly M[]): Promise<M[]> {
   const probed = members.filter((member) => member.owner !== c.ownerId && member.session_lock !== null);
   if (probed.length === 0) return [...members];
-  const { rows } = await sql<{ owner: string }>`
+  const { rows } = await sql<{ owner: string; expired_here: boolean }>`
     WITH held AS MATERIALIZED (
       SELECT objid FROM pg_locks
       WHERE locktype = 'advisory' AND classid = ${SESSION_LOCK_CLASS}::bigint::oid AND objsubid = 2
@@ -191,10 +191,11 @@ export async function reapGone<M extends MemberWithLock>(c: LeaseContext, member
       WHERE l.owner = expired.owner AND l.expires_at > now()
       RETURNING l.stream
     )
-    SELECT g.owner FROM gone g
+    SELECT g.owner, g.owner IN (SELECT owner FROM expired) AS expired_here FROM gone g
     WHERE g.owner IN (SELECT owner FROM expired)
        OR NOT EXISTS (SELECT 1 FROM cos_stream_members m WHERE m.owner = g.owner AND m.expires_at > now())`.execute(c.kysely);
   if (rows.length === 0) return [...members];
+  for (const row of rows) if (row.expired_here) c.tookOver(row.owner);
   const gone = new Set(rows.map((row) => row.owner));
   return members.filter((member) => !gone.has(member.owner));
 }
