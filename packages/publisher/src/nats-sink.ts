@@ -72,17 +72,29 @@ export function createNatsSink(options: NatsSinkOptions): EventSink {
         link = opened;
       });
       ready.catch(() => {}); // reported by each message waiting for it
-      const send = (message: BrokerMessage, done: (error?: unknown) => void) => {
-        if (options.requests) link!.request(message, timeoutMs).then(() => done(), done);
-        else {
-          const token = link!.token();
-          link!.send(message, token, confirms.waiting(message.id, (error) => (link!.forget(token), done(error))));
+      const send = (current: Link, message: BrokerMessage, done: (error?: unknown) => void) => {
+        if (options.requests) {
+          current.request(message, timeoutMs).then(() => done(), done);
+          return;
         }
+        const token = current.token();
+        const settle = confirms.waiting(message.id, (error) => {
+          current.forget(token); // after a timeout: a late acknowledgement finds nothing
+          done(error);
+        });
+        current.send(message, token, settle);
       };
       try {
         // handed over before the connection is there, so the batch takes its place in each key's
         // order now, behind the batches published before it (see KeyOrder)
-        await publishOrderedWith(batch, (message, done) => (link ? send(message, done) : ready.then(() => send(message, done), done)), order);
+        await publishOrderedWith(
+          batch,
+          (message, done) => {
+            if (link) send(link, message, done);
+            else ready.then(() => send(link!, message, done), done);
+          },
+          order,
+        );
       } finally {
         confirms.stop();
       }

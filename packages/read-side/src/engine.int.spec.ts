@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
 import { InvalidArgumentError, NotFoundError, shardOf } from '@chiefofstate/core';
 import { createCircuitBreaker, type CircuitBreaker } from '@chiefofstate/circuit-breaker';
@@ -230,6 +231,40 @@ describe.each(await testStoreKinds())('read-side engine on %s', (kind) => {
     await until(async () => (await offset()) === positions[39], 5_000, 'offset at the head');
     expect(calls.map((c) => c.first)).toEqual([1, 11, 21, 31]);
     expect(most).toBe(2);
+  });
+
+  it('overlapping batches through a long backlog, the stream still reads its stored offset every poll: a pause set without a notification is seen', async () => {
+    world = await createWorld(kind);
+    const entity = world.entityOnShard(0, 'overlap-poll');
+    await world.append(entity, 200);
+    const firsts: number[] = [];
+    await world.startEngine(
+      [
+        {
+          id: 'overlap-poll',
+          handler: (client) => ({
+            handleReadSide: (request, call) => client.handleReadSide(request, call),
+            overlapBatches: true,
+            async handleBatch(events) {
+              firsts.push(toReadSideRequest(events[0]!.payload, '').meta!.revisionNumber);
+              await sleep(40);
+            },
+          }),
+        },
+      ],
+      { batchSize: 10, pollIntervalMs: 100 },
+    );
+    await until(() => firsts.length >= 2, 5_000, 'the first batches');
+    // paused behind the engine's back: only its poll of the stored offset can tell
+    await sql`UPDATE cos_read_side_offsets SET paused = true WHERE read_side_id = 'overlap-poll'`.execute(world.database.kysely);
+    const pausedAt = firsts.length;
+    await sleep(500);
+    const after = firsts.length;
+    // a few batches at most were already on their way; the backlog of 20 batches was not run through
+    expect(after - pausedAt).toBeLessThanOrEqual(10);
+    expect(after).toBeLessThan(20);
+    await sleep(300);
+    expect(firsts.length).toBe(after);
   });
 
   it('when the earlier of two overlapping batches fails, the later counts for nothing: delivery goes on after the accepted events, nothing skipped', async () => {

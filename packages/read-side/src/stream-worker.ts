@@ -256,7 +256,10 @@ async function deliverBatches(
   }
 }
 
-/** The page read ahead after `events`, handed to the handler; none when the stream is to re-check, pause or stop. */
+/**
+ * The page read ahead after `events`, handed to the handler; none when the stream is to re-check,
+ * pause or stop, or is due to read its stored offset again (the round does, every pollIntervalMs).
+ */
 async function handOverAhead(
   s: StreamState,
   events: readonly JournalEventRecord[],
@@ -264,6 +267,7 @@ async function handOverAhead(
 ): Promise<BatchInHandler | undefined> {
   const ahead = s.ahead;
   if (ahead === undefined || ahead.after !== events.at(-1)!.position || interrupted(s) || s.paused) return undefined;
+  if (performance.now() - s.rowReadAt >= s.options.pollIntervalMs) return undefined;
   let page: readonly JournalEventRecord[];
   try {
     page = await ahead.page;
