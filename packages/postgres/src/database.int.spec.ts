@@ -154,6 +154,49 @@ describe('migrations on the real PostgreSQL', async () => {
   });
 });
 
+describe('migrations among schemas that come and go (a test suite, other tenants)', async () => {
+  const kinds = await testStoreKinds();
+  it.runIf(kinds.includes('postgres'))('migrate every fresh schema while other schemas are created and dropped all the time', async () => {
+    const churn = await openTestDatabase('postgres');
+    let stop = false;
+    // bounded: at most 2,000 schemas, and it stops with the test
+    const churning = (async () => {
+      for (let i = 0; !stop && i < 2000; i++) {
+        const other = uniqueSchemaName('churn');
+        await sql.raw(`CREATE SCHEMA ${other}; CREATE TABLE ${other}.t (id bigserial primary key)`).execute(churn.kysely);
+        await sql.raw(`DROP SCHEMA ${other} CASCADE`).execute(churn.kysely);
+      }
+    })();
+    try {
+      for (let round = 0; round < 15; round++) {
+        const database = await openTestDatabase('postgres');
+        try {
+          const result = await migrateToLatest({ database, migrations });
+          expect(result.results?.filter((r) => r.status === 'Success')).toHaveLength(Object.keys(migrations).length);
+        } finally {
+          await database.dispose();
+        }
+      }
+    } finally {
+      stop = true;
+      await churning;
+      await churn.dispose();
+    }
+  });
+
+  it.runIf(kinds.includes('postgres'))('name the migration that failed and why', async () => {
+    const database = await openTestDatabase('postgres');
+    try {
+      const broken: MigrationSet = { '2026-01-02-001-broken': { up: (db: Kysely<unknown>) => sql`select * from no_such_table`.execute(db).then(() => {}) } };
+      await expect(migrateToLatest({ database, migrations: broken })).rejects.toThrow(
+        /schema migration 2026-01-02-001-broken failed in schema \w+: relation "no_such_table" does not exist \(42P01\)/,
+      );
+    } finally {
+      await database.dispose();
+    }
+  });
+});
+
 describe('the embedded store', () => {
   it('creates a nested data directory that does not exist yet, and keeps its data there', async () => {
     const root = await mkdtemp(join(tmpdir(), 'cos-embedded-'));

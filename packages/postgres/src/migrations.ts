@@ -33,17 +33,29 @@ export async function migrateToLatest(options: MigrateOptions): Promise<Migratio
   let result = await migrator.migrateToLatest();
   // Kysely looks for its migration table across every schema of the database; a schema another
   // process drops meanwhile fails that look-up (3F000 naming the other schema). Nothing ran yet:
-  // look again, a bounded number of times.
-  for (let attempt = 1; attempt < 5 && droppedMeanwhile(result.error, database.schema); attempt++) {
+  // look again, a bounded number of times, a little later each time (where schemas come and go
+  // all the time, as in a test suite, five immediate looks were once not enough).
+  for (let attempt = 1; attempt < MAX_LOOKS && droppedMeanwhile(result.error, database.schema); attempt++) {
+    await new Promise((resolve) => setTimeout(resolve, 10 * attempt));
     result = await migrator.migrateToLatest();
   }
   if (result.error !== undefined) {
-    const failed = result.results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
-    throw new StoreError(`schema migration ${failed} failed in schema ${database.schema}`, {
+    const failed = result.results?.find((r) => r.status === 'Error')?.migrationName;
+    const what = failed === undefined ? 'schema migrations' : `schema migration ${failed}`;
+    throw new StoreError(`${what} failed in schema ${database.schema}: ${describe(result.error)}`, {
       cause: result.error,
     });
   }
   return result;
+}
+
+/** Looks for the migration table before giving up on schemas dropped meanwhile (about 2 s in all). */
+const MAX_LOOKS = 20;
+
+function describe(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' ? `${error.message} (${code})` : error.message;
 }
 
 function droppedMeanwhile(error: unknown, schema: string): boolean {
