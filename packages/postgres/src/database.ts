@@ -2,7 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { PGlite, types as pgliteTypes } from '@electric-sql/pglite';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
-import { ClientTimeoutError, createGuardedPool } from './guarded-pool.js';
+import { createGuardedPool, destroySocket, withinClientTimeout } from './guarded-pool.js';
 import { createListenConnection, type NotificationListener } from './listen-connection.js';
 import { PGliteDialect } from './pglite-dialect.js';
 import { createPostgresTls, explainTlsFailure, type PostgresTlsOptions } from './postgres-tls.js';
@@ -234,7 +234,7 @@ async function openSession(connection: pg.ClientConfig, timeoutMs: number): Prom
   // server must see the session end (its locks released) as soon as this process gives it up.
   const destroy = (reason: unknown) => {
     end(reason);
-    (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+    destroySocket(client);
     client.end().catch(() => {});
   };
   client.on('error', destroy);
@@ -248,19 +248,11 @@ async function openSession(connection: pg.ClientConfig, timeoutMs: number): Prom
   return {
     ended,
     async query<R>(text: string, values: readonly unknown[] = []) {
-      let timer: NodeJS.Timeout | undefined;
-      const timedOut = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new ClientTimeoutError(timeoutMs)), timeoutMs);
-      });
-      const sent = client.query(text, values as unknown[]);
-      sent.catch(() => {});
       try {
-        return (await Promise.race([sent, timedOut])).rows as R[];
+        return (await withinClientTimeout(client.query(text, values as unknown[]), timeoutMs)).rows as R[];
       } catch (error) {
         destroy(error);
         throw error;
-      } finally {
-        clearTimeout(timer);
       }
     },
     async close() {
@@ -289,7 +281,7 @@ async function probe(connection: pg.ClientConfig, timeoutMs: number): Promise<vo
     await Promise.race([answered, timedOut]);
   } finally {
     clearTimeout(timer);
-    (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+    destroySocket(client);
     await client.end().catch(() => {});
   }
 }

@@ -47,6 +47,26 @@ export class ClientTimeoutError extends Error {
   }
 }
 
+/** `sent`, or a ClientTimeoutError once `timeoutMs` passed without its answer (its later rejection swallowed). */
+export async function withinClientTimeout<T>(sent: Promise<T>, timeoutMs: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new ClientTimeoutError(timeoutMs)), Math.max(1, timeoutMs));
+  });
+  try {
+    return await Promise.race([sent, timedOut]);
+  } finally {
+    clearTimeout(timer);
+    // the statement's own rejection after a timeout has nobody left to hear it
+    sent.catch(() => {});
+  }
+}
+
+/** Closes a client's socket now: a stalled server would never answer the polite goodbye. */
+export function destroySocket(client: pg.ClientBase): void {
+  (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+}
+
 export function createGuardedPool(options: GuardedPoolOptions): GuardedPool {
   const { pool, availability, queryTimeoutMs, maxWaiting } = options;
   const slowStatementMs = options.slowStatementMs ?? 1000;
@@ -133,27 +153,20 @@ class Guarded implements PostgresPoolClient {
       throw new StoreError('the caller stopped waiting before the statement was sent; nothing was sent');
     }
     const sent = this.client.query(sql, parameters as unknown[]) as unknown as Promise<PostgresQueryResult<R>>;
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new ClientTimeoutError(timeoutMs)), Math.max(1, timeoutMs));
-    });
     const slow = timeoutMs > this.slowStatementMs ? setTimeout(() => this.availability.check(), this.slowStatementMs) : undefined;
     try {
-      return await Promise.race([sent, timedOut]);
+      return await withinClientTimeout(sent, timeoutMs);
     } catch (error) {
       if (isConnectionFailure(error)) {
         this.broken ??= error;
         // the statement was on its way: it may have run (not so for a read-only refusal)
         if (sqlState(error) !== '25006') markOutcomeUnknown(error);
-        this.destroy();
+        destroySocket(this.client);
         this.availability.suspect(error);
       }
       throw error;
     } finally {
-      clearTimeout(timer);
       clearTimeout(slow);
-      // the statement's own rejection after a timeout has nobody left to hear it
-      sent.catch(() => {});
     }
   }
 
@@ -165,10 +178,6 @@ class Guarded implements PostgresPoolClient {
     this.client.release(this.broken === undefined ? undefined : errorOf(this.broken));
   }
 
-  /** Closes the socket now: a stalled server would never answer the polite goodbye. */
-  private destroy(): void {
-    (this.client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
-  }
 }
 
 function errorOf(value: unknown): Error {
