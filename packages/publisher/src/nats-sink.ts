@@ -1,7 +1,7 @@
 import { jetstream } from '@nats-io/jetstream';
 import { connect, createInbox, headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
 import { watchConfirms } from './confirm-watch.js';
-import { createKeyOrder, publishOrderedWith, withTimeout } from './ordered.js';
+import { createKeyOrder, publishOrderedOn, withTimeout } from './ordered.js';
 import type { BrokerMessage, EventSink } from './ports.js';
 
 export interface NatsSinkOptions {
@@ -67,34 +67,20 @@ export function createNatsSink(options: NatsSinkOptions): EventSink {
       const timeoutMs = publishOptions?.timeoutMs ?? options.timeoutMs ?? 10_000;
       const what = `NATS ${options.url}`;
       const confirms = watchConfirms(timeoutMs, what);
-      let link: Link | undefined;
-      const ready = withTimeout(open(), timeoutMs, `${what}: connect`).then((opened) => {
-        link = opened;
-      });
-      ready.catch(() => {}); // reported by each message waiting for it
-      const send = (current: Link, message: BrokerMessage, done: (error?: unknown) => void) => {
+      const send = (link: Link, message: BrokerMessage, done: (error?: unknown) => void) => {
         if (options.requests) {
-          current.request(message, timeoutMs).then(() => done(), done);
+          link.request(message, timeoutMs).then(() => done(), done);
           return;
         }
-        const token = current.token();
+        const token = link.token();
         const settle = confirms.waiting(message.id, (error) => {
-          current.forget(token); // after a timeout: a late acknowledgement finds nothing
+          link.forget(token); // after a timeout: a late acknowledgement finds nothing
           done(error);
         });
-        current.send(message, token, settle);
+        link.send(message, token, settle);
       };
       try {
-        // handed over before the connection is there, so the batch takes its place in each key's
-        // order now, behind the batches published before it (see KeyOrder)
-        await publishOrderedWith(
-          batch,
-          (message, done) => {
-            if (link) send(link, message, done);
-            else ready.then(() => send(link!, message, done), done);
-          },
-          order,
-        );
+        await publishOrderedOn(batch, withTimeout(open(), timeoutMs, `${what}: connect`), send, order);
       } finally {
         confirms.stop();
       }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createKeyOrder, publishOrdered, publishOrderedWith, withTimeout, type PublishFailure } from './ordered.js';
+import { createKeyOrder, publishOrdered, publishOrderedOn, publishOrderedWith, withTimeout, type PublishFailure } from './ordered.js';
 import type { BrokerMessage } from './ports.js';
 
 const message = (key: string, n: number): BrokerMessage => ({ id: `${key}:${n}`, key, headers: {}, payload: new Uint8Array() });
@@ -138,6 +138,28 @@ describe('KeyOrder: batches published side by side', () => {
     const third = publishOrderedWith([message('a', 2)], client.send, order);
     client.answer('a:2');
     await third;
+  });
+});
+
+describe('publishOrderedOn', () => {
+  it('sends once the connection is open, and fails every chain with a connection that could not be opened', async () => {
+    let open: (link: string) => void = () => {};
+    const links: string[] = [];
+    const done = publishOrderedOn(
+      [message('a', 1), message('b', 1)],
+      new Promise<string>((resolve) => (open = resolve)),
+      (link, m, answer) => {
+        links.push(`${link}/${m.id}`);
+        answer();
+      },
+    );
+    await Promise.resolve();
+    expect(links).toEqual([]);
+    open('conn');
+    await done;
+    expect(links).toEqual(['conn/a:1', 'conn/b:1']);
+    const failure = await publishOrderedOn([message('a', 1)], Promise.reject(new Error('refused')), () => {}).catch((error: unknown) => error as PublishFailure);
+    expect(failure).toMatchObject({ message: 'refused', accepted: 0 });
   });
 });
 

@@ -171,6 +171,33 @@ export function publishOrderedWith(
   });
 }
 
+/**
+ * publishOrderedWith over a connection that may still be opening: the batch takes its place in
+ * each key's order at once (behind the batches handed over before it, see KeyOrder), and a
+ * message sent before `opening` settles waits for it, failing with it.
+ */
+export function publishOrderedOn<L>(
+  batch: readonly BrokerMessage[],
+  opening: Promise<L>,
+  send: (link: L, message: BrokerMessage, done: (error?: unknown) => void) => void,
+  order?: KeyOrder,
+): Promise<void> {
+  let opened: { readonly link: L } | undefined;
+  const ready = opening.then((link) => {
+    opened = { link };
+    return link;
+  });
+  ready.catch(() => {}); // reported by each message waiting for it
+  return publishOrderedWith(
+    batch,
+    (message, done) => {
+      if (opened) send(opened.link, message, done);
+      else ready.then((link) => send(link, message, done), done);
+    },
+    order,
+  );
+}
+
 /** Rejects with a timeout error when `promise` has not settled within `ms`. */
 export function withTimeout<T>(promise: Promise<T>, ms: number | undefined, what: string): Promise<T> {
   if (ms === undefined || !Number.isFinite(ms)) return promise;

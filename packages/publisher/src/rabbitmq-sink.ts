@@ -1,7 +1,7 @@
 import { connect, type ChannelModel, type ConfirmChannel, type Options } from 'amqplib';
 import { MESSAGE_HEADERS } from './broker-message.js';
 import { watchConfirms, type ConfirmWatch } from './confirm-watch.js';
-import { createKeyOrder, publishOrderedWith, withTimeout } from './ordered.js';
+import { createKeyOrder, publishOrderedOn, withTimeout } from './ordered.js';
 import type { BrokerMessage, EventSink } from './ports.js';
 
 export interface RabbitMqSinkOptions {
@@ -91,22 +91,13 @@ export function createRabbitMqSink(options: RabbitMqSinkOptions): EventSink {
       // were confirmed
       const confirms = watchConfirms(timeoutMs, what);
       let current: Link | undefined;
-      const ready = withTimeout(open(), timeoutMs, `${what}: connect`).then((opened) => {
+      const opening = withTimeout(open(), timeoutMs, `${what}: connect`).then((opened) => {
         current = opened;
         opened.pending.add(confirms.lost);
+        return opened;
       });
-      ready.catch(() => {}); // reported by each message waiting for it
       try {
-        // handed over before the connection is there, so the batch takes its place in each key's
-        // order now, behind the batches published before it (see KeyOrder)
-        await publishOrderedWith(
-          batch,
-          (message, done) => {
-            if (current) send(current, message, confirms, done);
-            else ready.then(() => send(current!, message, confirms, done), done);
-          },
-          order,
-        );
+        await publishOrderedOn(batch, opening, (link, message, done) => send(link, message, confirms, done), order);
       } finally {
         current?.pending.delete(confirms.lost);
         confirms.stop();
